@@ -1,0 +1,108 @@
+//! The command line: `fb-openchannel <command> [--config PATH]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_PATH};
+use crate::daemon::Daemon;
+
+#[derive(Debug, Parser)]
+#[command(name = "fb-openchannel", version, about = "Connects a Facebook Page to XCALLY Motion's Openchannel")]
+pub struct Cli {
+    /// The config file.
+    #[arg(long, global = true, env = "FB_OPENCHANNEL_CONFIG", default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (systemd Type=notify; SIGTERM stops it cleanly).
+    Run,
+    /// Validate the config and print it with every secret masked; exit 1 on error.
+    CheckConfig,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig => check_config(&cli.config),
+        Command::Run => run(&cli.config),
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            print!("# {}: valid\n{}", path.display(), config.to_redacted_toml());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} problem(s); nothing was started", path.display(), errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    crate::logging::init();
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!("config: {e}");
+            }
+            tracing::error!("{} problem(s) in {}; not starting", errors.0.len(), path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let daemon = match Daemon::start(config).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("cannot start: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        spawn_watchdog();
+        wait_for_stop_signal().await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        daemon.stop().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Pings systemd's watchdog at half its period, when `WatchdogSec=` is set.
+fn spawn_watchdog() {
+    if let Some(timeout) = sd_notify::watchdog_enabled() {
+        let period = timeout / 2;
+        tokio::spawn(async move {
+            loop {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                tokio::time::sleep(period).await;
+            }
+        });
+    }
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,106 @@
+//! The running daemon: where the process starts its parts and where it stops them.
+//!
+//! [`Daemon::start`] opens the store, binds the listeners and starts the workers; it
+//! returns only when everything is ready to serve (that is when systemd is told
+//! `READY=1`). [`Daemon::stop`] stops intake first, lets in-flight work finish, and
+//! returns when every task has ended. Tests and `demo` drive the same two calls.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::config::Config;
+use crate::relay::{inbound, Shared};
+use crate::server::{self, public, Limits};
+use crate::store::Store;
+
+/// How long open HTTP requests may take to finish at shutdown.
+const HTTP_GRACE: Duration = Duration::from_secs(5);
+/// How long deliveries in flight may take to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(10);
+
+pub struct Daemon {
+    /// Where Facebook's webhooks are served (useful when the config asked for port 0).
+    pub public_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Daemon {
+    pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+        let config = Arc::new(config);
+        let store_path = config.storage.path.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&store_path)).await??;
+        let shared = Shared::new(config.clone(), store).map_err(anyhow::Error::msg)?;
+
+        let public_cfg = &config.public;
+        let tls = if public_cfg.tls {
+            Some(
+                server::tls::acceptor(public_cfg.tls_cert.get_ref(), public_cfg.tls_key.get_ref())
+                    .map_err(anyhow::Error::msg)?,
+            )
+        } else {
+            None
+        };
+        let listener = TcpListener::bind(public_cfg.listen).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {} (public.listen): {e}{}",
+                public_cfg.listen,
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    " — ports below 1024 need CAP_NET_BIND_SERVICE (the systemd unit grants it)"
+                } else {
+                    ""
+                }
+            )
+        })?;
+        let public_addr = listener.local_addr()?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let handler_shared = shared.clone();
+        tasks.push(tokio::spawn(server::serve(
+            "public",
+            listener,
+            tls,
+            Limits {
+                request_timeout: public_cfg.request_timeout,
+                max_connections: public_cfg.max_connections,
+            },
+            move |req, remote| public::handle(handler_shared.clone(), req, remote),
+            shutdown_rx.clone(),
+            HTTP_GRACE,
+        )));
+        tasks.push(tokio::spawn(inbound::run(shared.clone(), shutdown_rx.clone(), DRAIN)));
+
+        info!(
+            public = %public_addr,
+            tls = public_cfg.tls,
+            pages = config.pages.len(),
+            store = %config.storage.path.display(),
+            "fb-openchannel is ready: webhooks on {}://{public_addr}/webhook",
+            if public_cfg.tls { "https" } else { "http" }
+        );
+        Ok(Daemon {
+            public_addr,
+            shared,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops intake, finishes in-flight work, and waits for every task to end.
+    pub async fn stop(self) {
+        info!("stopping: no new webhooks are accepted");
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        info!("stopped cleanly");
+    }
+}

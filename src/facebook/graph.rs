@@ -1,0 +1,350 @@
+//! The Facebook Graph API calls we make, and what their errors mean.
+//!
+//! The Page access token always travels in the `Authorization: Bearer` header, never in a
+//! URL that could end up in a log. [`classify`] is the one decision about whether a Graph
+//! error is worth retrying (DESIGN §2, from
+//! <https://developers.facebook.com/docs/graph-api/guides/error-handling> and the
+//! Messenger Send API error list).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::Secret;
+use crate::http_client;
+
+/// What to do about a failed Graph call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// A passing fault (5xx, network, codes 1, 2, 1200): try again after backoff.
+    Retry,
+    /// Rate limited (4, 17, 32, 613, 800xx): slow this page down, then try again.
+    SlowDown,
+    /// The Page token is invalid or expired (190): the page is unhealthy until an admin
+    /// puts a new token in the config.
+    TokenInvalid,
+    /// Facebook blocked the Page for a policy reason (368): stop and alert.
+    PolicyBlock,
+    /// Trying again cannot help (10, 100, 200–299, 230, 551, 10900/10903, other 4xx).
+    Permanent,
+}
+
+/// Classifies a Graph failure from its HTTP status and the error body's `code` /
+/// `error_subcode`. Pure, so it is tested against a table of real error bodies.
+pub fn classify(status: u16, code: Option<i64>, _subcode: Option<i64>) -> Disposition {
+    match code {
+        Some(1 | 2 | 1200) => Disposition::Retry,
+        Some(4 | 17 | 32 | 613 | 80000..=80014) => Disposition::SlowDown,
+        Some(190 | 102) => Disposition::TokenInvalid,
+        Some(368) => Disposition::PolicyBlock,
+        // 200..=299 includes 230 (pages_messaging permission missing).
+        Some(10 | 100 | 200..=299 | 551 | 10900..=10903) => Disposition::Permanent,
+        _ => match status {
+            408 | 500..=599 => Disposition::Retry,
+            429 => Disposition::SlowDown,
+            _ => Disposition::Permanent,
+        },
+    }
+}
+
+/// A failed Graph call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct GraphError {
+    /// HTTP status, 0 when no answer came (network error).
+    pub status: u16,
+    pub code: Option<i64>,
+    pub subcode: Option<i64>,
+    pub message: String,
+    pub fbtrace_id: Option<String>,
+    pub disposition: Disposition,
+    /// How long Facebook says to wait before calling again (rate limits).
+    pub retry_after: Option<Duration>,
+}
+
+impl GraphError {
+    fn network(message: String) -> Self {
+        GraphError {
+            status: 0,
+            code: None,
+            subcode: None,
+            message,
+            fbtrace_id: None,
+            disposition: Disposition::Retry,
+            retry_after: None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut text = if self.status == 0 {
+            format!("Graph API unreachable: {}", self.message)
+        } else {
+            format!("Graph API answered {}", self.status)
+        };
+        if let Some(code) = self.code {
+            text.push_str(&format!(" (code {code}"));
+            if let Some(sub) = self.subcode {
+                text.push_str(&format!(", subcode {sub}"));
+            }
+            text.push(')');
+        }
+        if self.status != 0 {
+            text.push_str(&format!(": {}", self.message));
+        }
+        if let Some(trace) = &self.fbtrace_id {
+            text.push_str(&format!(" [fbtrace_id {trace}]"));
+        }
+        text
+    }
+
+    /// Builds the error from a non-2xx answer.
+    pub fn from_response(status: u16, body: &str, usage_header: Option<&str>) -> Self {
+        #[derive(Deserialize)]
+        struct Envelope {
+            error: Body,
+        }
+        #[derive(Deserialize)]
+        struct Body {
+            #[serde(default)]
+            message: Option<String>,
+            #[serde(default)]
+            code: Option<i64>,
+            #[serde(default)]
+            error_subcode: Option<i64>,
+            #[serde(default)]
+            fbtrace_id: Option<String>,
+        }
+        let parsed = serde_json::from_str::<Envelope>(body).ok().map(|e| e.error);
+        let (code, subcode, message, fbtrace_id) = match parsed {
+            Some(b) => (
+                b.code,
+                b.error_subcode,
+                b.message.unwrap_or_else(|| "(no message)".into()),
+                b.fbtrace_id,
+            ),
+            None => (None, None, crate::motion::snippet(body), None),
+        };
+        GraphError {
+            status,
+            code,
+            subcode,
+            message,
+            fbtrace_id,
+            disposition: classify(status, code, subcode),
+            retry_after: usage_header.and_then(regain_access_after),
+        }
+    }
+}
+
+/// The longest `estimated_time_to_regain_access` (minutes) in an
+/// `X-Business-Use-Case-Usage` header, e.g.
+/// `{"112":[{"type":"pages","call_count":100,"estimated_time_to_regain_access":5}]}`.
+pub fn regain_access_after(header: &str) -> Option<Duration> {
+    let value: Value = serde_json::from_str(header).ok()?;
+    let minutes = value
+        .as_object()?
+        .values()
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(|u| u.get("estimated_time_to_regain_access")?.as_u64())
+        .max()?;
+    (minutes > 0).then(|| Duration::from_secs(minutes * 60))
+}
+
+/// A customer's name as Graph gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct GraphProfile {
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+}
+
+/// A file fetched from a Facebook URL.
+#[derive(Debug, Clone)]
+pub struct Download {
+    pub file_name: String,
+    pub content_type: String,
+    pub bytes: Bytes,
+}
+
+/// Why a download did not work.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DownloadError {
+    #[error("{0} (will retry)")]
+    Transient(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+pub struct GraphClient {
+    http: reqwest::Client,
+    /// `{graph_url}/{graph_version}`, without a trailing slash.
+    base: String,
+}
+
+/// Largest file we move (the Send API's own limit is 25 MB).
+pub const MAX_FILE_BYTES: usize = 25 * 1024 * 1024;
+
+impl GraphClient {
+    pub fn new(graph_url: &str, graph_version: &str, timeout: Duration) -> Result<Self, String> {
+        Ok(Self {
+            http: http_client::build(timeout, None)?,
+            base: format!("{}/{}", graph_url.trim_end_matches('/'), graph_version.trim_matches('/')),
+        })
+    }
+
+    /// `GET /{psid}?fields=first_name,last_name`. Without Advanced Access Facebook
+    /// refuses this; the caller then uses a fallback name.
+    pub async fn profile(&self, token: &Secret, psid: &str) -> Result<GraphProfile, GraphError> {
+        let url = format!("{}/{}", self.base, psid);
+        let response = self
+            .http
+            .get(url)
+            .query(&[("fields", "first_name,last_name")])
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .map_err(|e| GraphError::network(http_client::describe(e)))?;
+        let status = response.status().as_u16();
+        let usage = response
+            .headers()
+            .get("x-business-use-case-usage")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = response.text().await.map_err(|e| GraphError::network(http_client::describe(e)))?;
+        if !(200..300).contains(&status) {
+            return Err(GraphError::from_response(status, &text, usage.as_deref()));
+        }
+        serde_json::from_str(&text).map_err(|_| GraphError::from_response(status, &text, None))
+    }
+
+    /// Fetches an attachment Facebook linked in a webhook (its CDN URLs are signed and
+    /// need no token). Files over [`MAX_FILE_BYTES`] are refused for good.
+    pub async fn download(&self, url: &str) -> Result<Download, DownloadError> {
+        let mut response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| DownloadError::Transient(format!("download: {}", http_client::describe(e))))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let message = format!("Facebook's file server answered {status}");
+            return Err(if status >= 500 || status == 408 || status == 429 {
+                DownloadError::Transient(message)
+            } else {
+                DownloadError::Permanent(message)
+            });
+        }
+        if response.content_length().is_some_and(|n| n > MAX_FILE_BYTES as u64) {
+            return Err(DownloadError::Permanent("file is larger than 25 MB".into()));
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| DownloadError::Transient(format!("download: {}", http_client::describe(e))))?
+        {
+            if body.len() + chunk.len() > MAX_FILE_BYTES {
+                return Err(DownloadError::Permanent("file is larger than 25 MB".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Download {
+            file_name: file_name_from_url(url, &content_type),
+            content_type,
+            bytes: Bytes::from(body),
+        })
+    }
+}
+
+/// A readable file name for a downloaded attachment: the last path segment of its URL,
+/// or `attachment.<ext>` from its MIME type.
+pub fn file_name_from_url(url: &str, content_type: &str) -> String {
+    let from_path = url::Url::parse(url).ok().and_then(|u| {
+        let last = u.path_segments()?.next_back()?.to_owned();
+        (!last.is_empty() && last.contains('.')).then_some(last)
+    });
+    from_path.unwrap_or_else(|| {
+        let ext = match content_type.split(';').next().unwrap_or("").trim() {
+            "image/jpeg" => "jpg",
+            "image/png" => "png",
+            "image/gif" => "gif",
+            "image/webp" => "webp",
+            "video/mp4" => "mp4",
+            "audio/mpeg" => "mp3",
+            "audio/mp4" | "audio/aac" => "m4a",
+            "application/pdf" => "pdf",
+            _ => "bin",
+        };
+        format!("attachment.{ext}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Real Graph error bodies (from Meta's docs and observed answers) and what they mean.
+    #[test]
+    fn classification_table() {
+        let table: &[(u16, &str, Disposition)] = &[
+            (500, r#"{"error":{"message":"An unknown error has occurred.","type":"OAuthException","code":1,"fbtrace_id":"A1"}}"#, Disposition::Retry),
+            (503, r#"{"error":{"message":"Service temporarily unavailable","type":"OAuthException","code":2,"fbtrace_id":"A2"}}"#, Disposition::Retry),
+            (500, r#"{"error":{"message":"Temporary send message failure. Please try again later","type":"OAuthException","code":1200,"fbtrace_id":"A3"}}"#, Disposition::Retry),
+            (400, r#"{"error":{"message":"(#4) Application request limit reached","type":"OAuthException","code":4,"fbtrace_id":"B1"}}"#, Disposition::SlowDown),
+            (400, r#"{"error":{"message":"(#17) User request limit reached","type":"OAuthException","code":17,"fbtrace_id":"B2"}}"#, Disposition::SlowDown),
+            (400, r#"{"error":{"message":"(#32) Page request limit reached","type":"OAuthException","code":32,"fbtrace_id":"B3"}}"#, Disposition::SlowDown),
+            (400, r#"{"error":{"message":"(#613) Calls to this api have exceeded the rate limit.","type":"OAuthException","code":613,"fbtrace_id":"B4"}}"#, Disposition::SlowDown),
+            (400, r#"{"error":{"message":"(#80006) There have been too many messenger api calls to this Page account in a short period of time.","type":"OAuthException","code":80006,"fbtrace_id":"B5"}}"#, Disposition::SlowDown),
+            (400, r#"{"error":{"message":"(#80001) There have been too many calls to this Page account.","type":"OAuthException","code":80001,"fbtrace_id":"B6"}}"#, Disposition::SlowDown),
+            (401, r#"{"error":{"message":"Error validating access token: Session has expired on Friday, 21-Nov-25 10:00:00 PST.","type":"OAuthException","code":190,"error_subcode":463,"fbtrace_id":"C1"}}"#, Disposition::TokenInvalid),
+            (400, r#"{"error":{"message":"Invalid OAuth access token - Cannot parse access token","type":"OAuthException","code":190,"fbtrace_id":"C2"}}"#, Disposition::TokenInvalid),
+            (400, r#"{"error":{"message":"(#10) This message is sent outside of allowed window.","type":"OAuthException","code":10,"error_subcode":2018278,"fbtrace_id":"D1"}}"#, Disposition::Permanent),
+            (400, r#"{"error":{"message":"(#100) No matching user found","type":"OAuthException","code":100,"error_subcode":2018001,"fbtrace_id":"D2"}}"#, Disposition::Permanent),
+            (403, r#"{"error":{"message":"(#200) This person isn't available right now.","type":"OAuthException","code":200,"fbtrace_id":"D3"}}"#, Disposition::Permanent),
+            (400, r#"{"error":{"message":"(#230) Requires pages_messaging permission to manage the object","type":"OAuthException","code":230,"fbtrace_id":"D4"}}"#, Disposition::Permanent),
+            (400, r#"{"error":{"message":"(#551) This person isn't available right now.","type":"OAuthException","code":551,"error_subcode":1545041,"fbtrace_id":"D5"}}"#, Disposition::Permanent),
+            (400, r#"{"error":{"message":"(#10903) This user cant reply to this activity","type":"OAuthException","code":10903,"fbtrace_id":"D6"}}"#, Disposition::Permanent),
+            (400, r#"{"error":{"message":"(#368) The action attempted has been deemed abusive or is otherwise disallowed","type":"OAuthException","code":368,"error_subcode":1390008,"fbtrace_id":"E1"}}"#, Disposition::PolicyBlock),
+            (502, "<html>Bad Gateway</html>", Disposition::Retry),
+            (429, "", Disposition::SlowDown),
+            (404, "not json", Disposition::Permanent),
+        ];
+        for (status, body, want) in table {
+            let e = GraphError::from_response(*status, body, None);
+            assert_eq!(e.disposition, *want, "{status} {body}");
+        }
+        let e = GraphError::from_response(401, table[9].1, None);
+        assert_eq!((e.code, e.subcode), (Some(190), Some(463)));
+        assert!(e.to_string().contains("code 190, subcode 463"), "{e}");
+        assert!(e.to_string().contains("fbtrace_id C1"), "{e}");
+    }
+
+    #[test]
+    fn usage_header_gives_the_wait() {
+        let h = r#"{"112233":[{"type":"pages","call_count":100,"total_cputime":30,"total_time":40,"estimated_time_to_regain_access":7}]}"#;
+        assert_eq!(regain_access_after(h), Some(Duration::from_secs(420)));
+        assert_eq!(regain_access_after(r#"{"1":[{"estimated_time_to_regain_access":0}]}"#), None);
+        assert_eq!(regain_access_after("garbage"), None);
+    }
+
+    #[test]
+    fn file_names() {
+        assert_eq!(
+            file_name_from_url("https://scontent.xx.fbcdn.net/v/t1/123_n.jpg?_nc=1&oh=2", "image/jpeg"),
+            "123_n.jpg"
+        );
+        assert_eq!(file_name_from_url("https://cdn.fbsbx.com/v/t59/", "video/mp4"), "attachment.mp4");
+        assert_eq!(file_name_from_url("IMAGE_URL", "image/png"), "attachment.png");
+    }
+}

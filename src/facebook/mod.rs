@@ -1,0 +1,6 @@
+//! Everything about Facebook: the webhook payloads it sends us ([`webhook`]), how their
+//! signature is checked ([`signature`]), and the Graph API we call ([`graph`]).
+
+pub mod graph;
+pub mod signature;
+pub mod webhook;

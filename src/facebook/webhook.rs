@@ -1,0 +1,546 @@
+//! The webhook payloads Facebook POSTs, as plain data.
+//!
+//! Parsing is deliberately lenient: ids arrive as strings or numbers, unknown fields and
+//! unknown event kinds are ignored, and an item that does not fit the model is reported
+//! on its own without failing its neighbours. One POST may carry several `entry` items for
+//! several Pages, each with several `messaging` / `standby` / `changes` items; every one
+//! becomes an [`Item`].
+//! Source: <https://developers.facebook.com/docs/messenger-platform/webhooks> and the
+//! payload fixtures of restfb (see `tests/fixtures/SOURCES.md`).
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// A Facebook id. Facebook sends ids as JSON strings or numbers; we keep them as text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct FbId(pub String);
+
+impl fmt::Display for FbId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for FbId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+        impl Visitor<'_> for IdVisitor {
+            type Value = FbId;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an id as a string or a number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FbId, E> {
+                Ok(FbId(v.to_owned()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<FbId, E> {
+                Ok(FbId(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<FbId, E> {
+                Ok(FbId(v.to_string()))
+            }
+        }
+        d.deserialize_any(IdVisitor)
+    }
+}
+
+/// A number that may arrive as a JSON number or a numeric string (`"num_edit": "37"`).
+fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Ok(match Option::<Value>::deserialize(d)? {
+        Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    })
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Party {
+    #[serde(default)]
+    pub id: Option<FbId>,
+}
+
+/// One item of `entry[].messaging[]` or `entry[].standby[]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Messaging {
+    #[serde(default)]
+    pub sender: Option<Party>,
+    #[serde(default)]
+    pub recipient: Option<Party>,
+    /// Milliseconds since the epoch.
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub timestamp: Option<i64>,
+    #[serde(default)]
+    pub message: Option<Message>,
+    #[serde(default)]
+    pub message_edit: Option<MessageEdit>,
+    #[serde(default)]
+    pub reaction: Option<Reaction>,
+    #[serde(default)]
+    pub postback: Option<Postback>,
+    #[serde(default)]
+    pub referral: Option<Value>,
+    #[serde(default)]
+    pub read: Option<Value>,
+    #[serde(default)]
+    pub delivery: Option<Value>,
+    #[serde(default)]
+    pub optin: Option<Value>,
+    #[serde(default)]
+    pub pass_thread_control: Option<Value>,
+    #[serde(default)]
+    pub take_thread_control: Option<Value>,
+    #[serde(default)]
+    pub request_thread_control: Option<Value>,
+    #[serde(default)]
+    pub app_roles: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Message {
+    #[serde(default)]
+    pub mid: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+    #[serde(default)]
+    pub quick_reply: Option<Value>,
+    #[serde(default)]
+    pub reply_to: Option<ReplyTo>,
+    #[serde(default)]
+    pub is_echo: bool,
+    #[serde(default)]
+    pub app_id: Option<FbId>,
+    #[serde(default)]
+    pub is_deleted: bool,
+    #[serde(default)]
+    pub sticker_id: Option<FbId>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ReplyTo {
+    #[serde(default)]
+    pub mid: Option<String>,
+    #[serde(default)]
+    pub story: Option<Value>,
+}
+
+/// `message.attachments[]`. `payload` is an object for media but a bare string for
+/// legacy `fallback` attachments, so it stays a [`Value`] read through accessors.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Attachment {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub payload: Value,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+impl Attachment {
+    pub fn payload_url(&self) -> Option<&str> {
+        self.payload.get("url").and_then(Value::as_str)
+    }
+
+    pub fn payload_title(&self) -> Option<&str> {
+        self.payload.get("title").and_then(Value::as_str)
+    }
+
+    pub fn sticker_id(&self) -> Option<String> {
+        match self.payload.get("sticker_id")? {
+            Value::Number(n) => Some(n.to_string()),
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// `(latitude, longitude)` of a location attachment.
+    pub fn coordinates(&self) -> Option<(f64, f64)> {
+        let c = self.payload.get("coordinates")?;
+        Some((c.get("lat")?.as_f64()?, c.get("long")?.as_f64()?))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct MessageEdit {
+    #[serde(default)]
+    pub mid: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub num_edit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Reaction {
+    #[serde(default)]
+    pub mid: Option<String>,
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub emoji: Option<String>,
+    #[serde(default)]
+    pub reaction: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Postback {
+    #[serde(default)]
+    pub mid: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub payload: Option<String>,
+}
+
+/// What a messaging item is, decided from which of its fields are present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessagingKind {
+    Message,
+    Echo,
+    Deleted,
+    Edit,
+    Reaction,
+    Postback,
+    Referral,
+    Read,
+    Delivery,
+    Optin,
+    Handover,
+    Unknown,
+}
+
+impl MessagingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessagingKind::Message => "message",
+            MessagingKind::Echo => "echo",
+            MessagingKind::Deleted => "deleted",
+            MessagingKind::Edit => "edit",
+            MessagingKind::Reaction => "reaction",
+            MessagingKind::Postback => "postback",
+            MessagingKind::Referral => "referral",
+            MessagingKind::Read => "read",
+            MessagingKind::Delivery => "delivery",
+            MessagingKind::Optin => "optin",
+            MessagingKind::Handover => "handover",
+            MessagingKind::Unknown => "unknown",
+        }
+    }
+}
+
+impl Messaging {
+    pub fn kind(&self) -> MessagingKind {
+        if let Some(m) = &self.message {
+            if m.is_echo {
+                MessagingKind::Echo
+            } else if m.is_deleted {
+                MessagingKind::Deleted
+            } else {
+                MessagingKind::Message
+            }
+        } else if self.message_edit.is_some() {
+            MessagingKind::Edit
+        } else if self.reaction.is_some() {
+            MessagingKind::Reaction
+        } else if self.postback.is_some() {
+            MessagingKind::Postback
+        } else if self.referral.is_some() {
+            MessagingKind::Referral
+        } else if self.read.is_some() {
+            MessagingKind::Read
+        } else if self.delivery.is_some() {
+            MessagingKind::Delivery
+        } else if self.optin.is_some() {
+            MessagingKind::Optin
+        } else if self.pass_thread_control.is_some()
+            || self.take_thread_control.is_some()
+            || self.request_thread_control.is_some()
+            || self.app_roles.is_some()
+        {
+            MessagingKind::Handover
+        } else {
+            MessagingKind::Unknown
+        }
+    }
+
+    fn sender_id(&self) -> Option<&str> {
+        self.sender.as_ref()?.id.as_ref().map(|i| i.0.as_str())
+    }
+
+    fn recipient_id(&self) -> Option<&str> {
+        self.recipient.as_ref()?.id.as_ref().map(|i| i.0.as_str())
+    }
+
+    /// The customer's PSID: the sender, except for echoes, which the Page sent to the customer.
+    pub fn customer_id(&self) -> Option<&str> {
+        if self.kind() == MessagingKind::Echo {
+            self.recipient_id()
+        } else {
+            self.sender_id()
+        }
+    }
+
+    /// The Facebook message id this item is about, if it has one.
+    pub fn mid(&self) -> Option<&str> {
+        if let Some(m) = &self.message {
+            return m.mid.as_deref();
+        }
+        if let Some(e) = &self.message_edit {
+            return e.mid.as_deref();
+        }
+        if let Some(p) = &self.postback {
+            return p.mid.as_deref();
+        }
+        None
+    }
+}
+
+/// Where in an entry an item came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `entry[].messaging[]`: this app owns the thread.
+    Messaging,
+    /// `entry[].standby[]`: another app (e.g. Page Inbox) owns the thread; we only watch.
+    Standby,
+    /// `entry[].changes[]`: Page feed (wall posts, comments, reactions).
+    Changes,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Messaging => "messaging",
+            Source::Standby => "standby",
+            Source::Changes => "changes",
+        }
+    }
+}
+
+/// One event taken out of a webhook body, with what the store needs to know about it.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// `object` of the webhook ("page"; "instagram" for Instagram accounts).
+    pub object: String,
+    /// `entry[].id`: the Page the event belongs to.
+    pub page_id: String,
+    /// `entry[].time` in ms: the fallback when an item has no time of its own.
+    pub entry_time_ms: i64,
+    pub source: Source,
+    /// The item's JSON exactly as it came (re-serialised from the parsed tree).
+    pub raw: Value,
+    /// The typed view, or why the item does not fit the model.
+    pub parsed: Result<Parsed, String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Parsed {
+    Messaging(Box<Messaging>),
+    /// Feed changes are carried as their JSON `value`; `field` says which feed.
+    Change { field: String, value: Value },
+}
+
+impl Item {
+    /// Facebook time of the event in milliseconds (feed times come in seconds).
+    pub fn timestamp_ms(&self) -> i64 {
+        let entry_time_ms = self.entry_time_ms;
+        match &self.parsed {
+            Ok(Parsed::Messaging(m)) => m.timestamp.unwrap_or(entry_time_ms),
+            Ok(Parsed::Change { value, .. }) => value
+                .get("created_time")
+                .and_then(|t| t.as_i64().or_else(|| t.as_str()?.parse().ok()))
+                .map(|s| s * 1000)
+                .unwrap_or(entry_time_ms),
+            Err(_) => entry_time_ms,
+        }
+    }
+
+    /// The conversation an item belongs to: one customer of one Page on Messenger.
+    pub fn conversation(&self) -> String {
+        match &self.parsed {
+            Ok(Parsed::Messaging(m)) => format!("psid:{}", m.customer_id().unwrap_or("unknown")),
+            Ok(Parsed::Change { value, .. }) => {
+                match value.get("post_id").and_then(Value::as_str) {
+                    Some(post) => format!("post:{post}"),
+                    None => "post:unknown".into(),
+                }
+            }
+            Err(_) => "unparsed".into(),
+        }
+    }
+
+    /// The key that makes a redelivered event a duplicate (DESIGN §4 rule 3): the
+    /// message id where there is one, else a digest of the item itself (a redelivery
+    /// repeats the same JSON).
+    pub fn dedup_key(&self) -> String {
+        match &self.parsed {
+            Ok(Parsed::Messaging(m)) => {
+                let kind = m.kind();
+                match (kind, m.mid()) {
+                    (MessagingKind::Message | MessagingKind::Echo, Some(mid)) => format!("mid:{mid}"),
+                    (MessagingKind::Deleted, Some(mid)) => format!("deleted:{mid}"),
+                    (MessagingKind::Edit, Some(mid)) => format!(
+                        "edit:{mid}:{}",
+                        m.message_edit.as_ref().and_then(|e| e.num_edit).unwrap_or(0)
+                    ),
+                    (MessagingKind::Postback, Some(mid)) => format!("postback:{mid}"),
+                    _ => format!("{}:{}", kind.as_str(), self.digest()),
+                }
+            }
+            Ok(Parsed::Change { .. }) | Err(_) => format!("{}:{}", self.kind(), self.digest()),
+        }
+    }
+
+    /// Short kind label for storage, logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match &self.parsed {
+            Ok(Parsed::Messaging(m)) if self.source == Source::Standby => match m.kind() {
+                MessagingKind::Echo => "standby_echo",
+                _ => "standby",
+            },
+            Ok(Parsed::Messaging(m)) => m.kind().as_str(),
+            Ok(Parsed::Change { .. }) => "feed",
+            Err(_) => "unparsed",
+        }
+    }
+
+    fn digest(&self) -> String {
+        // serde_json's map is ordered by key, so the same JSON always prints the same.
+        let mut h = Sha256::new();
+        h.update(self.page_id.as_bytes());
+        h.update([0]);
+        h.update(self.raw.to_string().as_bytes());
+        hex::encode(&h.finalize()[..16])
+    }
+}
+
+/// Why a signed body could not be read as a webhook at all.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("body is not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("body is JSON but not a webhook: {0}")]
+    NotWebhook(&'static str),
+}
+
+/// All the events in one webhook body, in the order Facebook listed them.
+pub fn parse(body: &[u8]) -> Result<Vec<Item>, WebhookError> {
+    let root: Value = serde_json::from_slice(body)?;
+    let object = root
+        .get("object")
+        .and_then(Value::as_str)
+        .ok_or(WebhookError::NotWebhook("no \"object\" field"))?
+        .to_owned();
+    let entries = root
+        .get("entry")
+        .and_then(Value::as_array)
+        .ok_or(WebhookError::NotWebhook("no \"entry\" array"))?;
+
+    let mut items = Vec::new();
+    for entry in entries {
+        let page_id = match entry.get("id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(WebhookError::NotWebhook("an entry has no \"id\"")),
+        };
+        let entry_time_ms = entry.get("time").and_then(Value::as_i64).unwrap_or(0);
+        for (field, source) in [("messaging", Source::Messaging), ("standby", Source::Standby)] {
+            for raw in entry.get(field).and_then(Value::as_array).into_iter().flatten() {
+                let parsed = Messaging::deserialize(raw)
+                    .map(|m| Parsed::Messaging(Box::new(m)))
+                    .map_err(|e| format!("{field} item does not fit the model: {e}"));
+                items.push(Item {
+                    object: object.clone(),
+                    page_id: page_id.clone(),
+                    entry_time_ms,
+                    source,
+                    raw: raw.clone(),
+                    parsed,
+                });
+            }
+        }
+        for raw in entry.get("changes").and_then(Value::as_array).into_iter().flatten() {
+            let parsed = match (raw.get("field").and_then(Value::as_str), raw.get("value")) {
+                (Some(field), Some(value)) if value.is_object() => Ok(Parsed::Change {
+                    field: field.to_owned(),
+                    value: value.clone(),
+                }),
+                _ => Err("change item has no \"field\" or no object \"value\"".to_owned()),
+            };
+            items.push(Item {
+                object: object.clone(),
+                page_id: page_id.clone(),
+                entry_time_ms,
+                source: Source::Changes,
+                raw: raw.clone(),
+                parsed,
+            });
+        }
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(body: &str) -> Item {
+        let mut items = parse(body.as_bytes()).unwrap();
+        assert_eq!(items.len(), 1);
+        items.remove(0)
+    }
+
+    #[test]
+    fn numeric_and_string_ids_are_the_same_text() {
+        let a = one(r#"{"object":"page","entry":[{"id":1,"messaging":[{"sender":{"id":2},"recipient":{"id":"1"},"timestamp":5,"message":{"mid":"m","text":"hi"}}]}]}"#);
+        let b = one(r#"{"object":"page","entry":[{"id":"1","messaging":[{"sender":{"id":"2"},"recipient":{"id":1},"timestamp":5,"message":{"mid":"m","text":"hi"}}]}]}"#);
+        assert_eq!(a.page_id, b.page_id);
+        assert_eq!(a.conversation(), "psid:2");
+        assert_eq!(a.conversation(), b.conversation());
+        assert_eq!(a.dedup_key(), "mid:m");
+    }
+
+    #[test]
+    fn unknown_fields_and_kinds_do_not_fail() {
+        let i = one(r#"{"object":"page","entry":[{"id":1,"future":true,"messaging":[{"sender":{"id":2},"timestamp":5,"brand_new_event":{"x":1}}]}]}"#);
+        assert_eq!(i.kind(), "unknown");
+        assert!(i.parsed.is_ok());
+    }
+
+    #[test]
+    fn a_badly_typed_item_fails_alone() {
+        let items = parse(br#"{"object":"page","entry":[{"id":1,"messaging":[
+            {"sender":{"id":2},"timestamp":5,"message":{"mid":"a","text":42}},
+            {"sender":{"id":2},"timestamp":6,"message":{"mid":"b","text":"ok"}}]}]}"#)
+        .unwrap();
+        assert!(items[0].parsed.is_err());
+        assert!(items[1].parsed.is_ok());
+    }
+
+    #[test]
+    fn not_a_webhook() {
+        assert!(matches!(parse(b"garbage"), Err(WebhookError::NotJson(_))));
+        assert!(matches!(parse(b"{\"entry\":[]}"), Err(WebhookError::NotWebhook(_))));
+        assert!(matches!(parse(b"[1,2]"), Err(WebhookError::NotWebhook(_))));
+    }
+
+    #[test]
+    fn echo_conversation_is_the_recipient() {
+        let i = one(r#"{"object":"page","entry":[{"id":1,"messaging":[{"sender":{"id":1},"recipient":{"id":9},"timestamp":5,"message":{"mid":"m","text":"hi","is_echo":true}}]}]}"#);
+        assert_eq!(i.kind(), "echo");
+        assert_eq!(i.conversation(), "psid:9");
+    }
+
+    #[test]
+    fn keyless_events_dedup_on_their_content() {
+        let body = r#"{"object":"page","entry":[{"id":1,"messaging":[{"sender":{"id":2},"timestamp":5,"read":{"watermark":4}}]}]}"#;
+        assert_eq!(one(body).dedup_key(), one(body).dedup_key());
+        let other = body.replace("\"watermark\":4", "\"watermark\":5");
+        assert_ne!(one(body).dedup_key(), one(&other).dedup_key());
+    }
+}

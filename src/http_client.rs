@@ -1,0 +1,52 @@
+//! Outgoing HTTP: one place that builds reqwest clients and turns their errors into text
+//! that is safe to log.
+
+use std::path::Path;
+use std::time::Duration;
+
+/// `User-Agent` of every outgoing call, so Motion's and Facebook's logs show who called.
+pub const USER_AGENT: &str = concat!("fb-openchannel/", env!("CARGO_PKG_VERSION"));
+
+/// Makes sure rustls has its process-wide crypto provider (ring) before any TLS use.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A client trusting the system roots, plus `extra_ca` (PEM) when given.
+pub fn build(timeout: Duration, extra_ca: Option<&Path>) -> Result<reqwest::Client, String> {
+    install_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_idle_timeout(Duration::from_secs(60));
+    if let Some(path) = extra_ca {
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{} is not a PEM certificate bundle: {}", path.display(), describe(e)))?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().map_err(describe)
+}
+
+/// The error and its causes on one line, without the URL (URLs may carry tokens).
+pub fn describe(error: reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else if error.is_body() || error.is_decode() {
+        "bad response body"
+    } else {
+        "request failed"
+    };
+    let error = error.without_url();
+    let mut text = kind.to_owned();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

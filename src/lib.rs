@@ -1,0 +1,13 @@
+//! fb-openchannel: connects a Facebook Page (Messenger and wall) to XCALLY Motion's
+//! Openchannel, self-hosted beside Motion. See DESIGN.md and README.md.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod facebook;
+pub mod http_client;
+pub mod logging;
+pub mod motion;
+pub mod relay;
+pub mod server;
+pub mod store;

@@ -1,0 +1,225 @@
+//! XCALLY Motion's Openchannel API, as far as this daemon uses it.
+//!
+//! Inbound: each customer message becomes one `POST` of a [`Notify`] body to the
+//! account's Receive URL; files are uploaded first (`POST /api/attachments?apikey=…`,
+//! multipart `file`) and referenced by `AttachmentId`. Public documentation is thin, so
+//! the shapes come from XCALLY's own open-source connectors (DESIGN §3); anything 2xx is
+//! success, 5xx / 408 / 429 / network errors are retried, other 4xx are permanent.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{redact_url, MotionConfig, Secret};
+use crate::http_client;
+
+/// The body of a notify call (the field names are Motion's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notify {
+    /// The customer's id on the channel: the PSID on Messenger.
+    pub from: String,
+    /// The Contact field `from` is matched against.
+    #[serde(rename = "mapKey")]
+    pub map_key: String,
+    pub body: String,
+    #[serde(rename = "firstName", skip_serializing_if = "Option::is_none", default)]
+    pub first_name: Option<String>,
+    #[serde(rename = "lastName", skip_serializing_if = "Option::is_none", default)]
+    pub last_name: Option<String>,
+    /// Conversation key: set for wall posts so each post is its own interaction.
+    #[serde(rename = "threadId", skip_serializing_if = "Option::is_none", default)]
+    pub thread_id: Option<String>,
+    #[serde(rename = "externalUrl", skip_serializing_if = "Option::is_none", default)]
+    pub external_url: Option<String>,
+    #[serde(rename = "AttachmentId", skip_serializing_if = "Option::is_none", default)]
+    pub attachment_id: Option<String>,
+}
+
+/// A failed Motion call, with whether trying again may help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MotionError {
+    #[error("{0} (will retry)")]
+    Transient(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl MotionError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, MotionError::Transient(_))
+    }
+}
+
+/// Whether an HTTP status from Motion is success, worth retrying, or final.
+pub fn classify_status(status: u16) -> Result<(), bool> {
+    match status {
+        200..=299 => Ok(()),
+        408 | 429 | 500..=599 => Err(true),
+        _ => Err(false),
+    }
+}
+
+/// Motion's base URL (scheme, host, port and any path prefix) from a Receive URL such
+/// as `https://motion/api/openchannel/accounts/7/notify?token=…`.
+pub fn base_url(receive_url: &str) -> Option<String> {
+    let url = url::Url::parse(receive_url).ok()?;
+    let path = url.path();
+    let prefix = match path.find("/api/") {
+        Some(i) => &path[..i],
+        None => "",
+    };
+    let mut base = url.clone();
+    base.set_query(None);
+    base.set_fragment(None);
+    base.set_path(prefix);
+    Some(base.as_str().trim_end_matches('/').to_owned())
+}
+
+/// A file to hand to Motion.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub file_name: String,
+    pub content_type: String,
+    pub bytes: bytes::Bytes,
+}
+
+pub struct MotionClient {
+    http: reqwest::Client,
+    api_key: Secret,
+    map_key: String,
+}
+
+impl MotionClient {
+    pub fn new(config: &MotionConfig) -> Result<Self, String> {
+        let http = http_client::build(config.timeout, config.ca_file.as_ref().map(|p| p.get_ref().as_path()))?;
+        Ok(Self {
+            http,
+            api_key: config.api_key.get_ref().clone(),
+            map_key: config.map_key.clone(),
+        })
+    }
+
+    pub fn map_key(&self) -> &str {
+        &self.map_key
+    }
+
+    /// POSTs one notify to the Receive URL (kept whole, query string included).
+    pub async fn notify(&self, receive_url: &str, notify: &Notify) -> Result<(), MotionError> {
+        let response = self
+            .http
+            .post(receive_url)
+            .json(notify)
+            .send()
+            .await
+            .map_err(|e| MotionError::Transient(format!("notify to {}: {}", redact_url(receive_url), http_client::describe(e))))?;
+        let status = response.status().as_u16();
+        match classify_status(status) {
+            Ok(()) => Ok(()),
+            Err(transient) => {
+                let text = response.text().await.unwrap_or_default();
+                let message = format!(
+                    "Motion answered {status} to the notify at {}: {}",
+                    redact_url(receive_url),
+                    snippet(&text)
+                );
+                Err(if transient { MotionError::Transient(message) } else { MotionError::Permanent(message) })
+            }
+        }
+    }
+
+    /// Uploads a file to Motion and returns its attachment id.
+    pub async fn upload_attachment(&self, receive_url: &str, upload: Upload) -> Result<String, MotionError> {
+        let base = base_url(receive_url)
+            .ok_or_else(|| MotionError::Permanent(format!("cannot derive Motion's address from {}", redact_url(receive_url))))?;
+        let part = reqwest::multipart::Part::stream(upload.bytes)
+            .file_name(upload.file_name)
+            .mime_str(&upload.content_type)
+            .unwrap_or_else(|_| reqwest::multipart::Part::bytes(Vec::new()));
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let response = self
+            .http
+            .post(format!("{base}/api/attachments"))
+            .query(&[("apikey", self.api_key.expose())])
+            .multipart(form)
+            .send()
+            .await
+            .map_err(|e| MotionError::Transient(format!("attachment upload to {base}: {}", http_client::describe(e))))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        if let Err(transient) = classify_status(status) {
+            let message = format!("Motion answered {status} to the attachment upload at {base}/api/attachments: {}", snippet(&text));
+            return Err(if transient { MotionError::Transient(message) } else { MotionError::Permanent(message) });
+        }
+        #[derive(Deserialize)]
+        struct Created {
+            id: serde_json::Value,
+        }
+        let created: Created = serde_json::from_str(&text).map_err(|_| {
+            MotionError::Transient(format!("Motion's attachment upload answer has no id: {}", snippet(&text)))
+        })?;
+        match created.id {
+            serde_json::Value::Number(n) => Ok(n.to_string()),
+            serde_json::Value::String(s) if !s.is_empty() => Ok(s),
+            other => Err(MotionError::Transient(format!("Motion's attachment id is not usable: {other}"))),
+        }
+    }
+}
+
+/// The start of a peer's answer, for an error message.
+pub(crate) fn snippet(text: &str) -> String {
+    let text = text.trim();
+    if text.is_empty() {
+        return "(empty body)".into();
+    }
+    let mut end = text.len().min(200);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let more = if end < text.len() { "…" } else { "" };
+    format!("{}{more}", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(classify_status(200), Ok(()));
+        assert_eq!(classify_status(204), Ok(()));
+        for s in [408, 429, 500, 502, 503] {
+            assert_eq!(classify_status(s), Err(true), "{s}");
+        }
+        for s in [400, 401, 403, 404, 422] {
+            assert_eq!(classify_status(s), Err(false), "{s}");
+        }
+    }
+
+    #[test]
+    fn base_url_keeps_prefix_and_drops_query() {
+        assert_eq!(
+            base_url("https://m.example:8443/api/openchannel/accounts/7/notify?token=x").as_deref(),
+            Some("https://m.example:8443")
+        );
+        assert_eq!(
+            base_url("http://127.0.0.1/motion/api/openchannel/accounts/7/notify").as_deref(),
+            Some("http://127.0.0.1/motion")
+        );
+    }
+
+    #[test]
+    fn notify_field_names_are_motions() {
+        let n = Notify {
+            from: "1".into(),
+            map_key: "facebook".into(),
+            body: "hi".into(),
+            first_name: Some("A".into()),
+            last_name: None,
+            thread_id: None,
+            external_url: None,
+            attachment_id: Some("9".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&n).unwrap(),
+            r#"{"from":"1","mapKey":"facebook","body":"hi","firstName":"A","AttachmentId":"9"}"#
+        );
+    }
+}

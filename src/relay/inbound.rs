@@ -1,0 +1,335 @@
+//! The inbound worker: delivers stored Facebook events to Motion.
+//!
+//! One dispatcher loop picks the head item of each conversation (the oldest pending one
+//! by Facebook time) and runs it as a task; a conversation never has two items in flight,
+//! so its messages reach Motion in order, while up to `delivery.concurrency`
+//! conversations run side by side. An item is made of steps (one notify each); progress is
+//! stored after each step so a retry or a restart resumes where it stopped instead of
+//! notifying twice. Failures are retried on the schedule of [`super::retry`], then parked.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::config::PageConfig;
+use crate::facebook::graph::{DownloadError, Disposition};
+use crate::facebook::webhook::Messaging;
+use crate::motion::{MotionError, Notify, Upload};
+use crate::relay::messenger::{self, Context, Step};
+use crate::relay::Shared;
+use crate::store::{now_ms, Direction, Item, Profile};
+
+/// The longest the dispatcher sleeps without looking at the queue; also how soon an item
+/// retried by an operator from another process is picked up.
+const POLL: Duration = Duration::from_secs(1);
+
+/// How long a name Graph gave us is trusted.
+const PROFILE_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+/// How long a refused lookup is remembered before asking Graph again.
+const FALLBACK_TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// Why an item could not be delivered this time.
+#[derive(Debug)]
+enum Failure {
+    /// May work later; `wait` is the peer's own hint, if it gave one.
+    Transient { reason: String, wait: Option<Duration> },
+    /// Will not work as it is.
+    Permanent(String),
+}
+
+impl From<MotionError> for Failure {
+    fn from(e: MotionError) -> Self {
+        match e {
+            MotionError::Transient(reason) => Failure::Transient { reason, wait: None },
+            MotionError::Permanent(reason) => Failure::Permanent(reason),
+        }
+    }
+}
+
+/// Runs until `shutdown` turns true, then lets in-flight deliveries finish (bounded by
+/// `drain`) and returns.
+pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+    let concurrency = shared.config.delivery.concurrency;
+    let mut busy: HashSet<(String, String)> = HashSet::new();
+    let mut tasks: JoinSet<(String, String)> = JoinSet::new();
+
+    while !*shutdown.borrow() {
+        let free = concurrency.saturating_sub(tasks.len());
+        if free > 0 {
+            match shared
+                .store
+                .due_heads(Direction::Inbound, now_ms(), free, busy.iter().cloned().collect())
+                .await
+            {
+                Ok(items) => {
+                    for item in items {
+                        busy.insert((item.page_id.clone(), item.conversation.clone()));
+                        let shared = shared.clone();
+                        tasks.spawn(async move {
+                            let key = (item.page_id.clone(), item.conversation.clone());
+                            deliver(&shared, item).await;
+                            key
+                        });
+                    }
+                }
+                Err(e) => error!("cannot read the delivery queue: {e}; trying again in a second"),
+            }
+        }
+
+        let wait = match shared.store.next_due_at(Direction::Inbound).await {
+            Ok(Some(at)) if at > now_ms() => Duration::from_millis((at - now_ms()) as u64).min(POLL),
+            _ => POLL,
+        };
+        tokio::select! {
+            _ = shared.inbound_wake.notified() => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(key) = done { busy.remove(&key); }
+            }
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+        // Collect every other finished task too, so their conversations free up.
+        while let Some(done) = tasks.try_join_next() {
+            if let Ok(key) = done {
+                busy.remove(&key);
+            }
+        }
+    }
+
+    if !tasks.is_empty() {
+        info!(in_flight = tasks.len(), "stopping: waiting for deliveries in flight to finish");
+        let drained = tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            warn!(
+                in_flight = tasks.len(),
+                "stopping: deliveries still in flight after {drain:?} were cut; they stay pending and are sent again at the next start"
+            );
+            tasks.abort_all();
+        }
+    }
+}
+
+/// Delivers one item and records the outcome.
+async fn deliver(shared: &Shared, item: Item) {
+    let result = match shared.page(&item.page_id) {
+        Some(page) => deliver_steps(shared, page, &item).await,
+        None => Err(Failure::Permanent(format!(
+            "page {} is no longer in the config",
+            item.page_id
+        ))),
+    };
+    let store = &shared.store;
+    let recorded = match result {
+        Ok(steps) => {
+            info!(
+                page_id = %item.page_id,
+                conversation = %item.conversation,
+                item = item.id,
+                kind = %item.kind,
+                outcome = "delivered",
+                "delivered to Motion ({steps} notify call{})",
+                if steps == 1 { "" } else { "s" }
+            );
+            store.complete(item.id, None).await
+        }
+        Err(Failure::Permanent(reason)) => {
+            error!(
+                page_id = %item.page_id,
+                conversation = %item.conversation,
+                item = item.id,
+                kind = %item.kind,
+                outcome = "failed",
+                "delivery to Motion failed for good: {reason}. The item is kept as failed; fix the cause, then retry it"
+            );
+            store.fail(item.id, reason).await
+        }
+        Err(Failure::Transient { reason, wait }) => {
+            let now = now_ms();
+            let first = item.first_failure_at.unwrap_or(now);
+            if shared.retry.exhausted(first, now) {
+                let reason = format!(
+                    "gave up after {} of failures: {reason}",
+                    humantime::format_duration(shared.retry.give_up_after)
+                );
+                error!(
+                    page_id = %item.page_id,
+                    conversation = %item.conversation,
+                    item = item.id,
+                    kind = %item.kind,
+                    outcome = "failed",
+                    "delivery to Motion {reason}. The item is kept as failed; retry it once Motion is reachable"
+                );
+                store.fail(item.id, reason).await
+            } else {
+                let failures = (item.attempts + 1) as u32;
+                let delay = shared.retry.delay(failures, wait);
+                warn!(
+                    page_id = %item.page_id,
+                    conversation = %item.conversation,
+                    item = item.id,
+                    kind = %item.kind,
+                    outcome = "retry",
+                    attempt = failures,
+                    "delivery to Motion failed: {reason}; retrying in {}",
+                    humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)))
+                );
+                store.retry_later(item.id, now + delay.as_millis() as i64, reason).await
+            }
+        }
+    };
+    if let Err(e) = recorded {
+        // The item stays pending as it was; it is delivered again (at least once).
+        error!(page_id = %item.page_id, conversation = %item.conversation, item = item.id, "cannot record the delivery outcome: {e}");
+    }
+}
+
+/// Performs the item's remaining steps; returns how many notify calls it took in all.
+async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Result<usize, Failure> {
+    let event: Messaging = serde_json::from_str(&item.payload)
+        .map_err(|e| Failure::Permanent(format!("stored event does not parse: {e}")))?;
+    let context = context_for(shared, &item.page_id, &event).await;
+    let steps = messenger::plan(&event, &context);
+    let psid = event.customer_id().unwrap_or_default().to_owned();
+    if psid.is_empty() {
+        return Err(Failure::Permanent("event has no customer id (sender)".into()));
+    }
+    let profile = customer_name(shared, page, &psid).await;
+    let receive_url = page.receive_url.get_ref();
+
+    for (index, step) in steps.iter().enumerate().skip(item.steps_done as usize) {
+        let mut notify = Notify {
+            from: psid.clone(),
+            map_key: shared.motion.map_key().to_owned(),
+            body: String::new(),
+            first_name: Some(profile.first_name.clone()),
+            last_name: Some(profile.last_name.clone()),
+            thread_id: None,
+            external_url: None,
+            attachment_id: None,
+        };
+        match step {
+            Step::Text(body) => notify.body = body.clone(),
+            Step::File { url, fallback } => match move_file(shared, receive_url, url).await {
+                Ok((id, name)) => {
+                    notify.attachment_id = Some(id);
+                    notify.body = name;
+                }
+                Err(Failure::Permanent(reason)) => {
+                    warn!(
+                        page_id = %item.page_id,
+                        conversation = %item.conversation,
+                        item = item.id,
+                        "attachment could not be moved to Motion ({reason}); sending its link instead"
+                    );
+                    notify.body = fallback.clone();
+                }
+                Err(transient) => return Err(transient),
+            },
+        }
+        shared.motion.notify(receive_url, &notify).await?;
+        if index + 1 < steps.len() {
+            shared
+                .store
+                .record_progress(item.id, (index + 1) as i64)
+                .await
+                .map_err(|e| Failure::Transient { reason: e.to_string(), wait: None })?;
+        }
+    }
+    Ok(steps.len())
+}
+
+/// Downloads a Facebook file and uploads it to Motion: `(attachment id, file name)`.
+async fn move_file(shared: &Shared, receive_url: &str, url: &str) -> Result<(String, String), Failure> {
+    let file = shared.graph.download(url).await.map_err(|e| match e {
+        DownloadError::Transient(reason) => Failure::Transient { reason, wait: None },
+        DownloadError::Permanent(reason) => Failure::Permanent(reason),
+    })?;
+    let name = file.file_name.clone();
+    let id = shared
+        .motion
+        .upload_attachment(
+            receive_url,
+            Upload {
+                file_name: file.file_name,
+                content_type: file.content_type,
+                bytes: file.bytes,
+            },
+        )
+        .await?;
+    Ok((id, name))
+}
+
+/// Earlier texts an event refers to (the message replied to, edited or deleted).
+async fn context_for(shared: &Shared, page_id: &str, event: &Messaging) -> Context {
+    let Some(mid) = messenger::referenced_mid(event) else {
+        return Context::default();
+    };
+    let payload = shared
+        .store
+        .payload_by_key(page_id.to_owned(), format!("mid:{mid}"))
+        .await
+        .ok()
+        .flatten();
+    Context {
+        referenced_text: payload.as_deref().and_then(messenger::text_of),
+    }
+}
+
+/// The customer's name: cached, else asked of Graph, else a stable readable fallback.
+async fn customer_name(shared: &Shared, page: &PageConfig, psid: &str) -> Profile {
+    let page_id = page.id.get_ref().clone();
+    let now = now_ms();
+    if let Ok(Some(cached)) = shared.store.profile(page_id.clone(), psid.to_owned()).await {
+        let ttl = if cached.source == "graph" { PROFILE_TTL_MS } else { FALLBACK_TTL_MS };
+        if now - cached.fetched_at < ttl {
+            return cached;
+        }
+    }
+    match shared.graph.profile(page.access_token.get_ref(), psid).await {
+        Ok(p) if p.first_name.is_some() || p.last_name.is_some() => {
+            let profile = Profile {
+                first_name: p.first_name.unwrap_or_default(),
+                last_name: p.last_name.unwrap_or_default(),
+                source: "graph".into(),
+                fetched_at: now,
+            };
+            let _ = shared.store.put_profile(page_id, psid.to_owned(), profile.clone()).await;
+            profile
+        }
+        result => {
+            let profile = fallback_profile(psid, now);
+            match result {
+                Err(e) if e.disposition == Disposition::Retry || e.disposition == Disposition::SlowDown => {
+                    // Passing trouble: use the fallback now, ask again next time.
+                    warn!(page_id = %page_id, conversation = %format!("psid:{psid}"), "customer name lookup failed ({e}); using {:?} for now", full_name(&profile));
+                }
+                other => {
+                    if let Err(e) = other {
+                        info!(page_id = %page_id, conversation = %format!("psid:{psid}"), "Facebook refused the customer name lookup ({e}); using {:?} (the Page may lack Advanced Access to pages_messaging / profile)", full_name(&profile));
+                    }
+                    let _ = shared.store.put_profile(page_id, psid.to_owned(), profile.clone()).await;
+                }
+            }
+            profile
+        }
+    }
+}
+
+/// "Facebook user 1432": stable for a customer, readable, and never a real name.
+pub fn fallback_profile(psid: &str, now: i64) -> Profile {
+    let tail: String = psid.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    Profile {
+        first_name: "Facebook".into(),
+        last_name: format!("user {tail}"),
+        source: "fallback".into(),
+        fetched_at: now,
+    }
+}
+
+fn full_name(p: &Profile) -> String {
+    format!("{} {}", p.first_name, p.last_name)
+}

@@ -1,0 +1,78 @@
+//! What happens to a verified webhook body: every event in it is stored with its fate
+//! (pending, skipped with a reason, or failed) in the same transaction as the raw body,
+//! and only then may the listener answer 200 (DESIGN §4 rules 1 and 2).
+
+use tracing::{debug, warn};
+
+use crate::facebook::webhook::{self, Item, Parsed};
+use crate::relay::{messenger, Shared};
+use crate::store::{Direction, IntakeOutcome, NewItem, NewState, StoreError};
+
+/// Stores a verified webhook body. Returns once it is on disk.
+pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutcome, StoreError> {
+    let outcome = match webhook::parse(&body) {
+        Err(e) => {
+            let outcome = shared.store.intake(body, Some(e.to_string()), Vec::new()).await?;
+            warn!(
+                webhook_id = outcome.webhook_id,
+                "signed webhook body could not be read ({e}); kept as failed webhook {} so it can be replayed after an upgrade",
+                outcome.webhook_id
+            );
+            outcome
+        }
+        Ok(items) => {
+            let new_items: Vec<NewItem> = items.iter().map(|item| to_new_item(shared, item)).collect();
+            for (item, new) in items.iter().zip(&new_items) {
+                if let NewState::Failed(reason) = &new.state {
+                    warn!(page_id = %item.page_id, conversation = %new.conversation, "webhook item kept as failed: {reason}");
+                }
+            }
+            shared.store.intake(body, None, new_items).await?
+        }
+    };
+    debug!(
+        webhook_id = outcome.webhook_id,
+        new = outcome.new,
+        duplicates = outcome.duplicates,
+        pending = outcome.pending,
+        "webhook stored"
+    );
+    if outcome.pending > 0 {
+        shared.inbound_wake.notify_one();
+    }
+    Ok(outcome)
+}
+
+fn to_new_item(shared: &Shared, item: &Item) -> NewItem {
+    NewItem {
+        direction: Direction::Inbound,
+        page_id: item.page_id.clone(),
+        conversation: item.conversation(),
+        dedup_key: item.dedup_key(),
+        kind: item.kind().to_owned(),
+        event_ts: item.timestamp_ms(),
+        payload: item.raw.to_string(),
+        state: fate(shared, item),
+    }
+}
+
+/// Whether an item is delivered, and if not, why.
+fn fate(shared: &Shared, item: &Item) -> NewState {
+    if let Err(reason) = &item.parsed {
+        return NewState::Failed(reason.clone());
+    }
+    if item.object != "page" {
+        return NewState::Skipped(format!("object {:?} is not a Facebook Page; not handled", item.object));
+    }
+    if shared.page(&item.page_id).is_none() {
+        return NewState::Skipped(format!(
+            "page {} is not configured (add a [[page]] for it, or unsubscribe the app from it)",
+            item.page_id
+        ));
+    }
+    match &item.parsed {
+        Ok(Parsed::Messaging(_)) => messenger::intake_state(item),
+        Ok(Parsed::Change { .. }) => NewState::Skipped("wall posts and comments are not forwarded yet".into()),
+        Err(_) => unreachable!("handled above"),
+    }
+}

@@ -1,0 +1,173 @@
+//! Where a Messenger event becomes notify calls to Motion.
+//!
+//! Two pure decisions, both tested against the fixtures:
+//! - [`intake_state`]: whether a stored event is delivered at all (customer messages
+//!   are; echoes, reads, deliveries, standby, reactions, referrals, hand-overs are
+//!   recorded and not forwarded);
+//! - [`plan`]: the ordered steps (texts and files) one event becomes. Each step is one
+//!   notify; a file step is downloaded from Facebook and uploaded to Motion first.
+//!
+//! The texts agents read are written here, in one place, so the README can list them.
+
+use crate::facebook::webhook::{Item, Messaging, MessagingKind, Parsed, Source};
+use crate::store::NewState;
+
+/// Facebook's "like" (thumbs-up) stickers, in their three sizes.
+const LIKE_STICKERS: &[&str] = &["369239263222822", "369239343222814", "369239383222810"];
+
+/// Longest quote of an earlier message put in front of a reply or edit.
+const QUOTE_CHARS: usize = 200;
+
+/// Whether a Messenger item is queued for Motion, and if not, why.
+pub fn intake_state(item: &Item) -> NewState {
+    let m = match &item.parsed {
+        Ok(Parsed::Messaging(m)) => m,
+        _ => unreachable!("only messaging items reach the Messenger decision"),
+    };
+    if item.source == Source::Standby {
+        return NewState::Skipped("standby: another app (e.g. Page Inbox) owns this conversation".into());
+    }
+    let skip = |why: &str| NewState::Skipped(why.to_owned());
+    match m.kind() {
+        MessagingKind::Message => {
+            let msg = m.message.as_ref().expect("kind Message has a message");
+            if msg.text.as_deref().is_some_and(|t| !t.trim().is_empty()) || !msg.attachments.is_empty() {
+                NewState::Pending
+            } else {
+                skip("message without text or attachment")
+            }
+        }
+        MessagingKind::Deleted | MessagingKind::Edit | MessagingKind::Postback => NewState::Pending,
+        MessagingKind::Echo => skip("echo: a message the Page sent"),
+        MessagingKind::Reaction => skip("reaction: not forwarded (carries no customer text)"),
+        MessagingKind::Referral => skip("referral: the customer opened the conversation from a link or ad"),
+        MessagingKind::Read => skip("read receipt"),
+        MessagingKind::Delivery => skip("delivery receipt"),
+        MessagingKind::Optin => skip("opt-in"),
+        MessagingKind::Handover => skip("handover: thread control changed between apps"),
+        MessagingKind::Unknown => skip("unknown event kind (kept for a later version)"),
+    }
+}
+
+/// One notify call's worth of content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A notify with this body.
+    Text(String),
+    /// Download `url`, upload it to Motion, notify with its `AttachmentId` and the file
+    /// name as body; if the file cannot be moved for good, notify `fallback` instead.
+    File { url: String, fallback: String },
+}
+
+/// Text of earlier messages this event refers to, looked up in the store.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// The text of the message a reply, an edit or a deletion is about, if we have it.
+    pub referenced_text: Option<String>,
+}
+
+/// The steps an event becomes, in order (text first, then each attachment).
+pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
+    let mut steps = Vec::new();
+    match m.kind() {
+        MessagingKind::Message => {
+            let msg = m.message.as_ref().expect("kind Message has a message");
+            if let Some(text) = msg.text.as_deref().filter(|t| !t.trim().is_empty()) {
+                let body = match &msg.reply_to {
+                    Some(_) => format!("{}\n{text}", quote(context.referenced_text.as_deref())),
+                    None => text.to_owned(),
+                };
+                steps.push(Step::Text(body));
+            }
+            let is_sticker = msg.sticker_id.is_some();
+            for a in &msg.attachments {
+                let url = a.payload_url().or(a.url.as_deref()).unwrap_or("").to_owned();
+                let step = match a.kind.as_str() {
+                    _ if is_sticker || a.sticker_id().is_some() => {
+                        let id = a.sticker_id().or_else(|| msg.sticker_id.as_ref().map(|s| s.0.clone()));
+                        if id.as_deref().is_some_and(|id| LIKE_STICKERS.contains(&id)) {
+                            Step::Text("[sticker: 👍]".into())
+                        } else {
+                            Step::Text(labelled("sticker", &url))
+                        }
+                    }
+                    "image" | "video" | "audio" | "file" if !url.is_empty() => Step::File {
+                        fallback: labelled(&a.kind, &url),
+                        url,
+                    },
+                    "location" => match a.coordinates() {
+                        Some((lat, long)) => Step::Text(format!(
+                            "[location] {lat}, {long} https://www.google.com/maps?q={lat},{long}"
+                        )),
+                        None => Step::Text(labelled("location", &url)),
+                    },
+                    "fallback" | "share" | "template" => {
+                        let title = a.title.as_deref().or(a.payload_title()).unwrap_or("");
+                        let text = [title, url.as_str()].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join(" ");
+                        Step::Text(labelled("link", &text))
+                    }
+                    other => Step::Text(labelled(if other.is_empty() { "attachment" } else { other }, &url)),
+                };
+                steps.push(step);
+            }
+        }
+        MessagingKind::Deleted => steps.push(Step::Text(match &context.referenced_text {
+            Some(text) => format!("[the customer deleted a message]\n{}", quote(Some(text))),
+            None => "[the customer deleted a message]".into(),
+        })),
+        MessagingKind::Edit => {
+            let edit = m.message_edit.as_ref().expect("kind Edit has message_edit");
+            let mut body = format!("[edited] {}", edit.text.as_deref().unwrap_or(""));
+            if let Some(before) = &context.referenced_text {
+                body.push_str(&format!("\n(was: {})", clip(before)));
+            }
+            steps.push(Step::Text(body));
+        }
+        MessagingKind::Postback => {
+            let p = m.postback.as_ref().expect("kind Postback has postback");
+            steps.push(Step::Text(match (p.title.as_deref(), p.payload.as_deref()) {
+                (Some(title), _) if !title.trim().is_empty() => title.to_owned(),
+                (_, Some(payload)) => format!("[button] {payload}"),
+                _ => "[button]".into(),
+            }));
+        }
+        _ => {}
+    }
+    steps
+}
+
+/// The message id whose text [`Context::referenced_text`] should hold, if any.
+pub fn referenced_mid(m: &Messaging) -> Option<&str> {
+    match m.kind() {
+        MessagingKind::Message => m.message.as_ref()?.reply_to.as_ref()?.mid.as_deref(),
+        MessagingKind::Deleted | MessagingKind::Edit => m.mid(),
+        _ => None,
+    }
+}
+
+/// The text a stored Messenger payload carried (for quoting it later).
+pub fn text_of(payload: &str) -> Option<String> {
+    let m: Messaging = serde_json::from_str(payload).ok()?;
+    m.message?.text.filter(|t| !t.is_empty())
+}
+
+fn labelled(label: &str, detail: &str) -> String {
+    if detail.is_empty() {
+        format!("[{label}]")
+    } else {
+        format!("[{label}] {detail}")
+    }
+}
+
+fn quote(text: Option<&str>) -> String {
+    match text {
+        Some(t) => format!("> {}", clip(t).replace('\n', "\n> ")),
+        None => "> (reply to an earlier message)".into(),
+    }
+}
+
+fn clip(text: &str) -> String {
+    let mut chars = text.chars();
+    let clipped: String = chars.by_ref().take(QUOTE_CHARS).collect();
+    if chars.next().is_some() { format!("{clipped}…") } else { clipped }
+}

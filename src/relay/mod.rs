@@ -1,0 +1,51 @@
+//! The flow between Facebook and Motion: what is stored when a webhook arrives
+//! ([`intake`]), how each Messenger event becomes notify calls ([`messenger`]), the worker
+//! that delivers them ([`inbound`]) and the retry schedule ([`retry`]).
+
+pub mod inbound;
+pub mod intake;
+pub mod messenger;
+pub mod retry;
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::config::{Config, PageConfig};
+use crate::facebook::graph::GraphClient;
+use crate::motion::MotionClient;
+use crate::store::Store;
+
+/// Everything the listeners and workers share.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub motion: MotionClient,
+    pub graph: GraphClient,
+    pub retry: retry::RetryPolicy,
+    /// Poked when new inbound work is stored, so the worker does not wait for its timer.
+    pub inbound_wake: Notify,
+}
+
+impl Shared {
+    pub fn new(config: Arc<Config>, store: Store) -> Result<Arc<Self>, String> {
+        let motion = MotionClient::new(&config.motion)?;
+        let graph = GraphClient::new(
+            config.facebook.graph_url.get_ref(),
+            &config.facebook.graph_version,
+            config.motion.timeout,
+        )?;
+        Ok(Arc::new(Shared {
+            retry: retry::RetryPolicy::from_config(&config.delivery),
+            config,
+            store,
+            motion,
+            graph,
+            inbound_wake: Notify::new(),
+        }))
+    }
+
+    pub fn page(&self, id: &str) -> Option<&PageConfig> {
+        self.config.page(id)
+    }
+}

@@ -1,0 +1,109 @@
+//! The Facebook-facing routes: `GET /webhook` (verification handshake) and
+//! `POST /webhook` (signed events). Everything else is 404 or 405.
+//!
+//! A POST is answered 200 only after its bytes and events are committed to the store
+//! (DESIGN §4 rule 1). Refusals (DESIGN §4 rule 8) change nothing: 403 bad signature,
+//! 413 too large, 408 too slow, 503 when the store cannot write (Facebook retries).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request};
+use subtle::ConstantTimeEq;
+use tracing::{error, warn};
+
+use crate::facebook::signature;
+use crate::relay::{intake, Shared};
+use crate::server::{text, HttpResponse};
+
+/// Answers one request on the public listener.
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, remote: SocketAddr) -> HttpResponse {
+    if req.uri().path() != "/webhook" {
+        return text(404, "not found\n");
+    }
+    match *req.method() {
+        Method::GET => handshake(&shared, &req, remote),
+        Method::POST => receive(&shared, req, remote).await,
+        _ => {
+            let mut r = text(405, "method not allowed: use GET or POST\n");
+            r.headers_mut().insert("allow", "GET, POST".parse().expect("static header"));
+            r
+        }
+    }
+}
+
+/// `GET /webhook?hub.mode=subscribe&hub.verify_token=T&hub.challenge=C` → C when T matches.
+fn handshake(shared: &Shared, req: &Request<Incoming>, remote: SocketAddr) -> HttpResponse {
+    let query = req.uri().query().unwrap_or("");
+    let (mut mode, mut token, mut challenge) = (None, None, None);
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "hub.mode" => mode = Some(v.into_owned()),
+            "hub.verify_token" => token = Some(v.into_owned()),
+            "hub.challenge" => challenge = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let expected = shared.config.facebook.verify_token.get_ref().expose().as_bytes();
+    let token_ok = token.as_deref().is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected)));
+    match (mode.as_deref(), token_ok, challenge) {
+        (Some("subscribe"), true, Some(challenge)) => {
+            tracing::info!(%remote, "webhook verification handshake accepted");
+            text(200, challenge)
+        }
+        _ => {
+            warn!(
+                %remote,
+                "webhook verification refused: hub.mode must be \"subscribe\" and hub.verify_token must equal facebook.verify_token in the config"
+            );
+            text(403, "verification failed\n")
+        }
+    }
+}
+
+async fn receive(shared: &Shared, req: Request<Incoming>, remote: SocketAddr) -> HttpResponse {
+    let public = &shared.config.public;
+    let max = public.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        warn!(%remote, "webhook refused: body of {} bytes is over the {max}-byte limit (public.max_body_bytes)", declared.unwrap_or(0));
+        return text(413, "payload too large\n");
+    }
+    let signature_header = req.headers().get(signature::HEADER).map(|v| v.as_bytes().to_vec());
+
+    let body = match tokio::time::timeout(public.request_timeout, Limited::new(req.into_body(), max).collect()).await {
+        Err(_) => {
+            warn!(%remote, "webhook refused: the body did not arrive within {:?} (public.request_timeout)", public.request_timeout);
+            return text(408, "request timeout\n");
+        }
+        Ok(Err(e)) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                warn!(%remote, "webhook refused: body is over the {max}-byte limit (public.max_body_bytes)");
+                return text(413, "payload too large\n");
+            }
+            warn!(%remote, "webhook refused: the body could not be read ({e})");
+            return text(400, "bad request body\n");
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+
+    let secret = shared.config.facebook.app_secret.get_ref().expose().as_bytes();
+    if let Err(e) = signature::verify(secret, signature_header.as_deref(), &body) {
+        warn!(%remote, reason = e.reason(), "webhook refused with 403: {e}; nothing stored");
+        return text(403, "invalid signature\n");
+    }
+
+    match intake::accept_webhook(shared, body.to_vec()).await {
+        Ok(_) => text(200, "EVENT_RECEIVED"),
+        Err(e) => {
+            error!(%remote, "webhook NOT stored, answered 503 so Facebook sends it again: {e}");
+            text(503, "temporarily unable to store the event\n")
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! The durable queue: one SQLite database in WAL mode with `synchronous = FULL`.
+//!
+//! All access goes through one dedicated OS thread that owns the connection, so the async
+//! runtime never waits on disk. Callers send it closures; the thread takes every request
+//! that is waiting, runs them all in **one transaction** and commits once — one fsync for
+//! the whole batch (group commit) — and only then answers each caller. A webhook is
+//! therefore acknowledged only after its bytes are on disk, and fifty concurrent webhooks
+//! cost a handful of fsyncs, not fifty. Each request runs inside its own savepoint, so
+//! one failing request does not undo its neighbours.
+//!
+//! Tables: `webhooks` (raw bodies as received), `items` (one row per event or reply, the
+//! queue), `profiles` (cached customer names).
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most requests folded into one transaction. Large enough to absorb a burst, small
+/// enough that one commit never holds callers for long.
+const MAX_BATCH: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state database could not commit ({0}); nothing of this batch was stored")]
+    Commit(String),
+    #[error("state database is closed")]
+    Closed,
+    #[error("cannot open the state database {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// How a new item enters the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewState {
+    /// To be delivered.
+    Pending,
+    /// Recorded, deliberately not delivered; the reason says why.
+    Skipped(String),
+    /// Cannot be delivered as it is (kept for an operator and for replay after an upgrade).
+    Failed(String),
+}
+
+/// An event to store.
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub direction: Direction,
+    pub page_id: String,
+    pub conversation: String,
+    pub dedup_key: String,
+    pub kind: String,
+    pub event_ts: i64,
+    pub payload: String,
+    pub state: NewState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Facebook → Motion.
+    Inbound,
+    /// Motion → Facebook.
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "in",
+            Direction::Outbound => "out",
+        }
+    }
+}
+
+/// A queued item, as a worker sees it.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub id: i64,
+    pub page_id: String,
+    pub conversation: String,
+    pub kind: String,
+    pub event_ts: i64,
+    pub payload: String,
+    pub attempts: i64,
+    /// Steps (notify calls) of this item already done: a retry resumes after them.
+    pub steps_done: i64,
+    pub first_failure_at: Option<i64>,
+}
+
+/// What one webhook did to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntakeOutcome {
+    pub webhook_id: i64,
+    /// Items new to the store.
+    pub new: usize,
+    /// Items already stored from an earlier delivery of the same event.
+    pub duplicates: usize,
+    /// New items queued for delivery.
+    pub pending: usize,
+}
+
+/// A cached customer name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub first_name: String,
+    pub last_name: String,
+    /// `graph` when Facebook told us, `fallback` when we made it up.
+    pub source: String,
+    pub fetched_at: i64,
+}
+
+/// Counters about the store thread, for tests, logs and metrics.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Transactions that wrote something (each one fsync of the WAL).
+    pub write_commits: AtomicU64,
+    /// Write requests served.
+    pub write_requests: AtomicU64,
+}
+
+/// Runs a request (or, given `None`, skips it because its transaction could not start).
+type Job = Box<dyn FnOnce(Option<&Connection>) -> Finish + Send>;
+/// Called after the batch's commit with its outcome, to answer the caller.
+type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+struct Request {
+    write: bool,
+    job: Job,
+}
+
+/// Handle to the store thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::UnboundedSender<Request>,
+    stats: Arc<StoreStats>,
+    path: Arc<PathBuf>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and starts its thread.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: path.to_owned(),
+            reason,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        schema::prepare(&conn).map_err(|e| open_err(e.to_string()))?;
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(StoreStats::default());
+        let thread_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || run_store_thread(conn, rx, &thread_stats))
+            .map_err(|e| open_err(e.to_string()))?;
+        Ok(Store {
+            tx,
+            stats,
+            path: Arc::new(path.to_owned()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// Runs `f` on the store thread inside the current batch's transaction and returns
+    /// its result once the batch is committed (for a `write`, once it is on disk).
+    pub async fn call<R, F>(&self, write: bool, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let (answer, wait) = oneshot::channel::<Result<R, StoreError>>();
+        let job: Job = Box::new(move |conn| {
+            let result = conn.map(|conn| run_in_savepoint(conn, f));
+            Box::new(move |commit: Result<(), String>| {
+                let outcome = match (result, commit) {
+                    (Some(Ok(r)), Ok(())) => Ok(r),
+                    (Some(Err(e)), _) => Err(StoreError::Sqlite(e)),
+                    (_, Err(e)) => Err(StoreError::Commit(e)),
+                    (None, Ok(())) => Err(StoreError::Closed),
+                };
+                let _ = answer.send(outcome);
+            })
+        });
+        self.tx
+            .send(Request { write, job })
+            .map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores one verified webhook: its raw bytes and every event in it, in one
+    /// transaction. Events already stored (same direction, page and dedup key) count as
+    /// duplicates and are left as they are.
+    pub async fn intake(
+        &self,
+        body: Vec<u8>,
+        parse_error: Option<String>,
+        items: Vec<NewItem>,
+    ) -> Result<IntakeOutcome, StoreError> {
+        self.call(true, move |conn| {
+            let now = now_ms();
+            conn.execute(
+                "INSERT INTO webhooks (received_at, body, parse_error) VALUES (?1, ?2, ?3)",
+                params![now, body, parse_error],
+            )?;
+            let webhook_id = conn.last_insert_rowid();
+            let mut outcome = IntakeOutcome {
+                webhook_id,
+                new: 0,
+                duplicates: 0,
+                pending: 0,
+            };
+            let mut insert = conn.prepare_cached(
+                "INSERT OR IGNORE INTO items
+                   (direction, page_id, conversation, dedup_key, kind, event_ts, payload,
+                    webhook_id, state, last_error, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+            )?;
+            for item in items {
+                let (state, reason) = match &item.state {
+                    NewState::Pending => ("pending", None),
+                    NewState::Skipped(r) => ("skipped", Some(r.as_str())),
+                    NewState::Failed(r) => ("failed", Some(r.as_str())),
+                };
+                let inserted = insert.execute(params![
+                    item.direction.as_str(),
+                    item.page_id,
+                    item.conversation,
+                    item.dedup_key,
+                    item.kind,
+                    item.event_ts,
+                    item.payload,
+                    webhook_id,
+                    state,
+                    reason,
+                    now
+                ])?;
+                if inserted == 0 {
+                    outcome.duplicates += 1;
+                } else {
+                    outcome.new += 1;
+                    if item.state == NewState::Pending {
+                        outcome.pending += 1;
+                    }
+                }
+            }
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// The next deliverable item of each conversation that has one due: the oldest
+    /// pending item by Facebook time (then arrival), if its retry time has come.
+    /// Conversations in `busy` are left out (they have an item in flight).
+    pub async fn due_heads(
+        &self,
+        direction: Direction,
+        now: i64,
+        limit: usize,
+        busy: Vec<(String, String)>,
+    ) -> Result<Vec<Item>, StoreError> {
+        self.call(false, move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, page_id, conversation, kind, event_ts, payload, attempts, steps_done,
+                        first_failure_at
+                   FROM items i
+                  WHERE state = 'pending' AND direction = ?1 AND next_attempt_at <= ?2
+                    AND NOT EXISTS (
+                        SELECT 1 FROM items j
+                         WHERE j.state = 'pending' AND j.direction = i.direction
+                           AND j.page_id = i.page_id AND j.conversation = i.conversation
+                           AND (j.event_ts < i.event_ts OR (j.event_ts = i.event_ts AND j.id < i.id)))
+                  ORDER BY next_attempt_at, event_ts, id
+                  LIMIT ?3",
+            )?;
+            let want = limit + busy.len();
+            let rows = stmt.query_map(params![direction.as_str(), now, want as i64], |r| {
+                Ok(Item {
+                    id: r.get(0)?,
+                    page_id: r.get(1)?,
+                    conversation: r.get(2)?,
+                    kind: r.get(3)?,
+                    event_ts: r.get(4)?,
+                    payload: r.get(5)?,
+                    attempts: r.get(6)?,
+                    steps_done: r.get(7)?,
+                    first_failure_at: r.get(8)?,
+                })
+            })?;
+            let mut items = Vec::new();
+            for row in rows {
+                let item = row?;
+                if busy.iter().any(|(p, c)| *p == item.page_id && *c == item.conversation) {
+                    continue;
+                }
+                items.push(item);
+                if items.len() == limit {
+                    break;
+                }
+            }
+            Ok(items)
+        })
+        .await
+    }
+
+    /// When the earliest pending item becomes due (ms), if any is pending.
+    pub async fn next_due_at(&self, direction: Direction) -> Result<Option<i64>, StoreError> {
+        self.call(false, move |conn| {
+            conn.query_row(
+                "SELECT MIN(next_attempt_at) FROM items WHERE state = 'pending' AND direction = ?1",
+                [direction.as_str()],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    /// Records that the first `steps_done` steps of an item are done.
+    pub async fn record_progress(&self, id: i64, steps_done: i64) -> Result<(), StoreError> {
+        self.call(true, move |conn| {
+            conn.execute(
+                "UPDATE items SET steps_done = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, steps_done, now_ms()],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    /// Marks an item delivered.
+    pub async fn complete(&self, id: i64, note: Option<String>) -> Result<(), StoreError> {
+        self.call(true, move |conn| {
+            conn.execute(
+                "UPDATE items SET state = 'done', attempts = attempts + 1, last_error = ?2,
+                        updated_at = ?3 WHERE id = ?1",
+                params![id, note, now_ms()],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    /// Schedules another attempt of an item at `next_at` (ms).
+    pub async fn retry_later(&self, id: i64, next_at: i64, error: String) -> Result<(), StoreError> {
+        self.call(true, move |conn| {
+            let now = now_ms();
+            conn.execute(
+                "UPDATE items SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3,
+                        first_failure_at = COALESCE(first_failure_at, ?4), updated_at = ?4
+                  WHERE id = ?1",
+                params![id, next_at, error, now],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    /// Parks an item as failed, with the reason, for an operator to see, retry or drop.
+    pub async fn fail(&self, id: i64, reason: String) -> Result<(), StoreError> {
+        self.call(true, move |conn| {
+            let now = now_ms();
+            conn.execute(
+                "UPDATE items SET state = 'failed', attempts = attempts + 1, last_error = ?2,
+                        first_failure_at = COALESCE(first_failure_at, ?3), updated_at = ?3
+                  WHERE id = ?1",
+                params![id, reason, now],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    /// The payload of a stored inbound event by its dedup key (e.g. `mid:…`).
+    pub async fn payload_by_key(&self, page_id: String, dedup_key: String) -> Result<Option<String>, StoreError> {
+        self.call(false, move |conn| {
+            conn.query_row(
+                "SELECT payload FROM items WHERE direction = 'in' AND page_id = ?1 AND dedup_key = ?2",
+                params![page_id, dedup_key],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    pub async fn profile(&self, page_id: String, psid: String) -> Result<Option<Profile>, StoreError> {
+        self.call(false, move |conn| {
+            conn.query_row(
+                "SELECT first_name, last_name, source, fetched_at FROM profiles
+                  WHERE page_id = ?1 AND psid = ?2",
+                params![page_id, psid],
+                |r| {
+                    Ok(Profile {
+                        first_name: r.get(0)?,
+                        last_name: r.get(1)?,
+                        source: r.get(2)?,
+                        fetched_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    pub async fn put_profile(&self, page_id: String, psid: String, profile: Profile) -> Result<(), StoreError> {
+        self.call(true, move |conn| {
+            conn.execute(
+                "INSERT INTO profiles (page_id, psid, first_name, last_name, source, fetched_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (page_id, psid) DO UPDATE SET first_name = excluded.first_name,
+                   last_name = excluded.last_name, source = excluded.source,
+                   fetched_at = excluded.fetched_at",
+                params![
+                    page_id,
+                    psid,
+                    profile.first_name,
+                    profile.last_name,
+                    profile.source,
+                    profile.fetched_at
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    /// Number of items per state, e.g. `[("done", 3), ("pending", 1)]`.
+    pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.call(false, |conn| {
+            let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+}
+
+fn run_in_savepoint<R>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+) -> rusqlite::Result<R> {
+    conn.execute_batch("SAVEPOINT request")?;
+    match f(conn) {
+        Ok(r) => {
+            conn.execute_batch("RELEASE request")?;
+            Ok(r)
+        }
+        Err(e) => {
+            // Undo only this request; the rest of the batch goes on.
+            let _ = conn.execute_batch("ROLLBACK TO request; RELEASE request");
+            Err(e)
+        }
+    }
+}
+
+fn run_store_thread(conn: Connection, mut rx: mpsc::UnboundedReceiver<Request>, stats: &StoreStats) {
+    let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let writes = batch.iter().filter(|r| r.write).count() as u64;
+
+        let begin = conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string());
+        let run = begin.is_ok().then_some(&conn);
+        let finishers: Vec<Finish> = batch.drain(..).map(|request| (request.job)(run)).collect();
+        let outcome = match begin {
+            Err(e) => Err(e),
+            Ok(()) => match conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(e.to_string())
+                }
+            },
+        };
+        if outcome.is_ok() && writes > 0 {
+            stats.write_commits.fetch_add(1, Ordering::Relaxed);
+            stats.write_requests.fetch_add(writes, Ordering::Relaxed);
+        }
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "state database transaction failed; the requests in it were answered with an error and nothing was acknowledged");
+        }
+        for finish in finishers {
+            finish(outcome.clone());
+        }
+    }
+}

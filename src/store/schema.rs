@@ -1,0 +1,64 @@
+//! Database settings and schema, versioned with `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+/// Migrations in order; entry N brings the schema from version N to N+1.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE webhooks (
+    id          INTEGER PRIMARY KEY,
+    received_at INTEGER NOT NULL,          -- ms since the epoch
+    body        BLOB    NOT NULL,          -- exactly the bytes Facebook signed
+    parse_error TEXT                       -- why the body could not be read, if so
+);
+CREATE TABLE items (
+    id               INTEGER PRIMARY KEY,
+    direction        TEXT    NOT NULL,     -- 'in': Facebook -> Motion, 'out': Motion -> Facebook
+    page_id          TEXT    NOT NULL,
+    conversation     TEXT    NOT NULL,     -- 'psid:<id>' or 'post:<id>': delivered one at a time
+    dedup_key        TEXT    NOT NULL,     -- 'mid:<mid>', ...: a redelivery finds its twin here
+    kind             TEXT    NOT NULL,
+    event_ts         INTEGER NOT NULL,     -- Facebook time, ms: the delivery order
+    payload          TEXT    NOT NULL,
+    webhook_id       INTEGER REFERENCES webhooks(id),
+    state            TEXT    NOT NULL,     -- pending | done | skipped | failed
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    steps_done       INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  INTEGER NOT NULL DEFAULT 0,
+    first_failure_at INTEGER,
+    last_error       TEXT,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    UNIQUE (direction, page_id, dedup_key)
+);
+CREATE INDEX items_pending ON items (direction, page_id, conversation, event_ts, id)
+    WHERE state = 'pending';
+CREATE INDEX items_state ON items (state, updated_at);
+CREATE TABLE profiles (
+    page_id    TEXT NOT NULL,
+    psid       TEXT NOT NULL,
+    first_name TEXT NOT NULL,
+    last_name  TEXT NOT NULL,
+    source     TEXT NOT NULL,              -- 'graph' or 'fallback'
+    fetched_at INTEGER NOT NULL,
+    PRIMARY KEY (page_id, psid)
+);
+"#];
+
+/// Durability settings and schema migrations. Run once when the database is opened.
+pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+    // WAL lets readers (the `queue` tools) work beside the daemon; synchronous = FULL
+    // fsyncs the WAL at every commit, which is what makes an acknowledgement safe.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
