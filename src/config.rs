@@ -287,7 +287,14 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
-            write!(f, "{}:{}: {}: {}", self.file.display(), self.line, self.key, self.message)
+            write!(
+                f,
+                "{}:{}: {}: {}",
+                self.file.display(),
+                self.line,
+                self.key,
+                self.message
+            )
         } else {
             write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
         }
@@ -347,7 +354,11 @@ impl Config {
     fn validate(&self, path: &Path, text: &str) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         let mut err = |span: std::ops::Range<usize>, key: &str, message: String| {
-            let line = if span == (0..0) { 0 } else { line_of(text, span.start) };
+            let line = if span == (0..0) {
+                0
+            } else {
+                line_of(text, span.start)
+            };
             errors.push(ConfigError {
                 file: path.to_owned(),
                 line,
@@ -374,15 +385,29 @@ impl Config {
             }
         }
         if self.public.max_body_bytes == 0 {
-            err(0..0, "public.max_body_bytes", "must be greater than 0".into());
+            err(
+                0..0,
+                "public.max_body_bytes",
+                "must be greater than 0".into(),
+            );
         }
         if self.public.max_connections == 0 {
-            err(0..0, "public.max_connections", "must be greater than 0".into());
+            err(
+                0..0,
+                "public.max_connections",
+                "must be greater than 0".into(),
+            );
         }
         if self.delivery.concurrency == 0 {
-            err(0..0, "delivery.concurrency", "must be greater than 0".into());
+            err(
+                0..0,
+                "delivery.concurrency",
+                "must be greater than 0".into(),
+            );
         }
-        if self.delivery.retry_initial.is_zero() || self.delivery.retry_max < self.delivery.retry_initial {
+        if self.delivery.retry_initial.is_zero()
+            || self.delivery.retry_max < self.delivery.retry_initial
+        {
             err(
                 0..0,
                 "delivery.retry_max",
@@ -400,14 +425,14 @@ impl Config {
         if let Err(m) = check_http_url(self.facebook.graph_url.get_ref()) {
             err(self.facebook.graph_url.span(), "facebook.graph_url", m);
         }
-        if let Some(ca) = &self.motion.ca_file {
-            if let Err(e) = std::fs::read(ca.get_ref()) {
-                err(
-                    ca.span(),
-                    "motion.ca_file",
-                    format!("cannot read {}: {e}", ca.get_ref().display()),
-                );
-            }
+        if let Some(ca) = &self.motion.ca_file
+            && let Err(e) = std::fs::read(ca.get_ref())
+        {
+            err(
+                ca.span(),
+                "motion.ca_file",
+                format!("cannot read {}: {e}", ca.get_ref().display()),
+            );
         }
 
         if self.pages.is_empty() {
@@ -429,7 +454,11 @@ impl Config {
                 );
             }
             if seen.contains(&id) {
-                err(page.id.span(), "page.id", format!("page {id} is configured twice"));
+                err(
+                    page.id.span(),
+                    "page.id",
+                    format!("page {id} is configured twice"),
+                );
             }
             seen.push(id);
             check_secret(&mut err, "page.access_token", &page.access_token);
@@ -471,7 +500,9 @@ fn check_secret(
 fn check_http_url(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(format!("{raw:?} must be an http:// or https:// URL with a host"));
+        return Err(format!(
+            "{raw:?} must be an http:// or https:// URL with a host"
+        ));
     }
     Ok(url)
 }
@@ -500,7 +531,11 @@ pub fn redact_url(url: &str) -> String {
 
 /// 1-based line number of byte offset `at` in `text`.
 fn line_of(text: &str, at: usize) -> usize {
-    text.as_bytes()[..at.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..at.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// The key named in a serde message such as "unknown field `foo`, expected …".
@@ -556,7 +591,11 @@ reply_token = "rt"
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].key, "colour");
         assert_eq!(e[0].line, 9);
-        assert!(e[0].to_string().starts_with("c.toml:9: colour:"), "{}", e[0]);
+        assert!(
+            e[0].to_string().starts_with("c.toml:9: colour:"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]

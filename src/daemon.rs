@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::config::Config;
-use crate::relay::{inbound, Shared};
-use crate::server::{self, public, Limits};
+use crate::relay::{Shared, inbound};
+use crate::server::{self, Limits, public};
 use crate::store::Store;
 
 /// How long open HTTP requests may take to finish at shutdown.
@@ -76,7 +76,11 @@ impl Daemon {
             shutdown_rx.clone(),
             HTTP_GRACE,
         )));
-        tasks.push(tokio::spawn(inbound::run(shared.clone(), shutdown_rx.clone(), DRAIN)));
+        tasks.push(tokio::spawn(inbound::run(
+            shared.clone(),
+            shutdown_rx.clone(),
+            DRAIN,
+        )));
 
         info!(
             public = %public_addr,

@@ -21,9 +21,15 @@ pub fn build(timeout: Duration, extra_ca: Option<&Path>) -> Result<reqwest::Clie
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .pool_idle_timeout(Duration::from_secs(60));
     if let Some(path) = extra_ca {
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("{} is not a PEM certificate bundle: {}", path.display(), describe(e)))?;
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            format!(
+                "{} is not a PEM certificate bundle: {}",
+                path.display(),
+                describe(e)
+            )
+        })?;
         builder = builder.tls_certs_merge(certs);
     }
     builder.build().map_err(describe)

@@ -10,4 +10,5 @@ pub mod logging;
 pub mod motion;
 pub mod relay;
 pub mod server;
+pub mod sim;
 pub mod store;

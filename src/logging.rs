@@ -20,7 +20,9 @@ pub fn init() {
     let result = if under_journal {
         builder.without_time().with_ansi(false).try_init()
     } else {
-        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init()
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
     };
     let _ = result;
 }

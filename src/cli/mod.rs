@@ -9,7 +9,11 @@ use crate::config::{Config, DEFAULT_PATH};
 use crate::daemon::Daemon;
 
 #[derive(Debug, Parser)]
-#[command(name = "fb-openchannel", version, about = "Connects a Facebook Page to XCALLY Motion's Openchannel")]
+#[command(
+    name = "fb-openchannel",
+    version,
+    about = "Connects a Facebook Page to XCALLY Motion's Openchannel"
+)]
 pub struct Cli {
     /// The config file.
     #[arg(long, global = true, env = "FB_OPENCHANNEL_CONFIG", default_value = DEFAULT_PATH)]
@@ -42,7 +46,11 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         }
         Err(errors) => {
             eprintln!("{errors}");
-            eprintln!("{}: {} problem(s); nothing was started", path.display(), errors.0.len());
+            eprintln!(
+                "{}: {} problem(s); nothing was started",
+                path.display(),
+                errors.0.len()
+            );
             ExitCode::FAILURE
         }
     }
@@ -56,11 +64,18 @@ fn run(path: &std::path::Path) -> ExitCode {
             for e in &errors.0 {
                 tracing::error!("config: {e}");
             }
-            tracing::error!("{} problem(s) in {}; not starting", errors.0.len(), path.display());
+            tracing::error!(
+                "{} problem(s) in {}; not starting",
+                errors.0.len(),
+                path.display()
+            );
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
@@ -98,7 +113,7 @@ fn spawn_watchdog() {
 }
 
 async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     tokio::select! {

@@ -192,7 +192,11 @@ impl GraphClient {
     pub fn new(graph_url: &str, graph_version: &str, timeout: Duration) -> Result<Self, String> {
         Ok(Self {
             http: http_client::build(timeout, None)?,
-            base: format!("{}/{}", graph_url.trim_end_matches('/'), graph_version.trim_matches('/')),
+            base: format!(
+                "{}/{}",
+                graph_url.trim_end_matches('/'),
+                graph_version.trim_matches('/')
+            ),
         })
     }
 
@@ -214,7 +218,10 @@ impl GraphClient {
             .get("x-business-use-case-usage")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let text = response.text().await.map_err(|e| GraphError::network(http_client::describe(e)))?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| GraphError::network(http_client::describe(e)))?;
         if !(200..300).contains(&status) {
             return Err(GraphError::from_response(status, &text, usage.as_deref()));
         }
@@ -224,12 +231,17 @@ impl GraphClient {
     /// Fetches an attachment Facebook linked in a webhook (its CDN URLs are signed and
     /// need no token). Files over [`MAX_FILE_BYTES`] are refused for good.
     pub async fn download(&self, url: &str) -> Result<Download, DownloadError> {
-        let mut response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| DownloadError::Transient(format!("download: {}", http_client::describe(e))))?;
+        match url::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => {
+                return Err(DownloadError::Permanent(format!(
+                    "{url:?} is not a downloadable URL"
+                )));
+            }
+        }
+        let mut response = self.http.get(url).send().await.map_err(|e| {
+            DownloadError::Transient(format!("download: {}", http_client::describe(e)))
+        })?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
             let message = format!("Facebook's file server answered {status}");
@@ -239,7 +251,10 @@ impl GraphClient {
                 DownloadError::Permanent(message)
             });
         }
-        if response.content_length().is_some_and(|n| n > MAX_FILE_BYTES as u64) {
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_FILE_BYTES as u64)
+        {
             return Err(DownloadError::Permanent("file is larger than 25 MB".into()));
         }
         let content_type = response
@@ -249,11 +264,9 @@ impl GraphClient {
             .unwrap_or("application/octet-stream")
             .to_owned();
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| DownloadError::Transient(format!("download: {}", http_client::describe(e))))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            DownloadError::Transient(format!("download: {}", http_client::describe(e)))
+        })? {
             if body.len() + chunk.len() > MAX_FILE_BYTES {
                 return Err(DownloadError::Permanent("file is larger than 25 MB".into()));
             }
@@ -298,24 +311,96 @@ mod tests {
     #[test]
     fn classification_table() {
         let table: &[(u16, &str, Disposition)] = &[
-            (500, r#"{"error":{"message":"An unknown error has occurred.","type":"OAuthException","code":1,"fbtrace_id":"A1"}}"#, Disposition::Retry),
-            (503, r#"{"error":{"message":"Service temporarily unavailable","type":"OAuthException","code":2,"fbtrace_id":"A2"}}"#, Disposition::Retry),
-            (500, r#"{"error":{"message":"Temporary send message failure. Please try again later","type":"OAuthException","code":1200,"fbtrace_id":"A3"}}"#, Disposition::Retry),
-            (400, r#"{"error":{"message":"(#4) Application request limit reached","type":"OAuthException","code":4,"fbtrace_id":"B1"}}"#, Disposition::SlowDown),
-            (400, r#"{"error":{"message":"(#17) User request limit reached","type":"OAuthException","code":17,"fbtrace_id":"B2"}}"#, Disposition::SlowDown),
-            (400, r#"{"error":{"message":"(#32) Page request limit reached","type":"OAuthException","code":32,"fbtrace_id":"B3"}}"#, Disposition::SlowDown),
-            (400, r#"{"error":{"message":"(#613) Calls to this api have exceeded the rate limit.","type":"OAuthException","code":613,"fbtrace_id":"B4"}}"#, Disposition::SlowDown),
-            (400, r#"{"error":{"message":"(#80006) There have been too many messenger api calls to this Page account in a short period of time.","type":"OAuthException","code":80006,"fbtrace_id":"B5"}}"#, Disposition::SlowDown),
-            (400, r#"{"error":{"message":"(#80001) There have been too many calls to this Page account.","type":"OAuthException","code":80001,"fbtrace_id":"B6"}}"#, Disposition::SlowDown),
-            (401, r#"{"error":{"message":"Error validating access token: Session has expired on Friday, 21-Nov-25 10:00:00 PST.","type":"OAuthException","code":190,"error_subcode":463,"fbtrace_id":"C1"}}"#, Disposition::TokenInvalid),
-            (400, r#"{"error":{"message":"Invalid OAuth access token - Cannot parse access token","type":"OAuthException","code":190,"fbtrace_id":"C2"}}"#, Disposition::TokenInvalid),
-            (400, r#"{"error":{"message":"(#10) This message is sent outside of allowed window.","type":"OAuthException","code":10,"error_subcode":2018278,"fbtrace_id":"D1"}}"#, Disposition::Permanent),
-            (400, r#"{"error":{"message":"(#100) No matching user found","type":"OAuthException","code":100,"error_subcode":2018001,"fbtrace_id":"D2"}}"#, Disposition::Permanent),
-            (403, r#"{"error":{"message":"(#200) This person isn't available right now.","type":"OAuthException","code":200,"fbtrace_id":"D3"}}"#, Disposition::Permanent),
-            (400, r#"{"error":{"message":"(#230) Requires pages_messaging permission to manage the object","type":"OAuthException","code":230,"fbtrace_id":"D4"}}"#, Disposition::Permanent),
-            (400, r#"{"error":{"message":"(#551) This person isn't available right now.","type":"OAuthException","code":551,"error_subcode":1545041,"fbtrace_id":"D5"}}"#, Disposition::Permanent),
-            (400, r#"{"error":{"message":"(#10903) This user cant reply to this activity","type":"OAuthException","code":10903,"fbtrace_id":"D6"}}"#, Disposition::Permanent),
-            (400, r#"{"error":{"message":"(#368) The action attempted has been deemed abusive or is otherwise disallowed","type":"OAuthException","code":368,"error_subcode":1390008,"fbtrace_id":"E1"}}"#, Disposition::PolicyBlock),
+            (
+                500,
+                r#"{"error":{"message":"An unknown error has occurred.","type":"OAuthException","code":1,"fbtrace_id":"A1"}}"#,
+                Disposition::Retry,
+            ),
+            (
+                503,
+                r#"{"error":{"message":"Service temporarily unavailable","type":"OAuthException","code":2,"fbtrace_id":"A2"}}"#,
+                Disposition::Retry,
+            ),
+            (
+                500,
+                r#"{"error":{"message":"Temporary send message failure. Please try again later","type":"OAuthException","code":1200,"fbtrace_id":"A3"}}"#,
+                Disposition::Retry,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"(#4) Application request limit reached","type":"OAuthException","code":4,"fbtrace_id":"B1"}}"#,
+                Disposition::SlowDown,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"(#17) User request limit reached","type":"OAuthException","code":17,"fbtrace_id":"B2"}}"#,
+                Disposition::SlowDown,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"(#32) Page request limit reached","type":"OAuthException","code":32,"fbtrace_id":"B3"}}"#,
+                Disposition::SlowDown,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"(#613) Calls to this api have exceeded the rate limit.","type":"OAuthException","code":613,"fbtrace_id":"B4"}}"#,
+                Disposition::SlowDown,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"(#80006) There have been too many messenger api calls to this Page account in a short period of time.","type":"OAuthException","code":80006,"fbtrace_id":"B5"}}"#,
+                Disposition::SlowDown,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"(#80001) There have been too many calls to this Page account.","type":"OAuthException","code":80001,"fbtrace_id":"B6"}}"#,
+                Disposition::SlowDown,
+            ),
+            (
+                401,
+                r#"{"error":{"message":"Error validating access token: Session has expired on Friday, 21-Nov-25 10:00:00 PST.","type":"OAuthException","code":190,"error_subcode":463,"fbtrace_id":"C1"}}"#,
+                Disposition::TokenInvalid,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"Invalid OAuth access token - Cannot parse access token","type":"OAuthException","code":190,"fbtrace_id":"C2"}}"#,
+                Disposition::TokenInvalid,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"(#10) This message is sent outside of allowed window.","type":"OAuthException","code":10,"error_subcode":2018278,"fbtrace_id":"D1"}}"#,
+                Disposition::Permanent,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"(#100) No matching user found","type":"OAuthException","code":100,"error_subcode":2018001,"fbtrace_id":"D2"}}"#,
+                Disposition::Permanent,
+            ),
+            (
+                403,
+                r#"{"error":{"message":"(#200) This person isn't available right now.","type":"OAuthException","code":200,"fbtrace_id":"D3"}}"#,
+                Disposition::Permanent,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"(#230) Requires pages_messaging permission to manage the object","type":"OAuthException","code":230,"fbtrace_id":"D4"}}"#,
+                Disposition::Permanent,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"(#551) This person isn't available right now.","type":"OAuthException","code":551,"error_subcode":1545041,"fbtrace_id":"D5"}}"#,
+                Disposition::Permanent,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"(#10903) This user cant reply to this activity","type":"OAuthException","code":10903,"fbtrace_id":"D6"}}"#,
+                Disposition::Permanent,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"(#368) The action attempted has been deemed abusive or is otherwise disallowed","type":"OAuthException","code":368,"error_subcode":1390008,"fbtrace_id":"E1"}}"#,
+                Disposition::PolicyBlock,
+            ),
             (502, "<html>Bad Gateway</html>", Disposition::Retry),
             (429, "", Disposition::SlowDown),
             (404, "not json", Disposition::Permanent),
@@ -334,17 +419,29 @@ mod tests {
     fn usage_header_gives_the_wait() {
         let h = r#"{"112233":[{"type":"pages","call_count":100,"total_cputime":30,"total_time":40,"estimated_time_to_regain_access":7}]}"#;
         assert_eq!(regain_access_after(h), Some(Duration::from_secs(420)));
-        assert_eq!(regain_access_after(r#"{"1":[{"estimated_time_to_regain_access":0}]}"#), None);
+        assert_eq!(
+            regain_access_after(r#"{"1":[{"estimated_time_to_regain_access":0}]}"#),
+            None
+        );
         assert_eq!(regain_access_after("garbage"), None);
     }
 
     #[test]
     fn file_names() {
         assert_eq!(
-            file_name_from_url("https://scontent.xx.fbcdn.net/v/t1/123_n.jpg?_nc=1&oh=2", "image/jpeg"),
+            file_name_from_url(
+                "https://scontent.xx.fbcdn.net/v/t1/123_n.jpg?_nc=1&oh=2",
+                "image/jpeg"
+            ),
             "123_n.jpg"
         );
-        assert_eq!(file_name_from_url("https://cdn.fbsbx.com/v/t59/", "video/mp4"), "attachment.mp4");
-        assert_eq!(file_name_from_url("IMAGE_URL", "image/png"), "attachment.png");
+        assert_eq!(
+            file_name_from_url("https://cdn.fbsbx.com/v/t59/", "video/mp4"),
+            "attachment.mp4"
+        );
+        assert_eq!(
+            file_name_from_url("IMAGE_URL", "image/png"),
+            "attachment.png"
+        );
     }
 }

@@ -17,7 +17,9 @@ pub enum SignatureError {
     Missing,
     #[error("X-Hub-Signature-256 is not of the form sha256=<64 hex digits>")]
     Malformed,
-    #[error("X-Hub-Signature-256 does not match the body (wrong app_secret, or the body was altered)")]
+    #[error(
+        "X-Hub-Signature-256 does not match the body (wrong app_secret, or the body was altered)"
+    )]
     Mismatch,
 }
 
@@ -42,14 +44,17 @@ pub fn verify(app_secret: &[u8], header: Option<&[u8]>, body: &[u8]) -> Result<(
         return Err(SignatureError::Malformed);
     }
     let expected = hex::decode(hex_digest).map_err(|_| SignatureError::Malformed)?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(app_secret).expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(app_secret).expect("HMAC takes keys of any length");
     mac.update(body);
-    mac.verify_slice(&expected).map_err(|_| SignatureError::Mismatch)
+    mac.verify_slice(&expected)
+        .map_err(|_| SignatureError::Mismatch)
 }
 
 /// The header value Facebook would send for `body` (used by `simulate`, `demo` and tests).
 pub fn sign(app_secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(app_secret).expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(app_secret).expect("HMAC takes keys of any length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -66,7 +71,14 @@ mod tests {
             sig,
             "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
         );
-        assert_eq!(verify(b"key", Some(sig.as_bytes()), b"The quick brown fox jumps over the lazy dog"), Ok(()));
+        assert_eq!(
+            verify(
+                b"key",
+                Some(sig.as_bytes()),
+                b"The quick brown fox jumps over the lazy dog"
+            ),
+            Ok(())
+        );
     }
 
     #[test]
@@ -74,14 +86,33 @@ mod tests {
         let body = b"{}";
         let good = sign(b"secret", body);
         assert_eq!(verify(b"secret", None, body), Err(SignatureError::Missing));
-        assert_eq!(verify(b"other", Some(good.as_bytes()), body), Err(SignatureError::Mismatch));
-        assert_eq!(verify(b"secret", Some(good.as_bytes()), b"{ }"), Err(SignatureError::Mismatch));
-        assert_eq!(verify(b"secret", Some(&good.as_bytes()[7..]), body), Err(SignatureError::Malformed));
-        assert_eq!(verify(b"secret", Some(b"sha256=zz"), body), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify(b"other", Some(good.as_bytes()), body),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"secret", Some(good.as_bytes()), b"{ }"),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"secret", Some(&good.as_bytes()[7..]), body),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify(b"secret", Some(b"sha256=zz"), body),
+            Err(SignatureError::Malformed)
+        );
         let upper = good.to_uppercase().replace("SHA256=", "sha256=");
         // Upper-case hex still decodes to the same bytes; Facebook sends lower case.
         assert_eq!(verify(b"secret", Some(upper.as_bytes()), body), Ok(()));
         // The legacy sha1 header alone is not enough.
-        assert_eq!(verify(b"secret", Some(b"sha1=0000000000000000000000000000000000000000"), body), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify(
+                b"secret",
+                Some(b"sha1=0000000000000000000000000000000000000000"),
+                body
+            ),
+            Err(SignatureError::Malformed)
+        );
     }
 }

@@ -10,8 +10,8 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -342,7 +342,10 @@ pub struct Item {
 pub enum Parsed {
     Messaging(Box<Messaging>),
     /// Feed changes are carried as their JSON `value`; `field` says which feed.
-    Change { field: String, value: Value },
+    Change {
+        field: String,
+        value: Value,
+    },
 }
 
 impl Item {
@@ -382,11 +385,16 @@ impl Item {
             Ok(Parsed::Messaging(m)) => {
                 let kind = m.kind();
                 match (kind, m.mid()) {
-                    (MessagingKind::Message | MessagingKind::Echo, Some(mid)) => format!("mid:{mid}"),
+                    (MessagingKind::Message | MessagingKind::Echo, Some(mid)) => {
+                        format!("mid:{mid}")
+                    }
                     (MessagingKind::Deleted, Some(mid)) => format!("deleted:{mid}"),
                     (MessagingKind::Edit, Some(mid)) => format!(
                         "edit:{mid}:{}",
-                        m.message_edit.as_ref().and_then(|e| e.num_edit).unwrap_or(0)
+                        m.message_edit
+                            .as_ref()
+                            .and_then(|e| e.num_edit)
+                            .unwrap_or(0)
                     ),
                     (MessagingKind::Postback, Some(mid)) => format!("postback:{mid}"),
                     _ => format!("{}:{}", kind.as_str(), self.digest()),
@@ -449,8 +457,16 @@ pub fn parse(body: &[u8]) -> Result<Vec<Item>, WebhookError> {
             _ => return Err(WebhookError::NotWebhook("an entry has no \"id\"")),
         };
         let entry_time_ms = entry.get("time").and_then(Value::as_i64).unwrap_or(0);
-        for (field, source) in [("messaging", Source::Messaging), ("standby", Source::Standby)] {
-            for raw in entry.get(field).and_then(Value::as_array).into_iter().flatten() {
+        for (field, source) in [
+            ("messaging", Source::Messaging),
+            ("standby", Source::Standby),
+        ] {
+            for raw in entry
+                .get(field)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let parsed = Messaging::deserialize(raw)
                     .map(|m| Parsed::Messaging(Box::new(m)))
                     .map_err(|e| format!("{field} item does not fit the model: {e}"));
@@ -464,7 +480,12 @@ pub fn parse(body: &[u8]) -> Result<Vec<Item>, WebhookError> {
                 });
             }
         }
-        for raw in entry.get("changes").and_then(Value::as_array).into_iter().flatten() {
+        for raw in entry
+            .get("changes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let parsed = match (raw.get("field").and_then(Value::as_str), raw.get("value")) {
                 (Some(field), Some(value)) if value.is_object() => Ok(Parsed::Change {
                     field: field.to_owned(),
@@ -497,8 +518,12 @@ mod tests {
 
     #[test]
     fn numeric_and_string_ids_are_the_same_text() {
-        let a = one(r#"{"object":"page","entry":[{"id":1,"messaging":[{"sender":{"id":2},"recipient":{"id":"1"},"timestamp":5,"message":{"mid":"m","text":"hi"}}]}]}"#);
-        let b = one(r#"{"object":"page","entry":[{"id":"1","messaging":[{"sender":{"id":"2"},"recipient":{"id":1},"timestamp":5,"message":{"mid":"m","text":"hi"}}]}]}"#);
+        let a = one(
+            r#"{"object":"page","entry":[{"id":1,"messaging":[{"sender":{"id":2},"recipient":{"id":"1"},"timestamp":5,"message":{"mid":"m","text":"hi"}}]}]}"#,
+        );
+        let b = one(
+            r#"{"object":"page","entry":[{"id":"1","messaging":[{"sender":{"id":"2"},"recipient":{"id":1},"timestamp":5,"message":{"mid":"m","text":"hi"}}]}]}"#,
+        );
         assert_eq!(a.page_id, b.page_id);
         assert_eq!(a.conversation(), "psid:2");
         assert_eq!(a.conversation(), b.conversation());
@@ -507,16 +532,20 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_kinds_do_not_fail() {
-        let i = one(r#"{"object":"page","entry":[{"id":1,"future":true,"messaging":[{"sender":{"id":2},"timestamp":5,"brand_new_event":{"x":1}}]}]}"#);
+        let i = one(
+            r#"{"object":"page","entry":[{"id":1,"future":true,"messaging":[{"sender":{"id":2},"timestamp":5,"brand_new_event":{"x":1}}]}]}"#,
+        );
         assert_eq!(i.kind(), "unknown");
         assert!(i.parsed.is_ok());
     }
 
     #[test]
     fn a_badly_typed_item_fails_alone() {
-        let items = parse(br#"{"object":"page","entry":[{"id":1,"messaging":[
+        let items = parse(
+            br#"{"object":"page","entry":[{"id":1,"messaging":[
             {"sender":{"id":2},"timestamp":5,"message":{"mid":"a","text":42}},
-            {"sender":{"id":2},"timestamp":6,"message":{"mid":"b","text":"ok"}}]}]}"#)
+            {"sender":{"id":2},"timestamp":6,"message":{"mid":"b","text":"ok"}}]}]}"#,
+        )
         .unwrap();
         assert!(items[0].parsed.is_err());
         assert!(items[1].parsed.is_ok());
@@ -525,13 +554,18 @@ mod tests {
     #[test]
     fn not_a_webhook() {
         assert!(matches!(parse(b"garbage"), Err(WebhookError::NotJson(_))));
-        assert!(matches!(parse(b"{\"entry\":[]}"), Err(WebhookError::NotWebhook(_))));
+        assert!(matches!(
+            parse(b"{\"entry\":[]}"),
+            Err(WebhookError::NotWebhook(_))
+        ));
         assert!(matches!(parse(b"[1,2]"), Err(WebhookError::NotWebhook(_))));
     }
 
     #[test]
     fn echo_conversation_is_the_recipient() {
-        let i = one(r#"{"object":"page","entry":[{"id":1,"messaging":[{"sender":{"id":1},"recipient":{"id":9},"timestamp":5,"message":{"mid":"m","text":"hi","is_echo":true}}]}]}"#);
+        let i = one(
+            r#"{"object":"page","entry":[{"id":1,"messaging":[{"sender":{"id":1},"recipient":{"id":9},"timestamp":5,"message":{"mid":"m","text":"hi","is_echo":true}}]}]}"#,
+        );
         assert_eq!(i.kind(), "echo");
         assert_eq!(i.conversation(), "psid:9");
     }

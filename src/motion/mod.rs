@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{redact_url, MotionConfig, Secret};
+use crate::config::{MotionConfig, Secret, redact_url};
 use crate::http_client;
 
 /// The body of a notify call (the field names are Motion's).
@@ -27,9 +27,17 @@ pub struct Notify {
     /// Conversation key: set for wall posts so each post is its own interaction.
     #[serde(rename = "threadId", skip_serializing_if = "Option::is_none", default)]
     pub thread_id: Option<String>,
-    #[serde(rename = "externalUrl", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "externalUrl",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub external_url: Option<String>,
-    #[serde(rename = "AttachmentId", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "AttachmentId",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub attachment_id: Option<String>,
 }
 
@@ -89,7 +97,10 @@ pub struct MotionClient {
 
 impl MotionClient {
     pub fn new(config: &MotionConfig) -> Result<Self, String> {
-        let http = http_client::build(config.timeout, config.ca_file.as_ref().map(|p| p.get_ref().as_path()))?;
+        let http = http_client::build(
+            config.timeout,
+            config.ca_file.as_ref().map(|p| p.get_ref().as_path()),
+        )?;
         Ok(Self {
             http,
             api_key: config.api_key.get_ref().clone(),
@@ -109,7 +120,13 @@ impl MotionClient {
             .json(notify)
             .send()
             .await
-            .map_err(|e| MotionError::Transient(format!("notify to {}: {}", redact_url(receive_url), http_client::describe(e))))?;
+            .map_err(|e| {
+                MotionError::Transient(format!(
+                    "notify to {}: {}",
+                    redact_url(receive_url),
+                    http_client::describe(e)
+                ))
+            })?;
         let status = response.status().as_u16();
         match classify_status(status) {
             Ok(()) => Ok(()),
@@ -120,15 +137,27 @@ impl MotionClient {
                     redact_url(receive_url),
                     snippet(&text)
                 );
-                Err(if transient { MotionError::Transient(message) } else { MotionError::Permanent(message) })
+                Err(if transient {
+                    MotionError::Transient(message)
+                } else {
+                    MotionError::Permanent(message)
+                })
             }
         }
     }
 
     /// Uploads a file to Motion and returns its attachment id.
-    pub async fn upload_attachment(&self, receive_url: &str, upload: Upload) -> Result<String, MotionError> {
-        let base = base_url(receive_url)
-            .ok_or_else(|| MotionError::Permanent(format!("cannot derive Motion's address from {}", redact_url(receive_url))))?;
+    pub async fn upload_attachment(
+        &self,
+        receive_url: &str,
+        upload: Upload,
+    ) -> Result<String, MotionError> {
+        let base = base_url(receive_url).ok_or_else(|| {
+            MotionError::Permanent(format!(
+                "cannot derive Motion's address from {}",
+                redact_url(receive_url)
+            ))
+        })?;
         let part = reqwest::multipart::Part::stream(upload.bytes)
             .file_name(upload.file_name)
             .mime_str(&upload.content_type)
@@ -141,24 +170,41 @@ impl MotionClient {
             .multipart(form)
             .send()
             .await
-            .map_err(|e| MotionError::Transient(format!("attachment upload to {base}: {}", http_client::describe(e))))?;
+            .map_err(|e| {
+                MotionError::Transient(format!(
+                    "attachment upload to {base}: {}",
+                    http_client::describe(e)
+                ))
+            })?;
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
         if let Err(transient) = classify_status(status) {
-            let message = format!("Motion answered {status} to the attachment upload at {base}/api/attachments: {}", snippet(&text));
-            return Err(if transient { MotionError::Transient(message) } else { MotionError::Permanent(message) });
+            let message = format!(
+                "Motion answered {status} to the attachment upload at {base}/api/attachments: {}",
+                snippet(&text)
+            );
+            return Err(if transient {
+                MotionError::Transient(message)
+            } else {
+                MotionError::Permanent(message)
+            });
         }
         #[derive(Deserialize)]
         struct Created {
             id: serde_json::Value,
         }
         let created: Created = serde_json::from_str(&text).map_err(|_| {
-            MotionError::Transient(format!("Motion's attachment upload answer has no id: {}", snippet(&text)))
+            MotionError::Transient(format!(
+                "Motion's attachment upload answer has no id: {}",
+                snippet(&text)
+            ))
         })?;
         match created.id {
             serde_json::Value::Number(n) => Ok(n.to_string()),
             serde_json::Value::String(s) if !s.is_empty() => Ok(s),
-            other => Err(MotionError::Transient(format!("Motion's attachment id is not usable: {other}"))),
+            other => Err(MotionError::Transient(format!(
+                "Motion's attachment id is not usable: {other}"
+            ))),
         }
     }
 }

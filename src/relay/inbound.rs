@@ -16,12 +16,12 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::config::PageConfig;
-use crate::facebook::graph::{DownloadError, Disposition};
+use crate::facebook::graph::{Disposition, DownloadError};
 use crate::facebook::webhook::Messaging;
 use crate::motion::{MotionError, Notify, Upload};
-use crate::relay::messenger::{self, Context, Step};
 use crate::relay::Shared;
-use crate::store::{now_ms, Direction, Item, Profile};
+use crate::relay::messenger::{self, Context, Step};
+use crate::store::{Direction, Item, Profile, now_ms};
 
 /// The longest the dispatcher sleeps without looking at the queue; also how soon an item
 /// retried by an operator from another process is picked up.
@@ -36,7 +36,10 @@ const FALLBACK_TTL_MS: i64 = 24 * 3600 * 1000;
 #[derive(Debug)]
 enum Failure {
     /// May work later; `wait` is the peer's own hint, if it gave one.
-    Transient { reason: String, wait: Option<Duration> },
+    Transient {
+        reason: String,
+        wait: Option<Duration>,
+    },
     /// Will not work as it is.
     Permanent(String),
 }
@@ -62,7 +65,12 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>, drain
         if free > 0 {
             match shared
                 .store
-                .due_heads(Direction::Inbound, now_ms(), free, busy.iter().cloned().collect())
+                .due_heads(
+                    Direction::Inbound,
+                    now_ms(),
+                    free,
+                    busy.iter().cloned().collect(),
+                )
                 .await
             {
                 Ok(items) => {
@@ -81,7 +89,9 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>, drain
         }
 
         let wait = match shared.store.next_due_at(Direction::Inbound).await {
-            Ok(Some(at)) if at > now_ms() => Duration::from_millis((at - now_ms()) as u64).min(POLL),
+            Ok(Some(at)) if at > now_ms() => {
+                Duration::from_millis((at - now_ms()) as u64).min(POLL)
+            }
             _ => POLL,
         };
         tokio::select! {
@@ -101,8 +111,12 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>, drain
     }
 
     if !tasks.is_empty() {
-        info!(in_flight = tasks.len(), "stopping: waiting for deliveries in flight to finish");
-        let drained = tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+        info!(
+            in_flight = tasks.len(),
+            "stopping: waiting for deliveries in flight to finish"
+        );
+        let drained =
+            tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             warn!(
                 in_flight = tasks.len(),
@@ -177,7 +191,9 @@ async fn deliver(shared: &Shared, item: Item) {
                     "delivery to Motion failed: {reason}; retrying in {}",
                     humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)))
                 );
-                store.retry_later(item.id, now + delay.as_millis() as i64, reason).await
+                store
+                    .retry_later(item.id, now + delay.as_millis() as i64, reason)
+                    .await
             }
         }
     };
@@ -195,7 +211,9 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
     let steps = messenger::plan(&event, &context);
     let psid = event.customer_id().unwrap_or_default().to_owned();
     if psid.is_empty() {
-        return Err(Failure::Permanent("event has no customer id (sender)".into()));
+        return Err(Failure::Permanent(
+            "event has no customer id (sender)".into(),
+        ));
     }
     let profile = customer_name(shared, page, &psid).await;
     let receive_url = page.receive_url.get_ref();
@@ -236,14 +254,21 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
                 .store
                 .record_progress(item.id, (index + 1) as i64)
                 .await
-                .map_err(|e| Failure::Transient { reason: e.to_string(), wait: None })?;
+                .map_err(|e| Failure::Transient {
+                    reason: e.to_string(),
+                    wait: None,
+                })?;
         }
     }
     Ok(steps.len())
 }
 
 /// Downloads a Facebook file and uploads it to Motion: `(attachment id, file name)`.
-async fn move_file(shared: &Shared, receive_url: &str, url: &str) -> Result<(String, String), Failure> {
+async fn move_file(
+    shared: &Shared,
+    receive_url: &str,
+    url: &str,
+) -> Result<(String, String), Failure> {
     let file = shared.graph.download(url).await.map_err(|e| match e {
         DownloadError::Transient(reason) => Failure::Transient { reason, wait: None },
         DownloadError::Permanent(reason) => Failure::Permanent(reason),
@@ -284,12 +309,20 @@ async fn customer_name(shared: &Shared, page: &PageConfig, psid: &str) -> Profil
     let page_id = page.id.get_ref().clone();
     let now = now_ms();
     if let Ok(Some(cached)) = shared.store.profile(page_id.clone(), psid.to_owned()).await {
-        let ttl = if cached.source == "graph" { PROFILE_TTL_MS } else { FALLBACK_TTL_MS };
+        let ttl = if cached.source == "graph" {
+            PROFILE_TTL_MS
+        } else {
+            FALLBACK_TTL_MS
+        };
         if now - cached.fetched_at < ttl {
             return cached;
         }
     }
-    match shared.graph.profile(page.access_token.get_ref(), psid).await {
+    match shared
+        .graph
+        .profile(page.access_token.get_ref(), psid)
+        .await
+    {
         Ok(p) if p.first_name.is_some() || p.last_name.is_some() => {
             let profile = Profile {
                 first_name: p.first_name.unwrap_or_default(),
@@ -297,13 +330,19 @@ async fn customer_name(shared: &Shared, page: &PageConfig, psid: &str) -> Profil
                 source: "graph".into(),
                 fetched_at: now,
             };
-            let _ = shared.store.put_profile(page_id, psid.to_owned(), profile.clone()).await;
+            let _ = shared
+                .store
+                .put_profile(page_id, psid.to_owned(), profile.clone())
+                .await;
             profile
         }
         result => {
             let profile = fallback_profile(psid, now);
             match result {
-                Err(e) if e.disposition == Disposition::Retry || e.disposition == Disposition::SlowDown => {
+                Err(e)
+                    if e.disposition == Disposition::Retry
+                        || e.disposition == Disposition::SlowDown =>
+                {
                     // Passing trouble: use the fallback now, ask again next time.
                     warn!(page_id = %page_id, conversation = %format!("psid:{psid}"), "customer name lookup failed ({e}); using {:?} for now", full_name(&profile));
                 }
@@ -311,7 +350,10 @@ async fn customer_name(shared: &Shared, page: &PageConfig, psid: &str) -> Profil
                     if let Err(e) = other {
                         info!(page_id = %page_id, conversation = %format!("psid:{psid}"), "Facebook refused the customer name lookup ({e}); using {:?} (the Page may lack Advanced Access to pages_messaging / profile)", full_name(&profile));
                     }
-                    let _ = shared.store.put_profile(page_id, psid.to_owned(), profile.clone()).await;
+                    let _ = shared
+                        .store
+                        .put_profile(page_id, psid.to_owned(), profile.clone())
+                        .await;
                 }
             }
             profile
@@ -321,7 +363,14 @@ async fn customer_name(shared: &Shared, page: &PageConfig, psid: &str) -> Profil
 
 /// "Facebook user 1432": stable for a customer, readable, and never a real name.
 pub fn fallback_profile(psid: &str, now: i64) -> Profile {
-    let tail: String = psid.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: String = psid
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     Profile {
         first_name: "Facebook".into(),
         last_name: format!("user {tail}"),

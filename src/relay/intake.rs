@@ -5,14 +5,17 @@
 use tracing::{debug, warn};
 
 use crate::facebook::webhook::{self, Item, Parsed};
-use crate::relay::{messenger, Shared};
+use crate::relay::{Shared, messenger};
 use crate::store::{Direction, IntakeOutcome, NewItem, NewState, StoreError};
 
 /// Stores a verified webhook body. Returns once it is on disk.
 pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutcome, StoreError> {
     let outcome = match webhook::parse(&body) {
         Err(e) => {
-            let outcome = shared.store.intake(body, Some(e.to_string()), Vec::new()).await?;
+            let outcome = shared
+                .store
+                .intake(body, Some(e.to_string()), Vec::new())
+                .await?;
             warn!(
                 webhook_id = outcome.webhook_id,
                 "signed webhook body could not be read ({e}); kept as failed webhook {} so it can be replayed after an upgrade",
@@ -21,7 +24,8 @@ pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutc
             outcome
         }
         Ok(items) => {
-            let new_items: Vec<NewItem> = items.iter().map(|item| to_new_item(shared, item)).collect();
+            let new_items: Vec<NewItem> =
+                items.iter().map(|item| to_new_item(shared, item)).collect();
             for (item, new) in items.iter().zip(&new_items) {
                 if let NewState::Failed(reason) = &new.state {
                     warn!(page_id = %item.page_id, conversation = %new.conversation, "webhook item kept as failed: {reason}");
@@ -62,7 +66,10 @@ fn fate(shared: &Shared, item: &Item) -> NewState {
         return NewState::Failed(reason.clone());
     }
     if item.object != "page" {
-        return NewState::Skipped(format!("object {:?} is not a Facebook Page; not handled", item.object));
+        return NewState::Skipped(format!(
+            "object {:?} is not a Facebook Page; not handled",
+            item.object
+        ));
     }
     if shared.page(&item.page_id).is_none() {
         return NewState::Skipped(format!(
@@ -72,7 +79,9 @@ fn fate(shared: &Shared, item: &Item) -> NewState {
     }
     match &item.parsed {
         Ok(Parsed::Messaging(_)) => messenger::intake_state(item),
-        Ok(Parsed::Change { .. }) => NewState::Skipped("wall posts and comments are not forwarded yet".into()),
+        Ok(Parsed::Change { .. }) => {
+            NewState::Skipped("wall posts and comments are not forwarded yet".into())
+        }
         Err(_) => unreachable!("handled above"),
     }
 }

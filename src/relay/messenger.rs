@@ -25,13 +25,17 @@ pub fn intake_state(item: &Item) -> NewState {
         _ => unreachable!("only messaging items reach the Messenger decision"),
     };
     if item.source == Source::Standby {
-        return NewState::Skipped("standby: another app (e.g. Page Inbox) owns this conversation".into());
+        return NewState::Skipped(
+            "standby: another app (e.g. Page Inbox) owns this conversation".into(),
+        );
     }
     let skip = |why: &str| NewState::Skipped(why.to_owned());
     match m.kind() {
         MessagingKind::Message => {
             let msg = m.message.as_ref().expect("kind Message has a message");
-            if msg.text.as_deref().is_some_and(|t| !t.trim().is_empty()) || !msg.attachments.is_empty() {
+            if msg.text.as_deref().is_some_and(|t| !t.trim().is_empty())
+                || !msg.attachments.is_empty()
+            {
                 NewState::Pending
             } else {
                 skip("message without text or attachment")
@@ -40,7 +44,9 @@ pub fn intake_state(item: &Item) -> NewState {
         MessagingKind::Deleted | MessagingKind::Edit | MessagingKind::Postback => NewState::Pending,
         MessagingKind::Echo => skip("echo: a message the Page sent"),
         MessagingKind::Reaction => skip("reaction: not forwarded (carries no customer text)"),
-        MessagingKind::Referral => skip("referral: the customer opened the conversation from a link or ad"),
+        MessagingKind::Referral => {
+            skip("referral: the customer opened the conversation from a link or ad")
+        }
         MessagingKind::Read => skip("read receipt"),
         MessagingKind::Delivery => skip("delivery receipt"),
         MessagingKind::Optin => skip("opt-in"),
@@ -81,10 +87,16 @@ pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
             }
             let is_sticker = msg.sticker_id.is_some();
             for a in &msg.attachments {
-                let url = a.payload_url().or(a.url.as_deref()).unwrap_or("").to_owned();
+                let url = a
+                    .payload_url()
+                    .or(a.url.as_deref())
+                    .unwrap_or("")
+                    .to_owned();
                 let step = match a.kind.as_str() {
                     _ if is_sticker || a.sticker_id().is_some() => {
-                        let id = a.sticker_id().or_else(|| msg.sticker_id.as_ref().map(|s| s.0.clone()));
+                        let id = a
+                            .sticker_id()
+                            .or_else(|| msg.sticker_id.as_ref().map(|s| s.0.clone()));
                         if id.as_deref().is_some_and(|id| LIKE_STICKERS.contains(&id)) {
                             Step::Text("[sticker: 👍]".into())
                         } else {
@@ -103,10 +115,22 @@ pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
                     },
                     "fallback" | "share" | "template" => {
                         let title = a.title.as_deref().or(a.payload_title()).unwrap_or("");
-                        let text = [title, url.as_str()].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join(" ");
+                        let text = [title, url.as_str()]
+                            .iter()
+                            .filter(|s| !s.is_empty())
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join(" ");
                         Step::Text(labelled("link", &text))
                     }
-                    other => Step::Text(labelled(if other.is_empty() { "attachment" } else { other }, &url)),
+                    other => Step::Text(labelled(
+                        if other.is_empty() {
+                            "attachment"
+                        } else {
+                            other
+                        },
+                        &url,
+                    )),
                 };
                 steps.push(step);
             }
@@ -125,11 +149,13 @@ pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
         }
         MessagingKind::Postback => {
             let p = m.postback.as_ref().expect("kind Postback has postback");
-            steps.push(Step::Text(match (p.title.as_deref(), p.payload.as_deref()) {
-                (Some(title), _) if !title.trim().is_empty() => title.to_owned(),
-                (_, Some(payload)) => format!("[button] {payload}"),
-                _ => "[button]".into(),
-            }));
+            steps.push(Step::Text(
+                match (p.title.as_deref(), p.payload.as_deref()) {
+                    (Some(title), _) if !title.trim().is_empty() => title.to_owned(),
+                    (_, Some(payload)) => format!("[button] {payload}"),
+                    _ => "[button]".into(),
+                },
+            ));
         }
         _ => {}
     }
@@ -169,5 +195,9 @@ fn quote(text: Option<&str>) -> String {
 fn clip(text: &str) -> String {
     let mut chars = text.chars();
     let clipped: String = chars.by_ref().take(QUOTE_CHARS).collect();
-    if chars.next().is_some() { format!("{clipped}…") } else { clipped }
+    if chars.next().is_some() {
+        format!("{clipped}…")
+    } else {
+        clipped
+    }
 }

@@ -65,18 +65,30 @@ mod tests {
         let p = policy();
         for _ in 0..50 {
             let d1 = p.delay(1, None);
-            assert!(d1 >= Duration::from_secs(2) && d1 < Duration::from_secs(4), "{d1:?}");
+            assert!(
+                d1 >= Duration::from_secs(2) && d1 < Duration::from_secs(4),
+                "{d1:?}"
+            );
             let d3 = p.delay(3, None);
-            assert!(d3 >= Duration::from_secs(8) && d3 < Duration::from_secs(16), "{d3:?}");
+            assert!(
+                d3 >= Duration::from_secs(8) && d3 < Duration::from_secs(16),
+                "{d3:?}"
+            );
             let d30 = p.delay(30, None);
-            assert!(d30 >= Duration::from_secs(300) && d30 < Duration::from_secs(600), "{d30:?}");
+            assert!(
+                d30 >= Duration::from_secs(300) && d30 < Duration::from_secs(600),
+                "{d30:?}"
+            );
         }
     }
 
     #[test]
     fn peer_hint_wins_when_longer() {
         let p = policy();
-        assert_eq!(p.delay(1, Some(Duration::from_secs(420))), Duration::from_secs(420));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(420))),
+            Duration::from_secs(420)
+        );
         assert!(p.delay(1, Some(Duration::from_millis(1))) >= Duration::from_secs(2));
     }
 

@@ -21,7 +21,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -96,7 +96,9 @@ pub async fn serve<H, Fut>(
                 .max_buf_size(64 * 1024);
             let result = match tls {
                 Some(acceptor) => {
-                    match tokio::time::timeout(limits.request_timeout, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(limits.request_timeout, acceptor.accept(stream))
+                        .await
+                    {
                         Ok(Ok(tls_stream)) => {
                             let conn = http.serve_connection(TokioIo::new(tls_stream), service);
                             watcher.watch(conn).await
@@ -123,7 +125,13 @@ pub async fn serve<H, Fut>(
     }
     drop(listener);
     info!(listener = name, "stopped accepting connections");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        warn!(listener = name, "connections still open after {grace:?} were closed");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(
+            listener = name,
+            "connections still open after {grace:?} were closed"
+        );
     }
 }

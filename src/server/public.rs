@@ -15,11 +15,15 @@ use subtle::ConstantTimeEq;
 use tracing::{error, warn};
 
 use crate::facebook::signature;
-use crate::relay::{intake, Shared};
-use crate::server::{text, HttpResponse};
+use crate::relay::{Shared, intake};
+use crate::server::{HttpResponse, text};
 
 /// Answers one request on the public listener.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, remote: SocketAddr) -> HttpResponse {
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> HttpResponse {
     if req.uri().path() != "/webhook" {
         return text(404, "not found\n");
     }
@@ -28,7 +32,8 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, remote: SocketA
         Method::POST => receive(&shared, req, remote).await,
         _ => {
             let mut r = text(405, "method not allowed: use GET or POST\n");
-            r.headers_mut().insert("allow", "GET, POST".parse().expect("static header"));
+            r.headers_mut()
+                .insert("allow", "GET, POST".parse().expect("static header"));
             r
         }
     }
@@ -46,8 +51,16 @@ fn handshake(shared: &Shared, req: &Request<Incoming>, remote: SocketAddr) -> Ht
             _ => {}
         }
     }
-    let expected = shared.config.facebook.verify_token.get_ref().expose().as_bytes();
-    let token_ok = token.as_deref().is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected)));
+    let expected = shared
+        .config
+        .facebook
+        .verify_token
+        .get_ref()
+        .expose()
+        .as_bytes();
+    let token_ok = token
+        .as_deref()
+        .is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected)));
     match (mode.as_deref(), token_ok, challenge) {
         (Some("subscribe"), true, Some(challenge)) => {
             tracing::info!(%remote, "webhook verification handshake accepted");
@@ -75,15 +88,25 @@ async fn receive(shared: &Shared, req: Request<Incoming>, remote: SocketAddr) ->
         warn!(%remote, "webhook refused: body of {} bytes is over the {max}-byte limit (public.max_body_bytes)", declared.unwrap_or(0));
         return text(413, "payload too large\n");
     }
-    let signature_header = req.headers().get(signature::HEADER).map(|v| v.as_bytes().to_vec());
+    let signature_header = req
+        .headers()
+        .get(signature::HEADER)
+        .map(|v| v.as_bytes().to_vec());
 
-    let body = match tokio::time::timeout(public.request_timeout, Limited::new(req.into_body(), max).collect()).await {
+    let body = match tokio::time::timeout(
+        public.request_timeout,
+        Limited::new(req.into_body(), max).collect(),
+    )
+    .await
+    {
         Err(_) => {
             warn!(%remote, "webhook refused: the body did not arrive within {:?} (public.request_timeout)", public.request_timeout);
             return text(408, "request timeout\n");
         }
         Ok(Err(e)) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 warn!(%remote, "webhook refused: body is over the {max}-byte limit (public.max_body_bytes)");
                 return text(413, "payload too large\n");
             }
@@ -93,7 +116,13 @@ async fn receive(shared: &Shared, req: Request<Incoming>, remote: SocketAddr) ->
         Ok(Ok(collected)) => collected.to_bytes(),
     };
 
-    let secret = shared.config.facebook.app_secret.get_ref().expose().as_bytes();
+    let secret = shared
+        .config
+        .facebook
+        .app_secret
+        .get_ref()
+        .expose()
+        .as_bytes();
     if let Err(e) = signature::verify(secret, signature_header.as_deref(), &body) {
         warn!(%remote, reason = e.reason(), "webhook refused with 403: {e}; nothing stored");
         return text(403, "invalid signature\n");

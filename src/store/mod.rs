@@ -14,11 +14,11 @@
 mod schema;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most requests folded into one transaction. Large enough to absorb a burst, small
@@ -101,6 +101,20 @@ pub struct Item {
     pub first_failure_at: Option<i64>,
 }
 
+/// One row of the queue, as operators and tests see it.
+#[derive(Debug, Clone)]
+pub struct ItemSummary {
+    pub id: i64,
+    pub direction: String,
+    pub page_id: String,
+    pub conversation: String,
+    pub kind: String,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub event_ts: i64,
+}
+
 /// What one webhook did to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IntakeOutcome {
@@ -158,7 +172,8 @@ impl Store {
             reason,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
         }
         let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         schema::prepare(&conn).map_err(|e| open_err(e.to_string()))?;
@@ -364,7 +379,12 @@ impl Store {
     }
 
     /// Schedules another attempt of an item at `next_at` (ms).
-    pub async fn retry_later(&self, id: i64, next_at: i64, error: String) -> Result<(), StoreError> {
+    pub async fn retry_later(
+        &self,
+        id: i64,
+        next_at: i64,
+        error: String,
+    ) -> Result<(), StoreError> {
         self.call(true, move |conn| {
             let now = now_ms();
             conn.execute(
@@ -394,7 +414,11 @@ impl Store {
     }
 
     /// The payload of a stored inbound event by its dedup key (e.g. `mid:…`).
-    pub async fn payload_by_key(&self, page_id: String, dedup_key: String) -> Result<Option<String>, StoreError> {
+    pub async fn payload_by_key(
+        &self,
+        page_id: String,
+        dedup_key: String,
+    ) -> Result<Option<String>, StoreError> {
         self.call(false, move |conn| {
             conn.query_row(
                 "SELECT payload FROM items WHERE direction = 'in' AND page_id = ?1 AND dedup_key = ?2",
@@ -406,7 +430,11 @@ impl Store {
         .await
     }
 
-    pub async fn profile(&self, page_id: String, psid: String) -> Result<Option<Profile>, StoreError> {
+    pub async fn profile(
+        &self,
+        page_id: String,
+        psid: String,
+    ) -> Result<Option<Profile>, StoreError> {
         self.call(false, move |conn| {
             conn.query_row(
                 "SELECT first_name, last_name, source, fetched_at FROM profiles
@@ -426,7 +454,12 @@ impl Store {
         .await
     }
 
-    pub async fn put_profile(&self, page_id: String, psid: String, profile: Profile) -> Result<(), StoreError> {
+    pub async fn put_profile(
+        &self,
+        page_id: String,
+        psid: String,
+        profile: Profile,
+    ) -> Result<(), StoreError> {
         self.call(true, move |conn| {
             conn.execute(
                 "INSERT INTO profiles (page_id, psid, first_name, last_name, source, fetched_at)
@@ -448,10 +481,56 @@ impl Store {
         .await
     }
 
+    /// Every item, oldest first.
+    pub async fn items(&self) -> Result<Vec<ItemSummary>, StoreError> {
+        self.call(false, |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, direction, page_id, conversation, kind, state, attempts, last_error, event_ts
+                   FROM items ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ItemSummary {
+                    id: r.get(0)?,
+                    direction: r.get(1)?,
+                    page_id: r.get(2)?,
+                    conversation: r.get(3)?,
+                    kind: r.get(4)?,
+                    state: r.get(5)?,
+                    attempts: r.get(6)?,
+                    last_error: r.get(7)?,
+                    event_ts: r.get(8)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Stored webhook bodies that could not be read: `(id, parse_error)`.
+    pub async fn failed_webhooks(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        self.call(false, |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, parse_error FROM webhooks WHERE parse_error IS NOT NULL ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Number of stored webhook bodies.
+    pub async fn webhook_count(&self) -> Result<i64, StoreError> {
+        self.call(false, |conn| {
+            conn.query_row("SELECT COUNT(*) FROM webhooks", [], |r| r.get(0))
+        })
+        .await
+    }
+
     /// Number of items per state, e.g. `[("done", 3), ("pending", 1)]`.
     pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.call(false, |conn| {
-            let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state")?;
+            let mut stmt =
+                conn.prepare("SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         })
@@ -477,7 +556,11 @@ fn run_in_savepoint<R>(
     }
 }
 
-fn run_store_thread(conn: Connection, mut rx: mpsc::UnboundedReceiver<Request>, stats: &StoreStats) {
+fn run_store_thread(
+    conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    stats: &StoreStats,
+) {
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -489,7 +572,9 @@ fn run_store_thread(conn: Connection, mut rx: mpsc::UnboundedReceiver<Request>, 
         }
         let writes = batch.iter().filter(|r| r.write).count() as u64;
 
-        let begin = conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string());
+        let begin = conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| e.to_string());
         let run = begin.is_ok().then_some(&conn);
         let finishers: Vec<Finish> = batch.drain(..).map(|request| (request.job)(run)).collect();
         let outcome = match begin {

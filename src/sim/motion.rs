@@ -1,0 +1,299 @@
+//! A simulated XCALLY Motion: records notify calls and attachment uploads, serves
+//! attachments back, and can be told to fail, hang or go down.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::{Method, Request};
+use tokio::sync::watch;
+
+use super::http::{Handler, SimResponse, SimServer, json, respond};
+use crate::motion::Notify;
+
+/// How the simulated Motion answers API calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Like a healthy Motion.
+    Accept,
+    /// Every call gets this HTTP status (e.g. 500, 503, 400).
+    Status(u16),
+    /// Calls never get an answer (until the mode changes).
+    Hang,
+    /// 200 with a body that is not JSON.
+    Garbage,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordedNotify {
+    /// The Openchannel account id from the URL.
+    pub account: String,
+    /// The query string of the call (e.g. `token=…`).
+    pub query: String,
+    pub notify: Notify,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: Bytes,
+}
+
+struct State {
+    api_key: String,
+    mode: Mutex<Mode>,
+    /// Notifies from this customer hang until the mode changes.
+    hang_for: Mutex<Option<String>>,
+    /// Calls to fail with a status before accepting again: `(count, status)`.
+    fail_next: Mutex<(usize, u16)>,
+    notifies: Mutex<Vec<RecordedNotify>>,
+    uploads: Mutex<Vec<StoredFile>>,
+    files: Mutex<HashMap<u64, StoredFile>>,
+    next_id: AtomicU64,
+    /// Number of notifies recorded, for waiting without sleeping.
+    count: watch::Sender<usize>,
+    /// Changes whenever the mode does, to release hanging calls.
+    mode_changed: watch::Sender<u64>,
+    requests: AtomicU64,
+}
+
+pub struct SimMotion {
+    pub server: Arc<SimServer>,
+    state: Arc<State>,
+}
+
+impl SimMotion {
+    pub async fn start(api_key: &str) -> std::io::Result<SimMotion> {
+        let state = Arc::new(State {
+            api_key: api_key.to_owned(),
+            mode: Mutex::new(Mode::Accept),
+            hang_for: Mutex::new(None),
+            fail_next: Mutex::new((0, 0)),
+            notifies: Mutex::new(Vec::new()),
+            uploads: Mutex::new(Vec::new()),
+            files: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(100),
+            count: watch::channel(0).0,
+            mode_changed: watch::channel(0).0,
+            requests: AtomicU64::new(0),
+        });
+        let handler_state = state.clone();
+        let handler: Handler = Arc::new(move |req| {
+            let state = handler_state.clone();
+            Box::pin(async move { handle(&state, req).await })
+        });
+        let server = SimServer::start(handler, None).await?;
+        Ok(SimMotion { server, state })
+    }
+
+    /// The Receive URL of Openchannel account `account`.
+    pub fn receive_url(&self, account: u32) -> String {
+        format!(
+            "{}/api/openchannel/accounts/{account}/notify",
+            self.server.url()
+        )
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.state.mode.lock().unwrap() = mode;
+        self.state.mode_changed.send_modify(|n| *n += 1);
+    }
+
+    /// Notifies from `psid` hang (others are answered) until the mode changes.
+    pub fn hang_for(&self, psid: Option<&str>) {
+        *self.state.hang_for.lock().unwrap() = psid.map(str::to_owned);
+        self.state.mode_changed.send_modify(|n| *n += 1);
+    }
+
+    /// The next `count` API calls are answered `status`, then calls are accepted again.
+    pub fn fail_next(&self, count: usize, status: u16) {
+        *self.state.fail_next.lock().unwrap() = (count, status);
+    }
+
+    pub async fn down(&self) {
+        self.server.down().await;
+    }
+
+    pub async fn up(&self) {
+        self.server
+            .up()
+            .await
+            .expect("rebind the simulated Motion's port");
+    }
+
+    pub fn notifies(&self) -> Vec<RecordedNotify> {
+        self.state.notifies.lock().unwrap().clone()
+    }
+
+    pub fn uploads(&self) -> Vec<StoredFile> {
+        self.state.uploads.lock().unwrap().clone()
+    }
+
+    /// API calls received, answered or not.
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::Relaxed)
+    }
+
+    /// Puts a file in Motion's attachment store (as if an agent attached it); returns its id.
+    pub fn add_file(&self, name: &str, content_type: &str, bytes: impl Into<Bytes>) -> u64 {
+        let id = self.state.next_id.fetch_add(1, Ordering::Relaxed);
+        self.state.files.lock().unwrap().insert(
+            id,
+            StoredFile {
+                name: name.into(),
+                content_type: content_type.into(),
+                bytes: bytes.into(),
+            },
+        );
+        id
+    }
+
+    /// Waits until at least `n` notifies have been recorded, or `timeout` passes.
+    pub async fn wait_for_notifies(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<RecordedNotify>, String> {
+        let mut rx = self.state.count.subscribe();
+        match tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await {
+            Ok(_) => Ok(self.notifies()),
+            Err(_) => Err(format!(
+                "expected {n} notifies within {timeout:?}, got {}: {:#?}",
+                self.notifies().len(),
+                self.notifies()
+                    .iter()
+                    .map(|n| &n.notify.body)
+                    .collect::<Vec<_>>()
+            )),
+        }
+    }
+}
+
+async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
+    state.requests.fetch_add(1, Ordering::Relaxed);
+    // Failure modes first, as a broken Motion would answer anything.
+    {
+        let mut fail = state.fail_next.lock().unwrap();
+        if fail.0 > 0 {
+            fail.0 -= 1;
+            return json(fail.1, serde_json::json!({"message": "simulated failure"}));
+        }
+    }
+    let mode = *state.mode.lock().unwrap();
+    match mode {
+        Mode::Accept => {}
+        Mode::Status(s) => return json(s, serde_json::json!({"message": "simulated failure"})),
+        Mode::Garbage => return respond(200, "text/html", "<html>proxy error page</html>"),
+        Mode::Hang => {
+            let mut changed = state.mode_changed.subscribe();
+            let _ = changed.changed().await;
+            return json(503, serde_json::json!({"message": "was hanging"}));
+        }
+    }
+
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let api_key_ok = url::form_urlencoded::parse(query.as_bytes())
+        .any(|(k, v)| k == "apikey" && v == state.api_key.as_str());
+
+    match (req.method(), segments.as_slice()) {
+        (&Method::POST, ["api", "openchannel", "accounts", account, "notify"]) => {
+            let notify: Notify = match serde_json::from_slice(req.body()) {
+                Ok(n) => n,
+                Err(e) => {
+                    return json(
+                        400,
+                        serde_json::json!({"message": format!("bad notify body: {e}")}),
+                    );
+                }
+            };
+            let hang = state.hang_for.lock().unwrap().as_deref() == Some(notify.from.as_str());
+            if hang {
+                let mut changed = state.mode_changed.subscribe();
+                let _ = changed.changed().await;
+                return json(503, serde_json::json!({"message": "was hanging"}));
+            }
+            if notify.body.is_empty() || notify.from.is_empty() {
+                return json(
+                    400,
+                    serde_json::json!({"message": "from and body are required"}),
+                );
+            }
+            let mut list = state.notifies.lock().unwrap();
+            list.push(RecordedNotify {
+                account: (*account).to_owned(),
+                query,
+                notify,
+            });
+            let len = list.len();
+            drop(list);
+            state.count.send_replace(len);
+            json(200, serde_json::json!({"message": "ok"}))
+        }
+        (&Method::POST, ["api", "attachments"]) => {
+            if !api_key_ok {
+                return json(401, serde_json::json!({"message": "Unauthorized"}));
+            }
+            match read_multipart_file(&req).await {
+                Some(file) => {
+                    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+                    state.uploads.lock().unwrap().push(file.clone());
+                    let name = file.name.clone();
+                    state.files.lock().unwrap().insert(id, file);
+                    json(201, serde_json::json!({"id": id, "name": name}))
+                }
+                None => json(
+                    400,
+                    serde_json::json!({"message": "multipart field 'file' required"}),
+                ),
+            }
+        }
+        (&Method::GET, ["api", "attachments", id])
+        | (&Method::GET, ["api", "attachments", id, "download"]) => {
+            if !api_key_ok {
+                return json(401, serde_json::json!({"message": "Unauthorized"}));
+            }
+            let file = id
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| state.files.lock().unwrap().get(&id).cloned());
+            match (file, segments.len()) {
+                (None, _) => json(404, serde_json::json!({"message": "Not found"})),
+                (Some(f), 3) => json(
+                    200,
+                    serde_json::json!({"id": id, "name": f.name, "type": f.content_type, "size": f.bytes.len()}),
+                ),
+                (Some(f), _) => respond(200, &f.content_type, f.bytes),
+            }
+        }
+        _ => json(404, serde_json::json!({"message": "Not found"})),
+    }
+}
+
+async fn read_multipart_file(req: &Request<Bytes>) -> Option<StoredFile> {
+    let content_type = req.headers().get("content-type")?.to_str().ok()?;
+    let boundary = multer::parse_boundary(content_type).ok()?;
+    let body = req.body().clone();
+    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    while let Ok(Some(field)) = multipart.next_field().await {
+        if field.name() == Some("file") {
+            let name = field.file_name().unwrap_or("file").to_owned();
+            let content_type = field
+                .content_type()
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "application/octet-stream".into());
+            let bytes = field.bytes().await.ok()?;
+            return Some(StoredFile {
+                name,
+                content_type,
+                bytes,
+            });
+        }
+    }
+    None
+}

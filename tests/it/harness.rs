@@ -1,0 +1,291 @@
+//! The test bench: simulated Facebook and Motion on loopback, a throwaway CA, and the
+//! real daemon — in this process ([`Bench::start`]) or as a child process
+//! ([`Process`], for SIGKILL and log tests).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fb_openchannel::config::Config;
+use fb_openchannel::daemon::Daemon;
+use fb_openchannel::sim::facebook::{SimGraph, WebhookSender};
+use fb_openchannel::sim::motion::SimMotion;
+use fb_openchannel::sim::tls::{self, TestCerts};
+use fb_openchannel::store::ItemSummary;
+use tempfile::TempDir;
+
+pub const APP_SECRET: &str = "test-app-secret-7c1f0e";
+pub const VERIFY_TOKEN: &str = "test-verify-token-93ab";
+pub const API_KEY: &str = "test-motion-apikey-5d2e";
+pub const PAGE_A: &str = "12345654332";
+pub const TOKEN_A: &str = "EAAG-page-token-a-0f9d";
+pub const REPLY_TOKEN_A: &str = "reply-token-a-66c1";
+pub const RECEIVE_TOKEN_A: &str = "receive-query-token-a-4b7e";
+pub const PAGE_B: &str = "1234567890321";
+pub const TOKEN_B: &str = "EAAG-page-token-b-77aa";
+pub const REPLY_TOKEN_B: &str = "reply-token-b-3e90";
+/// The PSID of the fixtures' customer.
+pub const PSID: &str = "987654321432";
+
+/// Long enough for anything on a loaded 2-core machine; waits end as soon as the
+/// awaited event happens, so this is never spent on a passing run.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Every secret the daemon knows in the bench, to check none reaches a log.
+pub const SECRETS: &[&str] = &[
+    APP_SECRET,
+    VERIFY_TOKEN,
+    API_KEY,
+    TOKEN_A,
+    REPLY_TOKEN_A,
+    RECEIVE_TOKEN_A,
+    TOKEN_B,
+    REPLY_TOKEN_B,
+];
+
+pub struct Peers {
+    pub graph: SimGraph,
+    pub motion: SimMotion,
+    pub certs: TestCerts,
+    pub dir: TempDir,
+}
+
+impl Peers {
+    pub async fn start() -> Peers {
+        let dir = tempfile::Builder::new()
+            .prefix("fbo-test")
+            .tempdir()
+            .unwrap();
+        let certs = tls::generate(dir.path()).unwrap();
+        let graph = SimGraph::start().await.unwrap();
+        graph.add_page(PAGE_A, TOKEN_A);
+        graph.add_page(PAGE_B, TOKEN_B);
+        graph.add_profile(PSID, "Ada", "Lovelace");
+        let motion = SimMotion::start(API_KEY).await.unwrap();
+        Peers {
+            graph,
+            motion,
+            certs,
+            dir,
+        }
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    /// The bench's config; `extra` is appended (more tables or keys at the end).
+    pub fn config_toml(&self, extra: &str) -> String {
+        format!(
+            r#"
+[public]
+listen = "127.0.0.1:0"
+tls_cert = "{cert}"
+tls_key = "{key}"
+request_timeout = "2s"
+
+[local]
+listen = "127.0.0.1:0"
+
+[storage]
+path = "{store}"
+
+[facebook]
+app_secret = "{APP_SECRET}"
+verify_token = "{VERIFY_TOKEN}"
+graph_url = "{graph}"
+
+[motion]
+api_key = "{API_KEY}"
+timeout = "5s"
+
+[delivery]
+retry_initial = "20ms"
+retry_max = "200ms"
+give_up_after = "1h"
+
+[[page]]
+id = "{PAGE_A}"
+access_token = "{TOKEN_A}"
+receive_url = "{receive_a}?token={RECEIVE_TOKEN_A}"
+reply_token = "{REPLY_TOKEN_A}"
+
+[[page]]
+id = "{PAGE_B}"
+access_token = "{TOKEN_B}"
+receive_url = "{receive_b}"
+reply_token = "{REPLY_TOKEN_B}"
+{extra}
+"#,
+            cert = self.certs.cert_path.display(),
+            key = self.certs.key_path.display(),
+            store = self.store_path().display(),
+            graph = self.graph.url(),
+            receive_a = self.motion.receive_url(1),
+            receive_b = self.motion.receive_url(2),
+        )
+    }
+
+    pub fn config(&self, text: &str) -> Config {
+        Config::from_toml(Path::new("bench.toml"), text)
+            .unwrap_or_else(|e| panic!("bench config: {e}"))
+    }
+}
+
+/// The daemon running in this process beside the simulated peers.
+pub struct Bench {
+    pub peers: Peers,
+    pub daemon: Option<Daemon>,
+    pub sender: WebhookSender,
+}
+
+impl Bench {
+    pub async fn start() -> Bench {
+        Self::start_with("").await
+    }
+
+    pub async fn start_with(extra: &str) -> Bench {
+        let peers = Peers::start().await;
+        let config = peers.config(&peers.config_toml(extra));
+        let daemon = Daemon::start(config).await.unwrap();
+        let url = format!("https://127.0.0.1:{}/webhook", daemon.public_addr.port());
+        let sender = WebhookSender::new(&url, APP_SECRET, Some(&peers.certs.ca_pem));
+        Bench {
+            peers,
+            daemon: Some(daemon),
+            sender,
+        }
+    }
+
+    pub fn motion(&self) -> &SimMotion {
+        &self.peers.motion
+    }
+
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().unwrap()
+    }
+
+    pub fn webhook_url(&self) -> String {
+        format!(
+            "https://127.0.0.1:{}/webhook",
+            self.daemon().public_addr.port()
+        )
+    }
+
+    /// Sends a signed webhook and asserts it was acknowledged.
+    pub async fn deliver(&self, body: &str) {
+        let (status, text) = self.sender.send(body.as_bytes()).await.unwrap();
+        assert_eq!(status, 200, "webhook not acknowledged: {text}");
+    }
+
+    pub async fn items(&self) -> Vec<ItemSummary> {
+        self.daemon().shared.store.items().await.unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.stop().await;
+        }
+    }
+}
+
+/// The daemon as a child process of the test, its stderr collected.
+pub struct Process {
+    pub child: Child,
+    pub public_port: u16,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_fb-openchannel")
+}
+
+impl Process {
+    /// Starts `fb-openchannel run --config <path>` and waits for its ready line.
+    pub fn start(config_path: &Path) -> Process {
+        let mut child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(config_path)
+            .env("RUST_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_log = log.clone();
+        std::thread::spawn(move || {
+            let mut ready_tx = Some(ready_tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("is ready")
+                    && let Some(tx) = ready_tx.take()
+                {
+                    let _ = tx.send(line.clone());
+                }
+                thread_log.lock().unwrap().push(line);
+            }
+        });
+        let ready = match ready_rx.recv_timeout(WAIT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "daemon did not become ready; its log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        let port = ready
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in ready line: {ready}"));
+        Process {
+            child,
+            public_port: port,
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads a fixture copied from shared/fixtures (see tests/fixtures/facebook/SOURCES.md).
+pub fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/facebook")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

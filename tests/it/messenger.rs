@@ -1,0 +1,295 @@
+//! Every Messenger fixture from Facebook's payloads produces the documented notify calls
+//! (or the documented silence), field by field. The table below is the README's
+//! "What reaches Motion" table.
+
+use fb_openchannel::sim::facebook::{messenger_attachment, messenger_text};
+
+use crate::harness::*;
+
+/// `(fixture, page, notify bodies in order)`; no bodies = recorded but not forwarded.
+const FIXTURES: &[(&str, &str, &[&str])] = &[
+    ("messenger-text-restfb.json", PAGE_A, &["hello, world!"]),
+    (
+        "messenger-quick-reply-restfb.json",
+        PAGE_B,
+        &["quick reply text"],
+    ),
+    (
+        "messenger-postback-referral-restfb.json",
+        PAGE_A,
+        &["[button] USER_DEFINED_PAYLOAD"],
+    ),
+    (
+        "messenger-reply-to-restfb.json",
+        PAGE_A,
+        &["> (reply to an earlier message)\nhello, world!"],
+    ),
+    (
+        "messenger-message-edit-restfb.json",
+        PAGE_A,
+        &["[edited] hello, world!"],
+    ),
+    (
+        "messenger-is-deleted-restfb.json",
+        PAGE_A,
+        &["[the customer deleted a message]"],
+    ),
+    (
+        "messenger-attachment-location-restfb.json",
+        PAGE_A,
+        &["[location] 12.34, 43.21 https://www.google.com/maps?q=12.34,43.21"],
+    ),
+    (
+        "messenger-attachment-fallback-restfb.json",
+        PAGE_A,
+        &["[link] Legacy Attachment https://www.messenger.com/"],
+    ),
+    (
+        "messenger-sticker-restfb.json",
+        PAGE_A,
+        &["[sticker] https://scontent.xx.fbcdn.net/sticker.png"],
+    ),
+    // "IMAGE_URL" is no URL: the file cannot be fetched, so the agent gets the link as text.
+    (
+        "messenger-attachment-image-restfb.json",
+        PAGE_A,
+        &["[image] IMAGE_URL"],
+    ),
+    ("messenger-echo-restfb.json", PAGE_A, &[]),
+    ("messenger-standby-echo-restfb.json", PAGE_A, &[]),
+    ("messenger-read-restfb.json", PAGE_A, &[]),
+    ("messenger-delivery-restfb.json", PAGE_A, &[]),
+    ("messenger-reaction-restfb.json", PAGE_B, &[]),
+    ("messenger-referral-restfb.json", PAGE_A, &[]),
+    ("messenger-pass-thread-control-restfb.json", PAGE_B, &[]),
+    ("instagram-messaging-seen-restfb.json", PAGE_A, &[]),
+    ("instagram-attachment-unsupported-restfb.json", PAGE_A, &[]),
+];
+
+#[tokio::test]
+async fn every_messenger_fixture_gives_the_documented_notifies() {
+    for (name, page, bodies) in FIXTURES {
+        let bench = Bench::start().await;
+        bench.deliver(&fixture(name)).await;
+        let account = if *page == PAGE_A { "1" } else { "2" };
+
+        if bodies.is_empty() {
+            let items = bench.items().await;
+            assert!(!items.is_empty(), "{name}: the event must be recorded");
+            assert!(
+                items.iter().all(|i| i.state == "skipped"),
+                "{name}: {items:?}"
+            );
+            // Proof of silence: a later message of the same customer arrives alone.
+            bench
+                .deliver(&messenger_text(
+                    page,
+                    PSID,
+                    "mid.marker",
+                    9_999_999_999_999,
+                    "marker",
+                ))
+                .await;
+            let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+            assert_eq!(notes.len(), 1, "{name}: {notes:?}");
+            assert_eq!(notes[0].notify.body, "marker", "{name}");
+        } else {
+            let notes = bench
+                .motion()
+                .wait_for_notifies(bodies.len(), WAIT)
+                .await
+                .unwrap();
+            let got: Vec<_> = notes.iter().map(|n| n.notify.body.as_str()).collect();
+            assert_eq!(&got, bodies, "{name}");
+            for n in &notes {
+                assert_eq!(n.account, account, "{name}");
+                assert_eq!(n.notify.from, PSID, "{name}");
+                assert_eq!(n.notify.map_key, "facebook", "{name}");
+                assert_eq!(n.notify.first_name.as_deref(), Some("Ada"), "{name}");
+                assert_eq!(n.notify.last_name.as_deref(), Some("Lovelace"), "{name}");
+                assert_eq!(
+                    n.notify.thread_id, None,
+                    "{name}: Messenger has no threadId"
+                );
+                assert_eq!(n.notify.attachment_id, None, "{name}");
+            }
+            if *page == PAGE_A {
+                assert_eq!(
+                    notes[0].query,
+                    format!("token={RECEIVE_TOKEN_A}"),
+                    "the Receive URL's query is kept"
+                );
+            }
+        }
+        bench.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_photo_is_uploaded_to_motion_and_notified_with_its_attachment_id() {
+    let bench = Bench::start().await;
+    let photo: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let url = bench
+        .peers
+        .graph
+        .add_file("39178_n.jpg", "image/jpeg", photo.clone());
+    let body = messenger_attachment(PAGE_A, PSID, "mid.photo", 1_700_000_000_000, "image", &url);
+    bench.deliver(&body).await;
+    let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    let uploads = bench.motion().uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(
+        uploads[0].bytes.as_ref(),
+        photo.as_slice(),
+        "Motion got the bytes Facebook served"
+    );
+    assert_eq!(uploads[0].name, "39178_n.jpg");
+    assert_eq!(uploads[0].content_type, "image/jpeg");
+    assert_eq!(notes[0].notify.body, "39178_n.jpg");
+    assert!(notes[0].notify.attachment_id.is_some());
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn text_and_two_files_become_three_ordered_notifies() {
+    let bench = Bench::start().await;
+    let a = bench
+        .peers
+        .graph
+        .add_file("a.pdf", "application/pdf", &b"%PDF-1.4 a"[..]);
+    let b = bench
+        .peers
+        .graph
+        .add_file("b.mp4", "video/mp4", &b"\x00\x00\x00\x18ftypmp42"[..]);
+    let body = format!(
+        r#"{{"object":"page","entry":[{{"id":"{PAGE_A}","time":1,"messaging":[{{"sender":{{"id":"{PSID}"}},"recipient":{{"id":"{PAGE_A}"}},"timestamp":5,
+        "message":{{"mid":"mid.multi","text":"see attached","attachments":[{{"type":"file","payload":{{"url":"{a}"}}}},{{"type":"video","payload":{{"url":"{b}"}}}}]}}}}]}}]}}"#
+    );
+    bench.deliver(&body).await;
+    let notes = bench.motion().wait_for_notifies(3, WAIT).await.unwrap();
+    let bodies: Vec<_> = notes.iter().map(|n| n.notify.body.as_str()).collect();
+    assert_eq!(bodies, ["see attached", "a.pdf", "b.mp4"]);
+    assert_eq!(bench.motion().uploads().len(), 2);
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_facebook_no_longer_has_is_sent_as_its_link() {
+    let bench = Bench::start().await;
+    let url = format!("{}/cdn/gone.jpg", bench.peers.graph.url());
+    bench
+        .deliver(&messenger_attachment(
+            PAGE_A, PSID, "mid.gone", 1, "image", &url,
+        ))
+        .await;
+    let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    assert_eq!(notes[0].notify.body, format!("[image] {url}"));
+    assert_eq!(notes[0].notify.attachment_id, None);
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn replies_and_edits_quote_the_earlier_message() {
+    let bench = Bench::start().await;
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            PSID,
+            "mid.first",
+            1_000,
+            "Is my order shipped?",
+        ))
+        .await;
+    let reply = format!(
+        r#"{{"object":"page","entry":[{{"id":"{PAGE_A}","time":2,"messaging":[{{"sender":{{"id":"{PSID}"}},"recipient":{{"id":"{PAGE_A}"}},"timestamp":2000,
+        "message":{{"mid":"mid.second","text":"order 42","reply_to":{{"mid":"mid.first"}}}}}}]}}]}}"#
+    );
+    bench.deliver(&reply).await;
+    let edit = format!(
+        r#"{{"object":"page","entry":[{{"id":"{PAGE_A}","time":3,"messaging":[{{"sender":{{"id":"{PSID}"}},"recipient":{{"id":"{PAGE_A}"}},"timestamp":3000,
+        "message_edit":{{"mid":"mid.first","text":"Is my order 42 shipped?","num_edit":1}}}}]}}]}}"#
+    );
+    bench.deliver(&edit).await;
+    let notes = bench.motion().wait_for_notifies(3, WAIT).await.unwrap();
+    assert_eq!(notes[1].notify.body, "> Is my order shipped?\norder 42");
+    assert_eq!(
+        notes[2].notify.body,
+        "[edited] Is my order 42 shipped?\n(was: Is my order shipped?)"
+    );
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_name_lookup_gives_a_stable_readable_name() {
+    let bench = Bench::start().await;
+    bench.peers.graph.refuse_profiles(true);
+    bench
+        .deliver(&messenger_text(PAGE_A, "555000111", "m1", 1, "hi"))
+        .await;
+    bench
+        .deliver(&messenger_text(PAGE_A, "555000111", "m2", 2, "again"))
+        .await;
+    let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    for n in &notes {
+        assert_eq!(n.notify.first_name.as_deref(), Some("Facebook"));
+        assert_eq!(n.notify.last_name.as_deref(), Some("user 0111"));
+    }
+    let lookups = bench
+        .peers
+        .graph
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/555000111"))
+        .count();
+    assert_eq!(
+        lookups, 1,
+        "a refusal is cached, not asked for every message"
+    );
+    let auth = bench.peers.graph.requests()[0]
+        .authorization
+        .clone()
+        .unwrap();
+    assert_eq!(
+        auth,
+        format!("Bearer {TOKEN_A}"),
+        "the Page token goes in the header"
+    );
+    assert!(
+        !bench.peers.graph.requests()[0].query.contains(TOKEN_A),
+        "never in the URL"
+    );
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn one_post_with_two_pages_reaches_both_accounts() {
+    let bench = Bench::start().await;
+    let body = format!(
+        r#"{{"object":"page","entry":[
+        {{"id":"{PAGE_A}","time":1,"messaging":[{{"sender":{{"id":"{PSID}"}},"recipient":{{"id":"{PAGE_A}"}},"timestamp":1,"message":{{"mid":"a1","text":"to A"}}}}]}},
+        {{"id":{PAGE_B},"time":1,"messaging":[{{"sender":{{"id":{PSID}}},"recipient":{{"id":{PAGE_B}}},"timestamp":1,"message":{{"mid":"b1","text":"to B"}}}}]}},
+        {{"id":"999","time":1,"messaging":[{{"sender":{{"id":"1"}},"recipient":{{"id":"999"}},"timestamp":1,"message":{{"mid":"c1","text":"unknown page"}}}}]}}]}}"#
+    );
+    bench.deliver(&body).await;
+    let mut notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    notes.sort_by(|a, b| a.account.cmp(&b.account));
+    assert_eq!(
+        (notes[0].account.as_str(), notes[0].notify.body.as_str()),
+        ("1", "to A")
+    );
+    assert_eq!(
+        (notes[1].account.as_str(), notes[1].notify.body.as_str()),
+        ("2", "to B")
+    );
+    let items = bench.items().await;
+    let unknown = items.iter().find(|i| i.page_id == "999").unwrap();
+    assert_eq!(unknown.state, "skipped");
+    assert!(
+        unknown
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("not configured")
+    );
+    bench.stop().await;
+}

@@ -1,0 +1,131 @@
+//! The daemon as a real process: crash safety (SIGKILL), clean stop (SIGTERM), and
+//! what its log says — and never says.
+
+use fb_openchannel::sim::facebook::{WebhookSender, messenger_text};
+
+use crate::harness::*;
+
+fn sender(peers: &Peers, process: &Process) -> WebhookSender {
+    WebhookSender::new(
+        &format!("https://127.0.0.1:{}/webhook", process.public_port),
+        APP_SECRET,
+        Some(&peers.certs.ca_pem),
+    )
+}
+
+#[tokio::test]
+async fn killed_right_after_acknowledging_then_restarted_delivers_the_message() {
+    let peers = Peers::start().await;
+    let config = peers.dir.path().join("config.toml");
+    std::fs::write(&config, peers.config_toml("")).unwrap();
+    // Motion is down, so the message can only be in the store when the process dies.
+    peers.motion.down().await;
+
+    let mut daemon = Process::start(&config);
+    let body = messenger_text(
+        PAGE_A,
+        PSID,
+        "mid.crash",
+        1_700_000_000_000,
+        "survives SIGKILL",
+    );
+    let (status, _) = sender(&peers, &daemon).send(body.as_bytes()).await.unwrap();
+    assert_eq!(status, 200);
+    daemon.kill();
+
+    peers.motion.up().await;
+    let daemon = Process::start(&config);
+    let notes = peers.motion.wait_for_notifies(1, WAIT).await.unwrap();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].notify.body, "survives SIGKILL");
+    // Delivered exactly once: a second message goes through alone after it.
+    let (status, _) = sender(&peers, &daemon)
+        .send(messenger_text(PAGE_A, PSID, "mid.next", 1_700_000_000_001, "next").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let notes = peers.motion.wait_for_notifies(2, WAIT).await.unwrap();
+    assert_eq!(notes.len(), 2);
+    assert_eq!(notes[1].notify.body, "next");
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly_with_exit_0() {
+    let peers = Peers::start().await;
+    let config = peers.dir.path().join("config.toml");
+    std::fs::write(&config, peers.config_toml("")).unwrap();
+    let mut daemon = Process::start(&config);
+    let (status, _) = sender(&peers, &daemon)
+        .send(messenger_text(PAGE_A, PSID, "m.t", 1, "before stop").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    peers.motion.wait_for_notifies(1, WAIT).await.unwrap();
+    let exit = daemon.terminate();
+    assert!(exit.success(), "{exit:?}\n{}", daemon.log_text());
+    assert!(
+        daemon.log_text().contains("stopped cleanly"),
+        "{}",
+        daemon.log_text()
+    );
+}
+
+#[tokio::test]
+async fn the_log_names_page_conversation_and_outcome_and_never_a_secret() {
+    let peers = Peers::start().await;
+    let config = peers.dir.path().join("config.toml");
+    std::fs::write(&config, peers.config_toml("")).unwrap();
+    peers.motion.fail_next(1, 500);
+    peers.graph.refuse_profiles(true);
+    let daemon = Process::start(&config);
+    let s = sender(&peers, &daemon);
+    // A bad signature, a delivery that is retried, one that fails for good, one that works.
+    assert_eq!(
+        s.send_with_signature(b"{}", Some("sha256=00"))
+            .await
+            .unwrap()
+            .0,
+        403
+    );
+    s.send(messenger_text(PAGE_A, PSID, "m.1", 1, "retried").as_bytes())
+        .await
+        .unwrap();
+    peers.motion.wait_for_notifies(1, WAIT).await.unwrap();
+    peers.motion.fail_next(1, 401);
+    s.send(messenger_text(PAGE_A, PSID, "m.2", 2, "refused").as_bytes())
+        .await
+        .unwrap();
+    s.send(messenger_text(PAGE_A, PSID, "m.3", 3, "works").as_bytes())
+        .await
+        .unwrap();
+    peers.motion.wait_for_notifies(2, WAIT).await.unwrap();
+
+    let log = daemon.log_text();
+    for secret in SECRETS {
+        assert!(!log.contains(secret), "secret {secret} in the log:\n{log}");
+    }
+    let delivered = log
+        .lines()
+        .find(|l| l.contains("delivered to Motion"))
+        .expect(&log);
+    assert!(
+        delivered.contains(&format!("page_id={PAGE_A}")),
+        "{delivered}"
+    );
+    assert!(
+        delivered.contains(&format!("conversation=psid:{PSID}")),
+        "{delivered}"
+    );
+    assert!(delivered.contains("outcome=\"delivered\""), "{delivered}");
+    let retry = log.lines().find(|l| l.contains("retrying in")).expect(&log);
+    assert!(retry.contains("Motion answered 500"), "{retry}");
+    let failed = log
+        .lines()
+        .find(|l| l.contains("failed for good"))
+        .expect(&log);
+    assert!(
+        failed.contains("Motion answered 401") && failed.contains("outcome=\"failed\""),
+        "{failed}"
+    );
+    assert!(log.contains("webhook refused with 403"), "{log}");
+}
