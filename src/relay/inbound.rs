@@ -189,7 +189,7 @@ async fn deliver(shared: &Shared, item: Item) {
                     outcome = "retry",
                     attempt = failures,
                     "delivery to Motion failed: {reason}; retrying in {}",
-                    humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)))
+                    humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
                 );
                 store
                     .retry_later(item.id, now + delay.as_millis() as i64, reason)

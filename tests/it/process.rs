@@ -101,6 +101,7 @@ async fn the_log_names_page_conversation_and_outcome_and_never_a_secret() {
     peers.motion.wait_for_notifies(2, WAIT).await.unwrap();
 
     let log = daemon.log_text();
+    println!("{log}");
     for secret in SECRETS {
         assert!(!log.contains(secret), "secret {secret} in the log:\n{log}");
     }
