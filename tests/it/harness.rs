@@ -205,11 +205,21 @@ pub fn binary() -> &'static str {
 impl Process {
     /// Starts `fb-openchannel run --config <path>` and waits for its ready line.
     pub fn start(config_path: &Path) -> Process {
-        let mut child = Command::new(binary())
+        Self::start_with_env(config_path, &[])
+    }
+
+    /// Like [`Process::start`], with extra environment variables.
+    pub fn start_with_env(config_path: &Path, env: &[(&str, &str)]) -> Process {
+        let mut command = Command::new(binary());
+        command
             .args(["run", "--config"])
             .arg(config_path)
             .env("RUST_LOG", "info")
-            .env_remove("JOURNAL_STREAM")
+            .env_remove("JOURNAL_STREAM");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -242,7 +252,7 @@ impl Process {
             }
         };
         let port = ready
-            .split("127.0.0.1:")
+            .split("://127.0.0.1:")
             .nth(1)
             .and_then(|rest| rest.split('/').next())
             .and_then(|p| p.parse().ok())

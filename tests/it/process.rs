@@ -130,3 +130,54 @@ async fn the_log_names_page_conversation_and_outcome_and_never_a_secret() {
     );
     assert!(log.contains("webhook refused with 403"), "{log}");
 }
+
+#[tokio::test]
+async fn under_the_journal_lines_carry_no_timestamp_of_their_own() {
+    let peers = Peers::start().await;
+    let config = peers.dir.path().join("config.toml");
+    std::fs::write(&config, peers.config_toml("")).unwrap();
+    let mut daemon = Process::start_with_env(&config, &[("JOURNAL_STREAM", "8:12345")]);
+    assert!(daemon.terminate().success());
+    let log = daemon.log_text();
+    for line in log.lines() {
+        let line = line.trim_start();
+        assert!(
+            line.starts_with("INFO ") || line.starts_with("WARN ") || line.starts_with("ERROR "),
+            "{line}"
+        );
+        assert!(!line.contains('\u{1b}'), "no colours: {line:?}");
+    }
+    // Outside the journal, lines start with a timestamp.
+    let mut daemon = Process::start(&config);
+    assert!(daemon.terminate().success());
+    assert!(daemon.log_text().starts_with("20"), "{}", daemon.log_text());
+}
+
+#[tokio::test]
+async fn plain_http_behind_a_proxy_with_tls_false() {
+    let peers = Peers::start().await;
+    let config = peers.dir.path().join("config.toml");
+    let text = peers.config_toml("").replace(
+        "request_timeout = \"2s\"",
+        "request_timeout = \"2s\"\ntls = false",
+    );
+    std::fs::write(&config, text).unwrap();
+    let daemon = Process::start(&config);
+    assert!(
+        daemon.log_text().contains("webhooks on http://127.0.0.1:"),
+        "{}",
+        daemon.log_text()
+    );
+    let s = WebhookSender::new(
+        &format!("http://127.0.0.1:{}/webhook", daemon.public_port),
+        APP_SECRET,
+        None,
+    );
+    let (status, _) = s
+        .send(messenger_text(PAGE_A, PSID, "m.plain", 1, "via nginx").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let notes = peers.motion.wait_for_notifies(1, WAIT).await.unwrap();
+    assert_eq!(notes[0].notify.body, "via nginx");
+}
