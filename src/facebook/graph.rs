@@ -65,7 +65,7 @@ pub struct GraphError {
 }
 
 impl GraphError {
-    fn network(message: String) -> Self {
+    pub fn network(message: String) -> Self {
         GraphError {
             status: 0,
             code: None,
@@ -153,6 +153,50 @@ pub fn regain_access_after(header: &str) -> Option<Duration> {
     (minutes > 0).then(|| Duration::from_secs(minutes * 60))
 }
 
+/// Who a Send API message goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// A customer's page-scoped id.
+    Psid(String),
+    /// A private reply to a comment (once per comment, within 7 days).
+    CommentId(String),
+}
+
+impl Recipient {
+    fn to_json(&self) -> Value {
+        match self {
+            Recipient::Psid(id) => serde_json::json!({ "id": id }),
+            Recipient::CommentId(id) => serde_json::json!({ "comment_id": id }),
+        }
+    }
+}
+
+/// `messaging_type` of a send: inside the 24-hour window, or tagged as a human agent's
+/// answer (up to 7 days, only where the Page has that permission).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessagingType {
+    Response,
+    HumanAgent,
+}
+
+impl MessagingType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessagingType::Response => "RESPONSE",
+            MessagingType::HumanAgent => "MESSAGE_TAG",
+        }
+    }
+}
+
+/// The envelope of one Send API call.
+#[derive(Debug, Clone)]
+pub struct Send<'a> {
+    pub recipient: Recipient,
+    pub messaging_type: MessagingType,
+    /// Echoed back by Facebook in the echo of this message: how we recognise our own.
+    pub metadata: &'a str,
+}
+
 /// A customer's name as Graph gives it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct GraphProfile {
@@ -203,12 +247,78 @@ impl GraphClient {
     /// `GET /{psid}?fields=first_name,last_name`. Without Advanced Access Facebook
     /// refuses this; the caller then uses a fallback name.
     pub async fn profile(&self, token: &Secret, psid: &str) -> Result<GraphProfile, GraphError> {
-        let url = format!("{}/{}", self.base, psid);
-        let response = self
+        let request = self
             .http
-            .get(url)
+            .get(format!("{}/{}", self.base, psid))
             .query(&[("fields", "first_name,last_name")])
+            .bearer_auth(token.expose());
+        let text = Self::call(request).await?;
+        serde_json::from_str(&text).map_err(|_| GraphError::from_response(200, &text, None))
+    }
+
+    /// Sends a text with the Send API (`POST /{page_id}/messages`); returns the
+    /// `message_id` Facebook gave it.
+    pub async fn send_text(
+        &self,
+        token: &Secret,
+        page_id: &str,
+        send: &Send<'_>,
+        text: &str,
+    ) -> Result<String, GraphError> {
+        let mut body = serde_json::json!({
+            "recipient": send.recipient.to_json(),
+            "messaging_type": send.messaging_type.as_str(),
+            "message": {"text": text, "metadata": send.metadata},
+        });
+        if let MessagingType::HumanAgent = send.messaging_type {
+            body["tag"] = "HUMAN_AGENT".into();
+        }
+        let request = self
+            .http
+            .post(format!("{}/{}/messages", self.base, page_id))
             .bearer_auth(token.expose())
+            .json(&body);
+        Self::message_id(&Self::call(request).await?)
+    }
+
+    /// Sends a file with the Send API as multipart `filedata`; returns the `message_id`.
+    pub async fn send_file(
+        &self,
+        token: &Secret,
+        page_id: &str,
+        send: &Send<'_>,
+        kind: &str,
+        file: Download,
+    ) -> Result<String, GraphError> {
+        let message = serde_json::json!({
+            "attachment": {"type": kind, "payload": {"is_reusable": false}},
+            "metadata": send.metadata,
+        });
+        let part = reqwest::multipart::Part::stream(file.bytes)
+            .file_name(file.file_name)
+            .mime_str(&file.content_type)
+            .map_err(|e| {
+                GraphError::network(format!("bad MIME type: {}", http_client::describe(e)))
+            })?;
+        let mut form = reqwest::multipart::Form::new()
+            .text("recipient", send.recipient.to_json().to_string())
+            .text("messaging_type", send.messaging_type.as_str())
+            .text("message", message.to_string())
+            .part("filedata", part);
+        if let MessagingType::HumanAgent = send.messaging_type {
+            form = form.text("tag", "HUMAN_AGENT");
+        }
+        let request = self
+            .http
+            .post(format!("{}/{}/messages", self.base, page_id))
+            .bearer_auth(token.expose())
+            .multipart(form);
+        Self::message_id(&Self::call(request).await?)
+    }
+
+    /// Sends a request; the body of a 2xx answer, else the classified error.
+    async fn call(request: reqwest::RequestBuilder) -> Result<String, GraphError> {
+        let response = request
             .send()
             .await
             .map_err(|e| GraphError::network(http_client::describe(e)))?;
@@ -222,10 +332,26 @@ impl GraphClient {
             .text()
             .await
             .map_err(|e| GraphError::network(http_client::describe(e)))?;
-        if !(200..300).contains(&status) {
-            return Err(GraphError::from_response(status, &text, usage.as_deref()));
+        if (200..300).contains(&status) {
+            Ok(text)
+        } else {
+            Err(GraphError::from_response(status, &text, usage.as_deref()))
         }
-        serde_json::from_str(&text).map_err(|_| GraphError::from_response(status, &text, None))
+    }
+
+    fn message_id(text: &str) -> Result<String, GraphError> {
+        serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|v| v.get("message_id")?.as_str().map(str::to_owned))
+            .ok_or_else(|| {
+                let mut e = GraphError::from_response(200, text, None);
+                e.message = format!(
+                    "Send API answer has no message_id: {}",
+                    crate::motion::snippet(text)
+                );
+                e.disposition = Disposition::Retry;
+                e
+            })
     }
 
     /// Fetches an attachment Facebook linked in a webhook (its CDN URLs are signed and

@@ -6,6 +6,8 @@
 //! the shapes come from XCALLY's own open-source connectors (DESIGN §3); anything 2xx is
 //! success, 5xx / 408 / 429 / network errors are retried, other 4xx are permanent.
 
+pub mod reply;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::{MotionConfig, Secret, redact_url};
@@ -206,6 +208,130 @@ impl MotionClient {
                 "Motion's attachment id is not usable: {other}"
             ))),
         }
+    }
+}
+
+/// A file an agent attached in Motion.
+#[derive(Debug, Clone)]
+pub struct AgentFile {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: bytes::Bytes,
+}
+
+impl MotionClient {
+    /// Fetches an agent's attachment: its metadata (name, MIME `type`) then its bytes.
+    /// Files over `max_bytes` are refused for good.
+    pub async fn fetch_attachment(
+        &self,
+        receive_url: &str,
+        id: &str,
+        max_bytes: usize,
+    ) -> Result<AgentFile, MotionError> {
+        let base = base_url(receive_url).ok_or_else(|| {
+            MotionError::Permanent(format!(
+                "cannot derive Motion's address from {}",
+                redact_url(receive_url)
+            ))
+        })?;
+        let key = [("apikey", self.api_key.expose())];
+        let meta_url = format!("{base}/api/attachments/{id}");
+        let response = self
+            .http
+            .get(&meta_url)
+            .query(&key)
+            .send()
+            .await
+            .map_err(|e| {
+                MotionError::Transient(format!(
+                    "attachment {id} from Motion: {}",
+                    http_client::describe(e)
+                ))
+            })?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        if let Err(transient) = classify_status(status) {
+            let message = format!(
+                "Motion answered {status} for attachment {id}: {}",
+                snippet(&text)
+            );
+            return Err(if transient {
+                MotionError::Transient(message)
+            } else {
+                MotionError::Permanent(message)
+            });
+        }
+        let meta: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
+            MotionError::Transient(format!(
+                "Motion's attachment {id} metadata is not JSON: {}",
+                snippet(&text)
+            ))
+        })?;
+        let name = meta
+            .get("name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("file")
+            .to_owned();
+        let declared_type = meta.get("type").and_then(|v| v.as_str()).map(str::to_owned);
+        if meta
+            .get("size")
+            .and_then(|v| v.as_u64())
+            .is_some_and(|n| n > max_bytes as u64)
+        {
+            return Err(MotionError::Permanent(format!(
+                "{name} is larger than {} MB",
+                max_bytes / (1024 * 1024)
+            )));
+        }
+
+        let mut response = self
+            .http
+            .get(format!("{meta_url}/download"))
+            .query(&key)
+            .send()
+            .await
+            .map_err(|e| {
+                MotionError::Transient(format!(
+                    "attachment {id} download: {}",
+                    http_client::describe(e)
+                ))
+            })?;
+        let status = response.status().as_u16();
+        if let Err(transient) = classify_status(status) {
+            let message = format!("Motion answered {status} to the download of attachment {id}");
+            return Err(if transient {
+                MotionError::Transient(message)
+            } else {
+                MotionError::Permanent(message)
+            });
+        }
+        let header_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            MotionError::Transient(format!(
+                "attachment {id} download: {}",
+                http_client::describe(e)
+            ))
+        })? {
+            if bytes.len() + chunk.len() > max_bytes {
+                return Err(MotionError::Permanent(format!(
+                    "{name} is larger than {} MB",
+                    max_bytes / (1024 * 1024)
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(AgentFile {
+            name,
+            content_type: declared_type
+                .or(header_type)
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            bytes: bytes.into(),
+        })
     }
 }
 

@@ -1,31 +1,23 @@
 //! The inbound worker: delivers stored Facebook events to Motion.
 //!
-//! One dispatcher loop picks the head item of each conversation (the oldest pending one
-//! by Facebook time) and runs it as a task; a conversation never has two items in flight,
-//! so its messages reach Motion in order, while up to `delivery.concurrency`
-//! conversations run side by side. An item is made of steps (one notify each); progress is
-//! stored after each step so a retry or a restart resumes where it stopped instead of
-//! notifying twice. Failures are retried on the schedule of [`super::retry`], then parked.
+//! [`dispatch`] hands it one item per conversation at a time, in Facebook time order.
+//! An item is made of steps (one notify each); progress is stored after each step so a
+//! retry or a restart resumes where it stopped instead of notifying twice. Failures are
+//! retried on the schedule of [`super::retry`], then parked.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::config::PageConfig;
 use crate::facebook::graph::{Disposition, DownloadError};
 use crate::facebook::webhook::Messaging;
 use crate::motion::{MotionError, Notify, Upload};
-use crate::relay::Shared;
 use crate::relay::messenger::{self, Context, Step};
+use crate::relay::{Shared, dispatch};
 use crate::store::{Direction, Item, Profile, now_ms};
-
-/// The longest the dispatcher sleeps without looking at the queue; also how soon an item
-/// retried by an operator from another process is picked up.
-const POLL: Duration = Duration::from_secs(1);
 
 /// How long a name Graph gave us is trusted.
 const PROFILE_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -53,78 +45,18 @@ impl From<MotionError> for Failure {
     }
 }
 
-/// Runs until `shutdown` turns true, then lets in-flight deliveries finish (bounded by
-/// `drain`) and returns.
-pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>, drain: Duration) {
-    let concurrency = shared.config.delivery.concurrency;
-    let mut busy: HashSet<(String, String)> = HashSet::new();
-    let mut tasks: JoinSet<(String, String)> = JoinSet::new();
-
-    while !*shutdown.borrow() {
-        let free = concurrency.saturating_sub(tasks.len());
-        if free > 0 {
-            match shared
-                .store
-                .due_heads(
-                    Direction::Inbound,
-                    now_ms(),
-                    free,
-                    busy.iter().cloned().collect(),
-                )
-                .await
-            {
-                Ok(items) => {
-                    for item in items {
-                        busy.insert((item.page_id.clone(), item.conversation.clone()));
-                        let shared = shared.clone();
-                        tasks.spawn(async move {
-                            let key = (item.page_id.clone(), item.conversation.clone());
-                            deliver(&shared, item).await;
-                            key
-                        });
-                    }
-                }
-                Err(e) => error!("cannot read the delivery queue: {e}; trying again in a second"),
-            }
-        }
-
-        let wait = match shared.store.next_due_at(Direction::Inbound).await {
-            Ok(Some(at)) if at > now_ms() => {
-                Duration::from_millis((at - now_ms()) as u64).min(POLL)
-            }
-            _ => POLL,
-        };
-        tokio::select! {
-            _ = shared.inbound_wake.notified() => {}
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok(key) = done { busy.remove(&key); }
-            }
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => {}
-        }
-        // Collect every other finished task too, so their conversations free up.
-        while let Some(done) = tasks.try_join_next() {
-            if let Ok(key) = done {
-                busy.remove(&key);
-            }
-        }
-    }
-
-    if !tasks.is_empty() {
-        info!(
-            in_flight = tasks.len(),
-            "stopping: waiting for deliveries in flight to finish"
-        );
-        let drained =
-            tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
-        if drained.is_err() {
-            warn!(
-                in_flight = tasks.len(),
-                "stopping: deliveries still in flight after {drain:?} were cut; they stay pending and are sent again at the next start"
-            );
-            tasks.abort_all();
-        }
-    }
+/// Runs the inbound worker until `shutdown` turns true (see [`dispatch::run`]).
+pub async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>, drain: Duration) {
+    let wake = shared.clone();
+    dispatch::run(
+        shared,
+        Direction::Inbound,
+        move || wake.inbound_wake.clone().notified_owned(),
+        shutdown,
+        drain,
+        |shared, item| async move { deliver(&shared, item).await },
+    )
+    .await
 }
 
 /// Delivers one item and records the outcome.

@@ -2,6 +2,7 @@
 //! ([`intake`]), how each Messenger event becomes notify calls ([`messenger`]), the worker
 //! that delivers them ([`inbound`]) and the retry schedule ([`retry`]).
 
+pub mod dispatch;
 pub mod inbound;
 pub mod intake;
 pub mod messenger;
@@ -24,7 +25,7 @@ pub struct Shared {
     pub graph: GraphClient,
     pub retry: retry::RetryPolicy,
     /// Poked when new inbound work is stored, so the worker does not wait for its timer.
-    pub inbound_wake: Notify,
+    pub inbound_wake: Arc<Notify>,
 }
 
 impl Shared {
@@ -41,7 +42,7 @@ impl Shared {
             store,
             motion,
             graph,
-            inbound_wake: Notify::new(),
+            inbound_wake: Arc::new(Notify::new()),
         }))
     }
 

@@ -1,0 +1,110 @@
+//! The dispatcher shared by both directions: runs queued items as tasks, never two of
+//! one conversation at once, and at most `delivery.concurrency` at a time.
+//!
+//! It asks the store for the head item of each conversation (the oldest pending one by
+//! Facebook time, then arrival) whose retry time has come. A conversation whose head is
+//! waiting for a retry waits as a whole: a later message never overtakes an earlier one.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::relay::Shared;
+use crate::store::{Direction, Item, now_ms};
+
+/// The longest the dispatcher sleeps without looking at the queue; also how soon an item
+/// retried by an operator from another process is picked up.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Runs until `shutdown` turns true, then lets in-flight items finish (bounded by
+/// `drain`; what is cut stays pending for the next start) and returns.
+pub async fn run<W, WF, D, DF>(
+    shared: Arc<Shared>,
+    direction: Direction,
+    wake: W,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    deliver: D,
+) where
+    W: Fn() -> WF,
+    WF: Future<Output = ()>,
+    D: Fn(Arc<Shared>, Item) -> DF,
+    DF: Future<Output = ()> + Send + 'static,
+{
+    let concurrency = shared.config.delivery.concurrency;
+    let mut busy: HashSet<(String, String)> = HashSet::new();
+    let mut tasks: JoinSet<(String, String)> = JoinSet::new();
+
+    while !*shutdown.borrow() {
+        // Registered before looking at the queue, so a wake-up in between is not lost.
+        let woken = wake();
+        let free = concurrency.saturating_sub(tasks.len());
+        if free > 0 {
+            match shared
+                .store
+                .due_heads(direction, now_ms(), free, busy.iter().cloned().collect())
+                .await
+            {
+                Ok(items) => {
+                    for item in items {
+                        let key = (item.page_id.clone(), item.conversation.clone());
+                        busy.insert(key.clone());
+                        let work = deliver(shared.clone(), item);
+                        tasks.spawn(async move {
+                            work.await;
+                            key
+                        });
+                    }
+                }
+                Err(e) => error!(
+                    direction = direction.as_str(),
+                    "cannot read the queue: {e}; trying again in a second"
+                ),
+            }
+        }
+
+        let wait = match shared.store.next_due_at(direction).await {
+            Ok(Some(at)) if at > now_ms() => {
+                Duration::from_millis((at - now_ms()) as u64).min(POLL)
+            }
+            _ => POLL,
+        };
+        tokio::select! {
+            _ = woken => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(key) = done { busy.remove(&key); }
+            }
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+        // Collect every other finished task too, so their conversations free up.
+        while let Some(done) = tasks.try_join_next() {
+            if let Ok(key) = done {
+                busy.remove(&key);
+            }
+        }
+    }
+
+    if !tasks.is_empty() {
+        info!(
+            direction = direction.as_str(),
+            in_flight = tasks.len(),
+            "stopping: waiting for deliveries in flight to finish"
+        );
+        let drained =
+            tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            warn!(
+                direction = direction.as_str(),
+                in_flight = tasks.len(),
+                "stopping: deliveries still in flight after {drain:?} were cut; they stay pending and are sent again at the next start"
+            );
+            tasks.abort_all();
+        }
+    }
+}
