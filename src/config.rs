@@ -110,12 +110,17 @@ pub struct PublicConfig {
 pub struct LocalConfig {
     #[serde(default = "default_local_listen")]
     pub listen: SocketAddr,
+    /// How long a Reply URL call waits for the first Graph attempt before answering
+    /// 202 (queued). Motion shows the agent the outcome of that first attempt.
+    #[serde(default = "default_reply_wait", with = "humantime_serde")]
+    pub reply_wait: Duration,
 }
 
 impl Default for LocalConfig {
     fn default() -> Self {
         Self {
             listen: default_local_listen(),
+            reply_wait: default_reply_wait(),
         }
     }
 }
@@ -227,6 +232,9 @@ fn default_public_listen() -> SocketAddr {
 }
 fn default_local_listen() -> SocketAddr {
     "127.0.0.1:8089".parse().expect("static address")
+}
+fn default_reply_wait() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_tls_cert() -> Spanned<PathBuf> {
     Spanned::new(0..0, "/etc/fb-openchannel/tls/fullchain.pem".into())

@@ -27,6 +27,8 @@ const DRAIN: Duration = Duration::from_secs(10);
 pub struct Daemon {
     /// Where Facebook's webhooks are served (useful when the config asked for port 0).
     pub public_addr: SocketAddr,
+    /// Where Motion's Reply URL, `/healthz` and `/readyz` are served.
+    pub local_addr: SocketAddr,
     pub shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -60,6 +62,10 @@ impl Daemon {
             )
         })?;
         let public_addr = listener.local_addr()?;
+        let local_listener = TcpListener::bind(config.local.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {} (local.listen): {e}", config.local.listen))?;
+        let local_addr = local_listener.local_addr()?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -84,14 +90,16 @@ impl Daemon {
 
         info!(
             public = %public_addr,
+            local = %local_addr,
             tls = public_cfg.tls,
             pages = config.pages.len(),
             store = %config.storage.path.display(),
-            "fb-openchannel is ready: webhooks on {}://{public_addr}/webhook",
+            "fb-openchannel is ready: webhooks on {}://{public_addr}/webhook, Reply URL on http://{local_addr}/reply/<page id>?token=…",
             if public_cfg.tls { "https" } else { "http" }
         );
         Ok(Daemon {
             public_addr,
+            local_addr,
             shared,
             shutdown,
             tasks,

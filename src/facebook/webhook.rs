@@ -118,6 +118,9 @@ pub struct Message {
     pub is_deleted: bool,
     #[serde(default)]
     pub sticker_id: Option<FbId>,
+    /// Echoes carry back the `metadata` the sender set; ours start with `fb-openchannel:`.
+    #[serde(default)]
+    pub metadata: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -2,7 +2,7 @@
 //! (pending, skipped with a reason, or failed) in the same transaction as the raw body,
 //! and only then may the listener answer 200 (DESIGN §4 rules 1 and 2).
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::facebook::webhook::{self, Item, Parsed};
 use crate::relay::{Shared, messenger};
@@ -24,8 +24,13 @@ pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutc
             outcome
         }
         Ok(items) => {
-            let new_items: Vec<NewItem> =
+            let mut new_items: Vec<NewItem> =
                 items.iter().map(|item| to_new_item(shared, item)).collect();
+            for (item, new) in items.iter().zip(new_items.iter_mut()) {
+                if new.state == NewState::Skipped(messenger::ECHO_OTHER.into()) {
+                    sort_echo(shared, item, new).await;
+                }
+            }
             for (item, new) in items.iter().zip(&new_items) {
                 if let NewState::Failed(reason) = &new.state {
                     warn!(page_id = %item.page_id, conversation = %new.conversation, "webhook item kept as failed: {reason}");
@@ -45,6 +50,29 @@ pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutc
         shared.inbound_wake.notify_one();
     }
     Ok(outcome)
+}
+
+/// An echo without our metadata may still be ours (sent before metadata existed, or by
+/// a retry): our sent message ids decide. Echoes from other tools are worth a line: an
+/// admin answered outside Motion.
+async fn sort_echo(shared: &Shared, item: &Item, new: &mut NewItem) {
+    let Ok(Parsed::Messaging(m)) = &item.parsed else { return };
+    let mid = m.mid().unwrap_or_default().to_owned();
+    if shared.store.is_our_send(item.page_id.clone(), mid.clone()).await.unwrap_or(false) {
+        new.state = NewState::Skipped(messenger::ECHO_OURS.into());
+        return;
+    }
+    let app = m
+        .message
+        .as_ref()
+        .and_then(|msg| msg.app_id.as_ref())
+        .map(|a| format!(" by app {a}"))
+        .unwrap_or_default();
+    info!(
+        page_id = %item.page_id,
+        conversation = %new.conversation,
+        "the Page sent a message to this customer from another tool{app} (Page Inbox, the Pages app…); not forwarded to Motion as a customer message"
+    );
 }
 
 fn to_new_item(shared: &Shared, item: &Item) -> NewItem {

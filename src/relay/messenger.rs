@@ -15,6 +15,13 @@ use crate::store::NewState;
 /// Facebook's "like" (thumbs-up) stickers, in their three sizes.
 const LIKE_STICKERS: &[&str] = &["369239263222822", "369239343222814", "369239383222810"];
 
+/// Prefix of the `metadata` we put on every Send API message; Facebook echoes it back.
+pub const OUR_METADATA: &str = "fb-openchannel:";
+/// Skip reason of the echo of one of our own sends.
+pub const ECHO_OURS: &str = "echo of a reply fb-openchannel sent";
+/// Skip reason of an echo of a message sent from elsewhere (Page Inbox, the phone app…).
+pub const ECHO_OTHER: &str = "echo of a message the Page sent from another tool";
+
 /// Longest quote of an earlier message put in front of a reply or edit.
 const QUOTE_CHARS: usize = 200;
 
@@ -42,7 +49,10 @@ pub fn intake_state(item: &Item) -> NewState {
             }
         }
         MessagingKind::Deleted | MessagingKind::Edit | MessagingKind::Postback => NewState::Pending,
-        MessagingKind::Echo => skip("echo: a message the Page sent"),
+        MessagingKind::Echo => {
+            let ours = m.message.as_ref().and_then(|msg| msg.metadata.as_deref()).is_some_and(|md| md.starts_with(OUR_METADATA));
+            if ours { skip(ECHO_OURS) } else { skip(ECHO_OTHER) }
+        }
         MessagingKind::Reaction => skip("reaction: not forwarded (carries no customer text)"),
         MessagingKind::Referral => {
             skip("referral: the customer opened the conversation from a link or ad")

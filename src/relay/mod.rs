@@ -6,11 +6,14 @@ pub mod dispatch;
 pub mod inbound;
 pub mod intake;
 pub mod messenger;
+pub mod outbound;
+pub mod reply;
 pub mod retry;
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use crate::config::{Config, PageConfig};
 use crate::facebook::graph::GraphClient;
@@ -26,6 +29,14 @@ pub struct Shared {
     pub retry: retry::RetryPolicy,
     /// Poked when new inbound work is stored, so the worker does not wait for its timer.
     pub inbound_wake: Arc<Notify>,
+    /// Poked when an agent's reply is stored.
+    pub outbound_wake: Arc<Notify>,
+    /// Reply URL calls waiting for the first attempt of their item, by (page, dedup key).
+    pub reply_waiters: Mutex<HashMap<(String, String), oneshot::Sender<reply::FirstAttempt>>>,
+    /// Pages that cannot send until an admin acts (invalid token, policy block): why.
+    pub page_problems: Mutex<BTreeMap<String, String>>,
+    /// Pages Facebook rate-limited: no Graph call for them before this time (ms).
+    pub page_paused_until: Mutex<HashMap<String, i64>>,
 }
 
 impl Shared {
@@ -43,6 +54,10 @@ impl Shared {
             motion,
             graph,
             inbound_wake: Arc::new(Notify::new()),
+            outbound_wake: Arc::new(Notify::new()),
+            reply_waiters: Mutex::new(HashMap::new()),
+            page_problems: Mutex::new(BTreeMap::new()),
+            page_paused_until: Mutex::new(HashMap::new()),
         }))
     }
 

@@ -1,10 +1,12 @@
 //! The sockets: accepting connections (with TLS where configured), limits and timeouts
 //! that protect the daemon from slow or hostile clients, and graceful shutdown.
 //!
-//! Routes live in [`public`] (Facebook's webhooks). Every connection is HTTP/1.1 with
+//! Routes live in [`public`] (Facebook's webhooks) and [`local`] (Motion's Reply URL,
+//! health). Every connection is HTTP/1.1 with
 //! keep-alive; a client that does not send its request head within the request timeout
 //! is disconnected, one that does not finish its body gets 408 (see [`public`]).
 
+pub mod local;
 pub mod public;
 pub mod tls;
 

@@ -92,6 +92,7 @@ pub struct Item {
     pub id: i64,
     pub page_id: String,
     pub conversation: String,
+    pub dedup_key: String,
     pub kind: String,
     pub event_ts: i64,
     pub payload: String,
@@ -113,6 +114,17 @@ pub struct ItemSummary {
     pub attempts: i64,
     pub last_error: Option<String>,
     pub event_ts: i64,
+}
+
+/// The state of an item after [`Store::enqueue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: i64,
+    /// False when the same item was stored before (a repeated call).
+    pub new: bool,
+    pub state: String,
+    pub last_error: Option<String>,
+    pub result: Option<String>,
 }
 
 /// What one webhook did to the store.
@@ -299,8 +311,8 @@ impl Store {
     ) -> Result<Vec<Item>, StoreError> {
         self.call(false, move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, page_id, conversation, kind, event_ts, payload, attempts, steps_done,
-                        first_failure_at
+                "SELECT id, page_id, conversation, dedup_key, kind, event_ts, payload, attempts,
+                        steps_done, first_failure_at
                    FROM items i
                   WHERE state = 'pending' AND direction = ?1 AND next_attempt_at <= ?2
                     AND NOT EXISTS (
@@ -317,12 +329,13 @@ impl Store {
                     id: r.get(0)?,
                     page_id: r.get(1)?,
                     conversation: r.get(2)?,
-                    kind: r.get(3)?,
-                    event_ts: r.get(4)?,
-                    payload: r.get(5)?,
-                    attempts: r.get(6)?,
-                    steps_done: r.get(7)?,
-                    first_failure_at: r.get(8)?,
+                    dedup_key: r.get(3)?,
+                    kind: r.get(4)?,
+                    event_ts: r.get(5)?,
+                    payload: r.get(6)?,
+                    attempts: r.get(7)?,
+                    steps_done: r.get(8)?,
+                    first_failure_at: r.get(9)?,
                 })
             })?;
             let mut items = Vec::new();
@@ -344,8 +357,15 @@ impl Store {
     /// When the earliest pending item becomes due (ms), if any is pending.
     pub async fn next_due_at(&self, direction: Direction) -> Result<Option<i64>, StoreError> {
         self.call(false, move |conn| {
+            // Only heads count: a later item of a conversation waits for its head anyway.
             conn.query_row(
-                "SELECT MIN(next_attempt_at) FROM items WHERE state = 'pending' AND direction = ?1",
+                "SELECT MIN(next_attempt_at) FROM items i
+                  WHERE state = 'pending' AND direction = ?1
+                    AND NOT EXISTS (
+                        SELECT 1 FROM items j
+                         WHERE j.state = 'pending' AND j.direction = i.direction
+                           AND j.page_id = i.page_id AND j.conversation = i.conversation
+                           AND (j.event_ts < i.event_ts OR (j.event_ts = i.event_ts AND j.id < i.id)))",
                 [direction.as_str()],
                 |r| r.get(0),
             )
@@ -365,15 +385,96 @@ impl Store {
         .await
     }
 
-    /// Marks an item delivered.
-    pub async fn complete(&self, id: i64, note: Option<String>) -> Result<(), StoreError> {
+    /// Marks an item delivered, with what it produced (JSON), if anything.
+    pub async fn complete(&self, id: i64, result: Option<String>) -> Result<(), StoreError> {
         self.call(true, move |conn| {
             conn.execute(
-                "UPDATE items SET state = 'done', attempts = attempts + 1, last_error = ?2,
+                "UPDATE items SET state = 'done', attempts = attempts + 1, result = ?2,
                         updated_at = ?3 WHERE id = ?1",
-                params![id, note, now_ms()],
+                params![id, result, now_ms()],
             )
             .map(drop)
+        })
+        .await
+    }
+
+    /// Queues one item unless its twin (same direction, page, dedup key) is stored
+    /// already; either way returns the stored item's current state.
+    pub async fn enqueue(&self, item: NewItem) -> Result<Enqueued, StoreError> {
+        self.call(true, move |conn| {
+            let now = now_ms();
+            let inserted = conn.execute(
+                "INSERT OR IGNORE INTO items
+                   (direction, page_id, conversation, dedup_key, kind, event_ts, payload,
+                    state, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
+                params![
+                    item.direction.as_str(),
+                    item.page_id,
+                    item.conversation,
+                    item.dedup_key,
+                    item.kind,
+                    item.event_ts,
+                    item.payload,
+                    now
+                ],
+            )?;
+            conn.query_row(
+                "SELECT id, state, last_error, result FROM items
+                  WHERE direction = ?1 AND page_id = ?2 AND dedup_key = ?3",
+                params![item.direction.as_str(), item.page_id, item.dedup_key],
+                |r| {
+                    Ok(Enqueued {
+                        id: r.get(0)?,
+                        new: inserted > 0,
+                        state: r.get(1)?,
+                        last_error: r.get(2)?,
+                        result: r.get(3)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    /// Remembers the Graph message id of one of our sends.
+    pub async fn record_sent(&self, page_id: String, message_id: String, item_id: i64) -> Result<(), StoreError> {
+        self.call(true, move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO sent_messages (page_id, message_id, item_id, sent_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![page_id, message_id, item_id, now_ms()],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    /// Whether `message_id` is one we sent for `page_id`.
+    pub async fn is_our_send(&self, page_id: String, message_id: String) -> Result<bool, StoreError> {
+        self.call(false, move |conn| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM sent_messages WHERE page_id = ?1 AND message_id = ?2",
+                params![page_id, message_id],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
+    /// Facebook time (ms) of the customer's latest own action in a conversation: what
+    /// opens Messenger's reply window. `None` when we never saw the customer.
+    pub async fn last_customer_activity(&self, page_id: String, conversation: String) -> Result<Option<i64>, StoreError> {
+        self.call(false, move |conn| {
+            conn.query_row(
+                "SELECT MAX(event_ts) FROM items
+                  WHERE direction = 'in' AND page_id = ?1 AND conversation = ?2
+                    AND kind IN ('message', 'postback', 'edit', 'deleted', 'reaction',
+                                 'referral', 'optin', 'standby')",
+                params![page_id, conversation],
+                |r| r.get(0),
+            )
         })
         .await
     }

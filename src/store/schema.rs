@@ -42,6 +42,18 @@ CREATE TABLE profiles (
     fetched_at INTEGER NOT NULL,
     PRIMARY KEY (page_id, psid)
 );
+"#, r#"
+-- What a delivered item produced (e.g. the Graph message ids of a reply), as JSON.
+ALTER TABLE items ADD COLUMN result TEXT;
+-- Graph message ids of our own sends: their echoes are dropped quietly.
+CREATE TABLE sent_messages (
+    page_id    TEXT    NOT NULL,
+    message_id TEXT    NOT NULL,
+    item_id    INTEGER,
+    sent_at    INTEGER NOT NULL,
+    PRIMARY KEY (page_id, message_id)
+);
+CREATE INDEX items_conversation ON items (page_id, conversation, direction, event_ts);
 "#];
 
 /// Durability settings and schema migrations. Run once when the database is opened.

@@ -1,0 +1,428 @@
+//! The outbound worker: sends agents' replies to customers with the Graph Send API.
+//!
+//! Where an agent's reply becomes Send API calls. The pure decisions are here too and
+//! unit-tested: which `messaging_type` the reply window allows ([`messaging_type`]), how a
+//! long text is split ([`split_text`]), which attachment type a MIME type is
+//! ([`attachment_kind`]). A reply is made of steps (text chunks, then the file); progress
+//! is stored after each so a retry never sends a chunk twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+
+use crate::config::PageConfig;
+use crate::facebook::graph::{Disposition, Download, GraphError, MessagingType, Recipient, Send, MAX_FILE_BYTES};
+use crate::motion::{AgentFile, MotionError};
+use crate::relay::reply::FirstAttempt;
+use crate::relay::{dispatch, Shared};
+use crate::store::{now_ms, Direction, Item};
+
+/// The Send API's limit for one text message, in characters.
+pub const MAX_TEXT_CHARS: usize = 2000;
+const HOUR_MS: i64 = 3600 * 1000;
+/// Standard messaging: replies within 24 hours of the customer's last message.
+const WINDOW_MS: i64 = 24 * HOUR_MS;
+/// The HUMAN_AGENT tag: a human's answer up to 7 days after it.
+const HUMAN_AGENT_WINDOW_MS: i64 = 7 * 24 * HOUR_MS;
+/// How long a rate-limited page waits when Facebook gives no estimate.
+const DEFAULT_SLOWDOWN: Duration = Duration::from_secs(60);
+
+/// An agent's reply as stored in the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundReply {
+    /// The customer's PSID.
+    pub recipient: String,
+    /// The agent's text (may be only the attached file's name).
+    pub text: String,
+    /// Motion's id of a file the agent attached.
+    #[serde(default)]
+    pub attachment_id: Option<String>,
+    /// For logs and idempotency.
+    #[serde(default)]
+    pub motion_message_id: Option<String>,
+    #[serde(default)]
+    pub interaction_id: Option<String>,
+}
+
+/// Which `messaging_type` a reply may use, from the time of the customer's last own
+/// action (`None`: never seen, Facebook decides) — or why it may not be sent at all.
+pub fn messaging_type(last_customer_ms: Option<i64>, now_ms: i64, human_agent_tag: bool) -> Result<MessagingType, String> {
+    let Some(last) = last_customer_ms else {
+        return Ok(MessagingType::Response);
+    };
+    let age = now_ms.saturating_sub(last);
+    let ago = describe_age(age);
+    if age < WINDOW_MS {
+        Ok(MessagingType::Response)
+    } else if age < HUMAN_AGENT_WINDOW_MS {
+        if human_agent_tag {
+            Ok(MessagingType::HumanAgent)
+        } else {
+            Err(format!(
+                "Not sent: the customer last wrote {ago} ago, and Facebook only allows replies within 24 hours. \
+                 To answer up to 7 days, the Page needs Facebook's Human Agent permission and human_agent_tag = true \
+                 in this page's config; otherwise wait for the customer to write again."
+            ))
+        }
+    } else {
+        Err(format!(
+            "Not sent: the customer last wrote {ago} ago; Facebook allows no reply after 7 days. \
+             The customer has to write to the Page again first."
+        ))
+    }
+}
+
+fn describe_age(ms: i64) -> String {
+    let hours = ms / HOUR_MS;
+    if hours >= 48 { format!("{} days", hours / 24) } else { format!("{hours} h") }
+}
+
+/// Splits `text` into pieces of at most `max` characters, at whitespace where possible,
+/// keeping every character (the pieces concatenate back to the text).
+pub fn split_text(text: &str, max: usize) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while rest.chars().count() > max {
+        // Byte offset just past the first `max` characters.
+        let limit = rest.char_indices().nth(max).map(|(i, _)| i).unwrap_or(rest.len());
+        let head = &rest[..limit];
+        // Cut after the last whitespace in the head, if that keeps a useful piece.
+        let cut = head
+            .char_indices()
+            .rev()
+            .find(|(_, c)| c.is_whitespace())
+            .map(|(i, c)| i + c.len_utf8())
+            .filter(|&i| i > limit / 2)
+            .unwrap_or(limit);
+        pieces.push(rest[..cut].to_owned());
+        rest = &rest[cut..];
+    }
+    if !rest.is_empty() {
+        pieces.push(rest.to_owned());
+    }
+    pieces
+}
+
+/// The Send API attachment type of a MIME type.
+pub fn attachment_kind(content_type: &str) -> &'static str {
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime.starts_with("image/") {
+        "image"
+    } else if mime.starts_with("video/") {
+        "video"
+    } else if mime.starts_with("audio/") {
+        "audio"
+    } else {
+        "file"
+    }
+}
+
+/// Why a reply could not be sent this time.
+#[derive(Debug)]
+enum Failure {
+    Transient { reason: String, wait: Option<Duration> },
+    /// `status` is what the agent's Reply URL call is answered with.
+    Permanent { status: u16, reason: String },
+}
+
+/// Runs the outbound worker until `shutdown` turns true (see [`dispatch::run`]).
+pub async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>, drain: Duration) {
+    let wake = shared.clone();
+    dispatch::run(
+        shared,
+        Direction::Outbound,
+        move || wake.outbound_wake.clone().notified_owned(),
+        shutdown,
+        drain,
+        |shared, item| async move { send(&shared, item).await },
+    )
+    .await
+}
+
+/// Sends one reply, records the outcome, and tells a waiting Reply URL call.
+async fn send(shared: &Shared, item: Item) {
+    let result = match shared.page(&item.page_id) {
+        Some(page) => send_steps(shared, page, &item).await,
+        None => Err(Failure::Permanent {
+            status: 404,
+            reason: format!("Not sent: page {} is no longer in fb-openchannel's config.", item.page_id),
+        }),
+    };
+    let store = &shared.store;
+    let (recorded, first) = match result {
+        Ok(ids) => {
+            shared.page_problems.lock().unwrap().remove(&item.page_id);
+            info!(
+                page_id = %item.page_id,
+                conversation = %item.conversation,
+                item = item.id,
+                outcome = "delivered",
+                "agent reply delivered to the customer ({} message{}: {})",
+                ids.len(),
+                if ids.len() == 1 { "" } else { "s" },
+                ids.join(", ")
+            );
+            let result = serde_json::json!({ "message_ids": ids }).to_string();
+            (store.complete(item.id, Some(result)).await, FirstAttempt::Delivered { message_ids: ids })
+        }
+        Err(Failure::Permanent { status, reason }) => {
+            error!(
+                page_id = %item.page_id,
+                conversation = %item.conversation,
+                item = item.id,
+                outcome = "failed",
+                "agent reply failed for good: {reason}"
+            );
+            (store.fail(item.id, reason.clone()).await, FirstAttempt::Failed { status, message: reason })
+        }
+        Err(Failure::Transient { reason, wait }) => {
+            let now = now_ms();
+            let first_failure = item.first_failure_at.unwrap_or(now);
+            if shared.retry.exhausted(first_failure, now) {
+                let reason = format!(
+                    "Not sent: gave up after {} of failures: {reason}",
+                    humantime::format_duration(shared.retry.give_up_after)
+                );
+                error!(page_id = %item.page_id, conversation = %item.conversation, item = item.id, outcome = "failed", "agent reply {reason}");
+                (store.fail(item.id, reason.clone()).await, FirstAttempt::Failed { status: 504, message: reason })
+            } else {
+                let failures = (item.attempts + 1) as u32;
+                let delay = shared.retry.delay(failures, wait);
+                warn!(
+                    page_id = %item.page_id,
+                    conversation = %item.conversation,
+                    item = item.id,
+                    outcome = "retry",
+                    attempt = failures,
+                    "agent reply not sent yet: {reason}; retrying in {}",
+                    humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+                );
+                let message = format!("Queued: {reason}. It will be sent automatically when Facebook accepts it.");
+                (
+                    store.retry_later(item.id, now + delay.as_millis() as i64, reason).await,
+                    FirstAttempt::Queued { message },
+                )
+            }
+        }
+    };
+    if let Err(e) = recorded {
+        error!(page_id = %item.page_id, conversation = %item.conversation, item = item.id, "cannot record the reply's outcome: {e}");
+    }
+    let waiter = shared
+        .reply_waiters
+        .lock()
+        .unwrap()
+        .remove(&(item.page_id.clone(), item.dedup_key.clone()));
+    if let Some(waiter) = waiter {
+        let _ = waiter.send(first);
+    }
+}
+
+/// Sends the reply's remaining steps; returns the Graph message ids of all of them.
+async fn send_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Result<Vec<String>, Failure> {
+    let reply: OutboundReply = serde_json::from_str(&item.payload).map_err(|e| Failure::Permanent {
+        status: 500,
+        reason: format!("stored reply does not parse: {e}"),
+    })?;
+    let page_id = item.page_id.as_str();
+    if let Some(problem) = shared.page_problems.lock().unwrap().get(page_id) {
+        // A known-bad token: fail at once with the reason instead of calling Graph.
+        if problem.starts_with("policy") {
+            return Err(Failure::Permanent { status: 502, reason: format!("Not sent: {problem}") });
+        }
+    }
+    let paused_until = shared.page_paused_until.lock().unwrap().get(page_id).copied();
+    if let Some(until) = paused_until.filter(|&u| u > now_ms()) {
+        return Err(Failure::Transient {
+            reason: "Facebook rate-limited this page".into(),
+            wait: Some(Duration::from_millis((until - now_ms()) as u64)),
+        });
+    }
+
+    let last = shared
+        .store
+        .last_customer_activity(page_id.to_owned(), item.conversation.clone())
+        .await
+        .map_err(|e| Failure::Transient { reason: e.to_string(), wait: None })?;
+    let messaging_type = messaging_type(last, now_ms(), page.human_agent_tag)
+        .map_err(|reason| Failure::Permanent { status: 422, reason })?;
+
+    let file = match &reply.attachment_id {
+        Some(id) => Some(
+            shared
+                .motion
+                .fetch_attachment(page.receive_url.get_ref(), id, MAX_FILE_BYTES)
+                .await
+                .map_err(|e| match e {
+                    MotionError::Transient(reason) => Failure::Transient { reason, wait: None },
+                    MotionError::Permanent(reason) if reason.contains("larger than") => Failure::Permanent {
+                        status: 413,
+                        reason: format!("Not sent: {reason}; Facebook accepts files up to 25 MB."),
+                    },
+                    MotionError::Permanent(reason) => Failure::Permanent {
+                        status: 502,
+                        reason: format!("Not sent: the attached file could not be read from Motion: {reason}"),
+                    },
+                })?,
+        ),
+        None => None,
+    };
+    // For a file, Motion puts its name in the body: that is not text to send.
+    let text_is_file_name = file.as_ref().is_some_and(|f| f.name.trim() == reply.text.trim());
+    let mut steps: Vec<Step> = Vec::new();
+    if !text_is_file_name && !reply.text.trim().is_empty() {
+        steps.extend(split_text(&reply.text, MAX_TEXT_CHARS).into_iter().map(Step::Text));
+    }
+    if let Some(f) = file {
+        steps.push(Step::File(f));
+    }
+
+    let metadata = format!("fb-openchannel:{}", item.id);
+    let send = Send {
+        recipient: Recipient::Psid(reply.recipient.clone()),
+        messaging_type,
+        metadata: &metadata,
+    };
+    let token = page.access_token.get_ref();
+    let mut ids = previous_ids(shared, item).await;
+    let total = steps.len();
+    for (index, step) in steps.into_iter().enumerate().skip(item.steps_done as usize) {
+        let sent = match step {
+            Step::Text(text) => shared.graph.send_text(token, page_id, &send, &text).await,
+            Step::File(f) => {
+                let kind = attachment_kind(&f.content_type);
+                let download = Download {
+                    file_name: f.name,
+                    content_type: f.content_type,
+                    bytes: f.bytes,
+                };
+                shared.graph.send_file(token, page_id, &send, kind, download).await
+            }
+        };
+        let message_id = sent.map_err(|e| graph_failure(shared, page_id, e))?;
+        debug!(page_id, conversation = %item.conversation, item = item.id, message_id = %message_id, "Send API accepted step {}/{total}", index + 1);
+        let _ = shared.store.record_sent(page_id.to_owned(), message_id.clone(), item.id).await;
+        ids.push(message_id);
+        if index + 1 < total {
+            shared
+                .store
+                .record_progress(item.id, (index + 1) as i64)
+                .await
+                .map_err(|e| Failure::Transient { reason: e.to_string(), wait: None })?;
+        }
+    }
+    Ok(ids)
+}
+
+enum Step {
+    Text(String),
+    File(AgentFile),
+}
+
+/// Message ids of steps done by earlier attempts of this item.
+async fn previous_ids(shared: &Shared, item: &Item) -> Vec<String> {
+    if item.steps_done == 0 {
+        return Vec::new();
+    }
+    shared
+        .store
+        .call(false, {
+            let id = item.id;
+            move |conn| {
+                let mut stmt = conn.prepare("SELECT message_id FROM sent_messages WHERE item_id = ?1 ORDER BY sent_at, rowid")?;
+                let rows = stmt.query_map([id], |r| r.get::<_, String>(0))?;
+                rows.collect::<Result<Vec<_>, _>>()
+            }
+        })
+        .await
+        .unwrap_or_default()
+}
+
+/// What a Graph error means for this reply and for the page.
+fn graph_failure(shared: &Shared, page_id: &str, e: GraphError) -> Failure {
+    match e.disposition {
+        Disposition::Retry => Failure::Transient { reason: e.to_string(), wait: None },
+        Disposition::SlowDown => {
+            let wait = e.retry_after.unwrap_or(DEFAULT_SLOWDOWN);
+            shared
+                .page_paused_until
+                .lock()
+                .unwrap()
+                .insert(page_id.to_owned(), now_ms() + wait.as_millis() as i64);
+            warn!(page_id, "Facebook rate-limited this page ({e}); pausing its sends for {}", humantime::format_duration(wait));
+            Failure::Transient { reason: format!("Facebook rate-limited this page: {e}"), wait: Some(wait) }
+        }
+        Disposition::TokenInvalid => {
+            let problem = format!(
+                "the Page access token is invalid or expired ({e}): put a new token in this page's access_token and reload"
+            );
+            shared.page_problems.lock().unwrap().insert(page_id.to_owned(), problem.clone());
+            Failure::Permanent { status: 502, reason: format!("Not sent: {problem}") }
+        }
+        Disposition::PolicyBlock => {
+            let problem = format!("policy block: Facebook blocked this Page from sending ({e}); see the Page's Support Inbox");
+            shared.page_problems.lock().unwrap().insert(page_id.to_owned(), problem.clone());
+            Failure::Permanent { status: 502, reason: format!("Not sent: {problem}") }
+        }
+        Disposition::Permanent => Failure::Permanent {
+            status: 502,
+            reason: format!("Not sent: Facebook refused the message: {}", e),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn reply_window() {
+        let h = |hours: i64| Some(NOW - hours * HOUR_MS);
+        assert_eq!(messaging_type(None, NOW, false), Ok(MessagingType::Response));
+        assert_eq!(messaging_type(h(1), NOW, false), Ok(MessagingType::Response));
+        assert_eq!(messaging_type(h(23), NOW, true), Ok(MessagingType::Response));
+        let refused = messaging_type(h(28), NOW, false).unwrap_err();
+        assert!(refused.contains("28 h ago") && refused.contains("human_agent_tag"), "{refused}");
+        assert_eq!(messaging_type(h(28), NOW, true), Ok(MessagingType::HumanAgent));
+        assert_eq!(messaging_type(h(167), NOW, true), Ok(MessagingType::HumanAgent));
+        let refused = messaging_type(h(8 * 24), NOW, true).unwrap_err();
+        assert!(refused.contains("8 days ago") && refused.contains("after 7 days"), "{refused}");
+    }
+
+    #[test]
+    fn long_text_is_split_on_word_boundaries() {
+        let words: Vec<String> = (0..900).map(|i| format!("w{i:03}")).collect();
+        let text = words.join(" "); // 4499 characters
+        let pieces = split_text(&text, MAX_TEXT_CHARS);
+        assert_eq!(pieces.len(), 3);
+        assert!(pieces.iter().all(|p| p.chars().count() <= MAX_TEXT_CHARS));
+        assert_eq!(pieces.concat(), text, "nothing lost or added");
+        for p in &pieces[..2] {
+            assert!(p.ends_with(' '), "cut after a space: {:?}", &p[p.len() - 5..]);
+        }
+    }
+
+    #[test]
+    fn split_counts_characters_not_bytes_and_cuts_unbroken_text() {
+        let text = "é".repeat(2500);
+        let pieces = split_text(&text, MAX_TEXT_CHARS);
+        assert_eq!(pieces.iter().map(|p| p.chars().count()).collect::<Vec<_>>(), [2000, 500]);
+        assert_eq!(split_text("short", 2000), ["short"]);
+        assert!(split_text("", 2000).is_empty());
+    }
+
+    #[test]
+    fn mime_types_map_to_send_api_kinds() {
+        assert_eq!(attachment_kind("image/png"), "image");
+        assert_eq!(attachment_kind("Image/JPEG; q=1"), "image");
+        assert_eq!(attachment_kind("video/mp4"), "video");
+        assert_eq!(attachment_kind("audio/mpeg"), "audio");
+        assert_eq!(attachment_kind("application/pdf"), "file");
+        assert_eq!(attachment_kind(""), "file");
+    }
+}

@@ -1,0 +1,148 @@
+//! What happens when Motion calls the Reply URL: the agent's reply is stored first
+//! (idempotent on Motion's message id), then the call waits — up to `local.reply_wait` —
+//! for the outbound worker's first attempt, so the agent learns at once whether the
+//! customer got it (DESIGN §4 rules 3 and 6).
+
+use std::time::Duration;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+use tracing::info;
+
+use crate::config::PageConfig;
+use crate::motion::reply::{self, Reply};
+use crate::relay::outbound::OutboundReply;
+use crate::relay::Shared;
+use crate::store::{now_ms, Direction, NewItem, NewState};
+
+/// The outcome of a reply's first send attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirstAttempt {
+    /// The customer got it; the Graph message ids, in order.
+    Delivered { message_ids: Vec<String> },
+    /// It will not be sent; `status` and `message` are for the agent.
+    Failed { status: u16, message: String },
+    /// A passing problem; it is queued and retried.
+    Queued { message: String },
+}
+
+/// The HTTP answer to Motion: status and JSON body (always with a `message`).
+pub type Answer = (u16, serde_json::Value);
+
+fn answer(first: FirstAttempt) -> Answer {
+    match first {
+        FirstAttempt::Delivered { message_ids } => (
+            200,
+            json!({
+                "message": "Delivered to the customer on Messenger.",
+                "message_id": message_ids.first(),
+                "message_ids": message_ids,
+            }),
+        ),
+        FirstAttempt::Failed { status, message } => (status, json!({ "message": message })),
+        FirstAttempt::Queued { message } => (202, json!({ "message": message })),
+    }
+}
+
+/// Handles one Reply URL call for `page` with the raw request body.
+pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> Answer {
+    let reply = match reply::parse(body) {
+        Ok(r) => r,
+        Err(e) => return (400, json!({ "message": format!("Not sent: {e}. Motion's Reply URL body must be JSON with a \"body\" text.") })),
+    };
+    let Some(recipient) = reply.recipient.clone() else {
+        return (
+            400,
+            json!({ "message": "Not sent: the reply names no customer (Contact.facebook, contact.facebook or to). Check the Openchannel account's map key." }),
+        );
+    };
+    if reply.thread_id.is_some() {
+        return (
+            422,
+            json!({ "message": "Not sent: answering wall posts and comments is not supported by this version of fb-openchannel." }),
+        );
+    }
+    let page_id = page.id.get_ref().clone();
+    let dedup_key = dedup_key(&reply, body);
+    let payload = OutboundReply {
+        recipient: recipient.clone(),
+        text: reply.body.clone(),
+        attachment_id: reply.attachment_id.clone(),
+        motion_message_id: reply.message_id.clone(),
+        interaction_id: reply.interaction_id.clone(),
+    };
+
+    // Registered before the item exists, so the worker cannot finish before we listen.
+    let (tx, rx) = oneshot::channel();
+    let key = (page_id.clone(), dedup_key.clone());
+    shared.reply_waiters.lock().unwrap().insert(key.clone(), tx);
+
+    let stored = shared
+        .store
+        .enqueue(NewItem {
+            direction: Direction::Outbound,
+            page_id: page_id.clone(),
+            conversation: format!("psid:{recipient}"),
+            dedup_key,
+            kind: if reply.attachment_id.is_some() { "reply_file" } else { "reply" }.into(),
+            event_ts: now_ms(),
+            payload: serde_json::to_string(&payload).expect("reply serialises"),
+            state: NewState::Pending,
+        })
+        .await;
+    let stored = match stored {
+        Ok(s) => s,
+        Err(e) => {
+            shared.reply_waiters.lock().unwrap().remove(&key);
+            return (503, json!({ "message": format!("Not stored, please retry: {e}") }));
+        }
+    };
+    if !stored.new {
+        shared.reply_waiters.lock().unwrap().remove(&key);
+        info!(page_id = %page_id, conversation = %format!("psid:{recipient}"), item = stored.id, motion_message = ?reply.message_id, "repeated Reply URL call: answered from the stored outcome, nothing sent again");
+        return match stored.state.as_str() {
+            "done" => {
+                let ids: Vec<String> = stored
+                    .result
+                    .as_deref()
+                    .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+                    .and_then(|v| serde_json::from_value(v["message_ids"].clone()).ok())
+                    .unwrap_or_default();
+                answer(FirstAttempt::Delivered { message_ids: ids })
+            }
+            "failed" => answer(FirstAttempt::Failed {
+                status: 422,
+                message: stored.last_error.unwrap_or_else(|| "Not sent.".into()),
+            }),
+            _ => answer(FirstAttempt::Queued {
+                message: "Queued: this reply was received before and is still being sent.".into(),
+            }),
+        };
+    }
+    shared.outbound_wake.notify_one();
+    info!(page_id = %page_id, conversation = %format!("psid:{recipient}"), item = stored.id, motion_message = ?reply.message_id, "agent reply received from Motion");
+
+    let wait: Duration = shared.config.local.reply_wait;
+    match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(first)) => answer(first),
+        _ => {
+            shared.reply_waiters.lock().unwrap().remove(&key);
+            answer(FirstAttempt::Queued {
+                message: format!(
+                    "Queued: no answer from Facebook within {}; the reply will be sent as soon as possible.",
+                    humantime::format_duration(wait)
+                ),
+            })
+        }
+    }
+}
+
+/// Motion's message id makes a repeated call the same reply; without one, the exact
+/// bytes of the call do.
+fn dedup_key(reply: &Reply, body: &[u8]) -> String {
+    match &reply.message_id {
+        Some(id) => format!("motion:{id}"),
+        None => format!("body:{}", hex::encode(&Sha256::digest(body)[..16])),
+    }
+}

@@ -1,0 +1,92 @@
+//! The loopback routes: Motion's Reply URL (`POST /reply/{page_id}?token=…`) and the
+//! health endpoints (`GET /healthz`, `GET /readyz`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use subtle::ConstantTimeEq;
+use tracing::warn;
+
+use crate::relay::{reply, Shared};
+use crate::server::{text, HttpResponse};
+
+/// Largest Reply URL body accepted (an agent's text is far smaller; files go by id).
+pub const MAX_REPLY_BYTES: usize = 1024 * 1024;
+
+fn json(status: u16, value: serde_json::Value) -> HttpResponse {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(value.to_string())))
+        .expect("static response parts are valid")
+}
+
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, remote: SocketAddr) -> HttpResponse {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (segments.as_slice(), req.method()) {
+        (["healthz"], &Method::GET) => text(200, "ok\n"),
+        (["readyz"], &Method::GET) => readyz(&shared).await,
+        (["reply", page_id], &Method::POST) => {
+            let page_id = (*page_id).to_owned();
+            reply_route(&shared, req, &page_id, remote).await
+        }
+        (["healthz"] | ["readyz"] | ["reply", _], _) => text(405, "method not allowed\n"),
+        _ => text(404, "not found\n"),
+    }
+}
+
+async fn reply_route(shared: &Shared, req: Request<Incoming>, page_id: &str, remote: SocketAddr) -> HttpResponse {
+    let Some(page) = shared.page(page_id) else {
+        warn!(%remote, page_id, "Reply URL call for page {page_id}, which is not configured: answered 404 (check the Reply URL in the Openchannel account)");
+        return json(404, serde_json::json!({"message": format!("Not sent: page {page_id} is not configured in fb-openchannel.")}));
+    };
+    let token = req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    });
+    let expected = page.reply_token.get_ref().expose().as_bytes();
+    if !token.as_deref().is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected))) {
+        warn!(%remote, page_id, "Reply URL call with a wrong or missing token: answered 401 (the token in Motion's Reply URL must equal this page's reply_token)");
+        return json(401, serde_json::json!({"message": "Not sent: wrong or missing token in the Reply URL."}));
+    }
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || json(413, serde_json::json!({"message": "Not sent: the reply is larger than 1 MiB."}));
+    if declared.is_some_and(|n| n > MAX_REPLY_BYTES as u64) {
+        return too_large();
+    }
+    let timeout = shared.config.public.request_timeout;
+    let body = match tokio::time::timeout(timeout, Limited::new(req.into_body(), MAX_REPLY_BYTES).collect()).await {
+        Err(_) => return json(408, serde_json::json!({"message": "Not sent: the request body did not arrive in time."})),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(),
+        Ok(Err(e)) => return json(400, serde_json::json!({"message": format!("Not sent: the body could not be read: {e}")})),
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    let (status, body) = reply::accept_reply(shared, page, &body).await;
+    json(status, body)
+}
+
+/// 200 when the store answers and every page can send; 503 with the reasons otherwise.
+async fn readyz(shared: &Shared) -> HttpResponse {
+    let mut problems = Vec::new();
+    if let Err(e) = shared.store.count_by_state().await {
+        problems.push(format!("store: {e}"));
+    }
+    for (page, problem) in shared.page_problems.lock().unwrap().iter() {
+        problems.push(format!("page {page}: {problem}"));
+    }
+    if problems.is_empty() {
+        text(200, "ready\n")
+    } else {
+        text(503, format!("not ready\n{}\n", problems.join("\n")))
+    }
+}
