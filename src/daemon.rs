@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::config::Config;
-use crate::relay::{Shared, inbound};
-use crate::server::{self, Limits, public};
+use crate::relay::{Shared, inbound, outbound};
+use crate::server::{self, Limits, local, public};
 use crate::store::Store;
 
 /// How long open HTTP requests may take to finish at shutdown.
@@ -62,9 +62,12 @@ impl Daemon {
             )
         })?;
         let public_addr = listener.local_addr()?;
-        let local_listener = TcpListener::bind(config.local.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {} (local.listen): {e}", config.local.listen))?;
+        let local_listener = TcpListener::bind(config.local.listen).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {} (local.listen): {e}",
+                config.local.listen
+            )
+        })?;
         let local_addr = local_listener.local_addr()?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -82,7 +85,28 @@ impl Daemon {
             shutdown_rx.clone(),
             HTTP_GRACE,
         )));
+        let handler_shared = shared.clone();
+        tasks.push(tokio::spawn(server::serve(
+            "local",
+            local_listener,
+            None,
+            Limits {
+                // Motion's call waits for the first Graph attempt: allow for it.
+                request_timeout: public_cfg
+                    .request_timeout
+                    .max(config.local.reply_wait + Duration::from_secs(5)),
+                max_connections: 256,
+            },
+            move |req, remote| local::handle(handler_shared.clone(), req, remote),
+            shutdown_rx.clone(),
+            HTTP_GRACE,
+        )));
         tasks.push(tokio::spawn(inbound::run(
+            shared.clone(),
+            shutdown_rx.clone(),
+            DRAIN,
+        )));
+        tasks.push(tokio::spawn(outbound::run(
             shared.clone(),
             shutdown_rx.clone(),
             DRAIN,

@@ -56,9 +56,16 @@ pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutc
 /// a retry): our sent message ids decide. Echoes from other tools are worth a line: an
 /// admin answered outside Motion.
 async fn sort_echo(shared: &Shared, item: &Item, new: &mut NewItem) {
-    let Ok(Parsed::Messaging(m)) = &item.parsed else { return };
+    let Ok(Parsed::Messaging(m)) = &item.parsed else {
+        return;
+    };
     let mid = m.mid().unwrap_or_default().to_owned();
-    if shared.store.is_our_send(item.page_id.clone(), mid.clone()).await.unwrap_or(false) {
+    if shared
+        .store
+        .is_our_send(item.page_id.clone(), mid.clone())
+        .await
+        .unwrap_or(false)
+    {
         new.state = NewState::Skipped(messenger::ECHO_OURS.into());
         return;
     }

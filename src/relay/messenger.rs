@@ -50,8 +50,16 @@ pub fn intake_state(item: &Item) -> NewState {
         }
         MessagingKind::Deleted | MessagingKind::Edit | MessagingKind::Postback => NewState::Pending,
         MessagingKind::Echo => {
-            let ours = m.message.as_ref().and_then(|msg| msg.metadata.as_deref()).is_some_and(|md| md.starts_with(OUR_METADATA));
-            if ours { skip(ECHO_OURS) } else { skip(ECHO_OTHER) }
+            let ours = m
+                .message
+                .as_ref()
+                .and_then(|msg| msg.metadata.as_deref())
+                .is_some_and(|md| md.starts_with(OUR_METADATA));
+            if ours {
+                skip(ECHO_OURS)
+            } else {
+                skip(ECHO_OTHER)
+            }
         }
         MessagingKind::Reaction => skip("reaction: not forwarded (carries no customer text)"),
         MessagingKind::Referral => {

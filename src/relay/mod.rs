@@ -13,7 +13,7 @@ pub mod retry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{Notify, oneshot};
 
 use crate::config::{Config, PageConfig};
 use crate::facebook::graph::GraphClient;

@@ -14,11 +14,13 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::config::PageConfig;
-use crate::facebook::graph::{Disposition, Download, GraphError, MessagingType, Recipient, Send, MAX_FILE_BYTES};
+use crate::facebook::graph::{
+    Disposition, Download, GraphError, MAX_FILE_BYTES, MessagingType, Recipient, Send,
+};
 use crate::motion::{AgentFile, MotionError};
 use crate::relay::reply::FirstAttempt;
-use crate::relay::{dispatch, Shared};
-use crate::store::{now_ms, Direction, Item};
+use crate::relay::{Shared, dispatch};
+use crate::store::{Direction, Item, now_ms};
 
 /// The Send API's limit for one text message, in characters.
 pub const MAX_TEXT_CHARS: usize = 2000;
@@ -27,8 +29,6 @@ const HOUR_MS: i64 = 3600 * 1000;
 const WINDOW_MS: i64 = 24 * HOUR_MS;
 /// The HUMAN_AGENT tag: a human's answer up to 7 days after it.
 const HUMAN_AGENT_WINDOW_MS: i64 = 7 * 24 * HOUR_MS;
-/// How long a rate-limited page waits when Facebook gives no estimate.
-const DEFAULT_SLOWDOWN: Duration = Duration::from_secs(60);
 
 /// An agent's reply as stored in the queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +49,11 @@ pub struct OutboundReply {
 
 /// Which `messaging_type` a reply may use, from the time of the customer's last own
 /// action (`None`: never seen, Facebook decides) — or why it may not be sent at all.
-pub fn messaging_type(last_customer_ms: Option<i64>, now_ms: i64, human_agent_tag: bool) -> Result<MessagingType, String> {
+pub fn messaging_type(
+    last_customer_ms: Option<i64>,
+    now_ms: i64,
+    human_agent_tag: bool,
+) -> Result<MessagingType, String> {
     let Some(last) = last_customer_ms else {
         return Ok(MessagingType::Response);
     };
@@ -77,7 +81,11 @@ pub fn messaging_type(last_customer_ms: Option<i64>, now_ms: i64, human_agent_ta
 
 fn describe_age(ms: i64) -> String {
     let hours = ms / HOUR_MS;
-    if hours >= 48 { format!("{} days", hours / 24) } else { format!("{hours} h") }
+    if hours >= 48 {
+        format!("{} days", hours / 24)
+    } else {
+        format!("{hours} h")
+    }
 }
 
 /// Splits `text` into pieces of at most `max` characters, at whitespace where possible,
@@ -87,7 +95,11 @@ pub fn split_text(text: &str, max: usize) -> Vec<String> {
     let mut rest = text;
     while rest.chars().count() > max {
         // Byte offset just past the first `max` characters.
-        let limit = rest.char_indices().nth(max).map(|(i, _)| i).unwrap_or(rest.len());
+        let limit = rest
+            .char_indices()
+            .nth(max)
+            .map(|(i, _)| i)
+            .unwrap_or(rest.len());
         let head = &rest[..limit];
         // Cut after the last whitespace in the head, if that keeps a useful piece.
         let cut = head
@@ -108,7 +120,12 @@ pub fn split_text(text: &str, max: usize) -> Vec<String> {
 
 /// The Send API attachment type of a MIME type.
 pub fn attachment_kind(content_type: &str) -> &'static str {
-    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if mime.starts_with("image/") {
         "image"
     } else if mime.starts_with("video/") {
@@ -123,7 +140,12 @@ pub fn attachment_kind(content_type: &str) -> &'static str {
 /// Why a reply could not be sent this time.
 #[derive(Debug)]
 enum Failure {
-    Transient { reason: String, wait: Option<Duration> },
+    /// `rate_limited`: Facebook asked us to slow down; the whole page pauses.
+    Transient {
+        reason: String,
+        wait: Option<Duration>,
+        rate_limited: bool,
+    },
     /// `status` is what the agent's Reply URL call is answered with.
     Permanent { status: u16, reason: String },
 }
@@ -148,7 +170,10 @@ async fn send(shared: &Shared, item: Item) {
         Some(page) => send_steps(shared, page, &item).await,
         None => Err(Failure::Permanent {
             status: 404,
-            reason: format!("Not sent: page {} is no longer in fb-openchannel's config.", item.page_id),
+            reason: format!(
+                "Not sent: page {} is no longer in fb-openchannel's config.",
+                item.page_id
+            ),
         }),
     };
     let store = &shared.store;
@@ -166,7 +191,10 @@ async fn send(shared: &Shared, item: Item) {
                 ids.join(", ")
             );
             let result = serde_json::json!({ "message_ids": ids }).to_string();
-            (store.complete(item.id, Some(result)).await, FirstAttempt::Delivered { message_ids: ids })
+            (
+                store.complete(item.id, Some(result)).await,
+                FirstAttempt::Delivered { message_ids: ids },
+            )
         }
         Err(Failure::Permanent { status, reason }) => {
             error!(
@@ -176,9 +204,19 @@ async fn send(shared: &Shared, item: Item) {
                 outcome = "failed",
                 "agent reply failed for good: {reason}"
             );
-            (store.fail(item.id, reason.clone()).await, FirstAttempt::Failed { status, message: reason })
+            (
+                store.fail(item.id, reason.clone()).await,
+                FirstAttempt::Failed {
+                    status,
+                    message: reason,
+                },
+            )
         }
-        Err(Failure::Transient { reason, wait }) => {
+        Err(Failure::Transient {
+            reason,
+            wait,
+            rate_limited,
+        }) => {
             let now = now_ms();
             let first_failure = item.first_failure_at.unwrap_or(now);
             if shared.retry.exhausted(first_failure, now) {
@@ -187,10 +225,24 @@ async fn send(shared: &Shared, item: Item) {
                     humantime::format_duration(shared.retry.give_up_after)
                 );
                 error!(page_id = %item.page_id, conversation = %item.conversation, item = item.id, outcome = "failed", "agent reply {reason}");
-                (store.fail(item.id, reason.clone()).await, FirstAttempt::Failed { status: 504, message: reason })
+                (
+                    store.fail(item.id, reason.clone()).await,
+                    FirstAttempt::Failed {
+                        status: 504,
+                        message: reason,
+                    },
+                )
             } else {
                 let failures = (item.attempts + 1) as u32;
                 let delay = shared.retry.delay(failures, wait);
+                if rate_limited {
+                    // Every reply of this page waits, not only this one.
+                    shared
+                        .page_paused_until
+                        .lock()
+                        .unwrap()
+                        .insert(item.page_id.clone(), now + delay.as_millis() as i64);
+                }
                 warn!(
                     page_id = %item.page_id,
                     conversation = %item.conversation,
@@ -200,9 +252,13 @@ async fn send(shared: &Shared, item: Item) {
                     "agent reply not sent yet: {reason}; retrying in {}",
                     humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
                 );
-                let message = format!("Queued: {reason}. It will be sent automatically when Facebook accepts it.");
+                let message = format!(
+                    "Queued: {reason}. It will be sent automatically when Facebook accepts it."
+                );
                 (
-                    store.retry_later(item.id, now + delay.as_millis() as i64, reason).await,
+                    store
+                        .retry_later(item.id, now + delay.as_millis() as i64, reason)
+                        .await,
                     FirstAttempt::Queued { message },
                 )
             }
@@ -222,23 +278,37 @@ async fn send(shared: &Shared, item: Item) {
 }
 
 /// Sends the reply's remaining steps; returns the Graph message ids of all of them.
-async fn send_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Result<Vec<String>, Failure> {
-    let reply: OutboundReply = serde_json::from_str(&item.payload).map_err(|e| Failure::Permanent {
-        status: 500,
-        reason: format!("stored reply does not parse: {e}"),
-    })?;
+async fn send_steps(
+    shared: &Shared,
+    page: &PageConfig,
+    item: &Item,
+) -> Result<Vec<String>, Failure> {
+    let reply: OutboundReply =
+        serde_json::from_str(&item.payload).map_err(|e| Failure::Permanent {
+            status: 500,
+            reason: format!("stored reply does not parse: {e}"),
+        })?;
     let page_id = item.page_id.as_str();
     if let Some(problem) = shared.page_problems.lock().unwrap().get(page_id) {
         // A known-bad token: fail at once with the reason instead of calling Graph.
         if problem.starts_with("policy") {
-            return Err(Failure::Permanent { status: 502, reason: format!("Not sent: {problem}") });
+            return Err(Failure::Permanent {
+                status: 502,
+                reason: format!("Not sent: {problem}"),
+            });
         }
     }
-    let paused_until = shared.page_paused_until.lock().unwrap().get(page_id).copied();
+    let paused_until = shared
+        .page_paused_until
+        .lock()
+        .unwrap()
+        .get(page_id)
+        .copied();
     if let Some(until) = paused_until.filter(|&u| u > now_ms()) {
         return Err(Failure::Transient {
             reason: "Facebook rate-limited this page".into(),
             wait: Some(Duration::from_millis((until - now_ms()) as u64)),
+            rate_limited: false,
         });
     }
 
@@ -246,9 +316,18 @@ async fn send_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Result<V
         .store
         .last_customer_activity(page_id.to_owned(), item.conversation.clone())
         .await
-        .map_err(|e| Failure::Transient { reason: e.to_string(), wait: None })?;
-    let messaging_type = messaging_type(last, now_ms(), page.human_agent_tag)
-        .map_err(|reason| Failure::Permanent { status: 422, reason })?;
+        .map_err(|e| Failure::Transient {
+            reason: e.to_string(),
+            wait: None,
+            rate_limited: false,
+        })?;
+    let messaging_type =
+        messaging_type(last, now_ms(), page.human_agent_tag).map_err(|reason| {
+            Failure::Permanent {
+                status: 422,
+                reason,
+            }
+        })?;
 
     let file = match &reply.attachment_id {
         Some(id) => Some(
@@ -257,24 +336,40 @@ async fn send_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Result<V
                 .fetch_attachment(page.receive_url.get_ref(), id, MAX_FILE_BYTES)
                 .await
                 .map_err(|e| match e {
-                    MotionError::Transient(reason) => Failure::Transient { reason, wait: None },
-                    MotionError::Permanent(reason) if reason.contains("larger than") => Failure::Permanent {
-                        status: 413,
-                        reason: format!("Not sent: {reason}; Facebook accepts files up to 25 MB."),
+                    MotionError::Transient(reason) => Failure::Transient {
+                        reason,
+                        wait: None,
+                        rate_limited: false,
                     },
+                    MotionError::Permanent(reason) if reason.contains("larger than") => {
+                        Failure::Permanent {
+                            status: 413,
+                            reason: format!(
+                                "Not sent: {reason}; Facebook accepts files up to 25 MB."
+                            ),
+                        }
+                    }
                     MotionError::Permanent(reason) => Failure::Permanent {
                         status: 502,
-                        reason: format!("Not sent: the attached file could not be read from Motion: {reason}"),
+                        reason: format!(
+                            "Not sent: the attached file could not be read from Motion: {reason}"
+                        ),
                     },
                 })?,
         ),
         None => None,
     };
     // For a file, Motion puts its name in the body: that is not text to send.
-    let text_is_file_name = file.as_ref().is_some_and(|f| f.name.trim() == reply.text.trim());
+    let text_is_file_name = file
+        .as_ref()
+        .is_some_and(|f| f.name.trim() == reply.text.trim());
     let mut steps: Vec<Step> = Vec::new();
     if !text_is_file_name && !reply.text.trim().is_empty() {
-        steps.extend(split_text(&reply.text, MAX_TEXT_CHARS).into_iter().map(Step::Text));
+        steps.extend(
+            split_text(&reply.text, MAX_TEXT_CHARS)
+                .into_iter()
+                .map(Step::Text),
+        );
     }
     if let Some(f) = file {
         steps.push(Step::File(f));
@@ -299,19 +394,29 @@ async fn send_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Result<V
                     content_type: f.content_type,
                     bytes: f.bytes,
                 };
-                shared.graph.send_file(token, page_id, &send, kind, download).await
+                shared
+                    .graph
+                    .send_file(token, page_id, &send, kind, download)
+                    .await
             }
         };
         let message_id = sent.map_err(|e| graph_failure(shared, page_id, e))?;
         debug!(page_id, conversation = %item.conversation, item = item.id, message_id = %message_id, "Send API accepted step {}/{total}", index + 1);
-        let _ = shared.store.record_sent(page_id.to_owned(), message_id.clone(), item.id).await;
+        let _ = shared
+            .store
+            .record_sent(page_id.to_owned(), message_id.clone(), item.id)
+            .await;
         ids.push(message_id);
         if index + 1 < total {
             shared
                 .store
                 .record_progress(item.id, (index + 1) as i64)
                 .await
-                .map_err(|e| Failure::Transient { reason: e.to_string(), wait: None })?;
+                .map_err(|e| Failure::Transient {
+                    reason: e.to_string(),
+                    wait: None,
+                    rate_limited: false,
+                })?;
         }
     }
     Ok(ids)
@@ -344,28 +449,43 @@ async fn previous_ids(shared: &Shared, item: &Item) -> Vec<String> {
 /// What a Graph error means for this reply and for the page.
 fn graph_failure(shared: &Shared, page_id: &str, e: GraphError) -> Failure {
     match e.disposition {
-        Disposition::Retry => Failure::Transient { reason: e.to_string(), wait: None },
-        Disposition::SlowDown => {
-            let wait = e.retry_after.unwrap_or(DEFAULT_SLOWDOWN);
-            shared
-                .page_paused_until
-                .lock()
-                .unwrap()
-                .insert(page_id.to_owned(), now_ms() + wait.as_millis() as i64);
-            warn!(page_id, "Facebook rate-limited this page ({e}); pausing its sends for {}", humantime::format_duration(wait));
-            Failure::Transient { reason: format!("Facebook rate-limited this page: {e}"), wait: Some(wait) }
-        }
+        Disposition::Retry => Failure::Transient {
+            reason: e.to_string(),
+            wait: None,
+            rate_limited: false,
+        },
+        Disposition::SlowDown => Failure::Transient {
+            reason: format!("Facebook rate-limited this page: {e}"),
+            wait: e.retry_after,
+            rate_limited: true,
+        },
         Disposition::TokenInvalid => {
             let problem = format!(
                 "the Page access token is invalid or expired ({e}): put a new token in this page's access_token and reload"
             );
-            shared.page_problems.lock().unwrap().insert(page_id.to_owned(), problem.clone());
-            Failure::Permanent { status: 502, reason: format!("Not sent: {problem}") }
+            shared
+                .page_problems
+                .lock()
+                .unwrap()
+                .insert(page_id.to_owned(), problem.clone());
+            Failure::Permanent {
+                status: 502,
+                reason: format!("Not sent: {problem}"),
+            }
         }
         Disposition::PolicyBlock => {
-            let problem = format!("policy block: Facebook blocked this Page from sending ({e}); see the Page's Support Inbox");
-            shared.page_problems.lock().unwrap().insert(page_id.to_owned(), problem.clone());
-            Failure::Permanent { status: 502, reason: format!("Not sent: {problem}") }
+            let problem = format!(
+                "policy block: Facebook blocked this Page from sending ({e}); see the Page's Support Inbox"
+            );
+            shared
+                .page_problems
+                .lock()
+                .unwrap()
+                .insert(page_id.to_owned(), problem.clone());
+            Failure::Permanent {
+                status: 502,
+                reason: format!("Not sent: {problem}"),
+            }
         }
         Disposition::Permanent => Failure::Permanent {
             status: 502,
@@ -383,15 +503,36 @@ mod tests {
     #[test]
     fn reply_window() {
         let h = |hours: i64| Some(NOW - hours * HOUR_MS);
-        assert_eq!(messaging_type(None, NOW, false), Ok(MessagingType::Response));
-        assert_eq!(messaging_type(h(1), NOW, false), Ok(MessagingType::Response));
-        assert_eq!(messaging_type(h(23), NOW, true), Ok(MessagingType::Response));
+        assert_eq!(
+            messaging_type(None, NOW, false),
+            Ok(MessagingType::Response)
+        );
+        assert_eq!(
+            messaging_type(h(1), NOW, false),
+            Ok(MessagingType::Response)
+        );
+        assert_eq!(
+            messaging_type(h(23), NOW, true),
+            Ok(MessagingType::Response)
+        );
         let refused = messaging_type(h(28), NOW, false).unwrap_err();
-        assert!(refused.contains("28 h ago") && refused.contains("human_agent_tag"), "{refused}");
-        assert_eq!(messaging_type(h(28), NOW, true), Ok(MessagingType::HumanAgent));
-        assert_eq!(messaging_type(h(167), NOW, true), Ok(MessagingType::HumanAgent));
+        assert!(
+            refused.contains("28 h ago") && refused.contains("human_agent_tag"),
+            "{refused}"
+        );
+        assert_eq!(
+            messaging_type(h(28), NOW, true),
+            Ok(MessagingType::HumanAgent)
+        );
+        assert_eq!(
+            messaging_type(h(167), NOW, true),
+            Ok(MessagingType::HumanAgent)
+        );
         let refused = messaging_type(h(8 * 24), NOW, true).unwrap_err();
-        assert!(refused.contains("8 days ago") && refused.contains("after 7 days"), "{refused}");
+        assert!(
+            refused.contains("8 days ago") && refused.contains("after 7 days"),
+            "{refused}"
+        );
     }
 
     #[test]
@@ -403,7 +544,11 @@ mod tests {
         assert!(pieces.iter().all(|p| p.chars().count() <= MAX_TEXT_CHARS));
         assert_eq!(pieces.concat(), text, "nothing lost or added");
         for p in &pieces[..2] {
-            assert!(p.ends_with(' '), "cut after a space: {:?}", &p[p.len() - 5..]);
+            assert!(
+                p.ends_with(' '),
+                "cut after a space: {:?}",
+                &p[p.len() - 5..]
+            );
         }
     }
 
@@ -411,7 +556,10 @@ mod tests {
     fn split_counts_characters_not_bytes_and_cuts_unbroken_text() {
         let text = "é".repeat(2500);
         let pieces = split_text(&text, MAX_TEXT_CHARS);
-        assert_eq!(pieces.iter().map(|p| p.chars().count()).collect::<Vec<_>>(), [2000, 500]);
+        assert_eq!(
+            pieces.iter().map(|p| p.chars().count()).collect::<Vec<_>>(),
+            [2000, 500]
+        );
         assert_eq!(split_text("short", 2000), ["short"]);
         assert!(split_text("", 2000).is_empty());
     }

@@ -12,9 +12,9 @@ use tracing::info;
 
 use crate::config::PageConfig;
 use crate::motion::reply::{self, Reply};
-use crate::relay::outbound::OutboundReply;
 use crate::relay::Shared;
-use crate::store::{now_ms, Direction, NewItem, NewState};
+use crate::relay::outbound::OutboundReply;
+use crate::store::{Direction, NewItem, NewState, now_ms};
 
 /// The outcome of a reply's first send attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +49,12 @@ fn answer(first: FirstAttempt) -> Answer {
 pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> Answer {
     let reply = match reply::parse(body) {
         Ok(r) => r,
-        Err(e) => return (400, json!({ "message": format!("Not sent: {e}. Motion's Reply URL body must be JSON with a \"body\" text.") })),
+        Err(e) => {
+            return (
+                400,
+                json!({ "message": format!("Not sent: {e}. Motion's Reply URL body must be JSON with a \"body\" text.") }),
+            );
+        }
     };
     let Some(recipient) = reply.recipient.clone() else {
         return (
@@ -85,7 +90,12 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
             page_id: page_id.clone(),
             conversation: format!("psid:{recipient}"),
             dedup_key,
-            kind: if reply.attachment_id.is_some() { "reply_file" } else { "reply" }.into(),
+            kind: if reply.attachment_id.is_some() {
+                "reply_file"
+            } else {
+                "reply"
+            }
+            .into(),
             event_ts: now_ms(),
             payload: serde_json::to_string(&payload).expect("reply serialises"),
             state: NewState::Pending,
@@ -95,7 +105,10 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
         Ok(s) => s,
         Err(e) => {
             shared.reply_waiters.lock().unwrap().remove(&key);
-            return (503, json!({ "message": format!("Not stored, please retry: {e}") }));
+            return (
+                503,
+                json!({ "message": format!("Not stored, please retry: {e}") }),
+            );
         }
     };
     if !stored.new {

@@ -11,8 +11,8 @@ use hyper::{Method, Request, Response};
 use subtle::ConstantTimeEq;
 use tracing::warn;
 
-use crate::relay::{reply, Shared};
-use crate::server::{text, HttpResponse};
+use crate::relay::{Shared, reply};
+use crate::server::{HttpResponse, text};
 
 /// Largest Reply URL body accepted (an agent's text is far smaller; files go by id).
 pub const MAX_REPLY_BYTES: usize = 1024 * 1024;
@@ -25,7 +25,11 @@ fn json(status: u16, value: serde_json::Value) -> HttpResponse {
         .expect("static response parts are valid")
 }
 
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, remote: SocketAddr) -> HttpResponse {
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> HttpResponse {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (segments.as_slice(), req.method()) {
@@ -40,10 +44,18 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, remote: SocketA
     }
 }
 
-async fn reply_route(shared: &Shared, req: Request<Incoming>, page_id: &str, remote: SocketAddr) -> HttpResponse {
+async fn reply_route(
+    shared: &Shared,
+    req: Request<Incoming>,
+    page_id: &str,
+    remote: SocketAddr,
+) -> HttpResponse {
     let Some(page) = shared.page(page_id) else {
         warn!(%remote, page_id, "Reply URL call for page {page_id}, which is not configured: answered 404 (check the Reply URL in the Openchannel account)");
-        return json(404, serde_json::json!({"message": format!("Not sent: page {page_id} is not configured in fb-openchannel.")}));
+        return json(
+            404,
+            serde_json::json!({"message": format!("Not sent: page {page_id} is not configured in fb-openchannel.")}),
+        );
     };
     let token = req.uri().query().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
@@ -51,24 +63,55 @@ async fn reply_route(shared: &Shared, req: Request<Incoming>, page_id: &str, rem
             .map(|(_, v)| v.into_owned())
     });
     let expected = page.reply_token.get_ref().expose().as_bytes();
-    if !token.as_deref().is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected))) {
+    if !token
+        .as_deref()
+        .is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected)))
+    {
         warn!(%remote, page_id, "Reply URL call with a wrong or missing token: answered 401 (the token in Motion's Reply URL must equal this page's reply_token)");
-        return json(401, serde_json::json!({"message": "Not sent: wrong or missing token in the Reply URL."}));
+        return json(
+            401,
+            serde_json::json!({"message": "Not sent: wrong or missing token in the Reply URL."}),
+        );
     }
     let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || json(413, serde_json::json!({"message": "Not sent: the reply is larger than 1 MiB."}));
+    let too_large = || {
+        json(
+            413,
+            serde_json::json!({"message": "Not sent: the reply is larger than 1 MiB."}),
+        )
+    };
     if declared.is_some_and(|n| n > MAX_REPLY_BYTES as u64) {
         return too_large();
     }
     let timeout = shared.config.public.request_timeout;
-    let body = match tokio::time::timeout(timeout, Limited::new(req.into_body(), MAX_REPLY_BYTES).collect()).await {
-        Err(_) => return json(408, serde_json::json!({"message": "Not sent: the request body did not arrive in time."})),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(),
-        Ok(Err(e)) => return json(400, serde_json::json!({"message": format!("Not sent: the body could not be read: {e}")})),
+    let body = match tokio::time::timeout(
+        timeout,
+        Limited::new(req.into_body(), MAX_REPLY_BYTES).collect(),
+    )
+    .await
+    {
+        Err(_) => {
+            return json(
+                408,
+                serde_json::json!({"message": "Not sent: the request body did not arrive in time."}),
+            );
+        }
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return too_large();
+        }
+        Ok(Err(e)) => {
+            return json(
+                400,
+                serde_json::json!({"message": format!("Not sent: the body could not be read: {e}")}),
+            );
+        }
         Ok(Ok(b)) => b.to_bytes(),
     };
     let (status, body) = reply::accept_reply(shared, page, &body).await;

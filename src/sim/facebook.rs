@@ -22,6 +22,44 @@ pub struct GraphRequest {
     pub body: Bytes,
 }
 
+/// A message the simulated Send API accepted.
+#[derive(Debug, Clone)]
+pub struct SentMessage {
+    pub page_id: String,
+    pub recipient: serde_json::Value,
+    pub messaging_type: String,
+    pub tag: Option<String>,
+    pub text: Option<String>,
+    pub metadata: Option<String>,
+    /// `(type, file name, content type, bytes)` of a multipart `filedata` upload.
+    pub attachment: Option<(String, String, String, Bytes)>,
+    pub message_id: String,
+}
+
+/// A scripted Send API failure.
+#[derive(Debug, Clone)]
+pub struct SendFailure {
+    pub status: u16,
+    pub body: serde_json::Value,
+    /// e.g. `x-business-use-case-usage`.
+    pub headers: Vec<(String, String)>,
+}
+
+impl SendFailure {
+    /// A Graph error body with `code` (and `subcode`).
+    pub fn graph(status: u16, code: i64, subcode: Option<i64>, message: &str) -> SendFailure {
+        let mut error = json!({"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "SIMtrace"});
+        if let Some(s) = subcode {
+            error["error_subcode"] = json!(s);
+        }
+        SendFailure {
+            status,
+            body: json!({ "error": error }),
+            headers: Vec::new(),
+        }
+    }
+}
+
 struct State {
     /// Page access token → page id.
     tokens: Mutex<HashMap<String, String>>,
@@ -32,6 +70,9 @@ struct State {
     files: Mutex<HashMap<String, (String, Bytes)>>,
     requests: Mutex<Vec<GraphRequest>>,
     counter: AtomicU64,
+    sent: Mutex<Vec<SentMessage>>,
+    sent_count: tokio::sync::watch::Sender<usize>,
+    send_failures: Mutex<std::collections::VecDeque<SendFailure>>,
 }
 
 pub struct SimGraph {
@@ -48,11 +89,14 @@ impl SimGraph {
             files: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
+            sent: Mutex::new(Vec::new()),
+            sent_count: tokio::sync::watch::channel(0).0,
+            send_failures: Mutex::new(std::collections::VecDeque::new()),
         });
         let handler_state = state.clone();
         let handler: Handler = Arc::new(move |req| {
             let state = handler_state.clone();
-            Box::pin(async move { handle(&state, req) })
+            Box::pin(async move { handle(&state, req).await })
         });
         Ok(SimGraph {
             server: SimServer::start(handler, None).await?,
@@ -98,6 +142,69 @@ impl SimGraph {
     pub fn requests(&self) -> Vec<GraphRequest> {
         self.state.requests.lock().unwrap().clone()
     }
+
+    /// Messages the Send API accepted, in order.
+    pub fn sent(&self) -> Vec<SentMessage> {
+        self.state.sent.lock().unwrap().clone()
+    }
+
+    /// Send API calls received, accepted or not.
+    pub fn send_calls(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/messages"))
+            .count()
+    }
+
+    /// The next Send API calls fail like this, in order; then calls succeed again.
+    pub fn fail_sends(&self, failures: Vec<SendFailure>) {
+        self.state.send_failures.lock().unwrap().extend(failures);
+    }
+
+    /// Waits until at least `n` messages were accepted, or `timeout` passes.
+    pub async fn wait_for_sent(
+        &self,
+        n: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<SentMessage>, String> {
+        let mut rx = self.state.sent_count.subscribe();
+        match tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await {
+            Ok(_) => Ok(self.sent()),
+            Err(_) => Err(format!(
+                "expected {n} sent messages within {timeout:?}, got {:?}",
+                self.sent()
+            )),
+        }
+    }
+
+    /// The echo webhook Facebook sends after the Page sent `message`.
+    pub fn echo_of(&self, message: &SentMessage, timestamp_ms: i64) -> String {
+        let psid = message
+            .recipient
+            .get("id")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        json!({
+            "object": "page",
+            "entry": [{
+                "id": message.page_id,
+                "time": timestamp_ms,
+                "messaging": [{
+                    "sender": {"id": message.page_id},
+                    "recipient": {"id": psid},
+                    "timestamp": timestamp_ms,
+                    "message": {
+                        "mid": message.message_id,
+                        "is_echo": true,
+                        "app_id": 1517776481860111u64,
+                        "metadata": message.metadata,
+                        "text": message.text,
+                    }
+                }]
+            }]
+        })
+        .to_string()
+    }
 }
 
 fn graph_error(status: u16, code: i64, subcode: Option<i64>, message: &str) -> SimResponse {
@@ -108,7 +215,7 @@ fn graph_error(status: u16, code: i64, subcode: Option<i64>, message: &str) -> S
     json_response(status, json!({ "error": error }))
 }
 
-fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
+async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let authorization = req
@@ -146,7 +253,42 @@ fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
         );
     }
 
+    let page = page.expect("checked above");
     match (req.method(), segments.as_slice()) {
+        (&Method::POST, [_version, target, "messages"]) => {
+            if *target != "me" && *target != page {
+                return graph_error(
+                    400,
+                    100,
+                    None,
+                    "(#100) The page id does not match the token",
+                );
+            }
+            if let Some(f) = state.send_failures.lock().unwrap().pop_front() {
+                let mut response = json_response(f.status, f.body);
+                for (k, v) in f.headers {
+                    response.headers_mut().insert(
+                        hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                        v.parse().unwrap(),
+                    );
+                }
+                return response;
+            }
+            match read_send(&req, &page).await {
+                Ok(mut message) => {
+                    let mut sent = state.sent.lock().unwrap();
+                    message.message_id = format!("m_sim_{}", sent.len() + 1);
+                    let recipient_id = message.recipient.get("id").cloned().unwrap_or(json!(null));
+                    let id = message.message_id.clone();
+                    sent.push(message);
+                    let n = sent.len();
+                    drop(sent);
+                    state.sent_count.send_replace(n);
+                    json_response(200, json!({"recipient_id": recipient_id, "message_id": id}))
+                }
+                Err(why) => graph_error(400, 100, None, &why),
+            }
+        }
         (&Method::GET, [_version, psid]) => {
             if *state.refuse_profiles.lock().unwrap() {
                 return graph_error(
@@ -166,6 +308,100 @@ fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
         }
         _ => graph_error(400, 100, None, "Unknown path components"),
     }
+}
+
+/// Reads a Send API call, JSON or multipart, the way Graph validates it.
+async fn read_send(req: &Request<Bytes>, page: &str) -> Result<SentMessage, String> {
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let mut fields: HashMap<String, serde_json::Value> = HashMap::new();
+    let mut attachment = None;
+    if content_type.starts_with("multipart/form-data") {
+        let boundary = multer::parse_boundary(&content_type).map_err(|e| e.to_string())?;
+        let body = req.body().clone();
+        let stream =
+            futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+        let mut multipart = multer::Multipart::new(stream, boundary);
+        let mut file = None;
+        while let Some(field) = multipart.next_field().await.map_err(|e| e.to_string())? {
+            let name = field.name().unwrap_or("").to_owned();
+            if name == "filedata" {
+                let file_name = field.file_name().unwrap_or("").to_owned();
+                let ct = field
+                    .content_type()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default();
+                let bytes = field.bytes().await.map_err(|e| e.to_string())?;
+                file = Some((file_name, ct, bytes));
+            } else {
+                let text = field.text().await.map_err(|e| e.to_string())?;
+                let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+                fields.insert(name, value);
+            }
+        }
+        let kind = fields
+            .get("message")
+            .and_then(|m| m.pointer("/attachment/type"))
+            .and_then(|t| t.as_str())
+            .ok_or("(#100) message.attachment.type is required with filedata")?
+            .to_owned();
+        let (file_name, ct, bytes) = file.ok_or("(#100) filedata is required")?;
+        attachment = Some((kind, file_name, ct, bytes));
+    } else {
+        let v: serde_json::Value = serde_json::from_slice(req.body())
+            .map_err(|e| format!("(#100) body is not JSON: {e}"))?;
+        for (k, val) in v.as_object().ok_or("(#100) body must be an object")? {
+            fields.insert(k.clone(), val.clone());
+        }
+    }
+    let recipient = fields
+        .get("recipient")
+        .cloned()
+        .ok_or("(#100) recipient is required")?;
+    let messaging_type = fields
+        .get("messaging_type")
+        .and_then(|v| v.as_str())
+        .ok_or("(#100) messaging_type is required")?
+        .to_owned();
+    let tag = fields
+        .get("tag")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    if messaging_type == "MESSAGE_TAG" && tag.is_none() {
+        return Err("(#100) tag is required for MESSAGE_TAG".into());
+    }
+    let message = fields.get("message").cloned().unwrap_or_default();
+    let text = message
+        .get("text")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    if let Some(t) = &text
+        && t.chars().count() > 2000
+    {
+        return Err(
+            "(#100) Length of param message[text] must be less than or equal to 2000".into(),
+        );
+    }
+    if text.is_none() && attachment.is_none() {
+        return Err("(#100) message must have text or an attachment".into());
+    }
+    Ok(SentMessage {
+        page_id: page.to_owned(),
+        recipient,
+        messaging_type,
+        tag,
+        text,
+        metadata: message
+            .get("metadata")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        attachment,
+        message_id: String::new(),
+    })
 }
 
 /// Posts webhooks to the daemon as Facebook does: signed with the App Secret.

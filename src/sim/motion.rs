@@ -151,6 +151,28 @@ impl SimMotion {
         id
     }
 
+    /// Calls a Reply URL as Motion does when an agent sends a message: returns the
+    /// status and JSON answer.
+    pub async fn agent_reply(
+        &self,
+        reply_url: &str,
+        body: &serde_json::Value,
+    ) -> Result<(u16, serde_json::Value), String> {
+        crate::http_client::install_crypto_provider();
+        let response = reqwest::Client::new()
+            .post(reply_url)
+            .json(body)
+            .send()
+            .await
+            .map_err(crate::http_client::describe)?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        ))
+    }
+
     /// Waits until at least `n` notifies have been recorded, or `timeout` passes.
     pub async fn wait_for_notifies(
         &self,
@@ -170,6 +192,29 @@ impl SimMotion {
             )),
         }
     }
+}
+
+/// A Reply URL body shaped like the one Motion sends when an agent answers.
+pub fn reply_body(
+    message_id: u64,
+    psid: &str,
+    text: &str,
+    attachment_id: Option<u64>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "id": message_id,
+        "body": text,
+        "read": false,
+        "direction": "out",
+        "AttachmentId": attachment_id,
+        "OpenchannelAccountId": 1,
+        "OpenchannelInteractionId": 311,
+        "UserId": 2,
+        "Contact": {"id": 17, "firstName": "Ada", "lastName": "Lovelace", "facebook": psid},
+        "Interaction": {"id": 311, "threadId": null, "closed": false},
+        "createdAt": "2026-11-25T10:00:00.000Z",
+        "updatedAt": "2026-11-25T10:00:00.000Z"
+    })
 }
 
 async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {

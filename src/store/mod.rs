@@ -438,7 +438,12 @@ impl Store {
     }
 
     /// Remembers the Graph message id of one of our sends.
-    pub async fn record_sent(&self, page_id: String, message_id: String, item_id: i64) -> Result<(), StoreError> {
+    pub async fn record_sent(
+        &self,
+        page_id: String,
+        message_id: String,
+        item_id: i64,
+    ) -> Result<(), StoreError> {
         self.call(true, move |conn| {
             conn.execute(
                 "INSERT OR IGNORE INTO sent_messages (page_id, message_id, item_id, sent_at)
@@ -451,7 +456,11 @@ impl Store {
     }
 
     /// Whether `message_id` is one we sent for `page_id`.
-    pub async fn is_our_send(&self, page_id: String, message_id: String) -> Result<bool, StoreError> {
+    pub async fn is_our_send(
+        &self,
+        page_id: String,
+        message_id: String,
+    ) -> Result<bool, StoreError> {
         self.call(false, move |conn| {
             conn.query_row(
                 "SELECT COUNT(*) FROM sent_messages WHERE page_id = ?1 AND message_id = ?2",
@@ -465,7 +474,11 @@ impl Store {
 
     /// Facebook time (ms) of the customer's latest own action in a conversation: what
     /// opens Messenger's reply window. `None` when we never saw the customer.
-    pub async fn last_customer_activity(&self, page_id: String, conversation: String) -> Result<Option<i64>, StoreError> {
+    pub async fn last_customer_activity(
+        &self,
+        page_id: String,
+        conversation: String,
+    ) -> Result<Option<i64>, StoreError> {
         self.call(false, move |conn| {
             conn.query_row(
                 "SELECT MAX(event_ts) FROM items

@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// Migrations in order; entry N brings the schema from version N to N+1.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE webhooks (
     id          INTEGER PRIMARY KEY,
     received_at INTEGER NOT NULL,          -- ms since the epoch
@@ -42,7 +43,8 @@ CREATE TABLE profiles (
     fetched_at INTEGER NOT NULL,
     PRIMARY KEY (page_id, psid)
 );
-"#, r#"
+"#,
+    r#"
 -- What a delivered item produced (e.g. the Graph message ids of a reply), as JSON.
 ALTER TABLE items ADD COLUMN result TEXT;
 -- Graph message ids of our own sends: their echoes are dropped quietly.
@@ -54,7 +56,8 @@ CREATE TABLE sent_messages (
     PRIMARY KEY (page_id, message_id)
 );
 CREATE INDEX items_conversation ON items (page_id, conversation, direction, event_ts);
-"#];
+"#,
+];
 
 /// Durability settings and schema migrations. Run once when the database is opened.
 pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {

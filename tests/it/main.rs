@@ -7,6 +7,7 @@ mod harness;
 mod intake;
 mod messenger;
 mod process;
+mod replies;
 
 use std::future::Future;
 use std::time::Duration;

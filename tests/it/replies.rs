@@ -1,0 +1,501 @@
+//! Agents' replies: Motion calls the Reply URL, the customer gets the message on
+//! Messenger, or the agent is told clearly why not.
+
+use fb_openchannel::sim::facebook::{SendFailure, messenger_text};
+use fb_openchannel::sim::motion::reply_body;
+use fb_openchannel::store::now_ms;
+use serde_json::json;
+
+use crate::harness::*;
+use crate::wait_until;
+
+const HOUR: i64 = 3600 * 1000;
+
+fn reply_url(bench: &Bench, page: &str, token: &str) -> String {
+    format!(
+        "http://{}/reply/{page}?token={token}",
+        bench.daemon().local_addr
+    )
+}
+
+/// The customer writes at `ms_ago` before now, and the message is stored.
+async fn customer_wrote(bench: &Bench, psid: &str, ms_ago: i64) {
+    let ts = now_ms() - ms_ago;
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            psid,
+            &format!("mid.in.{ts}"),
+            ts,
+            "hello?",
+        ))
+        .await;
+}
+
+async fn agent(bench: &Bench, body: serde_json::Value) -> (u16, serde_json::Value) {
+    bench
+        .motion()
+        .agent_reply(&reply_url(bench, PAGE_A, REPLY_TOKEN_A), &body)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_reply_within_24_hours_is_sent_as_response_and_motion_gets_200() {
+    let bench = Bench::start().await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    let (status, answer) = agent(
+        &bench,
+        reply_body(9001, PSID, "Your parcel left today.", None),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["message_id"], "m_sim_1");
+    let sent = bench.peers.graph.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].page_id, PAGE_A);
+    assert_eq!(sent[0].recipient, json!({"id": PSID}));
+    assert_eq!(sent[0].messaging_type, "RESPONSE");
+    assert_eq!(sent[0].tag, None);
+    assert_eq!(sent[0].text.as_deref(), Some("Your parcel left today."));
+    let call = bench
+        .peers
+        .graph
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/messages"))
+        .unwrap();
+    assert_eq!(
+        call.authorization.as_deref(),
+        Some(format!("Bearer {TOKEN_A}").as_str())
+    );
+    assert!(
+        !call.query.contains(TOKEN_A),
+        "the token never goes in the URL"
+    );
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn after_24_hours_only_the_human_agent_tag_may_answer_and_never_after_7_days() {
+    let bench = Bench::start().await;
+    customer_wrote(&bench, PSID, 28 * HOUR).await;
+    let (status, answer) = agent(&bench, reply_body(9002, PSID, "Sorry for the wait", None)).await;
+    assert_eq!(status, 422, "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains("28 h ago") && message.contains("human_agent_tag"),
+        "{message}"
+    );
+    assert_eq!(
+        bench.peers.graph.send_calls(),
+        0,
+        "refused without calling Graph"
+    );
+    bench.stop().await;
+
+    // Page B has the tag enabled (the bench's extra lines land in its table).
+    let bench = Bench::start_with("human_agent_tag = true").await;
+    let ts = now_ms() - 28 * HOUR;
+    bench
+        .deliver(&messenger_text(PAGE_B, PSID, "mid.b", ts, "hello?"))
+        .await;
+    let url = reply_url(&bench, PAGE_B, REPLY_TOKEN_B);
+    let (status, answer) = bench
+        .motion()
+        .agent_reply(&url, &reply_body(9003, PSID, "Sorry for the wait", None))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let sent = bench.peers.graph.sent();
+    assert_eq!(sent[0].messaging_type, "MESSAGE_TAG");
+    assert_eq!(sent[0].tag.as_deref(), Some("HUMAN_AGENT"));
+
+    let old = now_ms() - 8 * 24 * HOUR;
+    bench
+        .deliver(&messenger_text(PAGE_B, "4242", "mid.old", old, "long ago"))
+        .await;
+    let (status, answer) = bench
+        .motion()
+        .agent_reply(&url, &reply_body(9004, "4242", "Hello?", None))
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("after 7 days"),
+        "{answer}"
+    );
+    assert_eq!(bench.peers.graph.send_calls(), 1);
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_reply_posted_twice_is_sent_once() {
+    let bench = Bench::start().await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    let body = reply_body(9005, PSID, "Only once", None);
+    let (first, a) = agent(&bench, body.clone()).await;
+    let (second, b) = agent(&bench, body).await;
+    assert_eq!((first, second), (200, 200), "{a} {b}");
+    assert_eq!(a["message_id"], b["message_id"]);
+    assert_eq!(bench.peers.graph.send_calls(), 1);
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn a_rate_limit_answers_202_then_the_reply_goes_out_after_backoff() {
+    let bench = Bench::start().await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    bench.peers.graph.fail_sends(vec![SendFailure::graph(
+        400,
+        613,
+        None,
+        "(#613) Calls to this api have exceeded the rate limit.",
+    )]);
+    let (status, answer) = agent(&bench, reply_body(9006, PSID, "After the limit", None)).await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("rate-limited"),
+        "{answer}"
+    );
+    let sent = bench.peers.graph.wait_for_sent(1, WAIT).await.unwrap();
+    assert_eq!(sent[0].text.as_deref(), Some("After the limit"));
+    assert_eq!(bench.peers.graph.send_calls(), 2);
+    let store = bench.daemon().shared.store.clone();
+    wait_until("the reply item is done", WAIT, || {
+        let store = store.clone();
+        async move {
+            store
+                .items()
+                .await
+                .unwrap()
+                .iter()
+                .any(|i| i.direction == "out" && i.state == "done")
+        }
+    })
+    .await;
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_token_marks_the_page_not_ready_until_a_send_succeeds() {
+    let bench = Bench::start().await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    let readyz = format!("http://{}/readyz", bench.daemon().local_addr);
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(&readyz).send().await.unwrap().status(), 200);
+
+    bench.peers.graph.fail_sends(vec![SendFailure::graph(
+        401,
+        190,
+        Some(463),
+        "Error validating access token: Session has expired.",
+    )]);
+    let (status, answer) = agent(&bench, reply_body(9007, PSID, "Hello", None)).await;
+    assert_eq!(status, 502, "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains("access token") && message.contains("access_token"),
+        "{message}"
+    );
+    let r = client.get(&readyz).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains(&format!("page {PAGE_A}")) && text.contains("access token"),
+        "{text}"
+    );
+    assert!(!text.contains(TOKEN_A));
+
+    let (status, _) = agent(&bench, reply_body(9008, PSID, "Hello again", None)).await;
+    assert_eq!(status, 200);
+    assert_eq!(client.get(&readyz).send().await.unwrap().status(), 200);
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn permanent_graph_errors_reach_the_agent_at_once() {
+    let bench = Bench::start().await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    bench.peers.graph.fail_sends(vec![SendFailure::graph(
+        400,
+        551,
+        Some(1545041),
+        "(#551) This person isn't available right now.",
+    )]);
+    let (status, answer) = agent(&bench, reply_body(9009, PSID, "Hello", None)).await;
+    assert_eq!(status, 502, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("isn't available"),
+        "{answer}"
+    );
+    assert_eq!(bench.peers.graph.send_calls(), 1, "not retried");
+    let items = bench.items().await;
+    let out = items.iter().find(|i| i.direction == "out").unwrap();
+    assert_eq!(out.state, "failed");
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn agent_files_of_each_kind_are_uploaded_with_the_bytes_motion_served() {
+    let bench = Bench::start().await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    let files: [(&str, &str, &str); 4] = [
+        ("map.png", "image/png", "image"),
+        ("clip.mp4", "video/mp4", "video"),
+        ("note.mp3", "audio/mpeg", "audio"),
+        ("invoice.pdf", "application/pdf", "file"),
+    ];
+    for (i, (name, mime, _)) in files.iter().enumerate() {
+        let bytes: Vec<u8> = (0..(10_000 + i * 1000))
+            .map(|b| (b * 31 % 256) as u8)
+            .collect();
+        let id = bench.motion().add_file(name, mime, bytes);
+        let (status, answer) =
+            agent(&bench, reply_body(9100 + i as u64, PSID, name, Some(id))).await;
+        assert_eq!(status, 200, "{name}: {answer}");
+    }
+    let sent = bench.peers.graph.sent();
+    assert_eq!(
+        sent.len(),
+        4,
+        "one message per file, no text: the body was only the file name"
+    );
+    for (i, (name, mime, kind)) in files.iter().enumerate() {
+        let (got_kind, got_name, got_mime, got_bytes) = sent[i].attachment.clone().unwrap();
+        let want: Vec<u8> = (0..(10_000 + i * 1000))
+            .map(|b| (b * 31 % 256) as u8)
+            .collect();
+        assert_eq!(
+            (got_kind.as_str(), got_name.as_str(), got_mime.as_str()),
+            (*kind, *name, *mime)
+        );
+        assert_eq!(got_bytes.as_ref(), want.as_slice(), "{name}");
+        assert_eq!(sent[i].text, None);
+    }
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn text_and_file_in_one_reply_go_text_first() {
+    let bench = Bench::start().await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    let id = bench
+        .motion()
+        .add_file("invoice.pdf", "application/pdf", &b"%PDF-1.7"[..]);
+    let (status, answer) = agent(
+        &bench,
+        reply_body(9200, PSID, "Here is your invoice", Some(id)),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["message_ids"], json!(["m_sim_1", "m_sim_2"]));
+    let sent = bench.peers.graph.sent();
+    assert_eq!(sent[0].text.as_deref(), Some("Here is your invoice"));
+    assert_eq!(sent[1].attachment.as_ref().unwrap().0, "file");
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_over_25_mb_is_refused_with_a_clear_message() {
+    let bench = Bench::start().await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    let id = bench
+        .motion()
+        .add_file("huge.mov", "video/quicktime", vec![0u8; 26 * 1024 * 1024]);
+    let (status, answer) = agent(&bench, reply_body(9300, PSID, "huge.mov", Some(id))).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("25 MB"),
+        "{answer}"
+    );
+    assert_eq!(bench.peers.graph.send_calls(), 0);
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn a_4500_character_reply_becomes_three_ordered_messages() {
+    let bench = Bench::start().await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    let text: String = (0..900)
+        .map(|i| format!("w{i:03}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(text.chars().count(), 4499);
+    let (status, answer) = agent(&bench, reply_body(9400, PSID, &text, None)).await;
+    assert_eq!(status, 200, "{answer}");
+    let sent = bench.peers.graph.sent();
+    assert_eq!(sent.len(), 3);
+    let joined: String = sent.iter().map(|s| s.text.clone().unwrap()).collect();
+    assert_eq!(joined, text, "in order, nothing lost");
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn echoes_of_our_sends_are_dropped_and_echoes_from_other_tools_are_not_forwarded() {
+    let bench = Bench::start().await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    let (status, _) = agent(&bench, reply_body(9500, PSID, "From the agent", None)).await;
+    assert_eq!(status, 200);
+    let sent = bench.peers.graph.sent()[0].clone();
+    assert!(
+        sent.metadata
+            .as_deref()
+            .unwrap()
+            .starts_with("fb-openchannel:")
+    );
+    bench
+        .deliver(&bench.peers.graph.echo_of(&sent, now_ms()))
+        .await;
+    // The Page answered from the Pages app: an echo with another app's metadata.
+    let mut other = sent.clone();
+    other.metadata = Some("DEVELOPER_DEFINED_METADATA_STRING".into());
+    other.message_id = "m_from_phone".into();
+    bench
+        .deliver(&bench.peers.graph.echo_of(&other, now_ms()))
+        .await;
+
+    let items = bench.items().await;
+    let echoes: Vec<_> = items.iter().filter(|i| i.kind == "echo").collect();
+    assert_eq!(echoes.len(), 2, "{items:?}");
+    assert_eq!(
+        echoes[0].last_error.as_deref(),
+        Some("echo of a reply fb-openchannel sent")
+    );
+    assert_eq!(
+        echoes[1].last_error.as_deref(),
+        Some("echo of a message the Page sent from another tool")
+    );
+    assert!(echoes.iter().all(|e| e.state == "skipped"));
+    // Proof that nothing was forwarded: the next customer message is Motion's second notify.
+    customer_wrote(&bench, PSID, 0).await;
+    let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    assert_eq!(notes.len(), 2);
+    assert_eq!(notes[1].notify.body, "hello?");
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn an_echo_of_our_send_without_metadata_is_still_ours() {
+    let bench = Bench::start().await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    let (status, _) = agent(&bench, reply_body(9600, PSID, "From the agent", None)).await;
+    assert_eq!(status, 200);
+    let mut sent = bench.peers.graph.sent()[0].clone();
+    sent.metadata = None;
+    bench
+        .deliver(&bench.peers.graph.echo_of(&sent, now_ms()))
+        .await;
+    let items = bench.items().await;
+    let echo = items.iter().find(|i| i.kind == "echo").unwrap();
+    assert_eq!(
+        echo.last_error.as_deref(),
+        Some("echo of a reply fb-openchannel sent")
+    );
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn bad_reply_calls_get_clear_answers_and_send_nothing() {
+    let bench = Bench::start().await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    let client = reqwest::Client::new();
+    let good = reply_body(9700, PSID, "hi", None).to_string();
+    let cases: Vec<(String, String, u16)> = vec![
+        (reply_url(&bench, PAGE_A, "wrong-token"), good.clone(), 401),
+        (
+            format!("http://{}/reply/{PAGE_A}", bench.daemon().local_addr),
+            good.clone(),
+            401,
+        ),
+        (reply_url(&bench, "55555", REPLY_TOKEN_A), good.clone(), 404),
+        (reply_url(&bench, PAGE_B, REPLY_TOKEN_A), good.clone(), 401),
+        (
+            reply_url(&bench, PAGE_A, REPLY_TOKEN_A),
+            "this is not json".into(),
+            400,
+        ),
+        (
+            reply_url(&bench, PAGE_A, REPLY_TOKEN_A),
+            json!({"text": "no body field"}).to_string(),
+            400,
+        ),
+        (
+            reply_url(&bench, PAGE_A, REPLY_TOKEN_A),
+            json!({"body": "no recipient"}).to_string(),
+            400,
+        ),
+        (
+            reply_url(&bench, PAGE_A, REPLY_TOKEN_A),
+            "x".repeat(2 * 1024 * 1024),
+            413,
+        ),
+    ];
+    for (url, body, want) in cases {
+        let r = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let answer: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(status, want, "{url}: {answer}");
+        assert!(
+            answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{answer}"
+        );
+    }
+    let r = client
+        .get(reply_url(&bench, PAGE_A, REPLY_TOKEN_A))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        client
+            .get(format!("http://{}/nope", bench.daemon().local_addr))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        client
+            .get(format!("http://{}/healthz", bench.daemon().local_addr))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(bench.peers.graph.send_calls(), 0);
+    assert!(
+        bench.items().await.iter().all(|i| i.direction == "in"),
+        "nothing stored"
+    );
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn facebook_unreachable_answers_202_and_the_reply_goes_out_when_it_is_back() {
+    let bench = Bench::start().await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    bench.peers.graph.server.down().await;
+    let (status, answer) = agent(&bench, reply_body(9800, PSID, "Sent later", None)).await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().starts_with("Queued"),
+        "{answer}"
+    );
+    bench.peers.graph.server.up().await.unwrap();
+    let sent = bench.peers.graph.wait_for_sent(1, WAIT).await.unwrap();
+    assert_eq!(sent[0].text.as_deref(), Some("Sent later"));
+    bench.stop().await;
+}
