@@ -1,5 +1,7 @@
 //! The command line: `fb-openchannel <command> [--config PATH]`.
 
+mod demo;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,6 +30,9 @@ pub enum Command {
     Run,
     /// Validate the config and print it with every secret masked; exit 1 on error.
     CheckConfig,
+    /// The whole loop on this machine: simulated Facebook and Motion, the real daemon,
+    /// a readable transcript. Needs no config, network or root; exit 0 if every step happened.
+    Demo,
 }
 
 pub fn main() -> ExitCode {
@@ -35,6 +40,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig => check_config(&cli.config),
         Command::Run => run(&cli.config),
+        Command::Demo => demo::main(),
     }
 }
 

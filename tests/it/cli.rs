@@ -126,3 +126,39 @@ fn the_example_config_with_real_values_is_valid() {
     assert_eq!(config.public.listen.to_string(), "0.0.0.0:443");
     assert_eq!(config.pages.len(), 1);
 }
+
+#[test]
+fn demo_runs_the_whole_loop_and_exits_0() {
+    let out = Command::new(binary())
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{transcript}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "1. Ada writes to the Page on Messenger",
+        "fb-openchannel → Motion     notify from=7700112233 firstName=Ada lastName=Lovelace",
+        "uploaded parcel-label.jpg (48 KB, identical bytes)",
+        "Reply URL answered 200",
+        "Send API RESPONSE to 7700112233",
+        "Send API file tracking.pdf (application/pdf, 12 KB, identical bytes)",
+        "recognised both as its own sends",
+        "both webhooks answered 200",
+        "in order, once each",
+        "✓ All 6 steps happened",
+    ] {
+        assert!(
+            transcript.contains(line),
+            "missing {line:?} in:\n{transcript}"
+        );
+    }
+    assert!(
+        !transcript.contains("demo-page-token") && !transcript.contains("demo-reply-token"),
+        "{transcript}"
+    );
+}
