@@ -19,6 +19,14 @@ use crate::relay::{Shared, inbound, outbound};
 use crate::server::{self, Limits, local, public};
 use crate::store::Store;
 
+/// What each task in `Daemon::tasks` is, in order, for error messages.
+const TASK_NAMES: [&str; 4] = [
+    "the public listener",
+    "the local listener",
+    "the inbound worker",
+    "the outbound worker",
+];
+
 /// How long open HTTP requests may take to finish at shutdown.
 const HTTP_GRACE: Duration = Duration::from_secs(5);
 /// How long deliveries in flight may take to finish at shutdown.
@@ -131,6 +139,18 @@ impl Daemon {
     }
 
     /// Stops intake, finishes in-flight work, and waits for every task to end.
+    /// Returns only if one of the daemon's tasks ends while it should be running (a bug:
+    /// a panic). The caller then exits non-zero so that systemd restarts the service;
+    /// nothing acknowledged is lost, since it is all in the store.
+    pub async fn failure(&mut self) -> String {
+        let (result, index, _) = futures_util::future::select_all(self.tasks.iter_mut()).await;
+        let name = TASK_NAMES.get(index).copied().unwrap_or("a task");
+        match result {
+            Err(e) if e.is_panic() => format!("{name} crashed: {e}"),
+            _ => format!("{name} stopped unexpectedly"),
+        }
+    }
+
     pub async fn stop(self) {
         info!("stopping: no new webhooks are accepted");
         let _ = self.shutdown.send(true);

@@ -89,7 +89,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let daemon = match Daemon::start(config).await {
+        let mut daemon = match Daemon::start(config).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!("cannot start: {e:#}");
@@ -98,7 +98,13 @@ fn run(path: &std::path::Path) -> ExitCode {
         };
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         spawn_watchdog();
-        wait_for_stop_signal().await;
+        tokio::select! {
+            _ = wait_for_stop_signal() => {}
+            problem = daemon.failure() => {
+                tracing::error!("{problem}; exiting so that systemd restarts the service (nothing acknowledged is lost)");
+                return ExitCode::FAILURE;
+            }
+        }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         daemon.stop().await;
         ExitCode::SUCCESS
