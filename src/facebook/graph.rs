@@ -93,10 +93,32 @@ impl GraphError {
         if self.status != 0 {
             text.push_str(&format!(": {}", self.message));
         }
+        if let Some(hint) = self.hint() {
+            text.push_str(&format!(" — {hint}"));
+        }
         if let Some(trace) = &self.fbtrace_id {
             text.push_str(&format!(" [fbtrace_id {trace}]"));
         }
         text
+    }
+
+    /// What the error usually means, in words for an agent or admin.
+    pub fn hint(&self) -> Option<&'static str> {
+        match (self.code, self.subcode) {
+            (Some(100), Some(33)) => {
+                Some("the post or comment no longer exists (deleted?) or the token cannot see it")
+            }
+            (Some(10900..=10903), _) => Some(
+                "this person cannot be answered here (blocked, or the post is closed to replies)",
+            ),
+            (Some(10), Some(2018278)) => Some("outside Messenger's reply window"),
+            (Some(551), _) => Some("this person is not available on Messenger right now"),
+            (Some(200..=299), _) => Some(
+                "the Page token lacks a permission (pages_messaging for messages, pages_manage_engagement for comments)",
+            ),
+            (Some(368), _) => Some("Facebook blocked this action as a policy violation"),
+            _ => None,
+        }
     }
 
     /// Builds the error from a non-2xx answer.
@@ -160,6 +182,8 @@ pub enum Recipient {
     Psid(String),
     /// A private reply to a comment (once per comment, within 7 days).
     CommentId(String),
+    /// A private reply to a visitor post (once per post, within 7 days).
+    PostId(String),
 }
 
 impl Recipient {
@@ -167,6 +191,7 @@ impl Recipient {
         match self {
             Recipient::Psid(id) => serde_json::json!({ "id": id }),
             Recipient::CommentId(id) => serde_json::json!({ "comment_id": id }),
+            Recipient::PostId(id) => serde_json::json!({ "post_id": id }),
         }
     }
 }
@@ -314,6 +339,50 @@ impl GraphClient {
             .bearer_auth(token.expose())
             .multipart(form);
         Self::message_id(&Self::call(request).await?)
+    }
+
+    /// Comments on a post or comment (`POST /{object_id}/comments`), with an optional
+    /// photo as multipart `source`; returns the new comment's id.
+    pub async fn comment(
+        &self,
+        token: &Secret,
+        object_id: &str,
+        message: &str,
+        photo: Option<Download>,
+    ) -> Result<String, GraphError> {
+        let url = format!("{}/{}/comments", self.base, object_id);
+        let request = match photo {
+            None => self
+                .http
+                .post(url)
+                .json(&serde_json::json!({ "message": message })),
+            Some(file) => {
+                let part = reqwest::multipart::Part::stream(file.bytes)
+                    .file_name(file.file_name)
+                    .mime_str(&file.content_type)
+                    .map_err(|e| {
+                        GraphError::network(format!("bad MIME type: {}", http_client::describe(e)))
+                    })?;
+                let mut form = reqwest::multipart::Form::new().part("source", part);
+                if !message.is_empty() {
+                    form = form.text("message", message.to_owned());
+                }
+                self.http.post(url).multipart(form)
+            }
+        };
+        let text = Self::call(request.bearer_auth(token.expose())).await?;
+        serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("id")?.as_str().map(str::to_owned))
+            .ok_or_else(|| {
+                let mut e = GraphError::from_response(200, &text, None);
+                e.message = format!(
+                    "comment answer has no id: {}",
+                    crate::motion::snippet(&text)
+                );
+                e.disposition = Disposition::Retry;
+                e
+            })
     }
 
     /// Sends a request; the body of a 2xx answer, else the classified error.

@@ -1,6 +1,7 @@
 //! Everything about Facebook: the webhook payloads it sends us ([`webhook`]), how their
 //! signature is checked ([`signature`]), and the Graph API we call ([`graph`]).
 
+pub mod feed;
 pub mod graph;
 pub mod signature;
 pub mod webhook;

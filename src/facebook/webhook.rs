@@ -15,6 +15,8 @@ use serde::de::{self, Deserializer, Visitor};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::feed::{FeedChange, FeedKind};
+
 /// A Facebook id. Facebook sends ids as JSON strings or numbers; we keep them as text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct FbId(pub String);
@@ -370,12 +372,13 @@ impl Item {
     pub fn conversation(&self) -> String {
         match &self.parsed {
             Ok(Parsed::Messaging(m)) => format!("psid:{}", m.customer_id().unwrap_or("unknown")),
-            Ok(Parsed::Change { value, .. }) => {
-                match value.get("post_id").and_then(Value::as_str) {
-                    Some(post) => format!("post:{post}"),
-                    None => "post:unknown".into(),
-                }
-            }
+            Ok(Parsed::Change { value, .. }) => match FeedChange::parse(value)
+                .ok()
+                .and_then(|c| c.post_id().map(str::to_owned))
+            {
+                Some(post) => format!("post:{post}"),
+                None => "post:unknown".into(),
+            },
             Err(_) => "unparsed".into(),
         }
     }
@@ -403,7 +406,12 @@ impl Item {
                     _ => format!("{}:{}", kind.as_str(), self.digest()),
                 }
             }
-            Ok(Parsed::Change { .. }) | Err(_) => format!("{}:{}", self.kind(), self.digest()),
+            Ok(Parsed::Change { value, .. }) => match FeedChange::parse(value) {
+                Ok(change) => feed_dedup_key(&change)
+                    .unwrap_or_else(|| format!("{}:{}", self.kind(), self.digest())),
+                Err(_) => format!("{}:{}", self.kind(), self.digest()),
+            },
+            Err(_) => format!("{}:{}", self.kind(), self.digest()),
         }
     }
 
@@ -415,7 +423,10 @@ impl Item {
                 _ => "standby",
             },
             Ok(Parsed::Messaging(m)) => m.kind().as_str(),
-            Ok(Parsed::Change { .. }) => "feed",
+            Ok(Parsed::Change { field, value }) if field == "feed" => FeedChange::parse(value)
+                .map(|c| c.kind().as_str())
+                .unwrap_or("wall_other"),
+            Ok(Parsed::Change { .. }) => "page_change",
             Err(_) => "unparsed",
         }
     }
@@ -428,6 +439,23 @@ impl Item {
         h.update(self.raw.to_string().as_bytes());
         hex::encode(&h.finalize()[..16])
     }
+}
+
+/// DESIGN §4 rule 3 for the wall: a comment by its id and verb, a post by its id and
+/// verb; an edit also by its new text, since a comment can be edited many times.
+fn feed_dedup_key(change: &FeedChange) -> Option<String> {
+    let object = match change.kind() {
+        FeedKind::Comment => format!("comment:{}", change.comment_id()?),
+        FeedKind::Post => format!("post:{}", change.post_id()?),
+        FeedKind::Reaction | FeedKind::Other => return None,
+    };
+    let mut key = format!("{object}:{}", change.verb);
+    if change.verb == "edited" {
+        let digest = Sha256::digest(change.message.as_deref().unwrap_or("").as_bytes());
+        key.push(':');
+        key.push_str(&hex::encode(&digest[..8]));
+    }
+    Some(key)
 }
 
 /// Why a signed body could not be read as a webhook at all.
@@ -459,7 +487,13 @@ pub fn parse(body: &[u8]) -> Result<Vec<Item>, WebhookError> {
             Some(Value::Number(n)) => n.to_string(),
             _ => return Err(WebhookError::NotWebhook("an entry has no \"id\"")),
         };
-        let entry_time_ms = entry.get("time").and_then(Value::as_i64).unwrap_or(0);
+        // Messenger entries give `time` in ms, feed entries in seconds.
+        let entry_time = entry.get("time").and_then(Value::as_i64).unwrap_or(0);
+        let entry_time_ms = if entry_time < 100_000_000_000 {
+            entry_time * 1000
+        } else {
+            entry_time
+        };
         for (field, source) in [
             ("messaging", Source::Messaging),
             ("standby", Source::Standby),

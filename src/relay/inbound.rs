@@ -12,9 +12,11 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::config::PageConfig;
+use crate::facebook::feed::FeedChange;
 use crate::facebook::graph::{Disposition, DownloadError};
 use crate::facebook::webhook::Messaging;
 use crate::motion::{MotionError, Notify, Upload};
+use crate::relay::feed::{self, Envelope};
 use crate::relay::messenger::{self, Context, Step};
 use crate::relay::{Shared, dispatch};
 use crate::store::{Direction, Item, Profile, now_ms};
@@ -137,28 +139,25 @@ async fn deliver(shared: &Shared, item: Item) {
 
 /// Performs the item's remaining steps; returns how many notify calls it took in all.
 async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Result<usize, Failure> {
-    let event: Messaging = serde_json::from_str(&item.payload)
-        .map_err(|e| Failure::Permanent(format!("stored event does not parse: {e}")))?;
-    let context = context_for(shared, &item.page_id, &event).await;
-    let steps = messenger::plan(&event, &context);
-    let psid = event.customer_id().unwrap_or_default().to_owned();
-    if psid.is_empty() {
-        return Err(Failure::Permanent(
-            "event has no customer id (sender)".into(),
-        ));
-    }
-    let profile = customer_name(shared, page, &psid).await;
+    let (envelope, steps) = if item.kind.starts_with("wall_") {
+        let change: serde_json::Value = serde_json::from_str(&item.payload)
+            .map_err(|e| Failure::Permanent(format!("stored change does not parse: {e}")))?;
+        let change = FeedChange::parse(&change["value"]).map_err(Failure::Permanent)?;
+        feed::plan(&change)
+    } else {
+        messenger_plan(shared, page, item).await?
+    };
     let receive_url = page.receive_url.get_ref();
 
     for (index, step) in steps.iter().enumerate().skip(item.steps_done as usize) {
         let mut notify = Notify {
-            from: psid.clone(),
+            from: envelope.from.clone(),
             map_key: shared.motion.map_key().to_owned(),
             body: String::new(),
-            first_name: Some(profile.first_name.clone()),
-            last_name: Some(profile.last_name.clone()),
-            thread_id: None,
-            external_url: None,
+            first_name: envelope.first_name.clone(),
+            last_name: envelope.last_name.clone(),
+            thread_id: envelope.thread_id.clone(),
+            external_url: envelope.external_url.clone(),
             attachment_id: None,
         };
         match step {
@@ -193,6 +192,33 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
         }
     }
     Ok(steps.len())
+}
+
+/// A Messenger event's envelope (the customer and their name) and steps.
+async fn messenger_plan(
+    shared: &Shared,
+    page: &PageConfig,
+    item: &Item,
+) -> Result<(Envelope, Vec<Step>), Failure> {
+    let event: Messaging = serde_json::from_str(&item.payload)
+        .map_err(|e| Failure::Permanent(format!("stored event does not parse: {e}")))?;
+    let context = context_for(shared, &item.page_id, &event).await;
+    let steps = messenger::plan(&event, &context);
+    let psid = event.customer_id().unwrap_or_default().to_owned();
+    if psid.is_empty() {
+        return Err(Failure::Permanent(
+            "event has no customer id (sender)".into(),
+        ));
+    }
+    let profile = customer_name(shared, page, &psid).await;
+    let envelope = Envelope {
+        from: psid,
+        first_name: Some(profile.first_name),
+        last_name: Some(profile.last_name),
+        thread_id: None,
+        external_url: None,
+    };
+    Ok((envelope, steps))
 }
 
 /// Downloads a Facebook file and uploads it to Motion: `(attachment id, file name)`.

@@ -4,8 +4,9 @@
 
 use tracing::{debug, info, warn};
 
+use crate::facebook::feed::FeedChange;
 use crate::facebook::webhook::{self, Item, Parsed};
-use crate::relay::{Shared, messenger};
+use crate::relay::{Shared, feed, messenger};
 use crate::store::{Direction, IntakeOutcome, NewItem, NewState, StoreError};
 
 /// Stores a verified webhook body. Returns once it is on disk.
@@ -114,8 +115,9 @@ fn fate(shared: &Shared, item: &Item) -> NewState {
     }
     match &item.parsed {
         Ok(Parsed::Messaging(_)) => messenger::intake_state(item),
-        Ok(Parsed::Change { .. }) => {
-            NewState::Skipped("wall posts and comments are not forwarded yet".into())
+        Ok(Parsed::Change { field, value }) => {
+            let page = shared.page(&item.page_id).expect("checked above");
+            feed::intake_state(field, &FeedChange::parse(value), page)
         }
         Err(_) => unreachable!("handled above"),
     }

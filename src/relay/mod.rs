@@ -3,6 +3,7 @@
 //! that delivers them ([`inbound`]) and the retry schedule ([`retry`]).
 
 pub mod dispatch;
+pub mod feed;
 pub mod inbound;
 pub mod intake;
 pub mod messenger;

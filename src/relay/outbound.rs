@@ -13,11 +13,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::config::PageConfig;
+use crate::config::{CommentReply, PageConfig};
+use crate::facebook::feed::FeedChange;
 use crate::facebook::graph::{
     Disposition, Download, GraphError, MAX_FILE_BYTES, MessagingType, Recipient, Send,
 };
 use crate::motion::{AgentFile, MotionError};
+use crate::relay::feed::{self, PrivateTo};
+use crate::relay::messenger::OUR_METADATA;
 use crate::relay::reply::FirstAttempt;
 use crate::relay::{Shared, dispatch};
 use crate::store::{Direction, Item, now_ms};
@@ -45,6 +48,9 @@ pub struct OutboundReply {
     pub motion_message_id: Option<String>,
     #[serde(default)]
     pub interaction_id: Option<String>,
+    /// Set for an answer in a wall thread: the post the interaction is about.
+    #[serde(default)]
+    pub thread_id: Option<String>,
 }
 
 /// Which `messaging_type` a reply may use, from the time of the customer's last own
@@ -312,6 +318,10 @@ async fn send_steps(
         });
     }
 
+    if let Some(post) = &reply.thread_id {
+        return send_wall_reply(shared, page, item, &reply, post).await;
+    }
+
     let last = shared
         .store
         .last_customer_activity(page_id.to_owned(), item.conversation.clone())
@@ -329,36 +339,7 @@ async fn send_steps(
             }
         })?;
 
-    let file = match &reply.attachment_id {
-        Some(id) => Some(
-            shared
-                .motion
-                .fetch_attachment(page.receive_url.get_ref(), id, MAX_FILE_BYTES)
-                .await
-                .map_err(|e| match e {
-                    MotionError::Transient(reason) => Failure::Transient {
-                        reason,
-                        wait: None,
-                        rate_limited: false,
-                    },
-                    MotionError::Permanent(reason) if reason.contains("larger than") => {
-                        Failure::Permanent {
-                            status: 413,
-                            reason: format!(
-                                "Not sent: {reason}; Facebook accepts files up to 25 MB."
-                            ),
-                        }
-                    }
-                    MotionError::Permanent(reason) => Failure::Permanent {
-                        status: 502,
-                        reason: format!(
-                            "Not sent: the attached file could not be read from Motion: {reason}"
-                        ),
-                    },
-                })?,
-        ),
-        None => None,
-    };
+    let file = fetch_agent_file(shared, page, &reply).await?;
     // For a file, Motion puts its name in the body: that is not text to send.
     let text_is_file_name = file
         .as_ref()
@@ -375,7 +356,7 @@ async fn send_steps(
         steps.push(Step::File(f));
     }
 
-    let metadata = format!("fb-openchannel:{}", item.id);
+    let metadata = format!("{OUR_METADATA}{}", item.id);
     let send = Send {
         recipient: Recipient::Psid(reply.recipient.clone()),
         messaging_type,
@@ -420,6 +401,203 @@ async fn send_steps(
         }
     }
     Ok(ids)
+}
+
+/// The file an agent attached, fetched from Motion (refused over 25 MB).
+async fn fetch_agent_file(
+    shared: &Shared,
+    page: &PageConfig,
+    reply: &OutboundReply,
+) -> Result<Option<AgentFile>, Failure> {
+    Ok(match &reply.attachment_id {
+        Some(id) => Some(
+            shared
+                .motion
+                .fetch_attachment(page.receive_url.get_ref(), id, MAX_FILE_BYTES)
+                .await
+                .map_err(|e| match e {
+                    MotionError::Transient(reason) => Failure::Transient {
+                        reason,
+                        wait: None,
+                        rate_limited: false,
+                    },
+                    MotionError::Permanent(reason) if reason.contains("larger than") => {
+                        Failure::Permanent {
+                            status: 413,
+                            reason: format!(
+                                "Not sent: {reason}; Facebook accepts files up to 25 MB."
+                            ),
+                        }
+                    }
+                    MotionError::Permanent(reason) => Failure::Permanent {
+                        status: 502,
+                        reason: format!(
+                            "Not sent: the attached file could not be read from Motion: {reason}"
+                        ),
+                    },
+                })?,
+        ),
+        None => None,
+    })
+}
+
+/// Facebook's limit for private replies: 7 days after the customer's post or comment.
+const PRIVATE_REPLY_WINDOW_S: i64 = 7 * 24 * 3600;
+
+/// Answers in a wall thread: a comment under the customer's latest comment (or on the
+/// post), or, with `comment_reply = "private"`, a private Messenger reply to it.
+async fn send_wall_reply(
+    shared: &Shared,
+    page: &PageConfig,
+    item: &Item,
+    reply: &OutboundReply,
+    post: &str,
+) -> Result<Vec<String>, Failure> {
+    let page_id = item.page_id.as_str();
+    let transient = |e: crate::store::StoreError| Failure::Transient {
+        reason: e.to_string(),
+        wait: None,
+        rate_limited: false,
+    };
+    let refuse = |status: u16, reason: String| Failure::Permanent { status, reason };
+
+    let file = fetch_agent_file(shared, page, reply).await?;
+    let text_is_file_name = file
+        .as_ref()
+        .is_some_and(|f| f.name.trim() == reply.text.trim());
+    let message = if text_is_file_name {
+        ""
+    } else {
+        reply.text.trim()
+    };
+
+    // The customer's own objects in this thread, newest first.
+    let events = shared
+        .store
+        .conversation_events(page_id.to_owned(), format!("post:{post}"))
+        .await
+        .map_err(transient)?;
+    let mut comments = Vec::new();
+    let mut post_created = None;
+    for (kind, payload) in events {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&payload) else {
+            continue;
+        };
+        let Ok(change) = FeedChange::parse(&value["value"]) else {
+            continue;
+        };
+        if change.author_id() != Some(reply.recipient.as_str()) || change.verb != "add" {
+            continue;
+        }
+        match kind.as_str() {
+            "wall_comment" => comments.push(change),
+            "wall_post" => post_created = post_created.or(change.created_time()),
+            _ => {}
+        }
+    }
+    let target = feed::reply_target(post, &comments, post_created);
+    let token = page.access_token.get_ref();
+
+    let id = match page.comment_reply {
+        CommentReply::Public => {
+            let photo = match file {
+                Some(f) if attachment_kind(&f.content_type) == "image" => Some(Download {
+                    file_name: f.name,
+                    content_type: f.content_type,
+                    bytes: f.bytes,
+                }),
+                Some(f) => {
+                    return Err(refuse(
+                        422,
+                        format!(
+                            "Not sent: a Facebook comment can carry a photo, not a {} file ({}). Send the file by Messenger instead.",
+                            attachment_kind(&f.content_type),
+                            f.name
+                        ),
+                    ));
+                }
+                None => None,
+            };
+            if message.is_empty() && photo.is_none() {
+                return Err(refuse(400, "Not sent: the reply is empty.".into()));
+            }
+            shared
+                .graph
+                .comment(token, &target.comment_on, message, photo)
+                .await
+                .map_err(|e| graph_failure(shared, page_id, e))?
+        }
+        CommentReply::Private => {
+            let object = match &target.private_to {
+                PrivateTo::Comment(id) | PrivateTo::Post(id) => id.clone(),
+            };
+            if file.is_some() && !message.is_empty() {
+                return Err(refuse(
+                    422,
+                    "Not sent: a private reply is one single message; send either the text or the file.".into(),
+                ));
+            }
+            if let Some(created) = target.created_time
+                && now_ms() / 1000 - created > PRIVATE_REPLY_WINDOW_S
+            {
+                return Err(refuse(
+                    422,
+                    "Not sent: Facebook allows a private reply only within 7 days of the customer's comment.".into(),
+                ));
+            }
+            if let Some(owner) = shared
+                .store
+                .private_reply_owner(page_id.to_owned(), object.clone())
+                .await
+                .map_err(transient)?
+                && owner != item.id
+            {
+                return Err(refuse(
+                    422,
+                    "Not sent: this comment already got its private reply, and Facebook allows only one. \
+                     When the customer answers it, the conversation continues on Messenger."
+                        .into(),
+                ));
+            }
+            let recipient = match target.private_to {
+                PrivateTo::Comment(id) => Recipient::CommentId(id),
+                PrivateTo::Post(id) => Recipient::PostId(id),
+            };
+            let metadata = format!("{OUR_METADATA}{}", item.id);
+            let send = Send {
+                recipient,
+                messaging_type: MessagingType::Response,
+                metadata: &metadata,
+            };
+            let sent = match file {
+                Some(f) => {
+                    let kind = attachment_kind(&f.content_type);
+                    let download = Download {
+                        file_name: f.name,
+                        content_type: f.content_type,
+                        bytes: f.bytes,
+                    };
+                    shared
+                        .graph
+                        .send_file(token, page_id, &send, kind, download)
+                        .await
+                }
+                None => shared.graph.send_text(token, page_id, &send, message).await,
+            };
+            let id = sent.map_err(|e| graph_failure(shared, page_id, e))?;
+            shared
+                .store
+                .record_private_reply(page_id.to_owned(), object, item.id)
+                .await
+                .map_err(transient)?;
+            id
+        }
+    };
+    let _ = shared
+        .store
+        .record_sent(page_id.to_owned(), id.clone(), item.id)
+        .await;
+    Ok(vec![id])
 }
 
 enum Step {

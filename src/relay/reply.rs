@@ -35,7 +35,7 @@ fn answer(first: FirstAttempt) -> Answer {
         FirstAttempt::Delivered { message_ids } => (
             200,
             json!({
-                "message": "Delivered to the customer on Messenger.",
+                "message": "Delivered to the customer on Facebook.",
                 "message_id": message_ids.first(),
                 "message_ids": message_ids,
             }),
@@ -62,12 +62,6 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
             json!({ "message": "Not sent: the reply names no customer (Contact.facebook, contact.facebook or to). Check the Openchannel account's map key." }),
         );
     };
-    if reply.thread_id.is_some() {
-        return (
-            422,
-            json!({ "message": "Not sent: answering wall posts and comments is not supported by this version of fb-openchannel." }),
-        );
-    }
     let page_id = page.id.get_ref().clone();
     let dedup_key = dedup_key(&reply, body);
     let payload = OutboundReply {
@@ -76,6 +70,13 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
         attachment_id: reply.attachment_id.clone(),
         motion_message_id: reply.message_id.clone(),
         interaction_id: reply.interaction_id.clone(),
+        thread_id: reply.thread_id.clone(),
+    };
+    // A wall thread is its own conversation (replies in it stay in order); Messenger's
+    // is the customer.
+    let conversation = match &reply.thread_id {
+        Some(post) => format!("post:{post}"),
+        None => format!("psid:{recipient}"),
     };
 
     // Registered before the item exists, so the worker cannot finish before we listen.
@@ -88,10 +89,10 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
         .enqueue(NewItem {
             direction: Direction::Outbound,
             page_id: page_id.clone(),
-            conversation: format!("psid:{recipient}"),
+            conversation: conversation.clone(),
             dedup_key,
-            kind: if reply.attachment_id.is_some() {
-                "reply_file"
+            kind: if reply.thread_id.is_some() {
+                "wall_reply"
             } else {
                 "reply"
             }
@@ -113,7 +114,7 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
     };
     if !stored.new {
         shared.reply_waiters.lock().unwrap().remove(&key);
-        info!(page_id = %page_id, conversation = %format!("psid:{recipient}"), item = stored.id, motion_message = ?reply.message_id, "repeated Reply URL call: answered from the stored outcome, nothing sent again");
+        info!(page_id = %page_id, conversation = %conversation, item = stored.id, motion_message = ?reply.message_id, "repeated Reply URL call: answered from the stored outcome, nothing sent again");
         return match stored.state.as_str() {
             "done" => {
                 let ids: Vec<String> = stored
@@ -134,7 +135,7 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
         };
     }
     shared.outbound_wake.notify_one();
-    info!(page_id = %page_id, conversation = %format!("psid:{recipient}"), item = stored.id, motion_message = ?reply.message_id, "agent reply received from Motion");
+    info!(page_id = %page_id, conversation = %conversation, item = stored.id, motion_message = ?reply.message_id, "agent reply received from Motion");
 
     let wait: Duration = shared.config.local.reply_wait;
     match tokio::time::timeout(wait, rx).await {

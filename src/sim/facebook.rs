@@ -36,6 +36,17 @@ pub struct SentMessage {
     pub message_id: String,
 }
 
+/// A comment the simulated Graph accepted.
+#[derive(Debug, Clone)]
+pub struct SentComment {
+    /// The post or comment commented on.
+    pub object_id: String,
+    pub message: Option<String>,
+    /// `(file name, content type, bytes)` of a multipart `source` photo.
+    pub photo: Option<(String, String, Bytes)>,
+    pub id: String,
+}
+
 /// A scripted Send API failure.
 #[derive(Debug, Clone)]
 pub struct SendFailure {
@@ -73,6 +84,9 @@ struct State {
     sent: Mutex<Vec<SentMessage>>,
     sent_count: tokio::sync::watch::Sender<usize>,
     send_failures: Mutex<std::collections::VecDeque<SendFailure>>,
+    comments: Mutex<Vec<SentComment>>,
+    /// Objects that no longer exist: comments on them fail like on Facebook.
+    deleted: Mutex<Vec<String>>,
 }
 
 pub struct SimGraph {
@@ -92,6 +106,8 @@ impl SimGraph {
             sent: Mutex::new(Vec::new()),
             sent_count: tokio::sync::watch::channel(0).0,
             send_failures: Mutex::new(std::collections::VecDeque::new()),
+            comments: Mutex::new(Vec::new()),
+            deleted: Mutex::new(Vec::new()),
         });
         let handler_state = state.clone();
         let handler: Handler = Arc::new(move |req| {
@@ -175,6 +191,16 @@ impl SimGraph {
                 self.sent()
             )),
         }
+    }
+
+    /// Comments the Page posted through the simulated Graph, in order.
+    pub fn comments(&self) -> Vec<SentComment> {
+        self.state.comments.lock().unwrap().clone()
+    }
+
+    /// Makes `object_id` (a post or comment) gone: commenting on it fails.
+    pub fn delete_object(&self, object_id: &str) {
+        self.state.deleted.lock().unwrap().push(object_id.into());
     }
 
     /// The echo webhook Facebook sends after the Page sent `message`.
@@ -289,6 +315,37 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                 Err(why) => graph_error(400, 100, None, &why),
             }
         }
+        (&Method::POST, [_version, object, "comments"]) => {
+            if state.deleted.lock().unwrap().iter().any(|d| d == object) {
+                return graph_error(
+                    400,
+                    100,
+                    Some(33),
+                    "Unsupported post request. Object with ID does not exist, cannot be loaded due to missing permissions, or does not support this operation.",
+                );
+            }
+            if let Some(f) = state.send_failures.lock().unwrap().pop_front() {
+                return json_response(f.status, f.body);
+            }
+            match read_comment(&req).await {
+                Ok((message, photo)) => {
+                    let mut comments = state.comments.lock().unwrap();
+                    let id = format!(
+                        "{}_{}",
+                        object.rsplit('_').next().unwrap_or(object),
+                        900 + comments.len() + 1
+                    );
+                    comments.push(SentComment {
+                        object_id: (*object).to_owned(),
+                        message,
+                        photo,
+                        id: id.clone(),
+                    });
+                    json_response(200, json!({ "id": id }))
+                }
+                Err(why) => graph_error(400, 100, None, &why),
+            }
+        }
         (&Method::GET, [_version, psid]) => {
             if *state.refuse_profiles.lock().unwrap() {
                 return graph_error(
@@ -308,6 +365,60 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
         }
         _ => graph_error(400, 100, None, "Unknown path components"),
     }
+}
+
+/// Reads a comment call: JSON `{message}` or multipart `message` + `source` photo.
+async fn read_comment(
+    req: &Request<Bytes>,
+) -> Result<(Option<String>, Option<(String, String, Bytes)>), String> {
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if content_type.starts_with("multipart/form-data") {
+        let boundary = multer::parse_boundary(&content_type).map_err(|e| e.to_string())?;
+        let body = req.body().clone();
+        let stream =
+            futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+        let mut multipart = multer::Multipart::new(stream, boundary);
+        let (mut message, mut photo) = (None, None);
+        while let Some(field) = multipart.next_field().await.map_err(|e| e.to_string())? {
+            match field.name() {
+                Some("source") => {
+                    let name = field.file_name().unwrap_or("").to_owned();
+                    let ct = field
+                        .content_type()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default();
+                    photo = Some((name, ct, field.bytes().await.map_err(|e| e.to_string())?));
+                }
+                Some("message") => message = Some(field.text().await.map_err(|e| e.to_string())?),
+                _ => {}
+            }
+        }
+        if photo.is_none() {
+            return Err("(#100) source must be a photo".into());
+        }
+        Ok((message, photo))
+    } else {
+        let v: serde_json::Value = serde_json::from_slice(req.body())
+            .map_err(|e| format!("(#100) body is not JSON: {e}"))?;
+        match v.get("message").and_then(|m| m.as_str()) {
+            Some(m) if !m.is_empty() => Ok((Some(m.to_owned()), None)),
+            _ => Err("(#100) message is required".into()),
+        }
+    }
+}
+
+/// A feed change webhook (wall post or comment) as Facebook sends it.
+pub fn feed_change(page_id: &str, time_s: i64, value: serde_json::Value) -> String {
+    json!({
+        "object": "page",
+        "entry": [{"id": page_id, "time": time_s, "changes": [{"field": "feed", "value": value}]}]
+    })
+    .to_string()
 }
 
 /// Reads a Send API call, JSON or multipart, the way Graph validates it.

@@ -455,6 +455,60 @@ impl Store {
         .await
     }
 
+    /// The inbound items of a conversation, newest first: `(kind, payload)`.
+    pub async fn conversation_events(
+        &self,
+        page_id: String,
+        conversation: String,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.call(false, move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT kind, payload FROM items
+                  WHERE direction = 'in' AND page_id = ?1 AND conversation = ?2
+                  ORDER BY event_ts DESC, id DESC",
+            )?;
+            let rows = stmt.query_map(params![page_id, conversation], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// The item that sent the private reply to `object_id`, if one did.
+    pub async fn private_reply_owner(
+        &self,
+        page_id: String,
+        object_id: String,
+    ) -> Result<Option<i64>, StoreError> {
+        self.call(false, move |conn| {
+            conn.query_row(
+                "SELECT item_id FROM private_replies WHERE page_id = ?1 AND object_id = ?2",
+                params![page_id, object_id],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Records that `item_id` sent the private reply to `object_id`.
+    pub async fn record_private_reply(
+        &self,
+        page_id: String,
+        object_id: String,
+        item_id: i64,
+    ) -> Result<(), StoreError> {
+        self.call(true, move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO private_replies (page_id, object_id, item_id, sent_at) VALUES (?1, ?2, ?3, ?4)",
+                params![page_id, object_id, item_id, now_ms()],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
     /// Whether `message_id` is one we sent for `page_id`.
     pub async fn is_our_send(
         &self,

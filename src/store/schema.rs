@@ -57,6 +57,16 @@ CREATE TABLE sent_messages (
 );
 CREATE INDEX items_conversation ON items (page_id, conversation, direction, event_ts);
 "#,
+    r#"
+-- Facebook allows one private reply per comment or visitor post.
+CREATE TABLE private_replies (
+    page_id   TEXT    NOT NULL,
+    object_id TEXT    NOT NULL,
+    item_id   INTEGER,
+    sent_at   INTEGER NOT NULL,
+    PRIMARY KEY (page_id, object_id)
+);
+"#,
 ];
 
 /// Durability settings and schema migrations. Run once when the database is opened.

@@ -8,6 +8,7 @@ mod intake;
 mod messenger;
 mod process;
 mod replies;
+mod wall;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,0 +1,254 @@
+//! Where a wall post or comment becomes notify calls to Motion, and where an agent's
+//! answer finds the object to comment on.
+//!
+//! Pure decisions, tested against the fixtures:
+//! - [`intake_state`]: visitor posts and comments (add, edited, remove, hide) are
+//!   delivered; anything by the Page itself (admin posts, our own comment replies coming
+//!   back), reactions, likes and kinds without customer text are recorded only;
+//! - [`plan`]: the notify envelope (`threadId` = the post, so each post is one
+//!   interaction in Motion; `externalUrl`; the author's id and name) and its steps;
+//! - [`reply_target`]: which object an agent's answer in a thread comments on.
+
+use crate::config::PageConfig;
+use crate::facebook::feed::{FeedChange, FeedKind};
+use crate::relay::messenger::Step;
+use crate::store::NewState;
+
+/// Who a notify is from and which Motion interaction it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub from: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub thread_id: Option<String>,
+    pub external_url: Option<String>,
+}
+
+/// Whether a feed change on `page` is delivered to Motion, and if not, why.
+pub fn intake_state(
+    field: &str,
+    change: &Result<FeedChange, String>,
+    page: &PageConfig,
+) -> NewState {
+    let skip = |why: &str| NewState::Skipped(why.to_owned());
+    if !page.wall_posts {
+        return skip("wall_posts = false for this page");
+    }
+    if field != "feed" {
+        return NewState::Skipped(format!("page field {field:?} is not forwarded"));
+    }
+    let change = match change {
+        Ok(c) => c,
+        Err(e) => return NewState::Failed(e.clone()),
+    };
+    let Some(author) = change.author_id() else {
+        return skip("no author in the change");
+    };
+    if author == page.id.get_ref() {
+        return skip("by the Page itself (admin activity or one of our own replies)");
+    }
+    if change.post_id().is_none() {
+        return skip("no post id in the change");
+    }
+    match (change.kind(), change.verb.as_str()) {
+        (FeedKind::Reaction, _) => {
+            skip("reaction or like: not forwarded (carries no customer text)")
+        }
+        (FeedKind::Other, _) => NewState::Skipped(format!(
+            "feed item {:?} carries no customer text",
+            change.item
+        )),
+        (FeedKind::Comment, _) if change.comment_id().is_none() => {
+            skip("comment without a comment id")
+        }
+        (FeedKind::Post | FeedKind::Comment, "add") => {
+            if has_text(change) || !media(change).is_empty() || change.item == "share" {
+                NewState::Pending
+            } else {
+                skip("no text, photo, video or link")
+            }
+        }
+        (FeedKind::Post | FeedKind::Comment, "edited" | "remove" | "hide") => NewState::Pending,
+        (_, verb) => NewState::Skipped(format!("verb {verb:?} is not forwarded")),
+    }
+}
+
+fn has_text(change: &FeedChange) -> bool {
+    change
+        .message
+        .as_deref()
+        .is_some_and(|m| !m.trim().is_empty())
+}
+
+/// Photos and videos carried by a change, as URLs to fetch.
+fn media(change: &FeedChange) -> Vec<String> {
+    let mut urls: Vec<String> = Vec::new();
+    urls.extend(change.photo.iter().cloned());
+    urls.extend(change.photos.iter().cloned());
+    urls.extend(change.video.iter().cloned());
+    if matches!(change.item.as_str(), "photo" | "video") {
+        urls.extend(change.link.iter().cloned());
+    }
+    urls
+}
+
+/// A link to the post or comment on Facebook.
+pub fn external_url(change: &FeedChange) -> Option<String> {
+    let post = change.post_id()?;
+    Some(match (change.kind(), change.comment_id()) {
+        (FeedKind::Comment, Some(comment)) => {
+            format!("https://www.facebook.com/{post}?comment_id={comment}")
+        }
+        _ => format!("https://www.facebook.com/{post}"),
+    })
+}
+
+/// The envelope and steps of a delivered feed change.
+pub fn plan(change: &FeedChange) -> (Envelope, Vec<Step>) {
+    let (first_name, last_name) = split_name(change.author_name());
+    let envelope = Envelope {
+        from: change.author_id().unwrap_or_default().to_owned(),
+        first_name,
+        last_name,
+        thread_id: change.post_id().map(str::to_owned),
+        external_url: external_url(change),
+    };
+    let what = if change.kind() == FeedKind::Comment {
+        "comment"
+    } else {
+        "post"
+    };
+    let text = change.message.as_deref().unwrap_or("").trim().to_owned();
+    let mut steps = Vec::new();
+    match change.verb.as_str() {
+        "remove" => steps.push(Step::Text(format!("[the customer deleted this {what}]"))),
+        "hide" => steps.push(Step::Text(format!("[this {what} was hidden on the Page]"))),
+        "edited" => steps.push(Step::Text(format!("[edited] {text}"))),
+        _ => {
+            if !text.is_empty() {
+                steps.push(Step::Text(text));
+            }
+            if change.item == "share"
+                && let Some(link) = &change.link
+            {
+                steps.push(Step::Text(format!("[link] {link}")));
+            }
+            for url in media(change) {
+                let label = if url.contains(".mp4")
+                    || change.item == "video"
+                    || change.video.as_deref() == Some(&url)
+                {
+                    "video"
+                } else {
+                    "photo"
+                };
+                steps.push(Step::File {
+                    fallback: format!("[{label}] {url}"),
+                    url,
+                });
+            }
+        }
+    }
+    (envelope, steps)
+}
+
+/// "Ada Lovelace" → ("Ada", "Lovelace"); a one-word name is a first name.
+fn split_name(name: Option<&str>) -> (Option<String>, Option<String>) {
+    match name.map(str::trim).filter(|n| !n.is_empty()) {
+        None => (None, None),
+        Some(n) => match n.split_once(' ') {
+            Some((first, last)) => (Some(first.to_owned()), Some(last.trim().to_owned())),
+            None => (Some(n.to_owned()), None),
+        },
+    }
+}
+
+/// Where an agent's answer in a wall thread goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTarget {
+    /// The object to comment on: a top-level comment, or the post.
+    pub comment_on: String,
+    /// The customer's object a private reply answers (their comment, or their post).
+    pub private_to: PrivateTo,
+    /// Facebook time (s) of the customer's object, for the 7-day private-reply limit.
+    pub created_time: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrivateTo {
+    Comment(String),
+    Post(String),
+}
+
+/// Picks the object to answer: under the customer's most recent comment in the thread
+/// (on its parent when it is itself a reply, since Facebook nests one level), else on
+/// the post. `customer_comments` are the customer's `add` comments, newest first.
+pub fn reply_target(
+    post_id: &str,
+    customer_comments: &[FeedChange],
+    post_created: Option<i64>,
+) -> ReplyTarget {
+    match customer_comments.first() {
+        Some(c) => {
+            let comment = c.comment_id().unwrap_or(post_id).to_owned();
+            let comment_on = if c.is_reply() {
+                c.parent_id().unwrap_or(post_id).to_owned()
+            } else {
+                comment.clone()
+            };
+            ReplyTarget {
+                comment_on,
+                private_to: PrivateTo::Comment(comment),
+                created_time: c.created_time(),
+            }
+        }
+        None => ReplyTarget {
+            comment_on: post_id.to_owned(),
+            private_to: PrivateTo::Post(post_id.to_owned()),
+            created_time: post_created,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(json: serde_json::Value) -> FeedChange {
+        FeedChange::parse(&json).unwrap()
+    }
+
+    #[test]
+    fn reply_target_follows_facebooks_one_level_nesting() {
+        let top = change(
+            serde_json::json!({"item":"comment","verb":"add","post_id":"1_2","comment_id":"2_10","parent_id":"1_2","from":{"id":"7"},"created_time":100}),
+        );
+        let reply = change(
+            serde_json::json!({"item":"comment","verb":"add","post_id":"1_2","comment_id":"2_11","parent_id":"2_10","from":{"id":"7"},"created_time":200}),
+        );
+        let t = reply_target("1_2", std::slice::from_ref(&top), None);
+        assert_eq!(t.comment_on, "2_10");
+        assert_eq!(t.private_to, PrivateTo::Comment("2_10".into()));
+        let t = reply_target("1_2", &[reply, top], None);
+        assert_eq!(t.comment_on, "2_10", "a reply is answered under its parent");
+        assert_eq!(t.private_to, PrivateTo::Comment("2_11".into()));
+        assert_eq!(t.created_time, Some(200));
+        let t = reply_target("1_2", &[], Some(50));
+        assert_eq!(t.comment_on, "1_2");
+        assert_eq!(t.private_to, PrivateTo::Post("1_2".into()));
+    }
+
+    #[test]
+    fn names_split_on_the_first_space() {
+        assert_eq!(
+            split_name(Some("John Doe")),
+            (Some("John".into()), Some("Doe".into()))
+        );
+        assert_eq!(
+            split_name(Some("Ada King Lovelace")),
+            (Some("Ada".into()), Some("King Lovelace".into()))
+        );
+        assert_eq!(split_name(Some("Cher")), (Some("Cher".into()), None));
+        assert_eq!(split_name(None), (None, None));
+    }
+}
