@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::config::Config;
-use crate::relay::{Shared, inbound, outbound};
+use crate::relay::{Live, Shared, inbound, outbound};
 use crate::server::{self, Limits, local, public};
 use crate::store::Store;
 
@@ -44,10 +44,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(config: Config) -> anyhow::Result<Daemon> {
-        let config = Arc::new(config);
         let store_path = config.storage.path.clone();
+        let live = Live::new(config).map_err(anyhow::Error::msg)?;
+        let config = live.config.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&store_path)).await??;
-        let shared = Shared::new(config.clone(), store).map_err(anyhow::Error::msg)?;
+        let shared = Shared::new(live, store);
 
         let public_cfg = &config.public;
         let tls = if public_cfg.tls {

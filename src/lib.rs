@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod facebook;
 pub mod http_client;
 pub mod logging;
+pub mod metrics;
 pub mod motion;
 pub mod relay;
 pub mod server;

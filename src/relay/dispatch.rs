@@ -36,7 +36,7 @@ pub async fn run<W, WF, D, DF>(
     D: Fn(Arc<Shared>, Item) -> DF,
     DF: Future<Output = ()> + Send + 'static,
 {
-    let concurrency = shared.config.delivery.concurrency;
+    let concurrency = shared.live().config.delivery.concurrency;
     let mut busy: HashSet<(String, String)> = HashSet::new();
     let mut tasks: JoinSet<(String, String)> = JoinSet::new();
 

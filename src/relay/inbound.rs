@@ -63,12 +63,17 @@ pub async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>, drain: Du
 
 /// Delivers one item and records the outcome.
 async fn deliver(shared: &Shared, item: Item) {
-    let result = match shared.page(&item.page_id) {
+    let live = shared.live();
+    let result = match live.page(&item.page_id) {
         Some(page) => deliver_steps(shared, page, &item).await,
-        None => Err(Failure::Permanent(format!(
-            "page {} is no longer in the config",
-            item.page_id
-        ))),
+        // Kept, not failed: the page may come back with the next reload.
+        None => Err(Failure::Transient {
+            reason: format!(
+                "page {} is not in the config any more (add it back, or drop the item)",
+                item.page_id
+            ),
+            wait: None,
+        }),
     };
     let store = &shared.store;
     let recorded = match result {
@@ -98,10 +103,10 @@ async fn deliver(shared: &Shared, item: Item) {
         Err(Failure::Transient { reason, wait }) => {
             let now = now_ms();
             let first = item.first_failure_at.unwrap_or(now);
-            if shared.retry.exhausted(first, now) {
+            if shared.live().retry.exhausted(first, now) {
                 let reason = format!(
                     "gave up after {} of failures: {reason}",
-                    humantime::format_duration(shared.retry.give_up_after)
+                    humantime::format_duration(shared.live().retry.give_up_after)
                 );
                 error!(
                     page_id = %item.page_id,
@@ -114,7 +119,7 @@ async fn deliver(shared: &Shared, item: Item) {
                 store.fail(item.id, reason).await
             } else {
                 let failures = (item.attempts + 1) as u32;
-                let delay = shared.retry.delay(failures, wait);
+                let delay = shared.live().retry.delay(failures, wait);
                 warn!(
                     page_id = %item.page_id,
                     conversation = %item.conversation,
@@ -152,7 +157,7 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
     for (index, step) in steps.iter().enumerate().skip(item.steps_done as usize) {
         let mut notify = Notify {
             from: envelope.from.clone(),
-            map_key: shared.motion.map_key().to_owned(),
+            map_key: shared.live().motion.map_key().to_owned(),
             body: String::new(),
             first_name: envelope.first_name.clone(),
             last_name: envelope.last_name.clone(),
@@ -179,7 +184,7 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
                 Err(transient) => return Err(transient),
             },
         }
-        shared.motion.notify(receive_url, &notify).await?;
+        shared.live().motion.notify(receive_url, &notify).await?;
         if index + 1 < steps.len() {
             shared
                 .store
@@ -227,12 +232,18 @@ async fn move_file(
     receive_url: &str,
     url: &str,
 ) -> Result<(String, String), Failure> {
-    let file = shared.graph.download(url).await.map_err(|e| match e {
-        DownloadError::Transient(reason) => Failure::Transient { reason, wait: None },
-        DownloadError::Permanent(reason) => Failure::Permanent(reason),
-    })?;
+    let file = shared
+        .live()
+        .graph
+        .download(url)
+        .await
+        .map_err(|e| match e {
+            DownloadError::Transient(reason) => Failure::Transient { reason, wait: None },
+            DownloadError::Permanent(reason) => Failure::Permanent(reason),
+        })?;
     let name = file.file_name.clone();
     let id = shared
+        .live()
         .motion
         .upload_attachment(
             receive_url,
@@ -277,6 +288,7 @@ async fn customer_name(shared: &Shared, page: &PageConfig, psid: &str) -> Profil
         }
     }
     match shared
+        .live()
         .graph
         .profile(page.access_token.get_ref(), psid)
         .await

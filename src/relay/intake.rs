@@ -107,16 +107,16 @@ fn fate(shared: &Shared, item: &Item) -> NewState {
             item.object
         ));
     }
-    if shared.page(&item.page_id).is_none() {
+    let live = shared.live();
+    let Some(page) = live.page(&item.page_id) else {
         return NewState::Skipped(format!(
             "page {} is not configured (add a [[page]] for it, or unsubscribe the app from it)",
             item.page_id
         ));
-    }
+    };
     match &item.parsed {
         Ok(Parsed::Messaging(_)) => messenger::intake_state(item),
         Ok(Parsed::Change { field, value }) => {
-            let page = shared.page(&item.page_id).expect("checked above");
             feed::intake_state(field, &FeedChange::parse(value), page)
         }
         Err(_) => unreachable!("handled above"),

@@ -14,20 +14,52 @@ pub mod retry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use tokio::sync::{Notify, oneshot};
+
+use crate::metrics::Metrics;
 
 use crate::config::{Config, PageConfig};
 use crate::facebook::graph::GraphClient;
 use crate::motion::MotionClient;
 use crate::store::Store;
 
-/// Everything the listeners and workers share.
-pub struct Shared {
+/// What a config reload replaces as a whole: the config and everything built from it.
+/// Work in progress keeps the `Live` it started with; new work takes the current one.
+pub struct Live {
     pub config: Arc<Config>,
-    pub store: Store,
     pub motion: MotionClient,
     pub graph: GraphClient,
     pub retry: retry::RetryPolicy,
+}
+
+impl Live {
+    pub fn new(config: Config) -> Result<Live, String> {
+        let motion = MotionClient::new(&config.motion)?;
+        let graph = GraphClient::new(
+            config.facebook.graph_url.get_ref(),
+            &config.facebook.graph_version,
+            config.motion.timeout,
+        )?;
+        Ok(Live {
+            retry: retry::RetryPolicy::from_config(&config.delivery),
+            config: Arc::new(config),
+            motion,
+            graph,
+        })
+    }
+
+    pub fn page(&self, id: &str) -> Option<&PageConfig> {
+        self.config.page(id)
+    }
+}
+
+/// Everything the listeners and workers share.
+pub struct Shared {
+    /// The current config and its clients; swapped whole by a reload.
+    live: ArcSwap<Live>,
+    pub store: Store,
+    pub metrics: Metrics,
     /// Poked when new inbound work is stored, so the worker does not wait for its timer.
     pub inbound_wake: Arc<Notify>,
     /// Poked when an agent's reply is stored.
@@ -41,28 +73,38 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Arc<Config>, store: Store) -> Result<Arc<Self>, String> {
-        let motion = MotionClient::new(&config.motion)?;
-        let graph = GraphClient::new(
-            config.facebook.graph_url.get_ref(),
-            &config.facebook.graph_version,
-            config.motion.timeout,
-        )?;
-        Ok(Arc::new(Shared {
-            retry: retry::RetryPolicy::from_config(&config.delivery),
-            config,
+    pub fn new(live: Live, store: Store) -> Arc<Self> {
+        Arc::new(Shared {
+            live: ArcSwap::from_pointee(live),
             store,
-            motion,
-            graph,
+            metrics: Metrics::new(),
             inbound_wake: Arc::new(Notify::new()),
             outbound_wake: Arc::new(Notify::new()),
             reply_waiters: Mutex::new(HashMap::new()),
             page_problems: Mutex::new(BTreeMap::new()),
             page_paused_until: Mutex::new(HashMap::new()),
-        }))
+        })
     }
 
-    pub fn page(&self, id: &str) -> Option<&PageConfig> {
-        self.config.page(id)
+    /// The current config and clients.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Puts a new config in force for all work that starts from now on.
+    pub fn replace_live(&self, live: Live) {
+        let old = self.live();
+        // A page whose token was rotated (or that was removed) gets a fresh start.
+        self.page_problems.lock().unwrap().retain(|page, _| {
+            match (old.page(page), live.page(page)) {
+                (Some(before), Some(after)) => {
+                    before.access_token.get_ref() == after.access_token.get_ref()
+                }
+                _ => false,
+            }
+        });
+        self.live.store(Arc::new(live));
+        self.inbound_wake.notify_one();
+        self.outbound_wake.notify_one();
     }
 }

@@ -172,7 +172,8 @@ pub async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>, drain: Du
 
 /// Sends one reply, records the outcome, and tells a waiting Reply URL call.
 async fn send(shared: &Shared, item: Item) {
-    let result = match shared.page(&item.page_id) {
+    let live = shared.live();
+    let result = match live.page(&item.page_id) {
         Some(page) => send_steps(shared, page, &item).await,
         None => Err(Failure::Permanent {
             status: 404,
@@ -225,10 +226,10 @@ async fn send(shared: &Shared, item: Item) {
         }) => {
             let now = now_ms();
             let first_failure = item.first_failure_at.unwrap_or(now);
-            if shared.retry.exhausted(first_failure, now) {
+            if shared.live().retry.exhausted(first_failure, now) {
                 let reason = format!(
                     "Not sent: gave up after {} of failures: {reason}",
-                    humantime::format_duration(shared.retry.give_up_after)
+                    humantime::format_duration(shared.live().retry.give_up_after)
                 );
                 error!(page_id = %item.page_id, conversation = %item.conversation, item = item.id, outcome = "failed", "agent reply {reason}");
                 (
@@ -240,7 +241,7 @@ async fn send(shared: &Shared, item: Item) {
                 )
             } else {
                 let failures = (item.attempts + 1) as u32;
-                let delay = shared.retry.delay(failures, wait);
+                let delay = shared.live().retry.delay(failures, wait);
                 if rate_limited {
                     // Every reply of this page waits, not only this one.
                     shared
@@ -367,7 +368,13 @@ async fn send_steps(
     let total = steps.len();
     for (index, step) in steps.into_iter().enumerate().skip(item.steps_done as usize) {
         let sent = match step {
-            Step::Text(text) => shared.graph.send_text(token, page_id, &send, &text).await,
+            Step::Text(text) => {
+                shared
+                    .live()
+                    .graph
+                    .send_text(token, page_id, &send, &text)
+                    .await
+            }
             Step::File(f) => {
                 let kind = attachment_kind(&f.content_type);
                 let download = Download {
@@ -376,6 +383,7 @@ async fn send_steps(
                     bytes: f.bytes,
                 };
                 shared
+                    .live()
                     .graph
                     .send_file(token, page_id, &send, kind, download)
                     .await
@@ -412,6 +420,7 @@ async fn fetch_agent_file(
     Ok(match &reply.attachment_id {
         Some(id) => Some(
             shared
+                .live()
                 .motion
                 .fetch_attachment(page.receive_url.get_ref(), id, MAX_FILE_BYTES)
                 .await
@@ -522,6 +531,7 @@ async fn send_wall_reply(
                 return Err(refuse(400, "Not sent: the reply is empty.".into()));
             }
             shared
+                .live()
                 .graph
                 .comment(token, &target.comment_on, message, photo)
                 .await
@@ -578,11 +588,18 @@ async fn send_wall_reply(
                         bytes: f.bytes,
                     };
                     shared
+                        .live()
                         .graph
                         .send_file(token, page_id, &send, kind, download)
                         .await
                 }
-                None => shared.graph.send_text(token, page_id, &send, message).await,
+                None => {
+                    shared
+                        .live()
+                        .graph
+                        .send_text(token, page_id, &send, message)
+                        .await
+                }
             };
             let id = sent.map_err(|e| graph_failure(shared, page_id, e))?;
             shared

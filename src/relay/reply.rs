@@ -137,7 +137,7 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
     shared.outbound_wake.notify_one();
     info!(page_id = %page_id, conversation = %conversation, item = stored.id, motion_message = ?reply.message_id, "agent reply received from Motion");
 
-    let wait: Duration = shared.config.local.reply_wait;
+    let wait: Duration = shared.live().config.local.reply_wait;
     match tokio::time::timeout(wait, rx).await {
         Ok(Ok(first)) => answer(first),
         _ => {

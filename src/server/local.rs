@@ -50,7 +50,8 @@ async fn reply_route(
     page_id: &str,
     remote: SocketAddr,
 ) -> HttpResponse {
-    let Some(page) = shared.page(page_id) else {
+    let live = shared.live();
+    let Some(page) = live.page(page_id) else {
         warn!(%remote, page_id, "Reply URL call for page {page_id}, which is not configured: answered 404 (check the Reply URL in the Openchannel account)");
         return json(
             404,
@@ -87,7 +88,7 @@ async fn reply_route(
     if declared.is_some_and(|n| n > MAX_REPLY_BYTES as u64) {
         return too_large();
     }
-    let timeout = shared.config.public.request_timeout;
+    let timeout = live.config.public.request_timeout;
     let body = match tokio::time::timeout(
         timeout,
         Limited::new(req.into_body(), MAX_REPLY_BYTES).collect(),

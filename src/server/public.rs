@@ -41,6 +41,7 @@ pub async fn handle(
 
 /// `GET /webhook?hub.mode=subscribe&hub.verify_token=T&hub.challenge=C` → C when T matches.
 fn handshake(shared: &Shared, req: &Request<Incoming>, remote: SocketAddr) -> HttpResponse {
+    let live = shared.live();
     let query = req.uri().query().unwrap_or("");
     let (mut mode, mut token, mut challenge) = (None, None, None);
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -51,7 +52,7 @@ fn handshake(shared: &Shared, req: &Request<Incoming>, remote: SocketAddr) -> Ht
             _ => {}
         }
     }
-    let expected = shared
+    let expected = live
         .config
         .facebook
         .verify_token
@@ -77,7 +78,8 @@ fn handshake(shared: &Shared, req: &Request<Incoming>, remote: SocketAddr) -> Ht
 }
 
 async fn receive(shared: &Shared, req: Request<Incoming>, remote: SocketAddr) -> HttpResponse {
-    let public = &shared.config.public;
+    let live = shared.live();
+    let public = &live.config.public;
     let max = public.max_body_bytes;
     let declared = req
         .headers()
@@ -116,7 +118,7 @@ async fn receive(shared: &Shared, req: Request<Incoming>, remote: SocketAddr) ->
         Ok(Ok(collected)) => collected.to_bytes(),
     };
 
-    let secret = shared
+    let secret = live
         .config
         .facebook
         .app_secret

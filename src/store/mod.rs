@@ -127,6 +127,16 @@ pub struct Enqueued {
     pub result: Option<String>,
 }
 
+/// Pending work of one page in one direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStat {
+    pub page_id: String,
+    pub direction: String,
+    pub pending: i64,
+    /// When the oldest pending item was stored (ms).
+    pub oldest_created_at: i64,
+}
+
 /// What one webhook did to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IntakeOutcome {
@@ -690,6 +700,26 @@ impl Store {
     pub async fn webhook_count(&self) -> Result<i64, StoreError> {
         self.call(false, |conn| {
             conn.query_row("SELECT COUNT(*) FROM webhooks", [], |r| r.get(0))
+        })
+        .await
+    }
+
+    /// Pending items per page and direction, with the creation time of the oldest.
+    pub async fn queue_stats(&self) -> Result<Vec<QueueStat>, StoreError> {
+        self.call(false, |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT page_id, direction, COUNT(*), MIN(created_at) FROM items
+                  WHERE state = 'pending' GROUP BY page_id, direction ORDER BY page_id, direction",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(QueueStat {
+                    page_id: r.get(0)?,
+                    direction: r.get(1)?,
+                    pending: r.get(2)?,
+                    oldest_created_at: r.get(3)?,
+                })
+            })?;
+            rows.collect()
         })
         .await
     }

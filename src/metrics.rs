@@ -1,0 +1,288 @@
+//! Prometheus metrics, served as text on the local listener's `GET /metrics`.
+//!
+//! Counters and histograms are updated where things happen; queue depth, the age of the
+//! oldest pending item, item states and fsync counts are read from the store when
+//! `/metrics` is scraped, so they are never stale. Page ids are labels; secrets never are.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::store::{Store, StoreError, now_ms};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub page_id: String,
+    pub kind: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub page_id: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GraphLabels {
+    pub page_id: String,
+    pub call: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub page_id: String,
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PageLabels {
+    pub page_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub listener: String,
+    pub route: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms … ~8 s.
+    Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Webhook POSTs by result: stored, bad_signature, too_large, timeout, bad_body, store_error.
+    pub webhooks: Family<ResultLabels, Counter>,
+    /// Events stored from webhooks, by page, kind and initial state (pending/skipped/failed).
+    pub events: Family<EventLabels, Counter>,
+    /// Inbound items by outcome: delivered, retry, failed.
+    pub notifies: Family<OutcomeLabels, Counter>,
+    /// Outbound replies by outcome: delivered, retry, failed.
+    pub replies: Family<OutcomeLabels, Counter>,
+    /// Graph API calls by kind (send, comment, profile) and outcome.
+    pub graph_calls: Family<GraphLabels, Counter>,
+    /// Pending items per page and direction (read at scrape time).
+    queue_depth: Family<QueueLabels, Gauge>,
+    /// Age of the oldest pending item per page and direction, seconds (scrape time).
+    oldest_pending: Family<QueueLabels, FloatGauge>,
+    /// Items per state (scrape time).
+    items: Family<StateLabels, Gauge>,
+    /// Unix time of the last event stored per page.
+    pub last_event: Family<PageLabels, FloatGauge>,
+    /// Unix time of the last successful delivery to Motion per page.
+    pub last_delivery: Family<PageLabels, FloatGauge>,
+    /// Request latency per listener and route.
+    pub request_seconds: HistogramFamily,
+    /// notAfter of the public certificate, Unix time.
+    pub cert_expiry: FloatGauge,
+    /// Store transactions that wrote (each one fsync), read at scrape time.
+    store_commits: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("fb_openchannel");
+        let webhooks = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "webhooks",
+            "Webhook POSTs received, by result",
+            webhooks.clone(),
+        );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events_stored",
+            "Events stored from webhooks, by page, kind and state",
+            events.clone(),
+        );
+        let notifies = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "inbound_deliveries",
+            "Inbound items handed to Motion, by outcome",
+            notifies.clone(),
+        );
+        let replies = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "outbound_deliveries",
+            "Agent replies sent to Facebook, by outcome",
+            replies.clone(),
+        );
+        let graph_calls = Family::<GraphLabels, Counter>::default();
+        registry.register(
+            "graph_calls",
+            "Graph API calls, by call and outcome",
+            graph_calls.clone(),
+        );
+        let queue_depth = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "queue_pending",
+            "Pending items per page and direction",
+            queue_depth.clone(),
+        );
+        let oldest_pending = Family::<QueueLabels, FloatGauge>::default();
+        registry.register(
+            "queue_oldest_pending_age_seconds",
+            "Age of the oldest pending item per page and direction",
+            oldest_pending.clone(),
+        );
+        let items = Family::<StateLabels, Gauge>::default();
+        registry.register("items", "Stored items per state", items.clone());
+        let last_event = Family::<PageLabels, FloatGauge>::default();
+        registry.register(
+            "last_event_timestamp_seconds",
+            "When the last event of a page was stored",
+            last_event.clone(),
+        );
+        let last_delivery = Family::<PageLabels, FloatGauge>::default();
+        registry.register(
+            "last_delivery_timestamp_seconds",
+            "When an item of a page was last delivered to Motion",
+            last_delivery.clone(),
+        );
+        let request_seconds: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "HTTP request latency",
+            request_seconds.clone(),
+        );
+        let cert_expiry = FloatGauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the public listener's certificate",
+            cert_expiry.clone(),
+        );
+        let store_commits = Gauge::default();
+        registry.register(
+            "store_write_commits",
+            "Store transactions that wrote (one fsync each)",
+            store_commits.clone(),
+        );
+        Metrics {
+            registry,
+            webhooks,
+            events,
+            notifies,
+            replies,
+            graph_calls,
+            queue_depth,
+            oldest_pending,
+            items,
+            last_event,
+            last_delivery,
+            request_seconds,
+            cert_expiry,
+            store_commits,
+        }
+    }
+
+    pub fn webhook(&self, result: &str) {
+        self.webhooks
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    pub fn request(&self, listener: &str, route: &str, took: Duration) {
+        self.request_seconds
+            .get_or_create(&RouteLabels {
+                listener: listener.into(),
+                route: route.into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn graph_call(&self, page_id: &str, call: &str, outcome: &str) {
+        self.graph_calls
+            .get_or_create(&GraphLabels {
+                page_id: page_id.into(),
+                call: call.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    pub fn inbound(&self, page_id: &str, outcome: &str) {
+        self.notifies
+            .get_or_create(&OutcomeLabels {
+                page_id: page_id.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        if outcome == "delivered" {
+            self.last_delivery
+                .get_or_create(&PageLabels {
+                    page_id: page_id.into(),
+                })
+                .set(now_ms() as f64 / 1000.0);
+        }
+    }
+
+    pub fn outbound(&self, page_id: &str, outcome: &str) {
+        self.replies
+            .get_or_create(&OutcomeLabels {
+                page_id: page_id.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Reads the queue from the store and renders every metric as Prometheus text.
+    pub async fn render(&self, store: &Store) -> Result<String, StoreError> {
+        let now = now_ms();
+        let queue = store.queue_stats().await?;
+        self.queue_depth.clear();
+        self.oldest_pending.clear();
+        for q in queue {
+            let labels = QueueLabels {
+                page_id: q.page_id,
+                direction: q.direction,
+            };
+            self.queue_depth.get_or_create(&labels).set(q.pending);
+            self.oldest_pending
+                .get_or_create(&labels)
+                .set((now - q.oldest_created_at).max(0) as f64 / 1000.0);
+        }
+        self.items.clear();
+        for (state, n) in store.count_by_state().await? {
+            self.items.get_or_create(&StateLabels { state }).set(n);
+        }
+        self.store_commits.set(
+            store
+                .stats()
+                .write_commits
+                .load(std::sync::atomic::Ordering::Relaxed) as i64,
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        Ok(text)
+    }
+}
