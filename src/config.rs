@@ -103,6 +103,9 @@ pub struct PublicConfig {
     /// Open connections beyond this wait to be accepted (protects memory and fds).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// How often the certificate files are checked for a renewal (size, mtime).
+    #[serde(default = "default_tls_watch_interval", with = "humantime_serde")]
+    pub tls_watch_interval: Duration,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -114,6 +117,9 @@ pub struct LocalConfig {
     /// 202 (queued). Motion shows the agent the outcome of that first attempt.
     #[serde(default = "default_reply_wait", with = "humantime_serde")]
     pub reply_wait: Duration,
+    /// `/readyz` turns not-ready when a pending item is older than this.
+    #[serde(default = "default_ready_max_pending_age", with = "humantime_serde")]
+    pub ready_max_pending_age: Duration,
 }
 
 impl Default for LocalConfig {
@@ -121,6 +127,7 @@ impl Default for LocalConfig {
         Self {
             listen: default_local_listen(),
             reply_wait: default_reply_wait(),
+            ready_max_pending_age: default_ready_max_pending_age(),
         }
     }
 }
@@ -233,6 +240,9 @@ fn default_public_listen() -> SocketAddr {
 fn default_local_listen() -> SocketAddr {
     "127.0.0.1:8089".parse().expect("static address")
 }
+fn default_ready_max_pending_age() -> Duration {
+    Duration::from_secs(15 * 60)
+}
 fn default_reply_wait() -> Duration {
     Duration::from_secs(10)
 }
@@ -247,6 +257,9 @@ fn default_max_body() -> usize {
 }
 fn default_request_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_tls_watch_interval() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_max_connections() -> usize {
     1024

@@ -6,16 +6,18 @@
 //! returns when every task has ended. Tests and `demo` drive the same two calls.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::relay::{Live, Shared, inbound, outbound};
+use crate::server::tls::CertStore;
 use crate::server::{self, Limits, local, public};
 use crate::store::Store;
 
@@ -38,6 +40,8 @@ pub struct Daemon {
     /// Where Motion's Reply URL, `/healthz` and `/readyz` are served.
     pub local_addr: SocketAddr,
     pub shared: Arc<Shared>,
+    /// The public certificate, when TLS is on: reloaded on SIGHUP and when its files change.
+    pub certs: Option<Arc<CertStore>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -51,13 +55,18 @@ impl Daemon {
         let shared = Shared::new(live, store);
 
         let public_cfg = &config.public;
-        let tls = if public_cfg.tls {
-            Some(
-                server::tls::acceptor(public_cfg.tls_cert.get_ref(), public_cfg.tls_key.get_ref())
-                    .map_err(anyhow::Error::msg)?,
-            )
+        let certs = if public_cfg.tls {
+            let certs =
+                CertStore::open(public_cfg.tls_cert.get_ref(), public_cfg.tls_key.get_ref())
+                    .map_err(anyhow::Error::msg)?;
+            shared.metrics.cert_expiry.set(certs.not_after() as f64);
+            Some(certs)
         } else {
             None
+        };
+        let tls = match &certs {
+            Some(c) => Some(c.acceptor().map_err(anyhow::Error::msg)?),
+            None => None,
         };
         let listener = TcpListener::bind(public_cfg.listen).await.map_err(|e| {
             anyhow::anyhow!(
@@ -121,6 +130,19 @@ impl Daemon {
             DRAIN,
         )));
 
+        if let Some(certs) = &certs {
+            let metrics_shared = shared.clone();
+            // Not in `tasks`: it ends with the others but is no reason to exit if it does.
+            tokio::spawn(server::tls::watch(
+                certs.clone(),
+                public_cfg.tls_watch_interval,
+                shutdown_rx.clone(),
+                move |not_after| {
+                    metrics_shared.metrics.cert_expiry.set(not_after as f64);
+                },
+            ));
+        }
+
         info!(
             public = %public_addr,
             local = %local_addr,
@@ -133,6 +155,7 @@ impl Daemon {
         Ok(Daemon {
             public_addr,
             local_addr,
+            certs,
             shared,
             shutdown,
             tasks,
@@ -150,6 +173,112 @@ impl Daemon {
             Err(e) if e.is_panic() => format!("{name} crashed: {e}"),
             _ => format!("{name} stopped unexpectedly"),
         }
+    }
+
+    /// Reads the config file again and puts it in force; an invalid file changes
+    /// nothing. Returns a summary of what changed, or why nothing did.
+    pub async fn reload(&self, path: &Path) -> Result<String, String> {
+        let file = path.to_owned();
+        let config = tokio::task::spawn_blocking(move || Config::load(&file))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let old = self.shared.live();
+        let before = &old.config;
+        let mut notes = Vec::new();
+        let restart_only = [
+            (
+                "public.listen",
+                before.public.listen.to_string(),
+                config.public.listen.to_string(),
+            ),
+            (
+                "public.tls",
+                before.public.tls.to_string(),
+                config.public.tls.to_string(),
+            ),
+            (
+                "public.tls_cert",
+                before.public.tls_cert.get_ref().display().to_string(),
+                config.public.tls_cert.get_ref().display().to_string(),
+            ),
+            (
+                "public.tls_key",
+                before.public.tls_key.get_ref().display().to_string(),
+                config.public.tls_key.get_ref().display().to_string(),
+            ),
+            (
+                "public.max_connections",
+                before.public.max_connections.to_string(),
+                config.public.max_connections.to_string(),
+            ),
+            (
+                "local.listen",
+                before.local.listen.to_string(),
+                config.local.listen.to_string(),
+            ),
+            (
+                "storage.path",
+                before.storage.path.display().to_string(),
+                config.storage.path.display().to_string(),
+            ),
+            (
+                "delivery.concurrency",
+                before.delivery.concurrency.to_string(),
+                config.delivery.concurrency.to_string(),
+            ),
+        ];
+        for (key, was, now) in restart_only {
+            if was != now {
+                warn!(
+                    "config reload: {key} changed ({was} → {now}); it takes effect at the next restart"
+                );
+                notes.push(format!("{key} needs a restart"));
+            }
+        }
+        let ids = |c: &Config| {
+            c.pages
+                .iter()
+                .map(|p| p.id.get_ref().clone())
+                .collect::<Vec<_>>()
+        };
+        let (old_ids, new_ids) = (ids(before), ids(&config));
+        let added: Vec<_> = new_ids
+            .iter()
+            .filter(|p| !old_ids.contains(p))
+            .cloned()
+            .collect();
+        let removed: Vec<_> = old_ids
+            .iter()
+            .filter(|p| !new_ids.contains(p))
+            .cloned()
+            .collect();
+        let live = Live::new(config)?;
+        self.shared.replace_live(live);
+        if let Some(certs) = &self.certs {
+            match certs.reload() {
+                Ok(not_after) => {
+                    self.shared.metrics.cert_expiry.set(not_after as f64);
+                }
+                Err(e) => {
+                    error!(
+                        "config reload: the certificate cannot be used ({e}); still serving the previous one"
+                    );
+                    notes.push("certificate kept (new one unusable)".into());
+                }
+            }
+        }
+        let mut summary = format!("{} page(s)", new_ids.len());
+        if !added.is_empty() {
+            summary.push_str(&format!(", added {}", added.join(", ")));
+        }
+        if !removed.is_empty() {
+            summary.push_str(&format!(", removed {}", removed.join(", ")));
+        }
+        for n in notes {
+            summary.push_str(&format!("; {n}"));
+        }
+        Ok(summary)
     }
 
     pub async fn stop(self) {

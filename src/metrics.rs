@@ -119,7 +119,7 @@ impl Metrics {
         let events = Family::<EventLabels, Counter>::default();
         registry.register(
             "events_stored",
-            "Events stored from webhooks, by page, kind and state",
+            "Events received in verified webhooks (redeliveries included), by page, kind and state",
             events.clone(),
         );
         let notifies = Family::<OutcomeLabels, Counter>::default();

@@ -97,12 +97,25 @@ fn run(path: &std::path::Path) -> ExitCode {
             }
         };
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        spawn_watchdog();
-        tokio::select! {
-            _ = wait_for_stop_signal() => {}
-            problem = daemon.failure() => {
-                tracing::error!("{problem}; exiting so that systemd restarts the service (nothing acknowledged is lost)");
-                return ExitCode::FAILURE;
+        spawn_watchdog(daemon.shared.clone());
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT received"); break; }
+                _ = hup.recv() => {
+                    match daemon.reload(path).await {
+                        Ok(summary) => tracing::info!("SIGHUP: config reloaded from {}: {summary}", path.display()),
+                        Err(e) => tracing::error!("SIGHUP: the new config was NOT applied, the running one is kept:\n{e}"),
+                    }
+                }
+                problem = daemon.failure() => {
+                    tracing::error!("{problem}; exiting so that systemd restarts the service (nothing acknowledged is lost)");
+                    return ExitCode::FAILURE;
+                }
             }
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -111,25 +124,29 @@ fn run(path: &std::path::Path) -> ExitCode {
     })
 }
 
-/// Pings systemd's watchdog at half its period, when `WatchdogSec=` is set.
-fn spawn_watchdog() {
+/// Pings systemd's watchdog at half its period when `WatchdogSec=` is set — but only
+/// while the store answers: a daemon that cannot store webhooks should be restarted.
+fn spawn_watchdog(shared: std::sync::Arc<crate::relay::Shared>) {
     if let Some(timeout) = sd_notify::watchdog_enabled() {
         let period = timeout / 2;
         tokio::spawn(async move {
             loop {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                let alive = tokio::time::timeout(
+                    period,
+                    shared.store.call(false, |c| {
+                        c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                    }),
+                )
+                .await;
+                if matches!(alive, Ok(Ok(1))) {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                } else {
+                    tracing::error!(
+                        "the state database does not answer; not telling systemd's watchdog we are alive"
+                    );
+                }
                 tokio::time::sleep(period).await;
             }
         });
-    }
-}
-
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
     }
 }

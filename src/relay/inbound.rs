@@ -87,6 +87,7 @@ async fn deliver(shared: &Shared, item: Item) {
                 "delivered to Motion ({steps} notify call{})",
                 if steps == 1 { "" } else { "s" }
             );
+            shared.metrics.inbound(&item.page_id, "delivered");
             store.complete(item.id, None).await
         }
         Err(Failure::Permanent(reason)) => {
@@ -98,6 +99,7 @@ async fn deliver(shared: &Shared, item: Item) {
                 outcome = "failed",
                 "delivery to Motion failed for good: {reason}. The item is kept as failed; fix the cause, then retry it"
             );
+            shared.metrics.inbound(&item.page_id, "failed");
             store.fail(item.id, reason).await
         }
         Err(Failure::Transient { reason, wait }) => {
@@ -116,6 +118,7 @@ async fn deliver(shared: &Shared, item: Item) {
                     outcome = "failed",
                     "delivery to Motion {reason}. The item is kept as failed; retry it once Motion is reachable"
                 );
+                shared.metrics.inbound(&item.page_id, "failed");
                 store.fail(item.id, reason).await
             } else {
                 let failures = (item.attempts + 1) as u32;
@@ -130,6 +133,7 @@ async fn deliver(shared: &Shared, item: Item) {
                     "delivery to Motion failed: {reason}; retrying in {}",
                     humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
                 );
+                shared.metrics.inbound(&item.page_id, "retry");
                 store
                     .retry_later(item.id, now + delay.as_millis() as i64, reason)
                     .await
@@ -287,12 +291,17 @@ async fn customer_name(shared: &Shared, page: &PageConfig, psid: &str) -> Profil
             return cached;
         }
     }
-    match shared
+    let lookup = shared
         .live()
         .graph
         .profile(page.access_token.get_ref(), psid)
-        .await
-    {
+        .await;
+    shared.metrics.graph_call(
+        &page_id,
+        "profile",
+        if lookup.is_ok() { "ok" } else { "error" },
+    );
+    match lookup {
         Ok(p) if p.first_name.is_some() || p.last_name.is_some() => {
             let profile = Profile {
                 first_name: p.first_name.unwrap_or_default(),

@@ -6,6 +6,7 @@ use tracing::{debug, info, warn};
 
 use crate::facebook::feed::FeedChange;
 use crate::facebook::webhook::{self, Item, Parsed};
+use crate::metrics::{EventLabels, PageLabels};
 use crate::relay::{Shared, feed, messenger};
 use crate::store::{Direction, IntakeOutcome, NewItem, NewState, StoreError};
 
@@ -37,7 +38,36 @@ pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutc
                     warn!(page_id = %item.page_id, conversation = %new.conversation, "webhook item kept as failed: {reason}");
                 }
             }
-            shared.store.intake(body, None, new_items).await?
+            let counts: Vec<(String, String, String)> = new_items
+                .iter()
+                .map(|n| {
+                    let state = match n.state {
+                        NewState::Pending => "pending",
+                        NewState::Skipped(_) => "skipped",
+                        NewState::Failed(_) => "failed",
+                    };
+                    (n.page_id.clone(), n.kind.clone(), state.to_owned())
+                })
+                .collect();
+            let outcome = shared.store.intake(body, None, new_items).await?;
+            let now = crate::store::now_ms() as f64 / 1000.0;
+            for (page_id, kind, state) in counts {
+                shared
+                    .metrics
+                    .events
+                    .get_or_create(&EventLabels {
+                        page_id: page_id.clone(),
+                        kind,
+                        state,
+                    })
+                    .inc();
+                shared
+                    .metrics
+                    .last_event
+                    .get_or_create(&PageLabels { page_id })
+                    .set(now);
+            }
+            outcome
         }
     };
     debug!(

@@ -274,6 +274,14 @@ async fn send(shared: &Shared, item: Item) {
     if let Err(e) = recorded {
         error!(page_id = %item.page_id, conversation = %item.conversation, item = item.id, "cannot record the reply's outcome: {e}");
     }
+    shared.metrics.outbound(
+        &item.page_id,
+        match &first {
+            FirstAttempt::Delivered { .. } => "delivered",
+            FirstAttempt::Failed { .. } => "failed",
+            FirstAttempt::Queued { .. } => "retry",
+        },
+    );
     let waiter = shared
         .reply_waiters
         .lock()
@@ -389,7 +397,8 @@ async fn send_steps(
                     .await
             }
         };
-        let message_id = sent.map_err(|e| graph_failure(shared, page_id, e))?;
+        let message_id = sent.map_err(|e| graph_failure(shared, page_id, "send", e))?;
+        shared.metrics.graph_call(page_id, "send", "ok");
         debug!(page_id, conversation = %item.conversation, item = item.id, message_id = %message_id, "Send API accepted step {}/{total}", index + 1);
         let _ = shared
             .store
@@ -535,7 +544,8 @@ async fn send_wall_reply(
                 .graph
                 .comment(token, &target.comment_on, message, photo)
                 .await
-                .map_err(|e| graph_failure(shared, page_id, e))?
+                .map_err(|e| graph_failure(shared, page_id, "comment", e))
+                .inspect(|_| shared.metrics.graph_call(page_id, "comment", "ok"))?
         }
         CommentReply::Private => {
             let object = match &target.private_to {
@@ -601,7 +611,8 @@ async fn send_wall_reply(
                         .await
                 }
             };
-            let id = sent.map_err(|e| graph_failure(shared, page_id, e))?;
+            let id = sent.map_err(|e| graph_failure(shared, page_id, "send", e))?;
+            shared.metrics.graph_call(page_id, "send", "ok");
             shared
                 .store
                 .record_private_reply(page_id.to_owned(), object, item.id)
@@ -642,7 +653,15 @@ async fn previous_ids(shared: &Shared, item: &Item) -> Vec<String> {
 }
 
 /// What a Graph error means for this reply and for the page.
-fn graph_failure(shared: &Shared, page_id: &str, e: GraphError) -> Failure {
+fn graph_failure(shared: &Shared, page_id: &str, call: &str, e: GraphError) -> Failure {
+    let label = match e.disposition {
+        Disposition::Retry => "retry",
+        Disposition::SlowDown => "rate_limited",
+        Disposition::TokenInvalid => "token_invalid",
+        Disposition::PolicyBlock => "policy_block",
+        Disposition::Permanent => "refused",
+    };
+    shared.metrics.graph_call(page_id, call, label);
     match e.disposition {
         Disposition::Retry => Failure::Transient {
             reason: e.to_string(),

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -30,16 +31,47 @@ pub async fn handle(
     req: Request<Incoming>,
     remote: SocketAddr,
 ) -> HttpResponse {
+    let started = std::time::Instant::now();
+    let route: &'static str = match req.uri().path().trim_matches('/').split('/').next() {
+        Some("reply") => "reply",
+        Some("healthz") => "healthz",
+        Some("readyz") => "readyz",
+        Some("metrics") => "metrics",
+        _ => "other",
+    };
+    let response = route_local(&shared, req, remote).await;
+    shared.metrics.request("local", route, started.elapsed());
+    response
+}
+
+async fn route_local(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> HttpResponse {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (segments.as_slice(), req.method()) {
         (["healthz"], &Method::GET) => text(200, "ok\n"),
-        (["readyz"], &Method::GET) => readyz(&shared).await,
+        (["readyz"], &Method::GET) => readyz(shared).await,
+        (["metrics"], &Method::GET) => match shared.metrics.render(&shared.store).await {
+            Ok(body) => Response::builder()
+                .status(200)
+                .header(
+                    "content-type",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .body(Full::new(Bytes::from(body)))
+                .expect("static response parts are valid"),
+            Err(e) => text(503, format!("metrics unavailable: {e}\n")),
+        },
         (["reply", page_id], &Method::POST) => {
             let page_id = (*page_id).to_owned();
-            reply_route(&shared, req, &page_id, remote).await
+            reply_route(shared, req, &page_id, remote).await
         }
-        (["healthz"] | ["readyz"] | ["reply", _], _) => text(405, "method not allowed\n"),
+        (["healthz"] | ["readyz"] | ["metrics"] | ["reply", _], _) => {
+            text(405, "method not allowed\n")
+        }
         _ => text(404, "not found\n"),
     }
 }
@@ -119,11 +151,30 @@ async fn reply_route(
     json(status, body)
 }
 
-/// 200 when the store answers and every page can send; 503 with the reasons otherwise.
+/// 200 when the store answers, every page can send and no pending item is older than
+/// `local.ready_max_pending_age`; 503 with the reasons otherwise.
 async fn readyz(shared: &Shared) -> HttpResponse {
     let mut problems = Vec::new();
-    if let Err(e) = shared.store.count_by_state().await {
-        problems.push(format!("store: {e}"));
+    let max_age = shared.live().config.local.ready_max_pending_age;
+    match shared.store.queue_stats().await {
+        Err(e) => problems.push(format!("store: {e}")),
+        Ok(queue) => {
+            let now = crate::store::now_ms();
+            for q in queue {
+                let age = Duration::from_millis((now - q.oldest_created_at).max(0) as u64);
+                if age > max_age {
+                    problems.push(format!(
+                        "page {}: {} {} item(s) pending, the oldest for {} (over local.ready_max_pending_age = {}); {} is not taking them",
+                        q.page_id,
+                        q.pending,
+                        if q.direction == "in" { "inbound" } else { "outbound" },
+                        humantime::format_duration(Duration::from_secs(age.as_secs())),
+                        humantime::format_duration(max_age),
+                        if q.direction == "in" { "Motion" } else { "Facebook" },
+                    ));
+                }
+            }
+        }
     }
     for (page, problem) in shared.page_problems.lock().unwrap().iter() {
         problems.push(format!("page {page}: {problem}"));

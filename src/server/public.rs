@@ -24,10 +24,13 @@ pub async fn handle(
     req: Request<Incoming>,
     remote: SocketAddr,
 ) -> HttpResponse {
+    let started = std::time::Instant::now();
     if req.uri().path() != "/webhook" {
+        shared.metrics.request("public", "other", started.elapsed());
         return text(404, "not found\n");
     }
-    match *req.method() {
+    let method = req.method().clone();
+    let response = match method {
         Method::GET => handshake(&shared, &req, remote),
         Method::POST => receive(&shared, req, remote).await,
         _ => {
@@ -36,7 +39,24 @@ pub async fn handle(
                 .insert("allow", "GET, POST".parse().expect("static header"));
             r
         }
+    };
+    if method == Method::POST {
+        shared.metrics.webhook(match response.status().as_u16() {
+            200 => "stored",
+            403 => "bad_signature",
+            413 => "too_large",
+            408 => "timeout",
+            503 => "store_error",
+            _ => "bad_body",
+        });
     }
+    let route = if method == Method::GET {
+        "handshake"
+    } else {
+        "webhook"
+    };
+    shared.metrics.request("public", route, started.elapsed());
+    response
 }
 
 /// `GET /webhook?hub.mode=subscribe&hub.verify_token=T&hub.challenge=C` → C when T matches.

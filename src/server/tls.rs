@@ -1,15 +1,38 @@
-//! The public listener's certificate: PEM chain and key from disk, served by rustls.
+//! The public listener's certificate: PEM chain and key from disk, served by rustls, and
+//! replaced without a restart.
+//!
+//! The server config resolves its certificate through [`CertStore`], which holds the
+//! current one behind an `ArcSwap`. [`CertStore::reload`] reads the files again (on
+//! SIGHUP), and [`watch`] does so whenever their size or modification time changes —
+//! certbot and its deploy hooks replace files, they do not signal us. A bad new pair is
+//! logged and the old one kept: a broken renewal never takes the webhook down.
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tracing::{error, info};
 
-/// Builds a TLS acceptor from a PEM certificate chain and its private key.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+/// A loaded certificate and facts about it.
+pub struct Loaded {
+    pub key: Arc<CertifiedKey>,
+    /// notAfter of the leaf, Unix seconds.
+    pub not_after: i64,
+    /// DNS names and IPs the leaf covers.
+    pub names: Vec<String>,
+}
+
+/// Reads a PEM chain and key and checks that they belong together.
+pub fn load(cert: &Path, key: &Path) -> Result<Loaded, String> {
     crate::http_client::install_crypto_provider();
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("cannot read the certificate {}: {e}", cert.display()))?
@@ -18,15 +41,150 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     if chain.is_empty() {
         return Err(format!("{} holds no PEM certificate", cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
+    let private = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
-    let mut config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(|e| format!("certificate and key do not go together: {e}"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = CertifiedKey::from_der(chain, private, &provider).map_err(|e| {
+        format!(
+            "{} and {} do not go together: {e}",
+            cert.display(),
+            key.display()
+        )
+    })?;
+    let (not_after, names) = leaf_facts(&certified.cert[0])?;
+    Ok(Loaded {
+        key: Arc::new(certified),
+        not_after,
+        names,
+    })
+}
+
+/// Expiry and names of a leaf certificate.
+pub fn leaf_facts(der: &CertificateDer<'_>) -> Result<(i64, Vec<String>), String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| format!("certificate does not parse: {e}"))?;
+    let not_after = cert.validity().not_after.timestamp();
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(d) => names.push(d.to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
+                    4 => {
+                        names.push(std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string())
+                    }
+                    16 => {
+                        let mut b = [0u8; 16];
+                        b.copy_from_slice(ip);
+                        names.push(std::net::Ipv6Addr::from(b).to_string());
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    Ok((not_after, names))
+}
+
+/// The certificate currently served, replaceable at any time.
+pub struct CertStore {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: ArcSwap<CertifiedKey>,
+    not_after: std::sync::atomic::AtomicI64,
+}
+
+impl fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertStore")
+            .field("cert", &self.cert_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+impl CertStore {
+    pub fn open(cert: &Path, key: &Path) -> Result<Arc<CertStore>, String> {
+        let loaded = load(cert, key)?;
+        Ok(Arc::new(CertStore {
+            cert_path: cert.to_owned(),
+            key_path: key.to_owned(),
+            current: ArcSwap::new(loaded.key),
+            not_after: std::sync::atomic::AtomicI64::new(loaded.not_after),
+        }))
+    }
+
+    /// Reads the files again; on success the new certificate is served from the next
+    /// handshake on, on failure the old one stays.
+    pub fn reload(&self) -> Result<i64, String> {
+        let loaded = load(&self.cert_path, &self.key_path)?;
+        self.current.store(loaded.key);
+        self.not_after
+            .store(loaded.not_after, std::sync::atomic::Ordering::Relaxed);
+        Ok(loaded.not_after)
+    }
+
+    /// notAfter of the certificate served, Unix seconds.
+    pub fn not_after(&self) -> i64 {
+        self.not_after.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A TLS acceptor serving whatever this store holds.
+    pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, String> {
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_no_client_auth()
+                .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
+    /// Size and modification time of both files (through symlinks), to notice a renewal.
+    fn fingerprint(&self) -> Option<[(u64, SystemTime); 2]> {
+        let meta = |p: &Path| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)))
+        };
+        Some([meta(&self.cert_path)?, meta(&self.key_path)?])
+    }
+}
+
+/// Reloads the certificate whenever its files change, checking every `every`, until
+/// `shutdown` turns true. `on_change` gets the new notAfter.
+pub async fn watch(
+    store: Arc<CertStore>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    on_change: impl Fn(i64) + Send,
+) {
+    let mut seen = store.fingerprint();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = store.fingerprint();
+        if now.is_none() || now == seen {
+            continue;
+        }
+        seen = now;
+        match store.reload() {
+            Ok(not_after) => {
+                info!(cert = %store.cert_path.display(), not_after, "certificate files changed: now serving the new certificate");
+                on_change(not_after);
+            }
+            Err(e) => error!(
+                "certificate files changed but cannot be used ({e}); still serving the previous certificate — fix the files, they are checked again when they change"
+            ),
+        }
+    }
 }
