@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::metrics::ResultLabels;
 use crate::relay::{Live, Shared, inbound, outbound};
 use crate::server::tls::CertStore;
 use crate::server::{self, Limits, local, public};
@@ -137,8 +138,26 @@ impl Daemon {
                 certs.clone(),
                 public_cfg.tls_watch_interval,
                 shutdown_rx.clone(),
-                move |not_after| {
-                    metrics_shared.metrics.cert_expiry.set(not_after as f64);
+                move |reloaded: Result<i64, &str>| match reloaded {
+                    Ok(not_after) => {
+                        metrics_shared.metrics.cert_expiry.set(not_after as f64);
+                        metrics_shared
+                            .metrics
+                            .cert_reloads
+                            .get_or_create(&ResultLabels {
+                                result: "ok".into(),
+                            })
+                            .inc();
+                    }
+                    Err(_) => {
+                        metrics_shared
+                            .metrics
+                            .cert_reloads
+                            .get_or_create(&ResultLabels {
+                                result: "error".into(),
+                            })
+                            .inc();
+                    }
                 },
             ));
         }

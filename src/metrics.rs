@@ -97,6 +97,8 @@ pub struct Metrics {
     pub request_seconds: HistogramFamily,
     /// notAfter of the public certificate, Unix time.
     pub cert_expiry: FloatGauge,
+    /// Certificate reloads (file change or SIGHUP) by result: ok, error.
+    pub cert_reloads: Family<ResultLabels, Counter>,
     /// Store transactions that wrote (each one fsync), read at scrape time.
     store_commits: Gauge,
 }
@@ -178,6 +180,12 @@ impl Metrics {
             "notAfter of the public listener's certificate",
             cert_expiry.clone(),
         );
+        let cert_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "tls_certificate_reloads",
+            "Certificate reloads after a file change or SIGHUP, by result",
+            cert_reloads.clone(),
+        );
         let store_commits = Gauge::default();
         registry.register(
             "store_write_commits",
@@ -198,6 +206,7 @@ impl Metrics {
             last_delivery,
             request_seconds,
             cert_expiry,
+            cert_reloads,
             store_commits,
         }
     }

@@ -29,7 +29,11 @@ pub enum Command {
     /// Run the daemon (systemd Type=notify; SIGTERM stops it cleanly).
     Run,
     /// Validate the config and print it with every secret masked; exit 1 on error.
-    CheckConfig,
+    CheckConfig {
+        /// Print nothing when the config is valid (for systemd's ExecStartPre/ExecReload).
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// The whole loop on this machine: simulated Facebook and Motion, the real daemon,
     /// a readable transcript. Needs no config, network or root; exit 0 if every step happened.
     Demo,
@@ -38,14 +42,15 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig => check_config(&cli.config),
+        Command::CheckConfig { quiet } => check_config(&cli.config, quiet),
         Command::Run => run(&cli.config),
         Command::Demo => demo::main(),
     }
 }
 
-fn check_config(path: &std::path::Path) -> ExitCode {
+fn check_config(path: &std::path::Path, quiet: bool) -> ExitCode {
     match Config::load(path) {
+        Ok(_) if quiet => ExitCode::SUCCESS,
         Ok(config) => {
             print!("# {}: valid\n{}", path.display(), config.to_redacted_toml());
             ExitCode::SUCCESS

@@ -159,12 +159,12 @@ impl CertStore {
 }
 
 /// Reloads the certificate whenever its files change, checking every `every`, until
-/// `shutdown` turns true. `on_change` gets the new notAfter.
+/// `shutdown` turns true. `on_change` gets the new notAfter, or the error.
 pub async fn watch(
     store: Arc<CertStore>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
-    on_change: impl Fn(i64) + Send,
+    on_change: impl Fn(Result<i64, &str>) + Send,
 ) {
     let mut seen = store.fingerprint();
     loop {
@@ -180,11 +180,14 @@ pub async fn watch(
         match store.reload() {
             Ok(not_after) => {
                 info!(cert = %store.cert_path.display(), not_after, "certificate files changed: now serving the new certificate");
-                on_change(not_after);
+                on_change(Ok(not_after));
             }
-            Err(e) => error!(
-                "certificate files changed but cannot be used ({e}); still serving the previous certificate — fix the files, they are checked again when they change"
-            ),
+            Err(e) => {
+                on_change(Err(&e));
+                error!(
+                    "certificate files changed but cannot be used ({e}); still serving the previous certificate — fix the files, they are checked again when they change"
+                )
+            }
         }
     }
 }

@@ -78,6 +78,11 @@ impl Peers {
 
     /// The bench's config; `extra` is appended (more tables or keys at the end).
     pub fn config_toml(&self, extra: &str) -> String {
+        self.config_toml_with("", "", extra)
+    }
+
+    /// The bench's config with extra keys in `[public]` and `[local]`, and `extra` at the end.
+    pub fn config_toml_with(&self, public: &str, local: &str, extra: &str) -> String {
         format!(
             r#"
 [public]
@@ -85,9 +90,11 @@ listen = "127.0.0.1:0"
 tls_cert = "{cert}"
 tls_key = "{key}"
 request_timeout = "2s"
+{public}
 
 [local]
 listen = "127.0.0.1:0"
+{local}
 
 [storage]
 path = "{store}"
@@ -147,8 +154,22 @@ impl Bench {
     }
 
     pub async fn start_with(extra: &str) -> Bench {
+        Self::start_configured("", "", extra).await
+    }
+
+    /// With extra keys in the `[public]` table.
+    pub async fn start_with_public(keys: &str) -> Bench {
+        Self::start_configured(keys, "", "").await
+    }
+
+    /// With extra keys in the `[local]` table.
+    pub async fn start_with_local(keys: &str) -> Bench {
+        Self::start_configured("", keys, "").await
+    }
+
+    async fn start_configured(public: &str, local: &str, extra: &str) -> Bench {
         let peers = Peers::start().await;
-        let config = peers.config(&peers.config_toml(extra));
+        let config = peers.config(&peers.config_toml_with(public, local, extra));
         let daemon = Daemon::start(config).await.unwrap();
         let url = format!("https://127.0.0.1:{}/webhook", daemon.public_addr.port());
         let sender = WebhookSender::new(&url, APP_SECRET, Some(&peers.certs.ca_pem));
@@ -271,6 +292,16 @@ impl Process {
     pub fn kill(&mut self) {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`, …).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// Sends SIGTERM and waits for the exit status.

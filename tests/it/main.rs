@@ -8,6 +8,7 @@ mod intake;
 mod messenger;
 mod process;
 mod replies;
+mod service;
 mod wall;
 
 use std::future::Future;

@@ -1,0 +1,391 @@
+//! Running as a service: reload without downtime, certificate renewal, metrics, health.
+
+use std::sync::Arc;
+
+use fb_openchannel::facebook::signature;
+use fb_openchannel::sim::facebook::messenger_text;
+use fb_openchannel::sim::motion::Mode;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::*;
+use crate::wait_until;
+
+const PAGE_C: &str = "4455667788";
+const TOKEN_C: &str = "EAAG-page-token-c-19bd";
+
+fn page_c(peers: &Peers) -> String {
+    format!(
+        "\n[[page]]\nid = \"{PAGE_C}\"\naccess_token = \"{TOKEN_C}\"\nreceive_url = \"{}\"\nreply_token = \"reply-token-c-55\"\n",
+        peers.motion.receive_url(3)
+    )
+}
+
+/// A TLS client trusting the given CA certificates (PEM).
+fn tls_connector(ca_pems: &[&str]) -> tokio_rustls::TlsConnector {
+    fb_openchannel::http_client::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in ca_pems {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // A resumed session reports the certificate of the session it resumes: always do a
+    // full handshake, to see what is served now.
+    config.resumption = rustls::client::Resumption::disabled();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+async fn connect(
+    connector: &tokio_rustls::TlsConnector,
+    port: u16,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    connector
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap()
+}
+
+/// Sends one signed webhook on an open connection and reads the status line.
+async fn post_on(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    body: &str,
+) -> String {
+    let sig = signature::sign(APP_SECRET.as_bytes(), body.as_bytes());
+    let request = format!(
+        "POST /webhook HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-hub-signature-256: {sig}\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tls.read(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn sighup_applies_a_valid_config_and_keeps_the_old_one_when_broken() {
+    let peers = Peers::start().await;
+    peers.graph.add_page(PAGE_C, TOKEN_C);
+    let path = peers.dir.path().join("config.toml");
+    std::fs::write(&path, peers.config_toml("")).unwrap();
+    let mut daemon = Process::start(&path);
+    let connector = tls_connector(&[&peers.certs.ca_pem]);
+    // A keep-alive connection opened before the reload must survive it.
+    let mut tls = connect(&connector, daemon.public_port).await;
+    assert!(
+        post_on(&mut tls, &messenger_text(PAGE_C, PSID, "c.1", 1, "before"))
+            .await
+            .contains("200")
+    );
+
+    // A new page is added.
+    std::fs::write(&path, peers.config_toml(&page_c(&peers))).unwrap();
+    daemon.signal("HUP");
+    let log = daemon.log.clone();
+    wait_until("the reload is logged", WAIT, || {
+        let log = log.clone();
+        async move {
+            log.lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("config reloaded"))
+        }
+    })
+    .await;
+    assert!(
+        daemon.log_text().contains("added 4455667788"),
+        "{}",
+        daemon.log_text()
+    );
+    assert!(
+        post_on(&mut tls, &messenger_text(PAGE_C, PSID, "c.2", 2, "after"))
+            .await
+            .contains("200"),
+        "same connection"
+    );
+    let notes = peers.motion.wait_for_notifies(1, WAIT).await.unwrap();
+    assert_eq!(
+        (notes[0].account.as_str(), notes[0].notify.body.as_str()),
+        ("3", "after")
+    );
+
+    // A broken config is refused; the running one stays.
+    std::fs::write(
+        &path,
+        peers
+            .config_toml(&page_c(&peers))
+            .replace("[storage]", "[storage]\nbogus = 1"),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    wait_until("the refusal is logged", WAIT, || {
+        let log = log.clone();
+        async move {
+            log.lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("NOT applied"))
+        }
+    })
+    .await;
+    assert!(
+        daemon.log_text().contains("bogus"),
+        "the reason is named: {}",
+        daemon.log_text()
+    );
+    assert!(
+        post_on(&mut tls, &messenger_text(PAGE_C, PSID, "c.3", 3, "still"))
+            .await
+            .contains("200")
+    );
+    let notes = peers.motion.wait_for_notifies(2, WAIT).await.unwrap();
+    assert_eq!(notes[1].notify.body, "still");
+    assert!(daemon.terminate().success());
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_on_disk_is_served_without_a_signal() {
+    let bench = Bench::start_with_public("tls_watch_interval = \"50ms\"").await;
+    let port = bench.daemon().public_addr.port();
+    let old_ca = bench.peers.certs.ca_pem.clone();
+    // The renewal comes from another CA; the client trusts both and looks at what it gets.
+    let renewal_dir = tempfile::tempdir().unwrap();
+    let renewed = fb_openchannel::sim::tls::generate(renewal_dir.path()).unwrap();
+    let connector = tls_connector(&[&old_ca, &renewed.ca_pem]);
+    let served = |connector: tokio_rustls::TlsConnector| async move {
+        let tls = connect(&connector, port).await;
+        tls.get_ref().1.peer_certificates().unwrap()[0]
+            .as_ref()
+            .to_vec()
+    };
+    let first = served(connector.clone()).await;
+    let mut tls = connect(&connector, port).await;
+
+    // certbot-style: new files replace the old ones.
+    let new_leaf = CertificateDer::pem_file_iter(&renewed.cert_path)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    std::fs::copy(&renewed.key_path, &bench.peers.certs.key_path).unwrap();
+    std::fs::copy(&renewed.cert_path, &bench.peers.certs.cert_path).unwrap();
+    wait_until("the new certificate is served", WAIT, || {
+        let c = connector.clone();
+        let want = new_leaf.as_ref().to_vec();
+        async move { served(c).await == want }
+    })
+    .await;
+    assert_ne!(first, new_leaf.as_ref().to_vec());
+    // The connection opened before still works.
+    assert!(
+        post_on(&mut tls, &messenger_text(PAGE_A, PSID, "r.1", 1, "hi"))
+            .await
+            .contains("200")
+    );
+
+    // A broken renewal keeps the good certificate.
+    let shared = bench.daemon().shared.clone();
+    let errors = || {
+        let shared = shared.clone();
+        async move {
+            metric(
+                &shared,
+                "fb_openchannel_tls_certificate_reloads_total",
+                &[("result", "error")],
+            )
+            .await
+        }
+    };
+    let errors_before = errors().await;
+    std::fs::write(
+        &bench.peers.certs.cert_path,
+        "-----BEGIN CERTIFICATE-----\nnot a cert\n",
+    )
+    .unwrap();
+    wait_until("the broken renewal is noticed", WAIT, || async {
+        errors().await > errors_before
+    })
+    .await;
+    assert_eq!(served(connector.clone()).await, new_leaf.as_ref().to_vec());
+    bench.stop().await;
+}
+
+/// The value of one sample of the daemon's /metrics, 0 when absent.
+async fn metric(
+    shared: &fb_openchannel::relay::Shared,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let text = shared.metrics.render(&shared.store).await.unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
+    let bench = Bench::start().await;
+    let url = format!("http://{}/metrics", bench.daemon().local_addr);
+    let client = reqwest::Client::new();
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "fb_openchannel_tls_certificate_expiry_timestamp_seconds"),
+        "{text}"
+    );
+
+    bench
+        .deliver(&messenger_text(PAGE_A, PSID, "m.1", 1, "one"))
+        .await;
+    bench
+        .deliver(&messenger_text(PAGE_A, PSID, "m.2", 2, "two"))
+        .await;
+    assert_eq!(
+        bench
+            .sender
+            .send_with_signature(b"{}", Some("sha256=00"))
+            .await
+            .unwrap()
+            .0,
+        403
+    );
+    bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    let shared = bench.daemon().shared.clone();
+    wait_until("two deliveries are counted", WAIT, || {
+        let shared = shared.clone();
+        async move {
+            metric(
+                &shared,
+                "fb_openchannel_inbound_deliveries_total",
+                &[("page_id", PAGE_A), ("outcome", "delivered")],
+            )
+            .await
+                == 2.0
+        }
+    })
+    .await;
+    let m = |name: &'static str, labels: &'static [(&'static str, &'static str)]| {
+        let shared = shared.clone();
+        async move { metric(&shared, name, labels).await }
+    };
+    assert_eq!(
+        m("fb_openchannel_webhooks_total", &[("result", "stored")]).await,
+        2.0
+    );
+    assert_eq!(
+        m(
+            "fb_openchannel_webhooks_total",
+            &[("result", "bad_signature")]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        m(
+            "fb_openchannel_events_stored_total",
+            &[("kind", "message"), ("state", "pending")]
+        )
+        .await,
+        2.0
+    );
+    assert_eq!(
+        m(
+            "fb_openchannel_graph_calls_total",
+            &[("call", "profile"), ("outcome", "ok")]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(m("fb_openchannel_items", &[("state", "done")]).await, 2.0);
+    assert!(m("fb_openchannel_store_write_commits", &[]).await >= 2.0);
+    assert!(
+        m(
+            "fb_openchannel_last_delivery_timestamp_seconds",
+            &[("page_id", PAGE_A)]
+        )
+        .await
+            > 1.7e9
+    );
+    assert!(
+        m(
+            "fb_openchannel_request_duration_seconds_count",
+            &[("listener", "public"), ("route", "webhook")]
+        )
+        .await
+            >= 3.0
+    );
+
+    // A backlog shows as queue depth.
+    bench.motion().set_mode(Mode::Status(503));
+    bench
+        .deliver(&messenger_text(PAGE_A, PSID, "m.3", 3, "three"))
+        .await;
+    assert_eq!(
+        m(
+            "fb_openchannel_queue_pending",
+            &[("page_id", PAGE_A), ("direction", "in")]
+        )
+        .await,
+        1.0
+    );
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn readyz_names_a_page_whose_backlog_is_too_old() {
+    let bench = Bench::start_with_local("ready_max_pending_age = \"300ms\"").await;
+    let url = format!("http://{}/readyz", bench.daemon().local_addr);
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    bench.motion().down().await;
+    bench
+        .deliver(&messenger_text(PAGE_A, PSID, "m.old", 1, "waiting"))
+        .await;
+    let (c, u) = (client.clone(), url.clone());
+    wait_until("readyz reports the backlog", WAIT, || {
+        let (c, u) = (c.clone(), u.clone());
+        async move { c.get(&u).send().await.unwrap().status() == 503 }
+    })
+    .await;
+    let text = client.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains(&format!("page {PAGE_A}")) && text.contains("Motion is not taking them"),
+        "{text}"
+    );
+    bench.motion().up().await;
+    bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    wait_until("readyz is ready again", WAIT, || {
+        let (c, u) = (client.clone(), url.clone());
+        async move { c.get(&u).send().await.unwrap().status() == 200 }
+    })
+    .await;
+    bench.stop().await;
+}
