@@ -5,7 +5,7 @@ mod demo;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_PATH};
 use crate::daemon::Daemon;
@@ -37,6 +37,14 @@ pub enum Command {
     /// The whole loop on this machine: simulated Facebook and Motion, the real daemon,
     /// a readable transcript. Needs no config, network or root; exit 0 if every step happened.
     Demo,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), for packaging.
+    #[command(hide = true)]
+    Manpage,
 }
 
 pub fn main() -> ExitCode {
@@ -45,6 +53,24 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { quiet } => check_config(&cli.config, quiet),
         Command::Run => run(&cli.config),
         Command::Demo => demo::main(),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "fb-openchannel",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Manpage => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cannot write the man page: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

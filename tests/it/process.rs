@@ -136,7 +136,13 @@ async fn under_the_journal_lines_carry_no_timestamp_of_their_own() {
     let peers = Peers::start().await;
     let config = peers.dir.path().join("config.toml");
     std::fs::write(&config, peers.config_toml("")).unwrap();
-    let mut daemon = Process::start_with_env(&config, &[("JOURNAL_STREAM", "8:12345")]);
+    let mut daemon = Process::start_with_env(
+        &config,
+        &[
+            ("JOURNAL_STREAM", "8:12345"),
+            ("FB_OPENCHANNEL_LOG_STDERR", "1"),
+        ],
+    );
     assert!(daemon.terminate().success());
     let log = daemon.log_text();
     for line in log.lines() {
