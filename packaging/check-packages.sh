@@ -18,7 +18,7 @@ rpm=$(ls target/generate-rpm/fb-openchannel-*.rpm | head -n1)
 # --- .deb contents -------------------------------------------------------------------
 listing=$(dpkg-deb -c "$deb")
 expect_deb() { # mode path
-    grep -qE "^$1 root/root .* \./$2\$" <<<"$listing" || { echo "$listing"; fail ".deb: expected $1 $2"; }
+    grep -qE "^$1 (root/root|0/0) .* \./$2\$" <<<"$listing" || { echo "$listing"; fail ".deb: expected $1 $2"; }
 }
 expect_deb '-rwxr-xr-x' 'usr/bin/fb-openchannel'
 expect_deb '-rw-r-----' 'etc/fb-openchannel/config.toml'
