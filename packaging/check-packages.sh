@@ -30,7 +30,7 @@ expect_deb '-rw-r--r--' 'usr/share/zsh/vendor-completions/_fb-openchannel'
 expect_deb '-rw-r--r--' 'usr/share/fish/vendor_completions.d/fb-openchannel.fish'
 ok ".deb contents and modes"
 info=$(dpkg-deb -I "$deb")
-dpkg-deb -f "$deb" Depends | grep -q libc6 || fail ".deb: no libc6 dependency"
+dpkg-deb -f "$deb" Depends | grep -q libc6 && dpkg-deb -f "$deb" Depends | grep -q procps || fail ".deb: dependencies: $(dpkg-deb -f "$deb" Depends)"
 [ "$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles)" = "/etc/fb-openchannel/config.toml" ] || fail ".deb: config is not the only conffile"
 grep -q postinst <<<"$info" && grep -q postrm <<<"$info" || fail ".deb: maintainer scripts missing"
 ok ".deb conffiles, dependencies, maintainer scripts"

@@ -27,11 +27,11 @@ ss -ltn 2>/dev/null | grep -q ':443 ' && skip "port 443 is taken on this machine
 # The Debian root, built once per machine from the mirror apt already uses.
 cache=/var/cache/fb-openchannel-ci
 root=$cache/bookworm
-if [ ! -x "$root/usr/lib/systemd/systemd" ] || [ ! -x "$root/usr/bin/curl" ]; then
+if [ ! -x "$root/usr/lib/systemd/systemd" ] || [ ! -x "$root/usr/bin/curl" ] || [ ! -x "$root/bin/kill" ]; then
     mirror=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
         | awk '{print $2}' | grep -v security | head -n1 || true)
     rm -rf "$root" && mkdir -p "$cache"
-    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,curl,ca-certificates,openssl \
+    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,curl,ca-certificates,openssl,procps \
         bookworm "$root" ${mirror:+"$mirror"} >/dev/null || skip "debootstrap failed (no access to the Debian mirror?)"
 fi
 ok "Debian root ready"
@@ -88,7 +88,7 @@ done
 [ -n "$CT_PID" ] || skip "the container did not boot in 30 s"
 ok "container booted (systemd $(in_ct systemctl --version | head -n1 | awk '{print $2}'))"
 
-in_ct dpkg -i /mnt/fbo/fb-openchannel.deb >/dev/null
+in_ct dpkg -i /mnt/fbo/fb-openchannel.deb >/dev/null || fail "dpkg -i failed (dependencies missing from the root?)"
 in_ct install -m 0640 -o root -g fb-openchannel /mnt/fbo/config.toml /etc/fb-openchannel/config.toml
 in_ct install -m 0640 -o root -g fb-openchannel /mnt/fbo/fullchain.pem /mnt/fbo/privkey.pem /etc/fb-openchannel/tls/
 # A short watchdog for the freeze test below (the shipped unit says 30 s).
