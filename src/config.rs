@@ -86,6 +86,10 @@ pub struct Config {
 pub struct PublicConfig {
     #[serde(default = "default_public_listen")]
     pub listen: SocketAddr,
+    /// The host name in Facebook's Callback URL (e.g. "fb.example.com"); `doctor`
+    /// checks that the certificate covers it.
+    #[serde(default)]
+    pub name: Option<String>,
     /// `false` serves plain HTTP, for a TLS-terminating proxy (nginx) in front.
     #[serde(default = "default_true")]
     pub tls: bool,
@@ -158,6 +162,10 @@ pub struct FacebookConfig {
     pub graph_url: Spanned<String>,
     #[serde(default = "default_graph_version")]
     pub graph_version: String,
+    /// How often the daemon checks each page's webhook subscription and re-subscribes
+    /// it if Facebook dropped it; "0s" turns the check off.
+    #[serde(default = "default_subscription_check", with = "humantime_serde")]
+    pub subscription_check: Duration,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -272,6 +280,9 @@ fn default_graph_url() -> Spanned<String> {
 }
 fn default_graph_version() -> String {
     "v24.0".into()
+}
+fn default_subscription_check() -> Duration {
+    Duration::from_secs(3600)
 }
 fn default_map_key() -> String {
     "facebook".into()

@@ -17,17 +17,18 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::metrics::ResultLabels;
-use crate::relay::{Live, Shared, inbound, outbound};
+use crate::relay::{Live, Shared, inbound, outbound, subscription};
 use crate::server::tls::CertStore;
 use crate::server::{self, Limits, local, public};
 use crate::store::Store;
 
 /// What each task in `Daemon::tasks` is, in order, for error messages.
-const TASK_NAMES: [&str; 4] = [
+const TASK_NAMES: [&str; 5] = [
     "the public listener",
     "the local listener",
     "the inbound worker",
     "the outbound worker",
+    "the subscription checker",
 ];
 
 /// How long open HTTP requests may take to finish at shutdown.
@@ -129,6 +130,10 @@ impl Daemon {
             shared.clone(),
             shutdown_rx.clone(),
             DRAIN,
+        )));
+        tasks.push(tokio::spawn(subscription::run(
+            shared.clone(),
+            shutdown_rx.clone(),
         )));
 
         if let Some(certs) = &certs {

@@ -1,6 +1,11 @@
 //! The command line: `fb-openchannel <command> [--config PATH]`.
 
 mod demo;
+mod doctor;
+pub mod output;
+mod queue;
+mod simulate;
+mod subscribe;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +42,42 @@ pub enum Command {
     /// The whole loop on this machine: simulated Facebook and Motion, the real daemon,
     /// a readable transcript. Needs no config, network or root; exit 0 if every step happened.
     Demo,
+    /// Check every page and the daemon: token, subscription, Motion, certificate,
+    /// listeners, store. One line each, ✓ or ✗ with the fix; exit 0 only if all pass.
+    Doctor {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Subscribe every page to this app's webhooks with the fields it needs.
+    Subscribe {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect the queue; retry or drop items (safe while the daemon runs).
+    Queue {
+        #[command(subcommand)]
+        command: queue::QueueCommand,
+        /// Machine-readable output.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Send a signed test message (or wall post) to this host's running daemon, from a
+    /// simulated customer whose replies are acknowledged without calling Facebook.
+    Simulate {
+        /// Send a wall post instead of a Messenger message.
+        #[arg(long)]
+        wall: bool,
+        /// The page to simulate for (default: the first [[page]]).
+        #[arg(long)]
+        page: Option<String>,
+        /// The message text.
+        #[arg(long)]
+        text: Option<String>,
+        /// Send to this URL instead of the one public.listen gives.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -53,6 +94,23 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { quiet } => check_config(&cli.config, quiet),
         Command::Run => run(&cli.config),
         Command::Demo => demo::main(),
+        Command::Doctor { json } => doctor::main(&cli.config, json),
+        Command::Subscribe { json } => subscribe::main(&cli.config, json),
+        Command::Queue { command, json } => queue::main(&cli.config, command, json),
+        Command::Simulate {
+            wall,
+            page,
+            text,
+            url,
+        } => simulate::main(
+            &cli.config,
+            simulate::Options {
+                page,
+                wall,
+                text,
+                url,
+            },
+        ),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -385,6 +385,81 @@ impl GraphClient {
             })
     }
 
+    /// `GET /me?fields=id,name` with a Page token: which Page the token belongs to.
+    pub async fn me(&self, token: &Secret) -> Result<(String, String), GraphError> {
+        let request = self
+            .http
+            .get(format!("{}/me", self.base))
+            .query(&[("fields", "id,name")])
+            .bearer_auth(token.expose());
+        let text = Self::call(request).await?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|_| GraphError::from_response(200, &text, None))?;
+        let id = match v.get("id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(GraphError::from_response(200, &text, None)),
+        };
+        Ok((
+            id,
+            v.get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+        ))
+    }
+
+    /// `GET /{page_id}/subscribed_apps`: the webhook fields this app is subscribed to
+    /// for the Page (empty when it is not subscribed at all).
+    pub async fn subscribed_fields(
+        &self,
+        token: &Secret,
+        page_id: &str,
+    ) -> Result<Vec<String>, GraphError> {
+        let request = self
+            .http
+            .get(format!("{}/{}/subscribed_apps", self.base, page_id))
+            .bearer_auth(token.expose());
+        let text = Self::call(request).await?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|_| GraphError::from_response(200, &text, None))?;
+        Ok(v.get("data")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|app| {
+                app.get("subscribed_fields")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|f| f.as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// `POST /{page_id}/subscribed_apps?subscribed_fields=…`: subscribes this app to the
+    /// Page's webhooks.
+    pub async fn subscribe(
+        &self,
+        token: &Secret,
+        page_id: &str,
+        fields: &[&str],
+    ) -> Result<(), GraphError> {
+        let request = self
+            .http
+            .post(format!("{}/{}/subscribed_apps", self.base, page_id))
+            .query(&[("subscribed_fields", fields.join(","))])
+            .bearer_auth(token.expose());
+        let text = Self::call(request).await?;
+        match serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("success")?.as_bool())
+        {
+            Some(true) => Ok(()),
+            _ => Err(GraphError::from_response(200, &text, None)),
+        }
+    }
+
     /// Sends a request; the body of a 2xx answer, else the classified error.
     async fn call(request: reqwest::RequestBuilder) -> Result<String, GraphError> {
         let response = request

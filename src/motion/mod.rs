@@ -220,6 +220,44 @@ pub struct AgentFile {
 }
 
 impl MotionClient {
+    /// GETs a URL (the Receive URL, for `doctor`): the HTTP status, or why none came.
+    /// A GET creates nothing in Motion; any answer shows Motion is there.
+    pub async fn probe(&self, url: &str) -> Result<u16, String> {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(http_client::describe)
+    }
+
+    /// Whether Motion accepts the API key (`GET /api/attachments?apikey=…`).
+    pub async fn check_api_key(&self, receive_url: &str) -> Result<(), MotionError> {
+        let base = base_url(receive_url).ok_or_else(|| {
+            MotionError::Permanent(format!(
+                "cannot derive Motion's address from {}",
+                redact_url(receive_url)
+            ))
+        })?;
+        let response = self
+            .http
+            .get(format!("{base}/api/attachments"))
+            .query(&[("apikey", self.api_key.expose())])
+            .send()
+            .await
+            .map_err(|e| MotionError::Transient(format!("{base}: {}", http_client::describe(e))))?;
+        let status = response.status().as_u16();
+        match classify_status(status) {
+            Ok(()) => Ok(()),
+            Err(true) => Err(MotionError::Transient(format!(
+                "Motion answered {status} at {base}/api/attachments"
+            ))),
+            Err(false) => Err(MotionError::Permanent(format!(
+                "Motion answered {status} at {base}/api/attachments"
+            ))),
+        }
+    }
+
     /// Fetches an agent's attachment: its metadata (name, MIME `type`) then its bytes.
     /// Files over `max_bytes` are refused for good.
     pub async fn fetch_attachment(

@@ -18,7 +18,7 @@ use crate::facebook::webhook::Messaging;
 use crate::motion::{MotionError, Notify, Upload};
 use crate::relay::feed::{self, Envelope};
 use crate::relay::messenger::{self, Context, Step};
-use crate::relay::{Shared, dispatch};
+use crate::relay::{SIMULATED_ID_PREFIX, Shared, dispatch};
 use crate::store::{Direction, Item, Profile, now_ms};
 
 /// How long a name Graph gave us is trusted.
@@ -281,6 +281,14 @@ async fn context_for(shared: &Shared, page_id: &str, event: &Messaging) -> Conte
 async fn customer_name(shared: &Shared, page: &PageConfig, psid: &str) -> Profile {
     let page_id = page.id.get_ref().clone();
     let now = now_ms();
+    if psid.starts_with(SIMULATED_ID_PREFIX) {
+        return Profile {
+            first_name: "Simulated".into(),
+            last_name: "Customer".into(),
+            source: "simulated".into(),
+            fetched_at: now,
+        };
+    }
     if let Ok(Some(cached)) = shared.store.profile(page_id.clone(), psid.to_owned()).await {
         let ttl = if cached.source == "graph" {
             PROFILE_TTL_MS

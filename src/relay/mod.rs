@@ -10,6 +10,7 @@ pub mod messenger;
 pub mod outbound;
 pub mod reply;
 pub mod retry;
+pub mod subscription;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,10 @@ use crate::config::{Config, PageConfig};
 use crate::facebook::graph::GraphClient;
 use crate::motion::MotionClient;
 use crate::store::Store;
+
+/// Customers made up by `fb-openchannel simulate` have ids starting with this: they get
+/// no Graph lookups, and replies to them are acknowledged without calling Facebook.
+pub const SIMULATED_ID_PREFIX: &str = "fbo-simulated-";
 
 /// What a config reload replaces as a whole: the config and everything built from it.
 /// Work in progress keeps the `Live` it started with; new work takes the current one.

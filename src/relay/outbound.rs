@@ -22,7 +22,7 @@ use crate::motion::{AgentFile, MotionError};
 use crate::relay::feed::{self, PrivateTo};
 use crate::relay::messenger::OUR_METADATA;
 use crate::relay::reply::FirstAttempt;
-use crate::relay::{Shared, dispatch};
+use crate::relay::{SIMULATED_ID_PREFIX, Shared, dispatch};
 use crate::store::{Direction, Item, now_ms};
 
 /// The Send API's limit for one text message, in characters.
@@ -303,6 +303,17 @@ async fn send_steps(
             status: 500,
             reason: format!("stored reply does not parse: {e}"),
         })?;
+    if reply.recipient.starts_with(SIMULATED_ID_PREFIX) {
+        // `fb-openchannel simulate` made this customer up: acknowledge, never call Graph.
+        info!(
+            page_id = %item.page_id,
+            conversation = %item.conversation,
+            item = item.id,
+            outcome = "simulated",
+            "simulated delivery: the agent's reply to a simulated customer was accepted and not sent to Facebook"
+        );
+        return Ok(vec![format!("simulated-{}", item.id)]);
+    }
     let page_id = item.page_id.as_str();
     if let Some(problem) = shared.page_problems.lock().unwrap().get(page_id) {
         // A known-bad token: fail at once with the reason instead of calling Graph.

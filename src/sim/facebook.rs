@@ -85,6 +85,10 @@ struct State {
     sent_count: tokio::sync::watch::Sender<usize>,
     send_failures: Mutex<std::collections::VecDeque<SendFailure>>,
     comments: Mutex<Vec<SentComment>>,
+    /// Page id → webhook fields this app is subscribed to.
+    subscriptions: Mutex<HashMap<String, Vec<String>>>,
+    /// Subscribe calls received, by page.
+    subscribe_calls: Mutex<Vec<String>>,
     /// Objects that no longer exist: comments on them fail like on Facebook.
     deleted: Mutex<Vec<String>>,
 }
@@ -107,6 +111,8 @@ impl SimGraph {
             sent_count: tokio::sync::watch::channel(0).0,
             send_failures: Mutex::new(std::collections::VecDeque::new()),
             comments: Mutex::new(Vec::new()),
+            subscriptions: Mutex::new(HashMap::new()),
+            subscribe_calls: Mutex::new(Vec::new()),
             deleted: Mutex::new(Vec::new()),
         });
         let handler_state = state.clone();
@@ -125,12 +131,56 @@ impl SimGraph {
         self.server.url()
     }
 
+    /// A Page whose `token` works, subscribed to every field this daemon needs.
     pub fn add_page(&self, page_id: &str, token: &str) {
         self.state
             .tokens
             .lock()
             .unwrap()
             .insert(token.into(), page_id.into());
+        let all = [
+            "messages",
+            "messaging_postbacks",
+            "message_edits",
+            "message_reactions",
+            "message_echoes",
+            "feed",
+        ];
+        self.state
+            .subscriptions
+            .lock()
+            .unwrap()
+            .insert(page_id.into(), all.iter().map(|f| f.to_string()).collect());
+    }
+
+    /// The token stops working, as when it expires or the password changes.
+    pub fn expire_token(&self, token: &str) {
+        self.state.tokens.lock().unwrap().remove(token);
+    }
+
+    /// Facebook drops the app's subscription to the Page.
+    pub fn unsubscribe(&self, page_id: &str) {
+        self.state
+            .subscriptions
+            .lock()
+            .unwrap()
+            .insert(page_id.into(), Vec::new());
+    }
+
+    /// The fields the app is subscribed to for a page.
+    pub fn subscribed(&self, page_id: &str) -> Vec<String> {
+        self.state
+            .subscriptions
+            .lock()
+            .unwrap()
+            .get(page_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Pages a subscribe call was made for, in order.
+    pub fn subscribe_calls(&self) -> Vec<String> {
+        self.state.subscribe_calls.lock().unwrap().clone()
     }
 
     pub fn add_profile(&self, psid: &str, first: &str, last: &str) {
@@ -281,6 +331,41 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
 
     let page = page.expect("checked above");
     match (req.method(), segments.as_slice()) {
+        (&Method::GET, [_version, "me"]) => json_response(
+            200,
+            json!({"id": page, "name": format!("Simulated Page {page}")}),
+        ),
+        (&Method::GET, [_version, target, "subscribed_apps"]) if *target == page => {
+            let fields = state
+                .subscriptions
+                .lock()
+                .unwrap()
+                .get(&page)
+                .cloned()
+                .unwrap_or_default();
+            let data = if fields.is_empty() {
+                json!([])
+            } else {
+                json!([{"name": "fb-openchannel test app", "id": "1517776481860111", "subscribed_fields": fields}])
+            };
+            json_response(200, json!({ "data": data }))
+        }
+        (&Method::POST, [_version, target, "subscribed_apps"]) if *target == page => {
+            let fields: Vec<String> = url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "subscribed_fields")
+                .map(|(_, v)| v.split(',').map(str::to_owned).collect())
+                .unwrap_or_default();
+            if fields.is_empty() {
+                return graph_error(400, 100, None, "(#100) subscribed_fields is required");
+            }
+            state.subscribe_calls.lock().unwrap().push(page.clone());
+            state
+                .subscriptions
+                .lock()
+                .unwrap()
+                .insert(page.clone(), fields);
+            json_response(200, json!({"success": true}))
+        }
         (&Method::POST, [_version, target, "messages"]) => {
             if *target != "me" && *target != page {
                 return graph_error(

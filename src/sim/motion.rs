@@ -297,6 +297,12 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                 ),
             }
         }
+        (&Method::GET, ["api", "attachments"]) => {
+            if !api_key_ok {
+                return json(401, serde_json::json!({"message": "Unauthorized"}));
+            }
+            json(200, serde_json::json!([]))
+        }
         (&Method::GET, ["api", "attachments", id])
         | (&Method::GET, ["api", "attachments", id, "download"]) => {
             if !api_key_ok {

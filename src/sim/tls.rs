@@ -17,6 +17,30 @@ pub struct TestCerts {
 
 /// Writes `cert.pem` (leaf + CA chain), `key.pem` and `ca.pem` into `dir`.
 pub fn generate(dir: &Path) -> Result<TestCerts, String> {
+    generate_valid_for(dir, None)
+}
+
+/// The civil date (year, month, day) `days` days from now, UTC.
+fn date_in(days: i64) -> (i32, u8, u8) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = now / 86_400 + days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    (y as i32, m as u8, d as u8)
+}
+
+/// Like [`generate`], with a leaf that expires `days` days from now (when given).
+pub fn generate_valid_for(dir: &Path, days: Option<i64>) -> Result<TestCerts, String> {
     let e = |e: rcgen::Error| e.to_string();
     let ca_key = KeyPair::generate().map_err(e)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
@@ -37,6 +61,12 @@ pub fn generate(dir: &Path) -> Result<TestCerts, String> {
         .push(DnType::CommonName, "localhost");
     leaf_params.is_ca = IsCa::ExplicitNoCa;
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    if let Some(days) = days {
+        let (y, m, d) = date_in(-1);
+        leaf_params.not_before = rcgen::date_time_ymd(y, m, d);
+        let (y, m, d) = date_in(days);
+        leaf_params.not_after = rcgen::date_time_ymd(y, m, d);
+    }
     let leaf = leaf_params.signed_by(&leaf_key, &issuer).map_err(e)?;
 
     let io = |e: std::io::Error| e.to_string();

@@ -11,6 +11,7 @@
 //! Tables: `webhooks` (raw bodies as received), `items` (one row per event or reply, the
 //! queue), `profiles` (cached customer names).
 
+pub mod queue;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -402,8 +403,8 @@ impl Store {
                 "UPDATE items SET state = 'done', attempts = attempts + 1, result = ?2,
                         updated_at = ?3 WHERE id = ?1",
                 params![id, result, now_ms()],
-            )
-            .map(drop)
+            )?;
+            record_attempt(conn, id, "delivered", None)
         })
         .await
     }
@@ -570,8 +571,8 @@ impl Store {
                         first_failure_at = COALESCE(first_failure_at, ?4), updated_at = ?4
                   WHERE id = ?1",
                 params![id, next_at, error, now],
-            )
-            .map(drop)
+            )?;
+            record_attempt(conn, id, "retry", Some(&error))
         })
         .await
     }
@@ -585,8 +586,8 @@ impl Store {
                         first_failure_at = COALESCE(first_failure_at, ?3), updated_at = ?3
                   WHERE id = ?1",
                 params![id, reason, now],
-            )
-            .map(drop)
+            )?;
+            record_attempt(conn, id, "failed", Some(&reason))
         })
         .await
     }
@@ -734,6 +735,20 @@ impl Store {
         })
         .await
     }
+}
+
+/// Adds a row to an item's attempt history.
+pub(crate) fn record_attempt(
+    conn: &Connection,
+    item: i64,
+    outcome: &str,
+    error: Option<&str>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO attempts (item_id, at, outcome, error) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![item, now_ms(), outcome, error])
+    .map(drop)
 }
 
 fn run_in_savepoint<R>(

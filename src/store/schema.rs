@@ -67,6 +67,16 @@ CREATE TABLE private_replies (
     PRIMARY KEY (page_id, object_id)
 );
 "#,
+    r#"
+-- Every delivery attempt of an item and how it ended, for `queue show`.
+CREATE TABLE attempts (
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    at      INTEGER NOT NULL,
+    outcome TEXT    NOT NULL,               -- delivered | retry | failed | retried-by-operator
+    error   TEXT
+);
+CREATE INDEX attempts_item ON attempts (item_id, at);
+"#,
 ];
 
 /// Durability settings and schema migrations. Run once when the database is opened.

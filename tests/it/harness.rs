@@ -169,7 +169,20 @@ impl Bench {
 
     async fn start_configured(public: &str, local: &str, extra: &str) -> Bench {
         let peers = Peers::start().await;
-        let config = peers.config(&peers.config_toml_with(public, local, extra));
+        let text = peers.config_toml_with(public, local, extra);
+        Self::start_on(peers, &text).await
+    }
+
+    /// With the bench config changed by `edit` (e.g. a key added to `[facebook]`).
+    pub async fn start_edited(edit: impl FnOnce(String) -> String) -> Bench {
+        let peers = Peers::start().await;
+        let text = edit(peers.config_toml(""));
+        Self::start_on(peers, &text).await
+    }
+
+    async fn start_on(peers: Peers, text: &str) -> Bench {
+        std::fs::write(peers.dir.path().join("config.toml"), text).unwrap();
+        let config = peers.config(text);
         let daemon = Daemon::start(config).await.unwrap();
         let url = format!("https://127.0.0.1:{}/webhook", daemon.public_addr.port());
         let sender = WebhookSender::new(&url, APP_SECRET, Some(&peers.certs.ca_pem));
@@ -321,6 +334,30 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `fb-openchannel <args>`; returns the exit code, stdout and stderr.
+pub fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A loopback port nothing listens on right now (for configs that need a fixed port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Reads a fixture copied from shared/fixtures (see tests/fixtures/facebook/SOURCES.md).

@@ -6,6 +6,7 @@ mod delivery;
 mod harness;
 mod intake;
 mod messenger;
+mod operator;
 mod process;
 mod replies;
 mod service;

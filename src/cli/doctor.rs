@@ -1,0 +1,464 @@
+//! `fb-openchannel doctor`: one line per check, ✓ or ✗ with the fix.
+//!
+//! Talks to the real Graph API and Motion named in the config (or the simulated ones in
+//! tests), to this host's own listeners, and to the state database. Changes nothing.
+//! Exit status 0 only when every check passes.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::output::{Style, age};
+use crate::config::{Config, PageConfig, redact_url};
+use crate::facebook::graph::{Disposition, GraphClient};
+use crate::motion::{MotionClient, MotionError};
+use crate::relay::subscription;
+use crate::store::queue;
+
+/// A certificate expiring sooner than this is a problem to fix now.
+const EXPIRY_WARNING_DAYS: i64 = 14;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// "daemon" or "page <id>".
+    pub scope: String,
+    pub name: &'static str,
+    pub ok: bool,
+    /// What was found, and for a failure what to do.
+    pub detail: String,
+}
+
+pub fn main(path: &std::path::Path, json: bool) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            let checks: Vec<Check> = errors
+                .0
+                .iter()
+                .map(|e| Check {
+                    scope: "daemon".into(),
+                    name: "config",
+                    ok: false,
+                    detail: e.to_string(),
+                })
+                .collect();
+            print_checks(&checks, json);
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let checks = runtime.block_on(run(&config, path));
+    print_checks(&checks, json);
+    if checks.iter().all(|c| c.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn print_checks(checks: &[Check], json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(checks).expect("checks serialise")
+        );
+        return;
+    }
+    let style = Style::detect();
+    let mut scope = "";
+    for c in checks {
+        if c.scope != scope {
+            scope = &c.scope;
+            println!("{scope}");
+        }
+        let mark = if c.ok {
+            style.good("✓")
+        } else {
+            style.bad("✗")
+        };
+        println!("  {mark} {:<13} {}", c.name, c.detail);
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed == 0 {
+        println!("{}", style.good("all checks passed"));
+    } else {
+        println!("{}", style.bad(&format!("{failed} check(s) failed")));
+    }
+}
+
+async fn run(config: &Config, path: &std::path::Path) -> Vec<Check> {
+    let mut checks = vec![Check {
+        scope: "daemon".into(),
+        name: "config",
+        ok: true,
+        detail: format!(
+            "{} is valid ({} page(s))",
+            path.display(),
+            config.pages.len()
+        ),
+    }];
+    let daemon = |name, ok, detail: String| Check {
+        scope: "daemon".into(),
+        name,
+        ok,
+        detail,
+    };
+
+    if config.public.tls {
+        checks.push(certificate(config));
+    }
+    checks.push(match public_listener(config).await {
+        Ok(d) => daemon("listener", true, d),
+        Err(d) => daemon("listener", false, d),
+    });
+    checks.push(match local_listener(config).await {
+        Ok(d) => daemon("local", true, d),
+        Err(d) => daemon("local", false, d),
+    });
+    checks.push(store(config));
+
+    let motion = MotionClient::new(&config.motion);
+    let graph = GraphClient::new(
+        config.facebook.graph_url.get_ref(),
+        &config.facebook.graph_version,
+        Duration::from_secs(15),
+    );
+    let (motion, graph) = match (motion, graph) {
+        (Ok(m), Ok(g)) => (m, g),
+        (Err(e), _) | (_, Err(e)) => {
+            checks.push(daemon(
+                "clients",
+                false,
+                format!("cannot build HTTP clients: {e}"),
+            ));
+            return checks;
+        }
+    };
+    if let Some(first) = config.pages.first() {
+        checks.push(match motion.check_api_key(first.receive_url.get_ref()).await {
+            Ok(()) => daemon("motion api key", true, "Motion accepts motion.api_key".into()),
+            Err(MotionError::Permanent(e)) => daemon(
+                "motion api key",
+                false,
+                format!("{e}: Motion refused motion.api_key; copy a valid user API key from Motion (Staff → Users)"),
+            ),
+            Err(MotionError::Transient(e)) => daemon("motion api key", false, format!("{e}: is Motion running and reachable from here?")),
+        });
+    }
+    for page in &config.pages {
+        checks.extend(page_checks(page, &graph, &motion).await);
+    }
+    checks
+}
+
+fn certificate(config: &Config) -> Check {
+    let check = |ok, detail| Check {
+        scope: "daemon".into(),
+        name: "certificate",
+        ok,
+        detail,
+    };
+    let cert = config.public.tls_cert.get_ref();
+    let loaded = match crate::server::tls::load(cert, config.public.tls_key.get_ref()) {
+        Ok(l) => l,
+        Err(e) => {
+            return check(
+                false,
+                format!(
+                    "{e}: put a valid PEM chain and its key in public.tls_cert / public.tls_key"
+                ),
+            );
+        }
+    };
+    let now = crate::store::now_ms() / 1000;
+    let days_left = (loaded.not_after - now) / 86_400;
+    if loaded.not_after <= now {
+        return check(
+            false,
+            format!(
+                "{} has expired: renew it (e.g. certbot renew)",
+                cert.display()
+            ),
+        );
+    }
+    if days_left < EXPIRY_WARNING_DAYS {
+        return check(
+            false,
+            format!(
+                "{} expires in {days_left} day(s) (under {EXPIRY_WARNING_DAYS}): renew it now (e.g. certbot renew); the daemon picks up the new files by itself",
+                cert.display()
+            ),
+        );
+    }
+    match &config.public.name {
+        Some(name) if !covers(&loaded.names, name) => check(
+            false,
+            format!(
+                "{} does not cover {name} (public.name); it covers {}: get a certificate for the Callback URL's host",
+                cert.display(),
+                loaded.names.join(", ")
+            ),
+        ),
+        Some(name) => check(
+            true,
+            format!("valid for {days_left} more days, matches its key, covers {name}"),
+        ),
+        None => check(
+            true,
+            format!(
+                "valid for {days_left} more days, matches its key (covers {}; set public.name to have its host checked)",
+                loaded.names.join(", ")
+            ),
+        ),
+    }
+}
+
+/// Whether a certificate's names cover `host` (one-label wildcards included).
+pub fn covers(names: &[String], host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    names.iter().any(|n| {
+        let n = n.to_ascii_lowercase();
+        match n.strip_prefix("*.") {
+            Some(suffix) => host
+                .split_once('.')
+                .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+            None => n == host,
+        }
+    })
+}
+
+/// The address to reach a listener on from this host.
+fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    let mut a = addr;
+    if a.ip().is_unspecified() {
+        a.set_ip(if a.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    a
+}
+
+async fn public_listener(config: &Config) -> Result<String, String> {
+    crate::http_client::install_crypto_provider();
+    let addr = reachable(config.public.listen);
+    let scheme = if config.public.tls { "https" } else { "http" };
+    // Our own listener on loopback: its certificate names the public host, not this
+    // address; the certificate check above is the one that matters.
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let challenge = format!("doctor-{}", crate::store::now_ms());
+    let url = format!("{scheme}://{addr}/webhook");
+    let response = client
+        .get(&url)
+        .query(&[
+            ("hub.mode", "subscribe"),
+            ("hub.verify_token", config.facebook.verify_token.get_ref().expose()),
+            ("hub.challenge", challenge.as_str()),
+        ])
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "nothing answers at {url} ({}): is the daemon running? systemctl status fb-openchannel",
+                crate::http_client::describe(e)
+            )
+        })?;
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap_or_default();
+    if status == 200 && body == challenge {
+        Ok(format!(
+            "{url} answers Facebook's handshake with this config's verify token"
+        ))
+    } else {
+        Err(format!(
+            "{url} answered {status} to the handshake: the running daemon has another verify_token (reload it) or it is not fb-openchannel"
+        ))
+    }
+}
+
+async fn local_listener(config: &Config) -> Result<String, String> {
+    let url = format!("http://{}/healthz", reachable(config.local.listen));
+    let response = reqwest::Client::new()
+        .get(&url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "nothing answers at {url} ({}): is the daemon running?",
+                crate::http_client::describe(e)
+            )
+        })?;
+    match response.status().as_u16() {
+        200 => Ok(format!("{url} answers (Motion's Reply URL is served here)")),
+        s => Err(format!(
+            "{url} answered {s}: another program holds local.listen?"
+        )),
+    }
+}
+
+fn store(config: &Config) -> Check {
+    let check = |ok, detail| Check {
+        scope: "daemon".into(),
+        name: "store",
+        ok,
+        detail,
+    };
+    let conn = match queue::open(&config.storage.path) {
+        Ok(c) => c,
+        Err(e) => return check(false, e),
+    };
+    let stats = match queue::stats(&conn) {
+        Ok(s) => s,
+        Err(e) => {
+            return check(
+                false,
+                format!("cannot read {}: {e}", config.storage.path.display()),
+            );
+        }
+    };
+    let pending: i64 = stats.iter().map(|s| s.pending).sum();
+    let failed: i64 = stats.iter().map(|s| s.failed).sum();
+    let oldest = stats.iter().filter_map(|s| s.oldest_pending_ms).max();
+    let mut detail = format!(
+        "{} readable: {pending} pending",
+        config.storage.path.display()
+    );
+    if let Some(ms) = oldest {
+        detail.push_str(&format!(" (oldest {})", age(ms)));
+    }
+    detail.push_str(&format!(", {failed} failed"));
+    if failed > 0 {
+        detail.push_str(": see `fb-openchannel queue list --failed`, then retry or drop them");
+    }
+    check(failed == 0, detail)
+}
+
+async fn page_checks(page: &PageConfig, graph: &GraphClient, motion: &MotionClient) -> Vec<Check> {
+    let id = page.id.get_ref();
+    let scope = format!("page {id}");
+    let check = |name, ok, detail: String| Check {
+        scope: scope.clone(),
+        name,
+        ok,
+        detail,
+    };
+    let mut checks = Vec::new();
+    let token = page.access_token.get_ref();
+    let token_ok = match graph.me(token).await {
+        Ok((owner, name)) if &owner == id => {
+            checks.push(check(
+                "token",
+                true,
+                format!("the Page access token is valid and belongs to {id} ({name})"),
+            ));
+            true
+        }
+        Ok((owner, name)) => {
+            checks.push(check(
+                "token",
+                false,
+                format!("the access_token belongs to page {owner} ({name}), not {id}: put this page's own token in its [[page]]"),
+            ));
+            false
+        }
+        Err(e) if e.disposition == Disposition::TokenInvalid => {
+            checks.push(check(
+                "token",
+                false,
+                format!("the Page access token is invalid or expired ({e}): create a new one and put it in access_token"),
+            ));
+            false
+        }
+        Err(e) => {
+            checks.push(check(
+                "token",
+                false,
+                format!("cannot check the token: {e}"),
+            ));
+            false
+        }
+    };
+    if token_ok {
+        let required = subscription::required_fields(page);
+        checks.push(match graph.subscribed_fields(token, id).await {
+            Ok(have) => {
+                let gone = subscription::missing(&required, &have);
+                if gone.is_empty() {
+                    check(
+                        "subscription",
+                        true,
+                        format!("subscribed to {}", required.join(", ")),
+                    )
+                } else {
+                    check(
+                        "subscription",
+                        false,
+                        format!(
+                            "not subscribed to {}: run `fb-openchannel subscribe`",
+                            gone.join(", ")
+                        ),
+                    )
+                }
+            }
+            Err(e) => check(
+                "subscription",
+                false,
+                format!("cannot read the subscription: {e}"),
+            ),
+        });
+    }
+    let receive_url = page.receive_url.get_ref();
+    checks.push(match motion.probe(receive_url).await {
+        Ok(status) if status < 500 => check(
+            "receive url",
+            true,
+            format!(
+                "Motion answers at {} (HTTP {status} to a GET, which creates nothing)",
+                redact_url(receive_url)
+            ),
+        ),
+        Ok(status) => check(
+            "receive url",
+            false,
+            format!(
+                "Motion answered {status} at {}: is Motion healthy?",
+                redact_url(receive_url)
+            ),
+        ),
+        Err(e) => check(
+            "receive url",
+            false,
+            format!(
+                "{} does not answer ({e}): is Motion running, and is receive_url right?",
+                redact_url(receive_url)
+            ),
+        ),
+    });
+    checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_names_cover_hosts() {
+        let names = vec!["fb.example.com".to_string(), "*.shop.example".to_string()];
+        assert!(covers(&names, "fb.example.com"));
+        assert!(covers(&names, "FB.example.com."));
+        assert!(covers(&names, "a.shop.example"));
+        assert!(!covers(&names, "shop.example"));
+        assert!(!covers(&names, "a.b.shop.example"));
+        assert!(!covers(&names, "example.com"));
+    }
+}

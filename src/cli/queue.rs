@@ -1,0 +1,427 @@
+//! `fb-openchannel queue …`: see what is pending or failed, look at one item, retry or
+//! drop items. Safe while the daemon runs (see [`crate::store::queue`]).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use super::output::{Style, age, table, timestamp};
+use crate::config::Config;
+use crate::store::{now_ms, queue};
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Per page and direction: pending, retrying, failed, done, oldest pending age.
+    Stats,
+    /// Pending and failed items, newest first.
+    List {
+        /// Only failed items.
+        #[arg(long)]
+        failed: bool,
+        /// Only this page.
+        #[arg(long)]
+        page: Option<String>,
+        /// Only items stored in this recent period, e.g. "2h", "3d".
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One item: its stored payload (secrets masked), attempts and errors.
+    Show { id: i64 },
+    /// Put failed items back in the queue; the running daemon sends them within a second.
+    Retry {
+        ids: Vec<i64>,
+        /// Every failed item (optionally only those stored within --since).
+        #[arg(long, conflicts_with = "ids")]
+        all_failed: bool,
+        #[arg(long, value_parser = humantime::parse_duration, requires = "all_failed")]
+        since: Option<std::time::Duration>,
+    },
+    /// Remove items for good (asks first unless --yes).
+    Drop {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        #[arg(long, short)]
+        yes: bool,
+    },
+}
+
+pub fn main(path: &std::path::Path, command: QueueCommand, json: bool) -> ExitCode {
+    // The config names the database and the secrets to mask; an incomplete config (a
+    // placeholder left) must not stop an operator from reading the queue.
+    let (db, secrets) = match Config::load(path) {
+        Ok(c) => (c.storage.path.clone(), secrets_of(&c)),
+        Err(errors) => match std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| storage_path_of(&t))
+        {
+            Some(db) => {
+                eprintln!(
+                    "note: {} has problems ({} found); reading the queue anyway",
+                    path.display(),
+                    errors.0.len()
+                );
+                (db, Vec::new())
+            }
+            None => {
+                eprintln!("{errors}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let conn = match queue::open(&db) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match command {
+        QueueCommand::Stats => stats(&conn, json),
+        QueueCommand::List {
+            failed,
+            page,
+            since,
+            limit,
+        } => list(
+            &conn,
+            &queue::Filter {
+                failed_only: failed,
+                page_id: page,
+                since_ms: since.map(|d| now_ms() - d.as_millis() as i64),
+                limit: Some(limit),
+            },
+            json,
+        ),
+        QueueCommand::Show { id } => show(&conn, id, &secrets, json),
+        QueueCommand::Retry {
+            ids,
+            all_failed,
+            since,
+        } => retry(&conn, ids, all_failed, since, json),
+        QueueCommand::Drop { ids, yes } => drop_items(&conn, &ids, yes, json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{}: {e}", db.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `storage.path` from a config that does not validate (or the default).
+fn storage_path_of(text: &str) -> Option<std::path::PathBuf> {
+    let value: toml::Table = toml::from_str(text).ok()?;
+    let path = value
+        .get("storage")
+        .and_then(|s| s.get("path"))
+        .and_then(|p| p.as_str())
+        .unwrap_or("/var/lib/fb-openchannel/state.db");
+    Some(path.into())
+}
+
+/// Every secret value of the config, to mask wherever it might appear.
+fn secrets_of(c: &Config) -> Vec<String> {
+    let mut s = vec![
+        c.facebook.app_secret.get_ref().expose().to_owned(),
+        c.facebook.verify_token.get_ref().expose().to_owned(),
+        c.motion.api_key.get_ref().expose().to_owned(),
+    ];
+    for p in &c.pages {
+        s.push(p.access_token.get_ref().expose().to_owned());
+        s.push(p.reply_token.get_ref().expose().to_owned());
+    }
+    s.retain(|v| v.len() >= 4);
+    s
+}
+
+fn mask(text: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .fold(text.to_owned(), |t, s| t.replace(s.as_str(), "********"))
+}
+
+fn stats(conn: &rusqlite::Connection, json: bool) -> rusqlite::Result<ExitCode> {
+    let rows = queue::stats(conn)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("serialises")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("the queue is empty");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.page_id.clone(),
+                if r.direction == "in" {
+                    "to Motion".into()
+                } else {
+                    "to Facebook".into()
+                },
+                r.pending.to_string(),
+                r.retrying.to_string(),
+                r.failed.to_string(),
+                r.done.to_string(),
+                r.oldest_pending_ms.map(age).unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "PAGE",
+                "DIRECTION",
+                "PENDING",
+                "RETRYING",
+                "FAILED",
+                "DONE",
+                "OLDEST PENDING"
+            ],
+            &body
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(
+    conn: &rusqlite::Connection,
+    filter: &queue::Filter,
+    json: bool,
+) -> rusqlite::Result<ExitCode> {
+    let rows = queue::list(conn, filter)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("serialises")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!(
+            "nothing {}",
+            if filter.failed_only {
+                "failed"
+            } else {
+                "pending or failed"
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let style = Style::detect();
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let state = if r.state == "failed" {
+                style.bad(&r.state)
+            } else {
+                r.state.clone()
+            };
+            let mut error = r.last_error.clone().unwrap_or_default();
+            if error.chars().count() > 80 {
+                error = format!("{}…", error.chars().take(80).collect::<String>());
+            }
+            vec![
+                r.id.to_string(),
+                r.page_id.clone(),
+                r.direction.clone(),
+                r.conversation.clone(),
+                r.kind.clone(),
+                state,
+                r.attempts.to_string(),
+                timestamp(r.created_at),
+                error,
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "ID",
+                "PAGE",
+                "DIR",
+                "CONVERSATION",
+                "KIND",
+                "STATE",
+                "TRIES",
+                "STORED (UTC)",
+                "LAST ERROR"
+            ],
+            &body
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(
+    conn: &rusqlite::Connection,
+    id: i64,
+    secrets: &[String],
+    json: bool,
+) -> rusqlite::Result<ExitCode> {
+    let Some(mut d) = queue::show(conn, id)? else {
+        eprintln!("no item {id}");
+        return Ok(ExitCode::FAILURE);
+    };
+    d.payload = mask(&d.payload, secrets);
+    d.result = d.result.map(|r| mask(&r, secrets));
+    d.row.last_error = d.row.last_error.map(|e| mask(&e, secrets));
+    for a in &mut d.attempt_history {
+        a.error = a.error.as_deref().map(|e| mask(e, secrets));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d).expect("serialises"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = &d.row;
+    println!(
+        "item {}  {} page {}  {}",
+        r.id,
+        if r.direction == "in" {
+            "Facebook → Motion,"
+        } else {
+            "Motion → Facebook,"
+        },
+        r.page_id,
+        r.conversation
+    );
+    println!("  kind       {}", r.kind);
+    println!(
+        "  state      {}{}",
+        r.state,
+        if r.state == "pending" && d.next_attempt_at > now_ms() {
+            format!(" (next attempt at {} UTC)", timestamp(d.next_attempt_at))
+        } else {
+            String::new()
+        }
+    );
+    println!("  stored     {} UTC", timestamp(r.created_at));
+    println!("  event time {} UTC", timestamp(d.event_ts));
+    println!("  dedup key  {}", d.dedup_key);
+    if let Some(e) = &r.last_error {
+        println!("  last error {e}");
+    }
+    if let Some(result) = &d.result {
+        println!("  result     {result}");
+    }
+    println!("  attempts   {}", r.attempts);
+    for a in &d.attempt_history {
+        println!(
+            "    {} UTC  {:<20} {}",
+            timestamp(a.at),
+            a.outcome,
+            a.error.as_deref().unwrap_or("")
+        );
+    }
+    let pretty = serde_json::from_str::<serde_json::Value>(&d.payload)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| d.payload.clone());
+    println!(
+        "  payload:\n{}",
+        pretty
+            .lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How many items one retry transaction changes (keeps the daemon's writes flowing).
+const RETRY_BATCH: usize = 500;
+
+fn retry(
+    conn: &rusqlite::Connection,
+    ids: Vec<i64>,
+    all_failed: bool,
+    since: Option<std::time::Duration>,
+    json: bool,
+) -> rusqlite::Result<ExitCode> {
+    let ids = if all_failed {
+        queue::failed_ids(conn, since.map(|d| now_ms() - d.as_millis() as i64))?
+    } else {
+        ids
+    };
+    if ids.is_empty() {
+        println!("nothing to retry");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let show_progress = !json && ids.len() > RETRY_BATCH && std::io::stderr().is_terminal();
+    let mut done = Vec::new();
+    for chunk in ids.chunks(RETRY_BATCH) {
+        done.extend(queue::retry(conn, chunk)?);
+        if show_progress {
+            eprint!("\rretried {}/{}", done.len(), ids.len());
+        } else if !json && ids.len() > RETRY_BATCH {
+            eprintln!("retried {}/{}", done.len(), ids.len());
+        }
+    }
+    if show_progress {
+        eprintln!();
+    }
+    let skipped: Vec<i64> = ids.iter().copied().filter(|i| !done.contains(i)).collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"retried": done, "not_retried": skipped})
+        );
+    } else {
+        println!(
+            "{} item(s) queued again; the running daemon sends them within a second",
+            done.len()
+        );
+        if !skipped.is_empty() {
+            println!("not retried (no such item, or already done or skipped): {skipped:?}");
+        }
+    }
+    Ok(if skipped.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn drop_items(
+    conn: &rusqlite::Connection,
+    ids: &[i64],
+    yes: bool,
+    json: bool,
+) -> rusqlite::Result<ExitCode> {
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            eprintln!("refusing to drop without confirmation: add --yes");
+            return Ok(ExitCode::FAILURE);
+        }
+        print!("drop {} item(s) for good: {ids:?}? [y/N] ", ids.len());
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("nothing dropped");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let removed = queue::drop_items(conn, ids)?;
+    if json {
+        println!("{}", serde_json::json!({ "dropped": removed }));
+    } else {
+        println!("{} item(s) dropped", removed.len());
+    }
+    Ok(if removed.len() == ids.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

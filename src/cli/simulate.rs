@@ -1,0 +1,166 @@
+//! `fb-openchannel simulate`: a correctly signed synthetic Messenger message (or, with
+//! `--wall`, a wall post) sent to this host's running daemon, to test the Motion side end
+//! to end without a Facebook user. The customer is `fbo-simulated-customer`; replies to
+//! it are acknowledged to Motion without calling Facebook, and logged as simulated.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::facebook::signature;
+use crate::relay::SIMULATED_ID_PREFIX;
+use crate::store::now_ms;
+
+pub struct Options {
+    pub page: Option<String>,
+    pub wall: bool,
+    pub text: Option<String>,
+    /// Where to send it instead of `public.listen`.
+    pub url: Option<String>,
+}
+
+/// The simulated customer's id: recognisable, and the same at every run so that Motion
+/// keeps one test contact.
+pub fn customer_id() -> String {
+    format!("{SIMULATED_ID_PREFIX}customer")
+}
+
+pub fn body(page_id: &str, wall: bool, text: &str, now: i64) -> String {
+    let customer = customer_id();
+    if wall {
+        serde_json::json!({
+            "object": "page",
+            "entry": [{"id": page_id, "time": now / 1000, "changes": [{"field": "feed", "value": {
+                "item": "status", "verb": "add", "published": 1,
+                "post_id": format!("{page_id}_{SIMULATED_ID_PREFIX}post-{now}"),
+                "from": {"id": customer, "name": "Simulated Customer"},
+                "created_time": now / 1000, "message": text
+            }}]}]
+        })
+        .to_string()
+    } else {
+        serde_json::json!({
+            "object": "page",
+            "entry": [{"id": page_id, "time": now, "messaging": [{
+                "sender": {"id": customer}, "recipient": {"id": page_id}, "timestamp": now,
+                "message": {"mid": format!("{SIMULATED_ID_PREFIX}mid-{now}"), "text": text}
+            }]}]
+        })
+        .to_string()
+    }
+}
+
+pub fn main(path: &std::path::Path, options: Options) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let page = match &options.page {
+        Some(id) => match config.page(id) {
+            Some(p) => p,
+            None => {
+                eprintln!("page {id} is not in {}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => match config.pages.first() {
+            Some(p) => p,
+            None => {
+                eprintln!("no [[page]] in {}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let page_id = page.id.get_ref().clone();
+    let url = options.url.clone().unwrap_or_else(|| {
+        let mut addr = config.public.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        format!(
+            "{}://{addr}/webhook",
+            if config.public.tls { "https" } else { "http" }
+        )
+    });
+    let what = if options.wall {
+        "wall post"
+    } else {
+        "Messenger message"
+    };
+    let text = options
+        .text
+        .clone()
+        .unwrap_or_else(|| format!("Test {what} from fb-openchannel simulate"));
+    let payload = body(&page_id, options.wall, &text, now_ms());
+    let sig = signature::sign(
+        config.facebook.app_secret.get_ref().expose().as_bytes(),
+        payload.as_bytes(),
+    );
+
+    crate::http_client::install_crypto_provider();
+    // This host's own listener: its certificate names the public host, not this address.
+    let client = match reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(15))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot build an HTTP client: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let answer = runtime.block_on(async {
+        let response = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header(signature::HEADER, sig)
+            .body(payload)
+            .send()
+            .await
+            .map_err(crate::http_client::describe)?;
+        let status = response.status().as_u16();
+        Ok::<_, String>((status, response.text().await.unwrap_or_default()))
+    });
+    match answer {
+        Ok((200, _)) => {
+            println!("sent a signed {what} for page {page_id} to {url}: 200, stored by the daemon");
+            println!("  from: Simulated Customer ({})", customer_id());
+            println!("  text: {text}");
+            println!(
+                "It should appear in Motion's Openchannel account as a new interaction within seconds."
+            );
+            println!(
+                "Answer it there: the daemon acknowledges the reply without calling Facebook and logs"
+            );
+            println!("\"simulated delivery\" (journalctl -u fb-openchannel OUTCOME=simulated).");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("{url} answered {status}: {}", body.trim());
+            if status == 403 {
+                eprintln!(
+                    "the running daemon has another app_secret: reload it (systemctl reload fb-openchannel)"
+                );
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!(
+                "cannot reach the daemon at {url}: {e}. Is it running (systemctl status fb-openchannel)?"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}

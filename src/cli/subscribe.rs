@@ -1,0 +1,117 @@
+//! `fb-openchannel subscribe`: subscribes every page to this app's webhooks with the
+//! fields it needs, and shows the result.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::output::Style;
+use crate::config::Config;
+use crate::facebook::graph::GraphClient;
+use crate::relay::subscription;
+
+#[derive(Serialize)]
+struct Outcome {
+    page_id: String,
+    ok: bool,
+    fields: Vec<String>,
+    detail: String,
+}
+
+pub fn main(path: &std::path::Path, json: bool) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let outcomes = runtime.block_on(async {
+        let graph = match GraphClient::new(
+            config.facebook.graph_url.get_ref(),
+            &config.facebook.graph_version,
+            Duration::from_secs(15),
+        ) {
+            Ok(g) => g,
+            Err(e) => {
+                return vec![Outcome {
+                    page_id: "-".into(),
+                    ok: false,
+                    fields: Vec::new(),
+                    detail: e,
+                }];
+            }
+        };
+        let mut outcomes = Vec::new();
+        for page in &config.pages {
+            let fields = subscription::requested_fields(page);
+            let id = page.id.get_ref().clone();
+            let result = graph
+                .subscribe(page.access_token.get_ref(), &id, &fields)
+                .await;
+            let verified = match result {
+                Ok(()) => graph
+                    .subscribed_fields(page.access_token.get_ref(), &id)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            outcomes.push(match verified {
+                Ok(have) => {
+                    let gone = subscription::missing(&subscription::required_fields(page), &have);
+                    Outcome {
+                        page_id: id,
+                        ok: gone.is_empty(),
+                        fields: have,
+                        detail: if gone.is_empty() {
+                            "subscribed".into()
+                        } else {
+                            format!(
+                                "Facebook did not keep {}: check the app's permissions",
+                                gone.join(", ")
+                            )
+                        },
+                    }
+                }
+                Err(e) => Outcome {
+                    page_id: id,
+                    ok: false,
+                    fields: Vec::new(),
+                    detail: format!("not subscribed: {e}"),
+                },
+            });
+        }
+        outcomes
+    });
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcomes).expect("serialises")
+        );
+    } else {
+        let style = Style::detect();
+        for o in &outcomes {
+            let mark = if o.ok {
+                style.good("✓")
+            } else {
+                style.bad("✗")
+            };
+            println!(
+                "{mark} page {}: {} ({})",
+                o.page_id,
+                o.detail,
+                o.fields.join(", ")
+            );
+        }
+    }
+    if outcomes.iter().all(|o| o.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

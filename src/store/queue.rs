@@ -1,0 +1,290 @@
+//! The queue as an operator sees it: what the `queue` commands read and change.
+//!
+//! These run in the CLI process, on their own connection to the same database. WAL lets
+//! them read while the daemon writes; their few writes (retry, drop) wait for the
+//! daemon's current transaction (busy timeout) and are picked up by its dispatcher
+//! within a second.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+
+use super::{now_ms, record_attempt, schema};
+
+/// Opens an existing state database; never creates one (a typo in the path must not
+/// look like an empty queue).
+pub fn open(path: &Path) -> Result<Connection, String> {
+    if !path.exists() {
+        return Err(format!(
+            "no state database at {} (storage.path): has the daemon run yet, and is this the right config?",
+            path.display()
+        ));
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    schema::prepare(&conn).map_err(|e| format!("cannot use {}: {e}", path.display()))?;
+    Ok(conn)
+}
+
+/// Queue figures of one page in one direction.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Stat {
+    pub page_id: String,
+    pub direction: String,
+    pub pending: i64,
+    /// Pending items that have failed at least once and wait for their next attempt.
+    pub retrying: i64,
+    pub failed: i64,
+    pub done: i64,
+    /// Age of the oldest pending item, ms.
+    pub oldest_pending_ms: Option<i64>,
+}
+
+pub fn stats(conn: &Connection) -> rusqlite::Result<Vec<Stat>> {
+    let now = now_ms();
+    let mut stmt = conn.prepare(
+        "SELECT page_id, direction,
+                SUM(state = 'pending'), SUM(state = 'pending' AND attempts > 0),
+                SUM(state = 'failed'), SUM(state = 'done'),
+                MIN(CASE WHEN state = 'pending' THEN created_at END)
+           FROM items GROUP BY page_id, direction ORDER BY page_id, direction",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let oldest: Option<i64> = r.get(6)?;
+        Ok(Stat {
+            page_id: r.get(0)?,
+            direction: r.get(1)?,
+            pending: r.get(2)?,
+            retrying: r.get(3)?,
+            failed: r.get(4)?,
+            done: r.get(5)?,
+            oldest_pending_ms: oldest.map(|t| (now - t).max(0)),
+        })
+    })?;
+    rows.collect()
+}
+
+/// One item, as `queue list` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Row {
+    pub id: i64,
+    pub direction: String,
+    pub page_id: String,
+    pub conversation: String,
+    pub kind: String,
+    pub state: String,
+    pub attempts: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// What `queue list` shows.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub failed_only: bool,
+    pub page_id: Option<String>,
+    /// Only items stored at or after this time (ms).
+    pub since_ms: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+const ROW_COLUMNS: &str = "id, direction, page_id, conversation, kind, state, attempts, created_at, updated_at, last_error";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        id: r.get(0)?,
+        direction: r.get(1)?,
+        page_id: r.get(2)?,
+        conversation: r.get(3)?,
+        kind: r.get(4)?,
+        state: r.get(5)?,
+        attempts: r.get(6)?,
+        created_at: r.get(7)?,
+        updated_at: r.get(8)?,
+        last_error: r.get(9)?,
+    })
+}
+
+/// Items, newest first. Without `failed_only`, skipped and done items are left out: the
+/// list is about work, not history.
+pub fn list(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<Row>> {
+    let states = if filter.failed_only {
+        "('failed')"
+    } else {
+        "('pending', 'failed')"
+    };
+    let sql = format!(
+        "SELECT {ROW_COLUMNS} FROM items
+          WHERE state IN {states} AND (?1 IS NULL OR page_id = ?1) AND (?2 IS NULL OR created_at >= ?2)
+          ORDER BY id DESC LIMIT ?3"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
+    let rows = stmt.query_map(params![filter.page_id, filter.since_ms, limit], row)?;
+    rows.collect()
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Attempt {
+    pub at: i64,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+/// Everything about one item, for `queue show`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Detail {
+    #[serde(flatten)]
+    pub row: Row,
+    pub dedup_key: String,
+    pub event_ts: i64,
+    pub next_attempt_at: i64,
+    pub payload: String,
+    pub result: Option<String>,
+    pub attempt_history: Vec<Attempt>,
+}
+
+pub fn show(conn: &Connection, id: i64) -> rusqlite::Result<Option<Detail>> {
+    let found = conn
+        .query_row(
+            &format!("SELECT {ROW_COLUMNS}, dedup_key, event_ts, next_attempt_at, payload, result FROM items WHERE id = ?1"),
+            [id],
+            |r| Ok((row(r)?, r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?, r.get(14)?)),
+        )
+        .optional()?;
+    let Some((row, dedup_key, event_ts, next_attempt_at, payload, result)) = found else {
+        return Ok(None);
+    };
+    let mut stmt = conn
+        .prepare("SELECT at, outcome, error FROM attempts WHERE item_id = ?1 ORDER BY at, rowid")?;
+    let attempt_history = stmt
+        .query_map([id], |r| {
+            Ok(Attempt {
+                at: r.get(0)?,
+                outcome: r.get(1)?,
+                error: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some(Detail {
+        row,
+        dedup_key,
+        event_ts,
+        next_attempt_at,
+        payload,
+        result,
+        attempt_history,
+    }))
+}
+
+/// Puts failed (or pending) items back in the queue for an attempt now. Returns the ids
+/// changed; items that are done or skipped are left alone.
+pub fn retry(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<i64>> {
+    let tx = conn.unchecked_transaction()?;
+    let mut changed = Vec::new();
+    for &id in ids {
+        let n = tx.execute(
+            "UPDATE items SET state = 'pending', next_attempt_at = 0, first_failure_at = NULL,
+                    updated_at = ?2
+              WHERE id = ?1 AND state IN ('failed', 'pending')",
+            params![id, now_ms()],
+        )?;
+        if n > 0 {
+            record_attempt(&tx, id, "retried-by-operator", None)?;
+            changed.push(id);
+        }
+    }
+    tx.commit()?;
+    Ok(changed)
+}
+
+/// Ids of failed items, oldest first, optionally only those stored since `since_ms`.
+pub fn failed_ids(conn: &Connection, since_ms: Option<i64>) -> rusqlite::Result<Vec<i64>> {
+    let mut stmt = conn.prepare("SELECT id FROM items WHERE state = 'failed' AND (?1 IS NULL OR created_at >= ?1) ORDER BY id")?;
+    let rows = stmt.query_map(params![since_ms], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// Removes items (and their history) for good. Returns the ids removed.
+pub fn drop_items(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<i64>> {
+    let tx = conn.unchecked_transaction()?;
+    let mut removed = Vec::new();
+    for &id in ids {
+        tx.execute("DELETE FROM attempts WHERE item_id = ?1", [id])?;
+        if tx.execute("DELETE FROM items WHERE id = ?1", [id])? > 0 {
+            removed.push(id);
+        }
+    }
+    tx.commit()?;
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Direction, NewItem, NewState, Store};
+
+    #[tokio::test]
+    async fn retry_and_drop_change_only_what_they_should() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path).unwrap();
+        let new = |key: &str| NewItem {
+            direction: Direction::Inbound,
+            page_id: "1".into(),
+            conversation: "psid:2".into(),
+            dedup_key: key.into(),
+            kind: "message".into(),
+            event_ts: 1,
+            payload: "{}".into(),
+            state: NewState::Pending,
+        };
+        store
+            .intake(b"{}".to_vec(), None, vec![new("a"), new("b"), new("c")])
+            .await
+            .unwrap();
+        store.fail(1, "Motion answered 400".into()).await.unwrap();
+        store.complete(2, None).await.unwrap();
+
+        let conn = open(&path).unwrap();
+        let s = stats(&conn).unwrap();
+        assert_eq!((s[0].pending, s[0].failed, s[0].done), (1, 1, 1));
+        assert_eq!(
+            list(
+                &conn,
+                &Filter {
+                    failed_only: true,
+                    ..Filter::default()
+                }
+            )
+            .unwrap()
+            .len(),
+            1
+        );
+        assert_eq!(
+            retry(&conn, &[1, 2]).unwrap(),
+            vec![1],
+            "a done item is not sent again"
+        );
+        let detail = show(&conn, 1).unwrap().unwrap();
+        assert_eq!(detail.row.state, "pending");
+        let outcomes: Vec<_> = detail
+            .attempt_history
+            .iter()
+            .map(|a| a.outcome.as_str())
+            .collect();
+        assert_eq!(outcomes, ["failed", "retried-by-operator"]);
+        assert_eq!(drop_items(&conn, &[3, 99]).unwrap(), vec![3]);
+        assert!(show(&conn, 3).unwrap().is_none());
+        assert!(
+            open(&dir.path().join("missing.db"))
+                .unwrap_err()
+                .contains("no state database")
+        );
+    }
+}

@@ -1,0 +1,330 @@
+//! Operator tooling: doctor, subscribe, queue, simulate — run as the real CLI against
+//! the real daemon and the simulated peers.
+
+use fb_openchannel::sim::facebook::messenger_text;
+use fb_openchannel::sim::motion::reply_body;
+use serde_json::Value;
+
+use crate::harness::*;
+use crate::wait_until;
+
+fn config_path(peers: &Peers) -> String {
+    peers.dir.path().join("config.toml").display().to_string()
+}
+
+/// The bench config on fixed free ports (doctor reaches the listeners through the
+/// config), with `public.name` set, written to the bench folder.
+fn fixed_ports_config(peers: &Peers) -> String {
+    let text = peers
+        .config_toml("")
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!(
+                "listen = \"127.0.0.1:{}\"\nname = \"localhost\"",
+                free_port()
+            ),
+            1,
+        )
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{}\"", free_port()),
+            1,
+        );
+    std::fs::write(config_path(peers), &text).unwrap();
+    text
+}
+
+fn doctor(peers: &Peers) -> (i32, Vec<Value>, String) {
+    let (code, stdout, stderr) = cli(&["doctor", "--json", "--config", &config_path(peers)]);
+    let checks: Vec<Value> =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let (_, human, _) = cli(&["doctor", "--config", &config_path(peers)]);
+    (code, checks, human)
+}
+
+fn failing(checks: &[Value]) -> Vec<(String, String, String)> {
+    checks
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| {
+            (
+                c["scope"].as_str().unwrap().to_owned(),
+                c["name"].as_str().unwrap().to_owned(),
+                c["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_passes_everything_against_healthy_peers() {
+    let peers = Peers::start().await;
+    fixed_ports_config(&peers);
+    let daemon = Process::start(std::path::Path::new(&config_path(&peers)));
+    let (code, checks, human) = doctor(&peers);
+    assert_eq!(failing(&checks), vec![], "{human}");
+    assert_eq!(code, 0, "{human}");
+    let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    for name in [
+        "config",
+        "certificate",
+        "listener",
+        "local",
+        "store",
+        "motion api key",
+        "token",
+        "subscription",
+        "receive url",
+    ] {
+        assert!(names.contains(&name), "no {name} check: {human}");
+    }
+    assert!(
+        human.contains("✓ token") && human.contains("all checks passed"),
+        "{human}"
+    );
+    assert!(human.contains("covers localhost"), "{human}");
+    for secret in SECRETS {
+        assert!(!human.contains(secret), "{secret} in doctor output");
+    }
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_each_problem_and_fails() {
+    let peers = Peers::start().await;
+    // A certificate that expires in 3 days.
+    let soon = tempfile::tempdir().unwrap();
+    let expiring = fb_openchannel::sim::tls::generate_valid_for(soon.path(), Some(3)).unwrap();
+    std::fs::copy(&expiring.cert_path, &peers.certs.cert_path).unwrap();
+    std::fs::copy(&expiring.key_path, &peers.certs.key_path).unwrap();
+    fixed_ports_config(&peers);
+    let daemon = Process::start(std::path::Path::new(&config_path(&peers)));
+    peers.graph.expire_token(TOKEN_A);
+    peers.graph.unsubscribe(PAGE_B);
+    peers.motion.down().await;
+
+    let (code, checks, human) = doctor(&peers);
+    assert_eq!(code, 1, "{human}");
+    let bad = failing(&checks);
+    let find = |scope: &str, name: &str| {
+        bad.iter()
+            .find(|(s, n, _)| s == scope && n == name)
+            .map(|(_, _, d)| d.clone())
+            .unwrap_or_else(|| panic!("no failing {scope} {name} check:\n{human}"))
+    };
+    assert!(
+        find("daemon", "certificate").contains("expires in"),
+        "{human}"
+    );
+    assert!(
+        find(&format!("page {PAGE_A}"), "token").contains("invalid or expired"),
+        "{human}"
+    );
+    assert!(
+        find(&format!("page {PAGE_B}"), "subscription").contains("fb-openchannel subscribe"),
+        "{human}"
+    );
+    assert!(
+        find(&format!("page {PAGE_A}"), "receive url").contains("is Motion running"),
+        "{human}"
+    );
+    assert!(
+        find("daemon", "motion api key").contains("Motion"),
+        "{human}"
+    );
+    assert!(human.contains("✗ token"), "{human}");
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_subscribes_every_page() {
+    let peers = Peers::start().await;
+    std::fs::write(config_path(&peers), peers.config_toml("")).unwrap();
+    peers.graph.unsubscribe(PAGE_A);
+    peers.graph.unsubscribe(PAGE_B);
+    let (code, stdout, stderr) = cli(&["subscribe", "--config", &config_path(&peers)]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("✓ page {PAGE_A}: subscribed")),
+        "{stdout}"
+    );
+    for page in [PAGE_A, PAGE_B] {
+        let fields = peers.graph.subscribed(page);
+        for f in [
+            "messages",
+            "messaging_postbacks",
+            "message_edits",
+            "message_reactions",
+            "feed",
+        ] {
+            assert!(
+                fields.iter().any(|x| x == f),
+                "{page} lacks {f}: {fields:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_resubscribes_a_page_facebook_dropped() {
+    let bench = Bench::start_edited(|t| {
+        t.replace("[motion]", "subscription_check = \"100ms\"\n\n[motion]")
+    })
+    .await;
+    bench.peers.graph.unsubscribe(PAGE_B);
+    let graph = &bench.peers.graph;
+    wait_until("page B is subscribed again", WAIT, || async {
+        graph.subscribed(PAGE_B).iter().any(|f| f == "feed")
+    })
+    .await;
+    assert!(graph.subscribe_calls().contains(&PAGE_B.to_string()));
+    assert!(
+        !graph.subscribe_calls().contains(&PAGE_A.to_string()),
+        "a healthy subscription is left alone"
+    );
+    bench.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_retry_while_the_daemon_runs_delivers_once_and_drop_removes() {
+    let bench = Bench::start().await;
+    let config = config_path(&bench.peers);
+    // Motion refuses the first one for good; the customer pasted a token in the second.
+    bench.motion().fail_next(1, 400);
+    bench
+        .deliver(&messenger_text(PAGE_A, PSID, "q.1", 1, "refused at first"))
+        .await;
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            PSID,
+            "q.2",
+            2,
+            &format!("my token is {TOKEN_A}"),
+        ))
+        .await;
+    bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    let store = bench.daemon().shared.store.clone();
+    wait_until("item 1 has failed", WAIT, || {
+        let store = store.clone();
+        async move { store.items().await.unwrap()[0].state == "failed" }
+    })
+    .await;
+
+    let (code, stdout, _) = cli(&["queue", "list", "--failed", "--json", "--config", &config]);
+    assert_eq!(code, 0);
+    let failed: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["id"], 1);
+    let (_, human, _) = cli(&["queue", "list", "--failed", "--config", &config]);
+    assert!(
+        human.starts_with("ID") && human.contains("Motion answered 400"),
+        "{human}"
+    );
+    let (_, stats, _) = cli(&["queue", "stats", "--config", &config]);
+    assert!(
+        stats.contains(PAGE_A) && stats.contains("FAILED"),
+        "{stats}"
+    );
+
+    let (code, out, err) = cli(&["queue", "retry", "1", "--config", &config]);
+    assert_eq!(code, 0, "{out}{err}");
+    let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    assert_eq!(notes[1].notify.body, "refused at first");
+    // Delivered once: the next message of that customer is the third notify.
+    bench
+        .deliver(&messenger_text(PAGE_A, PSID, "q.3", 3, "after"))
+        .await;
+    let notes = bench.motion().wait_for_notifies(3, WAIT).await.unwrap();
+    assert_eq!(notes.len(), 3);
+    assert_eq!(notes[2].notify.body, "after");
+
+    let (_, shown, _) = cli(&["queue", "show", "2", "--config", &config]);
+    assert!(shown.contains("my token is ********"), "{shown}");
+    assert!(!shown.contains(TOKEN_A), "{shown}");
+    let (_, shown, _) = cli(&["queue", "show", "1", "--config", &config]);
+    assert!(
+        shown.contains("failed")
+            && shown.contains("retried-by-operator")
+            && shown.contains("delivered"),
+        "{shown}"
+    );
+
+    let (code, _, err) = cli(&["queue", "drop", "2", "--config", &config]);
+    assert_eq!(code, 1, "no confirmation without a terminal or --yes");
+    assert!(err.contains("--yes"), "{err}");
+    let (code, out, _) = cli(&["queue", "drop", "2", "--yes", "--config", &config]);
+    assert_eq!(code, 0, "{out}");
+    let (code, _, err) = cli(&["queue", "show", "2", "--config", &config]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no item 2"), "{err}");
+    bench.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_reaches_motion_and_the_reply_is_acknowledged_without_facebook() {
+    let bench = Bench::start().await;
+    let url = bench.webhook_url();
+    let (code, out, err) = cli(&[
+        "simulate",
+        "--url",
+        &url,
+        "--text",
+        "Is this thing on?",
+        "--config",
+        &config_path(&bench.peers),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("fbo-simulated-customer"), "{out}");
+    let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    let n = &notes[0].notify;
+    assert_eq!(n.body, "Is this thing on?");
+    assert_eq!(n.from, "fbo-simulated-customer");
+    assert_eq!(
+        (n.first_name.as_deref(), n.last_name.as_deref()),
+        (Some("Simulated"), Some("Customer"))
+    );
+
+    let reply_url = format!(
+        "http://{}/reply/{PAGE_A}?token={REPLY_TOKEN_A}",
+        bench.daemon().local_addr
+    );
+    let (status, answer) = bench
+        .motion()
+        .agent_reply(
+            &reply_url,
+            &reply_body(8001, "fbo-simulated-customer", "Loud and clear", None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        bench.peers.graph.send_calls(),
+        0,
+        "no Graph call for a simulated customer"
+    );
+    assert!(
+        bench.peers.graph.requests().is_empty(),
+        "not even a profile lookup"
+    );
+
+    let (code, out, err) = cli(&[
+        "simulate",
+        "--wall",
+        "--url",
+        &url,
+        "--config",
+        &config_path(&bench.peers),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    assert!(
+        notes[1]
+            .notify
+            .thread_id
+            .as_deref()
+            .unwrap()
+            .contains("fbo-simulated-post")
+    );
+    bench.stop().await;
+}
