@@ -5,6 +5,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod facebook;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http_client;
 pub mod logging;
 pub mod metrics;

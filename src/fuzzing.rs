@@ -1,0 +1,120 @@
+//! Entry points for the fuzz targets in `fuzz/` (and their regression tests): each
+//! drives one input through everything that handles it, and panics only on a bug.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use crate::config::{Config, PageConfig};
+use crate::facebook::feed::FeedChange;
+use crate::facebook::webhook::{self, Parsed};
+use crate::relay::{feed, messenger, outbound};
+
+/// A page config for the translators (wall posts on, so every branch runs).
+fn page() -> &'static PageConfig {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        Config::from_toml(
+            Path::new("fuzz.toml"),
+            r#"
+[public]
+tls = false
+[facebook]
+app_secret = "s"
+verify_token = "v"
+[motion]
+api_key = "k"
+[[page]]
+id = "12345654332"
+access_token = "t"
+receive_url = "http://127.0.0.1:9/api/openchannel/accounts/1/notify"
+reply_token = "r"
+"#,
+        )
+        .expect("the fuzz config is valid")
+    });
+    &config.pages[0]
+}
+
+/// A webhook body: parse, then every item's keys, fate and notify plan.
+pub fn webhook(data: &[u8]) {
+    let Ok(items) = webhook::parse(data) else { return };
+    for item in &items {
+        let _ = (item.kind(), item.conversation(), item.dedup_key(), item.timestamp_ms());
+        match &item.parsed {
+            Ok(Parsed::Messaging(m)) => {
+                let _ = messenger::intake_state(item);
+                let context = messenger::Context {
+                    referenced_text: Some("earlier text".into()),
+                };
+                let _ = messenger::plan(m, &context);
+                let _ = messenger::plan(m, &messenger::Context::default());
+                let _ = messenger::referenced_mid(m);
+            }
+            Ok(Parsed::Change { field, value }) => {
+                let change = FeedChange::parse(value);
+                let _ = feed::intake_state(field, &change, page());
+                if let Ok(c) = change {
+                    let _ = feed::plan(&c);
+                    let _ = feed::reply_target(c.post_id().unwrap_or("1_2"), std::slice::from_ref(&c), c.created_time());
+                }
+            }
+            Err(_) => {}
+        }
+        let _ = messenger::text_of(&item.raw.to_string());
+    }
+}
+
+/// A Reply URL body: parse, then split its text and decide its reply window.
+pub fn reply(data: &[u8]) {
+    let Ok(reply) = crate::motion::reply::parse(data) else { return };
+    let pieces = outbound::split_text(&reply.body, outbound::MAX_TEXT_CHARS);
+    assert_eq!(pieces.concat(), reply.body, "splitting must keep every character");
+    assert!(pieces.iter().all(|p| p.chars().count() <= outbound::MAX_TEXT_CHARS));
+    let _ = outbound::messaging_type(Some(data.len() as i64 * 1_000_000), 1_800_000_000_000, data.len() % 2 == 0);
+}
+
+/// A config file: loads or fails with errors that name the file, a line and a key.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match Config::from_toml(Path::new("fuzz.toml"), text) {
+        Ok(config) => {
+            let _ = config.to_redacted_toml();
+        }
+        Err(errors) => {
+            assert!(!errors.0.is_empty());
+            for e in &errors.0 {
+                assert!(!e.key.is_empty());
+                let _ = e.to_string();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The fuzz seeds and every fixture go through the fuzz entry points in the normal
+    /// test run, so a target that would panic on its own seeds fails here first.
+    #[test]
+    fn seeds_and_fixtures_pass_the_fuzz_entry_points() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut seen = 0;
+        for (dir, f) in [
+            ("tests/fixtures/facebook", super::webhook as fn(&[u8])),
+            ("fuzz/seeds/webhook", super::webhook),
+            ("fuzz/seeds/reply", super::reply),
+            ("fuzz/seeds/config", super::config),
+            ("fuzz/regressions/webhook", super::webhook),
+            ("fuzz/regressions/reply", super::reply),
+            ("fuzz/regressions/config", super::config),
+        ] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                f(&std::fs::read(&path).unwrap());
+                seen += 1;
+            }
+        }
+        super::config(&std::fs::read(root.join("config/config.toml")).unwrap());
+        assert!(seen > 40, "only {seen} inputs found");
+    }
+}
