@@ -37,9 +37,16 @@ reply_token = "r"
 
 /// A webhook body: parse, then every item's keys, fate and notify plan.
 pub fn webhook(data: &[u8]) {
-    let Ok(items) = webhook::parse(data) else { return };
+    let Ok(items) = webhook::parse(data) else {
+        return;
+    };
     for item in &items {
-        let _ = (item.kind(), item.conversation(), item.dedup_key(), item.timestamp_ms());
+        let _ = (
+            item.kind(),
+            item.conversation(),
+            item.dedup_key(),
+            item.timestamp_ms(),
+        );
         match &item.parsed {
             Ok(Parsed::Messaging(m)) => {
                 let _ = messenger::intake_state(item);
@@ -55,7 +62,11 @@ pub fn webhook(data: &[u8]) {
                 let _ = feed::intake_state(field, &change, page());
                 if let Ok(c) = change {
                     let _ = feed::plan(&c);
-                    let _ = feed::reply_target(c.post_id().unwrap_or("1_2"), std::slice::from_ref(&c), c.created_time());
+                    let _ = feed::reply_target(
+                        c.post_id().unwrap_or("1_2"),
+                        std::slice::from_ref(&c),
+                        c.created_time(),
+                    );
                 }
             }
             Err(_) => {}
@@ -66,16 +77,32 @@ pub fn webhook(data: &[u8]) {
 
 /// A Reply URL body: parse, then split its text and decide its reply window.
 pub fn reply(data: &[u8]) {
-    let Ok(reply) = crate::motion::reply::parse(data) else { return };
+    let Ok(reply) = crate::motion::reply::parse(data) else {
+        return;
+    };
     let pieces = outbound::split_text(&reply.body, outbound::MAX_TEXT_CHARS);
-    assert_eq!(pieces.concat(), reply.body, "splitting must keep every character");
-    assert!(pieces.iter().all(|p| p.chars().count() <= outbound::MAX_TEXT_CHARS));
-    let _ = outbound::messaging_type(Some(data.len() as i64 * 1_000_000), 1_800_000_000_000, data.len() % 2 == 0);
+    assert_eq!(
+        pieces.concat(),
+        reply.body,
+        "splitting must keep every character"
+    );
+    assert!(
+        pieces
+            .iter()
+            .all(|p| p.chars().count() <= outbound::MAX_TEXT_CHARS)
+    );
+    let _ = outbound::messaging_type(
+        Some(data.len() as i64 * 1_000_000),
+        1_800_000_000_000,
+        data.len().is_multiple_of(2),
+    );
 }
 
 /// A config file: loads or fails with errors that name the file, a line and a key.
 pub fn config(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     match Config::from_toml(Path::new("fuzz.toml"), text) {
         Ok(config) => {
             let _ = config.to_redacted_toml();
@@ -107,7 +134,9 @@ mod tests {
             ("fuzz/regressions/reply", super::reply),
             ("fuzz/regressions/config", super::config),
         ] {
-            let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
             for entry in entries {
                 let path = entry.unwrap().path();
                 f(&std::fs::read(&path).unwrap());

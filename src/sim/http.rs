@@ -1,7 +1,6 @@
 //! A small HTTP server for the simulated peers, which can be taken down (connections
 //! refused, open ones cut) and brought back up on the same port.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -17,6 +16,17 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 pub type SimResponse = Response<Full<Bytes>>;
+
+/// A handler answer carrying this header makes the server cut the connection instead.
+pub const RESET_HEADER: &str = "x-sim-reset";
+
+/// An answer that cuts the connection.
+pub fn reset() -> SimResponse {
+    Response::builder()
+        .header(RESET_HEADER, "1")
+        .body(Full::new(Bytes::new()))
+        .expect("valid response")
+}
 pub type Handler =
     Arc<dyn Fn(Request<Bytes>) -> Pin<Box<dyn Future<Output = SimResponse> + Send>> + Send + Sync>;
 
@@ -109,7 +119,12 @@ async fn accept_loop(
                         Ok(b) => b.to_bytes(),
                         Err(_) => Bytes::new(),
                     };
-                    Ok::<_, Infallible>(handler(Request::from_parts(parts, bytes)).await)
+                    let response = handler(Request::from_parts(parts, bytes)).await;
+                    if response.headers().contains_key(RESET_HEADER) {
+                        // Drop the connection without an answer, like a crashing peer.
+                        return Err(std::io::Error::other("simulated connection reset"));
+                    }
+                    Ok::<_, std::io::Error>(response)
                 }
             });
             let http = hyper::server::conn::http1::Builder::new();

@@ -24,6 +24,10 @@ pub enum Mode {
     Hang,
     /// 200 with a body that is not JSON.
     Garbage,
+    /// The connection is cut without an answer.
+    Reset,
+    /// Every call is answered after this many milliseconds (then normally).
+    Slow(u64),
 }
 
 #[derive(Debug, Clone)]
@@ -232,6 +236,14 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
         Mode::Accept => {}
         Mode::Status(s) => return json(s, serde_json::json!({"message": "simulated failure"})),
         Mode::Garbage => return respond(200, "text/html", "<html>proxy error page</html>"),
+        Mode::Reset => return super::http::reset(),
+        Mode::Slow(ms) => {
+            let mut changed = state.mode_changed.subscribe();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                _ = changed.changed() => {}
+            }
+        }
         Mode::Hang => {
             let mut changed = state.mode_changed.subscribe();
             let _ = changed.changed().await;

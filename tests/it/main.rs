@@ -3,6 +3,7 @@
 
 mod cli;
 mod delivery;
+mod faults;
 mod harness;
 mod intake;
 mod messenger;

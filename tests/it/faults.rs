@@ -1,0 +1,449 @@
+//! Faults and abuse: peers misbehaving, the disk filling up, the daemon killed at random
+//! moments under load, and a public port under attack — nothing acknowledged is lost.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use fb_openchannel::facebook::signature;
+use fb_openchannel::sim::facebook::{WebhookSender, messenger_text};
+use fb_openchannel::sim::motion::Mode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::*;
+use crate::wait_until;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn motion_slow_resetting_failing_and_garbled_loses_nothing() {
+    let bench = Bench::start_edited(|t| t.replace("timeout = \"5s\"", "timeout = \"300ms\"")).await;
+    let motion = bench.motion();
+    // Five customers, ten messages each, while Motion goes through its bad moods.
+    let mut sent = 0;
+    for (mode, i) in [
+        (Mode::Slow(10_000), 0),
+        (Mode::Reset, 1),
+        (Mode::Status(500), 2),
+        (Mode::Hang, 3),
+        (Mode::Status(503), 4),
+    ] {
+        motion.set_mode(mode);
+        for k in 0..10 {
+            let psid = format!("{}", 3000 + k % 5);
+            let n = i * 10 + k;
+            bench
+                .deliver(&messenger_text(
+                    PAGE_A,
+                    &psid,
+                    &format!("mid.f{n}"),
+                    1_700_000_000_000 + n,
+                    &format!("{psid}:{n:02}"),
+                ))
+                .await;
+            sent += 1;
+        }
+        // Let the daemon meet this mood before the next one.
+        let before = motion.requests();
+        wait_until("Motion is called in this mode", WAIT, || async {
+            motion.requests() > before
+        })
+        .await;
+    }
+    motion.set_mode(Mode::Accept);
+    let notes = motion
+        .wait_for_notifies(sent, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(notes.len(), sent, "each message once");
+    let mut per_customer: HashMap<String, Vec<String>> = HashMap::new();
+    for n in &notes {
+        per_customer
+            .entry(n.notify.from.clone())
+            .or_default()
+            .push(n.notify.body.clone());
+    }
+    for (psid, bodies) in per_customer {
+        let mut sorted = bodies.clone();
+        sorted.sort();
+        assert_eq!(bodies, sorted, "customer {psid}: in order");
+    }
+    // Retries are bounded by the schedule, not a storm: a handful per item at most here.
+    let items = bench.items().await;
+    let attempts: i64 = items.iter().map(|i| i.attempts).sum();
+    assert!(
+        attempts < sent as i64 * 10,
+        "{attempts} attempts for {sent} items"
+    );
+    bench.stop().await;
+}
+
+/// Mounts a small tmpfs (root only) for a store that can run out of space.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::Builder::new()
+            .prefix("fbo-disk")
+            .tempdir()
+            .ok()?
+            .keep();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .ok()?
+            .success();
+        ok.then_some(SmallDisk { path: dir })
+    }
+
+    /// Fills the disk until a write fails; returns the filler's path.
+    fn fill(&self) -> std::path::PathBuf {
+        let filler = self.path.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+        let _ = f.sync_all();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_503_and_the_daemon_recovers_when_space_returns() {
+    let Some(disk) = SmallDisk::mount("8m") else {
+        eprintln!("SKIPPED: mounting a tmpfs needs root; the disk-full test did not run");
+        return;
+    };
+    let store = disk.path.join("state.db");
+    let bench = Bench::start_edited(|t| {
+        let old = t
+            .lines()
+            .find(|l| l.starts_with("path = "))
+            .unwrap()
+            .to_owned();
+        t.replace(&old, &format!("path = \"{}\"", store.display()))
+    })
+    .await;
+    bench
+        .deliver(&messenger_text(PAGE_A, PSID, "d.0", 1, "before"))
+        .await;
+    bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    // Its completion must be on disk before the disk fills (else it is sent again: at
+    // least once, as it should be, but not what this test is about).
+    let store_handle = bench.daemon().shared.store.clone();
+    wait_until("the first item is done", WAIT, || {
+        let s = store_handle.clone();
+        async move { s.items().await.unwrap().iter().all(|i| i.state == "done") }
+    })
+    .await;
+
+    let filler = disk.fill();
+    // A body larger than what is left: it cannot be stored, so it must not be acknowledged.
+    let big_text = "x".repeat(200_000);
+    let (status, answer) = bench
+        .sender
+        .send(messenger_text(PAGE_A, PSID, "d.1", 2, &big_text).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{answer}");
+
+    std::fs::remove_file(&filler).unwrap();
+    // Facebook sends it again; now there is room.
+    bench
+        .deliver(&messenger_text(PAGE_A, PSID, "d.1", 2, &big_text))
+        .await;
+    let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    assert_eq!(notes[1].notify.body.len(), big_text.len());
+    bench.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_20_times_under_load_every_acknowledged_message_reaches_motion() {
+    let peers = Peers::start().await;
+    let path = peers.dir.path().join("config.toml");
+    std::fs::write(&path, peers.config_toml("")).unwrap();
+    let mut acked: Vec<String> = Vec::new();
+    let mut seq = 0u64;
+    let mut rng = fastrand::Rng::with_seed(20261125);
+    for _kill in 0..20 {
+        let mut daemon = Process::start(&path);
+        let sender = WebhookSender::new(
+            &format!("https://127.0.0.1:{}/webhook", daemon.public_port),
+            APP_SECRET,
+            Some(&peers.certs.ca_pem),
+        );
+        // Load from 4 customers until a random moment, then SIGKILL mid-flight.
+        let deadline = Instant::now() + Duration::from_millis(rng.u64(30..250));
+        let mut inflight = tokio::task::JoinSet::new();
+        while Instant::now() < deadline {
+            for _ in 0..4 {
+                seq += 1;
+                let body = messenger_text(
+                    PAGE_A,
+                    &format!("{}", 4000 + seq % 4),
+                    &format!("mid.k{seq}"),
+                    1_700_000_000_000 + seq as i64,
+                    &format!("k{seq}"),
+                );
+                let s = WebhookSender::new(
+                    &format!("https://127.0.0.1:{}/webhook", daemon.public_port),
+                    APP_SECRET,
+                    Some(&peers.certs.ca_pem),
+                );
+                inflight.spawn(async move {
+                    (s.send(body.as_bytes()).await.map(|r| r.0).unwrap_or(0), seq)
+                });
+            }
+            if let Some(Ok((200, n))) = inflight.join_next().await {
+                acked.push(format!("k{n}"));
+            }
+        }
+        daemon.kill();
+        while let Some(r) = inflight.join_next().await {
+            if let Ok((200, n)) = r {
+                acked.push(format!("k{n}"));
+            }
+        }
+        drop(sender);
+    }
+    // The last start delivers whatever is left.
+    let _daemon = Process::start(&path);
+    let motion = &peers.motion;
+    let acked_set: std::collections::HashSet<&String> = acked.iter().collect();
+    wait_until(
+        "every acknowledged message reached Motion",
+        Duration::from_secs(60),
+        || async {
+            let got: std::collections::HashSet<String> = motion
+                .notifies()
+                .into_iter()
+                .map(|n| n.notify.body)
+                .collect();
+            acked_set.iter().all(|a| got.contains(*a))
+        },
+    )
+    .await;
+    let bodies: Vec<String> = motion
+        .notifies()
+        .into_iter()
+        .map(|n| n.notify.body)
+        .collect();
+    let unique: std::collections::HashSet<&String> = bodies.iter().collect();
+    let duplicates = bodies.len() - unique.len();
+    println!(
+        "crash test: {} acknowledged, {} notified, {} duplicates over 20 SIGKILLs",
+        acked.len(),
+        bodies.len(),
+        duplicates
+    );
+    // A duplicate can only come from a notify in flight at a kill: at most `concurrency`
+    // (8) per kill.
+    assert!(duplicates <= 20 * 8, "{duplicates} duplicates");
+    assert!(
+        acked.len() >= 20,
+        "the load was too light to mean anything: {}",
+        acked.len()
+    );
+}
+
+/// Opens a TCP connection to the public listener and sends `bytes` (maybe nothing).
+async fn open_raw(port: u16, bytes: &[u8]) -> Option<tokio::net::TcpStream> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    if !bytes.is_empty() {
+        s.write_all(bytes).await.ok()?;
+    }
+    Some(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_attack_the_public_port_keeps_answering_real_webhooks() {
+    let bench = Bench::start_with_public("max_connections = 16384").await;
+    let port = bench.daemon().public_addr.port();
+    let mut attackers = Vec::new();
+    // 2,000 idle connections (the README's figure for 10,000 is measured by the benchmark).
+    for _ in 0..2000 {
+        if let Some(s) = open_raw(port, b"").await {
+            attackers.push(s);
+        }
+    }
+    // TLS handshakes that stop halfway: the start of a ClientHello, then nothing.
+    for _ in 0..50 {
+        if let Some(s) = open_raw(
+            port,
+            &[
+                0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+            ],
+        )
+        .await
+        {
+            attackers.push(s);
+        }
+    }
+    // Garbage instead of TLS.
+    for _ in 0..20 {
+        if let Some(mut s) = open_raw(port, b"GET / HTTP/1.0\r\n\r\n").await {
+            let mut buf = [0u8; 64];
+            let _ = tokio::time::timeout(WAIT, s.read(&mut buf)).await;
+        }
+    }
+    // Slowloris over TLS: headers one byte at a time, never finished.
+    let connector = {
+        fb_openchannel::http_client::install_crypto_provider();
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls_pki_types::pem::PemObject;
+        for c in
+            rustls_pki_types::CertificateDer::pem_slice_iter(bench.peers.certs.ca_pem.as_bytes())
+        {
+            roots.add(c.unwrap()).unwrap();
+        }
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        ))
+    };
+    let mut slow = Vec::new();
+    for _ in 0..30 {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut tls = connector
+            .connect(
+                rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        tls.write_all(b"POST /webhook HTTP/1.1\r\nHost: l")
+            .await
+            .unwrap();
+        slow.push(tls);
+    }
+    let dribble = tokio::spawn(async move {
+        for _ in 0..10 {
+            for s in slow.iter_mut() {
+                let _ = s.write_all(b"o").await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        slow
+    });
+    // Absurd headers and a body that never finishes.
+    let sender = WebhookSender::new(
+        &bench.webhook_url(),
+        APP_SECRET,
+        Some(&bench.peers.certs.ca_pem),
+    );
+    let huge = "a".repeat(200_000);
+    let r = sender
+        .client()
+        .post(bench.webhook_url())
+        .header("x-junk", huge.as_str())
+        .body("{}")
+        .send()
+        .await;
+    assert!(
+        r.map(|r| r.status().as_u16() >= 400).unwrap_or(true),
+        "a 200 KB header must not be accepted"
+    );
+
+    // Meanwhile, Facebook's webhooks.
+    let mut latencies = Vec::new();
+    for i in 0..30 {
+        let body = messenger_text(
+            PAGE_A,
+            PSID,
+            &format!("mid.a{i}"),
+            1_700_000_000_000 + i,
+            &format!("real {i}"),
+        );
+        let started = Instant::now();
+        let (status, _) = sender.send(body.as_bytes()).await.unwrap();
+        latencies.push(started.elapsed());
+        assert_eq!(status, 200);
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    println!(
+        "under attack: real webhook p50 {:?}, p99 {p99:?}",
+        latencies[latencies.len() / 2]
+    );
+    // Debug build on a shared 2-core machine: a loose bound; the release target is in the benchmark.
+    assert!(p99 < Duration::from_millis(500), "p99 {p99:?}");
+    bench.motion().wait_for_notifies(30, WAIT).await.unwrap();
+
+    // HTTP/1.0 without keep-alive and pipelined requests are answered too.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut tls = connector
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let mut pipelined = Vec::new();
+    for i in 0..3 {
+        let body = messenger_text(
+            PAGE_A,
+            PSID,
+            &format!("mid.p{i}"),
+            1_800_000_000_000 + i,
+            "piped",
+        );
+        let sig = signature::sign(APP_SECRET.as_bytes(), body.as_bytes());
+        pipelined.extend_from_slice(
+            format!("POST /webhook HTTP/1.1\r\nhost: l\r\ncontent-length: {}\r\nx-hub-signature-256: {sig}\r\n\r\n{body}", body.len()).as_bytes(),
+        );
+    }
+    tls.write_all(&pipelined).await.unwrap();
+    let mut answers = String::new();
+    let mut buf = vec![0u8; 8192];
+    while answers.matches("EVENT_RECEIVED").count() < 3 {
+        let n = tokio::time::timeout(WAIT, tls.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed early: {answers}");
+        answers.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(answers.matches("HTTP/1.1 200").count(), 3, "{answers}");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut tls = connector
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    tls.write_all(
+        b"GET /webhook?hub.mode=subscribe&hub.verify_token=x&hub.challenge=1 HTTP/1.0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut answer))
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.0 403"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let _ = dribble.await;
+    drop(attackers);
+    bench.stop().await;
+}
