@@ -34,6 +34,8 @@ pub struct SentMessage {
     /// `(type, file name, content type, bytes)` of a multipart `filedata` upload.
     pub attachment: Option<(String, String, String, Bytes)>,
     pub message_id: String,
+    /// When the simulated Graph received it.
+    pub received_at: std::time::Instant,
 }
 
 /// A comment the simulated Graph accepted.
@@ -597,6 +599,7 @@ async fn read_send(req: &Request<Bytes>, page: &str) -> Result<SentMessage, Stri
             .map(str::to_owned),
         attachment,
         message_id: String::new(),
+        received_at: std::time::Instant::now(),
     })
 }
 

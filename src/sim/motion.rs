@@ -32,6 +32,8 @@ pub enum Mode {
 
 #[derive(Debug, Clone)]
 pub struct RecordedNotify {
+    /// When the simulated Motion received it.
+    pub received_at: std::time::Instant,
     /// The Openchannel account id from the URL.
     pub account: String,
     /// The query string of the call (e.g. `token=…`).
@@ -186,14 +188,15 @@ impl SimMotion {
         let mut rx = self.state.count.subscribe();
         match tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await {
             Ok(_) => Ok(self.notifies()),
-            Err(_) => Err(format!(
-                "expected {n} notifies within {timeout:?}, got {}: {:#?}",
-                self.notifies().len(),
-                self.notifies()
-                    .iter()
-                    .map(|n| &n.notify.body)
-                    .collect::<Vec<_>>()
-            )),
+            Err(_) => {
+                let got = self.notifies();
+                let last: Vec<&String> =
+                    got.iter().rev().take(10).map(|n| &n.notify.body).collect();
+                Err(format!(
+                    "expected {n} notifies within {timeout:?}, got {}; the last ones: {last:?}",
+                    got.len()
+                ))
+            }
         }
     }
 }
@@ -282,6 +285,7 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
             }
             let mut list = state.notifies.lock().unwrap();
             list.push(RecordedNotify {
+                received_at: std::time::Instant::now(),
                 account: (*account).to_owned(),
                 query,
                 notify,

@@ -322,16 +322,11 @@ impl Store {
     ) -> Result<Vec<Item>, StoreError> {
         self.call(false, move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, page_id, conversation, dedup_key, kind, event_ts, payload, attempts,
-                        steps_done, first_failure_at
-                   FROM items i
-                  WHERE state = 'pending' AND direction = ?1 AND next_attempt_at <= ?2
-                    AND NOT EXISTS (
-                        SELECT 1 FROM items j
-                         WHERE j.state = 'pending' AND j.direction = i.direction
-                           AND j.page_id = i.page_id AND j.conversation = i.conversation
-                           AND (j.event_ts < i.event_ts OR (j.event_ts = i.event_ts AND j.id < i.id)))
-                  ORDER BY next_attempt_at, event_ts, id
+                "SELECT i.id, i.page_id, i.conversation, i.dedup_key, i.kind, i.event_ts, i.payload,
+                        i.attempts, i.steps_done, i.first_failure_at
+                   FROM heads h JOIN items i ON i.id = h.item_id
+                  WHERE h.direction = ?1 AND h.next_attempt_at <= ?2
+                  ORDER BY h.next_attempt_at, i.event_ts, i.id
                   LIMIT ?3",
             )?;
             let want = limit + busy.len();
@@ -352,7 +347,10 @@ impl Store {
             let mut items = Vec::new();
             for row in rows {
                 let item = row?;
-                if busy.iter().any(|(p, c)| *p == item.page_id && *c == item.conversation) {
+                if busy
+                    .iter()
+                    .any(|(p, c)| *p == item.page_id && *c == item.conversation)
+                {
                     continue;
                 }
                 items.push(item);
@@ -370,13 +368,7 @@ impl Store {
         self.call(false, move |conn| {
             // Only heads count: a later item of a conversation waits for its head anyway.
             conn.query_row(
-                "SELECT MIN(next_attempt_at) FROM items i
-                  WHERE state = 'pending' AND direction = ?1
-                    AND NOT EXISTS (
-                        SELECT 1 FROM items j
-                         WHERE j.state = 'pending' AND j.direction = i.direction
-                           AND j.page_id = i.page_id AND j.conversation = i.conversation
-                           AND (j.event_ts < i.event_ts OR (j.event_ts = i.event_ts AND j.id < i.id)))",
+                "SELECT MIN(next_attempt_at) FROM heads WHERE direction = ?1",
                 [direction.as_str()],
                 |r| r.get(0),
             )

@@ -77,6 +77,61 @@ CREATE TABLE attempts (
 );
 CREATE INDEX attempts_item ON attempts (item_id, at);
 "#,
+    r#"
+-- The head of every conversation with pending work: its oldest pending item (by
+-- Facebook time, then arrival). Triggers keep it exact in the same transaction as every
+-- change to `items`, so the dispatcher finds due work with one small index range
+-- instead of scanning every pending item (which took it to O(pending) per step).
+CREATE TABLE heads (
+    direction       TEXT    NOT NULL,
+    page_id         TEXT    NOT NULL,
+    conversation    TEXT    NOT NULL,
+    item_id         INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    PRIMARY KEY (direction, page_id, conversation)
+) WITHOUT ROWID;
+CREATE INDEX heads_due ON heads (direction, next_attempt_at);
+
+CREATE TRIGGER heads_after_insert AFTER INSERT ON items WHEN NEW.state = 'pending'
+BEGIN
+    INSERT OR REPLACE INTO heads (direction, page_id, conversation, item_id, next_attempt_at)
+        SELECT direction, page_id, conversation, id, next_attempt_at FROM items
+         WHERE state = 'pending' AND direction = NEW.direction AND page_id = NEW.page_id
+           AND conversation = NEW.conversation
+         ORDER BY event_ts, id LIMIT 1;
+END;
+
+CREATE TRIGGER heads_after_update AFTER UPDATE OF state, next_attempt_at, event_ts ON items
+BEGIN
+    DELETE FROM heads WHERE direction = NEW.direction AND page_id = NEW.page_id
+        AND conversation = NEW.conversation;
+    INSERT INTO heads (direction, page_id, conversation, item_id, next_attempt_at)
+        SELECT direction, page_id, conversation, id, next_attempt_at FROM items
+         WHERE state = 'pending' AND direction = NEW.direction AND page_id = NEW.page_id
+           AND conversation = NEW.conversation
+         ORDER BY event_ts, id LIMIT 1;
+END;
+
+CREATE TRIGGER heads_after_delete AFTER DELETE ON items WHEN OLD.state = 'pending'
+BEGIN
+    DELETE FROM heads WHERE direction = OLD.direction AND page_id = OLD.page_id
+        AND conversation = OLD.conversation;
+    INSERT INTO heads (direction, page_id, conversation, item_id, next_attempt_at)
+        SELECT direction, page_id, conversation, id, next_attempt_at FROM items
+         WHERE state = 'pending' AND direction = OLD.direction AND page_id = OLD.page_id
+           AND conversation = OLD.conversation
+         ORDER BY event_ts, id LIMIT 1;
+END;
+
+-- Heads of the work already queued when this version is installed.
+INSERT INTO heads (direction, page_id, conversation, item_id, next_attempt_at)
+    SELECT i.direction, i.page_id, i.conversation, i.id, i.next_attempt_at FROM items i
+     WHERE i.state = 'pending' AND i.id = (
+        SELECT j.id FROM items j
+         WHERE j.state = 'pending' AND j.direction = i.direction AND j.page_id = i.page_id
+           AND j.conversation = i.conversation
+         ORDER BY j.event_ts, j.id LIMIT 1);
+"#,
 ];
 
 /// Durability settings and schema migrations. Run once when the database is opened.
