@@ -560,7 +560,12 @@ async fn run(plan: Plan) {
         let before = graph.sent().len();
         let status = client
             .post(&reply_url)
-            .json(&reply_body(10_000 + i as u64, "777000", "bench reply", None))
+            .json(&reply_body(
+                10_000 + i as u64,
+                "777000",
+                "bench reply",
+                None,
+            ))
             .send()
             .await
             .unwrap()

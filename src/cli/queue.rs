@@ -91,7 +91,9 @@ pub fn main(path: &std::path::Path, command: QueueCommand, json: bool) -> ExitCo
             &queue::Filter {
                 failed_only: failed,
                 page_id: page,
-                since_ms: since.map(|d| now_ms() - d.as_millis() as i64),
+                since_ms: since.map(|d| {
+                    now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                }),
                 limit: Some(limit),
             },
             json,
@@ -350,7 +352,11 @@ fn retry(
     json: bool,
 ) -> rusqlite::Result<ExitCode> {
     let ids = if all_failed {
-        queue::failed_ids(conn, since.map(|d| now_ms() - d.as_millis() as i64))?
+        queue::failed_ids(
+            conn,
+            since
+                .map(|d| now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
+        )?
     } else {
         ids
     };

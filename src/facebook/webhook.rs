@@ -362,7 +362,7 @@ impl Item {
             Ok(Parsed::Change { value, .. }) => value
                 .get("created_time")
                 .and_then(|t| t.as_i64().or_else(|| t.as_str()?.parse().ok()))
-                .map(|s| s * 1000)
+                .map(|s: i64| s.saturating_mul(1000))
                 .unwrap_or(entry_time_ms),
             Err(_) => entry_time_ms,
         }
@@ -490,7 +490,7 @@ pub fn parse(body: &[u8]) -> Result<Vec<Item>, WebhookError> {
         // Messenger entries give `time` in ms, feed entries in seconds.
         let entry_time = entry.get("time").and_then(Value::as_i64).unwrap_or(0);
         let entry_time_ms = if entry_time < 100_000_000_000 {
-            entry_time * 1000
+            entry_time.saturating_mul(1000)
         } else {
             entry_time
         };

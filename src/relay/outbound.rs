@@ -569,7 +569,7 @@ async fn send_wall_reply(
                 ));
             }
             if let Some(created) = target.created_time
-                && now_ms() / 1000 - created > PRIVATE_REPLY_WINDOW_S
+                && (now_ms() / 1000).saturating_sub(created) > PRIVATE_REPLY_WINDOW_S
             {
                 return Err(refuse(
                     422,
