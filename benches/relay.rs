@@ -152,6 +152,14 @@ impl Daemon {
     }
 }
 
+impl Drop for Daemon {
+    /// A benchmark that stops half way must not leave its daemon running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -183,7 +191,6 @@ subscription_check = "0s"
 api_key = "bench-api-key"
 
 [delivery]
-concurrency = 16
 retry_initial = "50ms"
 retry_max = "200ms"
 

@@ -291,7 +291,7 @@ fn default_motion_timeout() -> Duration {
     Duration::from_secs(30)
 }
 fn default_concurrency() -> usize {
-    8
+    32
 }
 fn default_retry_initial() -> Duration {
     Duration::from_secs(2)
