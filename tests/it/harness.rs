@@ -267,12 +267,13 @@ impl Process {
             let mut ready_tx = Some(ready_tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                // Logged before it is announced, so a test that waited for it sees it.
+                thread_log.lock().unwrap().push(line.clone());
                 if line.contains("is ready")
                     && let Some(tx) = ready_tx.take()
                 {
-                    let _ = tx.send(line.clone());
+                    let _ = tx.send(line);
                 }
-                thread_log.lock().unwrap().push(line);
             }
         });
         let ready = match ready_rx.recv_timeout(WAIT) {
