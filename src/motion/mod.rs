@@ -114,31 +114,24 @@ impl MotionClient {
         &self.map_key
     }
 
-    /// POSTs one notify to the Receive URL (kept whole, query string included).
-    pub async fn notify(&self, receive_url: &str, notify: &Notify) -> Result<(), MotionError> {
-        let response = self
-            .http
-            .post(receive_url)
-            .json(notify)
+    /// Sends a request to Motion. A network error or a non-2xx answer becomes a
+    /// [`MotionError`] naming `what` was attempted (never with a secret in it), transient
+    /// or permanent per [`classify_status`].
+    async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<reqwest::Response, MotionError> {
+        let response = request
             .send()
             .await
-            .map_err(|e| {
-                MotionError::Transient(format!(
-                    "notify to {}: {}",
-                    redact_url(receive_url),
-                    http_client::describe(e)
-                ))
-            })?;
+            .map_err(|e| MotionError::Transient(format!("{what}: {}", http_client::describe(e))))?;
         let status = response.status().as_u16();
         match classify_status(status) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(response),
             Err(transient) => {
                 let text = response.text().await.unwrap_or_default();
-                let message = format!(
-                    "Motion answered {status} to the notify at {}: {}",
-                    redact_url(receive_url),
-                    snippet(&text)
-                );
+                let message = format!("Motion answered {status} to {what}: {}", snippet(&text));
                 Err(if transient {
                     MotionError::Transient(message)
                 } else {
@@ -148,49 +141,47 @@ impl MotionClient {
         }
     }
 
+    /// Motion's base URL from a Receive URL, or a permanent error saying why not.
+    fn base(receive_url: &str) -> Result<String, MotionError> {
+        base_url(receive_url).ok_or_else(|| {
+            MotionError::Permanent(format!(
+                "cannot derive Motion's address from {}",
+                redact_url(receive_url)
+            ))
+        })
+    }
+
+    /// POSTs one notify to the Receive URL (kept whole, query string included).
+    pub async fn notify(&self, receive_url: &str, notify: &Notify) -> Result<(), MotionError> {
+        let what = format!("the notify at {}", redact_url(receive_url));
+        self.call(self.http.post(receive_url).json(notify), &what)
+            .await
+            .map(drop)
+    }
+
     /// Uploads a file to Motion and returns its attachment id.
     pub async fn upload_attachment(
         &self,
         receive_url: &str,
         upload: Upload,
     ) -> Result<String, MotionError> {
-        let base = base_url(receive_url).ok_or_else(|| {
-            MotionError::Permanent(format!(
-                "cannot derive Motion's address from {}",
-                redact_url(receive_url)
-            ))
-        })?;
+        let base = Self::base(receive_url)?;
         let part = reqwest::multipart::Part::stream(upload.bytes)
             .file_name(upload.file_name)
             .mime_str(&upload.content_type)
             .unwrap_or_else(|_| reqwest::multipart::Part::bytes(Vec::new()));
-        let form = reqwest::multipart::Form::new().part("file", part);
-        let response = self
+        let request = self
             .http
             .post(format!("{base}/api/attachments"))
             .query(&[("apikey", self.api_key.expose())])
-            .multipart(form)
-            .send()
-            .await
-            .map_err(|e| {
-                MotionError::Transient(format!(
-                    "attachment upload to {base}: {}",
-                    http_client::describe(e)
-                ))
-            })?;
-        let status = response.status().as_u16();
+            .multipart(reqwest::multipart::Form::new().part("file", part));
+        let response = self
+            .call(
+                request,
+                &format!("the attachment upload at {base}/api/attachments"),
+            )
+            .await?;
         let text = response.text().await.unwrap_or_default();
-        if let Err(transient) = classify_status(status) {
-            let message = format!(
-                "Motion answered {status} to the attachment upload at {base}/api/attachments: {}",
-                snippet(&text)
-            );
-            return Err(if transient {
-                MotionError::Transient(message)
-            } else {
-                MotionError::Permanent(message)
-            });
-        }
         #[derive(Deserialize)]
         struct Created {
             id: serde_json::Value,
@@ -209,17 +200,7 @@ impl MotionClient {
             ))),
         }
     }
-}
 
-/// A file an agent attached in Motion.
-#[derive(Debug, Clone)]
-pub struct AgentFile {
-    pub name: String,
-    pub content_type: String,
-    pub bytes: bytes::Bytes,
-}
-
-impl MotionClient {
     /// GETs a URL (the Receive URL, for `doctor`): the HTTP status, or why none came.
     /// A GET creates nothing in Motion; any answer shows Motion is there.
     pub async fn probe(&self, url: &str) -> Result<u16, String> {
@@ -233,29 +214,14 @@ impl MotionClient {
 
     /// Whether Motion accepts the API key (`GET /api/attachments?apikey=…`).
     pub async fn check_api_key(&self, receive_url: &str) -> Result<(), MotionError> {
-        let base = base_url(receive_url).ok_or_else(|| {
-            MotionError::Permanent(format!(
-                "cannot derive Motion's address from {}",
-                redact_url(receive_url)
-            ))
-        })?;
-        let response = self
+        let base = Self::base(receive_url)?;
+        let request = self
             .http
             .get(format!("{base}/api/attachments"))
-            .query(&[("apikey", self.api_key.expose())])
-            .send()
+            .query(&[("apikey", self.api_key.expose())]);
+        self.call(request, &format!("{base}/api/attachments"))
             .await
-            .map_err(|e| MotionError::Transient(format!("{base}: {}", http_client::describe(e))))?;
-        let status = response.status().as_u16();
-        match classify_status(status) {
-            Ok(()) => Ok(()),
-            Err(true) => Err(MotionError::Transient(format!(
-                "Motion answered {status} at {base}/api/attachments"
-            ))),
-            Err(false) => Err(MotionError::Permanent(format!(
-                "Motion answered {status} at {base}/api/attachments"
-            ))),
-        }
+            .map(drop)
     }
 
     /// Fetches an agent's attachment: its metadata (name, MIME `type`) then its bytes.
@@ -266,39 +232,18 @@ impl MotionClient {
         id: &str,
         max_bytes: usize,
     ) -> Result<AgentFile, MotionError> {
-        let base = base_url(receive_url).ok_or_else(|| {
-            MotionError::Permanent(format!(
-                "cannot derive Motion's address from {}",
-                redact_url(receive_url)
-            ))
-        })?;
+        let base = Self::base(receive_url)?;
         let key = [("apikey", self.api_key.expose())];
         let meta_url = format!("{base}/api/attachments/{id}");
-        let response = self
-            .http
-            .get(&meta_url)
-            .query(&key)
-            .send()
+        let text = self
+            .call(
+                self.http.get(&meta_url).query(&key),
+                &format!("the metadata of attachment {id}"),
+            )
+            .await?
+            .text()
             .await
-            .map_err(|e| {
-                MotionError::Transient(format!(
-                    "attachment {id} from Motion: {}",
-                    http_client::describe(e)
-                ))
-            })?;
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        if let Err(transient) = classify_status(status) {
-            let message = format!(
-                "Motion answered {status} for attachment {id}: {}",
-                snippet(&text)
-            );
-            return Err(if transient {
-                MotionError::Transient(message)
-            } else {
-                MotionError::Permanent(message)
-            });
-        }
+            .unwrap_or_default();
         let meta: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
             MotionError::Transient(format!(
                 "Motion's attachment {id} metadata is not JSON: {}",
@@ -311,55 +256,40 @@ impl MotionClient {
             .unwrap_or("file")
             .to_owned();
         let declared_type = meta.get("type").and_then(|v| v.as_str()).map(str::to_owned);
+        let too_large = || {
+            MotionError::Permanent(format!(
+                "{name} is larger than {} MB",
+                max_bytes / (1024 * 1024)
+            ))
+        };
         if meta
             .get("size")
             .and_then(|v| v.as_u64())
             .is_some_and(|n| n > max_bytes as u64)
         {
-            return Err(MotionError::Permanent(format!(
-                "{name} is larger than {} MB",
-                max_bytes / (1024 * 1024)
-            )));
+            return Err(too_large());
         }
 
+        let what = format!("the download of attachment {id}");
         let mut response = self
-            .http
-            .get(format!("{meta_url}/download"))
-            .query(&key)
-            .send()
-            .await
-            .map_err(|e| {
-                MotionError::Transient(format!(
-                    "attachment {id} download: {}",
-                    http_client::describe(e)
-                ))
-            })?;
-        let status = response.status().as_u16();
-        if let Err(transient) = classify_status(status) {
-            let message = format!("Motion answered {status} to the download of attachment {id}");
-            return Err(if transient {
-                MotionError::Transient(message)
-            } else {
-                MotionError::Permanent(message)
-            });
-        }
+            .call(
+                self.http.get(format!("{meta_url}/download")).query(&key),
+                &what,
+            )
+            .await?;
         let header_type = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| {
-            MotionError::Transient(format!(
-                "attachment {id} download: {}",
-                http_client::describe(e)
-            ))
-        })? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| MotionError::Transient(format!("{what}: {}", http_client::describe(e))))?
+        {
             if bytes.len() + chunk.len() > max_bytes {
-                return Err(MotionError::Permanent(format!(
-                    "{name} is larger than {} MB",
-                    max_bytes / (1024 * 1024)
-                )));
+                return Err(too_large());
             }
             bytes.extend_from_slice(&chunk);
         }
@@ -371,6 +301,14 @@ impl MotionClient {
             bytes: bytes.into(),
         })
     }
+}
+
+/// A file an agent attached in Motion.
+#[derive(Debug, Clone)]
+pub struct AgentFile {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: bytes::Bytes,
 }
 
 /// The start of a peer's answer, for an error message.
