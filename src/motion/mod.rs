@@ -311,6 +311,17 @@ pub struct AgentFile {
     pub bytes: bytes::Bytes,
 }
 
+impl From<AgentFile> for crate::facebook::graph::Download {
+    /// An agent's file, as the Graph calls take it.
+    fn from(f: AgentFile) -> Self {
+        Self {
+            file_name: f.name,
+            content_type: f.content_type,
+            bytes: f.bytes,
+        }
+    }
+}
+
 /// The start of a peer's answer, for an error message.
 pub(crate) fn snippet(text: &str) -> String {
     let text = text.trim();

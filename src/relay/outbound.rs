@@ -396,11 +396,7 @@ async fn send_steps(
             }
             Step::File(f) => {
                 let kind = attachment_kind(&f.content_type);
-                let download = Download {
-                    file_name: f.name,
-                    content_type: f.content_type,
-                    bytes: f.bytes,
-                };
+                let download = Download::from(f);
                 shared
                     .live()
                     .graph
@@ -530,11 +526,7 @@ async fn send_wall_reply(
     let id = match page.comment_reply {
         CommentReply::Public => {
             let photo = match file {
-                Some(f) if attachment_kind(&f.content_type) == "image" => Some(Download {
-                    file_name: f.name,
-                    content_type: f.content_type,
-                    bytes: f.bytes,
-                }),
+                Some(f) if attachment_kind(&f.content_type) == "image" => Some(Download::from(f)),
                 Some(f) => {
                     return Err(refuse(
                         422,
@@ -603,11 +595,7 @@ async fn send_wall_reply(
             let sent = match file {
                 Some(f) => {
                     let kind = attachment_kind(&f.content_type);
-                    let download = Download {
-                        file_name: f.name,
-                        content_type: f.content_type,
-                        bytes: f.bytes,
-                    };
+                    let download = Download::from(f);
                     shared
                         .live()
                         .graph
