@@ -44,13 +44,15 @@ pub async fn run<W, WF, D, DF>(
         // Registered before looking at the queue, so a wake-up in between is not lost.
         let woken = wake();
         let free = concurrency.saturating_sub(tasks.len());
+        // With no free slot, a finishing task is what wakes us; else the next retry.
+        let mut wait = POLL;
         if free > 0 {
             match shared
                 .store
                 .due_heads(direction, now_ms(), free, busy.iter().cloned().collect())
                 .await
             {
-                Ok(items) => {
+                Ok((items, next_due)) => {
                     for item in items {
                         let key = (item.page_id.clone(), item.conversation.clone());
                         busy.insert(key.clone());
@@ -60,6 +62,9 @@ pub async fn run<W, WF, D, DF>(
                             key
                         });
                     }
+                    if let Some(at) = next_due {
+                        wait = Duration::from_millis((at - now_ms()).max(0) as u64).min(POLL);
+                    }
                 }
                 Err(e) => error!(
                     direction = direction.as_str(),
@@ -67,13 +72,6 @@ pub async fn run<W, WF, D, DF>(
                 ),
             }
         }
-
-        let wait = match shared.store.next_due_at(direction).await {
-            Ok(Some(at)) if at > now_ms() => {
-                Duration::from_millis((at - now_ms()) as u64).min(POLL)
-            }
-            _ => POLL,
-        };
         tokio::select! {
             _ = woken => {}
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {

@@ -289,15 +289,29 @@ async fn customer_name(shared: &Shared, page: &PageConfig, psid: &str) -> Profil
             fetched_at: now,
         };
     }
-    if let Ok(Some(cached)) = shared.store.profile(page_id.clone(), psid.to_owned()).await {
-        let ttl = if cached.source == "graph" {
+    let fresh = |p: &Profile| {
+        let ttl = if p.source == "graph" {
             PROFILE_TTL_MS
         } else {
             FALLBACK_TTL_MS
         };
-        if now - cached.fetched_at < ttl {
-            return cached;
-        }
+        now - p.fetched_at < ttl
+    };
+    let key = (page_id.clone(), psid.to_owned());
+    if let Some(p) = shared
+        .profiles
+        .lock()
+        .unwrap()
+        .get(&key)
+        .filter(|p| fresh(p))
+    {
+        return p.clone();
+    }
+    if let Ok(Some(cached)) = shared.store.profile(page_id.clone(), psid.to_owned()).await
+        && fresh(&cached)
+    {
+        remember(shared, key, &cached);
+        return cached;
     }
     let lookup = shared
         .live()
@@ -321,6 +335,7 @@ async fn customer_name(shared: &Shared, page: &PageConfig, psid: &str) -> Profil
                 .store
                 .put_profile(page_id, psid.to_owned(), profile.clone())
                 .await;
+            remember(shared, key, &profile);
             profile
         }
         result => {
@@ -341,11 +356,24 @@ async fn customer_name(shared: &Shared, page: &PageConfig, psid: &str) -> Profil
                         .store
                         .put_profile(page_id, psid.to_owned(), profile.clone())
                         .await;
+                    remember(shared, key, &profile);
                 }
             }
             profile
         }
     }
+}
+
+/// Most customer names kept in memory; past this the cache starts over (the store keeps
+/// them all, so this only costs a store read per customer).
+const PROFILE_CACHE_MAX: usize = 50_000;
+
+fn remember(shared: &Shared, key: (String, String), profile: &Profile) {
+    let mut cache = shared.profiles.lock().unwrap();
+    if cache.len() >= PROFILE_CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert(key, profile.clone());
 }
 
 /// "Facebook user 1432": stable for a customer, readable, and never a real name.

@@ -310,31 +310,50 @@ impl Store {
         .await
     }
 
-    /// The next deliverable item of each conversation that has one due: the oldest
-    /// pending item by Facebook time (then arrival), if its retry time has come.
-    /// Conversations in `busy` are left out (they have an item in flight).
+    /// The next deliverable item of each conversation that has one due (its head: the
+    /// oldest pending item by Facebook time, then arrival), at most `limit`, leaving out
+    /// conversations in `busy` (they have an item in flight) — and when the next head
+    /// that is not busy becomes due, if one is waiting for a retry.
     pub async fn due_heads(
         &self,
         direction: Direction,
         now: i64,
         limit: usize,
         busy: Vec<(String, String)>,
-    ) -> Result<Vec<Item>, StoreError> {
+    ) -> Result<(Vec<Item>, Option<i64>), StoreError> {
         self.call(false, move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT i.id, i.page_id, i.conversation, i.dedup_key, i.kind, i.event_ts, i.payload,
-                        i.attempts, i.steps_done, i.first_failure_at
+                        i.attempts, i.steps_done, i.first_failure_at, h.next_attempt_at
                    FROM heads h JOIN items i ON i.id = h.item_id
-                  WHERE h.direction = ?1 AND h.next_attempt_at <= ?2
+                  WHERE h.direction = ?1
                   ORDER BY h.next_attempt_at, i.event_ts, i.id
-                  LIMIT ?3",
+                  LIMIT ?2",
             )?;
-            let want = limit + busy.len();
-            let rows = stmt.query_map(params![direction.as_str(), now, want as i64], |r| {
-                Ok(Item {
+            // Enough rows to fill `limit` after skipping the busy ones, plus one more to
+            // learn when the next retry is due.
+            let want = (limit + busy.len() + 1) as i64;
+            let mut rows = stmt.query(params![direction.as_str(), want])?;
+            let mut items = Vec::new();
+            while let Some(r) = rows.next()? {
+                let (page_id, conversation): (String, String) = (r.get(1)?, r.get(2)?);
+                if busy
+                    .iter()
+                    .any(|(p, c)| *p == page_id && *c == conversation)
+                {
+                    continue;
+                }
+                let next_attempt_at: i64 = r.get(10)?;
+                if next_attempt_at > now {
+                    return Ok((items, Some(next_attempt_at)));
+                }
+                if items.len() == limit {
+                    break;
+                }
+                items.push(Item {
                     id: r.get(0)?,
-                    page_id: r.get(1)?,
-                    conversation: r.get(2)?,
+                    page_id,
+                    conversation,
                     dedup_key: r.get(3)?,
                     kind: r.get(4)?,
                     event_ts: r.get(5)?,
@@ -342,36 +361,9 @@ impl Store {
                     attempts: r.get(7)?,
                     steps_done: r.get(8)?,
                     first_failure_at: r.get(9)?,
-                })
-            })?;
-            let mut items = Vec::new();
-            for row in rows {
-                let item = row?;
-                if busy
-                    .iter()
-                    .any(|(p, c)| *p == item.page_id && *c == item.conversation)
-                {
-                    continue;
-                }
-                items.push(item);
-                if items.len() == limit {
-                    break;
-                }
+                });
             }
-            Ok(items)
-        })
-        .await
-    }
-
-    /// When the earliest pending item becomes due (ms), if any is pending.
-    pub async fn next_due_at(&self, direction: Direction) -> Result<Option<i64>, StoreError> {
-        self.call(false, move |conn| {
-            // Only heads count: a later item of a conversation waits for its head anyway.
-            conn.query_row(
-                "SELECT MIN(next_attempt_at) FROM heads WHERE direction = ?1",
-                [direction.as_str()],
-                |r| r.get(0),
-            )
+            Ok((items, None))
         })
         .await
     }
