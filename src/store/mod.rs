@@ -208,6 +208,14 @@ impl Store {
             .name("store".into())
             .spawn(move || run_store_thread(conn, rx, &thread_stats))
             .map_err(|e| open_err(e.to_string()))?;
+        // Checkpoints run beside the writer, not inside one of its commits: SQLite's
+        // automatic checkpoint would hold up every request of that batch.
+        let checkpointer = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        let alive = Arc::downgrade(&stats);
+        std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || run_checkpoints(checkpointer, alive))
+            .map_err(|e| open_err(e.to_string()))?;
         Ok(Store {
             tx,
             stats,
@@ -733,6 +741,19 @@ pub(crate) fn record_attempt(
     )?
     .execute(params![item, now_ms(), outcome, error])
     .map(drop)
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Checkpoints the WAL in PASSIVE mode (never blocking the writer) until the store is
+/// dropped.
+fn run_checkpoints(conn: Connection, alive: std::sync::Weak<StoreStats>) {
+    let _ = conn.busy_timeout(std::time::Duration::from_millis(100));
+    while alive.upgrade().is_some() {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    }
 }
 
 fn run_in_savepoint<R>(

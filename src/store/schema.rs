@@ -140,6 +140,8 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     // fsyncs the WAL at every commit, which is what makes an acknowledgement safe.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // The store's own checkpoint thread does this, outside the writer's commits.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
 
