@@ -447,3 +447,74 @@ async fn under_attack_the_public_port_keeps_answering_real_webhooks() {
     drop(attackers);
     bench.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_do_not_starve_real_webhooks() {
+    // The daemon in its own process: it and this test each need ~10,000 descriptors.
+    let peers = Peers::start().await;
+    let path = peers.dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        peers
+            .config_toml_with("max_connections = 16384", "", "")
+            .replace("request_timeout = \"2s\"", "request_timeout = \"5s\""),
+    )
+    .unwrap();
+    let daemon = Process::start(&path);
+    let port = daemon.public_port;
+    let rss = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap()
+    };
+    let rss_before = rss(daemon.child.id());
+    let mut idle = Vec::with_capacity(10_000);
+    for _ in 0..10_000 {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(s) => idle.push(s),
+            Err(e) => panic!("connection {} refused: {e}", idle.len()),
+        }
+    }
+    let rss_kib = rss(daemon.child.id());
+    let sender = WebhookSender::new(
+        &format!("https://127.0.0.1:{port}/webhook"),
+        APP_SECRET,
+        Some(&peers.certs.ca_pem),
+    );
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let started = Instant::now();
+        let (status, _) = sender
+            .send(
+                messenger_text(
+                    PAGE_A,
+                    PSID,
+                    &format!("mid.i{i}"),
+                    1_700_000_000_000 + i,
+                    "real",
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        latencies.push(started.elapsed());
+        assert_eq!(status, 200);
+    }
+    latencies.sort();
+    println!(
+        "10,000 idle connections: daemon RSS {} MiB (was {} MiB), real webhook p50 {:?}, max {:?}",
+        rss_kib / 1024,
+        rss_before / 1024,
+        latencies[10],
+        latencies[19]
+    );
+    assert!(latencies[19] < Duration::from_millis(1000), "{latencies:?}");
+    assert!(
+        rss_kib < 200 * 1024,
+        "RSS {rss_kib} KiB with 10,000 idle connections"
+    );
+    drop(idle);
+}
