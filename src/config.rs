@@ -270,7 +270,7 @@ fn default_tls_watch_interval() -> Duration {
     Duration::from_secs(30)
 }
 fn default_max_connections() -> usize {
-    1024
+    8192
 }
 fn default_storage_path() -> PathBuf {
     "/var/lib/fb-openchannel/state.db".into()
