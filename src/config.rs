@@ -574,7 +574,13 @@ fn line_of(text: &str, at: usize) -> usize {
 fn key_in_message(message: &str) -> Option<String> {
     let start = message.find('`')? + 1;
     let len = message[start..].find('`')?;
-    Some(message[start..start + len].to_owned())
+    let key = &message[start..start + len];
+    // TOML allows an empty quoted key (`"" = 1`): name it the way it is written.
+    Some(if key.is_empty() {
+        "\"\"".to_owned()
+    } else {
+        key.to_owned()
+    })
 }
 
 #[cfg(test)]
@@ -625,6 +631,18 @@ reply_token = "rt"
         assert_eq!(e[0].line, 9);
         assert!(
             e[0].to_string().starts_with("c.toml:9: colour:"),
+            "{}",
+            e[0]
+        );
+    }
+
+    #[test]
+    fn an_empty_key_is_named_as_written() {
+        let e = errors("\"\"=0");
+        assert_eq!(e[0].key, "\"\"");
+        assert!(
+            e[0].to_string()
+                .starts_with("c.toml:1: \"\": unknown field"),
             "{}",
             e[0]
         );
