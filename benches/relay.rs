@@ -382,6 +382,12 @@ fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
     )
 }
 
+/// Waits until Motion has every event the daemon acknowledged so far.
+async fn drained(motion: &SimMotion) {
+    let acked = DAEMON_ACKED.load(Ordering::Relaxed) as usize;
+    motion.wait_for_notifies(acked, Duration::from_secs(600)).await.unwrap();
+}
+
 // ---------------------------------------------------------------- baseline ----------
 
 /// The same stack with nothing behind it: rustls, hyper, HMAC check, 200.
@@ -491,6 +497,9 @@ async fn run(plan: Plan) {
 
     // Intake throughput.
     for conns in [1usize, 16, 64] {
+        // Each phase starts with an empty queue: delivery left over from the previous
+        // phase would otherwise compete with this one's intake.
+        drained(&motion).await;
         let d = throughput(daemon.public, &tls, conns, plan.throughput_secs, true).await;
         let b = throughput(base, &tls, conns, plan.throughput_secs, false).await;
         r.intake.push((conns, d, b));
@@ -501,6 +510,7 @@ async fn run(plan: Plan) {
             Some(d / b >= 0.5),
         );
     }
+    drained(&motion).await;
     let (p50, p99, max) = fixed_rate(daemon.public, &tls, 1000.0, plan.fixed_rate_secs, true).await;
     r.add(
         "ack latency at 1,000 events/s: p50 / p99 / max",
