@@ -385,7 +385,10 @@ fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
 /// Waits until Motion has every event the daemon acknowledged so far.
 async fn drained(motion: &SimMotion) {
     let acked = DAEMON_ACKED.load(Ordering::Relaxed) as usize;
-    motion.wait_for_notifies(acked, Duration::from_secs(600)).await.unwrap();
+    motion
+        .wait_for_notifies(acked, Duration::from_secs(600))
+        .await
+        .unwrap();
 }
 
 // ---------------------------------------------------------------- baseline ----------
