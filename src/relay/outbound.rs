@@ -651,6 +651,20 @@ async fn previous_ids(shared: &Shared, item: &Item) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Records why a page cannot send (shown by /readyz until a send succeeds) and fails
+/// the reply with that reason.
+fn mark_unhealthy(shared: &Shared, page_id: &str, problem: String) -> Failure {
+    shared
+        .page_problems
+        .lock()
+        .unwrap()
+        .insert(page_id.to_owned(), problem.clone());
+    Failure::Permanent {
+        status: 502,
+        reason: format!("Not sent: {problem}"),
+    }
+}
+
 /// What a Graph error means for this reply and for the page.
 fn graph_failure(shared: &Shared, page_id: &str, call: &str, e: GraphError) -> Failure {
     let label = match e.disposition {
@@ -672,34 +686,20 @@ fn graph_failure(shared: &Shared, page_id: &str, call: &str, e: GraphError) -> F
             wait: e.retry_after,
             rate_limited: true,
         },
-        Disposition::TokenInvalid => {
-            let problem = format!(
+        Disposition::TokenInvalid => mark_unhealthy(
+            shared,
+            page_id,
+            format!(
                 "the Page access token is invalid or expired ({e}): put a new token in this page's access_token and reload"
-            );
-            shared
-                .page_problems
-                .lock()
-                .unwrap()
-                .insert(page_id.to_owned(), problem.clone());
-            Failure::Permanent {
-                status: 502,
-                reason: format!("Not sent: {problem}"),
-            }
-        }
-        Disposition::PolicyBlock => {
-            let problem = format!(
+            ),
+        ),
+        Disposition::PolicyBlock => mark_unhealthy(
+            shared,
+            page_id,
+            format!(
                 "policy block: Facebook blocked this Page from sending ({e}); see the Page's Support Inbox"
-            );
-            shared
-                .page_problems
-                .lock()
-                .unwrap()
-                .insert(page_id.to_owned(), problem.clone());
-            Failure::Permanent {
-                status: 502,
-                reason: format!("Not sent: {problem}"),
-            }
-        }
+            ),
+        ),
         Disposition::Permanent => Failure::Permanent {
             status: 502,
             reason: format!("Not sent: Facebook refused the message: {}", e),
