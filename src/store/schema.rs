@@ -132,6 +132,48 @@ INSERT INTO heads (direction, page_id, conversation, item_id, next_attempt_at)
            AND j.conversation = i.conversation
          ORDER BY j.event_ts, j.id LIMIT 1);
 "#,
+    r#"
+-- The head queries must walk the pending items only. Left to itself SQLite picked
+-- items_conversation, which also holds every delivered item of the conversation: each
+-- insert and each delivery cost O(history of the conversation).
+DROP TRIGGER heads_after_insert;
+DROP TRIGGER heads_after_update;
+DROP TRIGGER heads_after_delete;
+
+CREATE TRIGGER heads_after_insert AFTER INSERT ON items WHEN NEW.state = 'pending'
+BEGIN
+    INSERT OR REPLACE INTO heads (direction, page_id, conversation, item_id, next_attempt_at)
+        SELECT direction, page_id, conversation, id, next_attempt_at
+          FROM items INDEXED BY items_pending
+         WHERE state = 'pending' AND direction = NEW.direction AND page_id = NEW.page_id
+           AND conversation = NEW.conversation
+         ORDER BY event_ts, id LIMIT 1;
+END;
+
+CREATE TRIGGER heads_after_update AFTER UPDATE OF state, next_attempt_at, event_ts ON items
+BEGIN
+    DELETE FROM heads WHERE direction = NEW.direction AND page_id = NEW.page_id
+        AND conversation = NEW.conversation;
+    INSERT INTO heads (direction, page_id, conversation, item_id, next_attempt_at)
+        SELECT direction, page_id, conversation, id, next_attempt_at
+          FROM items INDEXED BY items_pending
+         WHERE state = 'pending' AND direction = NEW.direction AND page_id = NEW.page_id
+           AND conversation = NEW.conversation
+         ORDER BY event_ts, id LIMIT 1;
+END;
+
+CREATE TRIGGER heads_after_delete AFTER DELETE ON items WHEN OLD.state = 'pending'
+BEGIN
+    DELETE FROM heads WHERE direction = OLD.direction AND page_id = OLD.page_id
+        AND conversation = OLD.conversation;
+    INSERT INTO heads (direction, page_id, conversation, item_id, next_attempt_at)
+        SELECT direction, page_id, conversation, id, next_attempt_at
+          FROM items INDEXED BY items_pending
+         WHERE state = 'pending' AND direction = OLD.direction AND page_id = OLD.page_id
+           AND conversation = OLD.conversation
+         ORDER BY event_ts, id LIMIT 1;
+END;
+"#,
 ];
 
 /// Durability settings and schema migrations. Run once when the database is opened.
@@ -153,4 +195,55 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::{StatementStatus, params};
+
+    /// SQLite virtual-machine steps of one statement.
+    fn steps(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> i32 {
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.execute(args).unwrap();
+        stmt.get_status(StatementStatus::VmStep)
+    }
+
+    /// Keeping the head of a conversation costs the same with 5,000 delivered messages
+    /// behind it as with none: the triggers walk pending items only.
+    #[test]
+    fn head_upkeep_does_not_walk_the_history_of_a_conversation() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("state.db")).unwrap();
+        prepare(&conn).unwrap();
+        let insert = "INSERT INTO items (direction, page_id, conversation, dedup_key, kind,
+                        event_ts, payload, state, created_at, updated_at)
+                      VALUES ('in', 'p', 'psid:1', ?1, 'message', ?2, '{}', ?3, 0, 0)";
+        let cost = |conn: &Connection, key: &str, ts: i64| {
+            let added = steps(conn, insert, params![key, ts, "pending"]);
+            let id = conn.last_insert_rowid();
+            let done = steps(
+                conn,
+                "UPDATE items SET state = 'done' WHERE id = ?1",
+                params![id],
+            );
+            added + done
+        };
+        let fresh = cost(&conn, "first", 1);
+        let tx = conn.unchecked_transaction().unwrap();
+        for i in 0..5000 {
+            tx.execute(insert, params![format!("old-{i}"), 10 + i, "done"])
+                .unwrap();
+        }
+        tx.commit().unwrap();
+        let with_history = cost(&conn, "last", 100_000);
+        assert!(
+            with_history < fresh * 2,
+            "{with_history} steps with history vs {fresh} without"
+        );
+        let heads: i64 = conn
+            .query_row("SELECT COUNT(*) FROM heads", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(heads, 0);
+    }
 }
