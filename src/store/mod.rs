@@ -200,6 +200,8 @@ impl Store {
         }
         let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         schema::prepare(&conn).map_err(|e| open_err(e.to_string()))?;
+        // Every statement of the store stays prepared (rusqlite keeps 16 by default).
+        conn.set_prepared_statement_cache_capacity(64);
 
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(StoreStats::default());
@@ -240,7 +242,7 @@ impl Store {
     {
         let (answer, wait) = oneshot::channel::<Result<R, StoreError>>();
         let job: Job = Box::new(move |conn| {
-            let result = conn.map(|conn| run_in_savepoint(conn, f));
+            let result = conn.map(|conn| run_request(conn, write, f));
             Box::new(move |commit: Result<(), String>| {
                 let outcome = match (result, commit) {
                     (Some(Ok(r)), Ok(())) => Ok(r),
@@ -268,10 +270,10 @@ impl Store {
     ) -> Result<IntakeOutcome, StoreError> {
         self.call(true, move |conn| {
             let now = now_ms();
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO webhooks (received_at, body, parse_error) VALUES (?1, ?2, ?3)",
-                params![now, body, parse_error],
-            )?;
+            )?
+            .execute(params![now, body, parse_error])?;
             let webhook_id = conn.last_insert_rowid();
             let mut outcome = IntakeOutcome {
                 webhook_id,
@@ -330,18 +332,21 @@ impl Store {
         busy: Vec<(String, String)>,
     ) -> Result<(Vec<Item>, Option<i64>), StoreError> {
         self.call(false, move |conn| {
-            let mut stmt = conn.prepare_cached(
+            // The direction is part of the text, not a parameter: with one statement for
+            // both, SQLite re-planned it at every call (alternating bindings).
+            let mut stmt = conn.prepare_cached(&format!(
                 "SELECT i.id, i.page_id, i.conversation, i.dedup_key, i.kind, i.event_ts, i.payload,
                         i.attempts, i.steps_done, i.first_failure_at, h.next_attempt_at
                    FROM heads h JOIN items i ON i.id = h.item_id
-                  WHERE h.direction = ?1
+                  WHERE h.direction = '{}'
                   ORDER BY h.next_attempt_at, i.event_ts, i.id
-                  LIMIT ?2",
-            )?;
+                  LIMIT ?1",
+                direction.as_str()
+            ))?;
             // Enough rows to fill `limit` after skipping the busy ones, plus one more to
             // learn when the next retry is due.
             let want = (limit + busy.len() + 1) as i64;
-            let mut rows = stmt.query(params![direction.as_str(), want])?;
+            let mut rows = stmt.query(params![want])?;
             let mut items = Vec::new();
             while let Some(r) = rows.next()? {
                 let (page_id, conversation): (String, String) = (r.get(1)?, r.get(2)?);
@@ -379,11 +384,9 @@ impl Store {
     /// Records that the first `steps_done` steps of an item are done.
     pub async fn record_progress(&self, id: i64, steps_done: i64) -> Result<(), StoreError> {
         self.call(true, move |conn| {
-            conn.execute(
-                "UPDATE items SET steps_done = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, steps_done, now_ms()],
-            )
-            .map(drop)
+            conn.prepare_cached("UPDATE items SET steps_done = ?2, updated_at = ?3 WHERE id = ?1")?
+                .execute(params![id, steps_done, now_ms()])
+                .map(drop)
         })
         .await
     }
@@ -391,11 +394,11 @@ impl Store {
     /// Marks an item delivered, with what it produced (JSON), if anything.
     pub async fn complete(&self, id: i64, result: Option<String>) -> Result<(), StoreError> {
         self.call(true, move |conn| {
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE items SET state = 'done', attempts = attempts + 1, result = ?2,
                         updated_at = ?3 WHERE id = ?1",
-                params![id, result, now_ms()],
-            )?;
+            )?
+            .execute(params![id, result, now_ms()])?;
             record_attempt(conn, id, "delivered", None)
         })
         .await
@@ -406,12 +409,14 @@ impl Store {
     pub async fn enqueue(&self, item: NewItem) -> Result<Enqueued, StoreError> {
         self.call(true, move |conn| {
             let now = now_ms();
-            let inserted = conn.execute(
-                "INSERT OR IGNORE INTO items
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO items
                    (direction, page_id, conversation, dedup_key, kind, event_ts, payload,
                     state, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
-                params![
+                )?
+                .execute(params![
                     item.direction.as_str(),
                     item.page_id,
                     item.conversation,
@@ -420,11 +425,12 @@ impl Store {
                     item.event_ts,
                     item.payload,
                     now
-                ],
-            )?;
-            conn.query_row(
+                ])?;
+            conn.prepare_cached(
                 "SELECT id, state, last_error, result FROM items
                   WHERE direction = ?1 AND page_id = ?2 AND dedup_key = ?3",
+            )?
+            .query_row(
                 params![item.direction.as_str(), item.page_id, item.dedup_key],
                 |r| {
                     Ok(Enqueued {
@@ -448,11 +454,11 @@ impl Store {
         item_id: i64,
     ) -> Result<(), StoreError> {
         self.call(true, move |conn| {
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT OR IGNORE INTO sent_messages (page_id, message_id, item_id, sent_at)
                  VALUES (?1, ?2, ?3, ?4)",
-                params![page_id, message_id, item_id, now_ms()],
-            )
+            )?
+            .execute(params![page_id, message_id, item_id, now_ms()])
             .map(drop)
         })
         .await
@@ -485,11 +491,10 @@ impl Store {
         object_id: String,
     ) -> Result<Option<i64>, StoreError> {
         self.call(false, move |conn| {
-            conn.query_row(
+            conn.prepare_cached(
                 "SELECT item_id FROM private_replies WHERE page_id = ?1 AND object_id = ?2",
-                params![page_id, object_id],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![page_id, object_id], |r| r.get(0))
             .optional()
         })
         .await
@@ -503,9 +508,7 @@ impl Store {
         item_id: i64,
     ) -> Result<(), StoreError> {
         self.call(true, move |conn| {
-            conn.execute(
-                "INSERT OR IGNORE INTO private_replies (page_id, object_id, item_id, sent_at) VALUES (?1, ?2, ?3, ?4)",
-                params![page_id, object_id, item_id, now_ms()],
+            conn.prepare_cached("INSERT OR IGNORE INTO private_replies (page_id, object_id, item_id, sent_at) VALUES (?1, ?2, ?3, ?4)")?.execute(params![page_id, object_id, item_id, now_ms()],
             )
             .map(drop)
         })
@@ -519,11 +522,10 @@ impl Store {
         message_id: String,
     ) -> Result<bool, StoreError> {
         self.call(false, move |conn| {
-            conn.query_row(
+            conn.prepare_cached(
                 "SELECT COUNT(*) FROM sent_messages WHERE page_id = ?1 AND message_id = ?2",
-                params![page_id, message_id],
-                |r| r.get::<_, i64>(0),
-            )
+            )?
+            .query_row(params![page_id, message_id], |r| r.get::<_, i64>(0))
             .map(|n| n > 0)
         })
         .await
@@ -537,14 +539,13 @@ impl Store {
         conversation: String,
     ) -> Result<Option<i64>, StoreError> {
         self.call(false, move |conn| {
-            conn.query_row(
+            conn.prepare_cached(
                 "SELECT MAX(event_ts) FROM items
                   WHERE direction = 'in' AND page_id = ?1 AND conversation = ?2
                     AND kind IN ('message', 'postback', 'edit', 'deleted', 'reaction',
                                  'referral', 'optin', 'standby')",
-                params![page_id, conversation],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![page_id, conversation], |r| r.get(0))
         })
         .await
     }
@@ -558,12 +559,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.call(true, move |conn| {
             let now = now_ms();
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE items SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3,
                         first_failure_at = COALESCE(first_failure_at, ?4), updated_at = ?4
                   WHERE id = ?1",
-                params![id, next_at, error, now],
-            )?;
+            )?
+            .execute(params![id, next_at, error, now])?;
             record_attempt(conn, id, "retry", Some(&error))
         })
         .await
@@ -573,12 +574,12 @@ impl Store {
     pub async fn fail(&self, id: i64, reason: String) -> Result<(), StoreError> {
         self.call(true, move |conn| {
             let now = now_ms();
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE items SET state = 'failed', attempts = attempts + 1, last_error = ?2,
                         first_failure_at = COALESCE(first_failure_at, ?3), updated_at = ?3
                   WHERE id = ?1",
-                params![id, reason, now],
-            )?;
+            )?
+            .execute(params![id, reason, now])?;
             record_attempt(conn, id, "failed", Some(&reason))
         })
         .await
@@ -591,9 +592,7 @@ impl Store {
         dedup_key: String,
     ) -> Result<Option<String>, StoreError> {
         self.call(false, move |conn| {
-            conn.query_row(
-                "SELECT payload FROM items WHERE direction = 'in' AND page_id = ?1 AND dedup_key = ?2",
-                params![page_id, dedup_key],
+            conn.prepare_cached("SELECT payload FROM items WHERE direction = 'in' AND page_id = ?1 AND dedup_key = ?2")?.query_row(params![page_id, dedup_key],
                 |r| r.get(0),
             )
             .optional()
@@ -607,19 +606,18 @@ impl Store {
         psid: String,
     ) -> Result<Option<Profile>, StoreError> {
         self.call(false, move |conn| {
-            conn.query_row(
+            conn.prepare_cached(
                 "SELECT first_name, last_name, source, fetched_at FROM profiles
                   WHERE page_id = ?1 AND psid = ?2",
-                params![page_id, psid],
-                |r| {
-                    Ok(Profile {
-                        first_name: r.get(0)?,
-                        last_name: r.get(1)?,
-                        source: r.get(2)?,
-                        fetched_at: r.get(3)?,
-                    })
-                },
-            )
+            )?
+            .query_row(params![page_id, psid], |r| {
+                Ok(Profile {
+                    first_name: r.get(0)?,
+                    last_name: r.get(1)?,
+                    source: r.get(2)?,
+                    fetched_at: r.get(3)?,
+                })
+            })
             .optional()
         })
         .await
@@ -632,21 +630,21 @@ impl Store {
         profile: Profile,
     ) -> Result<(), StoreError> {
         self.call(true, move |conn| {
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO profiles (page_id, psid, first_name, last_name, source, fetched_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (page_id, psid) DO UPDATE SET first_name = excluded.first_name,
                    last_name = excluded.last_name, source = excluded.source,
                    fetched_at = excluded.fetched_at",
-                params![
-                    page_id,
-                    psid,
-                    profile.first_name,
-                    profile.last_name,
-                    profile.source,
-                    profile.fetched_at
-                ],
-            )
+            )?
+            .execute(params![
+                page_id,
+                psid,
+                profile.first_name,
+                profile.last_name,
+                profile.source,
+                profile.fetched_at
+            ])
             .map(drop)
         })
         .await
@@ -692,7 +690,8 @@ impl Store {
     /// Number of stored webhook bodies.
     pub async fn webhook_count(&self) -> Result<i64, StoreError> {
         self.call(false, |conn| {
-            conn.query_row("SELECT COUNT(*) FROM webhooks", [], |r| r.get(0))
+            conn.prepare_cached("SELECT COUNT(*) FROM webhooks")?
+                .query_row([], |r| r.get(0))
         })
         .await
     }
@@ -756,19 +755,31 @@ fn run_checkpoints(conn: Connection, alive: std::sync::Weak<StoreStats>) {
     }
 }
 
-fn run_in_savepoint<R>(
+/// Runs one SQL statement without arguments, prepared once per connection: the store
+/// thread runs these thousands of times a second.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+/// Runs a request. A write runs inside its own savepoint, so that a failing one is undone
+/// alone and the rest of the batch goes on; a read changes nothing and needs none.
+fn run_request<R>(
     conn: &Connection,
+    write: bool,
     f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
 ) -> rusqlite::Result<R> {
-    conn.execute_batch("SAVEPOINT request")?;
+    if !write {
+        return f(conn);
+    }
+    run_cached(conn, "SAVEPOINT request")?;
     match f(conn) {
         Ok(r) => {
-            conn.execute_batch("RELEASE request")?;
+            run_cached(conn, "RELEASE request")?;
             Ok(r)
         }
         Err(e) => {
-            // Undo only this request; the rest of the batch goes on.
-            let _ = conn.execute_batch("ROLLBACK TO request; RELEASE request");
+            let _ = run_cached(conn, "ROLLBACK TO request");
+            let _ = run_cached(conn, "RELEASE request");
             Err(e)
         }
     }
@@ -790,17 +801,15 @@ fn run_store_thread(
         }
         let writes = batch.iter().filter(|r| r.write).count() as u64;
 
-        let begin = conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| e.to_string());
+        let begin = run_cached(&conn, "BEGIN IMMEDIATE").map_err(|e| e.to_string());
         let run = begin.is_ok().then_some(&conn);
         let finishers: Vec<Finish> = batch.drain(..).map(|request| (request.job)(run)).collect();
         let outcome = match begin {
             Err(e) => Err(e),
-            Ok(()) => match conn.execute_batch("COMMIT") {
+            Ok(()) => match run_cached(&conn, "COMMIT") {
                 Ok(()) => Ok(()),
                 Err(e) => {
-                    let _ = conn.execute_batch("ROLLBACK");
+                    let _ = run_cached(&conn, "ROLLBACK");
                     Err(e.to_string())
                 }
             },
