@@ -178,6 +178,12 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // Before anything can announce readiness: a SIGTERM sent as soon as the daemon
+        // says it is ready must stop it cleanly, not kill it with the default action.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
         let mut daemon = match Daemon::start(config).await {
             Ok(d) => d,
             Err(e) => {
@@ -187,10 +193,6 @@ fn run(path: &std::path::Path) -> ExitCode {
         };
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         spawn_watchdog(daemon.shared.clone());
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
         loop {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
