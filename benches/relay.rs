@@ -504,6 +504,8 @@ async fn run(plan: Plan) {
         // phase would otherwise compete with this one's intake.
         drained(&motion).await;
         let d = throughput(daemon.public, &tls, conns, plan.throughput_secs, true).await;
+        // The baseline runs alone too: not beside the daemon delivering what it just took.
+        drained(&motion).await;
         let b = throughput(base, &tls, conns, plan.throughput_secs, false).await;
         r.intake.push((conns, d, b));
         r.add(

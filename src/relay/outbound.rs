@@ -499,7 +499,7 @@ async fn send_wall_reply(
     // The customer's own objects in this thread, newest first.
     let events = shared
         .store
-        .conversation_events(page_id.to_owned(), format!("post:{post}"))
+        .wall_thread(page_id.to_owned(), format!("post:{post}"))
         .await
         .map_err(transient)?;
     let mut comments = Vec::new();

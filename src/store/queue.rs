@@ -113,14 +113,15 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 /// Items, newest first. Without `failed_only`, skipped and done items are left out: the
 /// list is about work, not history.
 pub fn list(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<Row>> {
+    // `= 'failed'` lets SQLite use the partial index of failed items.
     let states = if filter.failed_only {
-        "('failed')"
+        "= 'failed'"
     } else {
-        "('pending', 'failed')"
+        "IN ('pending', 'failed')"
     };
     let sql = format!(
         "SELECT {ROW_COLUMNS} FROM items
-          WHERE state IN {states} AND (?1 IS NULL OR page_id = ?1) AND (?2 IS NULL OR created_at >= ?2)
+          WHERE state {states} AND (?1 IS NULL OR page_id = ?1) AND (?2 IS NULL OR created_at >= ?2)
           ORDER BY id DESC LIMIT ?3"
     );
     let mut stmt = conn.prepare(&sql)?;
