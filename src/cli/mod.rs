@@ -153,6 +153,7 @@ fn check_config(path: &std::path::Path, quiet: bool) -> ExitCode {
 
 fn run(path: &std::path::Path) -> ExitCode {
     crate::logging::init();
+    keep_freed_memory();
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(errors) => {
@@ -213,6 +214,19 @@ fn run(path: &std::path::Path) -> ExitCode {
         daemon.stop().await;
         ExitCode::SUCCESS
     })
+}
+
+/// Lets glibc keep up to 1 MiB of freed memory per arena instead of 128 KiB. With the
+/// default, the store thread gave its page cache back to the kernel and faulted it in
+/// again at every batch (madvise, TLB shootdowns: 12% of its time under load);
+/// `cargo bench --bench relay` intake at 64 connections went from ~15,000 to ~22,000
+/// webhooks/s. Costs at most 1 MiB of RSS per thread arena.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable of glibc's allocator; any value is valid.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
+    }
 }
 
 /// Pings systemd's watchdog at half its period when `WatchdogSec=` is set — but only
