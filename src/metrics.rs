@@ -101,6 +101,7 @@ pub struct Metrics {
     pub cert_reloads: Family<ResultLabels, Counter>,
     /// Store transactions that wrote (each one fsync), read at scrape time.
     store_commits: Gauge,
+    store_relaxed_commits: Gauge,
 }
 
 impl Default for Metrics {
@@ -189,8 +190,14 @@ impl Metrics {
         let store_commits = Gauge::default();
         registry.register(
             "store_write_commits",
-            "Store transactions that wrote (one fsync each)",
+            "Store transactions that wrote something acknowledged to a peer (one fsync each)",
             store_commits.clone(),
+        );
+        let store_relaxed_commits = Gauge::default();
+        registry.register(
+            "store_relaxed_commits",
+            "Store transactions that wrote delivery outcomes only (synced by the next fsync)",
+            store_relaxed_commits.clone(),
         );
         Metrics {
             registry,
@@ -208,6 +215,7 @@ impl Metrics {
             cert_expiry,
             cert_reloads,
             store_commits,
+            store_relaxed_commits,
         }
     }
 
@@ -283,6 +291,12 @@ impl Metrics {
         for (state, n) in store.count_by_state().await? {
             self.items.get_or_create(&StateLabels { state }).set(n);
         }
+        self.store_relaxed_commits.set(
+            store
+                .stats()
+                .relaxed_commits
+                .load(std::sync::atomic::Ordering::Relaxed) as i64,
+        );
         self.store_commits.set(
             store
                 .stats()

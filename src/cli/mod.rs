@@ -238,7 +238,7 @@ fn spawn_watchdog(shared: std::sync::Arc<crate::relay::Shared>) {
             loop {
                 let alive = tokio::time::timeout(
                     period,
-                    shared.store.call(false, |c| {
+                    shared.store.call(crate::store::Access::Read, |c| {
                         c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
                     }),
                 )

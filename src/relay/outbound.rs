@@ -639,7 +639,7 @@ async fn previous_ids(shared: &Shared, item: &Item) -> Vec<String> {
     }
     shared
         .store
-        .call(false, {
+        .call(crate::store::Access::Read, {
             let id = item.id;
             move |conn| {
                 let mut stmt = conn.prepare("SELECT message_id FROM sent_messages WHERE item_id = ?1 ORDER BY sent_at, rowid")?;
