@@ -144,6 +144,22 @@ impl Daemon {
         self.status_kib("VmHWM:") as f64 / 1024.0
     }
 
+    /// CPU time used so far by all the daemon's threads (schedstat: nanoseconds, where
+    /// /proc/PID/stat counts 10 ms ticks). Steadier than a rate on a shared machine.
+    fn cpu_time(&self) -> Duration {
+        let mut ns = 0u64;
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id()));
+        for task in tasks.into_iter().flatten().flatten() {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            ns += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Duration::from_nanos(ns)
+    }
+
     fn stop(mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -503,9 +519,12 @@ async fn run(plan: Plan) {
         // Each phase starts with an empty queue: delivery left over from the previous
         // phase would otherwise compete with this one's intake.
         drained(&motion).await;
+        let (cpu_before, acked_before) = (daemon.cpu_time(), DAEMON_ACKED.load(Ordering::Relaxed));
         let d = throughput(daemon.public, &tls, conns, plan.throughput_secs, true).await;
         // The baseline runs alone too: not beside the daemon delivering what it just took.
         drained(&motion).await;
+        let events = DAEMON_ACKED.load(Ordering::Relaxed) - acked_before;
+        let cpu = (daemon.cpu_time() - cpu_before).as_secs_f64() * 1e6 / events.max(1) as f64;
         let b = throughput(base, &tls, conns, plan.throughput_secs, false).await;
         r.intake.push((conns, d, b));
         r.add(
@@ -513,6 +532,12 @@ async fn run(plan: Plan) {
             format!("{d:.0} / {b:.0}"),
             &format!("ratio {:.2} (≥ 0.5)", d / b),
             Some(d / b >= 0.5),
+        );
+        r.add(
+            &format!("daemon CPU per event taken and delivered, {conns} conn."),
+            format!("{cpu:.0} µs"),
+            "",
+            None,
         );
     }
     drained(&motion).await;
