@@ -141,14 +141,28 @@ impl Default for LocalConfig {
 pub struct StorageConfig {
     #[serde(default = "default_storage_path")]
     pub path: PathBuf,
+    /// How long delivered and skipped items (and the webhook bodies and attempt history
+    /// behind them) are kept before they are deleted. Failed and pending items stay
+    /// until they are delivered or an operator drops them.
+    #[serde(default = "default_keep", with = "humantime_serde")]
+    pub keep: Duration,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             path: default_storage_path(),
+            keep: default_keep(),
         }
     }
+}
+
+/// Shortest `storage.keep`: Facebook redelivers webhooks for up to 36 hours (found again
+/// by their ids) and replies may go out up to 7 days after the customer's message.
+pub const MIN_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn default_keep() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -430,6 +444,16 @@ impl Config {
                 "must be greater than 0".into(),
             );
         }
+        if self.storage.keep < MIN_KEEP {
+            err(
+                0..0,
+                "storage.keep",
+                format!(
+                    "must be at least 7d (is {}): Facebook redelivers webhooks for up to 36 hours and agents may answer for 7 days; delivered items are how the daemon recognises both",
+                    humantime::format_duration(self.storage.keep)
+                ),
+            );
+        }
         if self.delivery.concurrency == 0 {
             err(
                 0..0,
@@ -621,6 +645,18 @@ reply_token = "rt"
         assert_eq!(c.pages[0].comment_reply, CommentReply::Public);
         assert!(!c.pages[0].human_agent_tag);
         assert_eq!(c.public.max_body_bytes, 1 << 20);
+        assert_eq!(c.storage.keep, Duration::from_secs(30 * 86400));
+    }
+
+    #[test]
+    fn keeping_delivered_items_under_a_week_is_refused() {
+        let e = errors(&minimal("[storage]\nkeep = \"2d\""));
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].key, "storage.keep");
+        assert!(e[0].message.contains("at least 7d (is 2days)"), "{}", e[0]);
+        let ok = minimal("[storage]\nkeep = \"90d\"");
+        let c = Config::from_toml(Path::new("c.toml"), &ok).unwrap();
+        assert_eq!(c.storage.keep, Duration::from_secs(90 * 86400));
     }
 
     #[test]

@@ -17,18 +17,19 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::metrics::ResultLabels;
-use crate::relay::{Live, Shared, inbound, outbound, subscription};
+use crate::relay::{Live, Shared, inbound, outbound, retention, subscription};
 use crate::server::tls::CertStore;
 use crate::server::{self, Limits, local, public};
 use crate::store::Store;
 
 /// What each task in `Daemon::tasks` is, in order, for error messages.
-const TASK_NAMES: [&str; 5] = [
+const TASK_NAMES: [&str; 6] = [
     "the public listener",
     "the local listener",
     "the inbound worker",
     "the outbound worker",
     "the subscription checker",
+    "the retention pass (storage.keep)",
 ];
 
 /// How long open HTTP requests may take to finish at shutdown.
@@ -132,6 +133,10 @@ impl Daemon {
             DRAIN,
         )));
         tasks.push(tokio::spawn(subscription::run(
+            shared.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(retention::run(
             shared.clone(),
             shutdown_rx.clone(),
         )));

@@ -9,6 +9,7 @@ pub mod intake;
 pub mod messenger;
 pub mod outbound;
 pub mod reply;
+pub mod retention;
 pub mod retry;
 pub mod subscription;
 

@@ -150,6 +150,31 @@ pub struct IntakeOutcome {
     pub pending: usize,
 }
 
+/// What one [`Store::prune`] step deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Delivered or skipped items (with their attempt history).
+    pub items: usize,
+    /// Webhook bodies no item refers to any more.
+    pub webhooks: usize,
+    /// Sent-message ids, private-reply records and cached names.
+    pub other: usize,
+}
+
+impl Pruned {
+    pub fn total(&self) -> usize {
+        self.items + self.webhooks + self.other
+    }
+}
+
+impl std::ops::AddAssign for Pruned {
+    fn add_assign(&mut self, o: Pruned) {
+        self.items += o.items;
+        self.webhooks += o.webhooks;
+        self.other += o.other;
+    }
+}
+
 /// A cached customer name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
@@ -673,6 +698,67 @@ impl Store {
         .await
     }
 
+    /// Deletes up to `chunk` delivered or skipped items last changed before `cutoff` (ms)
+    /// with their attempt history, up to `chunk` webhook bodies received before `cutoff`
+    /// that no item refers to any more (bodies that could not be read stay, for replay),
+    /// and up to `chunk` each of older sent-message ids, private-reply records and cached
+    /// names. Pending and failed items are never touched. Call it again while it deletes
+    /// something: small steps leave the store thread to the webhooks in between.
+    pub async fn prune(&self, cutoff: i64, chunk: usize) -> Result<Pruned, StoreError> {
+        self.call(Access::Relaxed, move |conn| {
+            let chunk = chunk as i64;
+            // Ids grow with time: rows stored after the cutoff end the scan.
+            let item_bound: i64 = conn
+                .prepare_cached(
+                    "SELECT COALESCE(
+                        (SELECT id FROM items WHERE created_at >= ?1 ORDER BY id LIMIT 1),
+                        (SELECT COALESCE(MAX(id), 0) + 1 FROM items))",
+                )?
+                .query_row([cutoff], |r| r.get(0))?;
+            let items = conn
+                .prepare_cached(
+                    "DELETE FROM items WHERE id IN (
+                        SELECT id FROM items
+                         WHERE id < ?2 AND state IN ('done', 'skipped') AND updated_at < ?1
+                         ORDER BY id LIMIT ?3)",
+                )?
+                .execute(params![cutoff, item_bound, chunk])?;
+            let webhook_bound: i64 = conn
+                .prepare_cached(
+                    "SELECT COALESCE(
+                        (SELECT id FROM webhooks WHERE received_at >= ?1 ORDER BY id LIMIT 1),
+                        (SELECT COALESCE(MAX(id), 0) + 1 FROM webhooks))",
+                )?
+                .query_row([cutoff], |r| r.get(0))?;
+            let webhooks = conn
+                .prepare_cached(
+                    "DELETE FROM webhooks WHERE id IN (
+                        SELECT w.id FROM webhooks w
+                         WHERE w.id < ?1 AND w.parse_error IS NULL
+                           AND NOT EXISTS (SELECT 1 FROM items i WHERE i.webhook_id = w.id)
+                         ORDER BY w.id LIMIT ?2)",
+                )?
+                .execute(params![webhook_bound, chunk])?;
+            let mut other = 0;
+            for sql in [
+                "DELETE FROM sent_messages WHERE rowid IN
+                    (SELECT rowid FROM sent_messages WHERE sent_at < ?1 LIMIT ?2)",
+                "DELETE FROM private_replies WHERE rowid IN
+                    (SELECT rowid FROM private_replies WHERE sent_at < ?1 LIMIT ?2)",
+                "DELETE FROM profiles WHERE rowid IN
+                    (SELECT rowid FROM profiles WHERE fetched_at < ?1 LIMIT ?2)",
+            ] {
+                other += conn.prepare_cached(sql)?.execute(params![cutoff, chunk])?;
+            }
+            Ok(Pruned {
+                items,
+                webhooks,
+                other,
+            })
+        })
+        .await
+    }
+
     /// Every item, oldest first.
     pub async fn items(&self) -> Result<Vec<ItemSummary>, StoreError> {
         self.call(Access::Read, |conn| {
@@ -961,6 +1047,104 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(sync, 2, "FULL");
+    }
+
+    /// Old delivered and skipped items go with their history and webhook bodies; pending
+    /// and failed items, unreadable bodies and anything recent stay.
+    #[tokio::test]
+    async fn prune_deletes_old_history_and_keeps_work_and_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).unwrap();
+        let mut ids = Vec::new();
+        for n in 0..6 {
+            store
+                .intake(format!("body {n}").into_bytes(), None, vec![event(n)])
+                .await
+                .unwrap();
+            ids.push(n as i64 + 1);
+        }
+        store
+            .intake(b"not json".to_vec(), Some("unreadable".into()), Vec::new())
+            .await
+            .unwrap();
+        let (done_old, skipped_old, pending_old, failed_old, done_new, pending_new) =
+            (ids[0], ids[1], ids[2], ids[3], ids[4], ids[5]);
+        for id in [done_old, done_new] {
+            store.complete(id, None).await.unwrap();
+        }
+        store
+            .fail(failed_old, "Motion said 400".into())
+            .await
+            .unwrap();
+        let side = Connection::open(&path).unwrap();
+        side.execute(
+            "UPDATE items SET state = 'skipped' WHERE id = ?1",
+            [skipped_old],
+        )
+        .unwrap();
+        // Make the first four (and every webhook body but the last two) a year old.
+        let old = now_ms() - 365 * 86_400_000;
+        for id in [done_old, skipped_old, pending_old, failed_old] {
+            side.execute(
+                "UPDATE items SET created_at = ?2, updated_at = ?2 WHERE id = ?1",
+                params![id, old],
+            )
+            .unwrap();
+        }
+        side.execute(
+            "UPDATE webhooks SET received_at = ?1 WHERE id <= 4 OR parse_error IS NOT NULL",
+            [old],
+        )
+        .unwrap();
+
+        let cutoff = now_ms() - 30 * 86_400_000;
+        let mut total = Pruned::default();
+        loop {
+            // One row per step: the steps must add up.
+            let step = store.prune(cutoff, 1).await.unwrap();
+            if step.total() == 0 {
+                break;
+            }
+            total += step;
+        }
+        assert_eq!((total.items, total.webhooks), (2, 2), "{total:?}");
+        let left: Vec<(i64, String)> = side
+            .prepare("SELECT id, state FROM items ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            left,
+            vec![
+                (pending_old, "pending".into()),
+                (failed_old, "failed".into()),
+                (done_new, "done".into()),
+                (pending_new, "pending".into()),
+            ]
+        );
+        let bodies: Vec<i64> = side
+            .prepare("SELECT id FROM webhooks ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            bodies,
+            vec![3, 4, 5, 6, 7],
+            "kept: referenced, recent, unreadable"
+        );
+        let orphan_attempts: i64 = side
+            .query_row(
+                "SELECT COUNT(*) FROM attempts WHERE item_id NOT IN (SELECT id FROM items)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(orphan_attempts, 0);
     }
 
     /// Under writes that never pause, the WAL still starts over: it holds about one

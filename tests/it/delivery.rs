@@ -229,3 +229,67 @@ async fn different_conversations_are_delivered_in_parallel() {
     assert_eq!(notes[1].notify.body, "stuck");
     bench.stop().await;
 }
+
+/// `storage.keep`: delivered history older than it goes, with its webhook body; recent
+/// history stays and still recognises Facebook's redeliveries.
+#[tokio::test]
+async fn history_older_than_storage_keep_is_deleted_and_recent_history_still_dedups() {
+    let bench = Bench::start().await;
+    let (old, new) = (
+        messenger_text(PAGE_A, PSID, "mid.old", 1_700_000_000_000, "old"),
+        messenger_text(PAGE_A, PSID, "mid.new", 1_700_000_001_000, "new"),
+    );
+    bench.deliver(&old).await;
+    bench.deliver(&new).await;
+    bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    let store = bench.daemon().shared.store.clone();
+    wait_until("both delivered", WAIT, || {
+        let store = store.clone();
+        async move {
+            store
+                .items()
+                .await
+                .unwrap()
+                .iter()
+                .all(|i| i.state == "done")
+        }
+    })
+    .await;
+
+    // The first message (and the body it came in) is made a year old.
+    let side = rusqlite::Connection::open(store.path()).unwrap();
+    let year_ago = fb_openchannel::store::now_ms() - 365 * 86_400_000;
+    side.execute(
+        "UPDATE webhooks SET received_at = ?1
+          WHERE id = (SELECT webhook_id FROM items WHERE dedup_key = 'mid:mid.old')",
+        [year_ago],
+    )
+    .unwrap();
+    side.execute(
+        "UPDATE items SET created_at = ?1, updated_at = ?1 WHERE dedup_key = 'mid:mid.old'",
+        [year_ago],
+    )
+    .unwrap();
+
+    let pruned = fb_openchannel::relay::retention::prune_now(&bench.daemon().shared).await;
+    assert_eq!((pruned.items, pruned.webhooks), (1, 1), "{pruned:?}");
+    let left: Vec<_> = store.items().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(store.webhook_count().await.unwrap(), 1);
+
+    // Facebook sends the recent one again: still recognised, not delivered twice.
+    bench.deliver(&new).await;
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            PSID,
+            "mid.after",
+            1_700_000_002_000,
+            "after",
+        ))
+        .await;
+    let notes = bench.motion().wait_for_notifies(3, WAIT).await.unwrap();
+    let bodies: Vec<_> = notes.iter().map(|n| n.notify.body.as_str()).collect();
+    assert_eq!(bodies, ["old", "new", "after"]);
+    bench.stop().await;
+}
