@@ -211,6 +211,24 @@ INSERT INTO customer_activity (page_id, conversation, last_ts)
 -- this index that check read every item, once per body.
 CREATE INDEX items_webhook ON items (webhook_id);
 "#,
+    r#"
+-- The head must move to an item that arrives with an earlier Facebook time. The old
+-- trigger said INSERT OR REPLACE, but a trigger takes the conflict policy of the
+-- statement that fires it — INSERT OR IGNORE at intake — so the head stayed on the later
+-- item and it was delivered first (Facebook does deliver out of order).
+DROP TRIGGER heads_after_insert;
+CREATE TRIGGER heads_after_insert AFTER INSERT ON items WHEN NEW.state = 'pending'
+BEGIN
+    DELETE FROM heads WHERE direction = NEW.direction AND page_id = NEW.page_id
+        AND conversation = NEW.conversation;
+    INSERT INTO heads (direction, page_id, conversation, item_id, next_attempt_at)
+        SELECT direction, page_id, conversation, id, next_attempt_at
+          FROM items INDEXED BY items_pending
+         WHERE state = 'pending' AND direction = NEW.direction AND page_id = NEW.page_id
+           AND conversation = NEW.conversation
+         ORDER BY event_ts, id LIMIT 1;
+END;
+"#,
 ];
 
 /// Durability settings and schema migrations. Run once when the database is opened.
@@ -246,6 +264,41 @@ mod tests {
         let mut stmt = conn.prepare(sql).unwrap();
         stmt.execute(args).unwrap();
         stmt.get_status(StatementStatus::VmStep)
+    }
+
+    /// An item that arrives later with an earlier Facebook time becomes the head, also
+    /// when it is stored with INSERT OR IGNORE (as intake does) and the current head is
+    /// waiting for a retry.
+    #[test]
+    fn an_earlier_message_arriving_later_becomes_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("state.db")).unwrap();
+        prepare(&conn).unwrap();
+        let insert = "INSERT OR IGNORE INTO items (direction, page_id, conversation, dedup_key,
+                        kind, event_ts, payload, state, created_at, updated_at)
+                      VALUES ('in', 'p', 'psid:1', ?1, 'message', ?2, '{}', 'pending', 0, 0)";
+        let head = |conn: &Connection| -> (i64, i64) {
+            conn.query_row("SELECT item_id, next_attempt_at FROM heads", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+        };
+        conn.execute(insert, params!["m2", 2000]).unwrap();
+        conn.execute("UPDATE items SET next_attempt_at = 99 WHERE id = 1", [])
+            .unwrap();
+        assert_eq!(head(&conn), (1, 99));
+        conn.execute(insert, params!["m3", 3000]).unwrap();
+        assert_eq!(
+            head(&conn),
+            (1, 99),
+            "a later message leaves the head alone"
+        );
+        conn.execute(insert, params!["m0", 0]).unwrap();
+        assert_eq!(
+            head(&conn),
+            (3, 0),
+            "the earlier message is the head, due now"
+        );
     }
 
     /// Keeping the head of a conversation costs the same with 5,000 delivered messages
