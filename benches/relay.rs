@@ -3,6 +3,8 @@
 //!
 //!     cargo bench --bench relay             # full run (a few minutes); writes docs/benchmark.md and .svg
 //!     cargo bench --bench relay -- --short  # seconds, for CI; writes target/bench/
+//!     cargo bench --bench relay -- --intake 64   # only intake at 64 connections, 20 s:
+//!                                                # prints the daemon's pid to profile
 //!
 //! Phases: webhook intake (throughput at 1/16/64 keep-alive connections, and latency at a
 //! fixed 1,000 events/s) against the daemon and against a *baseline* server built here
@@ -39,6 +41,8 @@ const REPLY_TOKEN: &str = "bench-reply-token";
 /// Sizes of one run.
 struct Plan {
     short: bool,
+    /// `--intake N`: only the intake phase at N connections, long enough to profile.
+    intake_only: Option<usize>,
     throughput_secs: f64,
     fixed_rate_secs: f64,
     e2e_secs: f64,
@@ -46,10 +50,16 @@ struct Plan {
 }
 
 fn main() {
-    let short = std::env::args().any(|a| a == "--short");
+    let args: Vec<String> = std::env::args().collect();
+    let short = args.iter().any(|a| a == "--short");
+    let intake_only = args
+        .iter()
+        .position(|a| a == "--intake")
+        .map(|i| args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(64));
     let plan = if short {
         Plan {
             short,
+            intake_only,
             throughput_secs: 1.0,
             fixed_rate_secs: 1.0,
             e2e_secs: 1.0,
@@ -58,7 +68,8 @@ fn main() {
     } else {
         Plan {
             short,
-            throughput_secs: 5.0,
+            intake_only,
+            throughput_secs: if intake_only.is_some() { 20.0 } else { 5.0 },
             fixed_rate_secs: 10.0,
             e2e_secs: 10.0,
             backlog_events: 100_000,
@@ -515,7 +526,18 @@ async fn run(plan: Plan) {
     let base = baseline(&certs).await;
 
     // Intake throughput.
-    for conns in [1usize, 16, 64] {
+    let phases = match plan.intake_only {
+        Some(conns) => {
+            println!(
+                "daemon pid {} (e.g. perf record -g -p {} -- sleep 10)",
+                daemon.child.id(),
+                daemon.child.id()
+            );
+            vec![conns]
+        }
+        None => vec![1usize, 16, 64],
+    };
+    for conns in phases {
         // Each phase starts with an empty queue: delivery left over from the previous
         // phase would otherwise compete with this one's intake.
         drained(&motion).await;
@@ -539,6 +561,9 @@ async fn run(plan: Plan) {
             "",
             None,
         );
+    }
+    if plan.intake_only.is_some() {
+        return;
     }
     drained(&motion).await;
     let (p50, p99, max) = fixed_rate(daemon.public, &tls, 1000.0, plan.fixed_rate_secs, true).await;
