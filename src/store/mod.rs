@@ -707,14 +707,7 @@ impl Store {
     pub async fn prune(&self, cutoff: i64, chunk: usize) -> Result<Pruned, StoreError> {
         self.call(Access::Relaxed, move |conn| {
             let chunk = chunk as i64;
-            // Ids grow with time: rows stored after the cutoff end the scan.
-            let item_bound: i64 = conn
-                .prepare_cached(
-                    "SELECT COALESCE(
-                        (SELECT id FROM items WHERE created_at >= ?1 ORDER BY id LIMIT 1),
-                        (SELECT COALESCE(MAX(id), 0) + 1 FROM items))",
-                )?
-                .query_row([cutoff], |r| r.get(0))?;
+            let item_bound = first_id_since(conn, "items", "created_at", cutoff)?;
             let items = conn
                 .prepare_cached(
                     "DELETE FROM items WHERE id IN (
@@ -723,13 +716,7 @@ impl Store {
                          ORDER BY id LIMIT ?3)",
                 )?
                 .execute(params![cutoff, item_bound, chunk])?;
-            let webhook_bound: i64 = conn
-                .prepare_cached(
-                    "SELECT COALESCE(
-                        (SELECT id FROM webhooks WHERE received_at >= ?1 ORDER BY id LIMIT 1),
-                        (SELECT COALESCE(MAX(id), 0) + 1 FROM webhooks))",
-                )?
-                .query_row([cutoff], |r| r.get(0))?;
+            let webhook_bound = first_id_since(conn, "webhooks", "received_at", cutoff)?;
             let webhooks = conn
                 .prepare_cached(
                     "DELETE FROM webhooks WHERE id IN (
@@ -838,6 +825,23 @@ impl Store {
 }
 
 /// Adds a row to an item's attempt history.
+/// The first id of `table` stored at or after `since` (ms), or one past the last id.
+/// Ids grow with time, so a scan for older rows can stop there instead of reading the
+/// whole table.
+fn first_id_since(
+    conn: &Connection,
+    table: &'static str,
+    stored_at: &'static str,
+    since: i64,
+) -> rusqlite::Result<i64> {
+    conn.prepare_cached(&format!(
+        "SELECT COALESCE(
+            (SELECT id FROM {table} WHERE {stored_at} >= ?1 ORDER BY id LIMIT 1),
+            (SELECT COALESCE(MAX(id), 0) + 1 FROM {table}))"
+    ))?
+    .query_row([since], |r| r.get(0))
+}
+
 pub(crate) fn record_attempt(
     conn: &Connection,
     item: i64,
