@@ -218,9 +218,9 @@ fn run(path: &std::path::Path) -> ExitCode {
 
 /// Lets glibc keep up to 1 MiB of freed memory per arena instead of 128 KiB. With the
 /// default, the store thread gave its page cache back to the kernel and faulted it in
-/// again at every batch (madvise, TLB shootdowns: 12% of its time under load);
-/// `cargo bench --bench relay` intake at 64 connections went from ~15,000 to ~22,000
-/// webhooks/s. Costs at most 1 MiB of RSS per thread arena.
+/// again at every batch: madvise, TLB shootdowns and page faults were ~12% of its time
+/// under `cargo bench --bench relay -- --intake 64` (perf). Costs at most 1 MiB of RSS
+/// per thread arena.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets a tunable of glibc's allocator; any value is valid.

@@ -728,8 +728,13 @@ impl Store {
                 .execute(params![webhook_bound, chunk])?;
             let mut other = 0;
             for sql in [
+                // A reply still pending (give_up_after may exceed keep) needs the ids
+                // of its parts already sent, or a retry would send them again.
                 "DELETE FROM sent_messages WHERE rowid IN
-                    (SELECT rowid FROM sent_messages WHERE sent_at < ?1 LIMIT ?2)",
+                    (SELECT rowid FROM sent_messages WHERE sent_at < ?1
+                        AND (item_id IS NULL
+                             OR item_id NOT IN (SELECT id FROM items WHERE state = 'pending'))
+                      LIMIT ?2)",
                 "DELETE FROM private_replies WHERE rowid IN
                     (SELECT rowid FROM private_replies WHERE sent_at < ?1 LIMIT ?2)",
                 "DELETE FROM profiles WHERE rowid IN
@@ -1101,6 +1106,13 @@ mod tests {
             [old],
         )
         .unwrap();
+        // Old sent-message ids: one of a delivered item, one of an item still pending
+        // (a reply part already sent, needed if it is retried).
+        for (id, mid) in [(done_old, "m.done"), (pending_old, "m.pending")] {
+            store.record_sent("1".into(), mid.into(), id).await.unwrap();
+        }
+        side.execute("UPDATE sent_messages SET sent_at = ?1", [old])
+            .unwrap();
 
         let cutoff = now_ms() - 30 * 86_400_000;
         let mut total = Pruned::default();
@@ -1112,7 +1124,19 @@ mod tests {
             }
             total += step;
         }
-        assert_eq!((total.items, total.webhooks), (2, 2), "{total:?}");
+        assert_eq!(
+            (total.items, total.webhooks, total.other),
+            (2, 2, 1),
+            "{total:?}"
+        );
+        let sent: String = side
+            .query_row(
+                "SELECT group_concat(message_id) FROM sent_messages",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(sent, "m.pending");
         let left: Vec<(i64, String)> = side
             .prepare("SELECT id, state FROM items ORDER BY id")
             .unwrap()
