@@ -384,8 +384,10 @@ impl Config {
             ConfigErrors(vec![ConfigError {
                 file: path.to_owned(),
                 line,
-                key: key_in_message(e.message()).unwrap_or_else(|| "(syntax)".into()),
-                message: e.message().trim().to_owned(),
+                key: key_in_message(e.message())
+                    .or_else(|| e.span().and_then(|span| key_at(text, span.start)))
+                    .unwrap_or_else(|| "(syntax)".into()),
+                message: without_values(e.message()),
             }])
         })?;
         let errors = config.validate(path, text);
@@ -444,15 +446,10 @@ impl Config {
                 "must be greater than 0".into(),
             );
         }
-        if self.storage.keep < MIN_KEEP {
-            err(
-                0..0,
-                "storage.keep",
-                format!(
-                    "must be at least 7d (is {}): Facebook redelivers webhooks for up to 36 hours and agents may answer for 7 days; delivered items are how the daemon recognises both",
-                    humantime::format_duration(self.storage.keep)
-                ),
-            );
+        for (key, value, range) in self.durations() {
+            if let Err(m) = range.check(value) {
+                err(key_span(text, key), key, m);
+            }
         }
         if self.delivery.concurrency == 0 {
             err(
@@ -461,13 +458,14 @@ impl Config {
                 "must be greater than 0".into(),
             );
         }
-        if self.delivery.retry_initial.is_zero()
-            || self.delivery.retry_max < self.delivery.retry_initial
-        {
+        if self.delivery.retry_max < self.delivery.retry_initial {
             err(
-                0..0,
+                key_span(text, "delivery.retry_max"),
                 "delivery.retry_max",
-                "retry_initial must be above 0 and retry_max at least retry_initial".into(),
+                format!(
+                    "must be at least delivery.retry_initial ({})",
+                    humantime::format_duration(self.delivery.retry_initial)
+                ),
             );
         }
 
@@ -502,14 +500,17 @@ impl Config {
         let mut seen: Vec<&str> = Vec::new();
         for page in &self.pages {
             let id = page.id.get_ref().as_str();
-            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            // The value is not repeated in the message: a token pasted into the wrong
+            // key must not end up in a log.
+            let valid_id =
+                !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit());
+            if !valid_id {
                 err(
                     page.id.span(),
                     "page.id",
-                    format!("{id:?} is not a Facebook Page id (digits only, e.g. \"1234567890\")"),
+                    "is not a Facebook Page id: digits only, e.g. \"1234567890\" (Page → About → Page transparency)".into(),
                 );
-            }
-            if seen.contains(&id) {
+            } else if seen.contains(&id) {
                 err(
                     page.id.span(),
                     "page.id",
@@ -519,11 +520,74 @@ impl Config {
             seen.push(id);
             check_secret(&mut err, "page.access_token", &page.access_token);
             check_secret(&mut err, "page.reply_token", &page.reply_token);
+            check_reply_token(&mut err, &page.reply_token);
             if let Err(m) = check_http_url(page.receive_url.get_ref()) {
                 err(page.receive_url.span(), "page.receive_url", m);
             }
         }
         errors
+    }
+
+    /// Every duration in the config, with the range it must be in.
+    fn durations(&self) -> [(&'static str, Duration, Range); 10] {
+        const MINUTE: Duration = Duration::from_secs(60);
+        const HOUR: Duration = Duration::from_secs(3600);
+        const DAY: Duration = Duration::from_secs(86_400);
+        let ms = Duration::from_millis;
+        [
+            (
+                "public.request_timeout",
+                self.public.request_timeout,
+                Range::new(ms(100), HOUR),
+            ),
+            (
+                "public.tls_watch_interval",
+                self.public.tls_watch_interval,
+                Range::new(ms(100), DAY),
+            ),
+            (
+                "local.reply_wait",
+                self.local.reply_wait,
+                Range::new(Duration::ZERO, 10 * MINUTE),
+            ),
+            (
+                "local.ready_max_pending_age",
+                self.local.ready_max_pending_age,
+                Range::new(ms(100), 365 * DAY),
+            ),
+            (
+                "storage.keep",
+                self.storage.keep,
+                Range::new(MIN_KEEP, MAX_KEEP).why_min(
+                    "Facebook redelivers webhooks for up to 36 hours and agents may answer for 7 days; delivered items are how the daemon recognises both",
+                ),
+            ),
+            (
+                "facebook.subscription_check",
+                self.facebook.subscription_check,
+                Range::new(Duration::ZERO, 30 * DAY).or_zero("\"0s\" turns the check off"),
+            ),
+            (
+                "motion.timeout",
+                self.motion.timeout,
+                Range::new(ms(100), HOUR),
+            ),
+            (
+                "delivery.retry_initial",
+                self.delivery.retry_initial,
+                Range::new(ms(1), HOUR),
+            ),
+            (
+                "delivery.retry_max",
+                self.delivery.retry_max,
+                Range::new(ms(1), 7 * DAY),
+            ),
+            (
+                "delivery.give_up_after",
+                self.delivery.give_up_after,
+                Range::new(ms(1), 365 * DAY),
+            ),
+        ]
     }
 
     pub fn page(&self, id: &str) -> Option<&PageConfig> {
@@ -552,15 +616,185 @@ fn check_secret(
     }
 }
 
-/// An absolute `http://` or `https://` URL with a host.
+/// Shortest length of a `reply_token`: it is all that stands between the local
+/// listener and sending messages as the Page.
+pub const MIN_REPLY_TOKEN_CHARS: usize = 16;
+
+fn check_reply_token(
+    err: &mut impl FnMut(std::ops::Range<usize>, &str, String),
+    secret: &Spanned<Secret>,
+) {
+    let token = secret.get_ref().expose();
+    if token.is_empty() || secret.get_ref().is_placeholder() {
+        return; // already reported by check_secret
+    }
+    let how =
+        "generate one with `openssl rand -hex 24` and put the same value in Motion's Reply URL";
+    if token.chars().count() < MIN_REPLY_TOKEN_CHARS {
+        err(
+            secret.span(),
+            "page.reply_token",
+            format!(
+                "is too short ({} characters, at least {MIN_REPLY_TOKEN_CHARS}): {how}",
+                token.chars().count()
+            ),
+        );
+    } else if !token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+    {
+        err(
+            secret.span(),
+            "page.reply_token",
+            format!(
+                "may hold only letters, digits, '-', '_', '.' and '~' (it travels in a URL): {how}"
+            ),
+        );
+    }
+}
+
+/// Longest `storage.keep`: ten years. Anything longer is a typo, and once turned into
+/// milliseconds it could reach past what a timestamp holds.
+pub const MAX_KEEP: Duration = Duration::from_secs(3650 * 86_400);
+
+/// The range a duration of the config must be in.
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    min: Duration,
+    max: Duration,
+    /// Why the minimum is what it is, for the error message.
+    why_min: Option<&'static str>,
+    /// Zero is allowed outside `min..=max`, with this meaning.
+    zero: Option<&'static str>,
+}
+
+impl Range {
+    const fn new(min: Duration, max: Duration) -> Range {
+        Range {
+            min,
+            max,
+            why_min: None,
+            zero: None,
+        }
+    }
+
+    const fn why_min(self, why: &'static str) -> Range {
+        Range {
+            why_min: Some(why),
+            ..self
+        }
+    }
+
+    const fn or_zero(self, meaning: &'static str) -> Range {
+        Range {
+            zero: Some(meaning),
+            ..self
+        }
+    }
+
+    fn check(&self, value: Duration) -> Result<(), String> {
+        if value.is_zero() && self.zero.is_some() {
+            return Ok(());
+        }
+        if value >= self.min && value <= self.max {
+            return Ok(());
+        }
+        let show = |d: Duration| {
+            let days = d.as_secs() / 86_400;
+            if days > 0 && d == Duration::from_secs(days * 86_400) {
+                format!("{days}d")
+            } else {
+                humantime::format_duration(d).to_string()
+            }
+        };
+        let mut message = format!(
+            "must be between {} and {} (is {})",
+            show(self.min),
+            show(self.max),
+            show(value)
+        );
+        if value < self.min
+            && let Some(why) = self.why_min
+        {
+            message = format!(
+                "must be at least {} (is {}): {why}",
+                show(self.min),
+                show(value)
+            );
+        }
+        if let Some(zero) = self.zero {
+            message.push_str(&format!("; {zero}"));
+        }
+        Err(message)
+    }
+}
+
+/// An absolute `http://` or `https://` URL with a host. The message never repeats the
+/// value: URLs carry tokens.
 fn check_http_url(raw: &str) -> Result<Url, String> {
-    let url = Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    let url = Url::parse(raw).map_err(|e| format!("is not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(format!(
-            "{raw:?} must be an http:// or https:// URL with a host"
-        ));
+        return Err("must be an http:// or https:// URL with a host".into());
     }
     Ok(url)
+}
+
+/// The place of `key` (`table.key`) in the file, for an error about a value serde took
+/// without a span; `0..0` (no line) when it is not written there (a default).
+fn key_span(text: &str, dotted: &str) -> std::ops::Range<usize> {
+    let Some((table, key)) = dotted.split_once('.') else {
+        return 0..0;
+    };
+    let mut current = "";
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if let Some(header) = trimmed.strip_prefix('[').and_then(|h| h.split(']').next()) {
+            current = header.trim_matches(['[', ' ']);
+        } else if current == table
+            && let Some((k, _)) = trimmed.split_once('=')
+            && k.trim() == key
+        {
+            return offset..offset + line.len();
+        }
+        offset += line.len();
+    }
+    0..0
+}
+
+/// A serde message with the offending value taken out ("invalid type: integer `123`,
+/// expected a string" → "invalid type: integer (value not shown), expected a string"):
+/// the value may be a secret written in the wrong place. Key names are kept.
+fn without_values(message: &str) -> String {
+    let message = message.trim();
+    if message.starts_with("unknown field")
+        || message.starts_with("missing field")
+        || message.starts_with("duplicate key")
+    {
+        return message.to_owned();
+    }
+    let (head, tail) = match message.find(", expected") {
+        Some(i) => message.split_at(i),
+        None => (message, ""),
+    };
+    let mut out = String::with_capacity(message.len());
+    let mut rest = head;
+    let mut hidden = false;
+    while let Some(start) = rest.find(['`', '"', '\'']) {
+        let quote = rest[start..].chars().next().unwrap_or('"');
+        let Some(len) = rest[start + 1..].find(quote) else {
+            break;
+        };
+        out.push_str(rest[..start].trim_end());
+        if !hidden {
+            out.push_str(" (value not shown)");
+            hidden = true;
+        }
+        rest = &rest[start + 1 + len + 1..];
+    }
+    out.push_str(rest);
+    out.push_str(tail);
+    out
 }
 
 fn serialize_url_redacted<S: Serializer>(url: &Spanned<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -594,8 +828,37 @@ fn line_of(text: &str, at: usize) -> usize {
         + 1
 }
 
-/// The key named in a serde message such as "unknown field `foo`, expected …".
+/// The dotted key (`table.key`) written on the line holding byte `at`, if that line is
+/// a `key = value` line.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|h| h.trim_matches(['[', ']', ' ']).to_owned());
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_owned(),
+    })
+}
+
+/// The key named in a serde message such as "unknown field `foo`, expected …" (only
+/// those messages name a key; others name a value, which is never repeated).
 fn key_in_message(message: &str) -> Option<String> {
+    if !(message.starts_with("unknown field")
+        || message.starts_with("missing field")
+        || message.starts_with("duplicate key"))
+    {
+        return None;
+    }
     let start = message.find('`')? + 1;
     let len = message[start..].find('`')?;
     let key = &message[start..start + len];
@@ -626,9 +889,22 @@ api_key = "key"
 id = "123"
 access_token = "tok"
 receive_url = "http://127.0.0.1:9/api/openchannel/accounts/1/notify?token=abc"
-reply_token = "rt"
+reply_token = "rt-0123456789abcdef"
 "#
         )
+    }
+
+    /// The minimal config with `key = "value"` in `[table]`.
+    fn with_key(table: &str, key: &str, value: &str) -> String {
+        let text = minimal("");
+        let line = format!("{key} = \"{value}\"\n");
+        match text.find(&format!("[{table}]\n")) {
+            Some(at) => {
+                let at = at + table.len() + 3;
+                format!("{}{line}{}", &text[..at], &text[at..])
+            }
+            None => text.replacen("[[page]]", &format!("[{table}]\n{line}[[page]]"), 1),
+        }
     }
 
     fn errors(text: &str) -> Vec<ConfigError> {
@@ -653,7 +929,8 @@ reply_token = "rt"
         let e = errors(&minimal("[storage]\nkeep = \"2d\""));
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].key, "storage.keep");
-        assert!(e[0].message.contains("at least 7d (is 2days)"), "{}", e[0]);
+        assert!(e[0].message.contains("at least 7d (is 2d)"), "{}", e[0]);
+        assert_eq!(e[0].line, 10, "the line of `keep` in [storage]");
         let ok = minimal("[storage]\nkeep = \"90d\"");
         let c = Config::from_toml(Path::new("c.toml"), &ok).unwrap();
         assert_eq!(c.storage.keep, Duration::from_secs(90 * 86400));
@@ -695,7 +972,7 @@ reply_token = "rt"
     fn bad_url_duplicate_page_and_placeholder_are_all_reported() {
         let mut text = minimal("").replace("http://127.0.0.1:9/api", "ftp://x/api");
         text.push_str(
-            "[[page]]\nid = \"123\"\naccess_token = \"CHANGE-ME\"\nreceive_url = \"http://m/notify\"\nreply_token = \"r\"\n",
+            "[[page]]\nid = \"123\"\naccess_token = \"CHANGE-ME\"\nreceive_url = \"http://m/notify\"\nreply_token = \"r-0123456789abcdef\"\n",
         );
         let e = errors(&text);
         let keys: Vec<_> = e.iter().map(|e| (e.key.as_str(), e.line)).collect();
@@ -720,10 +997,137 @@ reply_token = "rt"
     fn redacted_dump_hides_every_secret() {
         let c = Config::from_toml(Path::new("c.toml"), &minimal("")).unwrap();
         let dump = c.to_redacted_toml();
-        for secret in ["s3cret", "\"vt\"", "\"key\"", "\"tok\"", "\"rt\"", "abc"] {
+        for secret in ["s3cret", "\"vt\"", "\"key\"", "\"tok\"", "rt-0123", "abc"] {
             assert!(!dump.contains(secret), "{secret} leaked in:\n{dump}");
         }
         assert!(!format!("{c:?}").contains("s3cret"));
         assert!(dump.contains("********"));
+    }
+
+    /// Every duration is range-checked, with the line of its key; none can wrap into a
+    /// negative number of milliseconds (300000000years once made retention delete all).
+    #[test]
+    fn every_duration_out_of_range_is_refused_with_its_line() {
+        let cases = [
+            ("public", "request_timeout", "0s"),
+            ("public", "request_timeout", "2h"),
+            ("public", "tls_watch_interval", "0s"),
+            ("public", "tls_watch_interval", "40d"),
+            ("local", "reply_wait", "1h"),
+            ("local", "ready_max_pending_age", "0s"),
+            ("local", "ready_max_pending_age", "400d"),
+            ("storage", "keep", "300000000years"),
+            ("storage", "keep", "3651d"),
+            ("storage", "keep", "1h"),
+            ("facebook", "subscription_check", "31d"),
+            ("motion", "timeout", "0s"),
+            ("motion", "timeout", "2h"),
+            ("delivery", "retry_initial", "0s"),
+            ("delivery", "retry_initial", "2h"),
+            ("delivery", "retry_max", "8d"),
+            ("delivery", "give_up_after", "0s"),
+            ("delivery", "give_up_after", "1000years"),
+        ];
+        for (table, key, value) in cases {
+            let text = with_key(table, key, value);
+            let e = errors(&text);
+            let dotted = format!("{table}.{key}");
+            let hit = e.iter().find(|e| e.key == dotted);
+            let Some(hit) = hit else {
+                panic!("{dotted} = {value:?} was not refused: {e:?}\n{text}");
+            };
+            let line = text
+                .lines()
+                .position(|l| l.starts_with(&format!("{key} = ")))
+                .unwrap()
+                + 1;
+            assert_eq!(hit.line, line, "{hit}");
+            assert!(hit.message.starts_with("must be"), "{hit}");
+        }
+        // Zero turns the subscription check off; the bounds themselves are accepted.
+        for (table, key, value) in [
+            ("facebook", "subscription_check", "0s"),
+            ("storage", "keep", "3650d"),
+            ("storage", "keep", "7d"),
+            ("local", "reply_wait", "0s"),
+        ] {
+            Config::from_toml(Path::new("c.toml"), &with_key(table, key, value)).unwrap();
+        }
+    }
+
+    #[test]
+    fn retry_max_below_retry_initial_is_refused() {
+        let e = errors(&minimal(
+            "[delivery]\nretry_initial = \"10s\"\nretry_max = \"5s\"",
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].key, "delivery.retry_max");
+        assert!(
+            e[0].message
+                .contains("at least delivery.retry_initial (10s)"),
+            "{}",
+            e[0]
+        );
+    }
+
+    /// A secret in the wrong place or of the wrong type is never repeated in an error.
+    #[test]
+    fn no_value_appears_in_any_error() {
+        let leaks = [
+            // A number where a string belongs.
+            minimal("").replace("app_secret = \"s3cret\"", "app_secret = 918273645546"),
+            // A token pasted where the page id goes.
+            minimal("").replace("id = \"123\"", "id = \"EAAGsecrettoken918273645546\""),
+            // An invalid Receive URL with its token.
+            minimal("").replace(
+                "http://127.0.0.1:9/api/openchannel/accounts/1/notify?token=abc",
+                "127.0.0.1/notify?token=918273645546",
+            ),
+            // An invalid Graph URL with a token in it.
+            minimal("").replace(
+                "[facebook]\n",
+                "[facebook]\ngraph_url = \"ftp://x/?access_token=918273645546\"\n",
+            ),
+            // A token where a boolean belongs, and where an enum goes.
+            minimal("").replace(
+                "reply_token = \"rt-0123456789abcdef\"",
+                "reply_token = \"rt-0123456789abcdef\"\nwall_posts = \"918273645546\"",
+            ),
+            minimal("").replace(
+                "reply_token = \"rt-0123456789abcdef\"",
+                "reply_token = \"rt-0123456789abcdef\"\ncomment_reply = \"918273645546\"",
+            ),
+            minimal("").replace("api_key = \"key\"", "api_key = [\"918273645546\"]"),
+        ];
+        for text in leaks {
+            let e = errors(&text);
+            let shown: String = e.iter().map(|e| format!("{e} {} ", e.key)).collect();
+            assert!(!shown.contains("918273645546"), "a value leaked: {shown}");
+            assert!(!shown.contains("secrettoken"), "a value leaked: {shown}");
+            assert!(e.iter().all(|e| e.line > 0), "{shown}");
+        }
+        let e =
+            errors(&minimal("").replace("app_secret = \"s3cret\"", "app_secret = 918273645546"));
+        assert_eq!(e[0].key, "facebook.app_secret", "{}", e[0]);
+        assert!(e[0].message.contains("expected a string"), "{}", e[0]);
+    }
+
+    #[test]
+    fn a_short_or_url_unsafe_reply_token_is_refused_with_how_to_make_one() {
+        for (token, why) in [
+            ("x", "too short (1 characters, at least 16)"),
+            ("0123456789abcde", "too short (15 characters"),
+            ("0123456789 abcdef&x", "may hold only letters"),
+        ] {
+            let text = minimal("").replace("rt-0123456789abcdef", token);
+            let e = errors(&text);
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert_eq!(e[0].key, "page.reply_token");
+            assert!(e[0].message.contains(why), "{}", e[0]);
+            assert!(e[0].message.contains("openssl rand -hex 24"), "{}", e[0]);
+            if token.len() > 3 {
+                assert!(!e[0].to_string().contains(token), "{}", e[0]);
+            }
+        }
     }
 }

@@ -27,7 +27,7 @@ api_key = "k"
 id = "12345654332"
 access_token = "t"
 receive_url = "http://127.0.0.1:9/api/openchannel/accounts/1/notify"
-reply_token = "r"
+reply_token = "fuzz-reply-token-0001"
 "#,
         )
         .expect("the fuzz config is valid")

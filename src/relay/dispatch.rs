@@ -63,7 +63,7 @@ pub async fn run<W, WF, D, DF>(
                         });
                     }
                     if let Some(at) = next_due {
-                        wait = Duration::from_millis((at - now_ms()).max(0) as u64).min(POLL);
+                        wait = crate::store::until(at, now_ms()).min(POLL);
                     }
                 }
                 Err(e) => error!(

@@ -131,11 +131,15 @@ async fn deliver(shared: &Shared, item: Item) {
                     outcome = "retry",
                     attempt = failures,
                     "delivery to Motion failed: {reason}; retrying in {}",
-                    humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+                    humantime::format_duration(crate::relay::retry::RetryPolicy::whole_ms(delay))
                 );
                 shared.metrics.inbound(&item.page_id, "retry");
                 store
-                    .retry_later(item.id, now + delay.as_millis() as i64, reason)
+                    .retry_later(
+                        item.id,
+                        now.saturating_add(crate::store::duration_ms(delay)),
+                        reason,
+                    )
                     .await
             }
         }

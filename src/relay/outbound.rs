@@ -244,11 +244,10 @@ async fn send(shared: &Shared, item: Item) {
                 let delay = shared.live().retry.delay(failures, wait);
                 if rate_limited {
                     // Every reply of this page waits, not only this one.
-                    shared
-                        .page_paused_until
-                        .lock()
-                        .unwrap()
-                        .insert(item.page_id.clone(), now + delay.as_millis() as i64);
+                    shared.page_paused_until.lock().unwrap().insert(
+                        item.page_id.clone(),
+                        now.saturating_add(crate::store::duration_ms(delay)),
+                    );
                 }
                 warn!(
                     page_id = %item.page_id,
@@ -257,14 +256,18 @@ async fn send(shared: &Shared, item: Item) {
                     outcome = "retry",
                     attempt = failures,
                     "agent reply not sent yet: {reason}; retrying in {}",
-                    humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+                    humantime::format_duration(crate::relay::retry::RetryPolicy::whole_ms(delay))
                 );
                 let message = format!(
                     "Queued: {reason}. It will be sent automatically when Facebook accepts it."
                 );
                 (
                     store
-                        .retry_later(item.id, now + delay.as_millis() as i64, reason)
+                        .retry_later(
+                            item.id,
+                            now.saturating_add(crate::store::duration_ms(delay)),
+                            reason,
+                        )
                         .await,
                     FirstAttempt::Queued { message },
                 )
@@ -333,7 +336,7 @@ async fn send_steps(
     if let Some(until) = paused_until.filter(|&u| u > now_ms()) {
         return Err(Failure::Transient {
             reason: "Facebook rate-limited this page".into(),
-            wait: Some(Duration::from_millis((until - now_ms()) as u64)),
+            wait: Some(crate::store::until(until, now_ms())),
             rate_limited: false,
         });
     }

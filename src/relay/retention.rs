@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::relay::Shared;
-use crate::store::{Pruned, now_ms};
+use crate::store::{Pruned, duration_ms, now_ms};
 
 /// Rows deleted per store request: a few milliseconds of the store thread at most.
 const CHUNK: usize = 500;
@@ -31,11 +31,17 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// The time before which delivered history may go: never in the future, whatever
+/// `keep` is (a wrapped conversion once made it so, and everything was deleted).
+pub fn cutoff(now: i64, keep: Duration) -> i64 {
+    now.saturating_sub(duration_ms(keep))
+}
+
 /// Deletes everything older than `storage.keep` that may go, in small steps; returns
 /// what was deleted.
 pub async fn prune_now(shared: &Shared) -> Pruned {
     let keep = shared.live().config.storage.keep;
-    let cutoff = now_ms() - keep.as_millis() as i64;
+    let cutoff = cutoff(now_ms(), keep);
     let mut total = Pruned::default();
     loop {
         match shared.store.prune(cutoff, CHUNK).await {
@@ -63,4 +69,24 @@ pub async fn prune_now(shared: &Shared) -> Pruned {
         );
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cutoff_never_reaches_past_now_whatever_keep_is() {
+        let now = 1_800_000_000_000;
+        assert_eq!(cutoff(now, Duration::from_secs(86_400)), now - 86_400_000);
+        for keep in [
+            Duration::MAX,
+            Duration::from_secs(300_000_000 * 365 * 86_400),
+            Duration::from_millis(u64::MAX),
+        ] {
+            let c = cutoff(now, keep);
+            assert!(c <= now, "{keep:?} gave a cutoff after now: {c}");
+        }
+        assert_eq!(cutoff(i64::MIN + 5, Duration::from_secs(1)), i64::MIN);
+    }
 }

@@ -37,14 +37,20 @@ impl RetryPolicy {
             .with_jitter()
             .without_max_times()
             .build()
-            .nth(failures.saturating_sub(1) as usize)
+            // Past ~30 doublings every delay is `max`; walking further only costs time.
+            .nth(failures.clamp(1, 64) as usize - 1)
             .unwrap_or(self.max);
         peer_hint.map_or(scheduled, |hint| hint.max(scheduled))
     }
 
+    /// `d` to whole milliseconds, for log lines ("3s 712ms", not nanoseconds).
+    pub fn whole_ms(d: Duration) -> Duration {
+        Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
     /// Whether an item failing since `first_failure_ms` should stop being retried at `now_ms`.
     pub fn exhausted(&self, first_failure_ms: i64, now_ms: i64) -> bool {
-        now_ms.saturating_sub(first_failure_ms) >= self.give_up_after.as_millis() as i64
+        now_ms.saturating_sub(first_failure_ms) >= crate::store::duration_ms(self.give_up_after)
     }
 }
 
@@ -97,5 +103,28 @@ mod tests {
         let p = policy();
         assert!(!p.exhausted(0, 3_599_999));
         assert!(p.exhausted(0, 3_600_000));
+    }
+
+    #[test]
+    fn huge_windows_and_clock_jumps_never_wrap() {
+        let p = RetryPolicy {
+            give_up_after: Duration::MAX,
+            ..policy()
+        };
+        assert!(
+            !p.exhausted(0, 1_800_000_000_000),
+            "an endless window never ends"
+        );
+        assert!(
+            !p.exhausted(i64::MAX, i64::MIN),
+            "a clock set back is no failure time"
+        );
+        assert!(policy().exhausted(i64::MIN, i64::MAX));
+        let long = RetryPolicy {
+            max: Duration::from_secs(7 * 86_400),
+            ..policy()
+        };
+        assert!(long.delay(u32::MAX, Some(Duration::MAX)) == Duration::MAX);
+        assert!(long.delay(u32::MAX, None) <= Duration::from_secs(14 * 86_400));
     }
 }

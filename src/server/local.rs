@@ -161,7 +161,7 @@ async fn readyz(shared: &Shared) -> HttpResponse {
         Ok(queue) => {
             let now = crate::store::now_ms();
             for q in queue {
-                let age = Duration::from_millis((now - q.oldest_created_at).max(0) as u64);
+                let age = crate::store::until(now, q.oldest_created_at);
                 if age > max_age {
                     problems.push(format!(
                         "page {}: {} {} item(s) pending, the oldest for {} (over local.ready_max_pending_age = {}); {} is not taking them",

@@ -74,6 +74,51 @@ async fn check_config_names_file_line_and_key_and_exits_1() {
     assert!(stderr.contains("cannot read the config file"), "{stderr}");
 }
 
+/// `keep = "300000000years"` once passed check-config and made the first retention pass
+/// delete every item; a secret given as a number or in an invalid URL was printed.
+#[tokio::test]
+async fn check_config_refuses_absurd_durations_and_never_prints_a_secret() {
+    let peers = Peers::start().await;
+    let path = peers.dir.path().join("config.toml");
+    let text = peers
+        .config_toml("")
+        .replace("[storage]\n", "[storage]\nkeep = \"300000000years\"\n")
+        .replace("retry_max = \"200ms\"", "retry_max = \"30000d\"")
+        .replace(
+            &format!("receive_url = \"{}\"", peers.motion.receive_url(2)),
+            &format!("receive_url = \"motion.local/notify?apikey={API_KEY}\""),
+        );
+    std::fs::write(&path, &text).unwrap();
+    let (code, stdout, stderr) = check_config(&path);
+    assert_eq!(code, 1, "{stdout}");
+    for key in [
+        "storage.keep: must be between 7d and 3650d (is 109575000000d)",
+        "delivery.retry_max: must be between",
+        "page.receive_url: is not a URL",
+    ] {
+        assert!(stderr.contains(key), "{key} not in:\n{stderr}");
+    }
+    for secret in SECRETS {
+        assert!(!stderr.contains(secret), "{secret} leaked:\n{stderr}");
+    }
+
+    // A type error stops parsing at once: a separate file.
+    let text = peers.config_toml("").replace(
+        &format!("app_secret = \"{APP_SECRET}\""),
+        "app_secret = 918273645546",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(
+            "facebook.app_secret: invalid type: integer (value not shown), expected a string"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("918273645546"), "{stderr}");
+}
+
 #[test]
 fn the_shipped_example_config_fails_only_on_its_placeholders_and_certificate() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/config.toml");

@@ -17,7 +17,7 @@ const TOKEN_C: &str = "EAAG-page-token-c-19bd";
 
 fn page_c(peers: &Peers) -> String {
     format!(
-        "\n[[page]]\nid = \"{PAGE_C}\"\naccess_token = \"{TOKEN_C}\"\nreceive_url = \"{}\"\nreply_token = \"reply-token-c-55\"\n",
+        "\n[[page]]\nid = \"{PAGE_C}\"\naccess_token = \"{TOKEN_C}\"\nreceive_url = \"{}\"\nreply_token = \"reply-token-c-55aa90\"\n",
         peers.motion.receive_url(3)
     )
 }
