@@ -543,7 +543,7 @@ impl Config {
             (
                 "public.tls_watch_interval",
                 self.public.tls_watch_interval,
-                Range::new(ms(100), DAY),
+                Range::new(ms(10), DAY),
             ),
             (
                 "local.reply_wait",
@@ -1011,7 +1011,7 @@ reply_token = "rt-0123456789abcdef"
         let cases = [
             ("public", "request_timeout", "0s"),
             ("public", "request_timeout", "2h"),
-            ("public", "tls_watch_interval", "0s"),
+            ("public", "tls_watch_interval", "5ms"),
             ("public", "tls_watch_interval", "40d"),
             ("local", "reply_wait", "1h"),
             ("local", "ready_max_pending_age", "0s"),

@@ -141,6 +141,8 @@ impl Daemon {
             shutdown_rx.clone(),
         )));
 
+        // Not in `tasks` either: summaries of flooding log lines.
+        tokio::spawn(crate::logging::summarise(shutdown_rx.clone()));
         if let Some(certs) = &certs {
             let metrics_shared = shared.clone();
             // Not in `tasks`: it ends with the others but is no reason to exit if it does.

@@ -8,6 +8,10 @@
 //! timestamps under the journal, which adds its own). `RUST_LOG` (or
 //! `FB_OPENCHANNEL_LOG`) sets the level, `info` by default.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -50,4 +54,238 @@ pub fn init() {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init()
     };
+}
+
+/// A kind of log line that can come in floods, and how many of it are written.
+///
+/// Refused requests (an attacker's bad signatures), deliveries under load and a store
+/// that cannot write can each cause thousands of lines a second — enough for journald
+/// to drop the lines that matter. Each topic writes its first `burst` lines of an
+/// interval in full, counts the rest, and [`summarise`] writes one line per topic with
+/// the count at the end of the interval.
+#[derive(Debug)]
+pub struct Topic {
+    /// What the suppressed lines were, for the summary ("webhooks refused for a bad
+    /// signature"); also the `topic` label of `fb_openchannel_log_lines_suppressed_total`.
+    pub name: &'static str,
+    pub warn: bool,
+    pub burst: u32,
+    pub every: Duration,
+}
+
+impl Topic {
+    pub const fn warn(name: &'static str, burst: u32, every: Duration) -> Topic {
+        Topic {
+            name,
+            warn: true,
+            burst,
+            every,
+        }
+    }
+
+    pub const fn info(name: &'static str, burst: u32, every: Duration) -> Topic {
+        Topic {
+            name,
+            warn: false,
+            burst,
+            every,
+        }
+    }
+
+    /// Whether this occurrence is written. Counted either way.
+    pub fn admit(&'static self) -> bool {
+        THROTTLE.admit(self, Instant::now())
+    }
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Webhook POSTs refused before anything was stored (bad signature, too large, slow).
+pub static WEBHOOK_REFUSED: Topic = Topic::warn("webhooks refused", 1, MINUTE);
+/// Handshakes with a wrong verify token.
+pub static HANDSHAKE_REFUSED: Topic =
+    Topic::warn("webhook verification handshakes refused", 1, MINUTE);
+/// Reply URL calls with a wrong token or an unknown page.
+pub static REPLY_REFUSED: Topic = Topic::warn("Reply URL calls refused", 1, MINUTE);
+/// Webhooks and replies answered 503 because the store could not write.
+pub static STORE_REFUSED: Topic = Topic::warn(
+    "webhooks and replies answered 503 (state database cannot write)",
+    1,
+    MINUTE,
+);
+/// Store transactions that failed.
+pub static STORE_FAILED: Topic = Topic::warn("failed state database transactions", 1, MINUTE);
+/// Items delivered: one line each while traffic is human-sized (a few a second).
+pub static DELIVERED: Topic = Topic::info(
+    "items delivered (per-item lines resume below 100 per 10 s)",
+    100,
+    Duration::from_secs(10),
+);
+/// Delivery attempts that will be retried.
+pub static RETRYING: Topic = Topic::warn(
+    "delivery attempts failed and scheduled for retry (per-item lines resume below 20 a minute)",
+    20,
+    MINUTE,
+);
+
+/// Every topic, for [`summarise`].
+pub static TOPICS: [&Topic; 7] = [
+    &WEBHOOK_REFUSED,
+    &HANDSHAKE_REFUSED,
+    &REPLY_REFUSED,
+    &STORE_REFUSED,
+    &STORE_FAILED,
+    &DELIVERED,
+    &RETRYING,
+];
+
+static THROTTLE: std::sync::LazyLock<Throttle> = std::sync::LazyLock::new(Throttle::default);
+
+#[derive(Debug, Default)]
+struct Window {
+    started: Option<Instant>,
+    written: u32,
+    suppressed: u64,
+}
+
+/// The state behind every [`Topic`]: one small window per topic (the set of topics is
+/// fixed, so this is bounded whatever a caller sends).
+#[derive(Debug, Default)]
+struct Throttle {
+    windows: Mutex<HashMap<&'static str, Window>>,
+    /// Lines not written since the start, per topic (for metrics).
+    totals: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl Throttle {
+    fn admit(&self, topic: &'static Topic, now: Instant) -> bool {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let w = windows.entry(topic.name).or_default();
+        let fresh = w
+            .started
+            .is_none_or(|start| now.duration_since(start) >= topic.every);
+        if fresh {
+            // The summary of the window that ended, if [`summarise`] has not written it.
+            let suppressed = w.suppressed;
+            *w = Window {
+                started: Some(now),
+                written: 0,
+                suppressed: 0,
+            };
+            if suppressed > 0 {
+                drop(windows);
+                write_summary(topic, suppressed);
+                return self.admit(topic, now);
+            }
+        }
+        if w.written < topic.burst {
+            w.written += 1;
+            return true;
+        }
+        w.suppressed += 1;
+        drop(windows);
+        *self
+            .totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(topic.name)
+            .or_default() += 1;
+        false
+    }
+
+    /// The suppressed count of each topic whose interval is over, starting a new one.
+    fn due(&self, now: Instant) -> Vec<(&'static Topic, u64)> {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for topic in TOPICS {
+            if let Some(w) = windows.get_mut(topic.name)
+                && w.suppressed > 0
+                && w.started
+                    .is_some_and(|s| now.duration_since(s) >= topic.every)
+            {
+                out.push((topic, w.suppressed));
+                // The next line of this topic opens a new window and is written in full.
+                *w = Window::default();
+            }
+        }
+        out
+    }
+}
+
+/// Lines not written since the start, per topic name.
+pub fn suppressed_totals() -> Vec<(&'static str, u64)> {
+    let totals = THROTTLE.totals.lock().unwrap_or_else(|e| e.into_inner());
+    TOPICS
+        .iter()
+        .filter_map(|t| totals.get(t.name).map(|n| (t.name, *n)))
+        .collect()
+}
+
+/// Writes one summary line per topic that suppressed lines, once its interval is over;
+/// checks every second until `shutdown` turns true.
+pub async fn summarise(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+        for (topic, n) in THROTTLE.due(Instant::now()) {
+            write_summary(topic, n);
+        }
+    }
+}
+
+fn write_summary(topic: &Topic, n: u64) {
+    let every = humantime::format_duration(topic.every);
+    if topic.warn {
+        tracing::warn!(
+            suppressed = n,
+            "{n} more {} in the last {every} (the first ones are logged in full above; fb_openchannel_log_lines_suppressed_total counts them all)",
+            topic.name
+        );
+    } else {
+        tracing::info!(
+            suppressed = n,
+            "{n} more {} in the last {every}",
+            topic.name
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static TEST_TOPIC: Topic = Topic::warn("test lines", 3, Duration::from_secs(10));
+
+    #[test]
+    fn a_flood_writes_its_burst_then_one_summary_per_interval() {
+        let throttle = Throttle::default();
+        let t0 = Instant::now();
+        let written = (0..10_000)
+            .filter(|_| throttle.admit(&TEST_TOPIC, t0))
+            .count();
+        assert_eq!(written, 3);
+        // Still inside the interval: nothing to summarise, nothing more written.
+        assert!(throttle.due(t0 + Duration::from_secs(5)).is_empty());
+        assert!(!throttle.admit(&TEST_TOPIC, t0 + Duration::from_secs(5)));
+        // TEST_TOPIC is not among TOPICS: look at the window directly.
+        let windows = throttle.windows.lock().unwrap();
+        assert_eq!(windows["test lines"].suppressed, 9_998);
+    }
+
+    #[test]
+    fn after_the_summary_lines_are_written_in_full_again() {
+        let throttle = Throttle::default();
+        let t0 = Instant::now();
+        let written = (0..500).filter(|_| throttle.admit(&DELIVERED, t0)).count();
+        assert_eq!(written, 100);
+        let later = t0 + Duration::from_secs(11);
+        let due = throttle.due(later);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].1, 400);
+        assert!(throttle.due(later).is_empty(), "summarised once");
+        assert!(throttle.admit(&DELIVERED, later));
+        assert_eq!(throttle.totals.lock().unwrap()[DELIVERED.name], 400);
+    }
 }

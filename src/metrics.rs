@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::relay::ledger::Ledger;
 use crate::store::{Store, StoreError, now_ms};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,6 +103,19 @@ pub struct Metrics {
     /// Store transactions that wrote (each one fsync), read at scrape time.
     store_commits: Gauge,
     store_relaxed_commits: Gauge,
+    /// Webhook verification handshakes by result: accepted, refused, throttled.
+    pub handshakes: Family<ResultLabels, Counter>,
+    /// Log lines not written because their topic was flooding (read at scrape time).
+    log_suppressed: Family<TopicLabels, Gauge>,
+    /// Delivery outcomes kept in memory because the store refused them (scrape time).
+    outcomes_kept: Gauge,
+    /// Tries to write them that failed (scrape time).
+    outcome_write_retries: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    pub topic: String,
 }
 
 impl Default for Metrics {
@@ -199,8 +213,36 @@ impl Metrics {
             "Store transactions that wrote delivery outcomes only (synced by the next fsync)",
             store_relaxed_commits.clone(),
         );
+        let handshakes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "handshakes",
+            "Webhook verification handshakes (GET /webhook), by result",
+            handshakes.clone(),
+        );
+        let log_suppressed = Family::<TopicLabels, Gauge>::default();
+        registry.register(
+            "log_lines_suppressed",
+            "Log lines not written because their kind was flooding (a summary line is written instead), by topic",
+            log_suppressed.clone(),
+        );
+        let outcomes_kept = Gauge::default();
+        registry.register(
+            "delivery_outcomes_kept",
+            "Outcomes of deliveries already made that the state database refused (full disk); deliveries are paused while this is above 0",
+            outcomes_kept.clone(),
+        );
+        let outcome_write_retries = Gauge::default();
+        registry.register(
+            "delivery_outcome_write_retries",
+            "Tries to write kept delivery outcomes that the state database refused, since the start",
+            outcome_write_retries.clone(),
+        );
         Metrics {
             registry,
+            outcomes_kept,
+            outcome_write_retries,
+            handshakes,
+            log_suppressed,
             webhooks,
             events,
             notifies,
@@ -221,6 +263,14 @@ impl Metrics {
 
     pub fn webhook(&self, result: &str) {
         self.webhooks
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    pub fn handshake(&self, result: &str) {
+        self.handshakes
             .get_or_create(&ResultLabels {
                 result: result.into(),
             })
@@ -272,7 +322,11 @@ impl Metrics {
     }
 
     /// Reads the queue from the store and renders every metric as Prometheus text.
-    pub async fn render(&self, store: &Store) -> Result<String, StoreError> {
+    pub async fn render(&self, store: &Store, ledger: &Ledger) -> Result<String, StoreError> {
+        self.outcomes_kept
+            .set(i64::try_from(ledger.kept()).unwrap_or(i64::MAX));
+        self.outcome_write_retries
+            .set(i64::try_from(ledger.failed_flushes()).unwrap_or(i64::MAX));
         let now = now_ms();
         let queue = store.queue_stats().await?;
         self.queue_depth.clear();
@@ -303,6 +357,13 @@ impl Metrics {
                 .write_commits
                 .load(std::sync::atomic::Ordering::Relaxed) as i64,
         );
+        for (topic, n) in crate::logging::suppressed_totals() {
+            self.log_suppressed
+                .get_or_create(&TopicLabels {
+                    topic: topic.into(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");

@@ -43,9 +43,16 @@ pub async fn run<W, WF, D, DF>(
     while !*shutdown.borrow() {
         // Registered before looking at the queue, so a wake-up in between is not lost.
         let woken = wake();
-        let free = concurrency.saturating_sub(tasks.len());
+        // Outcomes the store could not take (a full disk) are written first: until they
+        // are, their items look pending and must not be handed out again.
+        let paused = shared.ledger.flush(&shared.store).await.err();
+        let free = if paused.is_some() {
+            0
+        } else {
+            concurrency.saturating_sub(tasks.len())
+        };
         // With no free slot, a finishing task is what wakes us; else the next retry.
-        let mut wait = POLL;
+        let mut wait = paused.unwrap_or(POLL);
         if free > 0 {
             match shared
                 .store
@@ -66,10 +73,14 @@ pub async fn run<W, WF, D, DF>(
                         wait = crate::store::until(at, now_ms()).min(POLL);
                     }
                 }
-                Err(e) => error!(
-                    direction = direction.as_str(),
-                    "cannot read the queue: {e}; trying again in a second"
-                ),
+                Err(e) => {
+                    if crate::logging::STORE_FAILED.admit() {
+                        error!(
+                            direction = direction.as_str(),
+                            "cannot read the queue: {e}; trying again in a second"
+                        );
+                    }
+                }
             }
         }
         tokio::select! {
@@ -104,5 +115,13 @@ pub async fn run<W, WF, D, DF>(
             );
             tasks.abort_all();
         }
+    }
+    // Last chance for outcomes kept in memory (the backoff does not matter now).
+    if shared.ledger.kept() > 0 && shared.ledger.flush_now(&shared.store).await.is_err() {
+        error!(
+            direction = direction.as_str(),
+            kept = shared.ledger.kept(),
+            "stopping with delivery outcomes that could not be written (the state database refuses writes); their items are delivered again at the next start"
+        );
     }
 }

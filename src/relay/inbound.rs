@@ -15,11 +15,13 @@ use crate::config::PageConfig;
 use crate::facebook::feed::FeedChange;
 use crate::facebook::graph::{Disposition, DownloadError};
 use crate::facebook::webhook::Messaging;
+use crate::logging;
 use crate::motion::{MotionError, Notify, Upload};
 use crate::relay::feed::{self, Envelope};
 use crate::relay::messenger::{self, Context, Step};
+use crate::relay::retry::RetryPolicy;
 use crate::relay::{SIMULATED_ID_PREFIX, Shared, dispatch};
-use crate::store::{Direction, Item, Profile, now_ms};
+use crate::store::{Direction, Item, Profile, Write, duration_ms, now_ms};
 
 /// How long a name Graph gave us is trusted.
 const PROFILE_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -75,20 +77,26 @@ async fn deliver(shared: &Shared, item: Item) {
             wait: None,
         }),
     };
-    let store = &shared.store;
-    let recorded = match result {
+    let now = now_ms();
+    let write = match result {
         Ok(steps) => {
-            info!(
-                page_id = %item.page_id,
-                conversation = %item.conversation,
-                item = item.id,
-                kind = %item.kind,
-                outcome = "delivered",
-                "delivered to Motion ({steps} notify call{})",
-                if steps == 1 { "" } else { "s" }
-            );
+            if logging::DELIVERED.admit() {
+                info!(
+                    page_id = %item.page_id,
+                    conversation = %item.conversation,
+                    item = item.id,
+                    kind = %item.kind,
+                    outcome = "delivered",
+                    "delivered to Motion ({steps} notify call{})",
+                    if steps == 1 { "" } else { "s" }
+                );
+            }
             shared.metrics.inbound(&item.page_id, "delivered");
-            store.complete(item.id, None).await
+            Write::Delivered {
+                item: item.id,
+                result: None,
+                at: now,
+            }
         }
         Err(Failure::Permanent(reason)) => {
             error!(
@@ -100,15 +108,18 @@ async fn deliver(shared: &Shared, item: Item) {
                 "delivery to Motion failed for good: {reason}. The item is kept as failed; fix the cause, then retry it"
             );
             shared.metrics.inbound(&item.page_id, "failed");
-            store.fail(item.id, reason).await
+            Write::Failed {
+                item: item.id,
+                reason,
+                at: now,
+            }
         }
         Err(Failure::Transient { reason, wait }) => {
-            let now = now_ms();
             let first = item.first_failure_at.unwrap_or(now);
-            if shared.live().retry.exhausted(first, now) {
+            if live.retry.exhausted(first, now) {
                 let reason = format!(
                     "gave up after {} of failures: {reason}",
-                    humantime::format_duration(shared.live().retry.give_up_after)
+                    humantime::format_duration(live.retry.give_up_after)
                 );
                 error!(
                     page_id = %item.page_id,
@@ -119,35 +130,39 @@ async fn deliver(shared: &Shared, item: Item) {
                     "delivery to Motion {reason}. The item is kept as failed; retry it once Motion is reachable"
                 );
                 shared.metrics.inbound(&item.page_id, "failed");
-                store.fail(item.id, reason).await
+                Write::Failed {
+                    item: item.id,
+                    reason,
+                    at: now,
+                }
             } else {
-                let failures = (item.attempts + 1) as u32;
-                let delay = shared.live().retry.delay(failures, wait);
-                warn!(
-                    page_id = %item.page_id,
-                    conversation = %item.conversation,
-                    item = item.id,
-                    kind = %item.kind,
-                    outcome = "retry",
-                    attempt = failures,
-                    "delivery to Motion failed: {reason}; retrying in {}",
-                    humantime::format_duration(crate::relay::retry::RetryPolicy::whole_ms(delay))
-                );
+                let failures = u32::try_from(item.attempts.saturating_add(1)).unwrap_or(u32::MAX);
+                let delay = live.retry.delay(failures, wait);
+                if logging::RETRYING.admit() {
+                    warn!(
+                        page_id = %item.page_id,
+                        conversation = %item.conversation,
+                        item = item.id,
+                        kind = %item.kind,
+                        outcome = "retry",
+                        attempt = failures,
+                        "delivery to Motion failed: {reason}; retrying in {}",
+                        humantime::format_duration(RetryPolicy::whole_ms(delay))
+                    );
+                }
                 shared.metrics.inbound(&item.page_id, "retry");
-                store
-                    .retry_later(
-                        item.id,
-                        now.saturating_add(crate::store::duration_ms(delay)),
-                        reason,
-                    )
-                    .await
+                Write::RetryAt {
+                    item: item.id,
+                    next_at: now.saturating_add(duration_ms(delay)),
+                    error: reason,
+                    at: now,
+                }
             }
         }
     };
-    if let Err(e) = recorded {
-        // The item stays pending as it was; it is delivered again (at least once).
-        error!(page_id = %item.page_id, conversation = %item.conversation, item = item.id, "cannot record the delivery outcome: {e}");
-    }
+    // Kept in memory when the store refuses it: the item is not handed out again
+    // until it is written (see `ledger`).
+    shared.ledger.record(&shared.store, write).await;
 }
 
 /// Performs the item's remaining steps; returns how many notify calls it took in all.
@@ -162,7 +177,11 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
     };
     let receive_url = page.receive_url.get_ref();
 
-    for (index, step) in steps.iter().enumerate().skip(item.steps_done as usize) {
+    for (index, step) in steps
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(item.steps_done).unwrap_or(0))
+    {
         let mut notify = Notify {
             from: envelope.from.clone(),
             map_key: shared.live().motion.map_key().to_owned(),
@@ -194,14 +213,12 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
         }
         shared.live().motion.notify(receive_url, &notify).await?;
         if index + 1 < steps.len() {
-            shared
-                .store
-                .record_progress(item.id, (index + 1) as i64)
-                .await
-                .map_err(|e| Failure::Transient {
-                    reason: e.to_string(),
-                    wait: None,
-                })?;
+            let write = Write::Progress {
+                item: item.id,
+                steps_done: i64::try_from(index + 1).unwrap_or(i64::MAX),
+                at: now_ms(),
+            };
+            shared.ledger.record(&shared.store, write).await;
         }
     }
     Ok(steps.len())

@@ -6,6 +6,7 @@ pub mod dispatch;
 pub mod feed;
 pub mod inbound;
 pub mod intake;
+pub mod ledger;
 pub mod messenger;
 pub mod outbound;
 pub mod reply;
@@ -79,6 +80,11 @@ pub struct Shared {
     /// Customer names in memory, in front of the store's `profiles` table: one store
     /// round trip less per delivered message. Cleared when it grows past its bound.
     pub profiles: Mutex<HashMap<(String, String), crate::store::Profile>>,
+    /// Delivery outcomes the store could not write yet (a full disk): dispatch waits
+    /// until they are written.
+    pub ledger: ledger::Ledger,
+    /// Wrong verify tokens seen lately: past a few, handshakes are not looked at.
+    pub handshake_failures: Mutex<crate::server::public::GuessLimit>,
 }
 
 impl Shared {
@@ -93,6 +99,8 @@ impl Shared {
             page_problems: Mutex::new(BTreeMap::new()),
             page_paused_until: Mutex::new(HashMap::new()),
             profiles: Mutex::new(HashMap::new()),
+            handshake_failures: Mutex::new(Default::default()),
+            ledger: ledger::Ledger::default(),
         })
     }
 

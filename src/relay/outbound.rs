@@ -18,12 +18,14 @@ use crate::facebook::feed::FeedChange;
 use crate::facebook::graph::{
     Disposition, Download, GraphError, MAX_FILE_BYTES, MessagingType, Recipient, Send,
 };
+use crate::logging;
 use crate::motion::{AgentFile, MotionError};
 use crate::relay::feed::{self, PrivateTo};
 use crate::relay::messenger::OUR_METADATA;
 use crate::relay::reply::FirstAttempt;
+use crate::relay::retry::RetryPolicy;
 use crate::relay::{SIMULATED_ID_PREFIX, Shared, dispatch};
-use crate::store::{Direction, Item, now_ms};
+use crate::store::{Direction, Item, Write, duration_ms, now_ms};
 
 /// The Send API's limit for one text message, in characters.
 pub const MAX_TEXT_CHARS: usize = 2000;
@@ -183,23 +185,29 @@ async fn send(shared: &Shared, item: Item) {
             ),
         }),
     };
-    let store = &shared.store;
-    let (recorded, first) = match result {
+    let now = now_ms();
+    let (write, first) = match result {
         Ok(ids) => {
             shared.page_problems.lock().unwrap().remove(&item.page_id);
-            info!(
-                page_id = %item.page_id,
-                conversation = %item.conversation,
-                item = item.id,
-                outcome = "delivered",
-                "agent reply delivered to the customer ({} message{}: {})",
-                ids.len(),
-                if ids.len() == 1 { "" } else { "s" },
-                ids.join(", ")
-            );
+            if logging::DELIVERED.admit() {
+                info!(
+                    page_id = %item.page_id,
+                    conversation = %item.conversation,
+                    item = item.id,
+                    outcome = "delivered",
+                    "agent reply delivered to the customer ({} message{}: {})",
+                    ids.len(),
+                    if ids.len() == 1 { "" } else { "s" },
+                    ids.join(", ")
+                );
+            }
             let result = serde_json::json!({ "message_ids": ids }).to_string();
             (
-                store.complete(item.id, Some(result)).await,
+                Write::Delivered {
+                    item: item.id,
+                    result: Some(result),
+                    at: now,
+                },
                 FirstAttempt::Delivered { message_ids: ids },
             )
         }
@@ -212,7 +220,11 @@ async fn send(shared: &Shared, item: Item) {
                 "agent reply failed for good: {reason}"
             );
             (
-                store.fail(item.id, reason.clone()).await,
+                Write::Failed {
+                    item: item.id,
+                    reason: reason.clone(),
+                    at: now,
+                },
                 FirstAttempt::Failed {
                     status,
                     message: reason,
@@ -224,59 +236,65 @@ async fn send(shared: &Shared, item: Item) {
             wait,
             rate_limited,
         }) => {
-            let now = now_ms();
             let first_failure = item.first_failure_at.unwrap_or(now);
-            if shared.live().retry.exhausted(first_failure, now) {
+            if live.retry.exhausted(first_failure, now) {
                 let reason = format!(
                     "Not sent: gave up after {} of failures: {reason}",
-                    humantime::format_duration(shared.live().retry.give_up_after)
+                    humantime::format_duration(live.retry.give_up_after)
                 );
                 error!(page_id = %item.page_id, conversation = %item.conversation, item = item.id, outcome = "failed", "agent reply {reason}");
                 (
-                    store.fail(item.id, reason.clone()).await,
+                    Write::Failed {
+                        item: item.id,
+                        reason: reason.clone(),
+                        at: now,
+                    },
                     FirstAttempt::Failed {
                         status: 504,
                         message: reason,
                     },
                 )
             } else {
-                let failures = (item.attempts + 1) as u32;
-                let delay = shared.live().retry.delay(failures, wait);
+                let failures = u32::try_from(item.attempts.saturating_add(1)).unwrap_or(u32::MAX);
+                let delay = live.retry.delay(failures, wait);
+                let next_at = now.saturating_add(duration_ms(delay));
                 if rate_limited {
                     // Every reply of this page waits, not only this one.
-                    shared.page_paused_until.lock().unwrap().insert(
-                        item.page_id.clone(),
-                        now.saturating_add(crate::store::duration_ms(delay)),
+                    shared
+                        .page_paused_until
+                        .lock()
+                        .unwrap()
+                        .insert(item.page_id.clone(), next_at);
+                }
+                if logging::RETRYING.admit() {
+                    warn!(
+                        page_id = %item.page_id,
+                        conversation = %item.conversation,
+                        item = item.id,
+                        outcome = "retry",
+                        attempt = failures,
+                        "agent reply not sent yet: {reason}; retrying in {}",
+                        humantime::format_duration(RetryPolicy::whole_ms(delay))
                     );
                 }
-                warn!(
-                    page_id = %item.page_id,
-                    conversation = %item.conversation,
-                    item = item.id,
-                    outcome = "retry",
-                    attempt = failures,
-                    "agent reply not sent yet: {reason}; retrying in {}",
-                    humantime::format_duration(crate::relay::retry::RetryPolicy::whole_ms(delay))
-                );
                 let message = format!(
                     "Queued: {reason}. It will be sent automatically when Facebook accepts it."
                 );
                 (
-                    store
-                        .retry_later(
-                            item.id,
-                            now.saturating_add(crate::store::duration_ms(delay)),
-                            reason,
-                        )
-                        .await,
+                    Write::RetryAt {
+                        item: item.id,
+                        next_at,
+                        error: reason,
+                        at: now,
+                    },
                     FirstAttempt::Queued { message },
                 )
             }
         }
     };
-    if let Err(e) = recorded {
-        error!(page_id = %item.page_id, conversation = %item.conversation, item = item.id, "cannot record the reply's outcome: {e}");
-    }
+    // Kept in memory when the store refuses it: the reply is not sent again until it
+    // is written (see `ledger`).
+    shared.ledger.record(&shared.store, write).await;
     shared.metrics.outbound(
         &item.page_id,
         match &first {
@@ -388,7 +406,11 @@ async fn send_steps(
     let token = page.access_token.get_ref();
     let mut ids = previous_ids(shared, item).await;
     let total = steps.len();
-    for (index, step) in steps.into_iter().enumerate().skip(item.steps_done as usize) {
+    for (index, step) in steps
+        .into_iter()
+        .enumerate()
+        .skip(usize::try_from(item.steps_done).unwrap_or(0))
+    {
         let sent = match step {
             Step::Text(text) => {
                 shared
@@ -410,21 +432,15 @@ async fn send_steps(
         let message_id = sent.map_err(|e| graph_failure(shared, page_id, "send", e))?;
         shared.metrics.graph_call(page_id, "send", "ok");
         debug!(page_id, conversation = %item.conversation, item = item.id, message_id = %message_id, "Send API accepted step {}/{total}", index + 1);
-        let _ = shared
-            .store
-            .record_sent(page_id.to_owned(), message_id.clone(), item.id)
-            .await;
+        record_sent(shared, page_id, &message_id, item.id).await;
         ids.push(message_id);
         if index + 1 < total {
-            shared
-                .store
-                .record_progress(item.id, (index + 1) as i64)
-                .await
-                .map_err(|e| Failure::Transient {
-                    reason: e.to_string(),
-                    wait: None,
-                    rate_limited: false,
-                })?;
+            let write = Write::Progress {
+                item: item.id,
+                steps_done: i64::try_from(index + 1).unwrap_or(i64::MAX),
+                at: now_ms(),
+            };
+            shared.ledger.record(&shared.store, write).await;
         }
     }
     Ok(ids)
@@ -615,19 +631,29 @@ async fn send_wall_reply(
             };
             let id = sent.map_err(|e| graph_failure(shared, page_id, "send", e))?;
             shared.metrics.graph_call(page_id, "send", "ok");
-            shared
-                .store
-                .record_private_reply(page_id.to_owned(), object, item.id)
-                .await
-                .map_err(transient)?;
+            let write = Write::PrivateReply {
+                page_id: page_id.to_owned(),
+                object_id: object,
+                item: item.id,
+                at: now_ms(),
+            };
+            shared.ledger.record(&shared.store, write).await;
             id
         }
     };
-    let _ = shared
-        .store
-        .record_sent(page_id.to_owned(), id.clone(), item.id)
-        .await;
+    record_sent(shared, page_id, &id, item.id).await;
     Ok(vec![id])
+}
+
+/// Remembers a Graph message id of ours, so that its echo is recognised.
+async fn record_sent(shared: &Shared, page_id: &str, message_id: &str, item: i64) {
+    let write = Write::Sent {
+        page_id: page_id.to_owned(),
+        message_id: message_id.to_owned(),
+        item,
+        at: now_ms(),
+    };
+    shared.ledger.record(&shared.store, write).await;
 }
 
 enum Step {

@@ -106,6 +106,9 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
         Ok(s) => s,
         Err(e) => {
             shared.reply_waiters.lock().unwrap().remove(&key);
+            if crate::logging::STORE_REFUSED.admit() {
+                tracing::error!(page_id = %page_id, conversation = %conversation, "agent reply NOT stored, answered 503 so the agent can send it again: {e}");
+            }
             return (
                 503,
                 json!({ "message": format!("Not stored, please retry: {e}") }),

@@ -12,6 +12,7 @@ use hyper::{Method, Request, Response};
 use subtle::ConstantTimeEq;
 use tracing::warn;
 
+use crate::logging;
 use crate::relay::{Shared, reply};
 use crate::server::{HttpResponse, text};
 
@@ -54,17 +55,19 @@ async fn route_local(
     match (segments.as_slice(), req.method()) {
         (["healthz"], &Method::GET) => text(200, "ok\n"),
         (["readyz"], &Method::GET) => readyz(shared).await,
-        (["metrics"], &Method::GET) => match shared.metrics.render(&shared.store).await {
-            Ok(body) => Response::builder()
-                .status(200)
-                .header(
-                    "content-type",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )
-                .body(Full::new(Bytes::from(body)))
-                .expect("static response parts are valid"),
-            Err(e) => text(503, format!("metrics unavailable: {e}\n")),
-        },
+        (["metrics"], &Method::GET) => {
+            match shared.metrics.render(&shared.store, &shared.ledger).await {
+                Ok(body) => Response::builder()
+                    .status(200)
+                    .header(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )
+                    .body(Full::new(Bytes::from(body)))
+                    .expect("static response parts are valid"),
+                Err(e) => text(503, format!("metrics unavailable: {e}\n")),
+            }
+        }
         (["reply", page_id], &Method::POST) => {
             let page_id = (*page_id).to_owned();
             reply_route(shared, req, &page_id, remote).await
@@ -84,7 +87,9 @@ async fn reply_route(
 ) -> HttpResponse {
     let live = shared.live();
     let Some(page) = live.page(page_id) else {
-        warn!(%remote, page_id, "Reply URL call for page {page_id}, which is not configured: answered 404 (check the Reply URL in the Openchannel account)");
+        if logging::REPLY_REFUSED.admit() {
+            warn!(%remote, "Reply URL call for a page that is not configured: answered 404 (check the Reply URL in the Openchannel account)");
+        }
         return json(
             404,
             serde_json::json!({"message": format!("Not sent: page {page_id} is not configured in fb-openchannel.")}),
@@ -100,7 +105,9 @@ async fn reply_route(
         .as_deref()
         .is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected)))
     {
-        warn!(%remote, page_id, "Reply URL call with a wrong or missing token: answered 401 (the token in Motion's Reply URL must equal this page's reply_token)");
+        if logging::REPLY_REFUSED.admit() {
+            warn!(%remote, page_id, "Reply URL call with a wrong or missing token: answered 401 (the token in Motion's Reply URL must equal this page's reply_token)");
+        }
         return json(
             401,
             serde_json::json!({"message": "Not sent: wrong or missing token in the Reply URL."}),
@@ -175,6 +182,28 @@ async fn readyz(shared: &Shared) -> HttpResponse {
                 }
             }
         }
+    }
+    let now = crate::store::now_ms();
+    let ago = |since: i64| {
+        humantime::format_duration(Duration::from_secs(
+            crate::store::until(now, since).as_secs(),
+        ))
+    };
+    if let Some((since, why)) = shared.store.stats().write_failure() {
+        problems.push(format!(
+            "store: the state database cannot write since {} ago ({why}): webhooks and replies are answered 503 (Facebook sends them again); free disk space on {}",
+            ago(since),
+            shared.store.path().display()
+        ));
+    }
+    if let Some(t) = shared.ledger.trouble() {
+        problems.push(format!(
+            "delivery: paused for {}: {} outcome(s) of deliveries already made are kept in memory until the state database takes them ({}); next try in {}",
+            ago(t.since_ms),
+            t.kept,
+            t.reason,
+            humantime::format_duration(Duration::from_secs(crate::store::until(t.next_try_ms, now).as_secs()))
+        ));
     }
     for (page, problem) in shared.page_problems.lock().unwrap().iter() {
         problems.push(format!("page {page}: {problem}"));

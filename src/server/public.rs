@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -15,6 +16,7 @@ use subtle::ConstantTimeEq;
 use tracing::{error, warn};
 
 use crate::facebook::signature;
+use crate::logging;
 use crate::relay::{Shared, intake};
 use crate::server::{HttpResponse, text};
 
@@ -61,6 +63,24 @@ pub async fn handle(
 
 /// `GET /webhook?hub.mode=subscribe&hub.verify_token=T&hub.challenge=C` → C when T matches.
 fn handshake(shared: &Shared, req: &Request<Incoming>, remote: SocketAddr) -> HttpResponse {
+    if !shared
+        .handshake_failures
+        .lock()
+        .unwrap()
+        .open(Instant::now())
+    {
+        shared.metrics.handshake("throttled");
+        if logging::HANDSHAKE_REFUSED.admit() {
+            warn!(%remote, "webhook verification handshake answered 429 without looking at it: too many wrong verify tokens lately (someone may be guessing it); a correct one is accepted again within {}s", GUESS_EVERY.as_secs());
+        }
+        let mut r = text(
+            429,
+            "too many failed verification attempts; try again in a minute\n",
+        );
+        r.headers_mut()
+            .insert("retry-after", "6".parse().expect("static header"));
+        return r;
+    }
     let live = shared.live();
     let query = req.uri().query().unwrap_or("");
     let (mut mode, mut token, mut challenge) = (None, None, None);
@@ -84,16 +104,69 @@ fn handshake(shared: &Shared, req: &Request<Incoming>, remote: SocketAddr) -> Ht
         .is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected)));
     match (mode.as_deref(), token_ok, challenge) {
         (Some("subscribe"), true, Some(challenge)) => {
+            shared.metrics.handshake("accepted");
             tracing::info!(%remote, "webhook verification handshake accepted");
             text(200, challenge)
         }
         _ => {
-            warn!(
-                %remote,
-                "webhook verification refused: hub.mode must be \"subscribe\" and hub.verify_token must equal facebook.verify_token in the config"
-            );
+            shared.metrics.handshake("refused");
+            shared
+                .handshake_failures
+                .lock()
+                .unwrap()
+                .take(Instant::now());
+            if logging::HANDSHAKE_REFUSED.admit() {
+                warn!(
+                    %remote,
+                    "webhook verification refused: hub.mode must be \"subscribe\" and hub.verify_token must equal facebook.verify_token in the config"
+                );
+            }
             text(403, "verification failed\n")
         }
+    }
+}
+
+/// How many wrong verify tokens are looked at: a burst of [`GUESS_BURST`], then one
+/// every [`GUESS_EVERY`]. Beyond that a handshake is answered 429 without comparing its
+/// token, so guessing the token gets nowhere fast. Facebook itself sends a handshake
+/// only when an admin saves the Callback URL.
+#[derive(Debug)]
+pub struct GuessLimit {
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+const GUESS_BURST: f64 = 10.0;
+const GUESS_EVERY: Duration = Duration::from_secs(6);
+
+impl Default for GuessLimit {
+    fn default() -> Self {
+        GuessLimit {
+            tokens: GUESS_BURST,
+            at: None,
+        }
+    }
+}
+
+impl GuessLimit {
+    fn refill(&mut self, now: Instant) {
+        if let Some(at) = self.at {
+            let earned = now.duration_since(at).as_secs_f64() / GUESS_EVERY.as_secs_f64();
+            self.tokens = (self.tokens + earned).min(GUESS_BURST);
+        }
+        self.at = Some(now);
+    }
+
+    /// Whether a handshake may be looked at now.
+    pub fn open(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= 1.0
+    }
+
+    /// Counts one wrong guess.
+    pub fn take(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens - 1.0).max(0.0);
     }
 }
 
@@ -107,7 +180,9 @@ async fn receive(shared: &Shared, req: Request<Incoming>, remote: SocketAddr) ->
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
-        warn!(%remote, "webhook refused: body of {} bytes is over the {max}-byte limit (public.max_body_bytes)", declared.unwrap_or(0));
+        if logging::WEBHOOK_REFUSED.admit() {
+            warn!(%remote, reason = "too_large", "webhook refused with 413: body of {} bytes is over the {max}-byte limit (public.max_body_bytes); nothing stored", declared.unwrap_or(0));
+        }
         return text(413, "payload too large\n");
     }
     let signature_header = req
@@ -122,17 +197,23 @@ async fn receive(shared: &Shared, req: Request<Incoming>, remote: SocketAddr) ->
     .await
     {
         Err(_) => {
-            warn!(%remote, "webhook refused: the body did not arrive within {:?} (public.request_timeout)", public.request_timeout);
+            if logging::WEBHOOK_REFUSED.admit() {
+                warn!(%remote, reason = "timeout", "webhook refused with 408: the body did not arrive within {:?} (public.request_timeout); nothing stored", public.request_timeout);
+            }
             return text(408, "request timeout\n");
         }
         Ok(Err(e)) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                warn!(%remote, "webhook refused: body is over the {max}-byte limit (public.max_body_bytes)");
+                if logging::WEBHOOK_REFUSED.admit() {
+                    warn!(%remote, reason = "too_large", "webhook refused with 413: body is over the {max}-byte limit (public.max_body_bytes); nothing stored");
+                }
                 return text(413, "payload too large\n");
             }
-            warn!(%remote, "webhook refused: the body could not be read ({e})");
+            if logging::WEBHOOK_REFUSED.admit() {
+                warn!(%remote, reason = "bad_body", "webhook refused with 400: the body could not be read ({e}); nothing stored");
+            }
             return text(400, "bad request body\n");
         }
         Ok(Ok(collected)) => collected.to_bytes(),
@@ -146,14 +227,18 @@ async fn receive(shared: &Shared, req: Request<Incoming>, remote: SocketAddr) ->
         .expose()
         .as_bytes();
     if let Err(e) = signature::verify(secret, signature_header.as_deref(), &body) {
-        warn!(%remote, reason = e.reason(), "webhook refused with 403: {e}; nothing stored");
+        if logging::WEBHOOK_REFUSED.admit() {
+            warn!(%remote, reason = e.reason(), "webhook refused with 403: {e}; nothing stored");
+        }
         return text(403, "invalid signature\n");
     }
 
     match intake::accept_webhook(shared, body.to_vec()).await {
         Ok(_) => text(200, "EVENT_RECEIVED"),
         Err(e) => {
-            error!(%remote, "webhook NOT stored, answered 503 so Facebook sends it again: {e}");
+            if logging::STORE_REFUSED.admit() {
+                error!(%remote, "webhook NOT stored, answered 503 so Facebook sends it again: {e}");
+            }
             text(503, "temporarily unable to store the event\n")
         }
     }

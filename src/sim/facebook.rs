@@ -93,6 +93,8 @@ struct State {
     subscribe_calls: Mutex<Vec<String>>,
     /// Objects that no longer exist: comments on them fail like on Facebook.
     deleted: Mutex<Vec<String>>,
+    /// While true, Send API calls wait (then are carried out normally).
+    hold_sends: tokio::sync::watch::Sender<bool>,
 }
 
 pub struct SimGraph {
@@ -116,6 +118,7 @@ impl SimGraph {
             subscriptions: Mutex::new(HashMap::new()),
             subscribe_calls: Mutex::new(Vec::new()),
             deleted: Mutex::new(Vec::new()),
+            hold_sends: tokio::sync::watch::channel(false).0,
         });
         let handler_state = state.clone();
         let handler: Handler = Arc::new(move |req| {
@@ -222,6 +225,12 @@ impl SimGraph {
             .iter()
             .filter(|r| r.path.ends_with("/messages"))
             .count()
+    }
+
+    /// While `hold` is true, Send API calls wait, then are carried out: Facebook slow to
+    /// answer a message it does send.
+    pub fn hold_sends(&self, hold: bool) {
+        self.state.hold_sends.send_replace(hold);
     }
 
     /// The next Send API calls fail like this, in order; then calls succeed again.
@@ -377,6 +386,8 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                     "(#100) The page id does not match the token",
                 );
             }
+            let mut held = state.hold_sends.subscribe();
+            let _ = held.wait_for(|hold| !*hold).await;
             if let Some(f) = state.send_failures.lock().unwrap().pop_front() {
                 let mut response = json_response(f.status, f.body);
                 for (k, v) in f.headers {

@@ -53,6 +53,8 @@ struct State {
     mode: Mutex<Mode>,
     /// Notifies from this customer hang until the mode changes.
     hang_for: Mutex<Option<String>>,
+    /// Notifies from this customer wait (then are taken normally) until released.
+    hold_for: watch::Sender<Option<String>>,
     /// Calls to fail with a status before accepting again: `(count, status)`.
     fail_next: Mutex<(usize, u16)>,
     notifies: Mutex<Vec<RecordedNotify>>,
@@ -77,6 +79,7 @@ impl SimMotion {
             api_key: api_key.to_owned(),
             mode: Mutex::new(Mode::Accept),
             hang_for: Mutex::new(None),
+            hold_for: watch::channel(None).0,
             fail_next: Mutex::new((0, 0)),
             notifies: Mutex::new(Vec::new()),
             uploads: Mutex::new(Vec::new()),
@@ -112,6 +115,17 @@ impl SimMotion {
     pub fn hang_for(&self, psid: Option<&str>) {
         *self.state.hang_for.lock().unwrap() = psid.map(str::to_owned);
         self.state.mode_changed.send_modify(|n| *n += 1);
+    }
+
+    /// Notifies from `psid` wait until [`SimMotion::release`], then are taken like any
+    /// other: Motion slow to answer a call that it does carry out.
+    pub fn hold(&self, psid: &str) {
+        self.state.hold_for.send_replace(Some(psid.to_owned()));
+    }
+
+    /// Lets held notifies through.
+    pub fn release(&self) {
+        self.state.hold_for.send_replace(None);
     }
 
     /// The next `count` API calls are answered `status`, then calls are accepted again.
@@ -161,6 +175,14 @@ impl SimMotion {
     /// status and JSON answer.
     pub async fn agent_reply(
         &self,
+        reply_url: &str,
+        body: &serde_json::Value,
+    ) -> Result<(u16, serde_json::Value), String> {
+        Self::post_reply(reply_url, body).await
+    }
+
+    /// [`SimMotion::agent_reply`] without a simulated Motion at hand (from a task).
+    pub async fn post_reply(
         reply_url: &str,
         body: &serde_json::Value,
     ) -> Result<(u16, serde_json::Value), String> {
@@ -277,6 +299,10 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                 let _ = changed.changed().await;
                 return json(503, serde_json::json!({"message": "was hanging"}));
             }
+            let mut held = state.hold_for.subscribe();
+            let _ = held
+                .wait_for(|h| h.as_deref() != Some(notify.from.as_str()))
+                .await;
             if notify.body.is_empty() || notify.from.is_empty() {
                 return json(
                     400,

@@ -5,8 +5,10 @@
 //! that is waiting, runs them all in **one transaction** and commits once — one fsync for
 //! the whole batch (group commit) — and only then answers each caller. A webhook is
 //! therefore acknowledged only after its bytes are on disk, and fifty concurrent webhooks
-//! cost a handful of fsyncs, not fifty. Each request runs inside its own savepoint, so
-//! one failing request does not undo its neighbours.
+//! cost a handful of fsyncs, not fifty. Each write runs inside its own savepoint, so
+//! one failing request does not undo its neighbours. The reads of a batch run first, in
+//! a read transaction of their own: they never see writes that may yet be rolled back,
+//! and they are answered even when the writes cannot commit (a full disk).
 //!
 //! Tables: `webhooks` (raw bodies as received), `items` (one row per event or reply, the
 //! queue), `profiles` (cached customer names).
@@ -197,6 +199,125 @@ pub struct Profile {
     pub fetched_at: i64,
 }
 
+/// A fact learned from a peer that the store must keep: what a delivery did. `at` is
+/// when it happened (ms), which may be before it is written (see `relay::ledger`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// The first `steps_done` steps of an item are done (a retry resumes after them).
+    Progress { item: i64, steps_done: i64, at: i64 },
+    /// Graph gave this message id to one of our sends: its echo is ours.
+    Sent {
+        page_id: String,
+        message_id: String,
+        item: i64,
+        at: i64,
+    },
+    /// `item` sent the one private reply `object_id` may have.
+    PrivateReply {
+        page_id: String,
+        object_id: String,
+        item: i64,
+        at: i64,
+    },
+    /// The item is delivered, with what it produced (JSON), if anything.
+    Delivered {
+        item: i64,
+        result: Option<String>,
+        at: i64,
+    },
+    /// Another attempt at `next_at` (ms).
+    RetryAt {
+        item: i64,
+        next_at: i64,
+        error: String,
+        at: i64,
+    },
+    /// Parked as failed for an operator.
+    Failed { item: i64, reason: String, at: i64 },
+}
+
+impl Write {
+    /// The item the write is about.
+    pub fn item(&self) -> i64 {
+        match self {
+            Write::Progress { item, .. }
+            | Write::Sent { item, .. }
+            | Write::PrivateReply { item, .. }
+            | Write::Delivered { item, .. }
+            | Write::RetryAt { item, .. }
+            | Write::Failed { item, .. } => *item,
+        }
+    }
+}
+
+fn write_one(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
+    match write {
+        Write::Progress {
+            item,
+            steps_done,
+            at,
+        } => conn
+            .prepare_cached("UPDATE items SET steps_done = ?2, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![item, steps_done, at])
+            .map(drop),
+        Write::Sent {
+            page_id,
+            message_id,
+            item,
+            at,
+        } => conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO sent_messages (page_id, message_id, item_id, sent_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![page_id, message_id, item, at])
+            .map(drop),
+        Write::PrivateReply {
+            page_id,
+            object_id,
+            item,
+            at,
+        } => conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO private_replies (page_id, object_id, item_id, sent_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![page_id, object_id, item, at])
+            .map(drop),
+        Write::Delivered { item, result, at } => {
+            conn.prepare_cached(
+                "UPDATE items SET state = 'done', attempts = attempts + 1, result = ?2,
+                        updated_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![item, result, at])?;
+            record_attempt(conn, *item, *at, "delivered", None)
+        }
+        Write::RetryAt {
+            item,
+            next_at,
+            error,
+            at,
+        } => {
+            conn.prepare_cached(
+                "UPDATE items SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3,
+                        first_failure_at = COALESCE(first_failure_at, ?4), updated_at = ?4
+                  WHERE id = ?1",
+            )?
+            .execute(params![item, next_at, error, at])?;
+            record_attempt(conn, *item, *at, "retry", Some(error))
+        }
+        Write::Failed { item, reason, at } => {
+            conn.prepare_cached(
+                "UPDATE items SET state = 'failed', attempts = attempts + 1, last_error = ?2,
+                        first_failure_at = COALESCE(first_failure_at, ?3), updated_at = ?3
+                  WHERE id = ?1",
+            )?
+            .execute(params![item, reason, at])?;
+            record_attempt(conn, *item, *at, "failed", Some(reason))
+        }
+    }
+}
+
 /// What a request does to the database, and what its caller is promised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -227,6 +348,29 @@ pub struct StoreStats {
     /// Set by the checkpoint thread when frames written during its pass are left: the
     /// writer copies that short tail between two batches (see [`run_checkpoints`]).
     tail_checkpoint: AtomicBool,
+    /// Since when (ms) and why writes fail, until one succeeds again: `/readyz`.
+    write_failure: std::sync::Mutex<Option<(i64, String)>>,
+}
+
+impl StoreStats {
+    /// Since when (ms) and why the store refuses writes, if it does.
+    pub fn write_failure(&self) -> Option<(i64, String)> {
+        self.write_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn note_write(&self, outcome: &Result<(), String>) {
+        let mut failure = self.write_failure.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(()) => *failure = None,
+            Err(e) => {
+                let since = failure.as_ref().map_or_else(now_ms, |(since, _)| *since);
+                *failure = Some((since, e.clone()));
+            }
+        }
+    }
 }
 
 /// Runs a request (or, given `None`, skips it because its transaction could not start).
@@ -443,23 +587,41 @@ impl Store {
 
     /// Records that the first `steps_done` steps of an item are done.
     pub async fn record_progress(&self, id: i64, steps_done: i64) -> Result<(), StoreError> {
-        self.call(Access::Relaxed, move |conn| {
-            conn.prepare_cached("UPDATE items SET steps_done = ?2, updated_at = ?3 WHERE id = ?1")?
-                .execute(params![id, steps_done, now_ms()])
-                .map(drop)
-        })
+        self.apply(vec![Write::Progress {
+            item: id,
+            steps_done,
+            at: now_ms(),
+        }])
         .await
     }
 
     /// Marks an item delivered, with what it produced (JSON), if anything.
     pub async fn complete(&self, id: i64, result: Option<String>) -> Result<(), StoreError> {
-        self.call(Access::Relaxed, move |conn| {
-            conn.prepare_cached(
-                "UPDATE items SET state = 'done', attempts = attempts + 1, result = ?2,
-                        updated_at = ?3 WHERE id = ?1",
-            )?
-            .execute(params![id, result, now_ms()])?;
-            record_attempt(conn, id, "delivered", None)
+        self.apply(vec![Write::Delivered {
+            item: id,
+            result,
+            at: now_ms(),
+        }])
+        .await
+    }
+
+    /// Writes facts learned from a peer, in order, in one transaction: either all of
+    /// them or none. Delivery outcomes are [`Access::Relaxed`]; a private reply's
+    /// record is durable (Facebook allows one).
+    pub async fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let access = if writes
+            .iter()
+            .any(|w| matches!(w, Write::PrivateReply { .. }))
+        {
+            Access::Durable
+        } else {
+            Access::Relaxed
+        };
+        self.call(access, move |conn| {
+            for w in &writes {
+                write_one(conn, w)?;
+            }
+            Ok(())
         })
         .await
     }
@@ -513,14 +675,12 @@ impl Store {
         message_id: String,
         item_id: i64,
     ) -> Result<(), StoreError> {
-        self.call(Access::Relaxed, move |conn| {
-            conn.prepare_cached(
-                "INSERT OR IGNORE INTO sent_messages (page_id, message_id, item_id, sent_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![page_id, message_id, item_id, now_ms()])
-            .map(drop)
-        })
+        self.apply(vec![Write::Sent {
+            page_id,
+            message_id,
+            item: item_id,
+            at: now_ms(),
+        }])
         .await
     }
 
@@ -569,11 +729,12 @@ impl Store {
         object_id: String,
         item_id: i64,
     ) -> Result<(), StoreError> {
-        self.call(Access::Durable, move |conn| {
-            conn.prepare_cached("INSERT OR IGNORE INTO private_replies (page_id, object_id, item_id, sent_at) VALUES (?1, ?2, ?3, ?4)")?.execute(params![page_id, object_id, item_id, now_ms()],
-            )
-            .map(drop)
-        })
+        self.apply(vec![Write::PrivateReply {
+            page_id,
+            object_id,
+            item: item_id,
+            at: now_ms(),
+        }])
         .await
     }
 
@@ -617,31 +778,22 @@ impl Store {
         next_at: i64,
         error: String,
     ) -> Result<(), StoreError> {
-        self.call(Access::Relaxed, move |conn| {
-            let now = now_ms();
-            conn.prepare_cached(
-                "UPDATE items SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3,
-                        first_failure_at = COALESCE(first_failure_at, ?4), updated_at = ?4
-                  WHERE id = ?1",
-            )?
-            .execute(params![id, next_at, error, now])?;
-            record_attempt(conn, id, "retry", Some(&error))
-        })
+        self.apply(vec![Write::RetryAt {
+            item: id,
+            next_at,
+            error,
+            at: now_ms(),
+        }])
         .await
     }
 
     /// Parks an item as failed, with the reason, for an operator to see, retry or drop.
     pub async fn fail(&self, id: i64, reason: String) -> Result<(), StoreError> {
-        self.call(Access::Relaxed, move |conn| {
-            let now = now_ms();
-            conn.prepare_cached(
-                "UPDATE items SET state = 'failed', attempts = attempts + 1, last_error = ?2,
-                        first_failure_at = COALESCE(first_failure_at, ?3), updated_at = ?3
-                  WHERE id = ?1",
-            )?
-            .execute(params![id, reason, now])?;
-            record_attempt(conn, id, "failed", Some(&reason))
-        })
+        self.apply(vec![Write::Failed {
+            item: id,
+            reason,
+            at: now_ms(),
+        }])
         .await
     }
 
@@ -862,13 +1014,14 @@ fn first_id_since(
 pub(crate) fn record_attempt(
     conn: &Connection,
     item: i64,
+    at: i64,
     outcome: &str,
     error: Option<&str>,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO attempts (item_id, at, outcome, error) VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(params![item, now_ms(), outcome, error])
+    .execute(params![item, at, outcome, error])
     .map(drop)
 }
 
@@ -954,12 +1107,36 @@ fn run_store_thread(
                 Err(_) => break,
             }
         }
-        let writes = batch.iter().filter(|r| r.access != Access::Read).count() as u64;
+        // Reads first, in a transaction of their own: they see only committed data, and
+        // a batch whose writes cannot commit (a full disk) still answers them — the
+        // queue, /readyz and /metrics keep working.
+        let (reads, rest): (Vec<Request>, Vec<Request>) =
+            batch.drain(..).partition(|r| r.access == Access::Read);
+        batch = rest;
+        if !reads.is_empty() {
+            let begin = run_cached(&conn, "BEGIN").map_err(|e| e.to_string());
+            let run = begin.is_ok().then_some(&conn);
+            let finishers: Vec<Finish> = reads.into_iter().map(|r| (r.job)(run)).collect();
+            let outcome = begin.and_then(|()| {
+                run_cached(&conn, "COMMIT").map_err(|e| {
+                    let _ = run_cached(&conn, "ROLLBACK");
+                    e.to_string()
+                })
+            });
+            for finish in finishers {
+                finish(outcome.clone());
+            }
+        }
+        if batch.is_empty() {
+            checkpoint_tail(&conn, stats);
+            continue;
+        }
+        let writes = batch.len() as u64;
         // One durable request makes the whole batch fsync at its commit (which also
         // syncs every relaxed commit before it: they are earlier frames of the same WAL).
         let durable = batch.iter().any(|r| r.access == Access::Durable);
         let mut mode = Ok(());
-        if writes > 0 && durable != syncing {
+        if durable != syncing {
             let set = if durable {
                 "PRAGMA synchronous = FULL"
             } else {
@@ -988,7 +1165,7 @@ fn run_store_thread(
                 }
             },
         };
-        if outcome.is_ok() && writes > 0 {
+        if outcome.is_ok() {
             if durable {
                 stats.write_commits.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -996,8 +1173,11 @@ fn run_store_thread(
             }
             stats.write_requests.fetch_add(writes, Ordering::Relaxed);
         }
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, "state database transaction failed; the requests in it were answered with an error and nothing was acknowledged");
+        stats.note_write(&outcome);
+        if let Err(e) = &outcome
+            && crate::logging::STORE_FAILED.admit()
+        {
+            tracing::error!(error = %e, "state database transaction failed ({e}); the requests in it were answered with an error and nothing was acknowledged. A full disk or a read-only filesystem: free space, then the daemon resumes by itself");
         }
         for finish in finishers {
             finish(outcome.clone());

@@ -196,7 +196,7 @@ pub fn retry(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<i64>> {
             params![id, now_ms()],
         )?;
         if n > 0 {
-            record_attempt(&tx, id, "retried-by-operator", None)?;
+            record_attempt(&tx, id, super::now_ms(), "retried-by-operator", None)?;
             changed.push(id);
         }
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use fb_openchannel::facebook::signature;
 use fb_openchannel::sim::facebook::{WebhookSender, messenger_text};
-use fb_openchannel::sim::motion::Mode;
+use fb_openchannel::sim::motion::{Mode, reply_body};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::*;
@@ -163,6 +163,179 @@ async fn a_full_disk_answers_503_and_the_daemon_recovers_when_space_returns() {
     let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
     assert_eq!(notes[1].notify.body.len(), big_text.len());
     bench.stop().await;
+}
+
+/// A GET on the daemon's local listener: status and body.
+async fn local_get(port: u16, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// The value of an unlabelled metric.
+async fn metric(port: u16, name: &str) -> f64 {
+    let (_, text) = local_get(port, "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// The disk fills while a notify and an agent's reply are in flight: both peers took
+/// them, but their outcomes cannot be written. Nothing may go out twice (it went out
+/// ~10,000 times before the fix), the log stays short, and when space returns
+/// everything resumes by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_traffic_both_ways_never_sends_anything_twice() {
+    let Some(disk) = SmallDisk::mount("8m") else {
+        eprintln!(
+            "SKIPPED: mounting a tmpfs needs root; run `cargo test` as root (CI does) for the full-disk test"
+        );
+        return;
+    };
+    let peers = Peers::start().await;
+    let store = disk.path.join("state.db");
+    let local_port = free_port();
+    let text = peers
+        .config_toml_with("", "reply_wait = \"2s\"", "")
+        .replace(
+            &format!("path = \"{}\"", peers.store_path().display()),
+            &format!("path = \"{}\"", store.display()),
+        )
+        .replace(
+            "[local]\nlisten = \"127.0.0.1:0\"",
+            &format!("[local]\nlisten = \"127.0.0.1:{local_port}\""),
+        );
+    let path = peers.dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let daemon = Process::start(&path);
+    let sender = WebhookSender::new(
+        &format!("https://127.0.0.1:{}/webhook", daemon.public_port),
+        APP_SECRET,
+        Some(&peers.certs.ca_pem),
+    );
+    let (motion, graph) = (&peers.motion, &peers.graph);
+    let reply_url = format!("http://127.0.0.1:{local_port}/reply/{PAGE_A}?token={REPLY_TOKEN_A}");
+    let now = fb_openchannel::store::now_ms();
+
+    // The customer writes; then a second customer's message is held by Motion, and an
+    // agent's reply is held by Facebook: both are in flight.
+    let webhook =
+        |psid: &str, mid: &str, ts: i64, text: &str| messenger_text(PAGE_A, psid, mid, ts, text);
+    let (status, _) = sender
+        .send(webhook(PSID, "mid.full.0", now - 1000, "before").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    motion.wait_for_notifies(1, WAIT).await.unwrap();
+    motion.hold("5551");
+    let calls = motion.requests();
+    let (status, _) = sender
+        .send(webhook("5551", "mid.full.1", now, "in flight").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    wait_until("Motion holds the notify", WAIT, || async {
+        motion.requests() > calls
+    })
+    .await;
+    graph.hold_sends(true);
+    let agent = {
+        let url = reply_url.clone();
+        let body = reply_body(7001, PSID, "Your parcel ships today.", None);
+        tokio::spawn(async move {
+            fb_openchannel::sim::motion::SimMotion::post_reply(&url, &body).await
+        })
+    };
+    wait_until("Facebook holds the send", WAIT, || async {
+        graph.send_calls() > 0
+    })
+    .await;
+
+    // The disk fills. The WAL is emptied first, so that every write needs new space.
+    {
+        let side = rusqlite::Connection::open(&store).unwrap();
+        side.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+    }
+    let filler = disk.fill();
+    let log_before = daemon.log.lock().unwrap().len();
+    motion.release();
+    graph.hold_sends(false);
+    let (status, answer) = agent.await.unwrap().unwrap();
+    assert_eq!(status, 200, "the agent hears the reply went out: {answer}");
+
+    // While full: webhooks and replies are refused with 503 (nothing acknowledged that
+    // is not stored), a flood of them too.
+    let mut refused = Vec::new();
+    for i in 0..200 {
+        let body = webhook(
+            &format!("{}", 6000 + i % 4),
+            &format!("mid.full.w{i}"),
+            now + 10 + i,
+            &format!("w{i}"),
+        );
+        let (status, _) = sender.send(body.as_bytes()).await.unwrap();
+        assert_eq!(status, 503, "webhook {i} while the disk is full");
+        refused.push(body);
+    }
+    let second = reply_body(7002, PSID, "And the invoice follows.", None);
+    let (status, answer) = fb_openchannel::sim::motion::SimMotion::post_reply(&reply_url, &second)
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{answer}");
+    // The daemon tries again and again to write what it learned, and hands nothing out.
+    wait_until(
+        "several tries to write the kept outcomes (or a doubled call)",
+        WAIT,
+        || async {
+            metric(local_port, "fb_openchannel_delivery_outcome_write_retries").await >= 4.0
+                || motion.notifies().len() > 2
+                || graph.sent().len() > 1
+        },
+    )
+    .await;
+    assert_eq!(motion.notifies().len(), 2, "each notify once");
+    assert_eq!(graph.sent().len(), 1, "the reply once");
+    assert!(metric(local_port, "fb_openchannel_delivery_outcomes_kept").await >= 2.0);
+    let (status, ready) = local_get(local_port, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(
+        ready.contains("cannot write") && ready.contains("paused"),
+        "{ready}"
+    );
+    let lines: Vec<String> = daemon.log.lock().unwrap()[log_before..].to_vec();
+    assert!(
+        lines.len() <= 12,
+        "{} log lines while the disk was full:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+
+    // Space returns: what was kept is written, Facebook's redeliveries and the agent's
+    // second try go through, and still nothing is doubled.
+    std::fs::remove_file(&filler).unwrap();
+    wait_until("the daemon is ready again", WAIT, || async {
+        local_get(local_port, "/readyz").await.0 == 200
+    })
+    .await;
+    for body in &refused {
+        let (status, _) = sender.send(body.as_bytes()).await.unwrap();
+        assert_eq!(status, 200);
+    }
+    let (status, answer) = fb_openchannel::sim::motion::SimMotion::post_reply(&reply_url, &second)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let notes = motion.wait_for_notifies(202, WAIT).await.unwrap();
+    let bodies: std::collections::HashSet<String> =
+        notes.iter().map(|n| n.notify.body.clone()).collect();
+    assert_eq!(bodies.len(), notes.len(), "no notify twice");
+    let sent = graph.sent();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(motion.notifies().len(), 202);
+    drop(daemon);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
