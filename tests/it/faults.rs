@@ -338,6 +338,91 @@ async fn a_full_disk_under_traffic_both_ways_never_sends_anything_twice() {
     drop(daemon);
 }
 
+/// 3,000 refused requests of each kind from one client wrote 3,000 WARN lines each; now
+/// each kind writes its first line in full and is counted in metrics, and guessing the
+/// verify token is cut off after a few tries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_refused_requests_write_a_handful_of_lines_and_are_counted() {
+    let peers = Peers::start().await;
+    let local_port = free_port();
+    let text = peers.config_toml("").replace(
+        "[local]\nlisten = \"127.0.0.1:0\"",
+        &format!("[local]\nlisten = \"127.0.0.1:{local_port}\""),
+    );
+    let path = peers.dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let daemon = Process::start(&path);
+    let url = format!("https://127.0.0.1:{}/webhook", daemon.public_port);
+    let sender = WebhookSender::new(&url, APP_SECRET, Some(&peers.certs.ca_pem));
+    let log_before = daemon.log.lock().unwrap().len();
+    let body = messenger_text(PAGE_A, PSID, "mid.r", 1, "hi");
+    let mut guesses = std::collections::BTreeMap::new();
+    let local = reqwest::Client::new();
+    let started = Instant::now();
+    for i in 0..3000 {
+        let (status, _) = sender
+            .send_with_signature(body.as_bytes(), Some("sha256=00"))
+            .await
+            .unwrap();
+        assert_eq!(status, 403);
+        let status = sender
+            .client()
+            .get(format!(
+                "{url}?hub.mode=subscribe&hub.verify_token=guess{i}&hub.challenge=1"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        *guesses.entry(status).or_insert(0u64) += 1;
+        let status = local
+            .post(format!(
+                "http://127.0.0.1:{local_port}/reply/{PAGE_A}?token=wrong{i}"
+            ))
+            .json(&reply_body(1, PSID, "x", None))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 401);
+    }
+    // Ten wrong tokens are looked at, then one per 6 s; the rest are refused unseen.
+    let looked_at = 10 + started.elapsed().as_secs() / 6 + 1;
+    assert!(guesses[&403] <= looked_at, "{guesses:?} in {:?}", started.elapsed());
+    assert_eq!(guesses.values().sum::<u64>(), 3000);
+    let lines: Vec<String> = daemon.log.lock().unwrap()[log_before..].to_vec();
+    assert!(
+        lines.len() <= 6,
+        "{} lines for 9,000 refusals:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+    let (_, metrics) = local_get(local_port, "/metrics").await;
+    for want in [
+        "fb_openchannel_webhooks_total{result=\"bad_signature\"} 3000",
+        "fb_openchannel_handshakes_total{result=\"throttled\"}",
+        "fb_openchannel_log_lines_suppressed{topic=\"webhooks refused\"} 2999",
+        "fb_openchannel_log_lines_suppressed{topic=\"Reply URL calls refused\"} 2999",
+    ] {
+        assert!(metrics.contains(want), "{want} not in:\n{metrics}");
+    }
+    // The right token still gets through once the guessing stops (one token per 6 s).
+    wait_until("the handshake is looked at again", Duration::from_secs(15), || async {
+        sender
+            .client()
+            .get(format!(
+                "{url}?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=42"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_20_times_under_load_every_acknowledged_message_reaches_motion() {
     let peers = Peers::start().await;
