@@ -212,6 +212,7 @@ path = "{store}"
 app_secret = "{SECRET}"
 verify_token = "bench-verify"
 graph_url = "{graph}"
+media_hosts = ["{media}"]
 subscription_check = "0s"
 
 [motion]
@@ -233,6 +234,7 @@ reply_token = "{REPLY_TOKEN}"
         key = certs.key_path.display(),
         store = dir.join("state.db").display(),
         graph = graph.url(),
+        media = graph.server.addr,
         receive = motion.receive_url(1),
     );
     let path = dir.join("config.toml");

@@ -180,6 +180,10 @@ pub struct FacebookConfig {
     /// it if Facebook dropped it; "0s" turns the check off.
     #[serde(default = "default_subscription_check", with = "humantime_serde")]
     pub subscription_check: Duration,
+    /// Where customers' files may be downloaded from: domains (with their subdomains,
+    /// https only) or addresses written out. Names never reach private addresses.
+    #[serde(default = "default_media_hosts")]
+    pub media_hosts: Spanned<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -253,6 +257,14 @@ pub struct PageConfig {
     pub human_agent_tag: bool,
 }
 
+impl PageConfig {
+    /// The page id as Graph calls take it (checked when the config was loaded).
+    pub fn page_id(&self) -> crate::facebook::ids::PageId {
+        crate::facebook::ids::PageId::parse(self.id.get_ref())
+            .expect("page ids are validated when the config is loaded")
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -297,6 +309,15 @@ fn default_graph_version() -> String {
 }
 fn default_subscription_check() -> Duration {
     Duration::from_secs(3600)
+}
+fn default_media_hosts() -> Spanned<Vec<String>> {
+    Spanned::new(
+        0..0,
+        crate::facebook::media::DEFAULT_MEDIA_HOSTS
+            .iter()
+            .map(|h| h.to_string())
+            .collect(),
+    )
 }
 fn default_map_key() -> String {
     "facebook".into()
@@ -479,6 +500,15 @@ impl Config {
         if let Err(m) = check_http_url(self.facebook.graph_url.get_ref()) {
             err(self.facebook.graph_url.span(), "facebook.graph_url", m);
         }
+        if let Err(m) = crate::facebook::media::MediaHosts::parse(
+            self.facebook
+                .media_hosts
+                .get_ref()
+                .iter()
+                .map(String::as_str),
+        ) {
+            err(self.facebook.media_hosts.span(), "facebook.media_hosts", m);
+        }
         if let Some(ca) = &self.motion.ca_file
             && let Err(e) = std::fs::read(ca.get_ref())
         {
@@ -588,6 +618,18 @@ impl Config {
                 Range::new(ms(1), 365 * DAY),
             ),
         ]
+    }
+
+    /// The hosts customers' files may be downloaded from (validated at load).
+    pub fn media_hosts(&self) -> crate::facebook::media::MediaHosts {
+        crate::facebook::media::MediaHosts::parse(
+            self.facebook
+                .media_hosts
+                .get_ref()
+                .iter()
+                .map(String::as_str),
+        )
+        .unwrap_or_default()
     }
 
     pub fn page(&self, id: &str) -> Option<&PageConfig> {

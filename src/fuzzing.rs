@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 
 use crate::config::{Config, PageConfig};
 use crate::facebook::feed::FeedChange;
+use crate::facebook::ids::{ObjectId, UserId};
 use crate::facebook::webhook::{self, Parsed};
+use crate::relay::Customer;
 use crate::relay::{feed, messenger, outbound};
 
 /// A page config for the translators (wall posts on, so every branch runs).
@@ -47,8 +49,17 @@ pub fn webhook(data: &[u8]) {
             item.dedup_key(),
             item.timestamp_ms(),
         );
+        assert!(
+            item.conversation()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-:".contains(&b)),
+            "a conversation key holds only id characters"
+        );
         match &item.parsed {
             Ok(Parsed::Messaging(m)) => {
+                if let Ok(customer) = Customer::parse(m.customer_id().unwrap_or_default()) {
+                    assert_id_text(customer.as_str());
+                }
                 let _ = messenger::intake_state(item);
                 let context = messenger::Context {
                     referenced_text: Some("earlier text".into()),
@@ -60,12 +71,33 @@ pub fn webhook(data: &[u8]) {
             Ok(Parsed::Change { field, value }) => {
                 let change = FeedChange::parse(value);
                 let _ = feed::intake_state(field, &change, page());
+                if let Ok(c) = &change {
+                    for id in [c.post_id(), c.comment_id(), c.parent_id()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        if let Ok(id) = ObjectId::parse(id) {
+                            assert_id_text(id.as_str());
+                        }
+                    }
+                    if let Ok(id) = UserId::parse(c.author_id().unwrap_or_default()) {
+                        assert!(id.as_str().bytes().all(|b| b.is_ascii_digit()));
+                    }
+                }
                 if let Ok(c) = change {
                     let _ = feed::plan(&c);
-                    let _ = feed::reply_target(
-                        c.post_id().unwrap_or("1_2"),
-                        std::slice::from_ref(&c),
-                        c.created_time(),
+                    let post = c
+                        .post_id()
+                        .and_then(|p| ObjectId::parse(p).ok())
+                        .unwrap_or_else(|| ObjectId::parse("1_2").expect("an id"));
+                    let target =
+                        feed::reply_target(&post, std::slice::from_ref(&c), c.created_time());
+                    assert!(
+                        target
+                            .comment_on
+                            .as_str()
+                            .bytes()
+                            .all(|b| b.is_ascii_digit() || b == b'_')
                     );
                 }
             }
@@ -75,11 +107,33 @@ pub fn webhook(data: &[u8]) {
     }
 }
 
-/// A Reply URL body: parse, then split its text and decide its reply window.
+/// An id that goes into a URL: digits, a simulated customer's name, or digits_digits.
+fn assert_id_text(id: &str) {
+    assert!(!id.is_empty() && id.len() <= 80, "{id:?}");
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_digit() || b == b'_' || b.is_ascii_lowercase() || b == b'-'),
+        "{id:?}"
+    );
+    assert!(!id.contains(".."), "{id:?}");
+}
+
+/// A Reply URL body: parse (ids included), then split its text and decide its reply
+/// window.
 pub fn reply(data: &[u8]) {
     let Ok(reply) = crate::motion::reply::parse(data) else {
         return;
     };
+    if let Some(thread) = &reply.thread_id {
+        assert_id_text(thread.as_str());
+    }
+    if let Some(customer) = reply
+        .recipient
+        .as_deref()
+        .and_then(|r| Customer::parse(r).ok())
+    {
+        assert_id_text(customer.as_str());
+    }
     let pieces = outbound::split_text(&reply.body, outbound::MAX_TEXT_CHARS);
     assert_eq!(
         pieces.concat(),

@@ -12,8 +12,21 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// A client trusting the system roots, plus `extra_ca` (PEM) when given.
+/// A client trusting the system roots, plus `extra_ca` (PEM) when given. It follows no
+/// redirect: neither Graph nor Motion's API redirects, and a redirect must not carry a
+/// token or API key anywhere else.
 pub fn build(timeout: Duration, extra_ca: Option<&Path>) -> Result<reqwest::Client, String> {
+    builder(timeout, extra_ca)?
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(describe)
+}
+
+/// The common settings of every client, to be finished by the caller.
+pub fn builder(
+    timeout: Duration,
+    extra_ca: Option<&Path>,
+) -> Result<reqwest::ClientBuilder, String> {
     install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
@@ -32,7 +45,7 @@ pub fn build(timeout: Duration, extra_ca: Option<&Path>) -> Result<reqwest::Clie
         })?;
         builder = builder.tls_certs_merge(certs);
     }
-    builder.build().map_err(describe)
+    Ok(builder)
 }
 
 /// The error and its causes on one line, without the URL (URLs may carry tokens).

@@ -136,7 +136,7 @@ async fn run() -> anyhow::Result<()> {
         "   fb-openchannel → Motion     uploaded {} ({}, identical bytes) → AttachmentId {}; notify body=\"{}\"",
         uploads[0].name,
         kb(uploads[0].bytes.len()),
-        n.attachment_id.as_deref().unwrap_or(""),
+        n.attachment_id.map(|id| id.to_string()).unwrap_or_default(),
         n.body
     );
 
@@ -302,6 +302,7 @@ path = "{store}"
 app_secret = "{APP_SECRET}"
 verify_token = "demo-verify-token"
 graph_url = "{graph}"
+media_hosts = ["{media}"]
 [motion]
 api_key = "{API_KEY}"
 [delivery]
@@ -317,6 +318,7 @@ reply_token = "{REPLY_TOKEN}"
         key = certs.key_path.display(),
         store = dir.join("state.db").display(),
         graph = graph.url(),
+        media = graph.server.addr,
         receive = motion.receive_url(1),
     );
     Config::from_toml(Path::new("(demo)"), &text).map_err(|e| anyhow::anyhow!("{e}"))

@@ -126,6 +126,7 @@ async fn run(config: &Config, path: &std::path::Path) -> Vec<Check> {
         config.facebook.graph_url.get_ref(),
         &config.facebook.graph_version,
         Duration::from_secs(15),
+        config.media_hosts(),
     );
     let (motion, graph) = match (motion, graph) {
         (Ok(m), Ok(g)) => (m, g),
@@ -390,32 +391,34 @@ async fn page_checks(page: &PageConfig, graph: &GraphClient, motion: &MotionClie
     };
     if token_ok {
         let required = subscription::required_fields(page);
-        checks.push(match graph.subscribed_fields(token, id).await {
-            Ok(have) => {
-                let gone = subscription::missing(&required, &have);
-                if gone.is_empty() {
-                    check(
-                        "subscription",
-                        true,
-                        format!("subscribed to {}", required.join(", ")),
-                    )
-                } else {
-                    check(
-                        "subscription",
-                        false,
-                        format!(
-                            "not subscribed to {}: run `fb-openchannel subscribe`",
-                            gone.join(", ")
-                        ),
-                    )
+        checks.push(
+            match graph.subscribed_fields(token, &page.page_id()).await {
+                Ok(have) => {
+                    let gone = subscription::missing(&required, &have);
+                    if gone.is_empty() {
+                        check(
+                            "subscription",
+                            true,
+                            format!("subscribed to {}", required.join(", ")),
+                        )
+                    } else {
+                        check(
+                            "subscription",
+                            false,
+                            format!(
+                                "not subscribed to {}: run `fb-openchannel subscribe`",
+                                gone.join(", ")
+                            ),
+                        )
+                    }
                 }
-            }
-            Err(e) => check(
-                "subscription",
-                false,
-                format!("cannot read the subscription: {e}"),
-            ),
-        });
+                Err(e) => check(
+                    "subscription",
+                    false,
+                    format!("cannot read the subscription: {e}"),
+                ),
+            },
+        );
     }
     let receive_url = page.receive_url.get_ref();
     checks.push(match motion.probe(receive_url).await {

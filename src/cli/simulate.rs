@@ -32,7 +32,9 @@ pub fn body(page_id: &str, wall: bool, text: &str, now: i64) -> String {
             "object": "page",
             "entry": [{"id": page_id, "time": now / 1000, "changes": [{"field": "feed", "value": {
                 "item": "status", "verb": "add", "published": 1,
-                "post_id": format!("{page_id}_{SIMULATED_ID_PREFIX}post-{now}"),
+                // A post id of Facebook's form (the thread is answered without Graph:
+                // its author is the simulated customer).
+                "post_id": format!("{page_id}_{now}"),
                 "from": {"id": customer, "name": "Simulated Customer"},
                 "created_time": now / 1000, "message": text
             }}]}]

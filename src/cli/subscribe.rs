@@ -36,6 +36,7 @@ pub fn main(path: &std::path::Path, json: bool) -> ExitCode {
             config.facebook.graph_url.get_ref(),
             &config.facebook.graph_version,
             Duration::from_secs(15),
+            config.media_hosts(),
         ) {
             Ok(g) => g,
             Err(e) => {
@@ -50,7 +51,7 @@ pub fn main(path: &std::path::Path, json: bool) -> ExitCode {
         let mut outcomes = Vec::new();
         for page in &config.pages {
             let fields = subscription::requested_fields(page);
-            let id = page.id.get_ref().clone();
+            let id = page.page_id();
             let result = graph
                 .subscribe(page.access_token.get_ref(), &id, &fields)
                 .await;
@@ -65,7 +66,7 @@ pub fn main(path: &std::path::Path, json: bool) -> ExitCode {
                 Ok(have) => {
                     let gone = subscription::missing(&subscription::required_fields(page), &have);
                     Outcome {
-                        page_id: id,
+                        page_id: id.to_string(),
                         ok: gone.is_empty(),
                         fields: have,
                         detail: if gone.is_empty() {
@@ -79,7 +80,7 @@ pub fn main(path: &std::path::Path, json: bool) -> ExitCode {
                     }
                 }
                 Err(e) => Outcome {
-                    page_id: id,
+                    page_id: id.to_string(),
                     ok: false,
                     fields: Vec::new(),
                     detail: format!("not subscribed: {e}"),

@@ -12,6 +12,12 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
+use std::sync::Arc;
+
+use url::Url;
+
+use super::ids::{ObjectId, PageId, UserId};
+use super::media::{self, MediaHosts};
 use crate::config::Secret;
 use crate::http_client;
 
@@ -179,11 +185,11 @@ pub fn regain_access_after(header: &str) -> Option<Duration> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recipient {
     /// A customer's page-scoped id.
-    Psid(String),
+    Psid(UserId),
     /// A private reply to a comment (once per comment, within 7 days).
-    CommentId(String),
+    CommentId(ObjectId),
     /// A private reply to a visitor post (once per post, within 7 days).
-    PostId(String),
+    PostId(ObjectId),
 }
 
 impl Recipient {
@@ -250,31 +256,53 @@ pub enum DownloadError {
 
 pub struct GraphClient {
     http: reqwest::Client,
-    /// `{graph_url}/{graph_version}`, without a trailing slash.
-    base: String,
+    /// Fetches customers' files: Facebook's media hosts only (see [`media`]).
+    media: reqwest::Client,
+    media_hosts: Arc<MediaHosts>,
+    /// `{graph_url}/{graph_version}`: every call's URL is this plus path segments.
+    base: Url,
 }
 
 /// Largest file we move (the Send API's own limit is 25 MB).
 pub const MAX_FILE_BYTES: usize = 25 * 1024 * 1024;
 
 impl GraphClient {
-    pub fn new(graph_url: &str, graph_version: &str, timeout: Duration) -> Result<Self, String> {
+    pub fn new(
+        graph_url: &str,
+        graph_version: &str,
+        timeout: Duration,
+        media_hosts: MediaHosts,
+    ) -> Result<Self, String> {
+        let mut base = Url::parse(graph_url).map_err(|e| format!("graph_url: {e}"))?;
+        base.path_segments_mut()
+            .map_err(|()| "graph_url cannot have a path".to_owned())?
+            .pop_if_empty()
+            .push(graph_version.trim_matches('/'));
+        let media_hosts = Arc::new(media_hosts);
         Ok(Self {
             http: http_client::build(timeout, None)?,
-            base: format!(
-                "{}/{}",
-                graph_url.trim_end_matches('/'),
-                graph_version.trim_matches('/')
-            ),
+            media: media::client(media_hosts.clone(), timeout)?,
+            media_hosts,
+            base,
         })
+    }
+
+    /// The URL of a Graph call: the base and these path segments, each one segment
+    /// whatever it holds (built by segments, never by formatting text).
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("the base was checked to take path segments")
+            .extend(segments);
+        url
     }
 
     /// `GET /{psid}?fields=first_name,last_name`. Without Advanced Access Facebook
     /// refuses this; the caller then uses a fallback name.
-    pub async fn profile(&self, token: &Secret, psid: &str) -> Result<GraphProfile, GraphError> {
+    pub async fn profile(&self, token: &Secret, psid: &UserId) -> Result<GraphProfile, GraphError> {
         let request = self
             .http
-            .get(format!("{}/{}", self.base, psid))
+            .get(self.url(&[psid.as_str()]))
             .query(&[("fields", "first_name,last_name")])
             .bearer_auth(token.expose());
         let text = Self::call(request).await?;
@@ -286,7 +314,7 @@ impl GraphClient {
     pub async fn send_text(
         &self,
         token: &Secret,
-        page_id: &str,
+        page_id: &PageId,
         send: &Send<'_>,
         text: &str,
     ) -> Result<String, GraphError> {
@@ -300,7 +328,7 @@ impl GraphClient {
         }
         let request = self
             .http
-            .post(format!("{}/{}/messages", self.base, page_id))
+            .post(self.url(&[page_id.as_str(), "messages"]))
             .bearer_auth(token.expose())
             .json(&body);
         Self::message_id(&Self::call(request).await?)
@@ -310,7 +338,7 @@ impl GraphClient {
     pub async fn send_file(
         &self,
         token: &Secret,
-        page_id: &str,
+        page_id: &PageId,
         send: &Send<'_>,
         kind: &str,
         file: Download,
@@ -335,7 +363,7 @@ impl GraphClient {
         }
         let request = self
             .http
-            .post(format!("{}/{}/messages", self.base, page_id))
+            .post(self.url(&[page_id.as_str(), "messages"]))
             .bearer_auth(token.expose())
             .multipart(form);
         Self::message_id(&Self::call(request).await?)
@@ -346,11 +374,11 @@ impl GraphClient {
     pub async fn comment(
         &self,
         token: &Secret,
-        object_id: &str,
+        object_id: &ObjectId,
         message: &str,
         photo: Option<Download>,
     ) -> Result<String, GraphError> {
-        let url = format!("{}/{}/comments", self.base, object_id);
+        let url = self.url(&[object_id.as_str(), "comments"]);
         let request = match photo {
             None => self
                 .http
@@ -389,7 +417,7 @@ impl GraphClient {
     pub async fn me(&self, token: &Secret) -> Result<(String, String), GraphError> {
         let request = self
             .http
-            .get(format!("{}/me", self.base))
+            .get(self.url(&["me"]))
             .query(&[("fields", "id,name")])
             .bearer_auth(token.expose());
         let text = Self::call(request).await?;
@@ -414,11 +442,11 @@ impl GraphClient {
     pub async fn subscribed_fields(
         &self,
         token: &Secret,
-        page_id: &str,
+        page_id: &PageId,
     ) -> Result<Vec<String>, GraphError> {
         let request = self
             .http
-            .get(format!("{}/{}/subscribed_apps", self.base, page_id))
+            .get(self.url(&[page_id.as_str(), "subscribed_apps"]))
             .bearer_auth(token.expose());
         let text = Self::call(request).await?;
         let v: Value =
@@ -442,12 +470,12 @@ impl GraphClient {
     pub async fn subscribe(
         &self,
         token: &Secret,
-        page_id: &str,
+        page_id: &PageId,
         fields: &[&str],
     ) -> Result<(), GraphError> {
         let request = self
             .http
-            .post(format!("{}/{}/subscribed_apps", self.base, page_id))
+            .post(self.url(&[page_id.as_str(), "subscribed_apps"]))
             .query(&[("subscribed_fields", fields.join(","))])
             .bearer_auth(token.expose());
         let text = Self::call(request).await?;
@@ -499,18 +527,23 @@ impl GraphClient {
     }
 
     /// Fetches an attachment Facebook linked in a webhook (its CDN URLs are signed and
-    /// need no token). Files over [`MAX_FILE_BYTES`] are refused for good.
+    /// need no token), from Facebook's media hosts only. Files over [`MAX_FILE_BYTES`]
+    /// and URLs elsewhere are refused for good.
     pub async fn download(&self, url: &str) -> Result<Download, DownloadError> {
-        match url::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            _ => {
-                return Err(DownloadError::Permanent(format!(
-                    "{url:?} is not a downloadable URL"
-                )));
+        let parsed = Url::parse(url)
+            .map_err(|_| DownloadError::Permanent("the file's link is not a URL".into()))?;
+        self.media_hosts
+            .check(&parsed)
+            .map_err(|why| DownloadError::Permanent(format!("the file was not fetched: {why}")))?;
+        let mut response = self.media.get(parsed).send().await.map_err(|e| {
+            if media::is_refusal(&e) {
+                DownloadError::Permanent(format!(
+                    "the file was not fetched: {}",
+                    http_client::describe(e)
+                ))
+            } else {
+                DownloadError::Transient(format!("download: {}", http_client::describe(e)))
             }
-        }
-        let mut response = self.http.get(url).send().await.map_err(|e| {
-            DownloadError::Transient(format!("download: {}", http_client::describe(e)))
         })?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {

@@ -3,5 +3,7 @@
 
 pub mod feed;
 pub mod graph;
+pub mod ids;
+pub mod media;
 pub mod signature;
 pub mod webhook;

@@ -368,15 +368,29 @@ impl Item {
         }
     }
 
-    /// The conversation an item belongs to: one customer of one Page on Messenger.
+    /// The conversation an item belongs to: one customer of one Page on Messenger, one
+    /// post on the wall. An id that does not look like one (a forged or broken event,
+    /// kept as failed) gives `…:invalid`: it reaches no key, log or URL.
     pub fn conversation(&self) -> String {
+        let safe = |id: &str| {
+            if !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                id.to_owned()
+            } else {
+                "invalid".to_owned()
+            }
+        };
         match &self.parsed {
-            Ok(Parsed::Messaging(m)) => format!("psid:{}", m.customer_id().unwrap_or("unknown")),
+            Ok(Parsed::Messaging(m)) => format!("psid:{}", safe(m.customer_id().unwrap_or(""))),
             Ok(Parsed::Change { value, .. }) => match FeedChange::parse(value)
                 .ok()
                 .and_then(|c| c.post_id().map(str::to_owned))
             {
-                Some(post) => format!("post:{post}"),
+                Some(post) => format!("post:{}", safe(&post)),
                 None => "post:unknown".into(),
             },
             Err(_) => "unparsed".into(),

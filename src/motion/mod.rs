@@ -35,12 +35,49 @@ pub struct Notify {
         default
     )]
     pub external_url: Option<String>,
+    /// A JSON number, as Motion's own connectors send it.
     #[serde(
         rename = "AttachmentId",
         skip_serializing_if = "Option::is_none",
         default
     )]
-    pub attachment_id: Option<String>,
+    pub attachment_id: Option<AttachmentId>,
+}
+
+/// A Motion attachment: an integer id (Motion's database row). Parsed once where it
+/// comes in (a Reply URL body, an upload's answer), so that it can only ever be one
+/// number in a URL — never `../../api/users?x=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct AttachmentId(pub u64);
+
+impl AttachmentId {
+    /// From a JSON number or a string of digits; `None` for anything else.
+    pub fn from_json(value: &serde_json::Value) -> Option<AttachmentId> {
+        match value {
+            serde_json::Value::Number(n) => n.as_u64().map(AttachmentId),
+            serde_json::Value::String(s)
+                if !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                s.parse().ok().map(AttachmentId)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for AttachmentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for AttachmentId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        AttachmentId::from_json(&value)
+            .ok_or_else(|| serde::de::Error::custom("a Motion attachment id is an integer"))
+    }
 }
 
 /// A failed Motion call, with whether trying again may help.
@@ -69,7 +106,7 @@ pub fn classify_status(status: u16) -> Result<(), bool> {
 
 /// Motion's base URL (scheme, host, port and any path prefix) from a Receive URL such
 /// as `https://motion/api/openchannel/accounts/7/notify?token=…`.
-pub fn base_url(receive_url: &str) -> Option<String> {
+pub fn base_url(receive_url: &str) -> Option<url::Url> {
     let url = url::Url::parse(receive_url).ok()?;
     let path = url.path();
     let prefix = match path.find("/api/") {
@@ -80,7 +117,17 @@ pub fn base_url(receive_url: &str) -> Option<String> {
     base.set_query(None);
     base.set_fragment(None);
     base.set_path(prefix);
-    Some(base.as_str().trim_end_matches('/').to_owned())
+    base.path_segments_mut().ok()?.pop_if_empty();
+    Some(base)
+}
+
+/// `base` and these path segments, each one segment whatever it holds.
+fn endpoint(base: &url::Url, segments: &[&str]) -> url::Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
 }
 
 /// A file to hand to Motion.
@@ -142,7 +189,7 @@ impl MotionClient {
     }
 
     /// Motion's base URL from a Receive URL, or a permanent error saying why not.
-    fn base(receive_url: &str) -> Result<String, MotionError> {
+    fn base(receive_url: &str) -> Result<url::Url, MotionError> {
         base_url(receive_url).ok_or_else(|| {
             MotionError::Permanent(format!(
                 "cannot derive Motion's address from {}",
@@ -164,23 +211,19 @@ impl MotionClient {
         &self,
         receive_url: &str,
         upload: Upload,
-    ) -> Result<String, MotionError> {
-        let base = Self::base(receive_url)?;
+    ) -> Result<AttachmentId, MotionError> {
+        let url = endpoint(&Self::base(receive_url)?, &["api", "attachments"]);
         let part = reqwest::multipart::Part::stream(upload.bytes)
             .file_name(upload.file_name)
             .mime_str(&upload.content_type)
             .unwrap_or_else(|_| reqwest::multipart::Part::bytes(Vec::new()));
+        let what = format!("the attachment upload at {url}");
         let request = self
             .http
-            .post(format!("{base}/api/attachments"))
+            .post(url)
             .query(&[("apikey", self.api_key.expose())])
             .multipart(reqwest::multipart::Form::new().part("file", part));
-        let response = self
-            .call(
-                request,
-                &format!("the attachment upload at {base}/api/attachments"),
-            )
-            .await?;
+        let response = self.call(request, &what).await?;
         let text = response.text().await.unwrap_or_default();
         #[derive(Deserialize)]
         struct Created {
@@ -192,13 +235,12 @@ impl MotionClient {
                 snippet(&text)
             ))
         })?;
-        match created.id {
-            serde_json::Value::Number(n) => Ok(n.to_string()),
-            serde_json::Value::String(s) if !s.is_empty() => Ok(s),
-            other => Err(MotionError::Transient(format!(
-                "Motion's attachment id is not usable: {other}"
-            ))),
-        }
+        AttachmentId::from_json(&created.id).ok_or_else(|| {
+            MotionError::Transient(format!(
+                "Motion's attachment upload answer has no integer id: {}",
+                snippet(&text)
+            ))
+        })
     }
 
     /// GETs a URL (the Receive URL, for `doctor`): the HTTP status, or why none came.
@@ -214,14 +256,13 @@ impl MotionClient {
 
     /// Whether Motion accepts the API key (`GET /api/attachments?apikey=…`).
     pub async fn check_api_key(&self, receive_url: &str) -> Result<(), MotionError> {
-        let base = Self::base(receive_url)?;
+        let url = endpoint(&Self::base(receive_url)?, &["api", "attachments"]);
+        let what = url.to_string();
         let request = self
             .http
-            .get(format!("{base}/api/attachments"))
+            .get(url)
             .query(&[("apikey", self.api_key.expose())]);
-        self.call(request, &format!("{base}/api/attachments"))
-            .await
-            .map(drop)
+        self.call(request, &what).await.map(drop)
     }
 
     /// Fetches an agent's attachment: its metadata (name, MIME `type`) then its bytes.
@@ -229,15 +270,17 @@ impl MotionClient {
     pub async fn fetch_attachment(
         &self,
         receive_url: &str,
-        id: &str,
+        id: AttachmentId,
         max_bytes: usize,
     ) -> Result<AgentFile, MotionError> {
         let base = Self::base(receive_url)?;
         let key = [("apikey", self.api_key.expose())];
-        let meta_url = format!("{base}/api/attachments/{id}");
+        let number = id.to_string();
+        let meta_url = endpoint(&base, &["api", "attachments", &number]);
+        let download_url = endpoint(&base, &["api", "attachments", &number, "download"]);
         let text = self
             .call(
-                self.http.get(&meta_url).query(&key),
+                self.http.get(meta_url).query(&key),
                 &format!("the metadata of attachment {id}"),
             )
             .await?
@@ -272,10 +315,7 @@ impl MotionClient {
 
         let what = format!("the download of attachment {id}");
         let mut response = self
-            .call(
-                self.http.get(format!("{meta_url}/download")).query(&key),
-                &what,
-            )
+            .call(self.http.get(download_url).query(&key), &what)
             .await?;
         let header_type = response
             .headers()
@@ -354,14 +394,43 @@ mod tests {
 
     #[test]
     fn base_url_keeps_prefix_and_drops_query() {
+        let base =
+            base_url("https://m.example:8443/api/openchannel/accounts/7/notify?token=x").unwrap();
         assert_eq!(
-            base_url("https://m.example:8443/api/openchannel/accounts/7/notify?token=x").as_deref(),
-            Some("https://m.example:8443")
+            endpoint(&base, &["api", "attachments", "42"]).as_str(),
+            "https://m.example:8443/api/attachments/42"
         );
+        let base = base_url("http://127.0.0.1/motion/api/openchannel/accounts/7/notify").unwrap();
         assert_eq!(
-            base_url("http://127.0.0.1/motion/api/openchannel/accounts/7/notify").as_deref(),
-            Some("http://127.0.0.1/motion")
+            endpoint(&base, &["api", "attachments"]).as_str(),
+            "http://127.0.0.1/motion/api/attachments"
         );
+        // Whatever a segment holds, it stays one segment.
+        assert_eq!(
+            endpoint(&base, &["api", "../../users?x="]).as_str(),
+            "http://127.0.0.1/motion/api/..%2F..%2Fusers%3Fx="
+        );
+    }
+
+    #[test]
+    fn attachment_ids_are_integers() {
+        use serde_json::json;
+        assert_eq!(AttachmentId::from_json(&json!(42)), Some(AttachmentId(42)));
+        assert_eq!(
+            AttachmentId::from_json(&json!("42")),
+            Some(AttachmentId(42))
+        );
+        for bad in [
+            json!("../../api/users?x="),
+            json!("42/download"),
+            json!(-1),
+            json!(1.5),
+            json!(""),
+            json!(null),
+            json!("99999999999999999999999"),
+        ] {
+            assert_eq!(AttachmentId::from_json(&bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -374,11 +443,11 @@ mod tests {
             last_name: None,
             thread_id: None,
             external_url: None,
-            attachment_id: Some("9".into()),
+            attachment_id: Some(AttachmentId(9)),
         };
         assert_eq!(
             serde_json::to_string(&n).unwrap(),
-            r#"{"from":"1","mapKey":"facebook","body":"hi","firstName":"A","AttachmentId":"9"}"#
+            r#"{"from":"1","mapKey":"facebook","body":"hi","firstName":"A","AttachmentId":9}"#
         );
     }
 }

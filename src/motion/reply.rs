@@ -6,6 +6,9 @@
 
 use serde_json::Value;
 
+use super::AttachmentId;
+use crate::facebook::ids::ObjectId;
+
 /// What we take from Motion's reply body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -14,9 +17,9 @@ pub struct Reply {
     /// The customer's PSID (or wall author id) the reply goes to.
     pub recipient: Option<String>,
     /// Set for a wall-post interaction: the post the conversation is about.
-    pub thread_id: Option<String>,
+    pub thread_id: Option<ObjectId>,
     /// Set when the agent sent a file, stored in Motion's attachments.
-    pub attachment_id: Option<String>,
+    pub attachment_id: Option<AttachmentId>,
     /// Motion's message id: what makes a repeated call the same reply.
     pub message_id: Option<String>,
     /// For logs: Motion's interaction ids.
@@ -29,6 +32,10 @@ pub enum ReplyError {
     NotJson(String),
     #[error("the JSON has no \"body\" text")]
     NoBody,
+    #[error("\"AttachmentId\" is not a Motion attachment id (an integer)")]
+    BadAttachmentId,
+    #[error("\"Interaction.threadId\" is not a Facebook post id")]
+    BadThreadId,
 }
 
 /// An id or text that may come as a JSON string or number; empty and null are absent.
@@ -49,7 +56,15 @@ pub fn parse(bytes: &[u8]) -> Result<Reply, ReplyError> {
         Some(Value::String(s)) => s.clone(),
         _ => return Err(ReplyError::NoBody),
     };
-    let attachment_id = text(v.get("AttachmentId"));
+    // Ids that go into URLs are parsed here, once; anything else is refused.
+    let attachment_id = match v.get("AttachmentId") {
+        None | Some(Value::Null) => None,
+        Some(id) => Some(AttachmentId::from_json(id).ok_or(ReplyError::BadAttachmentId)?),
+    };
+    let thread_id = match text(v.pointer("/Interaction/threadId")) {
+        None => None,
+        Some(id) => Some(ObjectId::parse(&id).map_err(|_| ReplyError::BadThreadId)?),
+    };
     if body.trim().is_empty() && attachment_id.is_none() {
         return Err(ReplyError::NoBody);
     }
@@ -59,7 +74,7 @@ pub fn parse(bytes: &[u8]) -> Result<Reply, ReplyError> {
     Ok(Reply {
         body,
         recipient,
-        thread_id: text(v.pointer("/Interaction/threadId")),
+        thread_id,
         attachment_id,
         message_id: text(v.get("id")),
         interaction_id: text(v.get("OpenchannelInteractionId"))
@@ -99,8 +114,8 @@ mod tests {
         let r =
             parse(br#"{"body":"photo.jpg","AttachmentId":42,"Interaction":{"threadId":"1_2"}}"#)
                 .unwrap();
-        assert_eq!(r.attachment_id.as_deref(), Some("42"));
-        assert_eq!(r.thread_id.as_deref(), Some("1_2"));
+        assert_eq!(r.attachment_id, Some(AttachmentId(42)));
+        assert_eq!(r.thread_id.as_ref().map(ObjectId::as_str), Some("1_2"));
     }
 
     #[test]
@@ -110,5 +125,25 @@ mod tests {
         assert_eq!(parse(br#"{"text":"x"}"#), Err(ReplyError::NoBody));
         assert_eq!(parse(br#"{"body":42}"#), Err(ReplyError::NoBody));
         assert_eq!(parse(br#"{"body":"  "}"#), Err(ReplyError::NoBody));
+    }
+
+    /// Ids from Motion go into URLs: anything that is not one is refused here.
+    #[test]
+    fn injected_ids_are_refused() {
+        assert_eq!(
+            parse(br#"{"body":"x","AttachmentId":"../../api/users?x="}"#),
+            Err(ReplyError::BadAttachmentId)
+        );
+        assert_eq!(
+            parse(br#"{"body":"x","AttachmentId":{"id":1}}"#),
+            Err(ReplyError::BadAttachmentId)
+        );
+        assert_eq!(
+            parse(br#"{"body":"x","Interaction":{"threadId":"1234567890/feed#"}}"#),
+            Err(ReplyError::BadThreadId)
+        );
+        let r =
+            parse(br#"{"body":"x","AttachmentId":null,"Interaction":{"threadId":null}}"#).unwrap();
+        assert_eq!((r.attachment_id, r.thread_id), (None, None));
     }
 }

@@ -11,6 +11,7 @@
 
 use crate::config::PageConfig;
 use crate::facebook::feed::{FeedChange, FeedKind};
+use crate::facebook::ids::ObjectId;
 use crate::relay::messenger::Step;
 use crate::store::NewState;
 
@@ -167,7 +168,7 @@ fn split_name(name: Option<&str>) -> (Option<String>, Option<String>) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyTarget {
     /// The object to comment on: a top-level comment, or the post.
-    pub comment_on: String,
+    pub comment_on: ObjectId,
     /// The customer's object a private reply answers (their comment, or their post).
     pub private_to: PrivateTo,
     /// Facebook time (s) of the customer's object, for the 7-day private-reply limit.
@@ -176,35 +177,37 @@ pub struct ReplyTarget {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrivateTo {
-    Comment(String),
-    Post(String),
+    Comment(ObjectId),
+    Post(ObjectId),
 }
 
 /// Picks the object to answer: under the customer's most recent comment in the thread
 /// (on its parent when it is itself a reply, since Facebook nests one level), else on
-/// the post. `customer_comments` are the customer's `add` comments, newest first.
+/// the post. `customer_comments` are the customer's `add` comments, newest first; one
+/// whose ids are not Facebook ids is passed over.
 pub fn reply_target(
-    post_id: &str,
+    post_id: &ObjectId,
     customer_comments: &[FeedChange],
     post_created: Option<i64>,
 ) -> ReplyTarget {
-    match customer_comments.first() {
-        Some(c) => {
-            let comment = c.comment_id().unwrap_or(post_id).to_owned();
-            let comment_on = if c.is_reply() {
-                c.parent_id().unwrap_or(post_id).to_owned()
-            } else {
-                comment.clone()
-            };
-            ReplyTarget {
-                comment_on,
-                private_to: PrivateTo::Comment(comment),
-                created_time: c.created_time(),
-            }
-        }
+    let usable = customer_comments.iter().find_map(|c| {
+        let comment = ObjectId::parse(c.comment_id()?).ok()?;
+        let comment_on = if c.is_reply() {
+            ObjectId::parse(c.parent_id()?).ok()?
+        } else {
+            comment.clone()
+        };
+        Some((c, comment, comment_on))
+    });
+    match usable {
+        Some((c, comment, comment_on)) => ReplyTarget {
+            comment_on,
+            private_to: PrivateTo::Comment(comment),
+            created_time: c.created_time(),
+        },
         None => ReplyTarget {
-            comment_on: post_id.to_owned(),
-            private_to: PrivateTo::Post(post_id.to_owned()),
+            comment_on: post_id.clone(),
+            private_to: PrivateTo::Post(post_id.clone()),
             created_time: post_created,
         },
     }
@@ -226,16 +229,28 @@ mod tests {
         let reply = change(
             serde_json::json!({"item":"comment","verb":"add","post_id":"1_2","comment_id":"2_11","parent_id":"2_10","from":{"id":"7"},"created_time":200}),
         );
-        let t = reply_target("1_2", std::slice::from_ref(&top), None);
-        assert_eq!(t.comment_on, "2_10");
-        assert_eq!(t.private_to, PrivateTo::Comment("2_10".into()));
-        let t = reply_target("1_2", &[reply, top], None);
-        assert_eq!(t.comment_on, "2_10", "a reply is answered under its parent");
-        assert_eq!(t.private_to, PrivateTo::Comment("2_11".into()));
+        let id = |s: &str| ObjectId::parse(s).unwrap();
+        let post = id("1_2");
+        let t = reply_target(&post, std::slice::from_ref(&top), None);
+        assert_eq!(t.comment_on, id("2_10"));
+        assert_eq!(t.private_to, PrivateTo::Comment(id("2_10")));
+        let t = reply_target(&post, &[reply, top.clone()], None);
+        assert_eq!(
+            t.comment_on,
+            id("2_10"),
+            "a reply is answered under its parent"
+        );
+        assert_eq!(t.private_to, PrivateTo::Comment(id("2_11")));
         assert_eq!(t.created_time, Some(200));
-        let t = reply_target("1_2", &[], Some(50));
-        assert_eq!(t.comment_on, "1_2");
-        assert_eq!(t.private_to, PrivateTo::Post("1_2".into()));
+        let t = reply_target(&post, &[], Some(50));
+        assert_eq!(t.comment_on, post);
+        assert_eq!(t.private_to, PrivateTo::Post(post.clone()));
+        // A stored comment whose id is not an id is passed over, never commented on.
+        let forged = change(
+            serde_json::json!({"item":"comment","verb":"add","post_id":"1_2","comment_id":"1/feed","parent_id":"1_2","from":{"id":"7"},"created_time":300}),
+        );
+        let t = reply_target(&post, &[forged, top], None);
+        assert_eq!(t.comment_on, id("2_10"));
     }
 
     #[test]

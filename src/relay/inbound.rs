@@ -16,11 +16,11 @@ use crate::facebook::feed::FeedChange;
 use crate::facebook::graph::{Disposition, DownloadError};
 use crate::facebook::webhook::Messaging;
 use crate::logging;
-use crate::motion::{MotionError, Notify, Upload};
+use crate::motion::{AttachmentId, MotionError, Notify, Upload};
 use crate::relay::feed::{self, Envelope};
 use crate::relay::messenger::{self, Context, Step};
 use crate::relay::retry::RetryPolicy;
-use crate::relay::{SIMULATED_ID_PREFIX, Shared, dispatch};
+use crate::relay::{Customer, Shared, dispatch};
 use crate::store::{Direction, Item, Profile, Write, duration_ms, now_ms};
 
 /// How long a name Graph gave us is trusted.
@@ -234,15 +234,11 @@ async fn messenger_plan(
         .map_err(|e| Failure::Permanent(format!("stored event does not parse: {e}")))?;
     let context = context_for(shared, &item.page_id, &event).await;
     let steps = messenger::plan(&event, &context);
-    let psid = event.customer_id().unwrap_or_default().to_owned();
-    if psid.is_empty() {
-        return Err(Failure::Permanent(
-            "event has no customer id (sender)".into(),
-        ));
-    }
-    let profile = customer_name(shared, page, &psid).await;
+    let customer = Customer::parse(event.customer_id().unwrap_or_default())
+        .map_err(|e| Failure::Permanent(format!("the event is not deliverable: {e}")))?;
+    let profile = customer_name(shared, page, &customer).await;
     let envelope = Envelope {
-        from: psid,
+        from: customer.as_str().to_owned(),
         first_name: Some(profile.first_name),
         last_name: Some(profile.last_name),
         thread_id: None,
@@ -256,7 +252,7 @@ async fn move_file(
     shared: &Shared,
     receive_url: &str,
     url: &str,
-) -> Result<(String, String), Failure> {
+) -> Result<(AttachmentId, String), Failure> {
     let file = shared
         .live()
         .graph
@@ -299,17 +295,20 @@ async fn context_for(shared: &Shared, page_id: &str, event: &Messaging) -> Conte
 }
 
 /// The customer's name: cached, else asked of Graph, else a stable readable fallback.
-async fn customer_name(shared: &Shared, page: &PageConfig, psid: &str) -> Profile {
+async fn customer_name(shared: &Shared, page: &PageConfig, customer: &Customer) -> Profile {
     let page_id = page.id.get_ref().clone();
     let now = now_ms();
-    if psid.starts_with(SIMULATED_ID_PREFIX) {
-        return Profile {
-            first_name: "Simulated".into(),
-            last_name: "Customer".into(),
-            source: "simulated".into(),
-            fetched_at: now,
-        };
-    }
+    let psid = match customer {
+        Customer::Facebook(id) => id,
+        Customer::Simulated(_) => {
+            return Profile {
+                first_name: "Simulated".into(),
+                last_name: "Customer".into(),
+                source: "simulated".into(),
+                fetched_at: now,
+            };
+        }
+    };
     let fresh = |p: &Profile| {
         let ttl = if p.source == "graph" {
             PROFILE_TTL_MS
@@ -318,7 +317,7 @@ async fn customer_name(shared: &Shared, page: &PageConfig, psid: &str) -> Profil
         };
         now - p.fetched_at < ttl
     };
-    let key = (page_id.clone(), psid.to_owned());
+    let key = (page_id.clone(), psid.to_string());
     if let Some(p) = shared
         .profiles
         .lock()
@@ -328,7 +327,10 @@ async fn customer_name(shared: &Shared, page: &PageConfig, psid: &str) -> Profil
     {
         return p.clone();
     }
-    if let Ok(Some(cached)) = shared.store.profile(page_id.clone(), psid.to_owned()).await
+    if let Ok(Some(cached)) = shared
+        .store
+        .profile(page_id.clone(), psid.to_string())
+        .await
         && fresh(&cached)
     {
         remember(shared, key, &cached);
@@ -354,13 +356,13 @@ async fn customer_name(shared: &Shared, page: &PageConfig, psid: &str) -> Profil
             };
             let _ = shared
                 .store
-                .put_profile(page_id, psid.to_owned(), profile.clone())
+                .put_profile(page_id, psid.to_string(), profile.clone())
                 .await;
             remember(shared, key, &profile);
             profile
         }
         result => {
-            let profile = fallback_profile(psid, now);
+            let profile = fallback_profile(psid.as_str(), now);
             match result {
                 Err(e)
                     if e.disposition == Disposition::Retry
@@ -375,7 +377,7 @@ async fn customer_name(shared: &Shared, page: &PageConfig, psid: &str) -> Profil
                     }
                     let _ = shared
                         .store
-                        .put_profile(page_id, psid.to_owned(), profile.clone())
+                        .put_profile(page_id, psid.to_string(), profile.clone())
                         .await;
                     remember(shared, key, &profile);
                 }

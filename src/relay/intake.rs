@@ -5,9 +5,10 @@
 use tracing::{debug, info, warn};
 
 use crate::facebook::feed::FeedChange;
+use crate::facebook::ids::{IdError, ObjectId};
 use crate::facebook::webhook::{self, Item, Parsed};
 use crate::metrics::{EventLabels, PageLabels};
-use crate::relay::{Shared, feed, messenger};
+use crate::relay::{Customer, Shared, feed, messenger};
 use crate::store::{Direction, IntakeOutcome, NewItem, NewState, StoreError};
 
 /// Stores a verified webhook body. Returns once it is on disk.
@@ -144,11 +145,39 @@ fn fate(shared: &Shared, item: &Item) -> NewState {
             item.page_id
         ));
     };
-    match &item.parsed {
+    let state = match &item.parsed {
         Ok(Parsed::Messaging(_)) => messenger::intake_state(item),
         Ok(Parsed::Change { field, value }) => {
             feed::intake_state(field, &FeedChange::parse(value), page)
         }
         Err(_) => unreachable!("handled above"),
+    };
+    // What will be delivered is answered later: its ids go into Graph URLs. One that is
+    // not an id is kept as failed (rule 2), never used.
+    match (&state, ids_of(item)) {
+        (NewState::Pending, Err(e)) => NewState::Failed(format!("{e}; kept, not delivered")),
+        _ => state,
+    }
+}
+
+/// Whether the ids a deliverable item carries are Facebook ids.
+fn ids_of(item: &Item) -> Result<(), IdError> {
+    match &item.parsed {
+        Ok(Parsed::Messaging(m)) => Customer::parse(m.customer_id().unwrap_or_default()).map(drop),
+        Ok(Parsed::Change { value, .. }) => {
+            let Ok(change) = FeedChange::parse(value) else {
+                return Ok(());
+            };
+            Customer::parse(change.author_id().unwrap_or_default())?;
+            ObjectId::parse(change.post_id().unwrap_or_default())?;
+            for id in [change.comment_id(), change.parent_id()]
+                .into_iter()
+                .flatten()
+            {
+                ObjectId::parse(id)?;
+            }
+            Ok(())
+        }
+        Err(_) => Ok(()),
     }
 }

@@ -24,12 +24,46 @@ use crate::metrics::Metrics;
 
 use crate::config::{Config, PageConfig};
 use crate::facebook::graph::GraphClient;
+use crate::facebook::ids::{IdError, UserId};
 use crate::motion::MotionClient;
 use crate::store::Store;
 
 /// Customers made up by `fb-openchannel simulate` have ids starting with this: they get
 /// no Graph lookups, and replies to them are acknowledged without calling Facebook.
 pub const SIMULATED_ID_PREFIX: &str = "fbo-simulated-";
+
+/// Who a conversation is with: a customer on Facebook, or one that `fb-openchannel
+/// simulate` made up (never looked up, never sent to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Customer {
+    Facebook(UserId),
+    Simulated(String),
+}
+
+impl Customer {
+    /// A customer id from a webhook or a Reply URL call.
+    pub fn parse(text: &str) -> Result<Customer, IdError> {
+        match text.strip_prefix(SIMULATED_ID_PREFIX) {
+            Some(rest)
+                if !rest.is_empty()
+                    && rest.len() <= 64
+                    && rest
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+            {
+                Ok(Customer::Simulated(text.to_owned()))
+            }
+            _ => UserId::parse(text).map(Customer::Facebook),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Customer::Facebook(id) => id.as_str(),
+            Customer::Simulated(id) => id,
+        }
+    }
+}
 
 /// What a config reload replaces as a whole: the config and everything built from it.
 /// Work in progress keeps the `Live` it started with; new work takes the current one.
@@ -47,6 +81,7 @@ impl Live {
             config.facebook.graph_url.get_ref(),
             &config.facebook.graph_version,
             config.motion.timeout,
+            config.media_hosts(),
         )?;
         Ok(Live {
             retry: retry::RetryPolicy::from_config(&config.delivery),

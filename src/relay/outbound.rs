@@ -18,13 +18,14 @@ use crate::facebook::feed::FeedChange;
 use crate::facebook::graph::{
     Disposition, Download, GraphError, MAX_FILE_BYTES, MessagingType, Recipient, Send,
 };
+use crate::facebook::ids::ObjectId;
 use crate::logging;
-use crate::motion::{AgentFile, MotionError};
+use crate::motion::{AgentFile, AttachmentId, MotionError};
 use crate::relay::feed::{self, PrivateTo};
 use crate::relay::messenger::OUR_METADATA;
 use crate::relay::reply::FirstAttempt;
 use crate::relay::retry::RetryPolicy;
-use crate::relay::{SIMULATED_ID_PREFIX, Shared, dispatch};
+use crate::relay::{Customer, Shared, dispatch};
 use crate::store::{Direction, Item, Write, duration_ms, now_ms};
 
 /// The Send API's limit for one text message, in characters.
@@ -44,7 +45,7 @@ pub struct OutboundReply {
     pub text: String,
     /// Motion's id of a file the agent attached.
     #[serde(default)]
-    pub attachment_id: Option<String>,
+    pub attachment_id: Option<AttachmentId>,
     /// For logs and idempotency.
     #[serde(default)]
     pub motion_message_id: Option<String>,
@@ -52,7 +53,7 @@ pub struct OutboundReply {
     pub interaction_id: Option<String>,
     /// Set for an answer in a wall thread: the post the interaction is about.
     #[serde(default)]
-    pub thread_id: Option<String>,
+    pub thread_id: Option<ObjectId>,
 }
 
 /// Which `messaging_type` a reply may use, from the time of the customer's last own
@@ -324,7 +325,11 @@ async fn send_steps(
             status: 500,
             reason: format!("stored reply does not parse: {e}"),
         })?;
-    if reply.recipient.starts_with(SIMULATED_ID_PREFIX) {
+    let customer = Customer::parse(&reply.recipient).map_err(|e| Failure::Permanent {
+        status: 400,
+        reason: format!("Not sent: {e}."),
+    })?;
+    if let Customer::Simulated(_) = customer {
         // `fb-openchannel simulate` made this customer up: acknowledge, never call Graph.
         info!(
             page_id = %item.page_id,
@@ -336,6 +341,7 @@ async fn send_steps(
         return Ok(vec![format!("simulated-{}", item.id)]);
     }
     let page_id = item.page_id.as_str();
+    let page_ref = page.page_id();
     if let Some(problem) = shared.page_problems.lock().unwrap().get(page_id) {
         // A known-bad token: fail at once with the reason instead of calling Graph.
         if problem.starts_with("policy") {
@@ -362,6 +368,9 @@ async fn send_steps(
     if let Some(post) = &reply.thread_id {
         return send_wall_reply(shared, page, item, &reply, post).await;
     }
+    let Customer::Facebook(psid) = customer else {
+        unreachable!("a simulated customer was answered above");
+    };
 
     let last = shared
         .store
@@ -399,7 +408,7 @@ async fn send_steps(
 
     let metadata = format!("{OUR_METADATA}{}", item.id);
     let send = Send {
-        recipient: Recipient::Psid(reply.recipient.clone()),
+        recipient: Recipient::Psid(psid),
         messaging_type,
         metadata: &metadata,
     };
@@ -416,7 +425,7 @@ async fn send_steps(
                 shared
                     .live()
                     .graph
-                    .send_text(token, page_id, &send, &text)
+                    .send_text(token, &page_ref, &send, &text)
                     .await
             }
             Step::File(f) => {
@@ -425,7 +434,7 @@ async fn send_steps(
                 shared
                     .live()
                     .graph
-                    .send_file(token, page_id, &send, kind, download)
+                    .send_file(token, &page_ref, &send, kind, download)
                     .await
             }
         };
@@ -457,7 +466,7 @@ async fn fetch_agent_file(
             shared
                 .live()
                 .motion
-                .fetch_attachment(page.receive_url.get_ref(), id, MAX_FILE_BYTES)
+                .fetch_attachment(page.receive_url.get_ref(), *id, MAX_FILE_BYTES)
                 .await
                 .map_err(|e| match e {
                     MotionError::Transient(reason) => Failure::Transient {
@@ -495,9 +504,10 @@ async fn send_wall_reply(
     page: &PageConfig,
     item: &Item,
     reply: &OutboundReply,
-    post: &str,
+    post: &ObjectId,
 ) -> Result<Vec<String>, Failure> {
     let page_id = item.page_id.as_str();
+    let page_ref = page.page_id();
     let transient = |e: crate::store::StoreError| Failure::Transient {
         reason: e.to_string(),
         wait: None,
@@ -589,7 +599,7 @@ async fn send_wall_reply(
             }
             if let Some(owner) = shared
                 .store
-                .private_reply_owner(page_id.to_owned(), object.clone())
+                .private_reply_owner(page_id.to_owned(), object.to_string())
                 .await
                 .map_err(transient)?
                 && owner != item.id
@@ -618,14 +628,14 @@ async fn send_wall_reply(
                     shared
                         .live()
                         .graph
-                        .send_file(token, page_id, &send, kind, download)
+                        .send_file(token, &page_ref, &send, kind, download)
                         .await
                 }
                 None => {
                     shared
                         .live()
                         .graph
-                        .send_text(token, page_id, &send, message)
+                        .send_text(token, &page_ref, &send, message)
                         .await
                 }
             };
@@ -633,7 +643,7 @@ async fn send_wall_reply(
             shared.metrics.graph_call(page_id, "send", "ok");
             let write = Write::PrivateReply {
                 page_id: page_id.to_owned(),
-                object_id: object,
+                object_id: object.to_string(),
                 item: item.id,
                 at: now_ms(),
             };

@@ -12,8 +12,8 @@ use tracing::info;
 
 use crate::config::PageConfig;
 use crate::motion::reply::{self, Reply};
-use crate::relay::Shared;
 use crate::relay::outbound::OutboundReply;
+use crate::relay::{Customer, Shared};
 use crate::store::{Direction, NewItem, NewState, now_ms};
 
 /// The outcome of a reply's first send attempt.
@@ -62,12 +62,44 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
             json!({ "message": "Not sent: the reply names no customer (Contact.facebook, contact.facebook or to). Check the Openchannel account's map key." }),
         );
     };
+    let recipient = match Customer::parse(&recipient) {
+        Ok(c) => c.as_str().to_owned(),
+        Err(e) => {
+            return (
+                400,
+                json!({ "message": format!("Not sent: {e}. Check the Openchannel account's map key: the contact field must hold the customer's Facebook id.") }),
+            );
+        }
+    };
     let page_id = page.id.get_ref().clone();
+    // A wall reply answers a thread the daemon delivered, and nothing else: the id
+    // names which object the Page's token comments on.
+    if let Some(post) = &reply.thread_id {
+        match shared
+            .store
+            .has_thread(page_id.clone(), format!("post:{post}"))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                return (
+                    422,
+                    json!({ "message": "Not sent: this wall thread is not one fb-openchannel delivered to Motion for this page, so it does not know what to answer." }),
+                );
+            }
+            Err(e) => {
+                return (
+                    503,
+                    json!({ "message": format!("Not stored, please retry: {e}") }),
+                );
+            }
+        }
+    }
     let dedup_key = dedup_key(&reply, body);
     let payload = OutboundReply {
         recipient: recipient.clone(),
         text: reply.body.clone(),
-        attachment_id: reply.attachment_id.clone(),
+        attachment_id: reply.attachment_id,
         motion_message_id: reply.message_id.clone(),
         interaction_id: reply.interaction_id.clone(),
         thread_id: reply.thread_id.clone(),

@@ -58,13 +58,13 @@ pub enum Ensured {
 /// Checks a page's subscription and subscribes it again when fields are missing.
 pub async fn ensure(graph: &GraphClient, page: &PageConfig) -> Result<Ensured, GraphError> {
     let token = page.access_token.get_ref();
-    let id = page.id.get_ref();
-    let have = graph.subscribed_fields(token, id).await?;
+    let id = page.page_id();
+    let have = graph.subscribed_fields(token, &id).await?;
     let gone = missing(&required_fields(page), &have);
     if gone.is_empty() {
         return Ok(Ensured::AlreadySubscribed);
     }
-    graph.subscribe(token, id, &requested_fields(page)).await?;
+    graph.subscribe(token, &id, &requested_fields(page)).await?;
     Ok(Ensured::Resubscribed(
         gone.iter().map(|s| s.to_string()).collect(),
     ))

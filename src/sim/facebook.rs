@@ -81,6 +81,8 @@ struct State {
     /// Answer profile lookups with Facebook's "missing permission" error.
     refuse_profiles: Mutex<bool>,
     files: Mutex<HashMap<String, (String, Bytes)>>,
+    /// CDN names answered with a redirect to this location.
+    redirects: Mutex<HashMap<String, String>>,
     requests: Mutex<Vec<GraphRequest>>,
     counter: AtomicU64,
     sent: Mutex<Vec<SentMessage>>,
@@ -109,6 +111,7 @@ impl SimGraph {
             profiles: Mutex::new(HashMap::new()),
             refuse_profiles: Mutex::new(false),
             files: Mutex::new(HashMap::new()),
+            redirects: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
             sent: Mutex::new(Vec::new()),
@@ -208,6 +211,17 @@ impl SimGraph {
             .unwrap()
             .insert(name.into(), (content_type.into(), bytes.into()));
         format!("{}/cdn/{name}?_nc_sig=abc", self.url())
+    }
+
+    /// A CDN URL that answers with a redirect to `location` (as a hostile or broken
+    /// host might).
+    pub fn add_redirect(&self, name: &str, location: &str) -> String {
+        self.state
+            .redirects
+            .lock()
+            .unwrap()
+            .insert(name.into(), location.into());
+        format!("{}/cdn/{name}", self.url())
     }
 
     pub fn requests(&self) -> Vec<GraphRequest> {
@@ -321,6 +335,12 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
 
     if let (&Method::GET, ["cdn", name]) = (req.method(), segments.as_slice()) {
+        if let Some(location) = state.redirects.lock().unwrap().get(*name) {
+            let mut r = respond(302, "text/plain", "moved");
+            r.headers_mut()
+                .insert("location", location.parse().expect("a valid location"));
+            return r;
+        }
         return match state.files.lock().unwrap().get(*name) {
             Some((content_type, bytes)) => respond(200, content_type, bytes.clone()),
             None => respond(404, "text/plain", "not found"),

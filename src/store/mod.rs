@@ -706,6 +706,23 @@ impl Store {
         .await
     }
 
+    /// Whether a wall thread (`post:<id>`) of this page was ever received.
+    pub async fn has_thread(
+        &self,
+        page_id: String,
+        conversation: String,
+    ) -> Result<bool, StoreError> {
+        self.call(Access::Read, move |conn| {
+            conn.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM items
+                  WHERE kind IN ('wall_post', 'wall_comment') AND direction = 'in'
+                    AND page_id = ?1 AND conversation = ?2)",
+            )?
+            .query_row(params![page_id, conversation], |r| r.get(0))
+        })
+        .await
+    }
+
     /// The item that sent the private reply to `object_id`, if one did.
     pub async fn private_reply_owner(
         &self,

@@ -389,7 +389,11 @@ async fn thousands_of_refused_requests_write_a_handful_of_lines_and_are_counted(
     }
     // Ten wrong tokens are looked at, then one per 6 s; the rest are refused unseen.
     let looked_at = 10 + started.elapsed().as_secs() / 6 + 1;
-    assert!(guesses[&403] <= looked_at, "{guesses:?} in {:?}", started.elapsed());
+    assert!(
+        guesses[&403] <= looked_at,
+        "{guesses:?} in {:?}",
+        started.elapsed()
+    );
     assert_eq!(guesses.values().sum::<u64>(), 3000);
     let lines: Vec<String> = daemon.log.lock().unwrap()[log_before..].to_vec();
     assert!(
@@ -408,18 +412,22 @@ async fn thousands_of_refused_requests_write_a_handful_of_lines_and_are_counted(
         assert!(metrics.contains(want), "{want} not in:\n{metrics}");
     }
     // The right token still gets through once the guessing stops (one token per 6 s).
-    wait_until("the handshake is looked at again", Duration::from_secs(15), || async {
-        sender
-            .client()
-            .get(format!(
-                "{url}?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=42"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-    })
+    wait_until(
+        "the handshake is looked at again",
+        Duration::from_secs(15),
+        || async {
+            sender
+                .client()
+                .get(format!(
+                    "{url}?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=42"
+                ))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 200
+        },
+    )
     .await;
 }
 

@@ -103,6 +103,7 @@ path = "{store}"
 app_secret = "{APP_SECRET}"
 verify_token = "{VERIFY_TOKEN}"
 graph_url = "{graph}"
+media_hosts = ["{media}"]
 
 [motion]
 api_key = "{API_KEY}"
@@ -130,6 +131,7 @@ reply_token = "{REPLY_TOKEN_B}"
             key = self.certs.key_path.display(),
             store = self.store_path().display(),
             graph = self.graph.url(),
+            media = self.graph.server.addr,
             receive_a = self.motion.receive_url(1),
             receive_b = self.motion.receive_url(2),
         )

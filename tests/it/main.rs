@@ -5,6 +5,7 @@ mod cli;
 mod delivery;
 mod faults;
 mod harness;
+mod hostile;
 mod intake;
 mod messenger;
 mod operator;

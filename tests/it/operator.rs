@@ -318,13 +318,8 @@ async fn simulate_reaches_motion_and_the_reply_is_acknowledged_without_facebook(
     ]);
     assert_eq!(code, 0, "{out}{err}");
     let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
-    assert!(
-        notes[1]
-            .notify
-            .thread_id
-            .as_deref()
-            .unwrap()
-            .contains("fbo-simulated-post")
-    );
+    let thread = notes[1].notify.thread_id.clone().unwrap();
+    assert!(thread.starts_with(&format!("{PAGE_A}_")), "{thread}");
+    assert!(notes[1].notify.from.starts_with("fbo-simulated-"));
     bench.stop().await;
 }

@@ -1,0 +1,218 @@
+//! Ids and URLs from outside that try to steer the daemon's own requests: each is
+//! refused where it comes in, and the simulated peers see no request to any other path
+//! or host (DESIGN §4 rule 10).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use fb_openchannel::sim::facebook::{SimGraph, messenger_attachment, messenger_text};
+use fb_openchannel::sim::motion::reply_body;
+use serde_json::json;
+
+use crate::harness::*;
+
+fn reply_url(bench: &Bench) -> String {
+    format!(
+        "http://{}/reply/{PAGE_A}?token={REPLY_TOKEN_A}",
+        bench.daemon().local_addr
+    )
+}
+
+#[tokio::test]
+async fn ids_from_motion_that_are_not_ids_are_refused_and_reach_no_url() {
+    let bench = Bench::start().await;
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            PSID,
+            "mid.h1",
+            fb_openchannel::store::now_ms(),
+            "hello",
+        ))
+        .await;
+    bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    let motion_calls = bench.motion().requests();
+    let graph_calls = bench.peers.graph.requests().len();
+
+    let mut file = reply_body(8001, PSID, "report.pdf", None);
+    file["AttachmentId"] = json!("../../api/users?x=");
+    let mut feed = reply_body(8002, PSID, "hello wall", None);
+    feed["Interaction"]["threadId"] = json!(format!("{PAGE_A}/feed#"));
+    let mut unseen = reply_body(8003, PSID, "hello wall", None);
+    unseen["Interaction"]["threadId"] = json!(format!("{PAGE_A}_9999999"));
+    let mut someone = reply_body(8004, PSID, "hello", None);
+    someone["Contact"]["facebook"] = json!("../../me/feed?x=");
+    for (body, status, says) in [
+        (file, 400, "AttachmentId"),
+        (feed, 400, "threadId"),
+        (unseen, 422, "wall thread"),
+        (someone, 400, "not a Facebook id"),
+    ] {
+        let (got, answer) = bench
+            .motion()
+            .agent_reply(&reply_url(&bench), &body)
+            .await
+            .unwrap();
+        assert_eq!(got, status, "{answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains(says),
+            "{answer}"
+        );
+    }
+    assert_eq!(bench.motion().requests(), motion_calls, "no call to Motion");
+    assert_eq!(
+        bench.peers.graph.requests().len(),
+        graph_calls,
+        "no call to Graph: {:?}",
+        bench.peers.graph.requests()
+    );
+    let outbound = bench
+        .items()
+        .await
+        .into_iter()
+        .filter(|i| i.direction == "out")
+        .count();
+    assert_eq!(outbound, 0, "nothing was stored");
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn a_signed_webhook_with_forged_ids_is_kept_as_failed_and_calls_nothing() {
+    let bench = Bench::start().await;
+    // A sender id that would have become GET /me/feed with the Page token.
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            "../../me/feed?x=",
+            "mid.f1",
+            1,
+            "hi",
+        ))
+        .await;
+    // A wall comment whose ids would have become POST /{page}/feed.
+    bench
+        .deliver(&fb_openchannel::sim::facebook::feed_change(
+            PAGE_A,
+            2,
+            json!({"item": "comment", "verb": "add", "post_id": format!("{PAGE_A}/feed#"),
+                   "comment_id": "1_2", "parent_id": format!("{PAGE_A}/feed#"),
+                   "from": {"id": "7", "name": "Eve"}, "created_time": 2, "message": "x"}),
+        ))
+        .await;
+    // A neighbour that is fine still goes through.
+    bench
+        .deliver(&messenger_text(PAGE_A, PSID, "mid.f2", 3, "fine"))
+        .await;
+    let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].notify.body, "fine");
+    let items = bench.items().await;
+    let failed: Vec<_> = items.iter().filter(|i| i.state == "failed").collect();
+    assert_eq!(failed.len(), 2, "{items:?}");
+    for f in failed {
+        let why = f.last_error.as_deref().unwrap_or("");
+        assert!(why.contains("is not a Facebook id"), "{why}");
+        assert!(!f.conversation.contains('/'), "{}", f.conversation);
+    }
+    let graph: Vec<String> = bench
+        .peers
+        .graph
+        .requests()
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    assert!(
+        graph.iter().all(|p| p.ends_with(&format!("/{PSID}"))),
+        "only the real customer's name was looked up: {graph:?}"
+    );
+    bench.stop().await;
+}
+
+/// Counts TCP connections to a port that nothing else serves.
+async fn connection_counter() -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (port, count)
+}
+
+#[tokio::test]
+async fn customer_files_come_only_from_facebooks_media_hosts() {
+    // `localhost` is listed too: a listed name must still never reach a private address.
+    let bench =
+        Bench::start_edited(|t| t.replace("media_hosts = [\"", "media_hosts = [\"localhost\", \""))
+            .await;
+    let graph = &bench.peers.graph;
+    let elsewhere = SimGraph::start().await.unwrap();
+    let secret = elsewhere.add_file("secret.jpg", "image/jpeg", vec![1u8; 10]);
+    let (port, connections) = connection_counter().await;
+    let cases = [
+        // The CDN redirects somewhere that is not a media host.
+        graph.add_redirect("moved.jpg", &secret),
+        // Motion's own API, on loopback.
+        format!("{}/api/attachments?apikey=x", bench.motion().server.url()),
+        // A name that resolves to loopback.
+        format!("https://localhost:{port}/x.jpg"),
+        // Straight to a host that is not listed.
+        secret.clone(),
+    ];
+    let motion_calls = bench.motion().requests();
+    for (i, url) in cases.iter().enumerate() {
+        bench
+            .deliver(&messenger_attachment(
+                PAGE_A,
+                PSID,
+                &format!("mid.m{i}"),
+                10 + i as i64,
+                "image",
+                url,
+            ))
+            .await;
+    }
+    // Then a real photo from the CDN, which does go through.
+    let ok = graph.add_file("ok.jpg", "image/jpeg", vec![7u8; 64]);
+    bench
+        .deliver(&messenger_attachment(
+            PAGE_A, PSID, "mid.ok", 20, "image", &ok,
+        ))
+        .await;
+    let notes = bench.motion().wait_for_notifies(5, WAIT).await.unwrap();
+    for (note, url) in notes.iter().zip(&cases) {
+        assert_eq!(
+            note.notify.body,
+            format!("[image] {url}"),
+            "sent as a link only"
+        );
+        assert_eq!(note.notify.attachment_id, None);
+    }
+    assert!(
+        notes[4].notify.attachment_id.is_some(),
+        "the real photo is moved"
+    );
+    assert!(
+        elsewhere.requests().is_empty(),
+        "{:?}",
+        elsewhere.requests()
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "nothing connected to localhost"
+    );
+    // Motion saw the five notifies and the one upload, nothing else.
+    assert_eq!(bench.motion().requests(), motion_calls + 6);
+    let cdn: Vec<String> = graph
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/cdn/"))
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(cdn, ["/cdn/moved.jpg", "/cdn/ok.jpg"]);
+    bench.stop().await;
+}
