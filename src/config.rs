@@ -110,6 +110,18 @@ pub struct PublicConfig {
     /// How often the certificate files are checked for a renewal (size, mtime).
     #[serde(default = "default_tls_watch_interval", with = "humantime_serde")]
     pub tls_watch_interval: Duration,
+    /// Connections whose client has spoken (TLS and HTTP state) at once; when all are
+    /// taken, the one active the longest (over a second) is closed for a newcomer.
+    #[serde(default = "default_max_active_connections")]
+    pub max_active_connections: usize,
+    /// Memory for webhook bodies whose signature is not checked yet, across every
+    /// connection; beyond it bodies are spooled to disk.
+    #[serde(default = "default_body_memory")]
+    pub body_memory: usize,
+    /// Disk (in the state directory) for such bodies once `body_memory` is taken;
+    /// beyond both, webhooks get 503. 0 turns spooling off.
+    #[serde(default = "default_body_spool")]
+    pub body_spool: usize,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -295,6 +307,15 @@ fn default_request_timeout() -> Duration {
 fn default_tls_watch_interval() -> Duration {
     Duration::from_secs(30)
 }
+fn default_max_active_connections() -> usize {
+    512
+}
+fn default_body_memory() -> usize {
+    32 * 1024 * 1024
+}
+fn default_body_spool() -> usize {
+    1024 * 1024 * 1024
+}
 fn default_max_connections() -> usize {
     8192
 }
@@ -455,8 +476,22 @@ impl Config {
         }
         if self.public.max_body_bytes == 0 {
             err(
-                0..0,
+                key_span(text, "public.max_body_bytes"),
                 "public.max_body_bytes",
+                "must be greater than 0".into(),
+            );
+        }
+        if self.public.body_memory < 1024 * 1024 {
+            err(
+                key_span(text, "public.body_memory"),
+                "public.body_memory",
+                "must be at least 1048576 (1 MiB): webhooks are read in this memory while their signature is checked".into(),
+            );
+        }
+        if self.public.max_active_connections == 0 {
+            err(
+                key_span(text, "public.max_active_connections"),
+                "public.max_active_connections",
                 "must be greater than 0".into(),
             );
         }

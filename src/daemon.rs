@@ -32,6 +32,9 @@ const TASK_NAMES: [&str; 6] = [
     "the retention pass (storage.keep)",
 ];
 
+/// The local listener's time for a request head (and idle keep-alive).
+const LOCAL_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long open HTTP requests may take to finish at shutdown.
 const HTTP_GRACE: Duration = Duration::from_secs(5);
 /// How long deliveries in flight may take to finish at shutdown.
@@ -54,8 +57,14 @@ impl Daemon {
         let store_path = config.storage.path.clone();
         let live = Live::new(config).map_err(anyhow::Error::msg)?;
         let config = live.config.clone();
+        let spool = crate::store::spool_dir(&store_path);
         let store = tokio::task::spawn_blocking(move || Store::open(&store_path)).await??;
-        let shared = Shared::new(live, store);
+        let bodies = crate::server::body::Budget::new(
+            config.public.body_memory,
+            config.public.body_spool,
+            spool,
+        );
+        let shared = Shared::new(live, store, bodies);
 
         let public_cfg = &config.public;
         let certs = if public_cfg.tls {
@@ -101,6 +110,7 @@ impl Daemon {
             Limits {
                 request_timeout: public_cfg.request_timeout,
                 max_connections: public_cfg.max_connections,
+                max_active: public_cfg.max_active_connections,
             },
             move |req, remote| public::handle(handler_shared.clone(), req, remote),
             shutdown_rx.clone(),
@@ -112,11 +122,12 @@ impl Daemon {
             local_listener,
             None,
             Limits {
-                // Motion's call waits for the first Graph attempt: allow for it.
-                request_timeout: public_cfg
-                    .request_timeout
-                    .max(config.local.reply_wait + Duration::from_secs(5)),
-                max_connections: 256,
+                // For a request head to arrive, and the idle time of a kept-alive
+                // connection: short, so that idle connections cannot crowd out
+                // /healthz. (Motion's call waiting for Facebook is not bounded by it.)
+                request_timeout: LOCAL_HEAD_TIMEOUT,
+                max_connections: 1024,
+                max_active: 256,
             },
             move |req, remote| local::handle(handler_shared.clone(), req, remote),
             shutdown_rx.clone(),
@@ -252,6 +263,21 @@ impl Daemon {
                 "storage.path",
                 before.storage.path.display().to_string(),
                 config.storage.path.display().to_string(),
+            ),
+            (
+                "public.max_active_connections",
+                before.public.max_active_connections.to_string(),
+                config.public.max_active_connections.to_string(),
+            ),
+            (
+                "public.body_memory",
+                before.public.body_memory.to_string(),
+                config.public.body_memory.to_string(),
+            ),
+            (
+                "public.body_spool",
+                before.public.body_spool.to_string(),
+                config.public.body_spool.to_string(),
             ),
             (
                 "delivery.concurrency",

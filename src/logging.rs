@@ -128,8 +128,16 @@ pub static RETRYING: Topic = Topic::warn(
     MINUTE,
 );
 
+/// Active connections closed to make room for new ones.
+pub static EVICTED: Topic = Topic::warn(
+    "connections closed to make room (every active slot taken)",
+    1,
+    MINUTE,
+);
+
 /// Every topic, for [`summarise`].
-pub static TOPICS: [&Topic; 7] = [
+pub static TOPICS: [&Topic; 8] = [
+    &EVICTED,
     &WEBHOOK_REFUSED,
     &HANDSHAKE_REFUSED,
     &REPLY_REFUSED,

@@ -107,10 +107,18 @@ pub struct Metrics {
     pub handshakes: Family<ResultLabels, Counter>,
     /// Log lines not written because their topic was flooding (read at scrape time).
     log_suppressed: Family<TopicLabels, Gauge>,
+    /// Bytes of webhook bodies held before their signature is checked, by where
+    /// (memory, spool) (scrape time).
+    unverified_bytes: Family<WhereLabels, Gauge>,
     /// Delivery outcomes kept in memory because the store refused them (scrape time).
     outcomes_kept: Gauge,
     /// Tries to write them that failed (scrape time).
     outcome_write_retries: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhereLabels {
+    pub held: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -225,6 +233,12 @@ impl Metrics {
             "Log lines not written because their kind was flooding (a summary line is written instead), by topic",
             log_suppressed.clone(),
         );
+        let unverified_bytes = Family::<WhereLabels, Gauge>::default();
+        registry.register(
+            "unverified_body_bytes",
+            "Bytes of webhook bodies being read before their signature is checked, held in memory or in spool files",
+            unverified_bytes.clone(),
+        );
         let outcomes_kept = Gauge::default();
         registry.register(
             "delivery_outcomes_kept",
@@ -239,6 +253,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            unverified_bytes,
             outcomes_kept,
             outcome_write_retries,
             handshakes,
@@ -322,7 +337,18 @@ impl Metrics {
     }
 
     /// Reads the queue from the store and renders every metric as Prometheus text.
-    pub async fn render(&self, store: &Store, ledger: &Ledger) -> Result<String, StoreError> {
+    pub async fn render(
+        &self,
+        store: &Store,
+        ledger: &Ledger,
+        bodies: &crate::server::body::Budget,
+    ) -> Result<String, StoreError> {
+        let (memory, spool) = bodies.in_use();
+        for (held, bytes) in [("memory", memory), ("spool", spool)] {
+            self.unverified_bytes
+                .get_or_create(&WhereLabels { held: held.into() })
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
         self.outcomes_kept
             .set(i64::try_from(ledger.kept()).unwrap_or(i64::MAX));
         self.outcome_write_retries

@@ -36,19 +36,44 @@ impl SignatureError {
 
 /// Checks `header` (the value of `X-Hub-Signature-256`, if any) against `body`.
 pub fn verify(app_secret: &[u8], header: Option<&[u8]>, body: &[u8]) -> Result<(), SignatureError> {
-    let header = header.ok_or(SignatureError::Missing)?;
-    let hex_digest = header
-        .strip_prefix(b"sha256=")
-        .ok_or(SignatureError::Malformed)?;
-    if hex_digest.len() != 64 {
-        return Err(SignatureError::Malformed);
+    let mut verifier = Verifier::start(app_secret, header)?;
+    verifier.update(body);
+    verifier.finish()
+}
+
+/// A signature check fed the body as it arrives, so that the body need not be whole in
+/// memory to be checked — and so that a request without a well-formed signature header
+/// is refused before a byte of its body is read.
+pub struct Verifier {
+    mac: Hmac<Sha256>,
+    expected: [u8; 32],
+}
+
+impl Verifier {
+    /// Reads the header; fails at once when it is missing or malformed.
+    pub fn start(app_secret: &[u8], header: Option<&[u8]>) -> Result<Verifier, SignatureError> {
+        let header = header.ok_or(SignatureError::Missing)?;
+        let hex_digest = header
+            .strip_prefix(b"sha256=")
+            .ok_or(SignatureError::Malformed)?;
+        let mut expected = [0u8; 32];
+        hex::decode_to_slice(hex_digest, &mut expected).map_err(|_| SignatureError::Malformed)?;
+        Ok(Verifier {
+            mac: Hmac::<Sha256>::new_from_slice(app_secret).expect("HMAC takes keys of any length"),
+            expected,
+        })
     }
-    let expected = hex::decode(hex_digest).map_err(|_| SignatureError::Malformed)?;
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(app_secret).expect("HMAC takes keys of any length");
-    mac.update(body);
-    mac.verify_slice(&expected)
-        .map_err(|_| SignatureError::Mismatch)
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.mac.update(bytes);
+    }
+
+    /// Compares in constant time.
+    pub fn finish(self) -> Result<(), SignatureError> {
+        self.mac
+            .verify_slice(&self.expected)
+            .map_err(|_| SignatureError::Mismatch)
+    }
 }
 
 /// The header value Facebook would send for `body` (used by `simulate`, `demo` and tests).

@@ -118,13 +118,16 @@ pub struct Shared {
     /// Delivery outcomes the store could not write yet (a full disk): dispatch waits
     /// until they are written.
     pub ledger: ledger::Ledger,
+    /// Memory and spool budgets for webhook bodies not verified yet.
+    pub bodies: crate::server::body::Budget,
     /// Wrong verify tokens seen lately: past a few, handshakes are not looked at.
     pub handshake_failures: Mutex<crate::server::public::GuessLimit>,
 }
 
 impl Shared {
-    pub fn new(live: Live, store: Store) -> Arc<Self> {
+    pub fn new(live: Live, store: Store, bodies: crate::server::body::Budget) -> Arc<Self> {
         Arc::new(Shared {
+            bodies,
             live: ArcSwap::from_pointee(live),
             store,
             metrics: Metrics::new(),

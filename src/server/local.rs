@@ -56,7 +56,11 @@ async fn route_local(
         (["healthz"], &Method::GET) => text(200, "ok\n"),
         (["readyz"], &Method::GET) => readyz(shared).await,
         (["metrics"], &Method::GET) => {
-            match shared.metrics.render(&shared.store, &shared.ledger).await {
+            match shared
+                .metrics
+                .render(&shared.store, &shared.ledger, &shared.bodies)
+                .await
+            {
                 Ok(body) => Response::builder()
                     .status(200)
                     .header(

@@ -6,6 +6,7 @@
 //! keep-alive; a client that does not send its request head within the request timeout
 //! is disconnected, one that does not finish its body gets 408 (see [`public`]).
 
+pub mod body;
 pub mod local;
 pub mod public;
 pub mod tls;
@@ -23,7 +24,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -36,6 +37,110 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Connections whose client has spoken (TLS and HTTP state, ~100 KiB each in the
+    /// middle of a request) at once. An idle connection costs ~1.2 KiB and waits here.
+    pub max_active: usize,
+}
+
+/// How long a connection must have been active before a newcomer may push it out
+/// when every active slot is taken: Facebook sends a webhook in milliseconds, so what
+/// holds a slot this long is slow or hostile.
+const EVICT_AFTER: Duration = Duration::from_secs(1);
+
+/// The active connections: a slot each, and a way to close the oldest.
+struct Active {
+    slots: Arc<Semaphore>,
+    /// Activation time and the sender that closes it, by activation order.
+    open: std::sync::Mutex<
+        std::collections::BTreeMap<u64, (tokio::time::Instant, tokio::sync::oneshot::Sender<()>)>,
+    >,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Active {
+    fn new(max: usize) -> Active {
+        Active {
+            slots: Arc::new(Semaphore::new(max)),
+            open: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A slot for a connection whose client has spoken, by `deadline`. When none is
+    /// free, the connection active for longest (over [`EVICT_AFTER`]) is closed to make
+    /// room: a flood of slow clients cannot keep Facebook out, nor take more memory
+    /// than the slots allow.
+    async fn enter(
+        self: &Arc<Self>,
+        deadline: tokio::time::Instant,
+    ) -> Option<(OwnedSemaphorePermit, Registration)> {
+        let permit = loop {
+            if let Ok(p) = self.slots.clone().try_acquire_owned() {
+                break p;
+            }
+            // Every slot is taken: close the connection active the longest, once it has
+            // been active long enough; else wait until it has.
+            let (evicted, wait) = {
+                let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+                let first = open.iter().next().map(|(k, (at, _))| (*k, at.elapsed()));
+                match first {
+                    Some((key, age)) if age >= EVICT_AFTER => {
+                        (open.remove(&key), Duration::from_millis(50))
+                    }
+                    Some((_, age)) => (None, EVICT_AFTER - age),
+                    None => (None, EVICT_AFTER),
+                }
+            };
+            if let Some((_, close)) = evicted {
+                let _ = close.send(());
+                if crate::logging::EVICTED.admit() {
+                    warn!(
+                        "a connection was closed to make room for a new one: all public.max_active_connections are taken, the oldest for over {}s (slow or hostile clients?)",
+                        EVICT_AFTER.as_secs()
+                    );
+                }
+            }
+            let until = deadline.min(tokio::time::Instant::now() + wait);
+            match tokio::time::timeout_at(until, self.slots.clone().acquire_owned()).await {
+                Ok(Ok(p)) => break p,
+                Ok(Err(_)) => return None,
+                Err(_) if tokio::time::Instant::now() >= deadline => return None,
+                Err(_) => continue,
+            }
+        };
+        let key = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (close, closed) = tokio::sync::oneshot::channel();
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, (tokio::time::Instant::now(), close));
+        Some((
+            permit,
+            Registration {
+                active: self.clone(),
+                key,
+                closed,
+            },
+        ))
+    }
+}
+
+/// An active connection's place; leaving it (drop) frees the entry.
+struct Registration {
+    active: Arc<Active>,
+    key: u64,
+    /// Fires when a newcomer needs the slot.
+    closed: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.active
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 /// A plain-text response.
@@ -64,6 +169,7 @@ pub async fn serve<H, Fut>(
     let graceful = GracefulShutdown::new();
     // A permit per open connection: the semaphore is the connection limit.
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let active = Arc::new(Active::new(limits.max_active));
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
@@ -85,23 +191,34 @@ pub async fn serve<H, Fut>(
         let handler = handler.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
+        let active = active.clone();
         tokio::spawn(async move {
             let _permit = permit;
             // An idle connection costs only its socket and this small task until the
             // client speaks: the TLS and HTTP state (several KiB) is made, boxed, once
-            // bytes arrive. 10,000 idle connections stay cheap.
+            // bytes arrive, and only within an active slot. 10,000 idle connections stay
+            // cheap, and active ones are bounded.
             let deadline = tokio::time::Instant::now() + limits.request_timeout;
-            if tokio::time::timeout_at(deadline, stream.readable())
+            if !tokio::time::timeout_at(deadline, client_spoke(&stream))
                 .await
-                .is_err()
+                .unwrap_or(false)
             {
                 debug!(listener = name, %remote, "connection closed: nothing sent within the request timeout");
                 return;
             }
-            Box::pin(serve_connection(
-                name, stream, remote, tls, limits, deadline, handler, watcher,
-            ))
-            .await;
+            let Some((_active, registration)) = active.enter(deadline).await else {
+                debug!(listener = name, %remote, "connection closed: no active slot within the request timeout");
+                return;
+            };
+            let mut registration = registration;
+            tokio::select! {
+                _ = Box::pin(serve_connection(
+                    name, stream, remote, tls, limits, deadline, handler, watcher,
+                )) => {}
+                _ = &mut registration.closed => {
+                    debug!(listener = name, %remote, "connection closed to make room: active the longest while every slot was taken");
+                }
+            }
         });
     }
     drop(listener);
@@ -115,6 +232,14 @@ pub async fn serve<H, Fut>(
             "connections still open after {grace:?} were closed"
         );
     }
+}
+
+/// Waits until the client has sent at least one byte (false: it closed first). The
+/// byte is peeked, not taken. (`readable()` alone wakes without data: tokio documents
+/// false positives, and idle connections went on to take active slots.)
+async fn client_spoke(stream: &tokio::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.peek(&mut byte).await, Ok(n) if n > 0)
 }
 
 /// One connection, once its client has sent something: TLS (if any), then HTTP/1.1.
@@ -140,7 +265,9 @@ async fn serve_connection<H, Fut>(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.request_timeout)
         .keep_alive(true)
-        .max_buf_size(64 * 1024);
+        // A request head fits (Facebook's are ~1 KiB); the body is read in chunks of at
+        // most this. Per-connection memory is part of the bound a flood can take.
+        .max_buf_size(16 * 1024);
     let result = match tls {
         Some(acceptor) => {
             match tokio::time::timeout_at(handshake_deadline, acceptor.accept(stream)).await {

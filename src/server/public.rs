@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 use subtle::ConstantTimeEq;
@@ -18,6 +17,7 @@ use tracing::{error, warn};
 use crate::facebook::signature;
 use crate::logging;
 use crate::relay::{Shared, intake};
+use crate::server::body::{self, BodyError};
 use crate::server::{HttpResponse, text};
 
 /// Answers one request on the public listener.
@@ -34,7 +34,11 @@ pub async fn handle(
     let method = req.method().clone();
     let response = match method {
         Method::GET => handshake(&shared, &req, remote),
-        Method::POST => receive(&shared, req, remote).await,
+        Method::POST => {
+            let (response, result) = receive(&shared, req, remote).await;
+            shared.metrics.webhook(result);
+            response
+        }
         _ => {
             let mut r = text(405, "method not allowed: use GET or POST\n");
             r.headers_mut()
@@ -42,16 +46,6 @@ pub async fn handle(
             r
         }
     };
-    if method == Method::POST {
-        shared.metrics.webhook(match response.status().as_u16() {
-            200 => "stored",
-            403 => "bad_signature",
-            413 => "too_large",
-            408 => "timeout",
-            503 => "store_error",
-            _ => "bad_body",
-        });
-    }
     let route = if method == Method::GET {
         "handshake"
     } else {
@@ -170,7 +164,13 @@ impl GuessLimit {
     }
 }
 
-async fn receive(shared: &Shared, req: Request<Incoming>, remote: SocketAddr) -> HttpResponse {
+/// Answers a webhook POST; also says how it ended, for `fb_openchannel_webhooks_total`:
+/// stored, bad_signature, too_large, timeout, bad_body, busy, store_error.
+async fn receive(
+    shared: &Shared,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> (HttpResponse, &'static str) {
     let live = shared.live();
     let public = &live.config.public;
     let max = public.max_body_bytes;
@@ -183,42 +183,12 @@ async fn receive(shared: &Shared, req: Request<Incoming>, remote: SocketAddr) ->
         if logging::WEBHOOK_REFUSED.admit() {
             warn!(%remote, reason = "too_large", "webhook refused with 413: body of {} bytes is over the {max}-byte limit (public.max_body_bytes); nothing stored", declared.unwrap_or(0));
         }
-        return text(413, "payload too large\n");
+        return (text(413, "payload too large\n"), "too_large");
     }
     let signature_header = req
         .headers()
         .get(signature::HEADER)
         .map(|v| v.as_bytes().to_vec());
-
-    let body = match tokio::time::timeout(
-        public.request_timeout,
-        Limited::new(req.into_body(), max).collect(),
-    )
-    .await
-    {
-        Err(_) => {
-            if logging::WEBHOOK_REFUSED.admit() {
-                warn!(%remote, reason = "timeout", "webhook refused with 408: the body did not arrive within {:?} (public.request_timeout); nothing stored", public.request_timeout);
-            }
-            return text(408, "request timeout\n");
-        }
-        Ok(Err(e)) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                if logging::WEBHOOK_REFUSED.admit() {
-                    warn!(%remote, reason = "too_large", "webhook refused with 413: body is over the {max}-byte limit (public.max_body_bytes); nothing stored");
-                }
-                return text(413, "payload too large\n");
-            }
-            if logging::WEBHOOK_REFUSED.admit() {
-                warn!(%remote, reason = "bad_body", "webhook refused with 400: the body could not be read ({e}); nothing stored");
-            }
-            return text(400, "bad request body\n");
-        }
-        Ok(Ok(collected)) => collected.to_bytes(),
-    };
-
     let secret = live
         .config
         .facebook
@@ -226,20 +196,56 @@ async fn receive(shared: &Shared, req: Request<Incoming>, remote: SocketAddr) ->
         .get_ref()
         .expose()
         .as_bytes();
-    if let Err(e) = signature::verify(secret, signature_header.as_deref(), &body) {
-        if logging::WEBHOOK_REFUSED.admit() {
-            warn!(%remote, reason = e.reason(), "webhook refused with 403: {e}; nothing stored");
+    let deadline = tokio::time::Instant::now() + public.request_timeout;
+    let read = body::read_signed(
+        &shared.bodies,
+        req.into_body(),
+        max,
+        deadline,
+        secret,
+        signature_header.as_deref(),
+    )
+    .await;
+    let body = match read {
+        Ok(body) => body,
+        Err(e) => {
+            let (status, answer, result, reason) = match &e {
+                BodyError::Signature(s) => {
+                    (403, "invalid signature\n", "bad_signature", s.reason())
+                }
+                BodyError::TooLarge(_) => (413, "payload too large\n", "too_large", "too_large"),
+                BodyError::Timeout => (408, "request timeout\n", "timeout", "timeout"),
+                BodyError::Broken(_) => (400, "bad request body\n", "bad_body", "bad_body"),
+                BodyError::Busy | BodyError::Spool(_) => (
+                    503,
+                    "too many large requests at once; try again\n",
+                    "busy",
+                    "busy",
+                ),
+            };
+            if logging::WEBHOOK_REFUSED.admit() {
+                warn!(%remote, reason, "webhook refused with {status}: {e}; nothing stored");
+            }
+            let mut response = text(status, answer);
+            if status == 503 {
+                response
+                    .headers_mut()
+                    .insert("retry-after", "5".parse().expect("static header"));
+            }
+            return (response, result);
         }
-        return text(403, "invalid signature\n");
-    }
+    };
 
-    match intake::accept_webhook(shared, body.to_vec()).await {
-        Ok(_) => text(200, "EVENT_RECEIVED"),
+    match intake::accept_webhook(shared, body).await {
+        Ok(_) => (text(200, "EVENT_RECEIVED"), "stored"),
         Err(e) => {
             if logging::STORE_REFUSED.admit() {
                 error!(%remote, "webhook NOT stored, answered 503 so Facebook sends it again: {e}");
             }
-            text(503, "temporarily unable to store the event\n")
+            (
+                text(503, "temporarily unable to store the event\n"),
+                "store_error",
+            )
         }
     }
 }

@@ -40,6 +40,54 @@ pub enum StoreError {
     Open { path: PathBuf, reason: String },
 }
 
+/// Where webhook bodies not verified yet are spooled: `spool/` beside the database.
+pub fn spool_dir(store_path: &Path) -> PathBuf {
+    store_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("spool")
+}
+
+/// The database, its WAL and shared-memory files and the spool directory are for the
+/// service user alone: they hold every message and the Reply URL calls. SQLite gives
+/// the WAL and -shm files the database file's mode, so the database is created 0600
+/// (whatever the umask: outside systemd it was 0644), and files left readable by an
+/// earlier version are tightened.
+fn private_files(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+    }
+    let mut files = vec![path.to_owned()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(PathBuf::from(name));
+    }
+    for file in files {
+        if let Ok(meta) = std::fs::metadata(&file)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("cannot make {} private (0600): {e}", file.display()))?;
+        }
+    }
+    let spool = spool_dir(path);
+    match std::fs::DirBuilder::new().mode(0o700).create(&spool) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("cannot create {}: {e}", spool.display())),
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -402,6 +450,7 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
         }
+        private_files(path).map_err(open_err)?;
         let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         schema::prepare(&conn).map_err(|e| open_err(e.to_string()))?;
         // Every statement of the store stays prepared (rusqlite keeps 16 by default).
@@ -1218,6 +1267,28 @@ mod tests {
             payload: "{}".into(),
             state: NewState::Pending,
         }
+    }
+
+    /// Outside systemd the umask used to leave the database readable by everyone.
+    #[tokio::test]
+    async fn the_database_and_its_spool_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let store = Store::open(&path).unwrap();
+        store
+            .intake(b"{}".to_vec(), None, vec![event(1)])
+            .await
+            .unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("state.db-wal")), 0o600);
+        assert_eq!(mode(&spool_dir(&path)), 0o700);
+        drop(store);
+        // A database an earlier version left world-readable is tightened.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _store = Store::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
     }
 
     /// A webhook is fsynced before it is acknowledged; a delivery outcome is committed

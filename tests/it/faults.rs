@@ -714,6 +714,197 @@ async fn under_attack_the_public_port_keeps_answering_real_webhooks() {
     bench.stop().await;
 }
 
+/// Resident memory of a process, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap()
+}
+
+/// A TLS client that trusts the bench's CA.
+fn tls_connector(peers: &Peers) -> tokio_rustls::TlsConnector {
+    fb_openchannel::http_client::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject;
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(peers.certs.ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+/// Hundreds of connections each send nearly all of a 1 MiB body with a made-up (but
+/// well-formed) signature, and hold it. Before, each body sat in memory (400 of them:
+/// +400 MiB, kept after they closed). Now memory stays within the body budget, the rest
+/// waits in spool files, a real webhook is answered at once, and the memory is given
+/// back after the flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_large_unverified_bodies_keeps_memory_bounded_and_webhooks_answered() {
+    const ATTACKERS: usize = 300;
+    const ACTIVE: usize = 100;
+    const BODY: usize = 1024 * 1024;
+    let peers = Peers::start().await;
+    let local_port = free_port();
+    let text = peers
+        .config_toml("")
+        .replace(
+            "[local]\nlisten = \"127.0.0.1:0\"",
+            &format!("[local]\nlisten = \"127.0.0.1:{local_port}\""),
+        )
+        // The attackers hold their bodies for as long as they may, and outnumber the
+        // active slots.
+        .replace(
+            "request_timeout = \"2s\"",
+            &format!("request_timeout = \"120s\"\nmax_active_connections = {ACTIVE}"),
+        );
+    let path = peers.dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let daemon = Process::start(&path);
+    let port = daemon.public_port;
+    let pid = daemon.child.id();
+    let sender = WebhookSender::new(
+        &format!("https://127.0.0.1:{port}/webhook"),
+        APP_SECRET,
+        Some(&peers.certs.ca_pem),
+    );
+    // Warm up: one webhook end to end, so the baseline includes what any traffic uses.
+    sender
+        .send(messenger_text(PAGE_A, PSID, "mid.warm", 1, "warm").as_bytes())
+        .await
+        .unwrap();
+    peers.motion.wait_for_notifies(1, WAIT).await.unwrap();
+    let baseline = rss_kib(pid);
+
+    let connector = tls_connector(&peers);
+    let forged = format!("sha256={}", "ab".repeat(32));
+    let mut attackers = tokio::task::JoinSet::new();
+    for _ in 0..ATTACKERS {
+        let connector = connector.clone();
+        let forged = forged.clone();
+        attackers.spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+            let mut tls = connector
+                .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .ok()?;
+            let head = format!(
+                "POST /webhook HTTP/1.1\r\nhost: l\r\ncontent-length: {BODY}\r\nx-hub-signature-256: {forged}\r\n\r\n"
+            );
+            tls.write_all(head.as_bytes()).await.ok()?;
+            // All but the last KiB, then hold (unless the daemon closes the connection
+            // to make room for another).
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut sent = 0;
+            while sent + chunk.len() < BODY - 1024 {
+                tls.write_all(&chunk).await.ok()?;
+                sent += chunk.len();
+            }
+            tls.flush().await.ok()?;
+            Some(tls)
+        });
+    }
+    let mut held = Vec::new();
+    while let Some(conn) = attackers.join_next().await {
+        held.extend(conn.unwrap());
+    }
+    // The daemon reads at most ACTIVE of them at once; the others were pushed out.
+    wait_until("the daemon read the bodies it holds", WAIT, || async {
+        let (_, m) = local_get(local_port, "/metrics").await;
+        let read: f64 = m
+            .lines()
+            .filter(|l| l.starts_with("fb_openchannel_unverified_body_bytes{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        read >= (held.len().min(ACTIVE) * BODY / 2) as f64
+    })
+    .await;
+    let during = rss_kib(pid);
+
+    // A real webhook during the flood is answered at once.
+    let started = Instant::now();
+    let (status, _) = sender
+        .send(messenger_text(PAGE_A, PSID, "mid.flood", 2, "during the flood").as_bytes())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    let grew_mib = during.saturating_sub(baseline) / 1024;
+    println!(
+        "flood of {ATTACKERS} × 1 MiB unverified bodies, {ACTIVE} active slots: RSS {} → {} MiB (+{grew_mib} MiB), real webhook answered in {took:?}",
+        baseline / 1024,
+        during / 1024
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // The 32 MiB body budget and the active connections' own buffers (TLS, HTTP: the
+    // README's 160 KiB each), whatever the number of attackers.
+    let bound = 32 + (ACTIVE * 160 / 1024) as u64;
+    assert!(
+        grew_mib < bound,
+        "+{grew_mib} MiB (bound {bound}) with {ATTACKERS} attackers"
+    );
+
+    // After the flood the memory goes back.
+    drop(held);
+    wait_until(
+        "memory is given back after the flood",
+        Duration::from_secs(40),
+        || async { rss_kib(pid) < baseline + 16 * 1024 },
+    )
+    .await;
+    peers.motion.wait_for_notifies(2, WAIT).await.unwrap();
+}
+
+/// 300 idle connections to the local listener made /healthz time out (they were held
+/// 15 s each, 256 at most); now they are shed after 2 s and 1,024 fit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_to_the_local_listener_do_not_starve_health_checks() {
+    let bench = Bench::start().await;
+    let local = bench.daemon().local_addr;
+    // A new connection each time, as a monitoring probe makes.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let healthz = || async {
+        let started = Instant::now();
+        let status = client
+            .get(format!("http://{local}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+        started.elapsed()
+    };
+    healthz().await;
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(local).await.unwrap());
+    }
+    let took = healthz().await;
+    assert!(
+        took < Duration::from_millis(500),
+        "{took:?} with 300 idle connections"
+    );
+    // Past the cap: the idle ones are shed after 2 s, and the check gets through.
+    for _ in 0..1200 {
+        idle.push(tokio::net::TcpStream::connect(local).await.unwrap());
+    }
+    let took = healthz().await;
+    assert!(
+        took < Duration::from_secs(5),
+        "{took:?} with 1,500 idle connections"
+    );
+    drop(idle);
+    bench.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_connections_do_not_starve_real_webhooks() {
     // The daemon in its own process: it and this test each need ~10,000 descriptors.

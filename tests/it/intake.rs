@@ -239,7 +239,11 @@ async fn raw_tls(bench: &Bench) -> tokio_rustls::client::TlsStream<tokio::net::T
 async fn a_body_that_never_finishes_gets_408_and_the_daemon_keeps_serving() {
     let bench = Bench::start().await;
     let mut tls = raw_tls(&bench).await;
-    let head = "POST /webhook HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 500\r\nx-hub-signature-256: sha256=00\r\n\r\n{\"object\":";
+    // A well-formed signature: the body is read (and would be checked at its end).
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 500\r\nx-hub-signature-256: sha256={}\r\n\r\n{{\"object\":",
+        "0".repeat(64)
+    );
     tls.write_all(head.as_bytes()).await.unwrap();
     tls.flush().await.unwrap();
     let started = std::time::Instant::now();
@@ -253,6 +257,18 @@ async fn a_body_that_never_finishes_gets_408_and_the_daemon_keeps_serving() {
         started.elapsed() >= Duration::from_millis(1500),
         "answered before the configured 2 s timeout"
     );
+    // Without a well-formed signature the body is not even waited for.
+    let mut tls = raw_tls(&bench).await;
+    let head = "POST /webhook HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 500\r\nx-hub-signature-256: sha256=00\r\n\r\n{\"object\":";
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(WAIT, tls.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 403"));
+    assert!(started.elapsed() < Duration::from_millis(1000));
     bench
         .deliver(&messenger_text(PAGE_A, PSID, "m-after-slow", 1, "fine"))
         .await;

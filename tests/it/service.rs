@@ -232,7 +232,7 @@ async fn metric(
 ) -> f64 {
     let text = shared
         .metrics
-        .render(&shared.store, &shared.ledger)
+        .render(&shared.store, &shared.ledger, &shared.bodies)
         .await
         .unwrap();
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
