@@ -97,7 +97,11 @@ pub struct PublicConfig {
     pub tls_cert: Spanned<PathBuf>,
     #[serde(default = "default_tls_key")]
     pub tls_key: Spanned<PathBuf>,
-    /// Largest webhook body accepted; Facebook's feed batches stay well under 1 MiB.
+    /// Largest webhook body accepted. It must hold the largest body Meta sends, or a
+    /// refused batch is retried until Facebook gives up on it: a feed POST carries up to
+    /// 1,000 changes, a comment up to 8,000 characters, each of which may arrive escaped
+    /// as `\uXXXX` (6 bytes): ~49 MB at worst. Memory is bounded by `body_memory`, not
+    /// by this.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
     /// A client must send its headers and its whole body within this time, else 408.
@@ -299,7 +303,7 @@ fn default_tls_key() -> Spanned<PathBuf> {
     Spanned::new(0..0, "/etc/fb-openchannel/tls/privkey.pem".into())
 }
 fn default_max_body() -> usize {
-    1024 * 1024
+    64 * 1024 * 1024
 }
 fn default_request_timeout() -> Duration {
     Duration::from_secs(10)
@@ -997,7 +1001,7 @@ reply_token = "rt-0123456789abcdef"
         assert!(c.pages[0].wall_posts);
         assert_eq!(c.pages[0].comment_reply, CommentReply::Public);
         assert!(!c.pages[0].human_agent_tag);
-        assert_eq!(c.public.max_body_bytes, 1 << 20);
+        assert_eq!(c.public.max_body_bytes, 64 << 20);
         assert_eq!(c.storage.keep, Duration::from_secs(30 * 86400));
     }
 

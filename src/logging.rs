@@ -135,8 +135,12 @@ pub static EVICTED: Topic = Topic::warn(
     MINUTE,
 );
 
+/// Signed webhook items kept as failed (they cannot be read or delivered as they are).
+pub static ITEM_FAILED: Topic = Topic::warn("webhook items kept as failed", 10, MINUTE);
+
 /// Every topic, for [`summarise`].
-pub static TOPICS: [&Topic; 8] = [
+pub static TOPICS: [&Topic; 9] = [
+    &ITEM_FAILED,
     &EVICTED,
     &WEBHOOK_REFUSED,
     &HANDSHAKE_REFUSED,

@@ -105,6 +105,8 @@ pub struct Metrics {
     store_relaxed_commits: Gauge,
     /// Webhook verification handshakes by result: accepted, refused, throttled.
     pub handshakes: Family<ResultLabels, Counter>,
+    /// Signed webhook bodies or items in them that could not be read (kept as failed).
+    pub unreadable: Counter,
     /// Log lines not written because their topic was flooding (read at scrape time).
     log_suppressed: Family<TopicLabels, Gauge>,
     /// Bytes of webhook bodies held before their signature is checked, by where
@@ -221,6 +223,12 @@ impl Metrics {
             "Store transactions that wrote delivery outcomes only (synced by the next fsync)",
             store_relaxed_commits.clone(),
         );
+        let unreadable = Counter::default();
+        registry.register(
+            "webhook_items_unreadable",
+            "Signed webhook bodies, or items in them, that could not be read; each is kept as failed while its neighbours are delivered",
+            unreadable.clone(),
+        );
         let handshakes = Family::<ResultLabels, Counter>::default();
         registry.register(
             "handshakes",
@@ -257,6 +265,7 @@ impl Metrics {
             outcomes_kept,
             outcome_write_retries,
             handshakes,
+            unreadable,
             log_suppressed,
             webhooks,
             events,

@@ -13,6 +13,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::feed::{FeedChange, FeedKind};
@@ -482,79 +483,126 @@ pub enum WebhookError {
 }
 
 /// All the events in one webhook body, in the order Facebook listed them.
+///
+/// The envelope is read first with every entry left as raw text, then each entry, then
+/// each item: one that does not parse — a lone UTF-16 surrogate in a string, say, which
+/// makes the whole body invalid for a strict JSON reader — becomes a failed item on its
+/// own (its text kept), and its neighbours are delivered.
 pub fn parse(body: &[u8]) -> Result<Vec<Item>, WebhookError> {
-    let root: Value = serde_json::from_slice(body)?;
-    let object = root
+    let root: std::collections::HashMap<String, &RawValue> =
+        serde_json::from_slice(body).map_err(|e| {
+            if e.is_data() {
+                WebhookError::NotWebhook("the body is not a JSON object")
+            } else {
+                WebhookError::NotJson(e)
+            }
+        })?;
+    let object: String = root
         .get("object")
-        .and_then(Value::as_str)
-        .ok_or(WebhookError::NotWebhook("no \"object\" field"))?
-        .to_owned();
-    let entries = root
+        .and_then(|o| serde_json::from_str(o.get()).ok())
+        .ok_or(WebhookError::NotWebhook("no \"object\" field"))?;
+    let entries: Vec<&RawValue> = root
         .get("entry")
-        .and_then(Value::as_array)
+        .and_then(|e| serde_json::from_str(e.get()).ok())
         .ok_or(WebhookError::NotWebhook("no \"entry\" array"))?;
 
     let mut items = Vec::new();
     for entry in entries {
-        let page_id = match entry.get("id") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(WebhookError::NotWebhook("an entry has no \"id\"")),
-        };
-        // Messenger entries give `time` in ms, feed entries in seconds.
-        let entry_time = entry.get("time").and_then(Value::as_i64).unwrap_or(0);
-        let entry_time_ms = if entry_time < 100_000_000_000 {
-            entry_time.saturating_mul(1000)
-        } else {
-            entry_time
-        };
-        for (field, source) in [
-            ("messaging", Source::Messaging),
-            ("standby", Source::Standby),
-        ] {
-            for raw in entry
-                .get(field)
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let parsed = Messaging::deserialize(raw)
-                    .map(|m| Parsed::Messaging(Box::new(m)))
-                    .map_err(|e| format!("{field} item does not fit the model: {e}"));
-                items.push(Item {
-                    object: object.clone(),
-                    page_id: page_id.clone(),
-                    entry_time_ms,
-                    source,
-                    raw: raw.clone(),
-                    parsed,
-                });
-            }
+        parse_entry(&object, entry, &mut items);
+    }
+    Ok(items)
+}
+
+fn parse_entry(object: &str, raw: &RawValue, items: &mut Vec<Item>) {
+    #[derive(Deserialize)]
+    struct Entry<'a> {
+        #[serde(borrow, default)]
+        id: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        time: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        messaging: Option<Vec<&'a RawValue>>,
+        #[serde(borrow, default)]
+        standby: Option<Vec<&'a RawValue>>,
+        #[serde(borrow, default)]
+        changes: Option<Vec<&'a RawValue>>,
+    }
+    let failed = |why: String| Item {
+        object: object.to_owned(),
+        page_id: "unknown".into(),
+        entry_time_ms: 0,
+        source: Source::Changes,
+        raw: Value::String(raw.get().to_owned()),
+        parsed: Err(why),
+    };
+    let entry: Entry = match serde_json::from_str(raw.get()) {
+        Ok(e) => e,
+        Err(e) => {
+            items.push(failed(format!("an entry does not fit the model: {e}")));
+            return;
         }
-        for raw in entry
-            .get("changes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let parsed = match (raw.get("field").and_then(Value::as_str), raw.get("value")) {
-                (Some(field), Some(value)) if value.is_object() => Ok(Parsed::Change {
-                    field: field.to_owned(),
-                    value: value.clone(),
-                }),
-                _ => Err("change item has no \"field\" or no object \"value\"".to_owned()),
+    };
+    let page_id = match entry.id.map(|id| serde_json::from_str::<Value>(id.get())) {
+        Some(Ok(Value::String(s))) => s,
+        Some(Ok(Value::Number(n))) => n.to_string(),
+        _ => {
+            items.push(failed("an entry has no \"id\"".into()));
+            return;
+        }
+    };
+    // Messenger entries give `time` in ms, feed entries in seconds.
+    let entry_time = entry
+        .time
+        .and_then(|t| serde_json::from_str::<i64>(t.get()).ok())
+        .unwrap_or(0);
+    let entry_time_ms = if entry_time < 100_000_000_000 {
+        entry_time.saturating_mul(1000)
+    } else {
+        entry_time
+    };
+    let lists = [
+        (entry.messaging, "messaging", Source::Messaging),
+        (entry.standby, "standby", Source::Standby),
+        (entry.changes, "changes", Source::Changes),
+    ];
+    for (list, field, source) in lists {
+        for raw in list.into_iter().flatten() {
+            let (raw, parsed) = match serde_json::from_str::<Value>(raw.get()) {
+                Ok(value) => {
+                    let parsed = parse_item(&value, field, source);
+                    (value, parsed)
+                }
+                Err(e) => (
+                    Value::String(raw.get().to_owned()),
+                    Err(format!("{field} item is not valid JSON text ({e})")),
+                ),
             };
             items.push(Item {
-                object: object.clone(),
+                object: object.to_owned(),
                 page_id: page_id.clone(),
                 entry_time_ms,
-                source: Source::Changes,
-                raw: raw.clone(),
+                source,
+                raw,
                 parsed,
             });
         }
     }
-    Ok(items)
+}
+
+/// The typed view of one item of `entry[].<field>`.
+fn parse_item(raw: &Value, field: &str, source: Source) -> Result<Parsed, String> {
+    match source {
+        Source::Messaging | Source::Standby => Messaging::deserialize(raw)
+            .map(|m| Parsed::Messaging(Box::new(m)))
+            .map_err(|e| format!("{field} item does not fit the model: {e}")),
+        Source::Changes => match (raw.get("field").and_then(Value::as_str), raw.get("value")) {
+            (Some(field), Some(value)) if value.is_object() => Ok(Parsed::Change {
+                field: field.to_owned(),
+                value: value.clone(),
+            }),
+            _ => Err("change item has no \"field\" or no object \"value\"".to_owned()),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -600,6 +648,37 @@ mod tests {
         .unwrap();
         assert!(items[0].parsed.is_err());
         assert!(items[1].parsed.is_ok());
+    }
+
+    /// A lone UTF-16 surrogate makes the whole body invalid JSON for a strict reader;
+    /// only the item that holds it fails, with its text kept.
+    #[test]
+    fn a_lone_surrogate_fails_its_item_alone() {
+        let body = br#"{"object":"page","entry":[{"id":"1","time":5,"messaging":[
+            {"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":5,"message":{"mid":"a","text":"bad \ud800 text"}},
+            {"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":6,"message":{"mid":"b","text":"fine"}}]},
+            {"id":"3","time":7,"messaging":[{"sender":{"id":"4"},"timestamp":7,"message":{"mid":"c","text":"also fine"}}]},
+            {"no_id":true},
+            "not an entry"]}"#;
+        assert!(
+            serde_json::from_slice::<Value>(body).is_err(),
+            "strictly, the body is invalid"
+        );
+        let items = parse(body).unwrap();
+        assert_eq!(items.len(), 5);
+        assert!(items[0].parsed.is_err());
+        assert!(
+            items[0].raw.as_str().unwrap().contains(r"\ud800"),
+            "its text is kept"
+        );
+        assert_eq!(items[0].page_id, "1");
+        assert_eq!(items[1].dedup_key(), "mid:b");
+        assert_eq!(
+            (items[2].page_id.as_str(), items[2].dedup_key().as_str()),
+            ("3", "mid:c")
+        );
+        assert!(items[3].parsed.is_err() && items[4].parsed.is_err());
+        assert_eq!(items[3].kind(), "unparsed");
     }
 
     #[test]

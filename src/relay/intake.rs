@@ -19,6 +19,7 @@ pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutc
                 .store
                 .intake(body, Some(e.to_string()), Vec::new())
                 .await?;
+            shared.metrics.unreadable.inc();
             warn!(
                 webhook_id = outcome.webhook_id,
                 "signed webhook body could not be read ({e}); kept as failed webhook {} so it can be replayed after an upgrade",
@@ -34,11 +35,18 @@ pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutc
                     sort_echo(shared, item, new).await;
                 }
             }
+            let unreadable = items.iter().filter(|i| i.parsed.is_err()).count();
+            shared.metrics.unreadable.inc_by(unreadable as u64);
             for (item, new) in items.iter().zip(&new_items) {
-                if let NewState::Failed(reason) = &new.state {
-                    warn!(page_id = %item.page_id, conversation = %new.conversation, "webhook item kept as failed: {reason}");
+                if let NewState::Failed(reason) = &new.state
+                    && crate::logging::ITEM_FAILED.admit()
+                {
+                    warn!(page_id = %item.page_id, conversation = %new.conversation, "webhook item kept as failed: {reason}; see `fb-openchannel queue list --failed`");
                 }
             }
+            // Page ids are labels only for configured pages: entries for any other id
+            // (7,000 of them once made 14,000 series) all count as "unconfigured".
+            let live = shared.live();
             let counts: Vec<(String, String, String)> = new_items
                 .iter()
                 .map(|n| {
@@ -47,7 +55,12 @@ pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutc
                         NewState::Skipped(_) => "skipped",
                         NewState::Failed(_) => "failed",
                     };
-                    (n.page_id.clone(), n.kind.clone(), state.to_owned())
+                    let page = if live.page(&n.page_id).is_some() {
+                        n.page_id.clone()
+                    } else {
+                        "unconfigured".to_owned()
+                    };
+                    (page, n.kind.clone(), state.to_owned())
                 })
                 .collect();
             let outcome = shared.store.intake(body, None, new_items).await?;
@@ -62,11 +75,13 @@ pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutc
                         state,
                     })
                     .inc();
-                shared
-                    .metrics
-                    .last_event
-                    .get_or_create(&PageLabels { page_id })
-                    .set(now);
+                if page_id != "unconfigured" {
+                    shared
+                        .metrics
+                        .last_event
+                        .get_or_create(&PageLabels { page_id })
+                        .set(now);
+                }
             }
             outcome
         }

@@ -635,6 +635,7 @@ async fn read_send(req: &Request<Bytes>, page: &str) -> Result<SentMessage, Stri
 }
 
 /// Posts webhooks to the daemon as Facebook does: signed with the App Secret.
+#[derive(Clone)]
 pub struct WebhookSender {
     client: reqwest::Client,
     url: String,

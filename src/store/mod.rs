@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
+use sha2::Digest;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most requests folded into one transaction. Large enough to absorb a burst, small
@@ -521,13 +522,22 @@ impl Store {
         parse_error: Option<String>,
         items: Vec<NewItem>,
     ) -> Result<IntakeOutcome, StoreError> {
+        // Hashed here, off the store thread.
+        let digest = sha2::Sha256::digest(&body).to_vec();
         self.call(Access::Durable, move |conn| {
             let now = now_ms();
-            conn.prepare_cached(
-                "INSERT INTO webhooks (received_at, body, parse_error) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![now, body, parse_error])?;
-            let webhook_id = conn.last_insert_rowid();
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO webhooks (received_at, body, parse_error, digest)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (digest) DO NOTHING",
+                )?
+                .execute(params![now, body, parse_error, digest])?;
+            let webhook_id = if inserted > 0 {
+                conn.last_insert_rowid()
+            } else {
+                conn.prepare_cached("SELECT id FROM webhooks WHERE digest = ?1")?
+                    .query_row([&digest], |r| r.get(0))?
+            };
             let mut outcome = IntakeOutcome {
                 webhook_id,
                 new: 0,

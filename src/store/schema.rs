@@ -229,6 +229,13 @@ BEGIN
          ORDER BY event_ts, id LIMIT 1;
 END;
 "#,
+    r#"
+-- A webhook body is stored once per content: Facebook's redeliveries (and an attacker
+-- replaying a captured signed body) point at the same row instead of adding one each
+-- (1,000 replays stored 9.5 MB). Old rows keep a NULL digest (NULLs never collide).
+ALTER TABLE webhooks ADD COLUMN digest BLOB;
+CREATE UNIQUE INDEX webhooks_digest ON webhooks (digest);
+"#,
 ];
 
 /// Durability settings and schema migrations. Run once when the database is opened.

@@ -65,8 +65,8 @@ async fn unsigned_or_badly_signed_webhooks_get_403_and_store_nothing() {
 }
 
 #[tokio::test]
-async fn body_over_one_mib_gets_413_and_stores_nothing() {
-    let bench = Bench::start().await;
+async fn body_over_max_body_bytes_gets_413_and_stores_nothing() {
+    let bench = Bench::start_with_public("max_body_bytes = 1048576").await;
     let body = vec![b'x'; 1024 * 1024 + 1];
     let (status, _) = bench.sender.send(&body).await.unwrap();
     assert_eq!(status, 413);
@@ -107,8 +107,13 @@ async fn signed_garbage_is_acknowledged_and_kept_as_a_failed_webhook() {
         assert_eq!(status, 200, "{:?}", String::from_utf8_lossy(body));
     }
     let failed = bench.daemon().shared.store.failed_webhooks().await.unwrap();
-    assert_eq!(failed.len(), 4, "{failed:?}");
+    assert_eq!(failed.len(), 3, "{failed:?}");
     assert!(failed[0].1.contains("not JSON"), "{failed:?}");
+    assert!(failed[2].1.contains("not a JSON object"), "{failed:?}");
+    // An entry without an id fails alone, as an item of a readable webhook.
+    let items = bench.items().await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].state, "failed");
     assert_eq!(bench.motion().requests(), 0);
     bench.stop().await;
 }
@@ -203,10 +208,35 @@ async fn the_same_webhook_three_times_gives_one_notify() {
     assert_eq!(bodies, ["only once please", "marker"]);
     assert_eq!(
         bench.daemon().shared.store.webhook_count().await.unwrap(),
-        4,
-        "every delivery's bytes are kept"
+        2,
+        "the same bytes are kept once"
     );
     assert_eq!(bench.items().await.len(), 2);
+    bench.stop().await;
+}
+
+/// A captured signed webhook replayed 1,000 times stored 1,000 copies of its body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_replayed_a_thousand_times_is_stored_once() {
+    let bench = Bench::start().await;
+    let body = messenger_text(PAGE_A, PSID, "mid.replay", 1_700_000_000_000, "replayed");
+    let mut sends = tokio::task::JoinSet::new();
+    for _ in 0..1000 {
+        let sender = bench.sender.clone();
+        let body = body.clone();
+        sends.spawn(async move { sender.send(body.as_bytes()).await.unwrap().0 });
+        if sends.len() >= 16 {
+            assert_eq!(sends.join_next().await.unwrap().unwrap(), 200);
+        }
+    }
+    while let Some(status) = sends.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    let store = &bench.daemon().shared.store;
+    assert_eq!(store.webhook_count().await.unwrap(), 1);
+    assert_eq!(bench.items().await.len(), 1);
+    let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    assert_eq!(notes.len(), 1);
     bench.stop().await;
 }
 
@@ -314,5 +344,92 @@ async fn keep_alive_serves_many_webhooks_on_one_connection() {
         assert!(answer.ends_with("EVENT_RECEIVED"), "request {i}: {answer}");
     }
     bench.motion().wait_for_notifies(3, WAIT).await.unwrap();
+    bench.stop().await;
+}
+
+/// A lone UTF-16 surrogate in one message made the whole signed batch unreadable, and
+/// its neighbours were lost with it. Now only that item fails, and it is counted.
+#[tokio::test]
+async fn one_unreadable_item_fails_alone_and_is_counted() {
+    let bench = Bench::start().await;
+    let item = |mid: &str, ts: i64, text: &str| {
+        format!(
+            r#"{{"sender":{{"id":"{PSID}"}},"recipient":{{"id":"{PAGE_A}"}},"timestamp":{ts},"message":{{"mid":"{mid}","text":"{text}"}}}}"#
+        )
+    };
+    let body = format!(
+        r#"{{"object":"page","entry":[{{"id":"{PAGE_A}","time":1,"messaging":[{},{},{}]}}]}}"#,
+        item("mid.s1", 1, "before"),
+        item("mid.s2", 2, r"broken \ud800 here"),
+        item("mid.s3", 3, "after"),
+    );
+    bench.deliver(&body).await;
+    let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    let bodies: Vec<_> = notes.iter().map(|n| n.notify.body.as_str()).collect();
+    assert_eq!(bodies, ["before", "after"]);
+    let failed: Vec<_> = bench
+        .items()
+        .await
+        .into_iter()
+        .filter(|i| i.state == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("not valid JSON text")
+    );
+    let shared = &bench.daemon().shared;
+    let metrics = shared
+        .metrics
+        .render(&shared.store, &shared.ledger, &shared.bodies)
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("fb_openchannel_webhook_items_unreadable_total 1"),
+        "{metrics}"
+    );
+    let ready = reqwest::get(format!("http://{}/readyz", bench.daemon().local_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        ready.contains("1 signed webhook item(s) could not be read"),
+        "{ready}"
+    );
+    bench.stop().await;
+}
+
+/// 7,000 entries for pages that are not configured made 14,000 metric series.
+#[tokio::test]
+async fn entries_for_unknown_pages_make_no_metric_series_of_their_own() {
+    let bench = Bench::start().await;
+    let entries: Vec<String> = (0..7000)
+        .map(|i| {
+            format!(
+                r#"{{"id":"{}","time":1,"messaging":[{{"sender":{{"id":"5"}},"recipient":{{"id":"1"}},"timestamp":1,"message":{{"mid":"m{i}","text":"x"}}}}]}}"#,
+                900_000_000 + i
+            )
+        })
+        .collect();
+    let body = format!(r#"{{"object":"page","entry":[{}]}}"#, entries.join(","));
+    let (status, _) = bench.sender.send(body.as_bytes()).await.unwrap();
+    assert_eq!(status, 200);
+    let shared = &bench.daemon().shared;
+    let metrics = shared
+        .metrics
+        .render(&shared.store, &shared.ledger, &shared.bodies)
+        .await
+        .unwrap();
+    let series = metrics.lines().filter(|l| !l.starts_with('#')).count();
+    assert!(series < 100, "{series} series");
+    assert!(
+        metrics.contains(r#"fb_openchannel_events_stored_total{page_id="unconfigured",kind="message",state="skipped"} 7000"#),
+        "{metrics}"
+    );
     bench.stop().await;
 }

@@ -431,18 +431,23 @@ async fn an_agent_on_a_post_without_comments_comments_on_the_post() {
 async fn a_batch_of_1000_feed_changes_delivered_twice_gives_1000_notifies() {
     let bench = Bench::start().await;
     let t = now_ms() / 1000;
+    // Long comments, with emoji escaped the way Facebook escapes them: the batch is over
+    // 3 MiB, and a 413 would have made Facebook retry it until it gave up.
+    let long = "Where is my order? \u{1F620} ".repeat(120);
     let changes: Vec<Value> = (0..1000)
         .map(|i| {
             let post = format!("{PAGE_B}_{}", 5000 + i % 40);
             json!({"field": "feed", "value": {"item": "comment", "verb": "add", "post_id": post,
                    "comment_id": format!("{}_{i}", 5000 + i % 40), "parent_id": post,
                    "from": {"id": format!("{}", 9_000_000 + i % 97), "name": "Visitor"},
-                   "created_time": t + i, "message": format!("comment {i}")}})
+                   "created_time": t + i, "message": format!("comment {i}: {long}")}})
         })
         .collect();
     let body = json!({"object": "page", "entry": [{"id": PAGE_B, "time": t, "changes": changes}]})
-        .to_string();
-    assert!(body.len() < 1024 * 1024);
+        .to_string()
+        // serde_json writes emoji as UTF-8; Facebook sends them as surrogate pairs.
+        .replace('\u{1F620}', "\\ud83d\\ude20");
+    assert!(body.len() > 3 * 1024 * 1024, "{} bytes", body.len());
     bench.deliver(&body).await;
     bench.deliver(&body).await;
     let notes = bench.motion().wait_for_notifies(1000, WAIT).await.unwrap();
