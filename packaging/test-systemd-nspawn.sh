@@ -6,7 +6,9 @@
 #     on port 443 at once (READY comes after the listeners are bound);
 #   - runs as the unprivileged fb-openchannel user with only CAP_NET_BIND_SERVICE;
 #   - reloads on `systemctl reload`, and logs to the journal with PAGE_ID fields;
-#   - is restarted by the watchdog when frozen with SIGSTOP.
+#   - is restarted by the watchdog when frozen with SIGSTOP;
+#   - logs a burst of 10,000 deliveries in a few hundred lines, keeping a WARN sent
+#     in the middle of it (packaging/nspawn-burst.py plays Facebook and Motion).
 # Skips, saying why, only where this machine cannot boot a container.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -146,6 +148,29 @@ done
 in_ct journalctl -u fb-openchannel --no-pager | grep -qi watchdog || fail "no watchdog timeout in the journal"
 [ "$(handshake 4713)" = 4713 ] || fail "no handshake after the watchdog restart"
 ok "frozen with SIGSTOP → watchdog timeout → restarted"
+
+# A burst of 10,000 deliveries with a WARN in the middle: per-item lines are summarised,
+# and the warning reaches the journal (journald drops nothing of ours).
+command -v python3 >/dev/null || apt-get install -y -q python3 >/dev/null
+in_ct sed -i -e 's|^receive_url = .*|receive_url = "http://127.0.0.1:18090/api/openchannel/accounts/1/notify"|' \
+    -e 's|^graph_url = .*|graph_url = "http://127.0.0.1:18090"|' /etc/fb-openchannel/config.toml
+in_ct systemctl restart fb-openchannel || fail "restart with the burst config failed"
+since=$(in_ct date '+%Y-%m-%d %H:%M:%S')
+python3 packaging/nspawn-burst.py 18090 https://127.0.0.1:443/webhook nspawn-app-secret 1234567890 10000 \
+    || fail "the burst did not reach Motion"
+for _ in $(seq 1 150); do
+    in_ct journalctl -u fb-openchannel --since "$since" --no-pager -o cat | grep -q "more items delivered" && break
+    sleep 0.2
+done
+journal=$(in_ct journalctl -u fb-openchannel --since "$since" --no-pager -o cat)
+lines=$(printf '%s\n' "$journal" | wc -l)
+printf '%s\n' "$journal" | grep -q "more items delivered" || fail "no summary of the delivered items"
+in_ct journalctl -u fb-openchannel --since "$since" -p warning --no-pager -o cat | grep -q "webhook refused with 403" \
+    || fail "the warning during the burst did not reach the journal"
+in_ct journalctl --since "$since" --no-pager -o cat | grep -q "Suppressed .* messages from fb-openchannel" \
+    && fail "journald suppressed lines of the daemon"
+[ "$lines" -lt 1000 ] || fail "$lines journal lines for 10,000 deliveries"
+ok "10,000 deliveries: $lines journal lines, the WARN in the middle kept, nothing suppressed by journald"
 
 exposure=$(in_ct systemd-analyze security fb-openchannel --no-pager 2>/dev/null | tail -n1 || true)
 echo "  inside the container: $exposure"

@@ -271,9 +271,18 @@ pub struct PageConfig {
     pub comment_reply: CommentReply,
     #[serde(default)]
     pub human_agent_tag: bool,
+    /// The Contact field of this Openchannel account that holds the customer's id
+    /// (notify `mapKey`, and where a reply names its customer); default `[motion] map_key`.
+    #[serde(default)]
+    pub map_key: Option<String>,
 }
 
 impl PageConfig {
+    /// This account's map key: its own, else `[motion] map_key`.
+    pub fn map_key<'a>(&'a self, motion: &'a MotionConfig) -> &'a str {
+        self.map_key.as_deref().unwrap_or(&motion.map_key)
+    }
+
     /// The page id as Graph calls take it (checked when the config was loaded).
     pub fn page_id(&self) -> crate::facebook::ids::PageId {
         crate::facebook::ids::PageId::parse(self.id.get_ref())
@@ -558,6 +567,7 @@ impl Config {
             );
         }
 
+        check_map_key(&mut err, "motion.map_key", &self.motion.map_key);
         if self.pages.is_empty() {
             err(
                 0..0,
@@ -590,6 +600,9 @@ impl Config {
             check_secret(&mut err, "page.access_token", &page.access_token);
             check_secret(&mut err, "page.reply_token", &page.reply_token);
             check_reply_token(&mut err, &page.reply_token);
+            if let Some(key) = &page.map_key {
+                check_map_key(&mut err, "page.map_key", key);
+            }
             if let Err(m) = check_http_url(page.receive_url.get_ref()) {
                 err(page.receive_url.span(), "page.receive_url", m);
             }
@@ -693,6 +706,26 @@ fn check_secret(
             secret.span(),
             key,
             "still the placeholder from the example config: put the real value here".into(),
+        );
+    }
+}
+
+/// A Contact field name, as Motion names them (`facebook`, `cf_7`, `email`…).
+fn check_map_key(
+    err: &mut impl FnMut(std::ops::Range<usize>, &str, String),
+    key: &str,
+    value: &str,
+) {
+    let valid = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid {
+        err(
+            0..0,
+            key,
+            "must be the name of a Motion Contact field: letters, digits, '_' or '-' (e.g. \"facebook\", \"cf_7\")".into(),
         );
     }
 }

@@ -121,7 +121,7 @@ fn assert_id_text(id: &str) {
 /// A Reply URL body: parse (ids included), then split its text and decide its reply
 /// window.
 pub fn reply(data: &[u8]) {
-    let Ok(reply) = crate::motion::reply::parse(data) else {
+    let Ok(reply) = crate::motion::reply::parse(data, "cf_7") else {
         return;
     };
     if let Some(thread) = &reply.thread_id {

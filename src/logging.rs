@@ -138,8 +138,16 @@ pub static EVICTED: Topic = Topic::warn(
 /// Signed webhook items kept as failed (they cannot be read or delivered as they are).
 pub static ITEM_FAILED: Topic = Topic::warn("webhook items kept as failed", 10, MINUTE);
 
+/// Customer name lookups that failed for a passing reason (asked again next time).
+pub static NAME_LOOKUP_FAILED: Topic = Topic::warn(
+    "customer name lookups failed (Graph unreachable?)",
+    5,
+    MINUTE,
+);
+
 /// Every topic, for [`summarise`].
-pub static TOPICS: [&Topic; 9] = [
+pub static TOPICS: [&Topic; 10] = [
+    &NAME_LOOKUP_FAILED,
     &ITEM_FAILED,
     &EVICTED,
     &WEBHOOK_REFUSED,

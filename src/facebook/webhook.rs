@@ -204,6 +204,19 @@ pub struct Postback {
     pub payload: Option<String>,
 }
 
+/// A Facebook time in milliseconds. Messenger's `timestamp` is in ms, but some events
+/// carry it in seconds (RapidPro Courier keeps such a referral fixture), and feed times
+/// are in seconds: a value below 10^11 (March 1973 in ms, year 5138 in s) is seconds.
+/// Read in ms as it was, such an event sorted first in its conversation and made the
+/// customer look 56 years silent, so an agent's answer was refused as out of window.
+pub fn facebook_ms(t: i64) -> i64 {
+    if t < 100_000_000_000 {
+        t.saturating_mul(1000)
+    } else {
+        t
+    }
+}
+
 /// What a messaging item is, decided from which of its fields are present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessagingKind {
@@ -359,7 +372,7 @@ impl Item {
     pub fn timestamp_ms(&self) -> i64 {
         let entry_time_ms = self.entry_time_ms;
         match &self.parsed {
-            Ok(Parsed::Messaging(m)) => m.timestamp.unwrap_or(entry_time_ms),
+            Ok(Parsed::Messaging(m)) => m.timestamp.map_or(entry_time_ms, facebook_ms),
             Ok(Parsed::Change { value, .. }) => value
                 .get("created_time")
                 .and_then(|t| t.as_i64().or_else(|| t.as_str()?.parse().ok()))
@@ -551,15 +564,12 @@ fn parse_entry(object: &str, raw: &RawValue, items: &mut Vec<Item>) {
         }
     };
     // Messenger entries give `time` in ms, feed entries in seconds.
-    let entry_time = entry
-        .time
-        .and_then(|t| serde_json::from_str::<i64>(t.get()).ok())
-        .unwrap_or(0);
-    let entry_time_ms = if entry_time < 100_000_000_000 {
-        entry_time.saturating_mul(1000)
-    } else {
-        entry_time
-    };
+    let entry_time_ms = facebook_ms(
+        entry
+            .time
+            .and_then(|t| serde_json::from_str::<i64>(t.get()).ok())
+            .unwrap_or(0),
+    );
     let lists = [
         (entry.messaging, "messaging", Source::Messaging),
         (entry.standby, "standby", Source::Standby),

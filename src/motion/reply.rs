@@ -1,8 +1,9 @@
 //! The body Motion POSTs to the Reply URL when an agent sends a message.
 //!
 //! Read leniently (DESIGN §3): everything is optional except `body`; ids may be numbers
-//! or strings; unknown fields are ignored. The recipient is `Contact.facebook`, else
-//! `contact.facebook`, else `to`.
+//! or strings; unknown fields are ignored. The recipient is `Contact.<map key>` (the
+//! account's map key: `facebook` unless configured), else `contact.<map key>`, else
+//! `Contact.facebook` / `contact.facebook`, else `to`.
 
 use serde_json::Value;
 
@@ -47,7 +48,7 @@ fn text(v: Option<&Value>) -> Option<String> {
     }
 }
 
-pub fn parse(bytes: &[u8]) -> Result<Reply, ReplyError> {
+pub fn parse(bytes: &[u8], map_key: &str) -> Result<Reply, ReplyError> {
     let v: Value = serde_json::from_slice(bytes).map_err(|e| ReplyError::NotJson(e.to_string()))?;
     if !v.is_object() {
         return Err(ReplyError::NotJson("expected a JSON object".into()));
@@ -68,8 +69,11 @@ pub fn parse(bytes: &[u8]) -> Result<Reply, ReplyError> {
     if body.trim().is_empty() && attachment_id.is_none() {
         return Err(ReplyError::NoBody);
     }
-    let recipient = text(v.pointer("/Contact/facebook"))
-        .or_else(|| text(v.pointer("/contact/facebook")))
+    let contact_field = |contact: &str, key: &str| text(v.get(contact).and_then(|c| c.get(key)));
+    let recipient = contact_field("Contact", map_key)
+        .or_else(|| contact_field("contact", map_key))
+        .or_else(|| contact_field("Contact", "facebook"))
+        .or_else(|| contact_field("contact", "facebook"))
         .or_else(|| text(v.get("to")));
     Ok(Reply {
         body,
@@ -93,6 +97,7 @@ mod tests {
                  "OpenchannelAccountId":7,"OpenchannelInteractionId":311,"UserId":2,
                  "Contact":{"id":17,"firstName":"Ada","facebook":"987654321432"},
                  "Interaction":{"id":311,"threadId":null},"createdAt":"2026-11-25T10:00:00.000Z"}"#,
+            "facebook",
         )
         .unwrap();
         assert_eq!(r.body, "Hello Ada");
@@ -105,45 +110,91 @@ mod tests {
 
     #[test]
     fn recipient_fallbacks_and_numeric_ids() {
-        let r = parse(br#"{"body":"x","contact":{"facebook":123}}"#).unwrap();
+        let r = parse(br#"{"body":"x","contact":{"facebook":123}}"#, "facebook").unwrap();
         assert_eq!(r.recipient.as_deref(), Some("123"));
-        let r = parse(br#"{"body":"x","to":"456"}"#).unwrap();
+        let r = parse(br#"{"body":"x","to":"456"}"#, "facebook").unwrap();
         assert_eq!(r.recipient.as_deref(), Some("456"));
-        let r = parse(br#"{"body":"x","Contact":{"facebook":""},"to":"789"}"#).unwrap();
+        let r = parse(
+            br#"{"body":"x","Contact":{"facebook":""},"to":"789"}"#,
+            "facebook",
+        )
+        .unwrap();
         assert_eq!(r.recipient.as_deref(), Some("789"));
-        let r =
-            parse(br#"{"body":"photo.jpg","AttachmentId":42,"Interaction":{"threadId":"1_2"}}"#)
-                .unwrap();
+        let r = parse(
+            br#"{"body":"photo.jpg","AttachmentId":42,"Interaction":{"threadId":"1_2"}}"#,
+            "facebook",
+        )
+        .unwrap();
         assert_eq!(r.attachment_id, Some(AttachmentId(42)));
         assert_eq!(r.thread_id.as_ref().map(ObjectId::as_str), Some("1_2"));
     }
 
+    /// An account whose map key is not `facebook` names its customer in that field.
+    #[test]
+    fn the_accounts_map_key_names_the_customer() {
+        let body = br#"{"body":"x","Contact":{"facebook":null,"cf_7":"555111222"}}"#;
+        assert_eq!(
+            parse(body, "cf_7").unwrap().recipient.as_deref(),
+            Some("555111222")
+        );
+        assert_eq!(parse(body, "facebook").unwrap().recipient, None);
+        let body = br#"{"body":"x","contact":{"cf_7":4242}}"#;
+        assert_eq!(
+            parse(body, "cf_7").unwrap().recipient.as_deref(),
+            Some("4242")
+        );
+    }
+
     #[test]
     fn refusals() {
-        assert!(matches!(parse(b"not json"), Err(ReplyError::NotJson(_))));
-        assert!(matches!(parse(b"[1]"), Err(ReplyError::NotJson(_))));
-        assert_eq!(parse(br#"{"text":"x"}"#), Err(ReplyError::NoBody));
-        assert_eq!(parse(br#"{"body":42}"#), Err(ReplyError::NoBody));
-        assert_eq!(parse(br#"{"body":"  "}"#), Err(ReplyError::NoBody));
+        assert!(matches!(
+            parse(b"not json", "facebook"),
+            Err(ReplyError::NotJson(_))
+        ));
+        assert!(matches!(
+            parse(b"[1]", "facebook"),
+            Err(ReplyError::NotJson(_))
+        ));
+        assert_eq!(
+            parse(br#"{"text":"x"}"#, "facebook"),
+            Err(ReplyError::NoBody)
+        );
+        assert_eq!(
+            parse(br#"{"body":42}"#, "facebook"),
+            Err(ReplyError::NoBody)
+        );
+        assert_eq!(
+            parse(br#"{"body":"  "}"#, "facebook"),
+            Err(ReplyError::NoBody)
+        );
     }
 
     /// Ids from Motion go into URLs: anything that is not one is refused here.
     #[test]
     fn injected_ids_are_refused() {
         assert_eq!(
-            parse(br#"{"body":"x","AttachmentId":"../../api/users?x="}"#),
+            parse(
+                br#"{"body":"x","AttachmentId":"../../api/users?x="}"#,
+                "facebook"
+            ),
             Err(ReplyError::BadAttachmentId)
         );
         assert_eq!(
-            parse(br#"{"body":"x","AttachmentId":{"id":1}}"#),
+            parse(br#"{"body":"x","AttachmentId":{"id":1}}"#, "facebook"),
             Err(ReplyError::BadAttachmentId)
         );
         assert_eq!(
-            parse(br#"{"body":"x","Interaction":{"threadId":"1234567890/feed#"}}"#),
+            parse(
+                br#"{"body":"x","Interaction":{"threadId":"1234567890/feed#"}}"#,
+                "facebook"
+            ),
             Err(ReplyError::BadThreadId)
         );
-        let r =
-            parse(br#"{"body":"x","AttachmentId":null,"Interaction":{"threadId":null}}"#).unwrap();
+        let r = parse(
+            br#"{"body":"x","AttachmentId":null,"Interaction":{"threadId":null}}"#,
+            "facebook",
+        )
+        .unwrap();
         assert_eq!((r.attachment_id, r.thread_id), (None, None));
     }
 }

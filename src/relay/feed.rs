@@ -146,6 +146,7 @@ pub fn plan(change: &FeedChange) -> (Envelope, Vec<Step>) {
                 steps.push(Step::File {
                     fallback: format!("[{label}] {url}"),
                     url,
+                    label: None,
                 });
             }
         }

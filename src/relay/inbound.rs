@@ -184,7 +184,7 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
     {
         let mut notify = Notify {
             from: envelope.from.clone(),
-            map_key: shared.live().motion.map_key().to_owned(),
+            map_key: page.map_key(&shared.live().config.motion).to_owned(),
             body: String::new(),
             first_name: envelope.first_name.clone(),
             last_name: envelope.last_name.clone(),
@@ -194,10 +194,14 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
         };
         match step {
             Step::Text(body) => notify.body = body.clone(),
-            Step::File { url, fallback } => match move_file(shared, receive_url, url).await {
+            Step::File {
+                url,
+                fallback,
+                label,
+            } => match move_file(shared, receive_url, url).await {
                 Ok((id, name)) => {
                     notify.attachment_id = Some(id);
-                    notify.body = name;
+                    notify.body = label.clone().unwrap_or(name);
                 }
                 Err(Failure::Permanent(reason)) => {
                     warn!(
@@ -369,7 +373,11 @@ async fn customer_name(shared: &Shared, page: &PageConfig, customer: &Customer) 
                         || e.disposition == Disposition::SlowDown =>
                 {
                     // Passing trouble: use the fallback now, ask again next time.
-                    warn!(page_id = %page_id, conversation = %format!("psid:{psid}"), "customer name lookup failed ({e}); using {:?} for now", full_name(&profile));
+                    // Asked again at the customer's next message: while Graph is down
+                    // that is every message, so the line is bounded.
+                    if logging::NAME_LOOKUP_FAILED.admit() {
+                        warn!(page_id = %page_id, conversation = %format!("psid:{psid}"), "customer name lookup failed ({e}); using {:?} for now", full_name(&profile));
+                    }
                 }
                 other => {
                     if let Err(e) = other {

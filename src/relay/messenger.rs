@@ -79,8 +79,13 @@ pub enum Step {
     /// A notify with this body.
     Text(String),
     /// Download `url`, upload it to Motion, notify with its `AttachmentId` and the file
-    /// name as body; if the file cannot be moved for good, notify `fallback` instead.
-    File { url: String, fallback: String },
+    /// name as body (or `label`, when set); if the file cannot be moved for good,
+    /// notify `fallback` instead.
+    File {
+        url: String,
+        fallback: String,
+        label: Option<String>,
+    },
 }
 
 /// Text of earlier messages this event refers to, looked up in the store.
@@ -103,27 +108,46 @@ pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
                 };
                 steps.push(Step::Text(body));
             }
-            let is_sticker = msg.sticker_id.is_some();
+            // Since 2026 a sticker comes as an attachment of type "sticker" (with or
+            // without `sticker_id`); until 2026-08-30 the old image form comes beside
+            // it, for the same sticker: then the image is the same sticker again.
+            // Source: Messenger Platform changelog, 2026-06-01 ("Webhook change with
+            // sticker attachment type"), and the messages webhook reference.
+            let has_sticker_type = msg.attachments.iter().any(|a| a.kind == "sticker");
+            let old_sticker_form = |a: &&crate::facebook::webhook::Attachment| {
+                a.kind == "image" && (msg.sticker_id.is_some() || a.sticker_id().is_some())
+            };
             for a in &msg.attachments {
+                if has_sticker_type && old_sticker_form(&a) {
+                    continue;
+                }
                 let url = a
                     .payload_url()
                     .or(a.url.as_deref())
                     .unwrap_or("")
                     .to_owned();
                 let step = match a.kind.as_str() {
-                    _ if is_sticker || a.sticker_id().is_some() => {
+                    _ if a.kind == "sticker" || old_sticker_form(&a) => {
                         let id = a
                             .sticker_id()
                             .or_else(|| msg.sticker_id.as_ref().map(|s| s.0.clone()));
                         if id.as_deref().is_some_and(|id| LIKE_STICKERS.contains(&id)) {
                             Step::Text("[sticker: 👍]".into())
+                        } else if url.is_empty() {
+                            Step::Text("[sticker]".into())
                         } else {
-                            Step::Text(labelled("sticker", &url))
+                            // The agent sees the sticker itself, as an image.
+                            Step::File {
+                                fallback: labelled("sticker", &url),
+                                url,
+                                label: Some("[sticker]".into()),
+                            }
                         }
                     }
                     "image" | "video" | "audio" | "file" if !url.is_empty() => Step::File {
                         fallback: labelled(&a.kind, &url),
                         url,
+                        label: None,
                     },
                     "location" => match a.coordinates() {
                         Some((lat, long)) => Step::Text(format!(

@@ -47,7 +47,8 @@ fn answer(first: FirstAttempt) -> Answer {
 
 /// Handles one Reply URL call for `page` with the raw request body.
 pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> Answer {
-    let reply = match reply::parse(body) {
+    let map_key = page.map_key(&shared.live().config.motion).to_owned();
+    let reply = match reply::parse(body, &map_key) {
         Ok(r) => r,
         Err(e) => {
             return (
@@ -59,7 +60,7 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
     let Some(recipient) = reply.recipient.clone() else {
         return (
             400,
-            json!({ "message": "Not sent: the reply names no customer (Contact.facebook, contact.facebook or to). Check the Openchannel account's map key." }),
+            json!({ "message": format!("Not sent: the reply names no customer (Contact.{map_key}, contact.{map_key} or to). Check the Openchannel account's map key: it must be map_key of this page in fb-openchannel's config.") }),
         );
     };
     let recipient = match Customer::parse(&recipient) {

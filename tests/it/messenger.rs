@@ -293,3 +293,83 @@ async fn one_post_with_two_pages_reaches_both_accounts() {
     );
     bench.stop().await;
 }
+
+/// A Messenger webhook whose one message carries these attachments.
+fn with_attachments(mid: &str, ts: i64, attachments: serde_json::Value) -> String {
+    serde_json::json!({
+        "object": "page",
+        "entry": [{"id": PAGE_A, "time": ts, "messaging": [{
+            "sender": {"id": PSID}, "recipient": {"id": PAGE_A}, "timestamp": ts,
+            "message": {"mid": mid, "attachments": attachments}
+        }]}]
+    })
+    .to_string()
+}
+
+/// Since 2026 stickers come as `type: "sticker"` attachments, with or without
+/// `sticker_id`, and until 2026-08-30 beside the old `image` form of the same sticker.
+/// Source: Messenger Platform changelog (2026-06-01, "Webhook change with sticker
+/// attachment type") and the messages webhook reference, whose example is
+/// `{"type": "sticker", "payload": {"url": "<STICKER_URL>"}}`.
+#[tokio::test]
+async fn stickers_of_the_2026_form_reach_the_agent_as_an_image_once() {
+    let bench = Bench::start().await;
+    let png = bench
+        .peers
+        .graph
+        .add_file("sticker.png", "image/png", vec![9u8; 300]);
+    // The new form alone, without sticker_id.
+    bench
+        .deliver(&with_attachments(
+            "mid.st1",
+            1_800_000_000_000,
+            serde_json::json!([{"type": "sticker", "payload": {"url": png}}]),
+        ))
+        .await;
+    // The transition form: the same sticker as an image with sticker_id, and as a sticker.
+    bench
+        .deliver(&with_attachments(
+            "mid.st2",
+            1_800_000_000_001,
+            serde_json::json!([
+                {"type": "image", "payload": {"url": png, "sticker_id": 1234567}},
+                {"type": "sticker", "payload": {"url": png, "sticker_id": 1234567}}
+            ]),
+        ))
+        .await;
+    // The like sticker, in the new form: still a thumbs-up in words.
+    bench
+        .deliver(&with_attachments(
+            "mid.st3",
+            1_800_000_000_002,
+            serde_json::json!([{"type": "sticker", "payload": {"url": png, "sticker_id": 369239263222822u64}}]),
+        ))
+        .await;
+    let notes = bench.motion().wait_for_notifies(3, WAIT).await.unwrap();
+    let bodies: Vec<_> = notes.iter().map(|n| n.notify.body.as_str()).collect();
+    assert_eq!(bodies, ["[sticker]", "[sticker]", "[sticker: 👍]"]);
+    assert!(
+        notes[0].notify.attachment_id.is_some(),
+        "the sticker's image is attached"
+    );
+    assert!(notes[1].notify.attachment_id.is_some());
+    assert_eq!(
+        bench.motion().uploads().len(),
+        2,
+        "the transition form is one sticker"
+    );
+    assert_eq!(bench.motion().uploads()[0].bytes.len(), 300);
+    // Nothing more comes.
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            PSID,
+            "mid.st4",
+            1_800_000_000_003,
+            "marker",
+        ))
+        .await;
+    let notes = bench.motion().wait_for_notifies(4, WAIT).await.unwrap();
+    assert_eq!(notes.len(), 4);
+    bench.stop().await;
+}

@@ -499,3 +499,50 @@ async fn facebook_unreachable_answers_202_and_the_reply_goes_out_when_it_is_back
     assert_eq!(sent[0].text.as_deref(), Some("Sent later"));
     bench.stop().await;
 }
+
+/// Facebook sometimes stamps a messaging event in seconds (RapidPro Courier keeps a
+/// referral fixture like that, handlers/meta/testdata/fba/referral_seconds.json). Read
+/// as milliseconds it was January 1970: the agent's answer was refused as "outside the
+/// 7-day window".
+#[tokio::test]
+async fn a_postback_stamped_in_seconds_then_an_agent_reply_goes_out_as_response() {
+    let bench = Bench::start().await;
+    let seconds = now_ms() / 1000 - 60;
+    let postback = json!({
+        "object": "page",
+        "entry": [{"id": PAGE_A, "time": now_ms(), "messaging": [{
+            "sender": {"id": PSID}, "recipient": {"id": PAGE_A}, "timestamp": seconds,
+            "postback": {"title": "Track my order", "payload": "TRACK", "mid": "m.pb.seconds"}
+        }]}]
+    })
+    .to_string();
+    bench.deliver(&postback).await;
+    bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    let (status, answer) = agent(&bench, reply_body(9100, PSID, "It ships today.", None)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(bench.peers.graph.sent()[0].messaging_type, "RESPONSE");
+    bench.stop().await;
+}
+
+/// An Openchannel account whose map key is `cf_7`: the notify carries it, and Motion's
+/// reply names the customer in `Contact.cf_7` (before, every such reply failed with 400).
+#[tokio::test]
+async fn a_page_with_its_own_map_key_notifies_and_answers_through_it() {
+    let bench = Bench::start_edited(|t| {
+        t.replacen(
+            &format!("reply_token = \"{REPLY_TOKEN_A}\""),
+            &format!("reply_token = \"{REPLY_TOKEN_A}\"\nmap_key = \"cf_7\""),
+            1,
+        )
+    })
+    .await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    assert_eq!(notes[0].notify.map_key, "cf_7");
+    let mut body = reply_body(9200, PSID, "Hello from Motion", None);
+    body["Contact"] = json!({"id": 17, "firstName": "Ada", "cf_7": PSID});
+    let (status, answer) = agent(&bench, body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(bench.peers.graph.sent()[0].recipient, json!({"id": PSID}));
+    bench.stop().await;
+}
