@@ -184,6 +184,10 @@ fn default_keep() -> Duration {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FacebookConfig {
+    /// Our app's id (App Dashboard → App ID): the subscription checks look at this app's
+    /// entry only. When absent, the app the Page tokens were issued for.
+    #[serde(default)]
+    pub app_id: Option<Spanned<String>>,
     /// Key of the `X-Hub-Signature-256` HMAC (App Dashboard → Settings → Basic).
     pub app_secret: Spanned<Secret>,
     /// What you type into "Verify token" when adding the Callback URL.
@@ -547,6 +551,15 @@ impl Config {
         }
         if let Err(m) = check_http_url(self.facebook.graph_url.get_ref()) {
             err(self.facebook.graph_url.span(), "facebook.graph_url", m);
+        }
+        if let Some(app) = &self.facebook.app_id
+            && crate::facebook::ids::PageId::parse(app.get_ref()).is_err()
+        {
+            err(
+                app.span(),
+                "facebook.app_id",
+                "is not an app id: digits only (App Dashboard → App ID)".into(),
+            );
         }
         if let Err(m) = crate::facebook::media::MediaHosts::parse(
             self.facebook

@@ -151,7 +151,7 @@ async fn run(config: &Config, path: &std::path::Path) -> Vec<Check> {
         });
     }
     for page in &config.pages {
-        checks.extend(page_checks(page, &graph, &motion).await);
+        checks.extend(page_checks(page, config, &graph, &motion).await);
     }
     checks
 }
@@ -344,7 +344,12 @@ fn store(config: &Config) -> Check {
     check(failed == 0, detail)
 }
 
-async fn page_checks(page: &PageConfig, graph: &GraphClient, motion: &MotionClient) -> Vec<Check> {
+async fn page_checks(
+    page: &PageConfig,
+    config: &Config,
+    graph: &GraphClient,
+    motion: &MotionClient,
+) -> Vec<Check> {
     let id = page.id.get_ref();
     let scope = format!("page {id}");
     let check = |name, ok, detail: String| Check {
@@ -390,35 +395,7 @@ async fn page_checks(page: &PageConfig, graph: &GraphClient, motion: &MotionClie
         }
     };
     if token_ok {
-        let required = subscription::required_fields(page);
-        checks.push(
-            match graph.subscribed_fields(token, &page.page_id()).await {
-                Ok(have) => {
-                    let gone = subscription::missing(&required, &have);
-                    if gone.is_empty() {
-                        check(
-                            "subscription",
-                            true,
-                            format!("subscribed to {}", required.join(", ")),
-                        )
-                    } else {
-                        check(
-                            "subscription",
-                            false,
-                            format!(
-                                "not subscribed to {}: run `fb-openchannel subscribe`",
-                                gone.join(", ")
-                            ),
-                        )
-                    }
-                }
-                Err(e) => check(
-                    "subscription",
-                    false,
-                    format!("cannot read the subscription: {e}"),
-                ),
-            },
-        );
+        checks.extend(subscription_checks(page, config, graph, &check).await);
     }
     let receive_url = page.receive_url.get_ref();
     checks.push(match motion.probe(receive_url).await {
@@ -448,6 +425,138 @@ async fn page_checks(page: &PageConfig, graph: &GraphClient, motion: &MotionClie
         ),
     });
     checks
+}
+
+/// Our app (configured, or found from the token), our app's subscription — its own
+/// entry, not the fields of every app installed on the Page — and the other apps.
+async fn subscription_checks(
+    page: &PageConfig,
+    config: &Config,
+    graph: &GraphClient,
+    check: &impl Fn(&'static str, bool, String) -> Check,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let app = match subscription::our_app(graph, config, page).await {
+        Ok(app) => app,
+        Err(e) => {
+            checks.push(check(
+                "app",
+                false,
+                format!("cannot tell which app the token belongs to ({e}): set facebook.app_id (App Dashboard → App ID)"),
+            ));
+            return checks;
+        }
+    };
+    match &app.found_from_token {
+        Some(name) => checks.push(check(
+            "app",
+            true,
+            format!(
+                "facebook.app_id is not set; the Page token belongs to app {} ({name}), whose subscription is checked. Set app_id = \"{}\" in [facebook] to say so yourself",
+                app.id, app.id
+            ),
+        )),
+        None => {
+            // A token issued for another app cannot subscribe ours.
+            match graph.token_app(page.access_token.get_ref()).await {
+                Ok((id, name)) if id != app.id => checks.push(check(
+                    "app",
+                    false,
+                    format!("the Page token was issued for app {id} ({name}), not facebook.app_id {}: make the token with fb-openchannel's app", app.id),
+                )),
+                _ => checks.push(check("app", true, format!("app {} (facebook.app_id)", app.id))),
+            }
+        }
+    }
+    let installed = match graph
+        .installed_apps(page.access_token.get_ref(), &page.page_id())
+        .await
+    {
+        Ok(apps) => subscription::Installed::split(apps, &app.id),
+        Err(e) => {
+            checks.push(check(
+                "subscription",
+                false,
+                format!("cannot read the subscription: {e}"),
+            ));
+            return checks;
+        }
+    };
+    let required = subscription::required_fields(page);
+    let gone = subscription::missing(&required, installed.our_fields());
+    checks.push(if installed.ours.is_none() {
+        check(
+            "subscription",
+            false,
+            format!(
+                "app {} is not subscribed to this Page{}: run `fb-openchannel subscribe`",
+                app.id,
+                if installed.others.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (other apps are: {})",
+                        installed
+                            .others
+                            .iter()
+                            .map(describe_app)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            ),
+        )
+    } else if gone.is_empty() {
+        check(
+            "subscription",
+            true,
+            format!("app {} is subscribed to {}", app.id, required.join(", ")),
+        )
+    } else {
+        check(
+            "subscription",
+            false,
+            format!(
+                "app {} is not subscribed to {}: run `fb-openchannel subscribe`",
+                app.id,
+                gone.join(", ")
+            ),
+        )
+    });
+    let competitors = installed.competitors();
+    checks.push(if !competitors.is_empty() {
+        check(
+            "other apps",
+            false,
+            format!(
+                "{} also receive{} this Page's Messenger messages and compete for its conversations (a leftover Motion Cloud app?). Remove {}: Meta Business Suite → Settings → Business integrations (or the Page's Settings → Business integrations) → Remove; or, if it must stay, make fb-openchannel's app the one conversations are routed to (Page settings → Advanced messaging)",
+                competitors.iter().map(|a| describe_app(a)).collect::<Vec<_>>().join(", "),
+                if competitors.len() == 1 { "s" } else { "" },
+                if competitors.len() == 1 { "it" } else { "them" }
+            ),
+        )
+    } else if installed.others.is_empty() {
+        check("other apps", true, "no other app is installed on this Page".into())
+    } else {
+        check(
+            "other apps",
+            true,
+            format!(
+                "also installed, without Messenger messages: {}",
+                installed.others.iter().map(describe_app).collect::<Vec<_>>().join(", ")
+            ),
+        )
+    });
+    checks
+}
+
+/// "XCALLY Motion (1234567890)".
+fn describe_app(app: &crate::facebook::graph::InstalledApp) -> String {
+    if app.name.is_empty() {
+        format!("app {}", app.id)
+    } else {
+        format!("{} ({})", app.name, app.id)
+    }
 }
 
 #[cfg(test)]

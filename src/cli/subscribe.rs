@@ -55,27 +55,43 @@ pub fn main(path: &std::path::Path, json: bool) -> ExitCode {
             let result = graph
                 .subscribe(page.access_token.get_ref(), &id, &fields)
                 .await;
+            // What Facebook kept, for our app: its own entry among the Page's apps.
             let verified = match result {
-                Ok(()) => graph
-                    .subscribed_fields(page.access_token.get_ref(), &id)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(()) => match subscription::our_app(&graph, &config, page).await {
+                    Ok(app) => graph
+                        .installed_apps(page.access_token.get_ref(), &id)
+                        .await
+                        .map(|apps| subscription::Installed::split(apps, &app.id))
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
                 Err(e) => Err(e.to_string()),
             };
             outcomes.push(match verified {
-                Ok(have) => {
+                Ok(installed) => {
+                    let have = installed.our_fields().to_vec();
                     let gone = subscription::missing(&subscription::required_fields(page), &have);
+                    let competing: Vec<String> = installed
+                        .competitors()
+                        .iter()
+                        .map(|a| format!("{} ({})", a.name, a.id))
+                        .collect();
                     Outcome {
                         page_id: id.to_string(),
                         ok: gone.is_empty(),
                         fields: have,
-                        detail: if gone.is_empty() {
-                            "subscribed".into()
-                        } else {
+                        detail: if !gone.is_empty() {
                             format!(
                                 "Facebook did not keep {}: check the app's permissions",
                                 gone.join(", ")
                             )
+                        } else if !competing.is_empty() {
+                            format!(
+                                "subscribed; note: {} also receive(s) this Page's messages — see `fb-openchannel doctor`",
+                                competing.join(", ")
+                            )
+                        } else {
+                            "subscribed".into()
                         },
                     }
                 }

@@ -228,6 +228,15 @@ pub struct Send<'a> {
     pub metadata: &'a str,
 }
 
+/// An app installed on a Page, as `GET /{page}/subscribed_apps` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledApp {
+    pub id: String,
+    pub name: String,
+    /// The webhook fields it receives for the Page.
+    pub fields: Vec<String>,
+}
+
 /// A customer's name as Graph gives it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct GraphProfile {
@@ -437,13 +446,14 @@ impl GraphClient {
         ))
     }
 
-    /// `GET /{page_id}/subscribed_apps`: the webhook fields this app is subscribed to
-    /// for the Page (empty when it is not subscribed at all).
-    pub async fn subscribed_fields(
+    /// `GET /{page_id}/subscribed_apps`: **every** app installed on the Page, with the
+    /// webhook fields each is subscribed to. A site that left Motion Cloud still has
+    /// XCALLY's app here: only the entry of our own app says whether we get webhooks.
+    pub async fn installed_apps(
         &self,
         token: &Secret,
         page_id: &PageId,
-    ) -> Result<Vec<String>, GraphError> {
+    ) -> Result<Vec<InstalledApp>, GraphError> {
         let request = self
             .http
             .get(self.url(&[page_id.as_str(), "subscribed_apps"]))
@@ -455,14 +465,50 @@ impl GraphClient {
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .flat_map(|app| {
-                app.get("subscribed_fields")
+            .map(|app| InstalledApp {
+                id: match app.get("id") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Number(n)) => n.to_string(),
+                    _ => String::new(),
+                },
+                name: app
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+                fields: app
+                    .get("subscribed_fields")
                     .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f.as_str().map(str::to_owned))
+                    .collect(),
             })
-            .filter_map(|f| f.as_str().map(str::to_owned))
             .collect())
+    }
+
+    /// `GET /app`: the app a token was issued for, `(id, name)` — how the daemon finds
+    /// its own app when `facebook.app_id` is not set.
+    pub async fn token_app(&self, token: &Secret) -> Result<(String, String), GraphError> {
+        let request = self
+            .http
+            .get(self.url(&["app"]))
+            .query(&[("fields", "id,name")])
+            .bearer_auth(token.expose());
+        let text = Self::call(request).await?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|_| GraphError::from_response(200, &text, None))?;
+        let id = match v.get("id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(GraphError::from_response(200, &text, None)),
+        };
+        let name = v
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        Ok((id, name))
     }
 
     /// `POST /{page_id}/subscribed_apps?subscribed_fields=…`: subscribes this app to the
@@ -479,10 +525,16 @@ impl GraphClient {
             .query(&[("subscribed_fields", fields.join(","))])
             .bearer_auth(token.expose());
         let text = Self::call(request).await?;
-        match serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v.get("success")?.as_bool())
-        {
+        // `{"success": true}`, or the string "true" as Meta's own samples show it.
+        let success =
+            serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| match v.get("success")? {
+                    Value::Bool(b) => Some(*b),
+                    Value::String(s) => Some(s == "true"),
+                    _ => None,
+                });
+        match success {
             Some(true) => Ok(()),
             _ => Err(GraphError::from_response(200, &text, None)),
         }

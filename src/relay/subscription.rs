@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::PageConfig;
-use crate::facebook::graph::{GraphClient, GraphError};
+use crate::config::{Config, PageConfig};
+use crate::facebook::graph::{GraphClient, GraphError, InstalledApp};
 use crate::relay::Shared;
 
 /// Fields every page needs for Messenger.
@@ -47,6 +47,67 @@ pub fn missing<'a>(required: &[&'a str], have: &[String]) -> Vec<&'a str> {
         .collect()
 }
 
+/// Whose subscription counts: our app's id, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OurApp {
+    pub id: String,
+    /// The app's name when Graph told it (the id was found from the token).
+    pub found_from_token: Option<String>,
+}
+
+/// Our app: `facebook.app_id`, else the app the page's token was issued for.
+pub async fn our_app(
+    graph: &GraphClient,
+    config: &Config,
+    page: &PageConfig,
+) -> Result<OurApp, GraphError> {
+    match &config.facebook.app_id {
+        Some(id) => Ok(OurApp {
+            id: id.get_ref().clone(),
+            found_from_token: None,
+        }),
+        None => {
+            let (id, name) = graph.token_app(page.access_token.get_ref()).await?;
+            Ok(OurApp {
+                id,
+                found_from_token: Some(name),
+            })
+        }
+    }
+}
+
+/// The apps installed on a page, split into ours and the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    /// Our app's entry: `None` when our app is not subscribed at all.
+    pub ours: Option<InstalledApp>,
+    pub others: Vec<InstalledApp>,
+}
+
+impl Installed {
+    pub fn split(apps: Vec<InstalledApp>, our_id: &str) -> Installed {
+        let (ours, others): (Vec<_>, Vec<_>) = apps.into_iter().partition(|a| a.id == our_id);
+        Installed {
+            ours: ours.into_iter().next(),
+            others,
+        }
+    }
+
+    /// The fields our app receives (none when it is not subscribed).
+    pub fn our_fields(&self) -> &[String] {
+        self.ours.as_ref().map_or(&[], |a| a.fields.as_slice())
+    }
+
+    /// Other apps that receive the Page's Messenger messages too: they compete for the
+    /// same conversations (a leftover Motion Cloud app).
+    pub fn competitors(&self) -> Vec<&InstalledApp> {
+        self.others
+            .iter()
+            .filter(|a| a.fields.iter().any(|f| f == "messages"))
+            .collect()
+    }
+}
+
 /// What [`ensure`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ensured {
@@ -55,18 +116,25 @@ pub enum Ensured {
     Resubscribed(Vec<String>),
 }
 
-/// Checks a page's subscription and subscribes it again when fields are missing.
-pub async fn ensure(graph: &GraphClient, page: &PageConfig) -> Result<Ensured, GraphError> {
+/// Checks our app's subscription to a page — its entry only, whatever other apps are
+/// installed — and subscribes it again when fields are missing.
+pub async fn ensure(
+    graph: &GraphClient,
+    config: &Config,
+    page: &PageConfig,
+) -> Result<(Ensured, Installed), GraphError> {
     let token = page.access_token.get_ref();
     let id = page.page_id();
-    let have = graph.subscribed_fields(token, &id).await?;
-    let gone = missing(&required_fields(page), &have);
+    let app = our_app(graph, config, page).await?;
+    let installed = Installed::split(graph.installed_apps(token, &id).await?, &app.id);
+    let gone = missing(&required_fields(page), installed.our_fields());
     if gone.is_empty() {
-        return Ok(Ensured::AlreadySubscribed);
+        return Ok((Ensured::AlreadySubscribed, installed));
     }
     graph.subscribe(token, &id, &requested_fields(page)).await?;
-    Ok(Ensured::Resubscribed(
-        gone.iter().map(|s| s.to_string()).collect(),
+    Ok((
+        Ensured::Resubscribed(gone.iter().map(|s| s.to_string()).collect()),
+        installed,
     ))
 }
 
@@ -89,9 +157,9 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         let live = shared.live();
         for page in &live.config.pages {
             let id = page.id.get_ref();
-            match ensure(&live.graph, page).await {
-                Ok(Ensured::AlreadySubscribed) => {}
-                Ok(Ensured::Resubscribed(fields)) => warn!(
+            match ensure(&live.graph, &live.config, page).await {
+                Ok((Ensured::AlreadySubscribed, _)) => {}
+                Ok((Ensured::Resubscribed(fields), _)) => warn!(
                     page_id = %id,
                     "Facebook had dropped the webhook subscription of page {id} (missing: {}); subscribed it again. \
                      Facebook does this after about an hour of failed webhooks: check that the public listener was reachable",

@@ -12,6 +12,14 @@ use serde_json::json;
 use super::http::{Handler, SimResponse, SimServer, json as json_response, respond};
 use crate::facebook::signature;
 
+/// Another app installed on a Page: `(id, name, webhook fields)`.
+type OtherApp = (String, String, Vec<String>);
+
+/// The app id of the daemon in the simulated Facebook: its Page tokens belong to it.
+pub const SIM_APP_ID: &str = "1517776481860111";
+/// That app's name.
+pub const SIM_APP_NAME: &str = "fb-openchannel test app";
+
 /// A request the simulated Graph received.
 #[derive(Debug, Clone)]
 pub struct GraphRequest {
@@ -89,8 +97,12 @@ struct State {
     sent_count: tokio::sync::watch::Sender<usize>,
     send_failures: Mutex<std::collections::VecDeque<SendFailure>>,
     comments: Mutex<Vec<SentComment>>,
-    /// Page id → webhook fields this app is subscribed to.
+    /// Page id → webhook fields this app (the daemon's, [`SIM_APP_ID`]) is subscribed to.
     subscriptions: Mutex<HashMap<String, Vec<String>>>,
+    /// Page id → other apps installed on it: `(id, name, fields)`, e.g. XCALLY's.
+    other_apps: Mutex<HashMap<String, Vec<OtherApp>>>,
+    /// Answer a subscribe call with `{"success": "true"}`, as Meta's samples show.
+    success_as_text: Mutex<bool>,
     /// Subscribe calls received, by page.
     subscribe_calls: Mutex<Vec<String>>,
     /// Objects that no longer exist: comments on them fail like on Facebook.
@@ -119,6 +131,8 @@ impl SimGraph {
             send_failures: Mutex::new(std::collections::VecDeque::new()),
             comments: Mutex::new(Vec::new()),
             subscriptions: Mutex::new(HashMap::new()),
+            other_apps: Mutex::new(HashMap::new()),
+            success_as_text: Mutex::new(false),
             subscribe_calls: Mutex::new(Vec::new()),
             deleted: Mutex::new(Vec::new()),
             hold_sends: tokio::sync::watch::channel(false).0,
@@ -173,6 +187,27 @@ impl SimGraph {
             .lock()
             .unwrap()
             .insert(page_id.into(), Vec::new());
+    }
+
+    /// Another app installed on the Page with these webhook fields (a leftover Motion
+    /// Cloud app, a CRM…).
+    pub fn install_other_app(&self, page_id: &str, app_id: &str, name: &str, fields: &[&str]) {
+        self.state
+            .other_apps
+            .lock()
+            .unwrap()
+            .entry(page_id.into())
+            .or_default()
+            .push((
+                app_id.into(),
+                name.into(),
+                fields.iter().map(|f| f.to_string()).collect(),
+            ));
+    }
+
+    /// Answer subscribe calls with the string `"true"` instead of the boolean.
+    pub fn answer_success_as_text(&self, text: bool) {
+        *self.state.success_as_text.lock().unwrap() = text;
     }
 
     /// The fields the app is subscribed to for a page.
@@ -297,7 +332,7 @@ impl SimGraph {
                     "message": {
                         "mid": message.message_id,
                         "is_echo": true,
-                        "app_id": 1517776481860111u64,
+                        "app_id": SIM_APP_ID.parse::<u64>().expect("digits"),
                         "metadata": message.metadata,
                         "text": message.text,
                     }
@@ -366,7 +401,22 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
             200,
             json!({"id": page, "name": format!("Simulated Page {page}")}),
         ),
+        (&Method::GET, [_version, "app"]) => {
+            json_response(200, json!({"id": SIM_APP_ID, "name": SIM_APP_NAME}))
+        }
         (&Method::GET, [_version, target, "subscribed_apps"]) if *target == page => {
+            // Every app installed on the Page, as Graph lists them.
+            let mut data: Vec<serde_json::Value> = state
+                .other_apps
+                .lock()
+                .unwrap()
+                .get(&page)
+                .into_iter()
+                .flatten()
+                .map(|(id, name, fields)| {
+                    json!({"category": "Business", "link": "https://example.invalid/", "name": name, "id": id, "subscribed_fields": fields})
+                })
+                .collect();
             let fields = state
                 .subscriptions
                 .lock()
@@ -374,11 +424,9 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                 .get(&page)
                 .cloned()
                 .unwrap_or_default();
-            let data = if fields.is_empty() {
-                json!([])
-            } else {
-                json!([{"name": "fb-openchannel test app", "id": "1517776481860111", "subscribed_fields": fields}])
-            };
+            if !fields.is_empty() {
+                data.push(json!({"category": "Business", "link": "https://example.invalid/", "name": SIM_APP_NAME, "id": SIM_APP_ID, "subscribed_fields": fields}));
+            }
             json_response(200, json!({ "data": data }))
         }
         (&Method::POST, [_version, target, "subscribed_apps"]) if *target == page => {
@@ -395,7 +443,11 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                 .lock()
                 .unwrap()
                 .insert(page.clone(), fields);
-            json_response(200, json!({"success": true}))
+            if *state.success_as_text.lock().unwrap() {
+                json_response(200, json!({"success": "true"}))
+            } else {
+                json_response(200, json!({"success": true}))
+            }
         }
         (&Method::POST, [_version, target, "messages"]) => {
             if *target != "me" && *target != page {

@@ -185,6 +185,90 @@ async fn the_daemon_resubscribes_a_page_facebook_dropped() {
     bench.stop().await;
 }
 
+/// A site that left Motion Cloud: XCALLY's app is still installed on the Page with every
+/// field, ours is not subscribed. Merging every app's fields, doctor said "subscribed"
+/// and nothing ever subscribed ours; now only our app's entry counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leftover_motion_cloud_app_is_named_and_our_own_app_is_subscribed() {
+    let peers = Peers::start().await;
+    let all = [
+        "messages",
+        "messaging_postbacks",
+        "message_edits",
+        "message_reactions",
+        "message_echoes",
+        "feed",
+    ];
+    peers.graph.unsubscribe(PAGE_A);
+    peers
+        .graph
+        .install_other_app(PAGE_A, "300199466707231", "XCALLY Motion", &all);
+    let text = fixed_ports_config(&peers);
+    let daemon = Process::start(std::path::Path::new(&config_path(&peers)));
+    let (code, checks, human) = doctor(&peers);
+    assert_eq!(code, 1, "{human}");
+    let bad = failing(&checks);
+    let scope = format!("page {PAGE_A}");
+    let detail = |name: &str| {
+        bad.iter()
+            .find(|(s, n, _)| *s == scope && n == name)
+            .map(|(_, _, d)| d.clone())
+            .unwrap_or_else(|| panic!("no failing {name} check:\n{human}"))
+    };
+    assert!(
+        detail("subscription").contains("is not subscribed to this Page"),
+        "{human}"
+    );
+    assert!(
+        detail("subscription").contains("XCALLY Motion (300199466707231)"),
+        "{human}"
+    );
+    let other = detail("other apps");
+    assert!(
+        other.contains("XCALLY Motion (300199466707231)") && other.contains("Remove"),
+        "{human}"
+    );
+    // Without facebook.app_id, doctor says which app it found from the token.
+    assert!(human.contains("facebook.app_id is not set"), "{human}");
+    drop(daemon);
+
+    // `subscribe` subscribes ours, also when Graph answers {"success": "true"}.
+    peers.graph.answer_success_as_text(true);
+    let (code, stdout, stderr) = cli(&["subscribe", "--config", &config_path(&peers)]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("✓ page {PAGE_A}: subscribed")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("XCALLY Motion"), "{stdout}");
+    assert!(
+        peers
+            .graph
+            .subscribed(PAGE_A)
+            .iter()
+            .any(|f| f == "messages")
+    );
+
+    // And the daemon's own check re-subscribes ours when it is dropped again, with the
+    // app id configured this time.
+    peers.graph.unsubscribe(PAGE_A);
+    let text = text.replace(
+        "[facebook]\n",
+        &format!(
+            "[facebook]\napp_id = \"{}\"\nsubscription_check = \"100ms\"\n",
+            fb_openchannel::sim::facebook::SIM_APP_ID
+        ),
+    );
+    std::fs::write(config_path(&peers), &text).unwrap();
+    let daemon = Process::start(std::path::Path::new(&config_path(&peers)));
+    let graph = &peers.graph;
+    wait_until("our app is subscribed to page A again", WAIT, || async {
+        graph.subscribed(PAGE_A).iter().any(|f| f == "messages")
+    })
+    .await;
+    drop(daemon);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_retry_while_the_daemon_runs_delivers_once_and_drop_removes() {
     let bench = Bench::start().await;
