@@ -200,6 +200,14 @@ pub struct FacebookConfig {
     /// it if Facebook dropped it; "0s" turns the check off.
     #[serde(default = "default_subscription_check", with = "humantime_serde")]
     pub subscription_check: Duration,
+    /// How long Graph's "unknown error" answers (codes 1 and 2) are retried before the
+    /// reply is given up and the agent told.
+    #[serde(default = "default_unknown_error_retry", with = "humantime_serde")]
+    pub unknown_error_retry: Duration,
+    /// How long a feature Facebook throttles (code 368, 10/1893063) first pauses; it
+    /// doubles while the throttle lasts, up to 16 times this.
+    #[serde(default = "default_block_pause", with = "humantime_serde")]
+    pub block_pause: Duration,
     /// Where customers' files may be downloaded from: domains (with their subdomains,
     /// https only) or addresses written out. Names never reach private addresses.
     #[serde(default = "default_media_hosts")]
@@ -275,6 +283,10 @@ pub struct PageConfig {
     pub comment_reply: CommentReply,
     #[serde(default)]
     pub human_agent_tag: bool,
+    /// Least time between two comments the daemon posts on this Page: bursts of
+    /// comments are what makes Facebook throttle them (code 368). 0 turns it off.
+    #[serde(default = "default_comment_interval", with = "humantime_serde")]
+    pub comment_interval: Duration,
     /// The Contact field of this Openchannel account that holds the customer's id
     /// (notify `mapKey`, and where a reply names its customer); default `[motion] map_key`.
     #[serde(default)]
@@ -347,6 +359,15 @@ fn default_graph_version() -> String {
 }
 fn default_subscription_check() -> Duration {
     Duration::from_secs(3600)
+}
+fn default_unknown_error_retry() -> Duration {
+    Duration::from_secs(10 * 60)
+}
+fn default_block_pause() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_comment_interval() -> Duration {
+    Duration::from_secs(3)
 }
 fn default_media_hosts() -> Spanned<Vec<String>> {
     Spanned::new(
@@ -624,12 +645,12 @@ impl Config {
     }
 
     /// Every duration in the config, with the range it must be in.
-    fn durations(&self) -> [(&'static str, Duration, Range); 10] {
+    fn durations(&self) -> Vec<(&'static str, Duration, Range)> {
         const MINUTE: Duration = Duration::from_secs(60);
         const HOUR: Duration = Duration::from_secs(3600);
         const DAY: Duration = Duration::from_secs(86_400);
         let ms = Duration::from_millis;
-        [
+        let mut all = vec![
             (
                 "public.request_timeout",
                 self.public.request_timeout,
@@ -682,7 +703,25 @@ impl Config {
                 self.delivery.give_up_after,
                 Range::new(ms(1), 365 * DAY),
             ),
-        ]
+            (
+                "facebook.unknown_error_retry",
+                self.facebook.unknown_error_retry,
+                Range::new(ms(1), DAY),
+            ),
+            (
+                "facebook.block_pause",
+                self.facebook.block_pause,
+                Range::new(ms(1), DAY),
+            ),
+        ];
+        for page in &self.pages {
+            all.push((
+                "page.comment_interval",
+                page.comment_interval,
+                Range::new(Duration::ZERO, MINUTE),
+            ));
+        }
+        all
     }
 
     /// The hosts customers' files may be downloaded from (validated at load).

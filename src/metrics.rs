@@ -14,8 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::relay::ledger::Ledger;
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::{StoreError, now_ms};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -109,6 +108,8 @@ pub struct Metrics {
     pub unreadable: Counter,
     /// Log lines not written because their topic was flooding (read at scrape time).
     log_suppressed: Family<TopicLabels, Gauge>,
+    /// 1 for each feature of a page Facebook throttles now (scrape time).
+    feature_paused: Family<FeatureLabels, Gauge>,
     /// Bytes of webhook bodies held before their signature is checked, by where
     /// (memory, spool) (scrape time).
     unverified_bytes: Family<WhereLabels, Gauge>,
@@ -116,6 +117,12 @@ pub struct Metrics {
     outcomes_kept: Gauge,
     /// Tries to write them that failed (scrape time).
     outcome_write_retries: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeatureLabels {
+    pub page_id: String,
+    pub feature: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -241,6 +248,12 @@ impl Metrics {
             "Log lines not written because their kind was flooding (a summary line is written instead), by topic",
             log_suppressed.clone(),
         );
+        let feature_paused = Family::<FeatureLabels, Gauge>::default();
+        registry.register(
+            "feature_paused",
+            "Features of a page (messages, comments, private_replies) Facebook throttles now (code 368, 10/1893063): their replies wait",
+            feature_paused.clone(),
+        );
         let unverified_bytes = Family::<WhereLabels, Gauge>::default();
         registry.register(
             "unverified_body_bytes",
@@ -261,6 +274,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            feature_paused,
             unverified_bytes,
             outcomes_kept,
             outcome_write_retries,
@@ -346,13 +360,24 @@ impl Metrics {
     }
 
     /// Reads the queue from the store and renders every metric as Prometheus text.
-    pub async fn render(
-        &self,
-        store: &Store,
-        ledger: &Ledger,
-        bodies: &crate::server::body::Budget,
-    ) -> Result<String, StoreError> {
-        let (memory, spool) = bodies.in_use();
+    pub async fn render(&self, shared: &crate::relay::Shared) -> Result<String, StoreError> {
+        let (store, ledger) = (&shared.store, &shared.ledger);
+        let (memory, spool) = shared.bodies.in_use();
+        self.feature_paused.clear();
+        let now = now_ms();
+        for (page_id, feature, _) in shared
+            .pauses
+            .all()
+            .into_iter()
+            .filter(|(_, _, p)| p.until > now)
+        {
+            self.feature_paused
+                .get_or_create(&FeatureLabels {
+                    page_id,
+                    feature: feature.as_str().into(),
+                })
+                .set(1);
+        }
         for (held, bytes) in [("memory", memory), ("spool", spool)] {
             self.unverified_bytes
                 .get_or_create(&WhereLabels { held: held.into() })

@@ -115,10 +115,22 @@ async fn run(config: &Config, path: &std::path::Path) -> Vec<Check> {
         Ok(d) => daemon("listener", true, d),
         Err(d) => daemon("listener", false, d),
     });
-    checks.push(match local_listener(config).await {
-        Ok(d) => daemon("local", true, d),
-        Err(d) => daemon("local", false, d),
-    });
+    let local_up = match local_listener(config).await {
+        Ok(d) => {
+            checks.push(daemon("local", true, d));
+            true
+        }
+        Err(d) => {
+            checks.push(daemon("local", false, d));
+            false
+        }
+    };
+    if local_up {
+        checks.push(match readiness(config).await {
+            Ok(d) => daemon("ready", true, d),
+            Err(d) => daemon("ready", false, d),
+        });
+    }
     checks.push(store(config));
 
     let motion = MotionClient::new(&config.motion);
@@ -304,6 +316,34 @@ async fn local_listener(config: &Config) -> Result<String, String> {
         s => Err(format!(
             "{url} answered {s}: another program holds local.listen?"
         )),
+    }
+}
+
+/// What the running daemon knows that no file shows: its `/readyz` (Facebook
+/// throttling a feature, routing, a full disk, tokens refused…).
+async fn readiness(config: &Config) -> Result<String, String> {
+    let url = format!("http://{}/readyz", reachable(config.local.listen));
+    let response = reqwest::Client::new()
+        .get(&url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", crate::http_client::describe(e)))?;
+    let ok = response.status().is_success();
+    let text = response.text().await.unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if ok {
+        Ok(if lines.is_empty() {
+            "the running daemon is ready (/readyz)".into()
+        } else {
+            format!("the running daemon is ready; {}", lines.join("; "))
+        })
+    } else {
+        Err(format!("the running daemon reports: {}", lines.join("; ")))
     }
 }
 

@@ -24,34 +24,52 @@ use crate::http_client;
 /// What to do about a failed Graph call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
-    /// A passing fault (5xx, network, codes 1, 2, 1200): try again after backoff.
+    /// A passing fault (5xx, network, 1200): try again after backoff.
     Retry,
+    /// Facebook's "unknown error" / "service temporarily unavailable" (codes 1 and 2):
+    /// worth a few tries, for minutes — not for days; then the agent is told.
+    RetryBriefly,
     /// Rate limited (4, 17, 32, 613, 800xx): slow this page down, then try again.
     SlowDown,
     /// The Page token is invalid or expired (190): the page is unhealthy until an admin
     /// puts a new token in the config.
     TokenInvalid,
-    /// Facebook blocked the Page for a policy reason (368): stop and alert.
-    PolicyBlock,
-    /// Trying again cannot help (10, 100, 200–299, 230, 551, 10900/10903, other 4xx).
+    /// One feature of the Page is throttled, usually for hours (368 "temporarily
+    /// blocked from using this feature"; 10/1893063 "Page temporarily restricted from
+    /// sending"): pause that feature, not the Page, and try again after.
+    FeatureBlocked,
+    /// The token lacks a permission (200–299, 230, 1/99): nothing works until an admin
+    /// grants it; name the permission.
+    MissingPermission,
+    /// Trying again cannot help (10, 100, 551, 10900/10903, other 4xx).
     Permanent,
 }
 
 /// Classifies a Graph failure from its HTTP status and the error body's `code` /
 /// `error_subcode`. Pure, so it is tested against a table of real error bodies.
-pub fn classify(status: u16, code: Option<i64>, _subcode: Option<i64>) -> Disposition {
-    match code {
-        Some(1 | 2 | 1200) => Disposition::Retry,
-        Some(4 | 17 | 32 | 613 | 80000..=80014) => Disposition::SlowDown,
-        Some(190 | 102) => Disposition::TokenInvalid,
-        Some(368) => Disposition::PolicyBlock,
-        // 200..=299 includes 230 (pages_messaging permission missing).
-        Some(10 | 100 | 200..=299 | 551 | 10900..=10903) => Disposition::Permanent,
-        _ => match status {
-            408 | 500..=599 => Disposition::Retry,
-            429 => Disposition::SlowDown,
-            _ => Disposition::Permanent,
+pub fn classify(status: u16, code: Option<i64>, subcode: Option<i64>) -> Disposition {
+    match (code, subcode) {
+        (Some(1), Some(99)) => Disposition::MissingPermission,
+        (Some(10), Some(1893063)) => Disposition::FeatureBlocked,
+        _ => match code {
+            Some(1200) => Disposition::Retry,
+            Some(1 | 2) => Disposition::RetryBriefly,
+            Some(4 | 17 | 32 | 613 | 80000..=80014) => Disposition::SlowDown,
+            Some(190 | 102) => Disposition::TokenInvalid,
+            Some(368) => Disposition::FeatureBlocked,
+            // 200..=299 includes 230 (pages_messaging permission missing).
+            Some(200..=299) => Disposition::MissingPermission,
+            Some(10 | 100 | 551 | 10900..=10903) => Disposition::Permanent,
+            _ => by_status(status),
         },
+    }
+}
+
+fn by_status(status: u16) -> Disposition {
+    match status {
+        408 | 500..=599 => Disposition::Retry,
+        429 => Disposition::SlowDown,
+        _ => Disposition::Permanent,
     }
 }
 
@@ -122,7 +140,10 @@ impl GraphError {
             (Some(200..=299), _) => Some(
                 "the Page token lacks a permission (pages_messaging for messages, pages_manage_engagement for comments)",
             ),
-            (Some(368), _) => Some("Facebook blocked this action as a policy violation"),
+            (Some(368), _) | (Some(10), Some(1893063)) => Some(
+                "Facebook temporarily blocks this Page from this feature (often for hours): it is paused and tried again later",
+            ),
+            (Some(1), Some(99)) => Some("the Page token lacks a permission for this call"),
             _ => None,
         }
     }
@@ -669,12 +690,12 @@ mod tests {
             (
                 500,
                 r#"{"error":{"message":"An unknown error has occurred.","type":"OAuthException","code":1,"fbtrace_id":"A1"}}"#,
-                Disposition::Retry,
+                Disposition::RetryBriefly,
             ),
             (
                 503,
                 r#"{"error":{"message":"Service temporarily unavailable","type":"OAuthException","code":2,"fbtrace_id":"A2"}}"#,
-                Disposition::Retry,
+                Disposition::RetryBriefly,
             ),
             (
                 500,
@@ -734,12 +755,12 @@ mod tests {
             (
                 403,
                 r#"{"error":{"message":"(#200) This person isn't available right now.","type":"OAuthException","code":200,"fbtrace_id":"D3"}}"#,
-                Disposition::Permanent,
+                Disposition::MissingPermission,
             ),
             (
                 400,
                 r#"{"error":{"message":"(#230) Requires pages_messaging permission to manage the object","type":"OAuthException","code":230,"fbtrace_id":"D4"}}"#,
-                Disposition::Permanent,
+                Disposition::MissingPermission,
             ),
             (
                 400,
@@ -754,7 +775,22 @@ mod tests {
             (
                 400,
                 r#"{"error":{"message":"(#368) The action attempted has been deemed abusive or is otherwise disallowed","type":"OAuthException","code":368,"error_subcode":1390008,"fbtrace_id":"E1"}}"#,
-                Disposition::PolicyBlock,
+                Disposition::FeatureBlocked,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"(#368) You're Temporarily Blocked From Using This Feature","type":"OAuthException","code":368,"fbtrace_id":"E2"}}"#,
+                Disposition::FeatureBlocked,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"(#10) Page is temporarily restricted from sending messages","type":"OAuthException","code":10,"error_subcode":1893063,"fbtrace_id":"E3"}}"#,
+                Disposition::FeatureBlocked,
+            ),
+            (
+                400,
+                r#"{"error":{"message":"An unknown error occurred","type":"OAuthException","code":1,"error_subcode":99,"fbtrace_id":"F1"}}"#,
+                Disposition::MissingPermission,
             ),
             (502, "<html>Bad Gateway</html>", Disposition::Retry),
             (429, "", Disposition::SlowDown),

@@ -167,7 +167,22 @@ async fn deliver(shared: &Shared, item: Item) {
 
 /// Performs the item's remaining steps; returns how many notify calls it took in all.
 async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Result<usize, Failure> {
-    let (envelope, steps) = if item.kind.starts_with("wall_") {
+    let (envelope, steps) = if item.kind == "note" {
+        // A note to the agents (a reply that was not delivered), in the customer's
+        // interaction: see `outbound::tell_agent`.
+        let note: crate::relay::outbound::AgentNote = serde_json::from_str(&item.payload)
+            .map_err(|e| Failure::Permanent(format!("stored note does not parse: {e}")))?;
+        (
+            Envelope {
+                from: note.customer,
+                first_name: None,
+                last_name: None,
+                thread_id: note.thread_id.map(|t| t.to_string()),
+                external_url: None,
+            },
+            vec![Step::Text(note.text)],
+        )
+    } else if item.kind.starts_with("wall_") {
         let change: serde_json::Value = serde_json::from_str(&item.payload)
             .map_err(|e| Failure::Permanent(format!("stored change does not parse: {e}")))?;
         let change = FeedChange::parse(&change["value"]).map_err(Failure::Permanent)?;

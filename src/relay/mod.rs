@@ -9,6 +9,7 @@ pub mod intake;
 pub mod ledger;
 pub mod messenger;
 pub mod outbound;
+pub mod pauses;
 pub mod reply;
 pub mod retention;
 pub mod retry;
@@ -118,6 +119,8 @@ pub struct Shared {
     /// Delivery outcomes the store could not write yet (a full disk): dispatch waits
     /// until they are written.
     pub ledger: ledger::Ledger,
+    /// Features of pages Facebook throttles (code 368…), and the pace of comments.
+    pub pauses: pauses::Pauses,
     /// Memory and spool budgets for webhook bodies not verified yet.
     pub bodies: crate::server::body::Budget,
     /// Wrong verify tokens seen lately: past a few, handshakes are not looked at.
@@ -139,6 +142,7 @@ impl Shared {
             profiles: Mutex::new(HashMap::new()),
             handshake_failures: Mutex::new(Default::default()),
             ledger: ledger::Ledger::default(),
+            pauses: pauses::Pauses::default(),
         })
     }
 

@@ -23,10 +23,11 @@ use crate::logging;
 use crate::motion::{AgentFile, AttachmentId, MotionError};
 use crate::relay::feed::{self, PrivateTo};
 use crate::relay::messenger::OUR_METADATA;
+use crate::relay::pauses::{Feature, Pause};
 use crate::relay::reply::FirstAttempt;
 use crate::relay::retry::RetryPolicy;
 use crate::relay::{Customer, Shared, dispatch};
-use crate::store::{Direction, Item, Write, duration_ms, now_ms};
+use crate::store::{Direction, Item, NewItem, NewState, Write, duration_ms, now_ms};
 
 /// The Send API's limit for one text message, in characters.
 pub const MAX_TEXT_CHARS: usize = 2000;
@@ -150,10 +151,13 @@ pub fn attachment_kind(content_type: &str) -> &'static str {
 #[derive(Debug)]
 enum Failure {
     /// `rate_limited`: Facebook asked us to slow down; the whole page pauses.
+    /// `brief`: worth retrying for minutes only (Graph codes 1 and 2), then the agent
+    /// is told (`facebook.unknown_error_retry`).
     Transient {
         reason: String,
         wait: Option<Duration>,
         rate_limited: bool,
+        brief: bool,
     },
     /// `status` is what the agent's Reply URL call is answered with.
     Permanent { status: u16, reason: String },
@@ -236,12 +240,22 @@ async fn send(shared: &Shared, item: Item) {
             reason,
             wait,
             rate_limited,
+            brief,
         }) => {
             let first_failure = item.first_failure_at.unwrap_or(now);
-            if live.retry.exhausted(first_failure, now) {
+            // Facebook's "unknown error" is worth minutes of tries, not days.
+            let window = if brief {
+                live.config
+                    .facebook
+                    .unknown_error_retry
+                    .min(live.retry.give_up_after)
+            } else {
+                live.retry.give_up_after
+            };
+            if now.saturating_sub(first_failure) >= duration_ms(window) {
                 let reason = format!(
                     "Not sent: gave up after {} of failures: {reason}",
-                    humantime::format_duration(live.retry.give_up_after)
+                    humantime::format_duration(window)
                 );
                 error!(page_id = %item.page_id, conversation = %item.conversation, item = item.id, outcome = "failed", "agent reply {reason}");
                 (
@@ -309,9 +323,66 @@ async fn send(shared: &Shared, item: Item) {
         .lock()
         .unwrap()
         .remove(&(item.page_id.clone(), item.dedup_key.clone()));
-    if let Some(waiter) = waiter {
-        let _ = waiter.send(first);
+    match (waiter, first) {
+        (Some(waiter), first) => {
+            let _ = waiter.send(first);
+        }
+        // Motion's call was answered long ago (202, queued): the agent hears of the
+        // failure in the conversation itself.
+        (None, FirstAttempt::Failed { message, .. }) => tell_agent(shared, &item, &message).await,
+        (None, _) => {}
     }
+}
+
+/// Puts a note into the customer's interaction in Motion saying that an agent's reply
+/// was not delivered, and why: the only way to reach the agent once the Reply URL call
+/// is over. It is an inbound item of its own (kind `note`), delivered in order with the
+/// conversation, clearly marked so that nobody takes it for the customer's words.
+async fn tell_agent(shared: &Shared, item: &Item, why: &str) {
+    let Ok(reply) = serde_json::from_str::<OutboundReply>(&item.payload) else {
+        return;
+    };
+    let mut quoted: String = reply.text.chars().take(80).collect();
+    if reply.text.chars().count() > 80 {
+        quoted.push('…');
+    }
+    let note = AgentNote {
+        customer: reply.recipient.clone(),
+        thread_id: reply.thread_id.clone(),
+        text: format!(
+            "[fb-openchannel] The reply \"{quoted}\" was NOT delivered to the customer. {why}"
+        ),
+    };
+    let stored = shared
+        .store
+        .enqueue(NewItem {
+            direction: Direction::Inbound,
+            page_id: item.page_id.clone(),
+            conversation: item.conversation.clone(),
+            dedup_key: format!("note:{}", item.id),
+            kind: "note".into(),
+            event_ts: now_ms(),
+            payload: serde_json::to_string(&note).expect("a note serialises"),
+            state: NewState::Pending,
+        })
+        .await;
+    match stored {
+        Ok(_) => shared.inbound_wake.notify_one(),
+        Err(e) => {
+            error!(page_id = %item.page_id, conversation = %item.conversation, item = item.id, "cannot tell the agent in Motion that the reply failed ({e}); it is kept as failed: `fb-openchannel queue list --failed`")
+        }
+    }
+}
+
+/// A message to the agents in a customer's interaction (see [`tell_agent`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentNote {
+    /// Whose interaction: the customer's id (a PSID, or a wall author's id).
+    pub customer: String,
+    /// The wall thread, for a reply in one.
+    #[serde(default)]
+    pub thread_id: Option<ObjectId>,
+    pub text: String,
 }
 
 /// Sends the reply's remaining steps; returns the Graph message ids of all of them.
@@ -342,15 +413,6 @@ async fn send_steps(
     }
     let page_id = item.page_id.as_str();
     let page_ref = page.page_id();
-    if let Some(problem) = shared.page_problems.lock().unwrap().get(page_id) {
-        // A known-bad token: fail at once with the reason instead of calling Graph.
-        if problem.starts_with("policy") {
-            return Err(Failure::Permanent {
-                status: 502,
-                reason: format!("Not sent: {problem}"),
-            });
-        }
-    }
     let paused_until = shared
         .page_paused_until
         .lock()
@@ -362,6 +424,7 @@ async fn send_steps(
             reason: "Facebook rate-limited this page".into(),
             wait: Some(crate::store::until(until, now_ms())),
             rate_limited: false,
+            brief: false,
         });
     }
 
@@ -371,6 +434,8 @@ async fn send_steps(
     let Customer::Facebook(psid) = customer else {
         unreachable!("a simulated customer was answered above");
     };
+    // Throttled by Facebook: queued without calling Graph.
+    check_pause(shared, page_id, Feature::Messages)?;
 
     let last = shared
         .store
@@ -380,6 +445,7 @@ async fn send_steps(
             reason: e.to_string(),
             wait: None,
             rate_limited: false,
+            brief: false,
         })?;
     let messaging_type =
         messaging_type(last, now_ms(), page.human_agent_tag).map_err(|reason| {
@@ -438,8 +504,10 @@ async fn send_steps(
                     .await
             }
         };
-        let message_id = sent.map_err(|e| graph_failure(shared, page_id, "send", e))?;
+        let message_id =
+            sent.map_err(|e| graph_failure(shared, page_id, Feature::Messages, "send", e))?;
         shared.metrics.graph_call(page_id, "send", "ok");
+        feature_works(shared, page_id, Feature::Messages);
         debug!(page_id, conversation = %item.conversation, item = item.id, message_id = %message_id, "Send API accepted step {}/{total}", index + 1);
         record_sent(shared, page_id, &message_id, item.id).await;
         ids.push(message_id);
@@ -473,6 +541,7 @@ async fn fetch_agent_file(
                         reason,
                         wait: None,
                         rate_limited: false,
+                        brief: false,
                     },
                     MotionError::Permanent(reason) if reason.contains("larger than") => {
                         Failure::Permanent {
@@ -512,6 +581,7 @@ async fn send_wall_reply(
         reason: e.to_string(),
         wait: None,
         rate_limited: false,
+        brief: false,
     };
     let refuse = |status: u16, reason: String| Failure::Permanent { status, reason };
 
@@ -571,13 +641,21 @@ async fn send_wall_reply(
             if message.is_empty() && photo.is_none() {
                 return Err(refuse(400, "Not sent: the reply is empty.".into()));
             }
-            shared
+            check_pause(shared, page_id, Feature::Comments)?;
+            // Comments of a page go out at a pace: bursts are what Facebook throttles.
+            let slot = shared
+                .pauses
+                .comment_slot(page_id, page.comment_interval, now_ms());
+            tokio::time::sleep(crate::store::until(slot, now_ms())).await;
+            let id = shared
                 .live()
                 .graph
                 .comment(token, &target.comment_on, message, photo)
                 .await
-                .map_err(|e| graph_failure(shared, page_id, "comment", e))
-                .inspect(|_| shared.metrics.graph_call(page_id, "comment", "ok"))?
+                .map_err(|e| graph_failure(shared, page_id, Feature::Comments, "comment", e))?;
+            shared.metrics.graph_call(page_id, "comment", "ok");
+            feature_works(shared, page_id, Feature::Comments);
+            id
         }
         CommentReply::Private => {
             let object = match &target.private_to {
@@ -611,6 +689,7 @@ async fn send_wall_reply(
                         .into(),
                 ));
             }
+            check_pause(shared, page_id, Feature::PrivateReplies)?;
             let recipient = match target.private_to {
                 PrivateTo::Comment(id) => Recipient::CommentId(id),
                 PrivateTo::Post(id) => Recipient::PostId(id),
@@ -639,8 +718,10 @@ async fn send_wall_reply(
                         .await
                 }
             };
-            let id = sent.map_err(|e| graph_failure(shared, page_id, "send", e))?;
+            let id = sent
+                .map_err(|e| graph_failure(shared, page_id, Feature::PrivateReplies, "send", e))?;
             shared.metrics.graph_call(page_id, "send", "ok");
+            feature_works(shared, page_id, Feature::PrivateReplies);
             let write = Write::PrivateReply {
                 page_id: page_id.to_owned(),
                 object_id: object.to_string(),
@@ -704,26 +785,35 @@ fn mark_unhealthy(shared: &Shared, page_id: &str, problem: String) -> Failure {
     }
 }
 
-/// What a Graph error means for this reply and for the page.
-fn graph_failure(shared: &Shared, page_id: &str, call: &str, e: GraphError) -> Failure {
+/// What a Graph error means for this reply, for the feature it used and for the page.
+fn graph_failure(
+    shared: &Shared,
+    page_id: &str,
+    feature: Feature,
+    call: &str,
+    e: GraphError,
+) -> Failure {
     let label = match e.disposition {
-        Disposition::Retry => "retry",
+        Disposition::Retry | Disposition::RetryBriefly => "retry",
         Disposition::SlowDown => "rate_limited",
         Disposition::TokenInvalid => "token_invalid",
-        Disposition::PolicyBlock => "policy_block",
+        Disposition::FeatureBlocked => "feature_blocked",
+        Disposition::MissingPermission => "missing_permission",
         Disposition::Permanent => "refused",
     };
     shared.metrics.graph_call(page_id, call, label);
     match e.disposition {
-        Disposition::Retry => Failure::Transient {
+        Disposition::Retry | Disposition::RetryBriefly => Failure::Transient {
             reason: e.to_string(),
             wait: None,
             rate_limited: false,
+            brief: e.disposition == Disposition::RetryBriefly,
         },
         Disposition::SlowDown => Failure::Transient {
             reason: format!("Facebook rate-limited this page: {e}"),
             wait: e.retry_after,
             rate_limited: true,
+            brief: false,
         },
         Disposition::TokenInvalid => mark_unhealthy(
             shared,
@@ -732,17 +822,77 @@ fn graph_failure(shared: &Shared, page_id: &str, call: &str, e: GraphError) -> F
                 "the Page access token is invalid or expired ({e}): put a new token in this page's access_token and reload"
             ),
         ),
-        Disposition::PolicyBlock => mark_unhealthy(
-            shared,
-            page_id,
-            format!(
-                "policy block: Facebook blocked this Page from sending ({e}); see the Page's Support Inbox"
+        Disposition::FeatureBlocked => {
+            let now = now_ms();
+            let first = shared.live().config.facebook.block_pause;
+            let (pause, fresh) = shared
+                .pauses
+                .block(page_id, feature, now, first, e.to_string());
+            if fresh {
+                warn!(
+                    page_id,
+                    feature = feature.as_str(),
+                    "Facebook throttles {} on page {page_id} ({e}); {} are paused for {} and tried again then, other features go on. It usually lasts hours; see the Page's Support Inbox if it does not end",
+                    feature.words(),
+                    feature.words(),
+                    humantime::format_duration(pause.length)
+                );
+            }
+            paused(feature, &pause, now)
+        }
+        Disposition::MissingPermission => Failure::Permanent {
+            status: 502,
+            reason: format!(
+                "Not sent: the Page token lacks a permission — {} is needed for {} ({e}). Grant it to the app and make a new Page token.",
+                feature.permission(),
+                feature.words()
             ),
-        ),
+        },
         Disposition::Permanent => Failure::Permanent {
             status: 502,
             reason: format!("Not sent: Facebook refused the message: {}", e),
         },
+    }
+}
+
+/// The failure of a reply whose feature is paused: queued until the pause ends.
+fn paused(feature: Feature, pause: &Pause, now: i64) -> Failure {
+    Failure::Transient {
+        reason: format!(
+            "Facebook is throttling {} on this Page; queued, next try at {} UTC",
+            feature.words(),
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(u64::try_from(pause.until).unwrap_or(0))
+            )
+        ),
+        wait: Some(crate::store::until(pause.until, now)),
+        rate_limited: false,
+        brief: false,
+    }
+}
+
+/// Fails fast without calling Graph while a feature is paused.
+fn check_pause(shared: &Shared, page_id: &str, feature: Feature) -> Result<(), Failure> {
+    let now = now_ms();
+    match shared.pauses.active(page_id, feature, now) {
+        Some(pause) => Err(paused(feature, &pause, now)),
+        None => Ok(()),
+    }
+}
+
+/// A call of `feature` went through: a pause of it, if any, is over.
+fn feature_works(shared: &Shared, page_id: &str, feature: Feature) {
+    if let Some(pause) = shared.pauses.clear(page_id, feature) {
+        info!(
+            page_id,
+            feature = feature.as_str(),
+            "{} work again on page {page_id} after a pause of {} (Facebook's throttle is over)",
+            feature.words(),
+            humantime::format_duration(std::time::Duration::from_secs(
+                u64::try_from(now_ms().saturating_sub(pause.since) / 1000).unwrap_or(0)
+            ))
+        );
     }
 }
 

@@ -55,23 +55,17 @@ async fn route_local(
     match (segments.as_slice(), req.method()) {
         (["healthz"], &Method::GET) => text(200, "ok\n"),
         (["readyz"], &Method::GET) => readyz(shared).await,
-        (["metrics"], &Method::GET) => {
-            match shared
-                .metrics
-                .render(&shared.store, &shared.ledger, &shared.bodies)
-                .await
-            {
-                Ok(body) => Response::builder()
-                    .status(200)
-                    .header(
-                        "content-type",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )
-                    .body(Full::new(Bytes::from(body)))
-                    .expect("static response parts are valid"),
-                Err(e) => text(503, format!("metrics unavailable: {e}\n")),
-            }
-        }
+        (["metrics"], &Method::GET) => match shared.metrics.render(shared).await {
+            Ok(body) => Response::builder()
+                .status(200)
+                .header(
+                    "content-type",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .body(Full::new(Bytes::from(body)))
+                .expect("static response parts are valid"),
+            Err(e) => text(503, format!("metrics unavailable: {e}\n")),
+        },
         (["reply", page_id], &Method::POST) => {
             let page_id = (*page_id).to_owned();
             reply_route(shared, req, &page_id, remote).await
@@ -208,6 +202,17 @@ async fn readyz(shared: &Shared) -> HttpResponse {
             t.reason,
             humantime::format_duration(Duration::from_secs(crate::store::until(t.next_try_ms, now).as_secs()))
         ));
+    }
+    for (page, feature, pause) in shared.pauses.all() {
+        if pause.until > now {
+            problems.push(format!(
+                "page {page}: Facebook throttles {} ({}) since {} ago; replies wait and go out by themselves, next try in {}",
+                feature.words(),
+                pause.reason,
+                ago(pause.since),
+                humantime::format_duration(Duration::from_secs(crate::store::until(pause.until, now).as_secs()))
+            ));
+        }
     }
     for (page, problem) in shared.page_problems.lock().unwrap().iter() {
         problems.push(format!("page {page}: {problem}"));

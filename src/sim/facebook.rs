@@ -55,6 +55,8 @@ pub struct SentComment {
     /// `(file name, content type, bytes)` of a multipart `source` photo.
     pub photo: Option<(String, String, Bytes)>,
     pub id: String,
+    /// When the simulated Graph received it.
+    pub received_at: std::time::Instant,
 }
 
 /// A scripted Send API failure.
@@ -510,6 +512,7 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                         message,
                         photo,
                         id: id.clone(),
+                        received_at: std::time::Instant::now(),
                     });
                     json_response(200, json!({ "id": id }))
                 }

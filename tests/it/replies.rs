@@ -546,3 +546,69 @@ async fn a_page_with_its_own_map_key_notifies_and_answers_through_it() {
     assert_eq!(bench.peers.graph.sent()[0].recipient, json!({"id": PSID}));
     bench.stop().await;
 }
+
+/// Graph's code 2 ("Service temporarily unavailable") was retried for 72 hours while the
+/// agent believed the reply queued. Now it is tried for `facebook.unknown_error_retry`,
+/// then the agent reads in the customer's interaction that it was not delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_2_on_a_reply_reaches_the_agent_within_minutes() {
+    let bench = Bench::start_edited(|t| {
+        t.replace("[facebook]\n", "[facebook]\nunknown_error_retry = \"1s\"\n")
+    })
+    .await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    bench.peers.graph.fail_sends(
+        (0..100)
+            .map(|_| SendFailure::graph(503, 2, None, "Service temporarily unavailable"))
+            .collect(),
+    );
+    let (status, answer) = agent(
+        &bench,
+        reply_body(9300, PSID, "Your refund is on its way.", None),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    let note = &notes[1].notify;
+    assert_eq!(note.from, PSID, "in the customer's interaction");
+    assert!(
+        note.body.starts_with(
+            "[fb-openchannel] The reply \"Your refund is on its way.\" was NOT delivered"
+        ),
+        "{}",
+        note.body
+    );
+    assert!(note.body.contains("code 2"), "{}", note.body);
+    let failed: Vec<_> = bench
+        .items()
+        .await
+        .into_iter()
+        .filter(|i| i.direction == "out" && i.state == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    bench.stop().await;
+}
+
+/// Missing permissions (code 1 subcode 99, 200–299) are final, and the permission is named.
+#[tokio::test]
+async fn a_missing_permission_is_final_and_named() {
+    let bench = Bench::start().await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    bench.peers.graph.fail_sends(vec![SendFailure::graph(
+        400,
+        1,
+        Some(99),
+        "An unknown error occurred",
+    )]);
+    let (status, answer) = agent(&bench, reply_body(9400, PSID, "Hello", None)).await;
+    assert_eq!(status, 502, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("pages_messaging"),
+        "{answer}"
+    );
+    bench.stop().await;
+}

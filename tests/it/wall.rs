@@ -1,6 +1,6 @@
 //! Wall posts and comments: what reaches Motion, and agents answering in place.
 
-use fb_openchannel::sim::facebook::{feed_change, messenger_text};
+use fb_openchannel::sim::facebook::{SendFailure, feed_change, messenger_text};
 use fb_openchannel::sim::motion::reply_body;
 use fb_openchannel::store::now_ms;
 use serde_json::{Value, json};
@@ -649,5 +649,124 @@ async fn private_replies_are_refused_after_7_days() {
         "{answer}"
     );
     assert_eq!(bench.peers.graph.send_calls(), 0);
+    bench.stop().await;
+}
+
+/// Code 368 on a comment throttles comments, often for hours. It used to stop every
+/// send of the Page, Messenger included, until a restart. Now comments pause alone, the
+/// agent is told once, and the comment goes out after the pause by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_comment_pauses_comments_only_and_resumes_by_itself() {
+    let bench = Bench::start_edited(|t| {
+        t.replace("[facebook]\n", "[facebook]\nblock_pause = \"2s\"\n")
+            .replacen(
+                &format!("reply_token = \"{REPLY_TOKEN_B}\""),
+                &format!("reply_token = \"{REPLY_TOKEN_B}\"\ncomment_interval = \"0s\""),
+                1,
+            )
+    })
+    .await;
+    let (post, _) = a_thread(&bench).await;
+    bench.motion().wait_for_notifies(4, WAIT).await.unwrap();
+    // The customer also writes on Messenger.
+    bench
+        .deliver(&messenger_text(
+            PAGE_B,
+            VISITOR,
+            "mid.w368",
+            now_ms() - 1000,
+            "hi",
+        ))
+        .await;
+    bench.motion().wait_for_notifies(5, WAIT).await.unwrap();
+    bench.peers.graph.fail_sends(vec![SendFailure::graph(
+        400,
+        368,
+        Some(1390008),
+        "(#368) The action attempted has been deemed abusive or is otherwise disallowed",
+    )]);
+    let (status, answer) = bench
+        .motion()
+        .agent_reply(
+            &wall_reply_url(&bench),
+            &wall_reply(7401, VISITOR, &post, "Yes, open on Sunday.", None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{answer}");
+    let told = answer["message"].as_str().unwrap();
+    assert!(
+        told.contains("Facebook is throttling comments on this Page"),
+        "{told}"
+    );
+    assert!(told.contains("next try at"), "{told}");
+    let ready = reqwest::get(format!("http://{}/readyz", bench.daemon().local_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        ready.contains(&format!("page {PAGE_B}: Facebook throttles comments")),
+        "{ready}"
+    );
+
+    // Messenger replies of the same Page go out at once.
+    let started = std::time::Instant::now();
+    let (status, answer) = bench
+        .motion()
+        .agent_reply(
+            &wall_reply_url(&bench),
+            &reply_body(7402, VISITOR, "Also on Messenger: yes.", None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+
+    // The comment goes out once the pause is over, without a restart.
+    let graph = &bench.peers.graph;
+    wait_until("the throttled comment goes out", WAIT, || async {
+        graph.comments().len() == 1
+    })
+    .await;
+    assert_eq!(
+        graph.comments()[0].message.as_deref(),
+        Some("Yes, open on Sunday.")
+    );
+    bench.stop().await;
+}
+
+/// Comments a Page posts are paced (`comment_interval`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comments_of_a_page_are_paced() {
+    let bench = Bench::start_edited(|t| {
+        t.replacen(
+            &format!("reply_token = \"{REPLY_TOKEN_B}\""),
+            &format!("reply_token = \"{REPLY_TOKEN_B}\"\ncomment_interval = \"1s\""),
+            1,
+        )
+    })
+    .await;
+    let (post, _) = a_thread(&bench).await;
+    bench.motion().wait_for_notifies(4, WAIT).await.unwrap();
+    let url = wall_reply_url(&bench);
+    let (first, second) = (
+        wall_reply(7501, VISITOR, &post, "First.", None),
+        wall_reply(7502, "6660002", &post, "Second.", None),
+    );
+    let (a, b) = tokio::join!(
+        bench.motion().agent_reply(&url, &first),
+        bench.motion().agent_reply(&url, &second),
+    );
+    assert_eq!(a.unwrap().0, 200);
+    assert_eq!(b.unwrap().0, 200);
+    let comments = bench.peers.graph.comments();
+    assert_eq!(comments.len(), 2);
+    let gap = comments[1].received_at - comments[0].received_at;
+    assert!(
+        gap >= std::time::Duration::from_millis(950),
+        "{gap:?} between two comments"
+    );
     bench.stop().await;
 }
