@@ -260,6 +260,13 @@ impl Default for DeliveryConfig {
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
+pub enum Standby {
+    Forward,
+    Ignore,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
 pub enum CommentReply {
     Public,
     Private,
@@ -283,6 +290,10 @@ pub struct PageConfig {
     pub comment_reply: CommentReply,
     #[serde(default)]
     pub human_agent_tag: bool,
+    /// What happens to customer messages that come as `standby` events (another app
+    /// owns the conversation): forwarded to Motion (the default), or only recorded.
+    #[serde(default = "default_standby")]
+    pub standby: Standby,
     /// Least time between two comments the daemon posts on this Page: bursts of
     /// comments are what makes Facebook throttle them (code 368). 0 turns it off.
     #[serde(default = "default_comment_interval", with = "humantime_serde")]
@@ -395,6 +406,9 @@ fn default_retry_max() -> Duration {
 }
 fn default_give_up_after() -> Duration {
     Duration::from_secs(72 * 3600)
+}
+fn default_standby() -> Standby {
+    Standby::Forward
 }
 fn default_comment_reply() -> CommentReply {
     CommentReply::Public

@@ -436,6 +436,9 @@ async fn page_checks(
     };
     if token_ok {
         checks.extend(subscription_checks(page, config, graph, &check).await);
+        if let Some(c) = routing_check(page, config, graph, &check).await {
+            checks.push(c);
+        }
     }
     let receive_url = page.receive_url.get_ref();
     checks.push(match motion.probe(receive_url).await {
@@ -588,6 +591,68 @@ async fn subscription_checks(
         )
     });
     checks
+}
+
+/// Whether the Page's conversations are routed to our app: the last customer message
+/// that came only as a standby event (from the store) and, for it, the thread's owner
+/// as Graph says (`thread_owner`).
+async fn routing_check(
+    page: &PageConfig,
+    config: &Config,
+    graph: &GraphClient,
+    check: &impl Fn(&'static str, bool, String) -> Check,
+) -> Option<Check> {
+    let conn = queue::open(&config.storage.path).ok()?;
+    let latest = queue::latest_standby(&conn, page.id.get_ref()).ok()?;
+    let Some((conversation, at, messaging_since)) = latest else {
+        return Some(check(
+            "routing",
+            true,
+            "no customer message came as a standby event: conversations are routed to this app"
+                .into(),
+        ));
+    };
+    if messaging_since {
+        return Some(check(
+            "routing",
+            true,
+            format!(
+                "customer messages come through messaging (one came as standby {} ago, before)",
+                age(at)
+            ),
+        ));
+    }
+    let owner = match conversation
+        .strip_prefix("psid:")
+        .and_then(|p| crate::facebook::ids::UserId::parse(p).ok())
+    {
+        Some(psid) => {
+            let token = page.access_token.get_ref();
+            match graph.thread_owner(token, &page.page_id(), &psid).await {
+                Ok(app) => {
+                    let name = graph
+                        .installed_apps(token, &page.page_id())
+                        .await
+                        .ok()
+                        .and_then(|apps| apps.into_iter().find(|a| a.id == app))
+                        .map(|a| format!("{} ({app})", a.name))
+                        .unwrap_or(format!("app {app}"));
+                    format!(" Meta names the owner of that conversation: {name}.")
+                }
+                Err(e) => format!(" (Graph did not say who owns the conversation: {e})"),
+            }
+        }
+        None => String::new(),
+    };
+    Some(check(
+        "routing",
+        false,
+        format!(
+            "the last customer message ({} ago) came only as a standby event.{owner} {}",
+            age(at),
+            crate::relay::routing::FIX
+        ),
+    ))
 }
 
 /// "XCALLY Motion (1234567890)".

@@ -508,6 +508,29 @@ impl GraphClient {
             .collect())
     }
 
+    /// `GET /{page}/thread_owner?recipient={psid}`: the app that owns a customer's
+    /// conversation (Handover protocol / conversation routing).
+    pub async fn thread_owner(
+        &self,
+        token: &Secret,
+        page_id: &PageId,
+        psid: &UserId,
+    ) -> Result<String, GraphError> {
+        let request = self
+            .http
+            .get(self.url(&[page_id.as_str(), "thread_owner"]))
+            .query(&[("recipient", psid.as_str())])
+            .bearer_auth(token.expose());
+        let text = Self::call(request).await?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|_| GraphError::from_response(200, &text, None))?;
+        match v.pointer("/data/0/thread_owner/app_id") {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            _ => Err(GraphError::from_response(200, &text, None)),
+        }
+    }
+
     /// `GET /app`: the app a token was issued for, `(id, name)` — how the daemon finds
     /// its own app when `facebook.app_id` is not set.
     pub async fn token_app(&self, token: &Secret) -> Result<(String, String), GraphError> {

@@ -6,9 +6,9 @@ use tracing::{debug, info, warn};
 
 use crate::facebook::feed::FeedChange;
 use crate::facebook::ids::{IdError, ObjectId};
-use crate::facebook::webhook::{self, Item, Parsed};
+use crate::facebook::webhook::{self, Item, Parsed, Source};
 use crate::metrics::{EventLabels, PageLabels};
-use crate::relay::{Customer, Shared, feed, messenger};
+use crate::relay::{Customer, Shared, feed, messenger, routing};
 use crate::store::{Direction, IntakeOutcome, NewItem, NewState, StoreError};
 
 /// Stores a verified webhook body. Returns once it is on disk.
@@ -35,6 +35,7 @@ pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutc
                     sort_echo(shared, item, new).await;
                 }
             }
+            watch_routing(shared, &items);
             let unreadable = items.iter().filter(|i| i.parsed.is_err()).count();
             shared.metrics.unreadable.inc_by(unreadable as u64);
             for (item, new) in items.iter().zip(&new_items) {
@@ -99,6 +100,30 @@ pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutc
     Ok(outcome)
 }
 
+/// Keeps the per-page routing signal: customer messages through `messaging` or only as
+/// `standby` (see `routing`); says it once when a Page's conversations look routed to
+/// another app.
+fn watch_routing(shared: &Shared, items: &[Item]) {
+    let live = shared.live();
+    for item in items {
+        let Ok(Parsed::Messaging(m)) = &item.parsed else {
+            continue;
+        };
+        if !messenger::is_customer_message(m) || live.page(&item.page_id).is_none() {
+            continue;
+        }
+        match item.source {
+            Source::Messaging => shared.routing.messaging(&item.page_id),
+            Source::Standby => {
+                if shared.routing.standby(&item.page_id) {
+                    warn!(page_id = %item.page_id, "page {}: {}", item.page_id, routing::FIX);
+                }
+            }
+            Source::Changes => {}
+        }
+    }
+}
+
 /// An echo without our metadata may still be ours (sent before metadata existed, or by
 /// a retry): our sent message ids decide. Echoes from other tools are worth a line: an
 /// admin answered outside Motion.
@@ -161,7 +186,9 @@ fn fate(shared: &Shared, item: &Item) -> NewState {
         ));
     };
     let state = match &item.parsed {
-        Ok(Parsed::Messaging(_)) => messenger::intake_state(item),
+        Ok(Parsed::Messaging(_)) => {
+            messenger::intake_state(item, page.standby == crate::config::Standby::Forward)
+        }
         Ok(Parsed::Change { field, value }) => {
             feed::intake_state(field, &FeedChange::parse(value), page)
         }

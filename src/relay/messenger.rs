@@ -25,13 +25,15 @@ pub const ECHO_OTHER: &str = "echo of a message the Page sent from another tool"
 /// Longest quote of an earlier message put in front of a reply or edit.
 const QUOTE_CHARS: usize = 200;
 
-/// Whether a Messenger item is queued for Motion, and if not, why.
-pub fn intake_state(item: &Item) -> NewState {
+/// Whether a Messenger item is queued for Motion, and if not, why. A customer's message
+/// that came as standby (another app owns the conversation) is queued when
+/// `forward_standby`: losing it would be worse (see `routing`).
+pub fn intake_state(item: &Item, forward_standby: bool) -> NewState {
     let m = match &item.parsed {
         Ok(Parsed::Messaging(m)) => m,
         _ => unreachable!("only messaging items reach the Messenger decision"),
     };
-    if item.source == Source::Standby {
+    if item.source == Source::Standby && !(forward_standby && is_customer_message(m)) {
         return NewState::Skipped(
             "standby: another app (e.g. Page Inbox) owns this conversation".into(),
         );
@@ -71,6 +73,18 @@ pub fn intake_state(item: &Item) -> NewState {
         MessagingKind::Handover => skip("handover: thread control changed between apps"),
         MessagingKind::Unknown => skip("unknown event kind (kept for a later version)"),
     }
+}
+
+/// Whether an event is the customer writing (what reaches Motion), as opposed to
+/// receipts, echoes, hand-overs and the like.
+pub fn is_customer_message(m: &Messaging) -> bool {
+    matches!(
+        m.kind(),
+        MessagingKind::Message
+            | MessagingKind::Postback
+            | MessagingKind::Edit
+            | MessagingKind::Deleted
+    )
 }
 
 /// One notify call's worth of content.

@@ -13,6 +13,7 @@ pub mod pauses;
 pub mod reply;
 pub mod retention;
 pub mod retry;
+pub mod routing;
 pub mod subscription;
 
 use std::collections::{BTreeMap, HashMap};
@@ -119,6 +120,8 @@ pub struct Shared {
     /// Delivery outcomes the store could not write yet (a full disk): dispatch waits
     /// until they are written.
     pub ledger: ledger::Ledger,
+    /// Pages whose conversations Meta routes to another app (standby-only traffic).
+    pub routing: routing::Routing,
     /// Features of pages Facebook throttles (code 368…), and the pace of comments.
     pub pauses: pauses::Pauses,
     /// Memory and spool budgets for webhook bodies not verified yet.
@@ -143,6 +146,7 @@ impl Shared {
             handshake_failures: Mutex::new(Default::default()),
             ledger: ledger::Ledger::default(),
             pauses: pauses::Pauses::default(),
+            routing: routing::Routing::default(),
         })
     }
 

@@ -307,6 +307,31 @@ async fn send(shared: &Shared, item: Item) {
             }
         }
     };
+    // A reply refused while the Page's conversations are routed to another app: say so.
+    let (write, first) = match (write, first) {
+        (
+            Write::Failed {
+                item: id,
+                reason,
+                at,
+            },
+            FirstAttempt::Failed { status, message },
+        ) if shared.routing.elsewhere(&item.page_id).is_some() => {
+            let hint = " — this Page's conversations are routed to another app (its customers' messages come as standby events), which may be why: see `fb-openchannel doctor`";
+            (
+                Write::Failed {
+                    item: id,
+                    reason: format!("{reason}{hint}"),
+                    at,
+                },
+                FirstAttempt::Failed {
+                    status,
+                    message: format!("{message}{hint}"),
+                },
+            )
+        }
+        other => other,
+    };
     // Kept in memory when the store refuses it: the reply is not sent again until it
     // is written (see `ledger`).
     shared.ledger.record(&shared.store, write).await;

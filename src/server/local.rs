@@ -203,6 +203,14 @@ async fn readyz(shared: &Shared) -> HttpResponse {
             humantime::format_duration(Duration::from_secs(crate::store::until(t.next_try_ms, now).as_secs()))
         ));
     }
+    for (page, elsewhere) in shared.routing.all_elsewhere() {
+        problems.push(format!(
+            "page {page}: conversation routing belongs to another app — {} customer message(s) came only as standby events, the last {} ago: {}",
+            elsewhere.standby_messages,
+            ago(elsewhere.last_standby_ms),
+            crate::relay::routing::FIX
+        ));
+    }
     for (page, feature, pause) in shared.pauses.all() {
         if pause.until > now {
             problems.push(format!(

@@ -103,6 +103,8 @@ struct State {
     subscriptions: Mutex<HashMap<String, Vec<String>>>,
     /// Page id → other apps installed on it: `(id, name, fields)`, e.g. XCALLY's.
     other_apps: Mutex<HashMap<String, Vec<OtherApp>>>,
+    /// Page id → the app that owns its customers' threads (default: ours).
+    thread_owners: Mutex<HashMap<String, String>>,
     /// Answer a subscribe call with `{"success": "true"}`, as Meta's samples show.
     success_as_text: Mutex<bool>,
     /// Subscribe calls received, by page.
@@ -134,6 +136,7 @@ impl SimGraph {
             comments: Mutex::new(Vec::new()),
             subscriptions: Mutex::new(HashMap::new()),
             other_apps: Mutex::new(HashMap::new()),
+            thread_owners: Mutex::new(HashMap::new()),
             success_as_text: Mutex::new(false),
             subscribe_calls: Mutex::new(Vec::new()),
             deleted: Mutex::new(Vec::new()),
@@ -205,6 +208,16 @@ impl SimGraph {
                 name.into(),
                 fields.iter().map(|f| f.to_string()).collect(),
             ));
+    }
+
+    /// Conversations of the Page are routed to this app (Handover protocol's thread
+    /// owner): `thread_owner` names it.
+    pub fn route_conversations_to(&self, page_id: &str, app_id: &str) {
+        self.state
+            .thread_owners
+            .lock()
+            .unwrap()
+            .insert(page_id.into(), app_id.into());
     }
 
     /// Answer subscribe calls with the string `"true"` instead of the boolean.
@@ -405,6 +418,16 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
         ),
         (&Method::GET, [_version, "app"]) => {
             json_response(200, json!({"id": SIM_APP_ID, "name": SIM_APP_NAME}))
+        }
+        (&Method::GET, [_version, target, "thread_owner"]) if *target == page => {
+            let owner = state
+                .thread_owners
+                .lock()
+                .unwrap()
+                .get(&page)
+                .cloned()
+                .unwrap_or_else(|| SIM_APP_ID.to_owned());
+            json_response(200, json!({"data": [{"thread_owner": {"app_id": owner}}]}))
         }
         (&Method::GET, [_version, target, "subscribed_apps"]) if *target == page => {
             // Every app installed on the Page, as Graph lists them.

@@ -30,6 +30,35 @@ pub fn open(path: &Path) -> Result<Connection, String> {
     Ok(conn)
 }
 
+/// The page's most recent customer message that came as a standby event, and whether a
+/// customer message came through `messaging` after it: `(conversation, at ms, then?)`.
+/// (A scan from the newest item back; the standby-only case stops at once.)
+pub fn latest_standby(
+    conn: &Connection,
+    page_id: &str,
+) -> rusqlite::Result<Option<(String, i64, bool)>> {
+    let latest: Option<(i64, String, i64)> = conn
+        .query_row(
+            "SELECT id, conversation, created_at FROM items
+              WHERE direction = 'in' AND page_id = ?1 AND kind = 'standby'
+              ORDER BY id DESC LIMIT 1",
+            params![page_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((id, conversation, at)) = latest else {
+        return Ok(None);
+    };
+    let messaging_since: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM items
+          WHERE id > ?1 AND direction = 'in' AND page_id = ?2
+            AND kind IN ('message', 'postback', 'edit', 'deleted'))",
+        params![id, page_id],
+        |r| r.get(0),
+    )?;
+    Ok(Some((conversation, at, messaging_since)))
+}
+
 /// Queue figures of one page in one direction.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Stat {

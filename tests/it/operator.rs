@@ -269,6 +269,82 @@ async fn a_leftover_motion_cloud_app_is_named_and_our_own_app_is_subscribed() {
     drop(daemon);
 }
 
+/// The old Motion Cloud app is still the one Meta routes the Page's conversations to:
+/// every customer message reaches the daemon as a standby event. Before, they were
+/// recorded and never forwarded — silently lost. Now they are forwarded, and `/readyz`
+/// and `doctor` say that routing belongs to another app, naming it, with the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_only_traffic_is_forwarded_and_routing_is_named() {
+    let peers = Peers::start().await;
+    peers.graph.install_other_app(
+        PAGE_A,
+        "300199466707231",
+        "XCALLY Motion",
+        &["messages", "feed"],
+    );
+    peers
+        .graph
+        .route_conversations_to(PAGE_A, "300199466707231");
+    let text = fixed_ports_config(&peers);
+    let daemon = Process::start(std::path::Path::new(&config_path(&peers)));
+    let sender = fb_openchannel::sim::facebook::WebhookSender::new(
+        &format!("https://127.0.0.1:{}/webhook", daemon.public_port),
+        APP_SECRET,
+        Some(&peers.certs.ca_pem),
+    );
+    let standby = serde_json::json!({
+        "object": "page",
+        "entry": [{"id": PAGE_A, "time": fb_openchannel::store::now_ms(), "standby": [{
+            "sender": {"id": PSID}, "recipient": {"id": PAGE_A},
+            "timestamp": fb_openchannel::store::now_ms(),
+            "message": {"mid": "mid.standby.1", "text": "Is anyone there?"}
+        }]}]
+    })
+    .to_string();
+    let (status, _) = sender.send(standby.as_bytes()).await.unwrap();
+    assert_eq!(status, 200);
+    let notes = peers.motion.wait_for_notifies(1, WAIT).await.unwrap();
+    assert_eq!(
+        notes[0].notify.body, "Is anyone there?",
+        "forwarded, not lost"
+    );
+
+    let local = text
+        .split("[local]\nlisten = \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let ready = reqwest::get(format!("http://{local}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready = ready.text().await.unwrap();
+    assert!(
+        ready.contains(&format!(
+            "page {PAGE_A}: conversation routing belongs to another app"
+        )),
+        "{ready}"
+    );
+    assert!(ready.contains("Advanced messaging"), "{ready}");
+    assert!(
+        daemon.log_text().contains("only as standby events"),
+        "said once in the log"
+    );
+
+    let (code, checks, human) = doctor(&peers);
+    assert_eq!(code, 1, "{human}");
+    let routing = failing(&checks)
+        .into_iter()
+        .find(|(s, n, _)| *s == format!("page {PAGE_A}") && n == "routing")
+        .unwrap_or_else(|| panic!("no failing routing check:\n{human}"));
+    assert!(
+        routing.2.contains("XCALLY Motion (300199466707231)"),
+        "{human}"
+    );
+    drop(daemon);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_retry_while_the_daemon_runs_delivers_once_and_drop_removes() {
     let bench = Bench::start().await;
