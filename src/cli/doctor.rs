@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::output::{Style, age};
 use crate::config::{Config, PageConfig, redact_url};
 use crate::facebook::graph::{Disposition, GraphClient};
-use crate::motion::{MotionClient, MotionError};
+use crate::motion::{KeyCheck, MotionClient};
 use crate::relay::subscription;
 use crate::store::queue;
 
@@ -154,12 +154,17 @@ async fn run(config: &Config, path: &std::path::Path) -> Vec<Check> {
     if let Some(first) = config.pages.first() {
         checks.push(match motion.check_api_key(first.receive_url.get_ref()).await {
             Ok(()) => daemon("motion api key", true, "Motion accepts motion.api_key".into()),
-            Err(MotionError::Permanent(e)) => daemon(
+            Err(KeyCheck::WrongKey(e)) => daemon(
                 "motion api key",
                 false,
                 format!("{e}: Motion refused motion.api_key; copy a valid user API key from Motion (Staff → Users)"),
             ),
-            Err(MotionError::Transient(e)) => daemon("motion api key", false, format!("{e}: is Motion running and reachable from here?")),
+            Err(KeyCheck::WrongUrl(e)) => daemon(
+                "motion api key",
+                false,
+                format!("{e}: wrong URL, not a wrong key — Motion's address comes from receive_url: copy the Receive URL whole from the Openchannel account's Settings"),
+            ),
+            Err(KeyCheck::Unreachable(e)) => daemon("motion api key", false, format!("{e}: is Motion running and reachable from here?")),
         });
     }
     for page in &config.pages {
@@ -380,6 +385,14 @@ fn store(config: &Config) -> Check {
     detail.push_str(&format!(", {failed} failed"));
     if failed > 0 {
         detail.push_str(": see `fb-openchannel queue list --failed`, then retry or drop them");
+        if let Ok(Some((page, direction, why))) = queue::latest_failure(&conn) {
+            let way = if direction == "in" {
+                "to Motion"
+            } else {
+                "to Facebook"
+            };
+            detail.push_str(&format!(". The latest, page {page} {way}: {why}"));
+        }
     }
     check(failed == 0, detail)
 }
@@ -442,6 +455,14 @@ async fn page_checks(
     }
     let receive_url = page.receive_url.get_ref();
     checks.push(match motion.probe(receive_url).await {
+        Ok(status @ (401 | 403)) => check(
+            "receive url",
+            false,
+            format!(
+                "Motion refused a GET at {} with {status}: copy the Openchannel account's Receive URL whole into receive_url, with any ?apikey= or token it carries",
+                redact_url(receive_url)
+            ),
+        ),
         Ok(status) if status < 500 => check(
             "receive url",
             true,

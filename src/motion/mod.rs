@@ -80,6 +80,17 @@ impl<'de> Deserialize<'de> for AttachmentId {
     }
 }
 
+/// Why Motion's API key could not be confirmed ([`MotionClient::check_api_key`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// Motion refused the key (401/403).
+    WrongKey(String),
+    /// Nothing of Motion's API at the address taken from the Receive URL (404).
+    WrongUrl(String),
+    /// No answer, or a server error.
+    Unreachable(String),
+}
+
 /// A failed Motion call, with whether trying again may help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MotionError {
@@ -178,7 +189,12 @@ impl MotionClient {
             Ok(()) => Ok(response),
             Err(transient) => {
                 let text = response.text().await.unwrap_or_default();
-                let message = format!("Motion answered {status} to {what}: {}", snippet(&text));
+                let mut message = format!("Motion answered {status} to {what}: {}", snippet(&text));
+                if matches!(status, 401 | 403) {
+                    message.push_str(
+                        " — Motion refused the call: copy the Openchannel account's Receive URL whole into receive_url, with any ?apikey= or token it carries (and check motion.api_key for attachments)",
+                    );
+                }
                 Err(if transient {
                     MotionError::Transient(message)
                 } else {
@@ -254,15 +270,39 @@ impl MotionClient {
             .map_err(http_client::describe)
     }
 
-    /// Whether Motion accepts the API key (`GET /api/attachments?apikey=…`).
-    pub async fn check_api_key(&self, receive_url: &str) -> Result<(), MotionError> {
-        let url = endpoint(&Self::base(receive_url)?, &["api", "attachments"]);
-        let what = url.to_string();
-        let request = self
+    /// Whether Motion accepts the API key, with a call that costs Motion nothing: one
+    /// attachment id at most (`GET /api/attachments?limit=1&fields=id&apikey=…`), not a
+    /// listing of every attachment.
+    pub async fn check_api_key(&self, receive_url: &str) -> Result<(), KeyCheck> {
+        let url = endpoint(
+            &Self::base(receive_url).map_err(|e| KeyCheck::WrongUrl(e.to_string()))?,
+            &["api", "attachments"],
+        );
+        let shown = url.to_string();
+        let response = self
             .http
             .get(url)
-            .query(&[("apikey", self.api_key.expose())]);
-        self.call(request, &what).await.map(drop)
+            .query(&[
+                ("limit", "1"),
+                ("fields", "id"),
+                ("apikey", self.api_key.expose()),
+            ])
+            .send()
+            .await
+            .map_err(|e| KeyCheck::Unreachable(format!("{shown}: {}", http_client::describe(e))))?;
+        match response.status().as_u16() {
+            200..=299 => Ok(()),
+            401 | 403 => Err(KeyCheck::WrongKey(format!(
+                "Motion answered {} at {shown}",
+                response.status().as_u16()
+            ))),
+            404 => Err(KeyCheck::WrongUrl(format!(
+                "Motion answered 404 at {shown}: there is no Motion API there"
+            ))),
+            s => Err(KeyCheck::Unreachable(format!(
+                "Motion answered {s} at {shown}"
+            ))),
+        }
     }
 
     /// Fetches an agent's attachment: its metadata (name, MIME `type`) then its bytes.
@@ -293,11 +333,22 @@ impl MotionClient {
                 snippet(&text)
             ))
         })?;
-        let name = meta
-            .get("name")
-            .and_then(|v| v.as_str())
-            .unwrap_or("file")
-            .to_owned();
+        // Motion's attachment records name a file in more than one field; the agent's
+        // body may be any of them.
+        let names: Vec<String> = [
+            "name",
+            "basename",
+            "originalname",
+            "originalName",
+            "fileName",
+            "filename",
+        ]
+        .iter()
+        .filter_map(|k| meta.get(*k).and_then(|v| v.as_str()))
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+        let name = names.first().cloned().unwrap_or_else(|| "file".into());
         let declared_type = meta.get("type").and_then(|v| v.as_str()).map(str::to_owned);
         let too_large = || {
             MotionError::Permanent(format!(
@@ -335,6 +386,7 @@ impl MotionClient {
         }
         Ok(AgentFile {
             name,
+            names,
             content_type: declared_type
                 .or(header_type)
                 .unwrap_or_else(|| "application/octet-stream".into()),
@@ -347,8 +399,20 @@ impl MotionClient {
 #[derive(Debug, Clone)]
 pub struct AgentFile {
     pub name: String,
+    /// Every name Motion gave the file (`name`, `basename`, `originalname`…).
+    pub names: Vec<String>,
     pub content_type: String,
     pub bytes: bytes::Bytes,
+}
+
+impl AgentFile {
+    /// Whether an agent's text is only this file's name, under any of its names (Motion
+    /// puts the name in the body of a message that carries a file): then there is no
+    /// text to send.
+    pub fn is_named(&self, text: &str) -> bool {
+        let text = text.trim();
+        text == self.name.trim() || self.names.iter().any(|n| n == text)
+    }
 }
 
 impl From<AgentFile> for crate::facebook::graph::Download {

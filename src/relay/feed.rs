@@ -93,15 +93,31 @@ fn media(change: &FeedChange) -> Vec<String> {
     urls
 }
 
-/// A link to the post or comment on Facebook.
+/// A link to the post or comment in the form Facebook itself links to:
+/// `https://www.facebook.com/{page}/posts/{post}` for post `{page}_{post}`, and
+/// `…?comment_id={comment}` for comment `{post}_{comment}`. Built by segments from
+/// parsed ids; a post id not of the `{page}_{post}` form is linked as it is.
 pub fn external_url(change: &FeedChange) -> Option<String> {
-    let post = change.post_id()?;
-    Some(match (change.kind(), change.comment_id()) {
-        (FeedKind::Comment, Some(comment)) => {
-            format!("https://www.facebook.com/{post}?comment_id={comment}")
-        }
-        _ => format!("https://www.facebook.com/{post}"),
-    })
+    let post = ObjectId::parse(change.post_id()?).ok()?;
+    let mut url = url::Url::parse("https://www.facebook.com").expect("a static URL");
+    {
+        let mut path = url.path_segments_mut().expect("https has a path");
+        match post.as_str().split_once('_') {
+            Some((page, post)) => path.extend([page, "posts", post]),
+            None => path.extend([post.as_str()]),
+        };
+    }
+    if let (FeedKind::Comment, Some(comment)) = (change.kind(), change.comment_id())
+        && let Ok(comment) = ObjectId::parse(comment)
+    {
+        let own = comment
+            .as_str()
+            .rsplit('_')
+            .next()
+            .unwrap_or(comment.as_str());
+        url.query_pairs_mut().append_pair("comment_id", own);
+    }
+    Some(url.to_string())
 }
 
 /// The envelope and steps of a delivered feed change.
@@ -252,6 +268,30 @@ mod tests {
         );
         let t = reply_target(&post, &[forged, top], None);
         assert_eq!(t.comment_on, id("2_10"));
+    }
+
+    #[test]
+    fn links_are_the_form_facebook_links_to() {
+        let post = change(
+            serde_json::json!({"item":"status","verb":"add","post_id":"1234567890321_98735342324352","from":{"id":"7"}}),
+        );
+        assert_eq!(
+            external_url(&post).as_deref(),
+            Some("https://www.facebook.com/1234567890321/posts/98735342324352")
+        );
+        let comment = change(
+            serde_json::json!({"item":"comment","verb":"add","post_id":"1234567890321_98735342324352","comment_id":"98735342324352_1264545546974600","from":{"id":"7"}}),
+        );
+        assert_eq!(
+            external_url(&comment).as_deref(),
+            Some(
+                "https://www.facebook.com/1234567890321/posts/98735342324352?comment_id=1264545546974600"
+            )
+        );
+        let forged = change(
+            serde_json::json!({"item":"status","verb":"add","post_id":"1/../evil","from":{"id":"7"}}),
+        );
+        assert_eq!(external_url(&forged), None);
     }
 
     #[test]

@@ -482,9 +482,7 @@ async fn send_steps(
 
     let file = fetch_agent_file(shared, page, &reply).await?;
     // For a file, Motion puts its name in the body: that is not text to send.
-    let text_is_file_name = file
-        .as_ref()
-        .is_some_and(|f| f.name.trim() == reply.text.trim());
+    let text_is_file_name = file.as_ref().is_some_and(|f| f.is_named(&reply.text));
     let mut steps: Vec<Step> = Vec::new();
     if !text_is_file_name && !reply.text.trim().is_empty() {
         steps.extend(
@@ -611,9 +609,7 @@ async fn send_wall_reply(
     let refuse = |status: u16, reason: String| Failure::Permanent { status, reason };
 
     let file = fetch_agent_file(shared, page, reply).await?;
-    let text_is_file_name = file
-        .as_ref()
-        .is_some_and(|f| f.name.trim() == reply.text.trim());
+    let text_is_file_name = file.as_ref().is_some_and(|f| f.is_named(&reply.text));
     let message = if text_is_file_name {
         ""
     } else {

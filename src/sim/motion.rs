@@ -53,6 +53,10 @@ struct State {
     mode: Mutex<Mode>,
     /// Notifies from this customer hang until the mode changes.
     hang_for: Mutex<Option<String>>,
+    /// Account → the `token` its notify URL must carry, as a Motion that checks it.
+    tokens: Mutex<HashMap<String, String>>,
+    /// Attachment id → the `basename` its metadata also gives.
+    basenames: Mutex<HashMap<u64, String>>,
     /// Notifies from this customer wait (then are taken normally) until released.
     hold_for: watch::Sender<Option<String>>,
     /// Calls to fail with a status before accepting again: `(count, status)`.
@@ -79,6 +83,8 @@ impl SimMotion {
             api_key: api_key.to_owned(),
             mode: Mutex::new(Mode::Accept),
             hang_for: Mutex::new(None),
+            tokens: Mutex::new(HashMap::new()),
+            basenames: Mutex::new(HashMap::new()),
             hold_for: watch::channel(None).0,
             fail_next: Mutex::new((0, 0)),
             notifies: Mutex::new(Vec::new()),
@@ -126,6 +132,33 @@ impl SimMotion {
     /// Lets held notifies through.
     pub fn release(&self) {
         self.state.hold_for.send_replace(None);
+    }
+
+    /// Notifies of `account` need `?token=<token>`; without it Motion answers 401.
+    pub fn require_token(&self, account: u32, token: &str) {
+        self.state
+            .tokens
+            .lock()
+            .unwrap()
+            .insert(account.to_string(), token.into());
+    }
+
+    /// Like [`SimMotion::add_file`], the metadata also giving `basename` (the name as
+    /// the agent attached it).
+    pub fn add_file_with_basename(
+        &self,
+        name: &str,
+        basename: &str,
+        content_type: &str,
+        bytes: impl Into<Bytes>,
+    ) -> u64 {
+        let id = self.add_file(name, content_type, bytes);
+        self.state
+            .basenames
+            .lock()
+            .unwrap()
+            .insert(id, basename.into());
+        id
     }
 
     /// The next `count` API calls are answered `status`, then calls are accepted again.
@@ -284,6 +317,13 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
 
     match (req.method(), segments.as_slice()) {
         (&Method::POST, ["api", "openchannel", "accounts", account, "notify"]) => {
+            let needed = state.tokens.lock().unwrap().get(*account).cloned();
+            if let Some(token) = needed
+                && !url::form_urlencoded::parse(query.as_bytes())
+                    .any(|(k, v)| k == "token" && v == token.as_str())
+            {
+                return json(401, serde_json::json!({"message": "Unauthorized"}));
+            }
             let notify: Notify = match serde_json::from_slice(req.body()) {
                 Ok(n) => n,
                 Err(e) => {
@@ -356,10 +396,17 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                 .and_then(|id| state.files.lock().unwrap().get(&id).cloned());
             match (file, segments.len()) {
                 (None, _) => json(404, serde_json::json!({"message": "Not found"})),
-                (Some(f), 3) => json(
-                    200,
-                    serde_json::json!({"id": id, "name": f.name, "type": f.content_type, "size": f.bytes.len()}),
-                ),
+                (Some(f), 3) => {
+                    let mut meta = serde_json::json!({"id": id, "name": f.name, "type": f.content_type, "size": f.bytes.len()});
+                    if let Some(base) = id
+                        .parse::<u64>()
+                        .ok()
+                        .and_then(|id| state.basenames.lock().unwrap().get(&id).cloned())
+                    {
+                        meta["basename"] = serde_json::json!(base);
+                    }
+                    json(200, meta)
+                }
                 (Some(f), _) => respond(200, &f.content_type, f.bytes),
             }
         }

@@ -30,6 +30,17 @@ pub fn open(path: &Path) -> Result<Connection, String> {
     Ok(conn)
 }
 
+/// The most recent failed item: `(page, direction, why)`.
+pub fn latest_failure(conn: &Connection) -> rusqlite::Result<Option<(String, String, String)>> {
+    conn.query_row(
+        "SELECT page_id, direction, COALESCE(last_error, '') FROM items INDEXED BY items_failed
+          WHERE state = 'failed' ORDER BY id DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .optional()
+}
+
 /// The page's most recent customer message that came as a standby event, and whether a
 /// customer message came through `messaging` after it: `(conversation, at ms, then?)`.
 /// (A scan from the newest item back; the standby-only case stops at once.)

@@ -345,6 +345,60 @@ async fn standby_only_traffic_is_forwarded_and_routing_is_named() {
     drop(daemon);
 }
 
+/// Motion refusing the notify (401: the Receive URL was copied without its token) is
+/// explained in the log and by doctor; and a Receive URL under the wrong path is "wrong
+/// URL", not "wrong key".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn motion_refusing_the_notify_or_the_url_is_explained() {
+    let peers = Peers::start().await;
+    peers.motion.require_token(2, "the-account-token");
+    let text = fixed_ports_config(&peers);
+    let daemon = Process::start(std::path::Path::new(&config_path(&peers)));
+    let sender = fb_openchannel::sim::facebook::WebhookSender::new(
+        &format!("https://127.0.0.1:{}/webhook", daemon.public_port),
+        APP_SECRET,
+        Some(&peers.certs.ca_pem),
+    );
+    let (status, _) = sender
+        .send(messenger_text(PAGE_B, PSID, "mid.401", 1, "hello").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    wait_until("the delivery fails", WAIT, || async {
+        daemon
+            .log_text()
+            .contains("delivery to Motion failed for good")
+    })
+    .await;
+    assert!(
+        daemon
+            .log_text()
+            .contains("copy the Openchannel account's Receive URL whole"),
+        "{}",
+        daemon.log_text()
+    );
+    let (_, checks, human) = doctor(&peers);
+    let store = failing(&checks)
+        .into_iter()
+        .find(|(_, n, _)| n == "store")
+        .unwrap_or_else(|| panic!("{human}"));
+    assert!(store.2.contains("Receive URL whole"), "{human}");
+    drop(daemon);
+
+    // A Receive URL under a path where Motion has no API: wrong URL, not wrong key.
+    let text = text.replace(
+        "/api/openchannel/accounts/1/notify",
+        "/motion/api/openchannel/accounts/1/notify",
+    );
+    std::fs::write(config_path(&peers), &text).unwrap();
+    let (_, checks, human) = doctor(&peers);
+    let key = failing(&checks)
+        .into_iter()
+        .find(|(_, n, _)| n == "motion api key")
+        .unwrap_or_else(|| panic!("{human}"));
+    assert!(key.2.contains("wrong URL, not a wrong key"), "{human}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_retry_while_the_daemon_runs_delivers_once_and_drop_removes() {
     let bench = Bench::start().await;

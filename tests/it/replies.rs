@@ -612,3 +612,25 @@ async fn a_missing_permission_is_final_and_named() {
     );
     bench.stop().await;
 }
+
+/// Motion puts the attached file's name in the body; its metadata may give it as
+/// `basename` rather than `name`. Either way the name is not sent as a text of its own.
+#[tokio::test]
+async fn a_body_that_is_the_files_basename_is_not_sent_as_text() {
+    let bench = Bench::start().await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    let id = bench.motion().add_file_with_basename(
+        "2f9a1c0e-stored.pdf",
+        "invoice-1042.pdf",
+        "application/pdf",
+        vec![5u8; 2048],
+    );
+    let (status, answer) =
+        agent(&bench, reply_body(9500, PSID, "invoice-1042.pdf", Some(id))).await;
+    assert_eq!(status, 200, "{answer}");
+    let sent = bench.peers.graph.sent();
+    assert_eq!(sent.len(), 1, "the file only: {sent:?}");
+    assert!(sent[0].attachment.is_some());
+    assert_eq!(sent[0].text, None);
+    bench.stop().await;
+}

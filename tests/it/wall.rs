@@ -198,16 +198,16 @@ async fn every_feed_fixture_gives_the_documented_notifies() {
                     Some(post),
                     "{case}: one interaction per post"
                 );
+                // The form Facebook links to: {page}/posts/{post}, ?comment_id={comment}.
                 let url = n.external_url.clone().unwrap();
+                let (page, post_own) = post.split_once('_').unwrap();
+                let post_link = format!("https://www.facebook.com/{page}/posts/{post_own}");
                 match change["comment_id"].as_str() {
                     Some(c) if change["item"] == "comment" => {
-                        assert_eq!(
-                            url,
-                            format!("https://www.facebook.com/{post}?comment_id={c}"),
-                            "{case}"
-                        )
+                        let own = c.rsplit('_').next().unwrap();
+                        assert_eq!(url, format!("{post_link}?comment_id={own}"), "{case}")
                     }
-                    _ => assert_eq!(url, format!("https://www.facebook.com/{post}"), "{case}"),
+                    _ => assert_eq!(url, post_link, "{case}"),
                 }
                 let name_field = change["from"]["name"]
                     .as_str()
