@@ -55,7 +55,8 @@ pub struct Daemon {
 impl Daemon {
     pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         let store_path = config.storage.path.clone();
-        let live = Live::new(config).map_err(anyhow::Error::msg)?;
+        let capture = crate::capture::Capture::new(&store_path);
+        let live = Live::new(config, Some(capture.clone())).map_err(anyhow::Error::msg)?;
         let config = live.config.clone();
         let spool = crate::store::spool_dir(&store_path);
         let store = tokio::task::spawn_blocking(move || Store::open(&store_path)).await??;
@@ -64,7 +65,7 @@ impl Daemon {
             config.public.body_spool,
             spool,
         );
-        let shared = Shared::new(live, store, bodies);
+        let shared = Shared::new(live, store, bodies, capture.clone());
 
         let public_cfg = &config.public;
         let certs = if public_cfg.tls {
@@ -152,8 +153,9 @@ impl Daemon {
             shutdown_rx.clone(),
         )));
 
-        // Not in `tasks` either: summaries of flooding log lines.
+        // Not in `tasks` either: summaries of flooding log lines, and the capture.
         tokio::spawn(crate::logging::summarise(shutdown_rx.clone()));
+        tokio::spawn(capture.watch(shutdown_rx.clone()));
         if let Some(certs) = &certs {
             let metrics_shared = shared.clone();
             // Not in `tasks`: it ends with the others but is no reason to exit if it does.
@@ -310,7 +312,7 @@ impl Daemon {
             .filter(|p| !new_ids.contains(p))
             .cloned()
             .collect();
-        let live = Live::new(config)?;
+        let live = Live::new(config, Some(self.shared.capture.clone()))?;
         self.shared.replace_live(live);
         if let Some(certs) = &self.certs {
             match certs.reload() {

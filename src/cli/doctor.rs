@@ -132,13 +132,27 @@ async fn run(config: &Config, path: &std::path::Path) -> Vec<Check> {
         });
     }
     checks.push(store(config));
+    if let Some(until) = crate::capture::running_until(&config.storage.path) {
+        let (files, bytes) = crate::capture::files(&config.storage.path);
+        checks.push(daemon(
+            "capture",
+            true,
+            format!(
+                "a capture runs for {} more: {files} file(s), {} KiB in {} (end it with `fb-openchannel capture --off`)",
+                age(until - crate::store::now_ms()),
+                bytes / 1024,
+                crate::capture::dir(&config.storage.path).display()
+            ),
+        ));
+    }
 
-    let motion = MotionClient::new(&config.motion);
+    let motion = MotionClient::new(&config.motion, None);
     let graph = GraphClient::new(
         config.facebook.graph_url.get_ref(),
         &config.facebook.graph_version,
         Duration::from_secs(15),
         config.media_hosts(),
+        None,
     );
     let (motion, graph) = match (motion, graph) {
         (Ok(m), Ok(g)) => (m, g),

@@ -1,5 +1,6 @@
 //! The command line: `fb-openchannel <command> [--config PATH]`.
 
+mod capture;
 mod demo;
 mod doctor;
 pub mod output;
@@ -78,6 +79,20 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Record every exchange of the running daemon with Facebook and Motion, secrets
+    /// masked, to capture/ beside the state database — for the first real install.
+    Capture {
+        /// How long (e.g. "2h"); the daemon starts within a second.
+        #[arg(long = "for", value_name = "DURATION", conflicts_with_all = ["off", "check"])]
+        length: Option<humantime::Duration>,
+        /// End the capture now.
+        #[arg(long, conflicts_with = "check")]
+        off: bool,
+        /// Compare a capture with the shapes the daemon expects; name every field that
+        /// differs (default: this config's capture directory).
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
+        check: Option<String>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -111,6 +126,9 @@ pub fn main() -> ExitCode {
                 url,
             },
         ),
+        Command::Capture { length, off, check } => {
+            capture::main(&cli.config, length.map(Into::into), off, check)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

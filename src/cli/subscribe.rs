@@ -37,6 +37,7 @@ pub fn main(path: &std::path::Path, json: bool) -> ExitCode {
             &config.facebook.graph_version,
             Duration::from_secs(15),
             config.media_hosts(),
+            None,
         ) {
             Ok(g) => g,
             Err(e) => {

@@ -286,6 +286,8 @@ pub enum DownloadError {
 
 pub struct GraphClient {
     http: reqwest::Client,
+    /// Records exchanges while `fb-openchannel capture` runs (the daemon's clients).
+    capture: Option<Arc<crate::capture::Capture>>,
     /// Fetches customers' files: Facebook's media hosts only (see [`media`]).
     media: reqwest::Client,
     media_hosts: Arc<MediaHosts>,
@@ -302,6 +304,7 @@ impl GraphClient {
         graph_version: &str,
         timeout: Duration,
         media_hosts: MediaHosts,
+        capture: Option<Arc<crate::capture::Capture>>,
     ) -> Result<Self, String> {
         let mut base = Url::parse(graph_url).map_err(|e| format!("graph_url: {e}"))?;
         base.path_segments_mut()
@@ -312,6 +315,7 @@ impl GraphClient {
         Ok(Self {
             http: http_client::build(timeout, None)?,
             media: media::client(media_hosts.clone(), timeout)?,
+            capture,
             media_hosts,
             base,
         })
@@ -335,7 +339,7 @@ impl GraphClient {
             .get(self.url(&[psid.as_str()]))
             .query(&[("fields", "first_name,last_name")])
             .bearer_auth(token.expose());
-        let text = Self::call(request).await?;
+        let text = self.call(request).await?;
         serde_json::from_str(&text).map_err(|_| GraphError::from_response(200, &text, None))
     }
 
@@ -361,7 +365,7 @@ impl GraphClient {
             .post(self.url(&[page_id.as_str(), "messages"]))
             .bearer_auth(token.expose())
             .json(&body);
-        Self::message_id(&Self::call(request).await?)
+        Self::message_id(&self.call(request).await?)
     }
 
     /// Sends a file with the Send API as multipart `filedata`; returns the `message_id`.
@@ -396,7 +400,7 @@ impl GraphClient {
             .post(self.url(&[page_id.as_str(), "messages"]))
             .bearer_auth(token.expose())
             .multipart(form);
-        Self::message_id(&Self::call(request).await?)
+        Self::message_id(&self.call(request).await?)
     }
 
     /// Comments on a post or comment (`POST /{object_id}/comments`), with an optional
@@ -428,7 +432,7 @@ impl GraphClient {
                 self.http.post(url).multipart(form)
             }
         };
-        let text = Self::call(request.bearer_auth(token.expose())).await?;
+        let text = self.call(request.bearer_auth(token.expose())).await?;
         serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|v| v.get("id")?.as_str().map(str::to_owned))
@@ -450,7 +454,7 @@ impl GraphClient {
             .get(self.url(&["me"]))
             .query(&[("fields", "id,name")])
             .bearer_auth(token.expose());
-        let text = Self::call(request).await?;
+        let text = self.call(request).await?;
         let v: Value =
             serde_json::from_str(&text).map_err(|_| GraphError::from_response(200, &text, None))?;
         let id = match v.get("id") {
@@ -479,7 +483,7 @@ impl GraphClient {
             .http
             .get(self.url(&[page_id.as_str(), "subscribed_apps"]))
             .bearer_auth(token.expose());
-        let text = Self::call(request).await?;
+        let text = self.call(request).await?;
         let v: Value =
             serde_json::from_str(&text).map_err(|_| GraphError::from_response(200, &text, None))?;
         Ok(v.get("data")
@@ -521,7 +525,7 @@ impl GraphClient {
             .get(self.url(&[page_id.as_str(), "thread_owner"]))
             .query(&[("recipient", psid.as_str())])
             .bearer_auth(token.expose());
-        let text = Self::call(request).await?;
+        let text = self.call(request).await?;
         let v: Value =
             serde_json::from_str(&text).map_err(|_| GraphError::from_response(200, &text, None))?;
         match v.pointer("/data/0/thread_owner/app_id") {
@@ -539,7 +543,7 @@ impl GraphClient {
             .get(self.url(&["app"]))
             .query(&[("fields", "id,name")])
             .bearer_auth(token.expose());
-        let text = Self::call(request).await?;
+        let text = self.call(request).await?;
         let v: Value =
             serde_json::from_str(&text).map_err(|_| GraphError::from_response(200, &text, None))?;
         let id = match v.get("id") {
@@ -568,7 +572,7 @@ impl GraphClient {
             .post(self.url(&[page_id.as_str(), "subscribed_apps"]))
             .query(&[("subscribed_fields", fields.join(","))])
             .bearer_auth(token.expose());
-        let text = Self::call(request).await?;
+        let text = self.call(request).await?;
         // `{"success": true}`, or the string "true" as Meta's own samples show it.
         let success =
             serde_json::from_str::<Value>(&text)
@@ -584,10 +588,20 @@ impl GraphClient {
         }
     }
 
-    /// Sends a request; the body of a 2xx answer, else the classified error.
-    async fn call(request: reqwest::RequestBuilder) -> Result<String, GraphError> {
-        let response = request
-            .send()
+    /// Sends a request; the body of a 2xx answer, else the classified error. While a
+    /// capture runs, the exchange is recorded (the token masked).
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<String, GraphError> {
+        let request = request
+            .build()
+            .map_err(|e| GraphError::network(http_client::describe(e)))?;
+        let captured = self
+            .capture
+            .as_ref()
+            .filter(|c| c.on())
+            .map(|_| crate::capture::request_json(&request));
+        let response = self
+            .http
+            .execute(request)
             .await
             .map_err(|e| GraphError::network(http_client::describe(e)))?;
         let status = response.status().as_u16();
@@ -596,10 +610,20 @@ impl GraphClient {
             .get("x-business-use-case-usage")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let headers = response.headers().clone();
         let text = response
             .text()
             .await
             .map_err(|e| GraphError::network(http_client::describe(e)))?;
+        if let (Some(capture), Some(request)) = (&self.capture, captured) {
+            capture.record(
+                "graph",
+                serde_json::json!({
+                    "request": request,
+                    "response": {"status": status, "headers": crate::capture::headers_json(&headers), "body": crate::capture::body_json(text.as_bytes())},
+                }),
+            );
+        }
         if (200..300).contains(&status) {
             Ok(text)
         } else {

@@ -10,6 +10,7 @@ pub mod reply;
 
 use serde::{Deserialize, Serialize};
 
+use crate::capture;
 use crate::config::{MotionConfig, Secret, redact_url};
 use crate::http_client;
 
@@ -151,18 +152,24 @@ pub struct Upload {
 
 pub struct MotionClient {
     http: reqwest::Client,
+    /// Records exchanges while `fb-openchannel capture` runs (the daemon's clients).
+    capture: Option<std::sync::Arc<crate::capture::Capture>>,
     api_key: Secret,
     map_key: String,
 }
 
 impl MotionClient {
-    pub fn new(config: &MotionConfig) -> Result<Self, String> {
+    pub fn new(
+        config: &MotionConfig,
+        capture: Option<std::sync::Arc<crate::capture::Capture>>,
+    ) -> Result<Self, String> {
         let http = http_client::build(
             config.timeout,
             config.ca_file.as_ref().map(|p| p.get_ref().as_path()),
         )?;
         Ok(Self {
             http,
+            capture,
             api_key: config.api_key.get_ref().clone(),
             map_key: config.map_key.clone(),
         })
@@ -175,20 +182,80 @@ impl MotionClient {
     /// Sends a request to Motion. A network error or a non-2xx answer becomes a
     /// [`MotionError`] naming `what` was attempted (never with a secret in it), transient
     /// or permanent per [`classify_status`].
+    /// The answer's body text is returned (and captured, when a capture runs).
     async fn call(
         &self,
         request: reqwest::RequestBuilder,
         what: &str,
-    ) -> Result<reqwest::Response, MotionError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| MotionError::Transient(format!("{what}: {}", http_client::describe(e))))?;
+    ) -> Result<String, MotionError> {
+        let (response, captured) = self.send(request, what).await?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        if let (Some(capture), Some(request)) = (&self.capture, captured) {
+            capture.record(
+                "motion",
+                serde_json::json!({
+                    "request": request,
+                    "response": {"status": status, "headers": capture::headers_json(&headers), "body": capture::body_json(text.as_bytes())},
+                }),
+            );
+        }
+        self.classified(status, text, what)
+    }
+
+    /// Sends a request; with the request as captured, when a capture runs.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<(reqwest::Response, Option<serde_json::Value>), MotionError> {
+        let request = request
+            .build()
+            .map_err(|e| MotionError::Permanent(format!("{what}: {}", http_client::describe(e))))?;
+        let captured = self
+            .capture
+            .as_ref()
+            .filter(|c| c.on())
+            .map(|_| capture::request_json(&request));
+        let response =
+            self.http.execute(request).await.map_err(|e| {
+                MotionError::Transient(format!("{what}: {}", http_client::describe(e)))
+            })?;
+        Ok((response, captured))
+    }
+
+    /// A body streamed by the caller (an attachment's bytes): its status and headers
+    /// are captured, not its bytes.
+    async fn call_stream(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<reqwest::Response, MotionError> {
+        let (response, captured) = self.send(request, what).await?;
+        let status = response.status().as_u16();
+        if let (Some(capture), Some(request)) = (&self.capture, captured) {
+            capture.record(
+                "motion",
+                serde_json::json!({
+                    "request": request,
+                    "response": {"status": status, "headers": capture::headers_json(response.headers()), "body": "(file bytes: not captured)"},
+                }),
+            );
+        }
+        if classify_status(status).is_ok() {
+            return Ok(response);
+        }
+        let text = response.text().await.unwrap_or_default();
+        self.classified(status, text, what)
+            .map(|_| unreachable!("not a 2xx"))
+    }
+
+    /// The body of a 2xx answer, else the error it means.
+    fn classified(&self, status: u16, text: String, what: &str) -> Result<String, MotionError> {
         match classify_status(status) {
-            Ok(()) => Ok(response),
+            Ok(()) => Ok(text),
             Err(transient) => {
-                let text = response.text().await.unwrap_or_default();
                 let mut message = format!("Motion answered {status} to {what}: {}", snippet(&text));
                 if matches!(status, 401 | 403) {
                     message.push_str(
@@ -239,8 +306,7 @@ impl MotionClient {
             .post(url)
             .query(&[("apikey", self.api_key.expose())])
             .multipart(reqwest::multipart::Form::new().part("file", part));
-        let response = self.call(request, &what).await?;
-        let text = response.text().await.unwrap_or_default();
+        let text = self.call(request, &what).await?;
         #[derive(Deserialize)]
         struct Created {
             id: serde_json::Value,
@@ -323,10 +389,7 @@ impl MotionClient {
                 self.http.get(meta_url).query(&key),
                 &format!("the metadata of attachment {id}"),
             )
-            .await?
-            .text()
-            .await
-            .unwrap_or_default();
+            .await?;
         let meta: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
             MotionError::Transient(format!(
                 "Motion's attachment {id} metadata is not JSON: {}",
@@ -366,7 +429,7 @@ impl MotionClient {
 
         let what = format!("the download of attachment {id}");
         let mut response = self
-            .call(self.http.get(download_url).query(&key), &what)
+            .call_stream(self.http.get(download_url).query(&key), &what)
             .await?;
         let header_type = response
             .headers()

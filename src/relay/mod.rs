@@ -77,13 +77,22 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(config: Config) -> Result<Live, String> {
-        let motion = MotionClient::new(&config.motion)?;
+    /// The config and its clients; `capture` records their exchanges while
+    /// `fb-openchannel capture` runs.
+    pub fn new(
+        config: Config,
+        capture: Option<Arc<crate::capture::Capture>>,
+    ) -> Result<Live, String> {
+        if let Some(c) = &capture {
+            c.set_secrets(&config);
+        }
+        let motion = MotionClient::new(&config.motion, capture.clone())?;
         let graph = GraphClient::new(
             config.facebook.graph_url.get_ref(),
             &config.facebook.graph_version,
             config.motion.timeout,
             config.media_hosts(),
+            capture,
         )?;
         Ok(Live {
             retry: retry::RetryPolicy::from_config(&config.delivery),
@@ -124,6 +133,8 @@ pub struct Shared {
     pub routing: routing::Routing,
     /// Features of pages Facebook throttles (code 368…), and the pace of comments.
     pub pauses: pauses::Pauses,
+    /// Records exchanges with the peers while `fb-openchannel capture` runs.
+    pub capture: Arc<crate::capture::Capture>,
     /// Memory and spool budgets for webhook bodies not verified yet.
     pub bodies: crate::server::body::Budget,
     /// Wrong verify tokens seen lately: past a few, handshakes are not looked at.
@@ -131,9 +142,15 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(live: Live, store: Store, bodies: crate::server::body::Budget) -> Arc<Self> {
+    pub fn new(
+        live: Live,
+        store: Store,
+        bodies: crate::server::body::Budget,
+        capture: Arc<crate::capture::Capture>,
+    ) -> Arc<Self> {
         Arc::new(Shared {
             bodies,
+            capture,
             live: ArcSwap::from_pointee(live),
             store,
             metrics: Metrics::new(),

@@ -111,6 +111,14 @@ async fn reply_route(
             serde_json::json!({"message": "Not sent: wrong or missing token in the Reply URL."}),
         );
     }
+    // While a capture runs, Motion's call as it came (the token masked).
+    let captured = shared.capture.on().then(|| {
+        serde_json::json!({
+            "method": req.method().as_str(),
+            "url": crate::config::redact_url(&req.uri().to_string()),
+            "headers": crate::capture::headers_json(req.headers()),
+        })
+    });
     let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
@@ -152,8 +160,18 @@ async fn reply_route(
         }
         Ok(Ok(b)) => b.to_bytes(),
     };
-    let (status, body) = reply::accept_reply(shared, page, &body).await;
-    json(status, body)
+    let (status, answer) = reply::accept_reply(shared, page, &body).await;
+    if let Some(mut request) = captured {
+        request["body"] = crate::capture::body_json(&body);
+        shared.capture.record(
+            "reply",
+            serde_json::json!({
+                "request": request,
+                "response": {"status": status, "body": answer.clone()},
+            }),
+        );
+    }
+    json(status, answer)
 }
 
 /// 200 when the store answers, every page can send and no pending item is older than

@@ -189,6 +189,15 @@ async fn receive(
         .headers()
         .get(signature::HEADER)
         .map(|v| v.as_bytes().to_vec());
+    // While a capture runs, the request as it came (kept only if it is Facebook's).
+    let captured = shared.capture.on().then(|| {
+        serde_json::json!({
+            "method": req.method().as_str(),
+            "url": crate::config::redact_url(&req.uri().to_string()),
+            "headers": crate::capture::headers_json(req.headers()),
+            "remote": remote.to_string(),
+        })
+    });
     let secret = live
         .config
         .facebook
@@ -236,6 +245,12 @@ async fn receive(
         }
     };
 
+    if let Some(mut request) = captured {
+        request["body"] = crate::capture::body_json(&body);
+        shared
+            .capture
+            .record("webhook", serde_json::json!({ "request": request }));
+    }
     match intake::accept_webhook(shared, body).await {
         Ok(_) => (text(200, "EVENT_RECEIVED"), "stored"),
         Err(e) => {

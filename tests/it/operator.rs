@@ -399,6 +399,118 @@ async fn motion_refusing_the_notify_or_the_url_is_explained() {
     assert!(key.2.contains("wrong URL, not a wrong key"), "{human}");
 }
 
+/// The first real install: a capture of every exchange with the peers, secrets masked,
+/// then `capture --check` against the shapes the daemon expects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_records_the_exchanges_masks_every_secret_and_is_checked() {
+    let peers = Peers::start().await;
+    let text = fixed_ports_config(&peers);
+    let path = config_path(&peers);
+    let daemon = Process::start(std::path::Path::new(&path));
+    let (code, out, err) = cli(&["capture", "--for", "1h", "--config", &path]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_until("the daemon starts capturing", WAIT, || async {
+        daemon.log_text().contains("capture started")
+    })
+    .await;
+    let (_, checks, human) = doctor(&peers);
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"] == "capture" && c["ok"] == true),
+        "doctor says a capture runs: {human}"
+    );
+
+    let sender = fb_openchannel::sim::facebook::WebhookSender::new(
+        &format!("https://127.0.0.1:{}/webhook", daemon.public_port),
+        APP_SECRET,
+        Some(&peers.certs.ca_pem),
+    );
+    let now = fb_openchannel::store::now_ms();
+    let (status, _) = sender
+        .send(messenger_text(PAGE_A, PSID, "mid.cap", now, "captured hello").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    peers.motion.wait_for_notifies(1, WAIT).await.unwrap();
+    let local = text
+        .split("[local]\nlisten = \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let reply_url = format!("http://{local}/reply/{PAGE_A}?token={REPLY_TOKEN_A}");
+    let reply = reply_body(8801, PSID, "Captured answer", None);
+    let (status, _) = peers.motion.agent_reply(&reply_url, &reply).await.unwrap();
+    assert_eq!(status, 200);
+    // A Motion whose account uses another contact field than the config says.
+    let mut other = reply_body(8802, PSID, "Other key", None);
+    other["Contact"] = serde_json::json!({"id": 17, "cf_7": PSID});
+    let (status, _) = peers.motion.agent_reply(&reply_url, &other).await.unwrap();
+    assert_eq!(status, 400);
+
+    let dir = peers.dir.path().join("capture");
+    let files = || -> Vec<(String, String)> {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read_to_string(e.path()).unwrap(),
+                )
+            })
+            .collect()
+    };
+    wait_until("both Reply URL calls are captured", WAIT, || async {
+        files()
+            .iter()
+            .filter(|(n, _)| n.ends_with("-reply.json"))
+            .count()
+            == 2
+    })
+    .await;
+    let (code, out, err) = cli(&["capture", "--off", "--config", &path]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let all = files();
+    for kind in ["webhook", "reply", "motion", "graph"] {
+        assert!(
+            all.iter()
+                .any(|(n, _)| n.ends_with(&format!("-{kind}.json"))),
+            "no {kind} exchange in {:?}",
+            all.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        );
+    }
+    // The Reply URL call as it arrived.
+    let captured: Vec<serde_json::Value> = all
+        .iter()
+        .filter(|(n, _)| n.ends_with("-reply.json"))
+        .map(|(_, t)| serde_json::from_str(t).unwrap())
+        .collect();
+    assert!(
+        captured.iter().any(|c| c["request"]["body"] == reply),
+        "{captured:?}"
+    );
+    assert!(captured.iter().all(|c| {
+        c["request"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("token=********")
+    }));
+    // No secret of the config anywhere.
+    for (name, body) in &all {
+        for secret in SECRETS {
+            assert!(!body.contains(secret), "{secret} in {name}:\n{body}");
+        }
+    }
+    let (code, out, _) = cli(&["capture", "--check", "--config", &path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("✗ Contact.facebook: missing"), "{out}");
+    drop(daemon);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_retry_while_the_daemon_runs_delivers_once_and_drop_removes() {
     let bench = Bench::start().await;
