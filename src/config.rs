@@ -1011,8 +1011,8 @@ fn line_of(text: &str, at: usize) -> usize {
 /// The dotted key (`table.key`) written on the line holding byte `at`, if that line is
 /// a `key = value` line.
 fn key_at(text: &str, at: usize) -> Option<String> {
-    let at = at.min(text.len());
-    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let before = text.get(..at.min(text.len()))?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next()?;
     let key = line.split_once('=')?.0.trim().trim_matches('"');
     if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
