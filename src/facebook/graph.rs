@@ -449,9 +449,18 @@ impl GraphClient {
 
     /// `GET /me?fields=id,name` with a Page token: which Page the token belongs to.
     pub async fn me(&self, token: &Secret) -> Result<(String, String), GraphError> {
+        self.id_and_name(token, "me").await
+    }
+
+    /// `GET /{node}?fields=id,name`: the node's `(id, name)`.
+    async fn id_and_name(
+        &self,
+        token: &Secret,
+        node: &str,
+    ) -> Result<(String, String), GraphError> {
         let request = self
             .http
-            .get(self.url(&["me"]))
+            .get(self.url(&[node]))
             .query(&[("fields", "id,name")])
             .bearer_auth(token.expose());
         let text = self.call(request).await?;
@@ -462,13 +471,12 @@ impl GraphClient {
             Some(Value::Number(n)) => n.to_string(),
             _ => return Err(GraphError::from_response(200, &text, None)),
         };
-        Ok((
-            id,
-            v.get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned(),
-        ))
+        let name = v
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        Ok((id, name))
     }
 
     /// `GET /{page_id}/subscribed_apps`: **every** app installed on the Page, with the
@@ -538,25 +546,7 @@ impl GraphClient {
     /// `GET /app`: the app a token was issued for, `(id, name)` — how the daemon finds
     /// its own app when `facebook.app_id` is not set.
     pub async fn token_app(&self, token: &Secret) -> Result<(String, String), GraphError> {
-        let request = self
-            .http
-            .get(self.url(&["app"]))
-            .query(&[("fields", "id,name")])
-            .bearer_auth(token.expose());
-        let text = self.call(request).await?;
-        let v: Value =
-            serde_json::from_str(&text).map_err(|_| GraphError::from_response(200, &text, None))?;
-        let id = match v.get("id") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(GraphError::from_response(200, &text, None)),
-        };
-        let name = v
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        Ok((id, name))
+        self.id_and_name(token, "app").await
     }
 
     /// `POST /{page_id}/subscribed_apps?subscribed_fields=…`: subscribes this app to the
