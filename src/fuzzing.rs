@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use crate::config::{Config, PageConfig};
-use crate::facebook::feed::FeedChange;
 use crate::facebook::ids::{ObjectId, UserId};
 use crate::facebook::webhook::{self, Parsed};
 use crate::relay::Customer;
@@ -51,6 +50,7 @@ pub fn webhook(data: &[u8]) {
         );
         assert!(
             item.conversation()
+                .as_str()
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_-:".contains(&b)),
             "a conversation key holds only id characters"
@@ -69,10 +69,10 @@ pub fn webhook(data: &[u8]) {
                 let _ = messenger::plan(m, &messenger::Context::default());
                 let _ = messenger::referenced_mid(m);
             }
-            Ok(Parsed::Change { field, value }) => {
-                let change = FeedChange::parse(value);
-                let _ = feed::intake_state(field, &change, page());
-                if let Ok(c) = &change {
+            Ok(Parsed::Change { field, change, .. }) => {
+                let change = &**change;
+                let _ = feed::intake_state(field, change, page());
+                if let Ok(c) = change {
                     for id in [c.post_id(), c.comment_id(), c.parent_id()]
                         .into_iter()
                         .flatten()
@@ -86,13 +86,13 @@ pub fn webhook(data: &[u8]) {
                     }
                 }
                 if let Ok(c) = change {
-                    let _ = feed::plan(&c);
+                    let _ = feed::plan(c);
                     let post = c
                         .post_id()
                         .and_then(|p| ObjectId::parse(p).ok())
                         .unwrap_or_else(|| ObjectId::parse("1_2").expect("an id"));
                     let target =
-                        feed::reply_target(&post, std::slice::from_ref(&c), c.created_time());
+                        feed::reply_target(&post, std::slice::from_ref(c), c.created_time());
                     assert!(
                         target
                             .comment_on

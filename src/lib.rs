@@ -11,6 +11,7 @@ pub mod fuzzing;
 pub mod http_client;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod motion;
 pub mod relay;
 pub mod server;

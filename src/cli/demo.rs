@@ -12,6 +12,7 @@ use anyhow::{Context, bail, ensure};
 
 use crate::config::Config;
 use crate::daemon::Daemon;
+use crate::model::{Direction, ItemKind, ItemState, MessagingKind};
 use crate::sim::facebook::{SimGraph, WebhookSender, messenger_attachment, messenger_text};
 use crate::sim::motion::{SimMotion, reply_body};
 use crate::sim::tls;
@@ -206,7 +207,9 @@ async fn run() -> anyhow::Result<()> {
     let items = daemon.shared.store.items().await?;
     let echoes = items
         .iter()
-        .filter(|i| i.kind == "echo" && i.state == "skipped")
+        .filter(|i| {
+            i.kind == ItemKind::Messaging(MessagingKind::Echo) && i.state == ItemState::Skipped
+        })
         .count();
     ensure!(
         echoes == 2,
@@ -240,10 +243,9 @@ async fn run() -> anyhow::Result<()> {
     let deadline = Instant::now() + STEP;
     loop {
         let items = store.items().await?;
-        if items
-            .iter()
-            .any(|i| i.direction == "in" && i.state == "pending" && i.attempts >= 1)
-        {
+        if items.iter().any(|i| {
+            i.direction == Direction::Inbound && i.state == ItemState::Pending && i.attempts >= 1
+        }) {
             break;
         }
         ensure!(

@@ -8,6 +8,7 @@ use clap::Subcommand;
 
 use super::output::{Style, age, table, timestamp};
 use crate::config::Config;
+use crate::model::{Direction, ItemState};
 use crate::store::{now_ms, queue};
 
 #[derive(Debug, Subcommand)]
@@ -224,10 +225,9 @@ fn list(
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            let state = if r.state == "failed" {
-                style.bad(&r.state)
-            } else {
-                r.state.clone()
+            let state = match r.state {
+                ItemState::Failed => style.bad(r.state.as_str()),
+                _ => r.state.to_string(),
             };
             let mut error = r.last_error.clone().unwrap_or_default();
             if error.chars().count() > 80 {
@@ -236,9 +236,9 @@ fn list(
             vec![
                 r.id.to_string(),
                 r.page_id.clone(),
-                r.direction.clone(),
-                r.conversation.clone(),
-                r.kind.clone(),
+                r.direction.to_string(),
+                r.conversation.to_string(),
+                r.kind.to_string(),
                 state,
                 r.attempts.to_string(),
                 timestamp(r.created_at),
@@ -290,10 +290,9 @@ fn show(
     println!(
         "item {}  {} page {}  {}",
         r.id,
-        if r.direction == "in" {
-            "Facebook → Motion,"
-        } else {
-            "Motion → Facebook,"
+        match r.direction {
+            Direction::Inbound => "Facebook → Motion,",
+            Direction::Outbound => "Motion → Facebook,",
         },
         r.page_id,
         r.conversation
@@ -302,7 +301,7 @@ fn show(
     println!(
         "  state      {}{}",
         r.state,
-        if r.state == "pending" && d.next_attempt_at > now_ms() {
+        if r.state == ItemState::Pending && d.next_attempt_at > now_ms() {
             format!(" (next attempt at {} UTC)", timestamp(d.next_attempt_at))
         } else {
             String::new()

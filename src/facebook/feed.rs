@@ -60,25 +60,7 @@ pub struct FeedChange {
     pub video: Option<String>,
 }
 
-/// What a feed change is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FeedKind {
-    Post,
-    Comment,
-    Reaction,
-    Other,
-}
-
-impl FeedKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FeedKind::Post => "wall_post",
-            FeedKind::Comment => "wall_comment",
-            FeedKind::Reaction => "wall_reaction",
-            FeedKind::Other => "wall_other",
-        }
-    }
-}
+pub use crate::model::FeedKind;
 
 impl FeedChange {
     pub fn parse(value: &Value) -> Result<FeedChange, String> {

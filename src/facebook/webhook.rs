@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::feed::{FeedChange, FeedKind};
+use crate::model::{ConversationKey, DedupKey, FeedObject, ItemKind};
 
 /// A Facebook id. Facebook sends ids as JSON strings or numbers; we keep them as text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -217,41 +218,7 @@ pub fn facebook_ms(t: i64) -> i64 {
     }
 }
 
-/// What a messaging item is, decided from which of its fields are present.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessagingKind {
-    Message,
-    Echo,
-    Deleted,
-    Edit,
-    Reaction,
-    Postback,
-    Referral,
-    Read,
-    Delivery,
-    Optin,
-    Handover,
-    Unknown,
-}
-
-impl MessagingKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MessagingKind::Message => "message",
-            MessagingKind::Echo => "echo",
-            MessagingKind::Deleted => "deleted",
-            MessagingKind::Edit => "edit",
-            MessagingKind::Reaction => "reaction",
-            MessagingKind::Postback => "postback",
-            MessagingKind::Referral => "referral",
-            MessagingKind::Read => "read",
-            MessagingKind::Delivery => "delivery",
-            MessagingKind::Optin => "optin",
-            MessagingKind::Handover => "handover",
-            MessagingKind::Unknown => "unknown",
-        }
-    }
-}
+pub use crate::model::MessagingKind;
 
 impl Messaging {
     pub fn kind(&self) -> MessagingKind {
@@ -360,10 +327,12 @@ pub struct Item {
 #[derive(Debug, Clone)]
 pub enum Parsed {
     Messaging(Box<Messaging>),
-    /// Feed changes are carried as their JSON `value`; `field` says which feed.
+    /// A change of the Page: `field` says which (`feed` for the wall), `value` is its
+    /// JSON, `change` the value read once as a feed change (or why it is not one).
     Change {
         field: String,
         value: Value,
+        change: Box<Result<FeedChange, String>>,
     },
 }
 
@@ -385,77 +354,65 @@ impl Item {
     /// The conversation an item belongs to: one customer of one Page on Messenger, one
     /// post on the wall. An id that does not look like one (a forged or broken event,
     /// kept as failed) gives `…:invalid`: it reaches no key, log or URL.
-    pub fn conversation(&self) -> String {
-        let safe = |id: &str| {
-            if !id.is_empty()
-                && id.len() <= 64
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
-                id.to_owned()
-            } else {
-                "invalid".to_owned()
-            }
-        };
+    pub fn conversation(&self) -> ConversationKey {
         match &self.parsed {
-            Ok(Parsed::Messaging(m)) => format!("psid:{}", safe(m.customer_id().unwrap_or(""))),
-            Ok(Parsed::Change { value, .. }) => match FeedChange::parse(value)
-                .ok()
-                .and_then(|c| c.post_id().map(str::to_owned))
-            {
-                Some(post) => format!("post:{}", safe(&post)),
-                None => "post:unknown".into(),
-            },
-            Err(_) => "unparsed".into(),
+            Ok(Parsed::Messaging(m)) => ConversationKey::customer(m.customer_id().unwrap_or("")),
+            Ok(Parsed::Change { change, .. }) => {
+                match (**change).as_ref().ok().and_then(FeedChange::post_id) {
+                    Some(post) => ConversationKey::post(post),
+                    None => ConversationKey::unknown_post(),
+                }
+            }
+            Err(_) => ConversationKey::unparsed(),
         }
     }
 
     /// The key that makes a redelivered event a duplicate (DESIGN §4 rule 3): the
     /// message id where there is one, else a digest of the item itself (a redelivery
     /// repeats the same JSON).
-    pub fn dedup_key(&self) -> String {
+    pub fn dedup_key(&self) -> DedupKey {
         match &self.parsed {
             Ok(Parsed::Messaging(m)) => {
                 let kind = m.kind();
                 match (kind, m.mid()) {
                     (MessagingKind::Message | MessagingKind::Echo, Some(mid)) => {
-                        format!("mid:{mid}")
+                        DedupKey::message(mid)
                     }
-                    (MessagingKind::Deleted, Some(mid)) => format!("deleted:{mid}"),
-                    (MessagingKind::Edit, Some(mid)) => format!(
-                        "edit:{mid}:{}",
+                    (MessagingKind::Deleted, Some(mid)) => DedupKey::deleted(mid),
+                    (MessagingKind::Edit, Some(mid)) => DedupKey::edit(
+                        mid,
                         m.message_edit
                             .as_ref()
                             .and_then(|e| e.num_edit)
-                            .unwrap_or(0)
+                            .unwrap_or(0),
                     ),
-                    (MessagingKind::Postback, Some(mid)) => format!("postback:{mid}"),
-                    _ => format!("{}:{}", kind.as_str(), self.digest()),
+                    (MessagingKind::Postback, Some(mid)) => DedupKey::postback(mid),
+                    _ => DedupKey::digest(ItemKind::Messaging(kind), &self.digest()),
                 }
             }
-            Ok(Parsed::Change { value, .. }) => match FeedChange::parse(value) {
-                Ok(change) => feed_dedup_key(&change)
-                    .unwrap_or_else(|| format!("{}:{}", self.kind(), self.digest())),
-                Err(_) => format!("{}:{}", self.kind(), self.digest()),
-            },
-            Err(_) => format!("{}:{}", self.kind(), self.digest()),
+            Ok(Parsed::Change { change, .. }) => (**change)
+                .as_ref()
+                .ok()
+                .and_then(feed_dedup_key)
+                .unwrap_or_else(|| DedupKey::digest(self.kind(), &self.digest())),
+            Err(_) => DedupKey::digest(self.kind(), &self.digest()),
         }
     }
 
-    /// Short kind label for storage, logs and metrics.
-    pub fn kind(&self) -> &'static str {
+    /// What the item is: for storage, routing, logs and metrics.
+    pub fn kind(&self) -> ItemKind {
         match &self.parsed {
-            Ok(Parsed::Messaging(m)) if self.source == Source::Standby => match m.kind() {
-                MessagingKind::Echo => "standby_echo",
-                _ => "standby",
+            Ok(Parsed::Messaging(m)) if self.source == Source::Standby => ItemKind::Standby {
+                echo: m.kind() == MessagingKind::Echo,
             },
-            Ok(Parsed::Messaging(m)) => m.kind().as_str(),
-            Ok(Parsed::Change { field, value }) if field == "feed" => FeedChange::parse(value)
-                .map(|c| c.kind().as_str())
-                .unwrap_or("wall_other"),
-            Ok(Parsed::Change { .. }) => "page_change",
-            Err(_) => "unparsed",
+            Ok(Parsed::Messaging(m)) => ItemKind::Messaging(m.kind()),
+            Ok(Parsed::Change { field, change, .. }) if field == "feed" => ItemKind::Feed(
+                (**change)
+                    .as_ref()
+                    .map_or(FeedKind::Other, FeedChange::kind),
+            ),
+            Ok(Parsed::Change { .. }) => ItemKind::PageChange,
+            Err(_) => ItemKind::Unparsed,
         }
     }
 
@@ -471,19 +428,17 @@ impl Item {
 
 /// DESIGN §4 rule 3 for the wall: a comment by its id and verb, a post by its id and
 /// verb; an edit also by its new text, since a comment can be edited many times.
-fn feed_dedup_key(change: &FeedChange) -> Option<String> {
+fn feed_dedup_key(change: &FeedChange) -> Option<DedupKey> {
     let object = match change.kind() {
-        FeedKind::Comment => format!("comment:{}", change.comment_id()?),
-        FeedKind::Post => format!("post:{}", change.post_id()?),
+        FeedKind::Comment => FeedObject::Comment(change.comment_id()?),
+        FeedKind::Post => FeedObject::Post(change.post_id()?),
         FeedKind::Reaction | FeedKind::Other => return None,
     };
-    let mut key = format!("{object}:{}", change.verb);
-    if change.verb == "edited" {
+    let edit = (change.verb == "edited").then(|| {
         let digest = Sha256::digest(change.message.as_deref().unwrap_or("").as_bytes());
-        key.push(':');
-        key.push_str(&hex::encode(&digest[..8]));
-    }
-    Some(key)
+        hex::encode(&digest[..8])
+    });
+    Some(DedupKey::feed(object, &change.verb, edit.as_deref()))
 }
 
 /// Why a signed body could not be read as a webhook at all.
@@ -609,6 +564,7 @@ fn parse_item(raw: &Value, field: &str, source: Source) -> Result<Parsed, String
             (Some(field), Some(value)) if value.is_object() => Ok(Parsed::Change {
                 field: field.to_owned(),
                 value: value.clone(),
+                change: Box::new(FeedChange::parse(value)),
             }),
             _ => Err("change item has no \"field\" or no object \"value\"".to_owned()),
         },
@@ -634,9 +590,9 @@ mod tests {
             r#"{"object":"page","entry":[{"id":"1","messaging":[{"sender":{"id":"2"},"recipient":{"id":1},"timestamp":5,"message":{"mid":"m","text":"hi"}}]}]}"#,
         );
         assert_eq!(a.page_id, b.page_id);
-        assert_eq!(a.conversation(), "psid:2");
+        assert_eq!(a.conversation().as_str(), "psid:2");
         assert_eq!(a.conversation(), b.conversation());
-        assert_eq!(a.dedup_key(), "mid:m");
+        assert_eq!(a.dedup_key().as_str(), "mid:m");
     }
 
     #[test]
@@ -644,7 +600,7 @@ mod tests {
         let i = one(
             r#"{"object":"page","entry":[{"id":1,"future":true,"messaging":[{"sender":{"id":2},"timestamp":5,"brand_new_event":{"x":1}}]}]}"#,
         );
-        assert_eq!(i.kind(), "unknown");
+        assert_eq!(i.kind().as_str(), "unknown");
         assert!(i.parsed.is_ok());
     }
 
@@ -682,13 +638,13 @@ mod tests {
             "its text is kept"
         );
         assert_eq!(items[0].page_id, "1");
-        assert_eq!(items[1].dedup_key(), "mid:b");
+        assert_eq!(items[1].dedup_key().as_str(), "mid:b");
         assert_eq!(
             (items[2].page_id.as_str(), items[2].dedup_key().as_str()),
             ("3", "mid:c")
         );
         assert!(items[3].parsed.is_err() && items[4].parsed.is_err());
-        assert_eq!(items[3].kind(), "unparsed");
+        assert_eq!(items[3].kind().as_str(), "unparsed");
     }
 
     #[test]
@@ -706,8 +662,8 @@ mod tests {
         let i = one(
             r#"{"object":"page","entry":[{"id":1,"messaging":[{"sender":{"id":1},"recipient":{"id":9},"timestamp":5,"message":{"mid":"m","text":"hi","is_echo":true}}]}]}"#,
         );
-        assert_eq!(i.kind(), "echo");
-        assert_eq!(i.conversation(), "psid:9");
+        assert_eq!(i.kind().as_str(), "echo");
+        assert_eq!(i.conversation().as_str(), "psid:9");
     }
 
     #[test]

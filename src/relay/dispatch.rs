@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::model::ConversationKey;
 use crate::relay::Shared;
 use crate::store::{Direction, Item, now_ms};
 
@@ -37,8 +38,8 @@ pub async fn run<W, WF, D, DF>(
     DF: Future<Output = ()> + Send + 'static,
 {
     let concurrency = shared.live().config.delivery.concurrency;
-    let mut busy: HashSet<(String, String)> = HashSet::new();
-    let mut tasks: JoinSet<(String, String)> = JoinSet::new();
+    let mut busy: HashSet<(String, ConversationKey)> = HashSet::new();
+    let mut tasks: JoinSet<(String, ConversationKey)> = JoinSet::new();
 
     while !*shutdown.borrow() {
         // Registered before looking at the queue, so a wake-up in between is not lost.

@@ -16,6 +16,7 @@ use crate::facebook::feed::FeedChange;
 use crate::facebook::graph::{Disposition, DownloadError};
 use crate::facebook::webhook::Messaging;
 use crate::logging;
+use crate::model::{DedupKey, ItemKind};
 use crate::motion::{AttachmentId, MotionError, Notify, Upload};
 use crate::relay::feed::{self, Envelope};
 use crate::relay::messenger::{self, Context, Step};
@@ -167,28 +168,38 @@ async fn deliver(shared: &Shared, item: Item) {
 
 /// Performs the item's remaining steps; returns how many notify calls it took in all.
 async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Result<usize, Failure> {
-    let (envelope, steps) = if item.kind == "note" {
-        // A note to the agents (a reply that was not delivered), in the customer's
-        // interaction: see `outbound::tell_agent`.
-        let note: crate::relay::outbound::AgentNote = serde_json::from_str(&item.payload)
-            .map_err(|e| Failure::Permanent(format!("stored note does not parse: {e}")))?;
-        (
-            Envelope {
-                from: note.customer,
-                first_name: None,
-                last_name: None,
-                thread_id: note.thread_id.map(|t| t.to_string()),
-                external_url: None,
-            },
-            vec![Step::Text(note.text)],
-        )
-    } else if item.kind.starts_with("wall_") {
-        let change: serde_json::Value = serde_json::from_str(&item.payload)
-            .map_err(|e| Failure::Permanent(format!("stored change does not parse: {e}")))?;
-        let change = FeedChange::parse(&change["value"]).map_err(Failure::Permanent)?;
-        feed::plan(&change)
-    } else {
-        messenger_plan(shared, page, item).await?
+    let (envelope, steps) = match item.kind {
+        ItemKind::Note => {
+            // A note to the agents (a reply that was not delivered), in the customer's
+            // interaction: see `outbound::tell_agent`.
+            let note: crate::relay::outbound::AgentNote = serde_json::from_str(&item.payload)
+                .map_err(|e| Failure::Permanent(format!("stored note does not parse: {e}")))?;
+            (
+                Envelope {
+                    from: note.customer,
+                    first_name: None,
+                    last_name: None,
+                    thread_id: note.thread_id.map(|t| t.to_string()),
+                    external_url: None,
+                },
+                vec![Step::Text(note.text)],
+            )
+        }
+        ItemKind::Feed(_) => {
+            let change: serde_json::Value = serde_json::from_str(&item.payload)
+                .map_err(|e| Failure::Permanent(format!("stored change does not parse: {e}")))?;
+            let change = FeedChange::parse(&change["value"]).map_err(Failure::Permanent)?;
+            feed::plan(&change)
+        }
+        ItemKind::Messaging(_) | ItemKind::Standby { .. } => {
+            messenger_plan(shared, page, item).await?
+        }
+        ItemKind::PageChange | ItemKind::Unparsed | ItemKind::Reply | ItemKind::WallReply => {
+            return Err(Failure::Permanent(format!(
+                "a {} item is never delivered to Motion",
+                item.kind
+            )));
+        }
     };
     let receive_url = page.receive_url.get_ref();
 
@@ -304,7 +315,7 @@ async fn context_for(shared: &Shared, page_id: &str, event: &Messaging) -> Conte
     };
     let payload = shared
         .store
-        .payload_by_key(page_id.to_owned(), format!("mid:{mid}"))
+        .payload_by_key(page_id.to_owned(), DedupKey::message(mid))
         .await
         .ok()
         .flatten();

@@ -4,7 +4,6 @@
 
 use tracing::{debug, info, warn};
 
-use crate::facebook::feed::FeedChange;
 use crate::facebook::ids::{IdError, ObjectId};
 use crate::facebook::webhook::{self, Item, Parsed, Source};
 use crate::metrics::{EventLabels, PageLabels};
@@ -61,7 +60,7 @@ pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutc
                     } else {
                         "unconfigured".to_owned()
                     };
-                    (page, n.kind.clone(), state.to_owned())
+                    (page, n.kind.as_str().to_owned(), state.to_owned())
                 })
                 .collect();
             let outcome = shared.store.intake(body, None, new_items).await?;
@@ -189,9 +188,7 @@ fn fate(shared: &Shared, item: &Item) -> NewState {
         Ok(Parsed::Messaging(_)) => {
             messenger::intake_state(item, page.standby == crate::config::Standby::Forward)
         }
-        Ok(Parsed::Change { field, value }) => {
-            feed::intake_state(field, &FeedChange::parse(value), page)
-        }
+        Ok(Parsed::Change { field, change, .. }) => feed::intake_state(field, change, page),
         Err(_) => unreachable!("handled above"),
     };
     // What will be delivered is answered later: its ids go into Graph URLs. One that is
@@ -206,8 +203,8 @@ fn fate(shared: &Shared, item: &Item) -> NewState {
 fn ids_of(item: &Item) -> Result<(), IdError> {
     match &item.parsed {
         Ok(Parsed::Messaging(m)) => Customer::parse(m.customer_id().unwrap_or_default()).map(drop),
-        Ok(Parsed::Change { value, .. }) => {
-            let Ok(change) = FeedChange::parse(value) else {
+        Ok(Parsed::Change { change, .. }) => {
+            let Ok(change) = &**change else {
                 return Ok(());
             };
             Customer::parse(change.author_id().unwrap_or_default())?;

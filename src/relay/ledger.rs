@@ -213,9 +213,9 @@ mod tests {
             .enqueue(crate::store::NewItem {
                 direction: crate::store::Direction::Inbound,
                 page_id: "1".into(),
-                conversation: "psid:2".into(),
-                dedup_key: "mid:x".into(),
-                kind: "message".into(),
+                conversation: crate::model::ConversationKey::customer("2"),
+                dedup_key: crate::model::DedupKey::message("x"),
+                kind: crate::model::ItemKind::Messaging(crate::model::MessagingKind::Message),
                 event_ts: 1,
                 payload: "{}".into(),
                 state: crate::store::NewState::Pending,

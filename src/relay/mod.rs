@@ -118,7 +118,8 @@ pub struct Shared {
     /// Poked when an agent's reply is stored.
     pub outbound_wake: Arc<Notify>,
     /// Reply URL calls waiting for the first attempt of their item, by (page, dedup key).
-    pub reply_waiters: Mutex<HashMap<(String, String), oneshot::Sender<reply::FirstAttempt>>>,
+    pub reply_waiters:
+        Mutex<HashMap<(String, crate::model::DedupKey), oneshot::Sender<reply::FirstAttempt>>>,
     /// Pages that cannot send until an admin acts (invalid token, policy block): why.
     pub page_problems: Mutex<BTreeMap<String, String>>,
     /// Pages Facebook rate-limited: no Graph call for them before this time (ms).

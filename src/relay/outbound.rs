@@ -20,6 +20,7 @@ use crate::facebook::graph::{
 };
 use crate::facebook::ids::ObjectId;
 use crate::logging;
+use crate::model::{ConversationKey, DedupKey, FeedKind, ItemKind};
 use crate::motion::{AgentFile, AttachmentId, MotionError};
 use crate::relay::feed::{self, PrivateTo};
 use crate::relay::messenger::OUR_METADATA;
@@ -384,8 +385,8 @@ async fn tell_agent(shared: &Shared, item: &Item, why: &str) {
             direction: Direction::Inbound,
             page_id: item.page_id.clone(),
             conversation: item.conversation.clone(),
-            dedup_key: format!("note:{}", item.id),
-            kind: "note".into(),
+            dedup_key: DedupKey::note(item.id),
+            kind: ItemKind::Note,
             event_ts: now_ms(),
             payload: serde_json::to_string(&note).expect("a note serialises"),
             state: NewState::Pending,
@@ -619,7 +620,7 @@ async fn send_wall_reply(
     // The customer's own objects in this thread, newest first.
     let events = shared
         .store
-        .wall_thread(page_id.to_owned(), format!("post:{post}"))
+        .wall_thread(page_id.to_owned(), ConversationKey::post(post.as_str()))
         .await
         .map_err(transient)?;
     let mut comments = Vec::new();
@@ -634,9 +635,9 @@ async fn send_wall_reply(
         if change.author_id() != Some(reply.recipient.as_str()) || change.verb != "add" {
             continue;
         }
-        match kind.as_str() {
-            "wall_comment" => comments.push(change),
-            "wall_post" => post_created = post_created.or(change.created_time()),
+        match kind {
+            ItemKind::Feed(FeedKind::Comment) => comments.push(change),
+            ItemKind::Feed(FeedKind::Post) => post_created = post_created.or(change.created_time()),
             _ => {}
         }
     }

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tracing::info;
 
 use crate::config::PageConfig;
+use crate::model::{ConversationKey, DedupKey, ItemKind, ItemState};
 use crate::motion::reply::{self, Reply};
 use crate::relay::outbound::OutboundReply;
 use crate::relay::{Customer, Shared};
@@ -78,7 +79,7 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
     if let Some(post) = &reply.thread_id {
         match shared
             .store
-            .has_thread(page_id.clone(), format!("post:{post}"))
+            .has_thread(page_id.clone(), ConversationKey::post(post.as_str()))
             .await
         {
             Ok(true) => {}
@@ -108,8 +109,8 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
     // A wall thread is its own conversation (replies in it stay in order); Messenger's
     // is the customer.
     let conversation = match &reply.thread_id {
-        Some(post) => format!("post:{post}"),
-        None => format!("psid:{recipient}"),
+        Some(post) => ConversationKey::post(post.as_str()),
+        None => ConversationKey::customer(&recipient.to_string()),
     };
 
     // Registered before the item exists, so the worker cannot finish before we listen.
@@ -125,11 +126,10 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
             conversation: conversation.clone(),
             dedup_key,
             kind: if reply.thread_id.is_some() {
-                "wall_reply"
+                ItemKind::WallReply
             } else {
-                "reply"
-            }
-            .into(),
+                ItemKind::Reply
+            },
             event_ts: now_ms(),
             payload: serde_json::to_string(&payload).expect("reply serialises"),
             state: NewState::Pending,
@@ -151,8 +151,8 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
     if !stored.new {
         shared.reply_waiters.lock().unwrap().remove(&key);
         info!(page_id = %page_id, conversation = %conversation, item = stored.id, motion_message = ?reply.message_id, "repeated Reply URL call: answered from the stored outcome, nothing sent again");
-        return match stored.state.as_str() {
-            "done" => {
+        return match stored.state {
+            ItemState::Done => {
                 let ids: Vec<String> = stored
                     .result
                     .as_deref()
@@ -161,11 +161,11 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
                     .unwrap_or_default();
                 answer(FirstAttempt::Delivered { message_ids: ids })
             }
-            "failed" => answer(FirstAttempt::Failed {
+            ItemState::Failed => answer(FirstAttempt::Failed {
                 status: 422,
                 message: stored.last_error.unwrap_or_else(|| "Not sent.".into()),
             }),
-            _ => answer(FirstAttempt::Queued {
+            ItemState::Pending | ItemState::Skipped => answer(FirstAttempt::Queued {
                 message: "Queued: this reply was received before and is still being sent.".into(),
             }),
         };
@@ -190,9 +190,9 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
 
 /// Motion's message id makes a repeated call the same reply; without one, the exact
 /// bytes of the call do.
-fn dedup_key(reply: &Reply, body: &[u8]) -> String {
+fn dedup_key(reply: &Reply, body: &[u8]) -> DedupKey {
     match &reply.message_id {
-        Some(id) => format!("motion:{id}"),
-        None => format!("body:{}", hex::encode(&Sha256::digest(body)[..16])),
+        Some(id) => DedupKey::motion_message(id),
+        None => DedupKey::reply_body(&hex::encode(&Sha256::digest(body)[..16])),
     }
 }

@@ -25,6 +25,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sha2::Digest;
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::model::Direction;
+use crate::model::{ConversationKey, DedupKey, ItemKind, ItemState};
+
 /// Most requests folded into one transaction. Large enough to absorb a burst, small
 /// enough that one commit never holds callers for long.
 const MAX_BATCH: usize = 512;
@@ -125,29 +128,12 @@ pub enum NewState {
 pub struct NewItem {
     pub direction: Direction,
     pub page_id: String,
-    pub conversation: String,
-    pub dedup_key: String,
-    pub kind: String,
+    pub conversation: ConversationKey,
+    pub dedup_key: DedupKey,
+    pub kind: ItemKind,
     pub event_ts: i64,
     pub payload: String,
     pub state: NewState,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Facebook → Motion.
-    Inbound,
-    /// Motion → Facebook.
-    Outbound,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Inbound => "in",
-            Direction::Outbound => "out",
-        }
-    }
 }
 
 /// A queued item, as a worker sees it.
@@ -155,9 +141,9 @@ impl Direction {
 pub struct Item {
     pub id: i64,
     pub page_id: String,
-    pub conversation: String,
-    pub dedup_key: String,
-    pub kind: String,
+    pub conversation: ConversationKey,
+    pub dedup_key: DedupKey,
+    pub kind: ItemKind,
     pub event_ts: i64,
     pub payload: String,
     pub attempts: i64,
@@ -170,11 +156,11 @@ pub struct Item {
 #[derive(Debug, Clone)]
 pub struct ItemSummary {
     pub id: i64,
-    pub direction: String,
+    pub direction: Direction,
     pub page_id: String,
-    pub conversation: String,
-    pub kind: String,
-    pub state: String,
+    pub conversation: ConversationKey,
+    pub kind: ItemKind,
+    pub state: ItemState,
     pub attempts: i64,
     pub last_error: Option<String>,
     pub event_ts: i64,
@@ -186,7 +172,7 @@ pub struct Enqueued {
     pub id: i64,
     /// False when the same item was stored before (a repeated call).
     pub new: bool,
-    pub state: String,
+    pub state: ItemState,
     pub last_error: Option<String>,
     pub result: Option<String>,
 }
@@ -592,7 +578,7 @@ impl Store {
         direction: Direction,
         now: i64,
         limit: usize,
-        busy: Vec<(String, String)>,
+        busy: Vec<(String, ConversationKey)>,
     ) -> Result<(Vec<Item>, Option<i64>), StoreError> {
         self.call(Access::Read, move |conn| {
             // The direction is part of the text, not a parameter: with one statement for
@@ -612,7 +598,7 @@ impl Store {
             let mut rows = stmt.query(params![want])?;
             let mut items = Vec::new();
             while let Some(r) = rows.next()? {
-                let (page_id, conversation): (String, String) = (r.get(1)?, r.get(2)?);
+                let (page_id, conversation): (String, ConversationKey) = (r.get(1)?, r.get(2)?);
                 if busy
                     .iter()
                     .any(|(p, c)| *p == page_id && *c == conversation)
@@ -748,8 +734,8 @@ impl Store {
     pub async fn wall_thread(
         &self,
         page_id: String,
-        conversation: String,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+        conversation: ConversationKey,
+    ) -> Result<Vec<(ItemKind, String)>, StoreError> {
         self.call(Access::Read, move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT kind, payload FROM items
@@ -769,7 +755,7 @@ impl Store {
     pub async fn has_thread(
         &self,
         page_id: String,
-        conversation: String,
+        conversation: ConversationKey,
     ) -> Result<bool, StoreError> {
         self.call(Access::Read, move |conn| {
             conn.prepare_cached(
@@ -835,7 +821,7 @@ impl Store {
     pub async fn last_customer_activity(
         &self,
         page_id: String,
-        conversation: String,
+        conversation: ConversationKey,
     ) -> Result<Option<i64>, StoreError> {
         self.call(Access::Read, move |conn| {
             conn.prepare_cached(
@@ -877,7 +863,7 @@ impl Store {
     pub async fn payload_by_key(
         &self,
         page_id: String,
-        dedup_key: String,
+        dedup_key: DedupKey,
     ) -> Result<Option<String>, StoreError> {
         self.call(Access::Read, move |conn| {
             conn.prepare_cached("SELECT payload FROM items WHERE direction = 'in' AND page_id = ?1 AND dedup_key = ?2")?.query_row(params![page_id, dedup_key],
@@ -1270,9 +1256,9 @@ mod tests {
         NewItem {
             direction: Direction::Inbound,
             page_id: "1".into(),
-            conversation: format!("psid:{}", n % 16),
-            dedup_key: format!("mid:{n}"),
-            kind: "message".into(),
+            conversation: crate::model::ConversationKey::customer(&(n % 16).to_string()),
+            dedup_key: crate::model::DedupKey::message(&n.to_string()),
+            kind: crate::model::ItemKind::Messaging(crate::model::MessagingKind::Message),
             event_ts: n as i64,
             payload: "{}".into(),
             state: NewState::Pending,

@@ -11,6 +11,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
 use super::{now_ms, record_attempt, schema};
+use crate::model::{ConversationKey, DedupKey, Direction, ItemKind, ItemState};
 
 /// Opens an existing state database; never creates one (a typo in the path must not
 /// look like an empty queue).
@@ -112,11 +113,11 @@ pub fn stats(conn: &Connection) -> rusqlite::Result<Vec<Stat>> {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Row {
     pub id: i64,
-    pub direction: String,
+    pub direction: Direction,
     pub page_id: String,
-    pub conversation: String,
-    pub kind: String,
-    pub state: String,
+    pub conversation: ConversationKey,
+    pub kind: ItemKind,
+    pub state: ItemState,
     pub attempts: i64,
     pub created_at: i64,
     pub updated_at: i64,
@@ -182,7 +183,7 @@ pub struct Attempt {
 pub struct Detail {
     #[serde(flatten)]
     pub row: Row,
-    pub dedup_key: String,
+    pub dedup_key: DedupKey,
     pub event_ts: i64,
     pub next_attempt_at: i64,
     pub payload: String,
@@ -268,7 +269,7 @@ pub fn drop_items(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<i64>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Direction, NewItem, NewState, Store};
+    use crate::store::{NewItem, NewState, Store};
 
     #[tokio::test]
     async fn retry_and_drop_change_only_what_they_should() {
@@ -278,9 +279,9 @@ mod tests {
         let new = |key: &str| NewItem {
             direction: Direction::Inbound,
             page_id: "1".into(),
-            conversation: "psid:2".into(),
-            dedup_key: key.into(),
-            kind: "message".into(),
+            conversation: crate::model::ConversationKey::customer("2"),
+            dedup_key: crate::model::DedupKey::message(key),
+            kind: crate::model::ItemKind::Messaging(crate::model::MessagingKind::Message),
             event_ts: 1,
             payload: "{}".into(),
             state: NewState::Pending,
@@ -313,7 +314,7 @@ mod tests {
             "a done item is not sent again"
         );
         let detail = show(&conn, 1).unwrap().unwrap();
-        assert_eq!(detail.row.state, "pending");
+        assert_eq!(detail.row.state, ItemState::Pending);
         let outcomes: Vec<_> = detail
             .attempt_history
             .iter()

@@ -7,6 +7,7 @@ use fb_openchannel::sim::motion::Mode;
 
 use crate::harness::*;
 use crate::wait_until;
+use fb_openchannel::model::ItemState;
 
 #[tokio::test]
 async fn motion_down_for_a_while_then_up_gets_every_message_once_in_order() {
@@ -69,7 +70,7 @@ async fn motion_down_for_a_while_then_up_gets_every_message_once_in_order() {
                 .await
                 .unwrap()
                 .iter()
-                .all(|i| i.state == "done")
+                .all(|i| i.state == ItemState::Done)
         }
     })
     .await;
@@ -95,7 +96,7 @@ async fn motion_errors_5xx_are_retried_and_delivered_once() {
     let store = bench.daemon().shared.store.clone();
     wait_until("the item is done", WAIT, || {
         let store = store.clone();
-        async move { store.items().await.unwrap()[0].state == "done" }
+        async move { store.items().await.unwrap()[0].state == ItemState::Done }
     })
     .await;
     assert_eq!(
@@ -131,7 +132,7 @@ async fn a_permanent_motion_error_parks_the_item_and_the_conversation_goes_on() 
     let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
     assert_eq!(notes[0].notify.body, "accepted");
     let items = bench.items().await;
-    assert_eq!(items[0].state, "failed");
+    assert_eq!(items[0].state, ItemState::Failed);
     let reason = items[0].last_error.clone().unwrap();
     assert!(reason.contains("Motion answered 400"), "{reason}");
     assert!(
@@ -158,7 +159,7 @@ async fn garbage_from_motion_with_200_counts_as_delivered() {
                 .await
                 .unwrap()
                 .iter()
-                .all(|i| i.state == "done")
+                .all(|i| i.state == ItemState::Done)
         }
     })
     .await;
@@ -251,7 +252,7 @@ async fn history_older_than_storage_keep_is_deleted_and_recent_history_still_ded
                 .await
                 .unwrap()
                 .iter()
-                .all(|i| i.state == "done")
+                .all(|i| i.state == ItemState::Done)
         }
     })
     .await;

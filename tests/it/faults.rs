@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::*;
 use crate::wait_until;
+use fb_openchannel::model::ItemState;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn motion_slow_resetting_failing_and_garbled_loses_nothing() {
@@ -141,7 +142,13 @@ async fn a_full_disk_answers_503_and_the_daemon_recovers_when_space_returns() {
     let store_handle = bench.daemon().shared.store.clone();
     wait_until("the first item is done", WAIT, || {
         let s = store_handle.clone();
-        async move { s.items().await.unwrap().iter().all(|i| i.state == "done") }
+        async move {
+            s.items()
+                .await
+                .unwrap()
+                .iter()
+                .all(|i| i.state == ItemState::Done)
+        }
     })
     .await;
 

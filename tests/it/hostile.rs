@@ -10,6 +10,7 @@ use fb_openchannel::sim::motion::reply_body;
 use serde_json::json;
 
 use crate::harness::*;
+use fb_openchannel::model::{Direction, ItemState};
 
 fn reply_url(bench: &Bench) -> String {
     format!(
@@ -70,7 +71,7 @@ async fn ids_from_motion_that_are_not_ids_are_refused_and_reach_no_url() {
         .items()
         .await
         .into_iter()
-        .filter(|i| i.direction == "out")
+        .filter(|i| i.direction == Direction::Outbound)
         .count();
     assert_eq!(outbound, 0, "nothing was stored");
     bench.stop().await;
@@ -107,12 +108,15 @@ async fn a_signed_webhook_with_forged_ids_is_kept_as_failed_and_calls_nothing() 
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0].notify.body, "fine");
     let items = bench.items().await;
-    let failed: Vec<_> = items.iter().filter(|i| i.state == "failed").collect();
+    let failed: Vec<_> = items
+        .iter()
+        .filter(|i| i.state == ItemState::Failed)
+        .collect();
     assert_eq!(failed.len(), 2, "{items:?}");
     for f in failed {
         let why = f.last_error.as_deref().unwrap_or("");
         assert!(why.contains("is not a Facebook id"), "{why}");
-        assert!(!f.conversation.contains('/'), "{}", f.conversation);
+        assert!(!f.conversation.as_str().contains('/'), "{}", f.conversation);
     }
     let graph: Vec<String> = bench
         .peers

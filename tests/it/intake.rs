@@ -9,6 +9,7 @@ use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::*;
+use fb_openchannel::model::ItemState;
 
 #[tokio::test]
 async fn handshake_answers_the_challenge_only_for_the_right_token() {
@@ -113,7 +114,7 @@ async fn signed_garbage_is_acknowledged_and_kept_as_a_failed_webhook() {
     // An entry without an id fails alone, as an item of a readable webhook.
     let items = bench.items().await;
     assert_eq!(items.len(), 1);
-    assert_eq!(items[0].state, "failed");
+    assert_eq!(items[0].state, ItemState::Failed);
     assert_eq!(bench.motion().requests(), 0);
     bench.stop().await;
 }
@@ -130,7 +131,7 @@ async fn a_badly_typed_item_is_kept_as_failed_and_its_neighbours_are_delivered()
     let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
     assert_eq!(notes[0].notify.body, "still here");
     let items = bench.items().await;
-    assert_eq!(items[0].state, "failed");
+    assert_eq!(items[0].state, ItemState::Failed);
     assert!(
         items[0]
             .last_error
@@ -371,7 +372,7 @@ async fn one_unreadable_item_fails_alone_and_is_counted() {
         .items()
         .await
         .into_iter()
-        .filter(|i| i.state == "failed")
+        .filter(|i| i.state == ItemState::Failed)
         .collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(

@@ -5,6 +5,7 @@
 use fb_openchannel::sim::facebook::{messenger_attachment, messenger_text};
 
 use crate::harness::*;
+use fb_openchannel::model::ItemState;
 
 /// `(fixture, page, notify bodies in order)`; no bodies = recorded but not forwarded.
 const FIXTURES: &[(&str, &str, &[&str])] = &[
@@ -77,7 +78,7 @@ async fn every_messenger_fixture_gives_the_documented_notifies() {
             let items = bench.items().await;
             assert!(!items.is_empty(), "{name}: the event must be recorded");
             assert!(
-                items.iter().all(|i| i.state == "skipped"),
+                items.iter().all(|i| i.state == ItemState::Skipped),
                 "{name}: {items:?}"
             );
             // Proof of silence: a later message of the same customer arrives alone.
@@ -283,7 +284,7 @@ async fn one_post_with_two_pages_reaches_both_accounts() {
     );
     let items = bench.items().await;
     let unknown = items.iter().find(|i| i.page_id == "999").unwrap();
-    assert_eq!(unknown.state, "skipped");
+    assert_eq!(unknown.state, ItemState::Skipped);
     assert!(
         unknown
             .last_error

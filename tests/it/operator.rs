@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::harness::*;
 use crate::wait_until;
+use fb_openchannel::model::ItemState;
 
 fn config_path(peers: &Peers) -> String {
     peers.dir.path().join("config.toml").display().to_string()
@@ -533,7 +534,7 @@ async fn queue_retry_while_the_daemon_runs_delivers_once_and_drop_removes() {
     let store = bench.daemon().shared.store.clone();
     wait_until("item 1 has failed", WAIT, || {
         let store = store.clone();
-        async move { store.items().await.unwrap()[0].state == "failed" }
+        async move { store.items().await.unwrap()[0].state == ItemState::Failed }
     })
     .await;
 

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::harness::*;
 use crate::wait_until;
+use fb_openchannel::model::{Direction, ItemKind, ItemState, MessagingKind};
 
 const HOUR: i64 = 3600 * 1000;
 
@@ -170,7 +171,7 @@ async fn a_rate_limit_answers_202_then_the_reply_goes_out_after_backoff() {
                 .await
                 .unwrap()
                 .iter()
-                .any(|i| i.direction == "out" && i.state == "done")
+                .any(|i| i.direction == Direction::Outbound && i.state == ItemState::Done)
         }
     })
     .await;
@@ -234,8 +235,11 @@ async fn permanent_graph_errors_reach_the_agent_at_once() {
     );
     assert_eq!(bench.peers.graph.send_calls(), 1, "not retried");
     let items = bench.items().await;
-    let out = items.iter().find(|i| i.direction == "out").unwrap();
-    assert_eq!(out.state, "failed");
+    let out = items
+        .iter()
+        .find(|i| i.direction == Direction::Outbound)
+        .unwrap();
+    assert_eq!(out.state, ItemState::Failed);
     bench.stop().await;
 }
 
@@ -360,7 +364,10 @@ async fn echoes_of_our_sends_are_dropped_and_echoes_from_other_tools_are_not_for
         .await;
 
     let items = bench.items().await;
-    let echoes: Vec<_> = items.iter().filter(|i| i.kind == "echo").collect();
+    let echoes: Vec<_> = items
+        .iter()
+        .filter(|i| i.kind == ItemKind::Messaging(MessagingKind::Echo))
+        .collect();
     assert_eq!(echoes.len(), 2, "{items:?}");
     assert_eq!(
         echoes[0].last_error.as_deref(),
@@ -370,7 +377,7 @@ async fn echoes_of_our_sends_are_dropped_and_echoes_from_other_tools_are_not_for
         echoes[1].last_error.as_deref(),
         Some("echo of a message the Page sent from another tool")
     );
-    assert!(echoes.iter().all(|e| e.state == "skipped"));
+    assert!(echoes.iter().all(|e| e.state == ItemState::Skipped));
     // Proof that nothing was forwarded: the next customer message is Motion's second notify.
     customer_wrote(&bench, PSID, 0).await;
     let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
@@ -391,7 +398,10 @@ async fn an_echo_of_our_send_without_metadata_is_still_ours() {
         .deliver(&bench.peers.graph.echo_of(&sent, now_ms()))
         .await;
     let items = bench.items().await;
-    let echo = items.iter().find(|i| i.kind == "echo").unwrap();
+    let echo = items
+        .iter()
+        .find(|i| i.kind == ItemKind::Messaging(MessagingKind::Echo))
+        .unwrap();
     assert_eq!(
         echo.last_error.as_deref(),
         Some("echo of a reply fb-openchannel sent")
@@ -477,7 +487,11 @@ async fn bad_reply_calls_get_clear_answers_and_send_nothing() {
     );
     assert_eq!(bench.peers.graph.send_calls(), 0);
     assert!(
-        bench.items().await.iter().all(|i| i.direction == "in"),
+        bench
+            .items()
+            .await
+            .iter()
+            .all(|i| i.direction == Direction::Inbound),
         "nothing stored"
     );
     bench.stop().await;
@@ -584,7 +598,7 @@ async fn code_2_on_a_reply_reaches_the_agent_within_minutes() {
         .items()
         .await
         .into_iter()
-        .filter(|i| i.direction == "out" && i.state == "failed")
+        .filter(|i| i.direction == Direction::Outbound && i.state == ItemState::Failed)
         .collect();
     assert_eq!(failed.len(), 1);
     bench.stop().await;

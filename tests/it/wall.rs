@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 use crate::wait_until;
+use fb_openchannel::model::{FeedKind, ItemKind, ItemState};
 
 /// The Page of the feed fixtures is PAGE_B.
 const VISITOR: &str = "5550001";
@@ -159,7 +160,7 @@ async fn every_feed_fixture_gives_the_documented_notifies() {
             if bodies.is_empty() {
                 let items = bench.items().await;
                 assert!(
-                    items.iter().all(|i| i.state == "skipped"),
+                    items.iter().all(|i| i.state == ItemState::Skipped),
                     "{case}: {items:?}"
                 );
                 bench
@@ -460,7 +461,7 @@ async fn a_batch_of_1000_feed_changes_delivered_twice_gives_1000_notifies() {
                 .await
                 .unwrap()
                 .iter()
-                .filter(|i| i.state == "done")
+                .filter(|i| i.state == ItemState::Done)
                 .count()
                 == 1000
         }
@@ -502,8 +503,11 @@ async fn wall_posts_false_ignores_the_feed_and_keeps_messenger() {
     let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
     assert_eq!(notes[0].notify.body, "on Messenger");
     let items = bench.items().await;
-    let wall = items.iter().find(|i| i.kind == "wall_post").unwrap();
-    assert_eq!(wall.state, "skipped");
+    let wall = items
+        .iter()
+        .find(|i| i.kind == ItemKind::Feed(FeedKind::Post))
+        .unwrap();
+    assert_eq!(wall.state, ItemState::Skipped);
     assert_eq!(
         wall.last_error.as_deref(),
         Some("wall_posts = false for this page")
