@@ -182,6 +182,14 @@ impl Bench {
         Self::start_on(peers, &text).await
     }
 
+    /// On a copy of the state database at `db` (one an earlier release wrote).
+    pub async fn start_on_database(db: &Path) -> Bench {
+        let peers = Peers::start().await;
+        std::fs::copy(db, peers.store_path()).unwrap();
+        let text = peers.config_toml("");
+        Self::start_on(peers, &text).await
+    }
+
     async fn start_on(peers: Peers, text: &str) -> Bench {
         std::fs::write(peers.dir.path().join("config.toml"), text).unwrap();
         let config = peers.config(text);

@@ -12,6 +12,7 @@ mod operator;
 mod process;
 mod replies;
 mod service;
+mod upgrade;
 mod wall;
 
 use std::future::Future;
