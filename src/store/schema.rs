@@ -236,6 +236,12 @@ END;
 ALTER TABLE webhooks ADD COLUMN digest BLOB;
 CREATE UNIQUE INDEX webhooks_digest ON webhooks (digest);
 "#,
+    r#"
+-- The index on digests cost a random B-tree leaf per webhook: 178 WAL frames per commit
+-- of 64 webhooks instead of 100 (the intake's write volume +78 %). The store now finds
+-- recent bodies by digest in memory (see `RecentBodies`) and checks the row by its id.
+DROP INDEX IF EXISTS webhooks_digest;
+"#,
 ];
 
 /// Durability settings and schema migrations. Run once when the database is opened.
@@ -306,6 +312,25 @@ mod tests {
             (3, 0),
             "the earlier message is the head, due now"
         );
+    }
+
+    /// Every index is a B-tree leaf written per commit; one keyed by random digests a
+    /// leaf per webhook. The intake writes the webhooks table by rowid alone.
+    #[test]
+    fn webhooks_carry_no_index_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("state.db")).unwrap();
+        prepare(&conn).unwrap();
+        let indexes: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'webhooks'",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(indexes.is_empty(), "{indexes:?}");
     }
 
     /// Keeping the head of a conversation costs the same with 5,000 delivered messages
