@@ -104,6 +104,8 @@ impl Daemon {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let handler_shared = shared.clone();
+        // Wrong verify tokens, counted for the public listener's life (not across reloads).
+        let guesses = Arc::new(std::sync::Mutex::new(public::GuessLimit::default()));
         tasks.push(tokio::spawn(server::serve(
             "public",
             listener,
@@ -113,7 +115,7 @@ impl Daemon {
                 max_connections: public_cfg.max_connections,
                 max_active: public_cfg.max_active_connections,
             },
-            move |req, remote| public::handle(handler_shared.clone(), req, remote),
+            move |req, remote| public::handle(handler_shared.clone(), guesses.clone(), req, remote),
             shutdown_rx.clone(),
             HTTP_GRACE,
         )));

@@ -69,3 +69,17 @@ pub fn describe(error: reqwest::Error) -> String {
     }
     text
 }
+
+/// The start of a peer's answer, for an error message.
+pub fn snippet(text: &str) -> String {
+    let text = text.trim();
+    if text.is_empty() {
+        return "(empty body)".into();
+    }
+    let mut end = text.len().min(200);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let more = if end < text.len() { "…" } else { "" };
+    format!("{}{more}", &text[..end])
+}

@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::store::{StoreError, now_ms};
+use crate::store::{QueueStat, StoreStats, now_ms};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -359,36 +359,29 @@ impl Metrics {
             .inc();
     }
 
-    /// Reads the queue from the store and renders every metric as Prometheus text.
-    pub async fn render(&self, shared: &crate::relay::Shared) -> Result<String, StoreError> {
-        let (store, ledger) = (&shared.store, &shared.ledger);
-        let (memory, spool) = shared.bodies.in_use();
+    /// Renders every metric as Prometheus text, with the figures of the moment that
+    /// the caller read (see `relay::Shared::metrics_text`).
+    pub fn render(&self, now: Now<'_>) -> String {
         self.feature_paused.clear();
-        let now = now_ms();
-        for (page_id, feature, _) in shared
-            .pauses
-            .all()
-            .into_iter()
-            .filter(|(_, _, p)| p.until > now)
-        {
+        for (page_id, feature) in now.paused {
             self.feature_paused
                 .get_or_create(&FeatureLabels {
                     page_id,
-                    feature: feature.as_str().into(),
+                    feature: feature.into(),
                 })
                 .set(1);
         }
-        for (held, bytes) in [("memory", memory), ("spool", spool)] {
+        for (held, bytes) in [("memory", now.unverified.0), ("spool", now.unverified.1)] {
             self.unverified_bytes
                 .get_or_create(&WhereLabels { held: held.into() })
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
         self.outcomes_kept
-            .set(i64::try_from(ledger.kept()).unwrap_or(i64::MAX));
+            .set(i64::try_from(now.outcomes_kept).unwrap_or(i64::MAX));
         self.outcome_write_retries
-            .set(i64::try_from(ledger.failed_flushes()).unwrap_or(i64::MAX));
+            .set(i64::try_from(now.outcome_write_retries).unwrap_or(i64::MAX));
+        let (queue, states, store) = (now.queue, now.states, now.store);
         let now = now_ms();
-        let queue = store.queue_stats().await?;
         self.queue_depth.clear();
         self.oldest_pending.clear();
         for q in queue {
@@ -402,18 +395,16 @@ impl Metrics {
                 .set((now - q.oldest_created_at).max(0) as f64 / 1000.0);
         }
         self.items.clear();
-        for (state, n) in store.count_by_state().await? {
+        for (state, n) in states {
             self.items.get_or_create(&StateLabels { state }).set(n);
         }
         self.store_relaxed_commits.set(
             store
-                .stats()
                 .relaxed_commits
                 .load(std::sync::atomic::Ordering::Relaxed) as i64,
         );
         self.store_commits.set(
             store
-                .stats()
                 .write_commits
                 .load(std::sync::atomic::Ordering::Relaxed) as i64,
         );
@@ -427,6 +418,19 @@ impl Metrics {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
-        Ok(text)
+        text
     }
+}
+
+/// The figures of the moment behind the gauges, read by the caller.
+pub struct Now<'a> {
+    /// Paused features: (page, feature).
+    pub paused: Vec<(String, &'static str)>,
+    /// Bytes of bodies not verified yet: (in memory, spooled).
+    pub unverified: (usize, usize),
+    pub outcomes_kept: usize,
+    pub outcome_write_retries: u64,
+    pub queue: Vec<QueueStat>,
+    pub states: Vec<(String, i64)>,
+    pub store: &'a StoreStats,
 }

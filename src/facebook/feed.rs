@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::webhook::FbId;
+use super::ids::FbId;
 
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct Author {

@@ -173,7 +173,7 @@ impl GraphError {
                 b.message.unwrap_or_else(|| "(no message)".into()),
                 b.fbtrace_id,
             ),
-            None => (None, None, crate::motion::snippet(body), None),
+            None => (None, None, http_client::snippet(body), None),
         };
         GraphError {
             status,
@@ -438,10 +438,7 @@ impl GraphClient {
             .and_then(|v| v.get("id")?.as_str().map(str::to_owned))
             .ok_or_else(|| {
                 let mut e = GraphError::from_response(200, &text, None);
-                e.message = format!(
-                    "comment answer has no id: {}",
-                    crate::motion::snippet(&text)
-                );
+                e.message = format!("comment answer has no id: {}", http_client::snippet(&text));
                 e.disposition = Disposition::Retry;
                 e
             })
@@ -629,7 +626,7 @@ impl GraphClient {
                 let mut e = GraphError::from_response(200, text, None);
                 e.message = format!(
                     "Send API answer has no message_id: {}",
-                    crate::motion::snippet(text)
+                    http_client::snippet(text)
                 );
                 e.disposition = Disposition::Retry;
                 e

@@ -114,6 +114,38 @@ id_type!(
     }
 );
 
+/// A Facebook id. Facebook sends ids as JSON strings or numbers; we keep them as text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct FbId(pub String);
+
+impl fmt::Display for FbId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for FbId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+        impl serde::de::Visitor<'_> for IdVisitor {
+            type Value = FbId;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an id as a string or a number")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FbId, E> {
+                Ok(FbId(v.to_owned()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<FbId, E> {
+                Ok(FbId(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<FbId, E> {
+                Ok(FbId(v.to_string()))
+            }
+        }
+        d.deserialize_any(IdVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

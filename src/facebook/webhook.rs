@@ -8,48 +8,15 @@
 //! Source: <https://developers.facebook.com/docs/messenger-platform/webhooks> and the
 //! payload fixtures of restfb (see `tests/fixtures/SOURCES.md`).
 
-use std::fmt;
-
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::Deserializer;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::feed::{FeedChange, FeedKind};
+pub use super::ids::FbId;
 use crate::model::{ConversationKey, DedupKey, FeedObject, ItemKind};
-
-/// A Facebook id. Facebook sends ids as JSON strings or numbers; we keep them as text.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct FbId(pub String);
-
-impl fmt::Display for FbId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for FbId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct IdVisitor;
-        impl Visitor<'_> for IdVisitor {
-            type Value = FbId;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an id as a string or a number")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<FbId, E> {
-                Ok(FbId(v.to_owned()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<FbId, E> {
-                Ok(FbId(v.to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<FbId, E> {
-                Ok(FbId(v.to_string()))
-            }
-        }
-        d.deserialize_any(IdVisitor)
-    }
-}
 
 /// A number that may arrive as a JSON number or a numeric string (`"num_edit": "37"`).
 fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {

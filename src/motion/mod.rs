@@ -256,7 +256,10 @@ impl MotionClient {
         match classify_status(status) {
             Ok(()) => Ok(text),
             Err(transient) => {
-                let mut message = format!("Motion answered {status} to {what}: {}", snippet(&text));
+                let mut message = format!(
+                    "Motion answered {status} to {what}: {}",
+                    crate::http_client::snippet(&text)
+                );
                 if matches!(status, 401 | 403) {
                     message.push_str(
                         " — Motion refused the call: copy the Openchannel account's Receive URL whole into receive_url, with any ?apikey= or token it carries (and check motion.api_key for attachments)",
@@ -314,13 +317,13 @@ impl MotionClient {
         let created: Created = serde_json::from_str(&text).map_err(|_| {
             MotionError::Transient(format!(
                 "Motion's attachment upload answer has no id: {}",
-                snippet(&text)
+                crate::http_client::snippet(&text)
             ))
         })?;
         AttachmentId::from_json(&created.id).ok_or_else(|| {
             MotionError::Transient(format!(
                 "Motion's attachment upload answer has no integer id: {}",
-                snippet(&text)
+                crate::http_client::snippet(&text)
             ))
         })
     }
@@ -393,7 +396,7 @@ impl MotionClient {
         let meta: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
             MotionError::Transient(format!(
                 "Motion's attachment {id} metadata is not JSON: {}",
-                snippet(&text)
+                crate::http_client::snippet(&text)
             ))
         })?;
         // Motion's attachment records name a file in more than one field; the agent's
@@ -487,20 +490,6 @@ impl From<AgentFile> for crate::facebook::graph::Download {
             bytes: f.bytes,
         }
     }
-}
-
-/// The start of a peer's answer, for an error message.
-pub(crate) fn snippet(text: &str) -> String {
-    let text = text.trim();
-    if text.is_empty() {
-        return "(empty body)".into();
-    }
-    let mut end = text.len().min(200);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let more = if end < text.len() { "…" } else { "" };
-    format!("{}{more}", &text[..end])
 }
 
 #[cfg(test)]

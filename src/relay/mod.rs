@@ -1,6 +1,16 @@
-//! The flow between Facebook and Motion: what is stored when a webhook arrives
-//! ([`intake`]), how each Messenger event becomes notify calls ([`messenger`]), the worker
-//! that delivers them ([`inbound`]) and the retry schedule ([`retry`]).
+//! The flow between Facebook and Motion, both ways, and the state the running daemon
+//! shares ([`Shared`]).
+//!
+//! - Facebook → Motion: a signed webhook is classified and stored ([`intake`]); each
+//!   Messenger event ([`messenger`]) or wall change ([`feed`]) becomes notify calls,
+//!   made by the inbound worker ([`inbound`]).
+//! - Motion → Facebook: a Reply URL call is checked and queued ([`reply`]) and sent to
+//!   Graph by the outbound worker ([`outbound`]).
+//! - Both: the dispatcher hands out one item per conversation at a time ([`dispatch`]),
+//!   the retry schedule ([`retry`]), outcomes the store could not take yet ([`ledger`]),
+//!   features Facebook throttles ([`pauses`]), who owns a Page's conversations
+//!   ([`routing`]), our app's subscription ([`subscription`]) and old history's removal
+//!   ([`retention`]).
 
 pub mod dispatch;
 pub mod feed;
@@ -138,11 +148,31 @@ pub struct Shared {
     pub capture: Arc<crate::capture::Capture>,
     /// Memory and spool budgets for webhook bodies not verified yet.
     pub bodies: crate::server::body::Budget,
-    /// Wrong verify tokens seen lately: past a few, handshakes are not looked at.
-    pub handshake_failures: Mutex<crate::server::public::GuessLimit>,
 }
 
 impl Shared {
+    /// Every metric as Prometheus text, with the queue read from the store now.
+    pub async fn metrics_text(&self) -> Result<String, crate::store::StoreError> {
+        let now = crate::store::now_ms();
+        let paused = self
+            .pauses
+            .all()
+            .into_iter()
+            .filter(|(_, _, p)| p.until > now)
+            .map(|(page, feature, _)| (page, feature.as_str()))
+            .collect();
+        let figures = crate::metrics::Now {
+            paused,
+            unverified: self.bodies.in_use(),
+            outcomes_kept: self.ledger.kept(),
+            outcome_write_retries: self.ledger.failed_flushes(),
+            queue: self.store.queue_stats().await?,
+            states: self.store.count_by_state().await?,
+            store: self.store.stats(),
+        };
+        Ok(self.metrics.render(figures))
+    }
+
     pub fn new(
         live: Live,
         store: Store,
@@ -161,7 +191,6 @@ impl Shared {
             page_problems: Mutex::new(BTreeMap::new()),
             page_paused_until: Mutex::new(HashMap::new()),
             profiles: Mutex::new(HashMap::new()),
-            handshake_failures: Mutex::new(Default::default()),
             ledger: ledger::Ledger::default(),
             pauses: pauses::Pauses::default(),
             routing: routing::Routing::default(),

@@ -21,11 +21,11 @@ use crate::facebook::graph::{
 use crate::facebook::ids::ObjectId;
 use crate::logging;
 use crate::model::{ConversationKey, DedupKey, FeedKind, ItemKind};
-use crate::motion::{AgentFile, AttachmentId, MotionError};
+use crate::motion::{AgentFile, MotionError};
 use crate::relay::feed::{self, PrivateTo};
 use crate::relay::messenger::OUR_METADATA;
 use crate::relay::pauses::{Feature, Pause};
-use crate::relay::reply::FirstAttempt;
+use crate::relay::reply::{FirstAttempt, OutboundReply};
 use crate::relay::retry::RetryPolicy;
 use crate::relay::{Customer, Shared, dispatch};
 use crate::store::{Direction, Item, NewItem, NewState, Write, duration_ms, now_ms};
@@ -37,26 +37,6 @@ const HOUR_MS: i64 = 3600 * 1000;
 const WINDOW_MS: i64 = 24 * HOUR_MS;
 /// The HUMAN_AGENT tag: a human's answer up to 7 days after it.
 const HUMAN_AGENT_WINDOW_MS: i64 = 7 * 24 * HOUR_MS;
-
-/// An agent's reply as stored in the queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutboundReply {
-    /// The customer's PSID.
-    pub recipient: String,
-    /// The agent's text (may be only the attached file's name).
-    pub text: String,
-    /// Motion's id of a file the agent attached.
-    #[serde(default)]
-    pub attachment_id: Option<AttachmentId>,
-    /// For logs and idempotency.
-    #[serde(default)]
-    pub motion_message_id: Option<String>,
-    #[serde(default)]
-    pub interaction_id: Option<String>,
-    /// Set for an answer in a wall thread: the post the interaction is about.
-    #[serde(default)]
-    pub thread_id: Option<ObjectId>,
-}
 
 /// Which `messaging_type` a reply may use, from the time of the customer's last own
 /// action (`None`: never seen, Facebook decides) — or why it may not be sent at all.

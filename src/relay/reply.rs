@@ -5,17 +5,39 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 use tracing::info;
 
 use crate::config::PageConfig;
+use crate::facebook::ids::ObjectId;
 use crate::model::{ConversationKey, DedupKey, ItemKind, ItemState};
+use crate::motion::AttachmentId;
 use crate::motion::reply::{self, Reply};
-use crate::relay::outbound::OutboundReply;
 use crate::relay::{Customer, Shared};
 use crate::store::{Direction, NewItem, NewState, now_ms};
+
+/// An agent's reply as stored in the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundReply {
+    /// The customer's PSID.
+    pub recipient: String,
+    /// The agent's text (may be only the attached file's name).
+    pub text: String,
+    /// Motion's id of a file the agent attached.
+    #[serde(default)]
+    pub attachment_id: Option<AttachmentId>,
+    /// For logs and idempotency.
+    #[serde(default)]
+    pub motion_message_id: Option<String>,
+    #[serde(default)]
+    pub interaction_id: Option<String>,
+    /// Set for an answer in a wall thread: the post the interaction is about.
+    #[serde(default)]
+    pub thread_id: Option<ObjectId>,
+}
 
 /// The outcome of a reply's first send attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -55,7 +55,7 @@ async fn route_local(
     match (segments.as_slice(), req.method()) {
         (["healthz"], &Method::GET) => text(200, "ok\n"),
         (["readyz"], &Method::GET) => readyz(shared).await,
-        (["metrics"], &Method::GET) => match shared.metrics.render(shared).await {
+        (["metrics"], &Method::GET) => match shared.metrics_text().await {
             Ok(body) => Response::builder()
                 .status(200)
                 .header(

@@ -6,7 +6,7 @@
 //! 413 too large, 408 too slow, 503 when the store cannot write (Facebook retries).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -23,6 +23,7 @@ use crate::server::{HttpResponse, text};
 /// Answers one request on the public listener.
 pub async fn handle(
     shared: Arc<Shared>,
+    guesses: Arc<Mutex<GuessLimit>>,
     req: Request<Incoming>,
     remote: SocketAddr,
 ) -> HttpResponse {
@@ -33,7 +34,7 @@ pub async fn handle(
     }
     let method = req.method().clone();
     let response = match method {
-        Method::GET => handshake(&shared, &req, remote),
+        Method::GET => handshake(&shared, &guesses, &req, remote),
         Method::POST => {
             let (response, result) = receive(&shared, req, remote).await;
             shared.metrics.webhook(result);
@@ -56,11 +57,15 @@ pub async fn handle(
 }
 
 /// `GET /webhook?hub.mode=subscribe&hub.verify_token=T&hub.challenge=C` → C when T matches.
-fn handshake(shared: &Shared, req: &Request<Incoming>, remote: SocketAddr) -> HttpResponse {
-    if !shared
-        .handshake_failures
+fn handshake(
+    shared: &Shared,
+    guesses: &Mutex<GuessLimit>,
+    req: &Request<Incoming>,
+    remote: SocketAddr,
+) -> HttpResponse {
+    if !guesses
         .lock()
-        .unwrap()
+        .unwrap_or_else(|e| e.into_inner())
         .open(Instant::now())
     {
         shared.metrics.handshake("throttled");
@@ -104,10 +109,9 @@ fn handshake(shared: &Shared, req: &Request<Incoming>, remote: SocketAddr) -> Ht
         }
         _ => {
             shared.metrics.handshake("refused");
-            shared
-                .handshake_failures
+            guesses
                 .lock()
-                .unwrap()
+                .unwrap_or_else(|e| e.into_inner())
                 .take(Instant::now());
             if logging::HANDSHAKE_REFUSED.admit() {
                 warn!(

@@ -383,7 +383,7 @@ async fn one_unreadable_item_fails_alone_and_is_counted() {
             .contains("not valid JSON text")
     );
     let shared = &bench.daemon().shared;
-    let metrics = shared.metrics.render(shared).await.unwrap();
+    let metrics = shared.metrics_text().await.unwrap();
     assert!(
         metrics.contains("fb_openchannel_webhook_items_unreadable_total 1"),
         "{metrics}"
@@ -417,7 +417,7 @@ async fn entries_for_unknown_pages_make_no_metric_series_of_their_own() {
     let (status, _) = bench.sender.send(body.as_bytes()).await.unwrap();
     assert_eq!(status, 200);
     let shared = &bench.daemon().shared;
-    let metrics = shared.metrics.render(shared).await.unwrap();
+    let metrics = shared.metrics_text().await.unwrap();
     let series = metrics.lines().filter(|l| !l.starts_with('#')).count();
     assert!(series < 100, "{series} series");
     assert!(

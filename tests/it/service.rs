@@ -230,7 +230,7 @@ async fn metric(
     name: &str,
     labels: &[(&str, &str)],
 ) -> f64 {
-    let text = shared.metrics.render(shared).await.unwrap();
+    let text = shared.metrics_text().await.unwrap();
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
     scrape
         .samples
