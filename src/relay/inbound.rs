@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::PageConfig;
 use crate::facebook::feed::FeedChange;
@@ -17,38 +17,17 @@ use crate::facebook::graph::{Disposition, DownloadError};
 use crate::facebook::webhook::Messaging;
 use crate::logging;
 use crate::model::{DedupKey, ItemKind};
-use crate::motion::{AttachmentId, MotionError, Notify, Upload};
+use crate::motion::{AttachmentId, Notify, Upload};
 use crate::relay::feed::{self, Envelope};
 use crate::relay::messenger::{self, Context, Step};
-use crate::relay::retry::RetryPolicy;
+use crate::relay::outcome::{self, Delivered, Failure};
 use crate::relay::{Customer, Shared, dispatch};
-use crate::store::{Direction, Item, Profile, Write, duration_ms, now_ms};
+use crate::store::{Direction, Item, Profile, Write, now_ms};
 
 /// How long a name Graph gave us is trusted.
 const PROFILE_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 /// How long a refused lookup is remembered before asking Graph again.
 const FALLBACK_TTL_MS: i64 = 24 * 3600 * 1000;
-
-/// Why an item could not be delivered this time.
-#[derive(Debug)]
-enum Failure {
-    /// May work later; `wait` is the peer's own hint, if it gave one.
-    Transient {
-        reason: String,
-        wait: Option<Duration>,
-    },
-    /// Will not work as it is.
-    Permanent(String),
-}
-
-impl From<MotionError> for Failure {
-    fn from(e: MotionError) -> Self {
-        match e {
-            MotionError::Transient(reason) => Failure::Transient { reason, wait: None },
-            MotionError::Permanent(reason) => Failure::Permanent(reason),
-        }
-    }
-}
 
 /// Runs the inbound worker until `shutdown` turns true (see [`dispatch::run`]).
 pub async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>, drain: Duration) {
@@ -68,102 +47,22 @@ pub async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>, drain: Du
 async fn deliver(shared: &Shared, item: Item) {
     let live = shared.live();
     let result = match live.page(&item.page_id) {
-        Some(page) => deliver_steps(shared, page, &item).await,
-        // Kept, not failed: the page may come back with the next reload.
-        None => Err(Failure::Transient {
-            reason: format!(
-                "page {} is not in the config any more (add it back, or drop the item)",
-                item.page_id
-            ),
-            wait: None,
-        }),
-    };
-    let now = now_ms();
-    let write = match result {
-        Ok(steps) => {
-            if logging::DELIVERED.admit() {
-                info!(
-                    page_id = %item.page_id,
-                    conversation = %item.conversation,
-                    item = item.id,
-                    kind = %item.kind,
-                    outcome = "delivered",
+        Some(page) => deliver_steps(shared, page, &item)
+            .await
+            .map(|steps| Delivered {
+                result: None,
+                summary: format!(
                     "delivered to Motion ({steps} notify call{})",
                     if steps == 1 { "" } else { "s" }
-                );
-            }
-            shared.metrics.inbound(&item.page_id, "delivered");
-            Write::Delivered {
-                item: item.id,
-                result: None,
-                at: now,
-            }
-        }
-        Err(Failure::Permanent(reason)) => {
-            error!(
-                page_id = %item.page_id,
-                conversation = %item.conversation,
-                item = item.id,
-                kind = %item.kind,
-                outcome = "failed",
-                "delivery to Motion failed for good: {reason}. The item is kept as failed; fix the cause, then retry it"
-            );
-            shared.metrics.inbound(&item.page_id, "failed");
-            Write::Failed {
-                item: item.id,
-                reason,
-                at: now,
-            }
-        }
-        Err(Failure::Transient { reason, wait }) => {
-            let first = item.first_failure_at.unwrap_or(now);
-            if live.retry.exhausted(first, now) {
-                let reason = format!(
-                    "gave up after {} of failures: {reason}",
-                    humantime::format_duration(live.retry.give_up_after)
-                );
-                error!(
-                    page_id = %item.page_id,
-                    conversation = %item.conversation,
-                    item = item.id,
-                    kind = %item.kind,
-                    outcome = "failed",
-                    "delivery to Motion {reason}. The item is kept as failed; retry it once Motion is reachable"
-                );
-                shared.metrics.inbound(&item.page_id, "failed");
-                Write::Failed {
-                    item: item.id,
-                    reason,
-                    at: now,
-                }
-            } else {
-                let failures = u32::try_from(item.attempts.saturating_add(1)).unwrap_or(u32::MAX);
-                let delay = live.retry.delay(failures, wait);
-                if logging::RETRYING.admit() {
-                    warn!(
-                        page_id = %item.page_id,
-                        conversation = %item.conversation,
-                        item = item.id,
-                        kind = %item.kind,
-                        outcome = "retry",
-                        attempt = failures,
-                        "delivery to Motion failed: {reason}; retrying in {}",
-                        humantime::format_duration(RetryPolicy::whole_ms(delay))
-                    );
-                }
-                shared.metrics.inbound(&item.page_id, "retry");
-                Write::RetryAt {
-                    item: item.id,
-                    next_at: now.saturating_add(duration_ms(delay)),
-                    error: reason,
-                    at: now,
-                }
-            }
-        }
+                ),
+            }),
+        // Kept, not failed: the page may come back with the next reload.
+        None => Err(Failure::transient(format!(
+            "page {} is not in the config any more (add it back, or drop the item)",
+            item.page_id
+        ))),
     };
-    // Kept in memory when the store refuses it: the item is not handed out again
-    // until it is written (see `ledger`).
-    shared.ledger.record(&shared.store, write).await;
+    outcome::record(shared, &live, Direction::Inbound, &item, result, "").await;
 }
 
 /// Performs the item's remaining steps; returns how many notify calls it took in all.
@@ -173,7 +72,7 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
             // A note to the agents (a reply that was not delivered), in the customer's
             // interaction: see `outbound::tell_agent`.
             let note: crate::relay::outbound::AgentNote = serde_json::from_str(&item.payload)
-                .map_err(|e| Failure::Permanent(format!("stored note does not parse: {e}")))?;
+                .map_err(|e| Failure::permanent(format!("stored note does not parse: {e}")))?;
             (
                 Envelope {
                     from: note.customer,
@@ -187,15 +86,15 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
         }
         ItemKind::Feed(_) => {
             let change: serde_json::Value = serde_json::from_str(&item.payload)
-                .map_err(|e| Failure::Permanent(format!("stored change does not parse: {e}")))?;
-            let change = FeedChange::parse(&change["value"]).map_err(Failure::Permanent)?;
+                .map_err(|e| Failure::permanent(format!("stored change does not parse: {e}")))?;
+            let change = FeedChange::parse(&change["value"]).map_err(Failure::permanent)?;
             feed::plan(&change)
         }
         ItemKind::Messaging(_) | ItemKind::Standby { .. } => {
             messenger_plan(shared, page, item).await?
         }
         ItemKind::PageChange | ItemKind::Unparsed | ItemKind::Reply | ItemKind::WallReply => {
-            return Err(Failure::Permanent(format!(
+            return Err(Failure::permanent(format!(
                 "a {} item is never delivered to Motion",
                 item.kind
             )));
@@ -229,7 +128,7 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
                     notify.attachment_id = Some(id);
                     notify.body = label.clone().unwrap_or(name);
                 }
-                Err(Failure::Permanent(reason)) => {
+                Err(Failure::Permanent { reason, .. }) => {
                     warn!(
                         page_id = %item.page_id,
                         conversation = %item.conversation,
@@ -261,11 +160,11 @@ async fn messenger_plan(
     item: &Item,
 ) -> Result<(Envelope, Vec<Step>), Failure> {
     let event: Messaging = serde_json::from_str(&item.payload)
-        .map_err(|e| Failure::Permanent(format!("stored event does not parse: {e}")))?;
+        .map_err(|e| Failure::permanent(format!("stored event does not parse: {e}")))?;
     let context = context_for(shared, &item.page_id, &event).await;
     let steps = messenger::plan(&event, &context);
     let customer = Customer::parse(event.customer_id().unwrap_or_default())
-        .map_err(|e| Failure::Permanent(format!("the event is not deliverable: {e}")))?;
+        .map_err(|e| Failure::permanent(format!("the event is not deliverable: {e}")))?;
     let profile = customer_name(shared, page, &customer).await;
     let envelope = Envelope {
         from: customer.as_str().to_owned(),
@@ -289,8 +188,8 @@ async fn move_file(
         .download(url)
         .await
         .map_err(|e| match e {
-            DownloadError::Transient(reason) => Failure::Transient { reason, wait: None },
-            DownloadError::Permanent(reason) => Failure::Permanent(reason),
+            DownloadError::Transient(reason) => Failure::transient(reason),
+            DownloadError::Permanent(reason) => Failure::permanent(reason),
         })?;
     let name = file.file_name.clone();
     let id = shared

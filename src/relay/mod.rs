@@ -19,6 +19,7 @@ pub mod intake;
 pub mod ledger;
 pub mod messenger;
 pub mod outbound;
+pub mod outcome;
 pub mod pauses;
 pub mod reply;
 pub mod retention;

@@ -19,16 +19,15 @@ use crate::facebook::graph::{
     Disposition, Download, GraphError, MAX_FILE_BYTES, MessagingType, Recipient, Send,
 };
 use crate::facebook::ids::ObjectId;
-use crate::logging;
 use crate::model::{ConversationKey, DedupKey, FeedKind, ItemKind};
 use crate::motion::{AgentFile, MotionError};
 use crate::relay::feed::{self, PrivateTo};
 use crate::relay::messenger::OUR_METADATA;
+use crate::relay::outcome::{self, Delivered, Failure, Settled};
 use crate::relay::pauses::{Feature, Pause};
 use crate::relay::reply::{FirstAttempt, OutboundReply};
-use crate::relay::retry::RetryPolicy;
 use crate::relay::{Customer, Shared, dispatch};
-use crate::store::{Direction, Item, NewItem, NewState, Write, duration_ms, now_ms};
+use crate::store::{Direction, Item, NewItem, NewState, Write, now_ms};
 
 /// The Send API's limit for one text message, in characters.
 pub const MAX_TEXT_CHARS: usize = 2000;
@@ -128,22 +127,6 @@ pub fn attachment_kind(content_type: &str) -> &'static str {
     }
 }
 
-/// Why a reply could not be sent this time.
-#[derive(Debug)]
-enum Failure {
-    /// `rate_limited`: Facebook asked us to slow down; the whole page pauses.
-    /// `brief`: worth retrying for minutes only (Graph codes 1 and 2), then the agent
-    /// is told (`facebook.unknown_error_retry`).
-    Transient {
-        reason: String,
-        wait: Option<Duration>,
-        rate_limited: bool,
-        brief: bool,
-    },
-    /// `status` is what the agent's Reply URL call is answered with.
-    Permanent { status: u16, reason: String },
-}
-
 /// Runs the outbound worker until `shutdown` turns true (see [`dispatch::run`]).
 pub async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>, drain: Duration) {
     let wake = shared.clone();
@@ -171,159 +154,40 @@ async fn send(shared: &Shared, item: Item) {
             ),
         }),
     };
-    let now = now_ms();
-    let (write, first) = match result {
-        Ok(ids) => {
-            shared.page_problems.lock().unwrap().remove(&item.page_id);
-            if logging::DELIVERED.admit() {
-                info!(
-                    page_id = %item.page_id,
-                    conversation = %item.conversation,
-                    item = item.id,
-                    outcome = "delivered",
-                    "agent reply delivered to the customer ({} message{}: {})",
-                    ids.len(),
-                    if ids.len() == 1 { "" } else { "s" },
-                    ids.join(", ")
-                );
-            }
-            let result = serde_json::json!({ "message_ids": ids }).to_string();
-            (
-                Write::Delivered {
-                    item: item.id,
-                    result: Some(result),
-                    at: now,
-                },
-                FirstAttempt::Delivered { message_ids: ids },
-            )
-        }
-        Err(Failure::Permanent { status, reason }) => {
-            error!(
-                page_id = %item.page_id,
-                conversation = %item.conversation,
-                item = item.id,
-                outcome = "failed",
-                "agent reply failed for good: {reason}"
-            );
-            (
-                Write::Failed {
-                    item: item.id,
-                    reason: reason.clone(),
-                    at: now,
-                },
-                FirstAttempt::Failed {
-                    status,
-                    message: reason,
-                },
-            )
-        }
-        Err(Failure::Transient {
-            reason,
-            wait,
-            rate_limited,
-            brief,
-        }) => {
-            let first_failure = item.first_failure_at.unwrap_or(now);
-            // Facebook's "unknown error" is worth minutes of tries, not days.
-            let window = if brief {
-                live.config
-                    .facebook
-                    .unknown_error_retry
-                    .min(live.retry.give_up_after)
-            } else {
-                live.retry.give_up_after
-            };
-            if now.saturating_sub(first_failure) >= duration_ms(window) {
-                let reason = format!(
-                    "Not sent: gave up after {} of failures: {reason}",
-                    humantime::format_duration(window)
-                );
-                error!(page_id = %item.page_id, conversation = %item.conversation, item = item.id, outcome = "failed", "agent reply {reason}");
-                (
-                    Write::Failed {
-                        item: item.id,
-                        reason: reason.clone(),
-                        at: now,
-                    },
-                    FirstAttempt::Failed {
-                        status: 504,
-                        message: reason,
-                    },
-                )
-            } else {
-                let failures = u32::try_from(item.attempts.saturating_add(1)).unwrap_or(u32::MAX);
-                let delay = live.retry.delay(failures, wait);
-                let next_at = now.saturating_add(duration_ms(delay));
-                if rate_limited {
-                    // Every reply of this page waits, not only this one.
-                    shared
-                        .page_paused_until
-                        .lock()
-                        .unwrap()
-                        .insert(item.page_id.clone(), next_at);
-                }
-                if logging::RETRYING.admit() {
-                    warn!(
-                        page_id = %item.page_id,
-                        conversation = %item.conversation,
-                        item = item.id,
-                        outcome = "retry",
-                        attempt = failures,
-                        "agent reply not sent yet: {reason}; retrying in {}",
-                        humantime::format_duration(RetryPolicy::whole_ms(delay))
-                    );
-                }
-                let message = format!(
-                    "Queued: {reason}. It will be sent automatically when Facebook accepts it."
-                );
-                (
-                    Write::RetryAt {
-                        item: item.id,
-                        next_at,
-                        error: reason,
-                        at: now,
-                    },
-                    FirstAttempt::Queued { message },
-                )
-            }
-        }
-    };
     // A reply refused while the Page's conversations are routed to another app: say so.
-    let (write, first) = match (write, first) {
-        (
-            Write::Failed {
-                item: id,
-                reason,
-                at,
-            },
-            FirstAttempt::Failed { status, message },
-        ) if shared.routing.elsewhere(&item.page_id).is_some() => {
-            let hint = " — this Page's conversations are routed to another app (its customers' messages come as standby events), which may be why: see `fb-openchannel doctor`";
-            (
-                Write::Failed {
-                    item: id,
-                    reason: format!("{reason}{hint}"),
-                    at,
-                },
-                FirstAttempt::Failed {
-                    status,
-                    message: format!("{message}{hint}"),
-                },
-            )
-        }
-        other => other,
+    let note = if shared.routing.elsewhere(&item.page_id).is_some() {
+        " — this Page's conversations are routed to another app (its customers' messages come as standby events), which may be why: see `fb-openchannel doctor`"
+    } else {
+        ""
     };
-    // Kept in memory when the store refuses it: the reply is not sent again until it
-    // is written (see `ledger`).
-    shared.ledger.record(&shared.store, write).await;
-    shared.metrics.outbound(
-        &item.page_id,
-        match &first {
-            FirstAttempt::Delivered { .. } => "delivered",
-            FirstAttempt::Failed { .. } => "failed",
-            FirstAttempt::Queued { .. } => "retry",
+    let mut message_ids = Vec::new();
+    let result = result.map(|ids| {
+        shared.page_problems.lock().unwrap().remove(&item.page_id);
+        let delivered = Delivered {
+            result: Some(serde_json::json!({ "message_ids": ids }).to_string()),
+            summary: format!(
+                "agent reply delivered to the customer ({} message{}: {})",
+                ids.len(),
+                if ids.len() == 1 { "" } else { "s" },
+                ids.join(", ")
+            ),
+        };
+        message_ids = ids;
+        delivered
+    });
+    let first = match outcome::record(shared, &live, Direction::Outbound, &item, result, note).await
+    {
+        Settled::Delivered => FirstAttempt::Delivered { message_ids },
+        Settled::Failed { status, reason } => FirstAttempt::Failed {
+            status,
+            message: reason,
         },
-    );
+        Settled::Retry { reason, .. } => FirstAttempt::Queued {
+            message: format!(
+                "Queued: {reason}. It will be sent automatically when Facebook accepts it."
+            ),
+        },
+    };
     let waiter = shared
         .reply_waiters
         .lock()
