@@ -267,6 +267,41 @@ pub struct GraphProfile {
     pub last_name: Option<String>,
 }
 
+/// The Send API's attachment types, read from a file's MIME type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachmentType {
+    Image,
+    Video,
+    Audio,
+    File,
+}
+
+impl AttachmentType {
+    pub fn of_mime(content_type: &str) -> AttachmentType {
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match mime.split_once('/').map(|(top, _)| top) {
+            Some("image") => AttachmentType::Image,
+            Some("video") => AttachmentType::Video,
+            Some("audio") => AttachmentType::Audio,
+            _ => AttachmentType::File,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachmentType::Image => "image",
+            AttachmentType::Video => "video",
+            AttachmentType::Audio => "audio",
+            AttachmentType::File => "file",
+        }
+    }
+}
+
 /// A file fetched from a Facebook URL.
 #[derive(Debug, Clone)]
 pub struct Download {
@@ -374,11 +409,11 @@ impl GraphClient {
         token: &Secret,
         page_id: &PageId,
         send: &Send<'_>,
-        kind: &str,
+        kind: AttachmentType,
         file: Download,
     ) -> Result<String, GraphError> {
         let message = serde_json::json!({
-            "attachment": {"type": kind, "payload": {"is_reusable": false}},
+            "attachment": {"type": kind.as_str(), "payload": {"is_reusable": false}},
             "metadata": send.metadata,
         });
         let part = reqwest::multipart::Part::stream(file.bytes)

@@ -99,6 +99,9 @@ pub enum MotionError {
     Transient(String),
     #[error("{0}")]
     Permanent(String),
+    /// A file over the size we may pass on (permanent).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl MotionError {
@@ -417,7 +420,7 @@ impl MotionClient {
         let name = names.first().cloned().unwrap_or_else(|| "file".into());
         let declared_type = meta.get("type").and_then(|v| v.as_str()).map(str::to_owned);
         let too_large = || {
-            MotionError::Permanent(format!(
+            MotionError::TooLarge(format!(
                 "{name} is larger than {} MB",
                 max_bytes / (1024 * 1024)
             ))

@@ -7,6 +7,7 @@ use tracing::{debug, info, warn};
 use crate::facebook::ids::{IdError, ObjectId};
 use crate::facebook::webhook::{self, Item, Parsed, Source};
 use crate::metrics::{EventLabels, PageLabels};
+use crate::model::{ItemKind, MessagingKind};
 use crate::relay::{Customer, Shared, feed, messenger, routing};
 use crate::store::{Direction, IntakeOutcome, NewItem, NewState, StoreError};
 
@@ -30,7 +31,7 @@ pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutc
             let mut new_items: Vec<NewItem> =
                 items.iter().map(|item| to_new_item(shared, item)).collect();
             for (item, new) in items.iter().zip(new_items.iter_mut()) {
-                if new.state == NewState::Skipped(messenger::ECHO_OTHER.into()) {
+                if echo_to_sort(shared, item, new) {
                     sort_echo(shared, item, new).await;
                 }
             }
@@ -164,6 +165,16 @@ fn to_new_item(shared: &Shared, item: &Item) -> NewItem {
         payload: item.raw.to_string(),
         state: fate(shared, item),
     }
+}
+
+/// Whether `new` is the echo of a message the Page sent without our metadata, recorded
+/// for a configured page: ours or another tool's, our sent ids decide ([`sort_echo`]).
+fn echo_to_sort(shared: &Shared, item: &Item, new: &NewItem) -> bool {
+    new.kind == ItemKind::Messaging(MessagingKind::Echo)
+        && matches!(new.state, NewState::Skipped(_))
+        && item.object == "page"
+        && shared.live().page(&item.page_id).is_some()
+        && matches!(&item.parsed, Ok(Parsed::Messaging(m)) if !messenger::marked_ours(m))
 }
 
 /// Whether an item is delivered, and if not, why.

@@ -25,6 +25,15 @@ pub const ECHO_OTHER: &str = "echo of a message the Page sent from another tool"
 /// Longest quote of an earlier message put in front of a reply or edit.
 const QUOTE_CHARS: usize = 200;
 
+/// Whether an echo carries the metadata our sends put on: then it is ours for sure.
+/// Without it, our sent message ids decide (see `intake`).
+pub fn marked_ours(m: &Messaging) -> bool {
+    m.message
+        .as_ref()
+        .and_then(|msg| msg.metadata.as_deref())
+        .is_some_and(|md| md.starts_with(OUR_METADATA))
+}
+
 /// Whether a Messenger item is queued for Motion, and if not, why. A customer's message
 /// that came as standby (another app owns the conversation) is queued when
 /// `forward_standby`: losing it would be worse (see `routing`).
@@ -52,12 +61,7 @@ pub fn intake_state(item: &Item, forward_standby: bool) -> NewState {
         }
         MessagingKind::Deleted | MessagingKind::Edit | MessagingKind::Postback => NewState::Pending,
         MessagingKind::Echo => {
-            let ours = m
-                .message
-                .as_ref()
-                .and_then(|msg| msg.metadata.as_deref())
-                .is_some_and(|md| md.starts_with(OUR_METADATA));
-            if ours {
+            if marked_ours(m) {
                 skip(ECHO_OURS)
             } else {
                 skip(ECHO_OTHER)

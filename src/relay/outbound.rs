@@ -3,7 +3,7 @@
 //! Where an agent's reply becomes Send API calls. The pure decisions are here too and
 //! unit-tested: which `messaging_type` the reply window allows ([`messaging_type`]), how a
 //! long text is split ([`split_text`]), which attachment type a MIME type is
-//! ([`attachment_kind`]). A reply is made of steps (text chunks, then the file); progress
+//! ([`AttachmentType::of_mime`]). A reply is made of steps (text chunks, then the file); progress
 //! is stored after each so a retry never sends a chunk twice.
 
 use std::sync::Arc;
@@ -16,7 +16,8 @@ use tracing::{debug, error, info, warn};
 use crate::config::{CommentReply, PageConfig};
 use crate::facebook::feed::FeedChange;
 use crate::facebook::graph::{
-    Disposition, Download, GraphError, MAX_FILE_BYTES, MessagingType, Recipient, Send,
+    AttachmentType, Disposition, Download, GraphError, MAX_FILE_BYTES, MessagingType, Recipient,
+    Send,
 };
 use crate::facebook::ids::ObjectId;
 use crate::model::{ConversationKey, DedupKey, FeedKind, ItemKind};
@@ -106,25 +107,6 @@ pub fn split_text(text: &str, max: usize) -> Vec<String> {
         pieces.push(rest.to_owned());
     }
     pieces
-}
-
-/// The Send API attachment type of a MIME type.
-pub fn attachment_kind(content_type: &str) -> &'static str {
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime.starts_with("image/") {
-        "image"
-    } else if mime.starts_with("video/") {
-        "video"
-    } else if mime.starts_with("audio/") {
-        "audio"
-    } else {
-        "file"
-    }
 }
 
 /// Runs the outbound worker until `shutdown` turns true (see [`dispatch::run`]).
@@ -363,7 +345,7 @@ async fn send_steps(
                     .await
             }
             Step::File(f) => {
-                let kind = attachment_kind(&f.content_type);
+                let kind = AttachmentType::of_mime(&f.content_type);
                 let download = Download::from(f);
                 shared
                     .live()
@@ -411,14 +393,10 @@ async fn fetch_agent_file(
                         rate_limited: false,
                         brief: false,
                     },
-                    MotionError::Permanent(reason) if reason.contains("larger than") => {
-                        Failure::Permanent {
-                            status: 413,
-                            reason: format!(
-                                "Not sent: {reason}; Facebook accepts files up to 25 MB."
-                            ),
-                        }
-                    }
+                    MotionError::TooLarge(reason) => Failure::Permanent {
+                        status: 413,
+                        reason: format!("Not sent: {reason}; Facebook accepts files up to 25 MB."),
+                    },
                     MotionError::Permanent(reason) => Failure::Permanent {
                         status: 502,
                         reason: format!(
@@ -491,13 +469,15 @@ async fn send_wall_reply(
     let id = match page.comment_reply {
         CommentReply::Public => {
             let photo = match file {
-                Some(f) if attachment_kind(&f.content_type) == "image" => Some(Download::from(f)),
+                Some(f) if AttachmentType::of_mime(&f.content_type) == AttachmentType::Image => {
+                    Some(Download::from(f))
+                }
                 Some(f) => {
                     return Err(refuse(
                         422,
                         format!(
                             "Not sent: a Facebook comment can carry a photo, not a {} file ({}). Send the file by Messenger instead.",
-                            attachment_kind(&f.content_type),
+                            AttachmentType::of_mime(&f.content_type).as_str(),
                             f.name
                         ),
                     ));
@@ -568,7 +548,7 @@ async fn send_wall_reply(
             };
             let sent = match file {
                 Some(f) => {
-                    let kind = attachment_kind(&f.content_type);
+                    let kind = AttachmentType::of_mime(&f.content_type);
                     let download = Download::from(f);
                     shared
                         .live()
@@ -834,11 +814,17 @@ mod tests {
 
     #[test]
     fn mime_types_map_to_send_api_kinds() {
-        assert_eq!(attachment_kind("image/png"), "image");
-        assert_eq!(attachment_kind("Image/JPEG; q=1"), "image");
-        assert_eq!(attachment_kind("video/mp4"), "video");
-        assert_eq!(attachment_kind("audio/mpeg"), "audio");
-        assert_eq!(attachment_kind("application/pdf"), "file");
-        assert_eq!(attachment_kind(""), "file");
+        assert_eq!(AttachmentType::of_mime("image/png"), AttachmentType::Image);
+        assert_eq!(
+            AttachmentType::of_mime("Image/JPEG; q=1"),
+            AttachmentType::Image
+        );
+        assert_eq!(AttachmentType::of_mime("video/mp4"), AttachmentType::Video);
+        assert_eq!(AttachmentType::of_mime("audio/mpeg"), AttachmentType::Audio);
+        assert_eq!(
+            AttachmentType::of_mime("application/pdf"),
+            AttachmentType::File
+        );
+        assert_eq!(AttachmentType::of_mime(""), AttachmentType::File);
     }
 }

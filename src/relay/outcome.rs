@@ -57,7 +57,9 @@ impl From<MotionError> for Failure {
     fn from(e: MotionError) -> Self {
         match e {
             MotionError::Transient(reason) => Failure::transient(reason),
-            MotionError::Permanent(reason) => Failure::permanent(reason),
+            MotionError::Permanent(reason) | MotionError::TooLarge(reason) => {
+                Failure::permanent(reason)
+            }
         }
     }
 }
