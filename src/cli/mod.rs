@@ -283,14 +283,8 @@ fn spawn_watchdog(shared: std::sync::Arc<crate::relay::Shared>) {
         let period = timeout / 2;
         tokio::spawn(async move {
             loop {
-                let alive = tokio::time::timeout(
-                    period,
-                    shared.store.call(crate::store::Access::Read, |c| {
-                        c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-                    }),
-                )
-                .await;
-                if matches!(alive, Ok(Ok(1))) {
+                let alive = tokio::time::timeout(period, shared.store.ping()).await;
+                if matches!(alive, Ok(Ok(()))) {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 } else {
                     tracing::error!(

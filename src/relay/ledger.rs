@@ -270,19 +270,11 @@ mod tests {
         }
         assert_eq!(ledger.kept(), 0);
         assert!(ledger.trouble().is_none());
-        let (state, steps, updated): (String, i64, i64) = store
-            .call(crate::store::Access::Read, move |c| {
-                c.query_row(
-                    "SELECT state, steps_done, updated_at FROM items WHERE id = ?1",
-                    [item],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-            })
-            .await
-            .unwrap();
+        let conn = crate::store::queue::open(store.path()).unwrap();
+        let d = crate::store::queue::show(&conn, item).unwrap().unwrap();
         assert_eq!(
-            (state.as_str(), steps, updated),
-            ("done", 1, 6),
+            (d.row.state, d.steps_done, d.row.updated_at),
+            (crate::model::ItemState::Done, 1, 6),
             "written in order, with their own times"
         );
     }

@@ -329,7 +329,7 @@ async fn send_steps(
         metadata: &metadata,
     };
     let token = page.access_token.get_ref();
-    let mut ids = previous_ids(shared, item).await;
+    let mut ids = previous_ids(shared, item).await?;
     let total = steps.len();
     for (index, step) in steps
         .into_iter()
@@ -598,23 +598,17 @@ enum Step {
     File(AgentFile),
 }
 
-/// Message ids of steps done by earlier attempts of this item.
-async fn previous_ids(shared: &Shared, item: &Item) -> Vec<String> {
+/// Message ids of steps done by earlier attempts of this item. Not knowing them is a
+/// reason to try later: answered without them, Motion would miss what was sent.
+async fn previous_ids(shared: &Shared, item: &Item) -> Result<Vec<String>, Failure> {
     if item.steps_done == 0 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     shared
         .store
-        .call(crate::store::Access::Read, {
-            let id = item.id;
-            move |conn| {
-                let mut stmt = conn.prepare("SELECT message_id FROM sent_messages WHERE item_id = ?1 ORDER BY sent_at, rowid")?;
-                let rows = stmt.query_map([id], |r| r.get::<_, String>(0))?;
-                rows.collect::<Result<Vec<_>, _>>()
-            }
-        })
+        .sent_ids_of(item.id)
         .await
-        .unwrap_or_default()
+        .map_err(|e| Failure::transient(e.to_string()))
 }
 
 /// Records why a page cannot send (shown by /readyz until a send succeeds) and fails

@@ -186,6 +186,8 @@ pub struct Detail {
     pub dedup_key: DedupKey,
     pub event_ts: i64,
     pub next_attempt_at: i64,
+    /// Steps (notify calls, messages) of the item already done.
+    pub steps_done: i64,
     pub payload: String,
     pub result: Option<String>,
     pub attempt_history: Vec<Attempt>,
@@ -194,12 +196,13 @@ pub struct Detail {
 pub fn show(conn: &Connection, id: i64) -> rusqlite::Result<Option<Detail>> {
     let found = conn
         .query_row(
-            &format!("SELECT {ROW_COLUMNS}, dedup_key, event_ts, next_attempt_at, payload, result FROM items WHERE id = ?1"),
+            &format!("SELECT {ROW_COLUMNS}, dedup_key, event_ts, next_attempt_at, payload, result, steps_done FROM items WHERE id = ?1"),
             [id],
-            |r| Ok((row(r)?, r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?, r.get(14)?)),
+            |r| Ok((row(r)?, r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?)),
         )
         .optional()?;
-    let Some((row, dedup_key, event_ts, next_attempt_at, payload, result)) = found else {
+    let Some((row, dedup_key, event_ts, next_attempt_at, payload, result, steps_done)) = found
+    else {
         return Ok(None);
     };
     let mut stmt = conn
@@ -218,6 +221,7 @@ pub fn show(conn: &Connection, id: i64) -> rusqlite::Result<Option<Detail>> {
         dedup_key,
         event_ts,
         next_attempt_at,
+        steps_done,
         payload,
         result,
         attempt_history,

@@ -1,0 +1,602 @@
+//! The queue: webhooks and the items taken from them, agent replies, their heads (the
+//! next item of each conversation), attempts and outcomes, and the operator's figures.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::Digest;
+
+use super::{Access, Store, StoreError, now_ms};
+use crate::model::{ConversationKey, DedupKey, Direction, ItemKind, ItemState};
+
+/// How a new item enters the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewState {
+    /// To be delivered.
+    Pending,
+    /// Recorded, deliberately not delivered; the reason says why.
+    Skipped(String),
+    /// Cannot be delivered as it is (kept for an operator and for replay after an upgrade).
+    Failed(String),
+}
+
+/// An event to store.
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub direction: Direction,
+    pub page_id: String,
+    pub conversation: ConversationKey,
+    pub dedup_key: DedupKey,
+    pub kind: ItemKind,
+    pub event_ts: i64,
+    pub payload: String,
+    pub state: NewState,
+}
+
+/// A queued item, as a worker sees it.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub id: i64,
+    pub page_id: String,
+    pub conversation: ConversationKey,
+    pub dedup_key: DedupKey,
+    pub kind: ItemKind,
+    pub event_ts: i64,
+    pub payload: String,
+    pub attempts: i64,
+    /// Steps (notify calls) of this item already done: a retry resumes after them.
+    pub steps_done: i64,
+    pub first_failure_at: Option<i64>,
+}
+
+/// One row of the queue, as operators and tests see it.
+#[derive(Debug, Clone)]
+pub struct ItemSummary {
+    pub id: i64,
+    pub direction: Direction,
+    pub page_id: String,
+    pub conversation: ConversationKey,
+    pub kind: ItemKind,
+    pub state: ItemState,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub event_ts: i64,
+}
+
+/// The state of an item after [`Store::enqueue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: i64,
+    /// False when the same item was stored before (a repeated call).
+    pub new: bool,
+    pub state: ItemState,
+    pub last_error: Option<String>,
+    pub result: Option<String>,
+}
+
+/// Pending work of one page in one direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStat {
+    pub page_id: String,
+    pub direction: String,
+    pub pending: i64,
+    /// When the oldest pending item was stored (ms).
+    pub oldest_created_at: i64,
+}
+
+/// What one webhook did to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntakeOutcome {
+    pub webhook_id: i64,
+    /// Items new to the store.
+    pub new: usize,
+    /// Items already stored from an earlier delivery of the same event.
+    pub duplicates: usize,
+    /// New items queued for delivery.
+    pub pending: usize,
+}
+
+/// A fact learned from a peer that the store must keep: what a delivery did. `at` is
+/// when it happened (ms), which may be before it is written (see `relay::ledger`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// The first `steps_done` steps of an item are done (a retry resumes after them).
+    Progress { item: i64, steps_done: i64, at: i64 },
+    /// Graph gave this message id to one of our sends: its echo is ours.
+    Sent {
+        page_id: String,
+        message_id: String,
+        item: i64,
+        at: i64,
+    },
+    /// `item` sent the one private reply `object_id` may have.
+    PrivateReply {
+        page_id: String,
+        object_id: String,
+        item: i64,
+        at: i64,
+    },
+    /// The item is delivered, with what it produced (JSON), if anything.
+    Delivered {
+        item: i64,
+        result: Option<String>,
+        at: i64,
+    },
+    /// Another attempt at `next_at` (ms).
+    RetryAt {
+        item: i64,
+        next_at: i64,
+        error: String,
+        at: i64,
+    },
+    /// Parked as failed for an operator.
+    Failed { item: i64, reason: String, at: i64 },
+}
+
+impl Write {
+    /// The item the write is about.
+    pub fn item(&self) -> i64 {
+        match self {
+            Write::Progress { item, .. }
+            | Write::Sent { item, .. }
+            | Write::PrivateReply { item, .. }
+            | Write::Delivered { item, .. }
+            | Write::RetryAt { item, .. }
+            | Write::Failed { item, .. } => *item,
+        }
+    }
+}
+
+fn write_one(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
+    match write {
+        Write::Progress {
+            item,
+            steps_done,
+            at,
+        } => conn
+            .prepare_cached("UPDATE items SET steps_done = ?2, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![item, steps_done, at])
+            .map(drop),
+        Write::Sent {
+            page_id,
+            message_id,
+            item,
+            at,
+        } => conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO sent_messages (page_id, message_id, item_id, sent_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![page_id, message_id, item, at])
+            .map(drop),
+        Write::PrivateReply {
+            page_id,
+            object_id,
+            item,
+            at,
+        } => conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO private_replies (page_id, object_id, item_id, sent_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![page_id, object_id, item, at])
+            .map(drop),
+        Write::Delivered { item, result, at } => {
+            conn.prepare_cached(
+                "UPDATE items SET state = 'done', attempts = attempts + 1, result = ?2,
+                        updated_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![item, result, at])?;
+            record_attempt(conn, *item, *at, "delivered", None)
+        }
+        Write::RetryAt {
+            item,
+            next_at,
+            error,
+            at,
+        } => {
+            conn.prepare_cached(
+                "UPDATE items SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3,
+                        first_failure_at = COALESCE(first_failure_at, ?4), updated_at = ?4
+                  WHERE id = ?1",
+            )?
+            .execute(params![item, next_at, error, at])?;
+            record_attempt(conn, *item, *at, "retry", Some(error))
+        }
+        Write::Failed { item, reason, at } => {
+            conn.prepare_cached(
+                "UPDATE items SET state = 'failed', attempts = attempts + 1, last_error = ?2,
+                        first_failure_at = COALESCE(first_failure_at, ?3), updated_at = ?3
+                  WHERE id = ?1",
+            )?
+            .execute(params![item, reason, at])?;
+            record_attempt(conn, *item, *at, "failed", Some(reason))
+        }
+    }
+}
+
+/// How many of the latest webhook bodies are found again by their digest.
+pub(super) const RECENT_BODIES: usize = 4096;
+
+/// The digests of the latest webhook bodies and their rows, so that a body received
+/// again (Facebook's redelivery, a captured body replayed a thousand times) points at
+/// the stored copy instead of adding one. In memory, not an index: an index of random
+/// digests cost a B-tree leaf per webhook (+78 % WAL written at intake). A body older
+/// than the last [`RECENT_BODIES`], or received again after a restart, is stored once
+/// more; its items are deduplicated either way. Used by the store thread only.
+#[derive(Default)]
+pub(super) struct RecentBodies {
+    inner: std::sync::Mutex<Recent>,
+}
+
+/// Digest → row, and the digests oldest first (the next to forget).
+#[derive(Default)]
+struct Recent {
+    rows: std::collections::HashMap<[u8; 32], i64>,
+    order: std::collections::VecDeque<[u8; 32]>,
+}
+
+impl RecentBodies {
+    /// The row holding a body with this digest, if it is recent and still stored (a
+    /// row remembered from a batch that could not commit, or pruned since, is not).
+    fn stored(&self, conn: &Connection, digest: &[u8; 32]) -> rusqlite::Result<Option<i64>> {
+        let id = {
+            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.rows.get(digest).copied()
+        };
+        let Some(id) = id else { return Ok(None) };
+        let found: Option<Vec<u8>> = conn
+            .prepare_cached("SELECT digest FROM webhooks WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?
+            .flatten();
+        Ok(found.filter(|d| d[..] == digest[..]).map(|_| id))
+    }
+
+    fn remember(&self, digest: [u8; 32], id: i64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Recent { rows, order } = &mut *inner;
+        if rows.insert(digest, id).is_none() {
+            order.push_back(digest);
+        }
+        while order.len() > RECENT_BODIES {
+            if let Some(old) = order.pop_front() {
+                rows.remove(&old);
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Stores one verified webhook: its raw bytes and every event in it, in one
+    /// transaction. Events already stored (same direction, page and dedup key) count as
+    /// duplicates and are left as they are.
+    pub async fn intake(
+        &self,
+        body: Vec<u8>,
+        parse_error: Option<String>,
+        items: Vec<NewItem>,
+    ) -> Result<IntakeOutcome, StoreError> {
+        // Hashed here, off the store thread.
+        let digest: [u8; 32] = sha2::Sha256::digest(&body).into();
+        let recent = self.recent_bodies.clone();
+        self.call(Access::Durable, move |conn| {
+            let now = now_ms();
+            let webhook_id = match recent.stored(conn, &digest)? {
+                Some(id) => id,
+                None => {
+                    conn.prepare_cached(
+                        "INSERT INTO webhooks (received_at, body, parse_error, digest)
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![now, body, parse_error, &digest[..]])?;
+                    let id = conn.last_insert_rowid();
+                    recent.remember(digest, id);
+                    id
+                }
+            };
+            let mut outcome = IntakeOutcome {
+                webhook_id,
+                new: 0,
+                duplicates: 0,
+                pending: 0,
+            };
+            let mut insert = conn.prepare_cached(
+                "INSERT OR IGNORE INTO items
+                   (direction, page_id, conversation, dedup_key, kind, event_ts, payload,
+                    webhook_id, state, last_error, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+            )?;
+            for item in items {
+                let (state, reason) = match &item.state {
+                    NewState::Pending => ("pending", None),
+                    NewState::Skipped(r) => ("skipped", Some(r.as_str())),
+                    NewState::Failed(r) => ("failed", Some(r.as_str())),
+                };
+                let inserted = insert.execute(params![
+                    item.direction.as_str(),
+                    item.page_id,
+                    item.conversation,
+                    item.dedup_key,
+                    item.kind,
+                    item.event_ts,
+                    item.payload,
+                    webhook_id,
+                    state,
+                    reason,
+                    now
+                ])?;
+                if inserted == 0 {
+                    outcome.duplicates += 1;
+                } else {
+                    outcome.new += 1;
+                    if item.state == NewState::Pending {
+                        outcome.pending += 1;
+                    }
+                }
+            }
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// The next deliverable item of each conversation that has one due (its head: the
+    /// oldest pending item by Facebook time, then arrival), at most `limit`, leaving out
+    /// conversations in `busy` (they have an item in flight) — and when the next head
+    /// that is not busy becomes due, if one is waiting for a retry.
+    pub async fn due_heads(
+        &self,
+        direction: Direction,
+        now: i64,
+        limit: usize,
+        busy: Vec<(String, ConversationKey)>,
+    ) -> Result<(Vec<Item>, Option<i64>), StoreError> {
+        self.call(Access::Read, move |conn| {
+            // The direction is part of the text, not a parameter: with one statement for
+            // both, SQLite re-planned it at every call (alternating bindings).
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT i.id, i.page_id, i.conversation, i.dedup_key, i.kind, i.event_ts, i.payload,
+                        i.attempts, i.steps_done, i.first_failure_at, h.next_attempt_at
+                   FROM heads h JOIN items i ON i.id = h.item_id
+                  WHERE h.direction = '{}'
+                  ORDER BY h.next_attempt_at, i.event_ts, i.id
+                  LIMIT ?1",
+                direction.as_str()
+            ))?;
+            // Enough rows to fill `limit` after skipping the busy ones, plus one more to
+            // learn when the next retry is due.
+            let want = (limit + busy.len() + 1) as i64;
+            let mut rows = stmt.query(params![want])?;
+            let mut items = Vec::new();
+            while let Some(r) = rows.next()? {
+                let (page_id, conversation): (String, ConversationKey) = (r.get(1)?, r.get(2)?);
+                if busy
+                    .iter()
+                    .any(|(p, c)| *p == page_id && *c == conversation)
+                {
+                    continue;
+                }
+                let next_attempt_at: i64 = r.get(10)?;
+                if next_attempt_at > now {
+                    return Ok((items, Some(next_attempt_at)));
+                }
+                if items.len() == limit {
+                    break;
+                }
+                items.push(Item {
+                    id: r.get(0)?,
+                    page_id,
+                    conversation,
+                    dedup_key: r.get(3)?,
+                    kind: r.get(4)?,
+                    event_ts: r.get(5)?,
+                    payload: r.get(6)?,
+                    attempts: r.get(7)?,
+                    steps_done: r.get(8)?,
+                    first_failure_at: r.get(9)?,
+                });
+            }
+            Ok((items, None))
+        })
+        .await
+    }
+
+    /// Records that the first `steps_done` steps of an item are done.
+    pub async fn record_progress(&self, id: i64, steps_done: i64) -> Result<(), StoreError> {
+        self.apply(vec![Write::Progress {
+            item: id,
+            steps_done,
+            at: now_ms(),
+        }])
+        .await
+    }
+
+    /// Marks an item delivered, with what it produced (JSON), if anything.
+    pub async fn complete(&self, id: i64, result: Option<String>) -> Result<(), StoreError> {
+        self.apply(vec![Write::Delivered {
+            item: id,
+            result,
+            at: now_ms(),
+        }])
+        .await
+    }
+
+    /// Writes facts learned from a peer, in order, in one transaction: either all of
+    /// them or none. Delivery outcomes are [`Access::Relaxed`]; a private reply's
+    /// record is durable (Facebook allows one).
+    pub async fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let access = if writes
+            .iter()
+            .any(|w| matches!(w, Write::PrivateReply { .. }))
+        {
+            Access::Durable
+        } else {
+            Access::Relaxed
+        };
+        self.call(access, move |conn| {
+            for w in &writes {
+                write_one(conn, w)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Queues one item unless its twin (same direction, page, dedup key) is stored
+    /// already; either way returns the stored item's current state.
+    pub async fn enqueue(&self, item: NewItem) -> Result<Enqueued, StoreError> {
+        self.call(Access::Durable, move |conn| {
+            let now = now_ms();
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO items
+                   (direction, page_id, conversation, dedup_key, kind, event_ts, payload,
+                    state, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
+                )?
+                .execute(params![
+                    item.direction.as_str(),
+                    item.page_id,
+                    item.conversation,
+                    item.dedup_key,
+                    item.kind,
+                    item.event_ts,
+                    item.payload,
+                    now
+                ])?;
+            conn.prepare_cached(
+                "SELECT id, state, last_error, result FROM items
+                  WHERE direction = ?1 AND page_id = ?2 AND dedup_key = ?3",
+            )?
+            .query_row(
+                params![item.direction.as_str(), item.page_id, item.dedup_key],
+                |r| {
+                    Ok(Enqueued {
+                        id: r.get(0)?,
+                        new: inserted > 0,
+                        state: r.get(1)?,
+                        last_error: r.get(2)?,
+                        result: r.get(3)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    /// Schedules another attempt of an item at `next_at` (ms).
+    pub async fn retry_later(
+        &self,
+        id: i64,
+        next_at: i64,
+        error: String,
+    ) -> Result<(), StoreError> {
+        self.apply(vec![Write::RetryAt {
+            item: id,
+            next_at,
+            error,
+            at: now_ms(),
+        }])
+        .await
+    }
+
+    /// Parks an item as failed, with the reason, for an operator to see, retry or drop.
+    pub async fn fail(&self, id: i64, reason: String) -> Result<(), StoreError> {
+        self.apply(vec![Write::Failed {
+            item: id,
+            reason,
+            at: now_ms(),
+        }])
+        .await
+    }
+
+    /// Every item, oldest first.
+    pub async fn items(&self) -> Result<Vec<ItemSummary>, StoreError> {
+        self.call(Access::Read, |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, direction, page_id, conversation, kind, state, attempts, last_error, event_ts
+                   FROM items ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ItemSummary {
+                    id: r.get(0)?,
+                    direction: r.get(1)?,
+                    page_id: r.get(2)?,
+                    conversation: r.get(3)?,
+                    kind: r.get(4)?,
+                    state: r.get(5)?,
+                    attempts: r.get(6)?,
+                    last_error: r.get(7)?,
+                    event_ts: r.get(8)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Stored webhook bodies that could not be read: `(id, parse_error)`.
+    pub async fn failed_webhooks(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        self.call(Access::Read, |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, parse_error FROM webhooks WHERE parse_error IS NOT NULL ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Number of stored webhook bodies.
+    pub async fn webhook_count(&self) -> Result<i64, StoreError> {
+        self.call(Access::Read, |conn| {
+            conn.prepare_cached("SELECT COUNT(*) FROM webhooks")?
+                .query_row([], |r| r.get(0))
+        })
+        .await
+    }
+
+    /// Pending items per page and direction, with the creation time of the oldest.
+    pub async fn queue_stats(&self) -> Result<Vec<QueueStat>, StoreError> {
+        self.call(Access::Read, |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT page_id, direction, COUNT(*), MIN(created_at) FROM items
+                  WHERE state = 'pending' GROUP BY page_id, direction ORDER BY page_id, direction",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(QueueStat {
+                    page_id: r.get(0)?,
+                    direction: r.get(1)?,
+                    pending: r.get(2)?,
+                    oldest_created_at: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Number of items per state, e.g. `[("done", 3), ("pending", 1)]`.
+    pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.call(Access::Read, |conn| {
+            let mut stmt =
+                conn.prepare("SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+}
+
+/// Adds a row to an item's attempt history.
+pub(crate) fn record_attempt(
+    conn: &Connection,
+    item: i64,
+    at: i64,
+    outcome: &str,
+    error: Option<&str>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO attempts (item_id, at, outcome, error) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![item, at, outcome, error])
+    .map(drop)
+}

@@ -1,0 +1,217 @@
+//! Conversation memory: what the daemon must remember about conversations beyond the
+//! queue — the ids of messages it sent (to know its own echoes), wall threads, private
+//! replies, customers' last activity (the reply window) and cached names.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Access, Store, StoreError, Write, now_ms};
+use crate::model::{ConversationKey, DedupKey, ItemKind};
+
+/// A cached customer name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub first_name: String,
+    pub last_name: String,
+    /// `graph` when Facebook told us, `fallback` when we made it up.
+    pub source: String,
+    pub fetched_at: i64,
+}
+
+impl Store {
+    /// Remembers the Graph message id of one of our sends.
+    pub async fn record_sent(
+        &self,
+        page_id: String,
+        message_id: String,
+        item_id: i64,
+    ) -> Result<(), StoreError> {
+        self.apply(vec![Write::Sent {
+            page_id,
+            message_id,
+            item: item_id,
+            at: now_ms(),
+        }])
+        .await
+    }
+
+    /// The posts and comments of a wall thread (`post:<id>`), newest first:
+    /// `(kind, payload)`.
+    pub async fn wall_thread(
+        &self,
+        page_id: String,
+        conversation: ConversationKey,
+    ) -> Result<Vec<(ItemKind, String)>, StoreError> {
+        self.call(Access::Read, move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT kind, payload FROM items
+                  WHERE kind IN ('wall_post', 'wall_comment') AND direction = 'in'
+                    AND page_id = ?1 AND conversation = ?2
+                  ORDER BY event_ts DESC, id DESC",
+            )?;
+            let rows = stmt.query_map(params![page_id, conversation], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Whether a wall thread (`post:<id>`) of this page was ever received.
+    pub async fn has_thread(
+        &self,
+        page_id: String,
+        conversation: ConversationKey,
+    ) -> Result<bool, StoreError> {
+        self.call(Access::Read, move |conn| {
+            conn.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM items
+                  WHERE kind IN ('wall_post', 'wall_comment') AND direction = 'in'
+                    AND page_id = ?1 AND conversation = ?2)",
+            )?
+            .query_row(params![page_id, conversation], |r| r.get(0))
+        })
+        .await
+    }
+
+    /// The item that sent the private reply to `object_id`, if one did.
+    pub async fn private_reply_owner(
+        &self,
+        page_id: String,
+        object_id: String,
+    ) -> Result<Option<i64>, StoreError> {
+        self.call(Access::Read, move |conn| {
+            conn.prepare_cached(
+                "SELECT item_id FROM private_replies WHERE page_id = ?1 AND object_id = ?2",
+            )?
+            .query_row(params![page_id, object_id], |r| r.get(0))
+            .optional()
+        })
+        .await
+    }
+
+    /// Records that `item_id` sent the private reply to `object_id`.
+    pub async fn record_private_reply(
+        &self,
+        page_id: String,
+        object_id: String,
+        item_id: i64,
+    ) -> Result<(), StoreError> {
+        self.apply(vec![Write::PrivateReply {
+            page_id,
+            object_id,
+            item: item_id,
+            at: now_ms(),
+        }])
+        .await
+    }
+
+    /// The Graph message ids earlier attempts of `item` got, in the order they were sent.
+    pub async fn sent_ids_of(&self, item: i64) -> Result<Vec<String>, StoreError> {
+        self.call(Access::Read, move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT message_id FROM sent_messages WHERE item_id = ?1 ORDER BY sent_at, rowid",
+            )?;
+            let rows = stmt.query_map([item], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Whether `message_id` is one we sent for `page_id`.
+    pub async fn is_our_send(
+        &self,
+        page_id: String,
+        message_id: String,
+    ) -> Result<bool, StoreError> {
+        self.call(Access::Read, move |conn| {
+            conn.prepare_cached(
+                "SELECT COUNT(*) FROM sent_messages WHERE page_id = ?1 AND message_id = ?2",
+            )?
+            .query_row(params![page_id, message_id], |r| r.get::<_, i64>(0))
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
+    /// Facebook time (ms) of the customer's latest own action in a conversation: what
+    /// opens Messenger's reply window. `None` when we never saw the customer.
+    pub async fn last_customer_activity(
+        &self,
+        page_id: String,
+        conversation: ConversationKey,
+    ) -> Result<Option<i64>, StoreError> {
+        self.call(Access::Read, move |conn| {
+            conn.prepare_cached(
+                "SELECT last_ts FROM customer_activity WHERE page_id = ?1 AND conversation = ?2",
+            )?
+            .query_row(params![page_id, conversation], |r| r.get(0))
+            .optional()
+        })
+        .await
+    }
+
+    /// The payload of a stored inbound event by its dedup key (e.g. `mid:…`).
+    pub async fn payload_by_key(
+        &self,
+        page_id: String,
+        dedup_key: DedupKey,
+    ) -> Result<Option<String>, StoreError> {
+        self.call(Access::Read, move |conn| {
+            conn.prepare_cached("SELECT payload FROM items WHERE direction = 'in' AND page_id = ?1 AND dedup_key = ?2")?.query_row(params![page_id, dedup_key],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    pub async fn profile(
+        &self,
+        page_id: String,
+        psid: String,
+    ) -> Result<Option<Profile>, StoreError> {
+        self.call(Access::Read, move |conn| {
+            conn.prepare_cached(
+                "SELECT first_name, last_name, source, fetched_at FROM profiles
+                  WHERE page_id = ?1 AND psid = ?2",
+            )?
+            .query_row(params![page_id, psid], |r| {
+                Ok(Profile {
+                    first_name: r.get(0)?,
+                    last_name: r.get(1)?,
+                    source: r.get(2)?,
+                    fetched_at: r.get(3)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    pub async fn put_profile(
+        &self,
+        page_id: String,
+        psid: String,
+        profile: Profile,
+    ) -> Result<(), StoreError> {
+        self.call(Access::Relaxed, move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO profiles (page_id, psid, first_name, last_name, source, fetched_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (page_id, psid) DO UPDATE SET first_name = excluded.first_name,
+                   last_name = excluded.last_name, source = excluded.source,
+                   fetched_at = excluded.fetched_at",
+            )?
+            .execute(params![
+                page_id,
+                psid,
+                profile.first_name,
+                profile.last_name,
+                profile.source,
+                profile.fetched_at
+            ])
+            .map(drop)
+        })
+        .await
+    }
+}
