@@ -5,7 +5,6 @@
 //! Facebook time, then arrival) whose retry time has come. A conversation whose head is
 //! waiting for a retry waits as a whole: a later message never overtakes an earlier one.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +37,7 @@ pub async fn run<W, WF, D, DF>(
     DF: Future<Output = ()> + Send + 'static,
 {
     let concurrency = shared.live().config.delivery.concurrency;
-    let mut busy: HashSet<(String, ConversationKey)> = HashSet::new();
+    // Each task gives back its conversation, whose claim then ends.
     let mut tasks: JoinSet<(String, ConversationKey)> = JoinSet::new();
 
     while !*shutdown.borrow() {
@@ -55,15 +54,10 @@ pub async fn run<W, WF, D, DF>(
         // With no free slot, a finishing task is what wakes us; else the next retry.
         let mut wait = paused.unwrap_or(POLL);
         if free > 0 {
-            match shared
-                .store
-                .due_heads(direction, now_ms(), free, busy.iter().cloned().collect())
-                .await
-            {
+            match shared.store.claim_heads(direction, now_ms(), free).await {
                 Ok((items, next_due)) => {
                     for item in items {
                         let key = (item.page_id.clone(), item.conversation.clone());
-                        busy.insert(key.clone());
                         let work = deliver(shared.clone(), item);
                         tasks.spawn(async move {
                             work.await;
@@ -87,15 +81,17 @@ pub async fn run<W, WF, D, DF>(
         tokio::select! {
             _ = woken => {}
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok(key) = done { busy.remove(&key); }
+                if let Ok((page, conversation)) = done {
+                    shared.store.release(direction, &page, &conversation);
+                }
             }
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => {}
         }
         // Collect every other finished task too, so their conversations free up.
         while let Some(done) = tasks.try_join_next() {
-            if let Ok(key) = done {
-                busy.remove(&key);
+            if let Ok((page, conversation)) = done {
+                shared.store.release(direction, &page, &conversation);
             }
         }
     }

@@ -117,6 +117,7 @@ impl Store {
             stats,
             path: Arc::new(path.to_owned()),
             recent_bodies: Arc::default(),
+            claims: Arc::default(),
         })
     }
 

@@ -213,6 +213,53 @@ fn write_one(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
     }
 }
 
+/// How long a claim on a conversation lasts when its holder never releases it (a
+/// holder that died). Longer than any attempt: Motion's and Graph's timeouts are
+/// seconds.
+pub const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Conversations with an item in flight, each until its lease ends (ms). With SQLite
+/// the store belongs to one process, so they live beside the store thread, and a
+/// restart ends them all; a store shared by two hosts keeps them in its database
+/// instead, behind the same `claim_heads` and `release`.
+#[derive(Default)]
+pub(super) struct Claims {
+    held: std::sync::Mutex<std::collections::HashMap<(Direction, String, ConversationKey), i64>>,
+}
+
+impl Claims {
+    fn held(
+        &self,
+        direction: Direction,
+        now: i64,
+    ) -> std::collections::HashSet<(String, ConversationKey)> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.retain(|_, until| *until > now);
+        held.keys()
+            .filter(|(d, _, _)| *d == direction)
+            .map(|(_, p, c)| (p.clone(), c.clone()))
+            .collect()
+    }
+
+    fn take(&self, direction: Direction, items: &[Item], now: i64) {
+        let until = now.saturating_add(super::duration_ms(CLAIM_LEASE));
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for item in items {
+            held.insert(
+                (direction, item.page_id.clone(), item.conversation.clone()),
+                until,
+            );
+        }
+    }
+
+    fn release(&self, direction: Direction, page_id: &str, conversation: &ConversationKey) {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(direction, page_id.to_owned(), conversation.clone()));
+    }
+}
+
 /// How many of the latest webhook bodies are found again by their digest.
 pub(super) const RECENT_BODIES: usize = 4096;
 
@@ -338,18 +385,21 @@ impl Store {
         .await
     }
 
-    /// The next deliverable item of each conversation that has one due (its head: the
-    /// oldest pending item by Facebook time, then arrival), at most `limit`, leaving out
-    /// conversations in `busy` (they have an item in flight) — and when the next head
-    /// that is not busy becomes due, if one is waiting for a retry.
-    pub async fn due_heads(
+    /// Claims the next deliverable item of each conversation that has one due (its head:
+    /// the oldest pending item by Facebook time, then arrival), at most `limit`, leaving
+    /// out conversations claimed already (they have an item in flight) — and says when
+    /// the next unclaimed head becomes due, if one is waiting for a retry. Each claim is
+    /// a lease on its conversation until [`Store::release`] (or [`CLAIM_LEASE`] passes):
+    /// no two workers ever hold one conversation.
+    pub async fn claim_heads(
         &self,
         direction: Direction,
         now: i64,
         limit: usize,
-        busy: Vec<(String, ConversationKey)>,
     ) -> Result<(Vec<Item>, Option<i64>), StoreError> {
+        let claims = self.claims.clone();
         self.call(Access::Read, move |conn| {
+            let held = claims.held(direction, now);
             // The direction is part of the text, not a parameter: with one statement for
             // both, SQLite re-planned it at every call (alternating bindings).
             let mut stmt = conn.prepare_cached(&format!(
@@ -361,22 +411,21 @@ impl Store {
                   LIMIT ?1",
                 direction.as_str()
             ))?;
-            // Enough rows to fill `limit` after skipping the busy ones, plus one more to
-            // learn when the next retry is due.
-            let want = (limit + busy.len() + 1) as i64;
+            // Enough rows to fill `limit` after skipping the claimed ones, plus one more
+            // to learn when the next retry is due.
+            let want = (limit + held.len() + 1) as i64;
             let mut rows = stmt.query(params![want])?;
             let mut items = Vec::new();
+            let mut next_due = None;
             while let Some(r) = rows.next()? {
                 let (page_id, conversation): (String, ConversationKey) = (r.get(1)?, r.get(2)?);
-                if busy
-                    .iter()
-                    .any(|(p, c)| *p == page_id && *c == conversation)
-                {
+                if held.contains(&(page_id.clone(), conversation.clone())) {
                     continue;
                 }
                 let next_attempt_at: i64 = r.get(10)?;
                 if next_attempt_at > now {
-                    return Ok((items, Some(next_attempt_at)));
+                    next_due = Some(next_attempt_at);
+                    break;
                 }
                 if items.len() == limit {
                     break;
@@ -394,9 +443,15 @@ impl Store {
                     first_failure_at: r.get(9)?,
                 });
             }
-            Ok((items, None))
+            claims.take(direction, &items, now);
+            Ok((items, next_due))
         })
         .await
+    }
+
+    /// Ends the claim on a conversation: its next item may go out.
+    pub fn release(&self, direction: Direction, page_id: &str, conversation: &ConversationKey) {
+        self.claims.release(direction, page_id, conversation);
     }
 
     /// Records that the first `steps_done` steps of an item are done.

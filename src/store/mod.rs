@@ -34,9 +34,11 @@ use tokio::sync::mpsc;
 pub use crate::model::Direction;
 use engine::Request;
 pub use engine::{Access, StoreStats, spool_dir};
-use items::RecentBodies;
 pub(crate) use items::record_attempt;
-pub use items::{Enqueued, IntakeOutcome, Item, ItemSummary, NewItem, NewState, QueueStat, Write};
+pub use items::{
+    CLAIM_LEASE, Enqueued, IntakeOutcome, Item, ItemSummary, NewItem, NewState, QueueStat, Write,
+};
+use items::{Claims, RecentBodies};
 pub use memory::Profile;
 pub use retention::Pruned;
 
@@ -79,6 +81,7 @@ pub struct Store {
     stats: Arc<StoreStats>,
     path: Arc<PathBuf>,
     recent_bodies: Arc<RecentBodies>,
+    claims: Arc<Claims>,
 }
 
 #[cfg(test)]
@@ -154,6 +157,65 @@ mod tests {
         assert_eq!(store.webhook_count().await.unwrap(), before + 1);
     }
 
+    /// A conversation is held by one claim at a time: claimed again only once released,
+    /// or once its lease has run out (a holder that died).
+    #[tokio::test]
+    async fn a_claimed_conversation_is_handed_out_once_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        // Two conversations (16 apart share one), two items in the first.
+        store
+            .intake(b"{}".to_vec(), None, vec![event(1), event(17), event(2)])
+            .await
+            .unwrap();
+        let now = now_ms();
+        let (first, _) = store
+            .claim_heads(Direction::Inbound, now, 10)
+            .await
+            .unwrap();
+        let conversations: Vec<&str> = first.iter().map(|i| i.conversation.as_str()).collect();
+        assert_eq!(conversations, ["psid:1", "psid:2"]);
+        let (again, _) = store
+            .claim_heads(Direction::Inbound, now, 10)
+            .await
+            .unwrap();
+        assert!(again.is_empty(), "claimed twice: {again:?}");
+        // The other direction is another queue.
+        let (outbound, _) = store
+            .claim_heads(Direction::Outbound, now, 10)
+            .await
+            .unwrap();
+        assert!(outbound.is_empty());
+
+        store.complete(first[0].id, None).await.unwrap();
+        store.release(
+            Direction::Inbound,
+            &first[0].page_id,
+            &first[0].conversation,
+        );
+        let (next, _) = store
+            .claim_heads(Direction::Inbound, now, 10)
+            .await
+            .unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(
+            next[0].dedup_key.as_str(),
+            "mid:17",
+            "the conversation's next item"
+        );
+
+        let later = now + duration_ms(CLAIM_LEASE) + 1;
+        let (expired, _) = store
+            .claim_heads(Direction::Inbound, later, 10)
+            .await
+            .unwrap();
+        let mut ids: Vec<i64> = expired.iter().map(|i| i.id).collect();
+        ids.sort();
+        let mut want = vec![next[0].id, first[1].id];
+        want.sort();
+        assert_eq!(ids, want, "leases ran out");
+    }
+
     /// Outside systemd the umask used to leave the database readable by everyone.
     #[tokio::test]
     async fn the_database_and_its_spool_are_private() {
@@ -192,7 +254,7 @@ mod tests {
         assert_eq!(stats.relaxed_commits.load(Ordering::Relaxed), 0);
 
         let (items, _) = store
-            .due_heads(Direction::Inbound, now_ms(), 10, Vec::new())
+            .claim_heads(Direction::Inbound, now_ms(), 10)
             .await
             .unwrap();
         store.complete(items[0].id, None).await.unwrap();
