@@ -8,7 +8,7 @@ use crate::config::{Config, PageConfig};
 use crate::facebook::ids::{ObjectId, UserId};
 use crate::facebook::webhook::{self, Parsed};
 use crate::relay::Customer;
-use crate::relay::{feed, messenger, outbound};
+use crate::relay::{feed, messenger, messenger_reply};
 
 /// A page config for the translators (wall posts on, so every branch runs).
 fn page() -> &'static PageConfig {
@@ -135,7 +135,7 @@ pub fn reply(data: &[u8]) {
     {
         assert_id_text(customer.as_str());
     }
-    let pieces = outbound::split_text(&reply.body, outbound::MAX_TEXT_CHARS);
+    let pieces = messenger_reply::split_text(&reply.body, messenger_reply::MAX_TEXT_CHARS);
     assert_eq!(
         pieces.concat(),
         reply.body,
@@ -144,9 +144,9 @@ pub fn reply(data: &[u8]) {
     assert!(
         pieces
             .iter()
-            .all(|p| p.chars().count() <= outbound::MAX_TEXT_CHARS)
+            .all(|p| p.chars().count() <= messenger_reply::MAX_TEXT_CHARS)
     );
-    let _ = outbound::messaging_type(
+    let _ = messenger_reply::messaging_type(
         Some(data.len() as i64 * 1_000_000),
         1_800_000_000_000,
         data.len().is_multiple_of(2),

@@ -752,6 +752,22 @@ pub fn file_name_from_url(url: &str, content_type: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn mime_types_map_to_send_api_kinds() {
+        assert_eq!(AttachmentType::of_mime("image/png"), AttachmentType::Image);
+        assert_eq!(
+            AttachmentType::of_mime("Image/JPEG; q=1"),
+            AttachmentType::Image
+        );
+        assert_eq!(AttachmentType::of_mime("video/mp4"), AttachmentType::Video);
+        assert_eq!(AttachmentType::of_mime("audio/mpeg"), AttachmentType::Audio);
+        assert_eq!(
+            AttachmentType::of_mime("application/pdf"),
+            AttachmentType::File
+        );
+        assert_eq!(AttachmentType::of_mime(""), AttachmentType::File);
+    }
+
     /// Real Graph error bodies (from Meta's docs and observed answers) and what they mean.
     #[test]
     fn classification_table() {

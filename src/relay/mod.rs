@@ -18,6 +18,7 @@ pub mod inbound;
 pub mod intake;
 pub mod ledger;
 pub mod messenger;
+pub mod messenger_reply;
 pub mod outbound;
 pub mod outcome;
 pub mod pauses;
@@ -25,7 +26,9 @@ pub mod reply;
 pub mod retention;
 pub mod retry;
 pub mod routing;
+pub mod sending;
 pub mod subscription;
+pub mod wall_reply;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

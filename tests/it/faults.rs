@@ -260,11 +260,20 @@ async fn a_full_disk_under_traffic_both_ways_never_sends_anything_twice() {
     })
     .await;
 
-    // The disk fills. The WAL is emptied first, so that every write needs new space.
+    // The disk fills. The WAL is emptied first, so that every write needs new space (a
+    // reader of the daemon's may make a checkpoint give up: then it is tried again).
     {
         let side = rusqlite::Connection::open(&store).unwrap();
-        side.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .unwrap();
+        let mut wal = store.as_os_str().to_owned();
+        wal.push("-wal");
+        wait_until("the WAL is emptied", WAIT, || {
+            let busy: i64 = side
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                .unwrap();
+            let empty = std::fs::metadata(&wal).map_or(true, |m| m.len() == 0);
+            async move { busy == 0 && empty }
+        })
+        .await;
     }
     let filler = disk.fill();
     let log_before = daemon.log.lock().unwrap().len();

@@ -1,0 +1,199 @@
+//! What both kinds of replies need: the agent's file from Motion, the ids of what was
+//! sent, and Graph's errors turned into a [`Failure`] with the right scope (a page's
+//! problem, a paused feature, a permission).
+
+use tracing::{info, warn};
+
+use crate::config::PageConfig;
+use crate::facebook::graph::{Disposition, GraphError, MAX_FILE_BYTES};
+use crate::motion::{AgentFile, MotionError};
+use crate::relay::Shared;
+use crate::relay::outcome::Failure;
+use crate::relay::pauses::{Feature, Pause};
+use crate::relay::reply::OutboundReply;
+use crate::store::{Item, Write, now_ms};
+
+/// The file an agent attached, fetched from Motion (refused over 25 MB).
+pub(super) async fn fetch_agent_file(
+    shared: &Shared,
+    page: &PageConfig,
+    reply: &OutboundReply,
+) -> Result<Option<AgentFile>, Failure> {
+    Ok(match &reply.attachment_id {
+        Some(id) => Some(
+            shared
+                .live()
+                .motion
+                .fetch_attachment(page.receive_url.get_ref(), *id, MAX_FILE_BYTES)
+                .await
+                .map_err(|e| match e {
+                    MotionError::Transient(reason) => Failure::Transient {
+                        reason,
+                        wait: None,
+                        rate_limited: false,
+                        brief: false,
+                    },
+                    MotionError::TooLarge(reason) => Failure::Permanent {
+                        status: 413,
+                        reason: format!("Not sent: {reason}; Facebook accepts files up to 25 MB."),
+                    },
+                    MotionError::Permanent(reason) => Failure::Permanent {
+                        status: 502,
+                        reason: format!(
+                            "Not sent: the attached file could not be read from Motion: {reason}"
+                        ),
+                    },
+                })?,
+        ),
+        None => None,
+    })
+}
+
+/// Remembers a Graph message id of ours, so that its echo is recognised.
+pub(super) async fn record_sent(shared: &Shared, page_id: &str, message_id: &str, item: i64) {
+    let write = Write::Sent {
+        page_id: page_id.to_owned(),
+        message_id: message_id.to_owned(),
+        item,
+        at: now_ms(),
+    };
+    shared.ledger.record(&shared.store, write).await;
+}
+
+/// Message ids of steps done by earlier attempts of this item. Not knowing them is a
+/// reason to try later: answered without them, Motion would miss what was sent.
+pub(super) async fn previous_ids(shared: &Shared, item: &Item) -> Result<Vec<String>, Failure> {
+    if item.steps_done == 0 {
+        return Ok(Vec::new());
+    }
+    shared
+        .store
+        .sent_ids_of(item.id)
+        .await
+        .map_err(|e| Failure::transient(e.to_string()))
+}
+
+/// Records why a page cannot send (shown by /readyz until a send succeeds) and fails
+/// the reply with that reason.
+pub(super) fn mark_unhealthy(shared: &Shared, page_id: &str, problem: String) -> Failure {
+    shared
+        .page_problems
+        .lock()
+        .unwrap()
+        .insert(page_id.to_owned(), problem.clone());
+    Failure::Permanent {
+        status: 502,
+        reason: format!("Not sent: {problem}"),
+    }
+}
+
+/// What a Graph error means for this reply, for the feature it used and for the page.
+pub(super) fn graph_failure(
+    shared: &Shared,
+    page_id: &str,
+    feature: Feature,
+    call: &str,
+    e: GraphError,
+) -> Failure {
+    let label = match e.disposition {
+        Disposition::Retry | Disposition::RetryBriefly => "retry",
+        Disposition::SlowDown => "rate_limited",
+        Disposition::TokenInvalid => "token_invalid",
+        Disposition::FeatureBlocked => "feature_blocked",
+        Disposition::MissingPermission => "missing_permission",
+        Disposition::Permanent => "refused",
+    };
+    shared.metrics.graph_call(page_id, call, label);
+    match e.disposition {
+        Disposition::Retry | Disposition::RetryBriefly => Failure::Transient {
+            reason: e.to_string(),
+            wait: None,
+            rate_limited: false,
+            brief: e.disposition == Disposition::RetryBriefly,
+        },
+        Disposition::SlowDown => Failure::Transient {
+            reason: format!("Facebook rate-limited this page: {e}"),
+            wait: e.retry_after,
+            rate_limited: true,
+            brief: false,
+        },
+        Disposition::TokenInvalid => mark_unhealthy(
+            shared,
+            page_id,
+            format!(
+                "the Page access token is invalid or expired ({e}): put a new token in this page's access_token and reload"
+            ),
+        ),
+        Disposition::FeatureBlocked => {
+            let now = now_ms();
+            let first = shared.live().config.facebook.block_pause;
+            let (pause, fresh) = shared
+                .pauses
+                .block(page_id, feature, now, first, e.to_string());
+            if fresh {
+                warn!(
+                    page_id,
+                    feature = feature.as_str(),
+                    "Facebook throttles {} on page {page_id} ({e}); {} are paused for {} and tried again then, other features go on. It usually lasts hours; see the Page's Support Inbox if it does not end",
+                    feature.words(),
+                    feature.words(),
+                    humantime::format_duration(pause.length)
+                );
+            }
+            paused(feature, &pause, now)
+        }
+        Disposition::MissingPermission => Failure::Permanent {
+            status: 502,
+            reason: format!(
+                "Not sent: the Page token lacks a permission — {} is needed for {} ({e}). Grant it to the app and make a new Page token.",
+                feature.permission(),
+                feature.words()
+            ),
+        },
+        Disposition::Permanent => Failure::Permanent {
+            status: 502,
+            reason: format!("Not sent: Facebook refused the message: {}", e),
+        },
+    }
+}
+
+/// The failure of a reply whose feature is paused: queued until the pause ends.
+pub(super) fn paused(feature: Feature, pause: &Pause, now: i64) -> Failure {
+    Failure::Transient {
+        reason: format!(
+            "Facebook is throttling {} on this Page; queued, next try at {} UTC",
+            feature.words(),
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(u64::try_from(pause.until).unwrap_or(0))
+            )
+        ),
+        wait: Some(crate::store::until(pause.until, now)),
+        rate_limited: false,
+        brief: false,
+    }
+}
+
+/// Fails fast without calling Graph while a feature is paused.
+pub(super) fn check_pause(shared: &Shared, page_id: &str, feature: Feature) -> Result<(), Failure> {
+    let now = now_ms();
+    match shared.pauses.active(page_id, feature, now) {
+        Some(pause) => Err(paused(feature, &pause, now)),
+        None => Ok(()),
+    }
+}
+
+/// A call of `feature` went through: a pause of it, if any, is over.
+pub(super) fn feature_works(shared: &Shared, page_id: &str, feature: Feature) {
+    if let Some(pause) = shared.pauses.clear(page_id, feature) {
+        info!(
+            page_id,
+            feature = feature.as_str(),
+            "{} work again on page {page_id} after a pause of {} (Facebook's throttle is over)",
+            feature.words(),
+            humantime::format_duration(std::time::Duration::from_secs(
+                u64::try_from(now_ms().saturating_sub(pause.since) / 1000).unwrap_or(0)
+            ))
+        );
+    }
+}
