@@ -374,15 +374,21 @@ macro_rules! serialize_as_str {
 }
 serialize_as_str!(ItemKind, ItemState, Direction, ConversationKey, DedupKey);
 
-/// Stored as their labels; a label no release wrote is an error naming the column's type.
-macro_rules! sql_label {
+/// Stored as their text.
+macro_rules! sql_text {
     ($($t:ty),*) => {$(
         impl ToSql for $t {
             fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
                 Ok(ToSqlOutput::from(self.as_str()))
             }
         }
+    )*};
+}
+sql_text!(ItemKind, ItemState, Direction, ConversationKey, DedupKey);
 
+/// Read from their labels; a label no release wrote is an error naming the type.
+macro_rules! sql_label {
+    ($($t:ty),*) => {$(
         impl FromSql for $t {
             fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
                 let text = value.as_str()?;
@@ -402,22 +408,17 @@ macro_rules! sql_label {
 }
 sql_label!(ItemKind, ItemState, Direction);
 
-macro_rules! sql_key {
-    ($($t:ty),*) => {$(
-        impl ToSql for $t {
-            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-                Ok(ToSqlOutput::from(self.as_str()))
-            }
-        }
-
-        impl FromSql for $t {
-            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-                Ok(<$t>::from_stored(value.as_str()?.to_owned()))
-            }
-        }
-    )*};
+impl FromSql for ConversationKey {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        Ok(ConversationKey::from_stored(value.as_str()?.to_owned()))
+    }
 }
-sql_key!(ConversationKey, DedupKey);
+
+impl FromSql for DedupKey {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        Ok(DedupKey::from_stored(value.as_str()?.to_owned()))
+    }
+}
 
 #[cfg(test)]
 mod tests {

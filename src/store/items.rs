@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::Digest;
 
-use super::{Access, Store, StoreError, now_ms};
+use super::{Access, ItemSummary, Store, StoreError, now_ms};
 use crate::model::{ConversationKey, DedupKey, Direction, ItemKind, ItemState};
 
 /// How a new item enters the queue.
@@ -45,20 +45,6 @@ pub struct Item {
     /// Steps (notify calls) of this item already done: a retry resumes after them.
     pub steps_done: i64,
     pub first_failure_at: Option<i64>,
-}
-
-/// One row of the queue, as operators and tests see it.
-#[derive(Debug, Clone)]
-pub struct ItemSummary {
-    pub id: i64,
-    pub direction: Direction,
-    pub page_id: String,
-    pub conversation: ConversationKey,
-    pub kind: ItemKind,
-    pub state: ItemState,
-    pub attempts: i64,
-    pub last_error: Option<String>,
-    pub event_ts: i64,
 }
 
 /// The state of an item after [`Store::enqueue`].
@@ -566,23 +552,9 @@ impl Store {
     /// Every item, oldest first.
     pub async fn items(&self) -> Result<Vec<ItemSummary>, StoreError> {
         self.call(Access::Read, |conn| {
-            let mut stmt = conn.prepare(
-                "SELECT id, direction, page_id, conversation, kind, state, attempts, last_error, event_ts
-                   FROM items ORDER BY id",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(ItemSummary {
-                    id: r.get(0)?,
-                    direction: r.get(1)?,
-                    page_id: r.get(2)?,
-                    conversation: r.get(3)?,
-                    kind: r.get(4)?,
-                    state: r.get(5)?,
-                    attempts: r.get(6)?,
-                    last_error: r.get(7)?,
-                    event_ts: r.get(8)?,
-                })
-            })?;
+            let columns = super::queue::ROW_COLUMNS;
+            let mut stmt = conn.prepare(&format!("SELECT {columns} FROM items ORDER BY id"))?;
+            let rows = stmt.query_map([], super::queue::row)?;
             rows.collect()
         })
         .await

@@ -35,11 +35,11 @@ pub use crate::model::Direction;
 use engine::Request;
 pub use engine::{Access, StoreStats, spool_dir};
 pub(crate) use items::record_attempt;
-pub use items::{
-    CLAIM_LEASE, Enqueued, IntakeOutcome, Item, ItemSummary, NewItem, NewState, QueueStat, Write,
-};
+pub use items::{CLAIM_LEASE, Enqueued, IntakeOutcome, Item, NewItem, NewState, QueueStat, Write};
 use items::{Claims, RecentBodies};
 pub use memory::Profile;
+/// One row of the queue, as operators (`queue list`) and tests see it.
+pub use queue::Row as ItemSummary;
 pub use retention::Pruned;
 
 #[derive(Debug, thiserror::Error)]

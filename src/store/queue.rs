@@ -119,6 +119,8 @@ pub struct Row {
     pub kind: ItemKind,
     pub state: ItemState,
     pub attempts: i64,
+    /// Facebook time of the event (or when the reply came), ms: the delivery order.
+    pub event_ts: i64,
     pub created_at: i64,
     pub updated_at: i64,
     pub last_error: Option<String>,
@@ -134,9 +136,9 @@ pub struct Filter {
     pub limit: Option<usize>,
 }
 
-const ROW_COLUMNS: &str = "id, direction, page_id, conversation, kind, state, attempts, created_at, updated_at, last_error";
+pub(super) const ROW_COLUMNS: &str = "id, direction, page_id, conversation, kind, state, attempts, created_at, updated_at, last_error, event_ts";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+pub(super) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok(Row {
         id: r.get(0)?,
         direction: r.get(1)?,
@@ -148,6 +150,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         created_at: r.get(7)?,
         updated_at: r.get(8)?,
         last_error: r.get(9)?,
+        event_ts: r.get(10)?,
     })
 }
 
@@ -198,7 +201,7 @@ pub fn show(conn: &Connection, id: i64) -> rusqlite::Result<Option<Detail>> {
         .query_row(
             &format!("SELECT {ROW_COLUMNS}, dedup_key, event_ts, next_attempt_at, payload, result, steps_done FROM items WHERE id = ?1"),
             [id],
-            |r| Ok((row(r)?, r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?)),
+            |r| Ok((row(r)?, r.get(11)?, r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?, r.get(16)?)),
         )
         .optional()?;
     let Some((row, dedup_key, event_ts, next_attempt_at, payload, result, steps_done)) = found
