@@ -1050,6 +1050,94 @@ fn key_in_message(message: &str) -> Option<String> {
     })
 }
 
+/// What a reload changes, key by key (`section.key`; a page's as `page.<id>.key`).
+/// Secrets are compared by the daemon where they are used (they print masked here).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ConfigDiff {
+    /// Keys whose value differs, in force from now on.
+    pub now: Vec<String>,
+    /// Keys whose value differs but that are read only at start: `(key, was, now)`.
+    pub at_restart: Vec<(String, String, String)>,
+    pub pages_added: Vec<String>,
+    pub pages_removed: Vec<String>,
+}
+
+/// Keys the daemon reads only when it starts: its listeners, the store, the workers.
+const READ_AT_START: &[&str] = &[
+    "public.listen",
+    "public.tls",
+    "public.tls_cert",
+    "public.tls_key",
+    "public.max_connections",
+    "public.max_active_connections",
+    "public.body_memory",
+    "public.body_spool",
+    "local.listen",
+    "storage.path",
+    "delivery.concurrency",
+];
+
+impl Config {
+    /// How `new` differs from this config, section by section.
+    pub fn diff(&self, new: &Config) -> ConfigDiff {
+        use serde_json::Value;
+        let as_value = |c: &Config| serde_json::to_value(c).unwrap_or(Value::Null);
+        let (before, after) = (as_value(self), as_value(new));
+        let mut diff = ConfigDiff::default();
+        let mut changed = Vec::new();
+        let fields = |v: &Value| v.as_object().cloned().unwrap_or_default();
+        let compare =
+            |prefix: &str, a: &Value, b: &Value, changed: &mut Vec<(String, String, String)>| {
+                let (a, b) = (fields(a), fields(b));
+                let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for key in keys {
+                    let (was, now) = (a.get(key), b.get(key));
+                    if was != now {
+                        let show = |v: Option<&Value>| {
+                            v.map_or_else(|| "(unset)".into(), Value::to_string)
+                        };
+                        changed.push((format!("{prefix}.{key}"), show(was), show(now)));
+                    }
+                }
+            };
+        for (section, value) in fields(&before) {
+            if section != "page" {
+                compare(&section, &value, &after[&section], &mut changed);
+            }
+        }
+        let pages = |v: &Value| -> Vec<(String, Value)> {
+            v["page"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| (p["id"].as_str().unwrap_or_default().to_owned(), p.clone()))
+                .collect()
+        };
+        let (old_pages, new_pages) = (pages(&before), pages(&after));
+        for (id, page) in &new_pages {
+            match old_pages.iter().find(|(old, _)| old == id) {
+                Some((_, old)) => compare(&format!("page.{id}"), old, page, &mut changed),
+                None => diff.pages_added.push(id.clone()),
+            }
+        }
+        diff.pages_removed = old_pages
+            .iter()
+            .filter(|(id, _)| !new_pages.iter().any(|(new, _)| new == id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for (key, was, now) in changed {
+            if READ_AT_START.contains(&key.as_str()) {
+                diff.at_restart.push((key, was, now));
+            } else {
+                diff.now.push(key);
+            }
+        }
+        diff
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1089,6 +1177,38 @@ reply_token = "rt-0123456789abcdef"
 
     fn errors(text: &str) -> Vec<ConfigError> {
         Config::from_toml(Path::new("c.toml"), text).unwrap_err().0
+    }
+
+    /// A reload learns what changed key by key, and which keys wait for a restart.
+    #[test]
+    fn a_reload_sees_each_changed_key_and_what_needs_a_restart() {
+        let load = |text: &str| Config::from_toml(Path::new("c.toml"), text).unwrap();
+        let before = load(&minimal(""));
+        assert_eq!(before.diff(&load(&minimal(""))), ConfigDiff::default());
+        let after = load(
+            &(minimal("[delivery]\nconcurrency = 4\nretry_max = \"2m\"")
+                .replace("[public]\n", "[public]\nlisten = \"0.0.0.0:8443\"\n")
+                .replace(
+                    "reply_token = \"rt-0123456789abcdef\"",
+                    "reply_token = \"rt-0123456789abcdef\"\nhuman_agent_tag = true",
+                )
+                + "[[page]]\nid = \"456\"\naccess_token = \"t2\"\nreceive_url = \"http://127.0.0.1:9/n\"\nreply_token = \"rt-fedcba9876543210\"\n"),
+        );
+        let diff = before.diff(&after);
+        let restart: Vec<&str> = diff.at_restart.iter().map(|(k, _, _)| k.as_str()).collect();
+        assert_eq!(restart, ["delivery.concurrency", "public.listen"]);
+        assert_eq!(diff.now, ["delivery.retry_max", "page.123.human_agent_tag"]);
+        assert_eq!(diff.pages_added, ["456"]);
+        assert!(diff.pages_removed.is_empty());
+        let (_, was, now) = &diff.at_restart[1];
+        assert!(
+            was.contains("8443") || now.contains("0.0.0.0:8443"),
+            "{was} → {now}"
+        );
+        // A token rotation is not printed: secrets serialise masked.
+        let rotated =
+            load(&minimal("").replace("access_token = \"tok\"", "access_token = \"tok2\""));
+        assert!(before.diff(&rotated).now.is_empty());
     }
 
     #[test]

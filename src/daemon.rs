@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigDiff};
 use crate::metrics::ResultLabels;
 use crate::relay::{Live, Shared, inbound, outbound, retention, subscription};
 use crate::server::tls::CertStore;
@@ -232,88 +232,22 @@ impl Daemon {
         let old = self.shared.live();
         let before = &old.config;
         let mut notes = Vec::new();
-        let restart_only = [
-            (
-                "public.listen",
-                before.public.listen.to_string(),
-                config.public.listen.to_string(),
-            ),
-            (
-                "public.tls",
-                before.public.tls.to_string(),
-                config.public.tls.to_string(),
-            ),
-            (
-                "public.tls_cert",
-                before.public.tls_cert.get_ref().display().to_string(),
-                config.public.tls_cert.get_ref().display().to_string(),
-            ),
-            (
-                "public.tls_key",
-                before.public.tls_key.get_ref().display().to_string(),
-                config.public.tls_key.get_ref().display().to_string(),
-            ),
-            (
-                "public.max_connections",
-                before.public.max_connections.to_string(),
-                config.public.max_connections.to_string(),
-            ),
-            (
-                "local.listen",
-                before.local.listen.to_string(),
-                config.local.listen.to_string(),
-            ),
-            (
-                "storage.path",
-                before.storage.path.display().to_string(),
-                config.storage.path.display().to_string(),
-            ),
-            (
-                "public.max_active_connections",
-                before.public.max_active_connections.to_string(),
-                config.public.max_active_connections.to_string(),
-            ),
-            (
-                "public.body_memory",
-                before.public.body_memory.to_string(),
-                config.public.body_memory.to_string(),
-            ),
-            (
-                "public.body_spool",
-                before.public.body_spool.to_string(),
-                config.public.body_spool.to_string(),
-            ),
-            (
-                "delivery.concurrency",
-                before.delivery.concurrency.to_string(),
-                config.delivery.concurrency.to_string(),
-            ),
-        ];
-        for (key, was, now) in restart_only {
-            if was != now {
-                warn!(
-                    "config reload: {key} changed ({was} → {now}); it takes effect at the next restart"
-                );
-                notes.push(format!("{key} needs a restart"));
-            }
+        let diff = before.diff(&config);
+        for (key, was, now) in &diff.at_restart {
+            warn!(
+                "config reload: {key} changed ({was} → {now}); it takes effect at the next restart"
+            );
+            notes.push(format!("{key} needs a restart"));
         }
-        let ids = |c: &Config| {
-            c.pages
-                .iter()
-                .map(|p| p.id.get_ref().clone())
-                .collect::<Vec<_>>()
-        };
-        let (old_ids, new_ids) = (ids(before), ids(&config));
-        let added: Vec<_> = new_ids
-            .iter()
-            .filter(|p| !old_ids.contains(p))
-            .cloned()
-            .collect();
-        let removed: Vec<_> = old_ids
-            .iter()
-            .filter(|p| !new_ids.contains(p))
-            .cloned()
-            .collect();
+        if !diff.now.is_empty() {
+            info!("config reload: changed {}", diff.now.join(", "));
+        }
+        let pages = config.pages.len();
+        let ConfigDiff {
+            pages_added: added,
+            pages_removed: removed,
+            ..
+        } = diff;
         let live = Live::new(config, Some(self.shared.capture.clone()))?;
         self.shared.replace_live(live);
         if let Some(certs) = &self.certs {
@@ -329,7 +263,7 @@ impl Daemon {
                 }
             }
         }
-        let mut summary = format!("{} page(s)", new_ids.len());
+        let mut summary = format!("{pages} page(s)");
         if !added.is_empty() {
             summary.push_str(&format!(", added {}", added.join(", ")));
         }
