@@ -7,13 +7,16 @@
 //! - Motion → Facebook: a Reply URL call is checked and queued ([`reply`]) and sent to
 //!   Graph by the outbound worker ([`outbound`]).
 //! - Both: the dispatcher hands out one item per conversation at a time ([`dispatch`]),
-//!   the retry schedule ([`retry`]), outcomes the store could not take yet ([`ledger`]),
-//!   features Facebook throttles ([`pauses`]), who owns a Page's conversations
-//!   ([`routing`]), our app's subscription ([`subscription`]) and old history's removal
-//!   ([`retention`]).
+//!   [`outcome`] records what each attempt came to, with the retry schedule
+//!   ([`retry`]); outcomes the store could not take yet wait in [`ledger`]. Each page's
+//!   health ([`health`]) and the features Facebook throttles ([`pauses`]), who owns a
+//!   Page's conversations ([`routing`]), our app's subscription ([`subscription`]) and
+//!   old history's removal ([`retention`]). Replies go out through [`messenger_reply`]
+//!   and [`wall_reply`], on what both need ([`sending`]).
 
 pub mod dispatch;
 pub mod feed;
+pub mod health;
 pub mod inbound;
 pub mod intake;
 pub mod ledger;
@@ -30,7 +33,7 @@ pub mod sending;
 pub mod subscription;
 pub mod wall_reply;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -134,10 +137,8 @@ pub struct Shared {
     /// Reply URL calls waiting for the first attempt of their item, by (page, dedup key).
     pub reply_waiters:
         Mutex<HashMap<(String, crate::model::DedupKey), oneshot::Sender<reply::FirstAttempt>>>,
-    /// Pages that cannot send until an admin acts (invalid token, policy block): why.
-    pub page_problems: Mutex<BTreeMap<String, String>>,
-    /// Pages Facebook rate-limited: no Graph call for them before this time (ms).
-    pub page_paused_until: Mutex<HashMap<String, i64>>,
+    /// Each page's ability to send: a problem for an admin, Facebook's slow-down.
+    pub health: health::Health,
     /// Customer names in memory, in front of the store's `profiles` table: one store
     /// round trip less per delivered message. Cleared when it grows past its bound.
     pub profiles: Mutex<HashMap<(String, String), crate::store::Profile>>,
@@ -192,8 +193,7 @@ impl Shared {
             inbound_wake: Arc::new(Notify::new()),
             outbound_wake: Arc::new(Notify::new()),
             reply_waiters: Mutex::new(HashMap::new()),
-            page_problems: Mutex::new(BTreeMap::new()),
-            page_paused_until: Mutex::new(HashMap::new()),
+            health: health::Health::default(),
             profiles: Mutex::new(HashMap::new()),
             ledger: ledger::Ledger::default(),
             pauses: pauses::Pauses::default(),
@@ -210,14 +210,13 @@ impl Shared {
     pub fn replace_live(&self, live: Live) {
         let old = self.live();
         // A page whose token was rotated (or that was removed) gets a fresh start.
-        self.page_problems.lock().unwrap().retain(|page, _| {
-            match (old.page(page), live.page(page)) {
+        self.health
+            .keep_problems(|page| match (old.page(page), live.page(page)) {
                 (Some(before), Some(after)) => {
                     before.access_token.get_ref() == after.access_token.get_ref()
                 }
                 _ => false,
-            }
-        });
+            });
         self.live.store(Arc::new(live));
         self.inbound_wake.notify_one();
         self.outbound_wake.notify_one();

@@ -55,7 +55,7 @@ async fn send(shared: &Shared, item: Item) {
     };
     let mut message_ids = Vec::new();
     let result = result.map(|ids| {
-        shared.page_problems.lock().unwrap().remove(&item.page_id);
+        shared.health.sent(&item.page_id);
         let delivered = Delivered {
             result: Some(serde_json::json!({ "message_ids": ids }).to_string()),
             summary: format!(
@@ -176,13 +176,7 @@ async fn send_steps(
     }
     let page_id = item.page_id.as_str();
     let _page_ref = page.page_id();
-    let paused_until = shared
-        .page_paused_until
-        .lock()
-        .unwrap()
-        .get(page_id)
-        .copied();
-    if let Some(until) = paused_until.filter(|&u| u > now_ms()) {
+    if let Some(until) = shared.health.slowed_until(page_id, now_ms()) {
         return Err(Failure::Transient {
             reason: "Facebook rate-limited this page".into(),
             wait: Some(crate::store::until(until, now_ms())),

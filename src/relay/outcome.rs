@@ -175,11 +175,7 @@ pub async fn record(
                 let next_at = now.saturating_add(duration_ms(delay));
                 if rate_limited {
                     // Every item of this page waits, not only this one.
-                    shared
-                        .page_paused_until
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(item.page_id.clone(), next_at);
+                    shared.health.slow_down(&item.page_id, next_at);
                 }
                 if logging::RETRYING.admit() {
                     warn!(

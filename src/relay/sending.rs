@@ -76,11 +76,7 @@ pub(super) async fn previous_ids(shared: &Shared, item: &Item) -> Result<Vec<Str
 /// Records why a page cannot send (shown by /readyz until a send succeeds) and fails
 /// the reply with that reason.
 pub(super) fn mark_unhealthy(shared: &Shared, page_id: &str, problem: String) -> Failure {
-    shared
-        .page_problems
-        .lock()
-        .unwrap()
-        .insert(page_id.to_owned(), problem.clone());
+    shared.health.problem(page_id, problem.clone());
     Failure::Permanent {
         status: 502,
         reason: format!("Not sent: {problem}"),

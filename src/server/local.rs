@@ -240,7 +240,7 @@ async fn readyz(shared: &Shared) -> HttpResponse {
             ));
         }
     }
-    for (page, problem) in shared.page_problems.lock().unwrap().iter() {
+    for (page, problem) in shared.health.problems() {
         problems.push(format!("page {page}: {problem}"));
     }
     let unreadable = shared.metrics.unreadable.get();
