@@ -170,6 +170,37 @@ impl ItemKind {
     }
 }
 
+/// Where a customer's name came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NameSource {
+    /// Facebook told us (the user profile API).
+    Graph,
+    /// Made up from the id while Facebook does not tell (retried later).
+    Fallback,
+    /// A customer `fb-openchannel simulate` made up.
+    Simulated,
+}
+
+impl NameSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NameSource::Graph => "graph",
+            NameSource::Fallback => "fallback",
+            NameSource::Simulated => "simulated",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<NameSource> {
+        [
+            NameSource::Graph,
+            NameSource::Fallback,
+            NameSource::Simulated,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
 /// Where an item is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ItemState {
@@ -360,7 +391,14 @@ macro_rules! display_as_str {
         }
     )*};
 }
-display_as_str!(ItemKind, ItemState, Direction, ConversationKey, DedupKey);
+display_as_str!(
+    ItemKind,
+    ItemState,
+    Direction,
+    ConversationKey,
+    DedupKey,
+    NameSource
+);
 
 /// In JSON (`queue list --json`) as their labels, as before they were types.
 macro_rules! serialize_as_str {
@@ -384,7 +422,14 @@ macro_rules! sql_text {
         }
     )*};
 }
-sql_text!(ItemKind, ItemState, Direction, ConversationKey, DedupKey);
+sql_text!(
+    ItemKind,
+    ItemState,
+    Direction,
+    ConversationKey,
+    DedupKey,
+    NameSource
+);
 
 /// Read from their labels; a label no release wrote is an error naming the type.
 macro_rules! sql_label {
@@ -406,7 +451,7 @@ macro_rules! sql_label {
         }
     )*};
 }
-sql_label!(ItemKind, ItemState, Direction);
+sql_label!(ItemKind, ItemState, Direction, NameSource);
 
 impl FromSql for ConversationKey {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
@@ -433,6 +478,13 @@ mod tests {
         }
         for state in ItemState::ALL {
             assert_eq!(ItemState::parse(state.as_str()), Some(state));
+        }
+        for source in [
+            NameSource::Graph,
+            NameSource::Fallback,
+            NameSource::Simulated,
+        ] {
+            assert_eq!(NameSource::parse(source.as_str()), Some(source));
         }
         assert_eq!(ItemKind::parse("wall_"), None);
         assert_eq!(ItemState::parse("Pending"), None);

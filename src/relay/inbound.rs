@@ -16,7 +16,7 @@ use crate::facebook::feed::FeedChange;
 use crate::facebook::graph::{Disposition, DownloadError};
 use crate::facebook::webhook::Messaging;
 use crate::logging;
-use crate::model::{DedupKey, ItemKind};
+use crate::model::{DedupKey, ItemKind, NameSource};
 use crate::motion::{AttachmentId, Notify, Upload};
 use crate::relay::feed::{self, Envelope};
 use crate::relay::messenger::{self, Context, Step};
@@ -233,13 +233,13 @@ async fn customer_name(shared: &Shared, page: &PageConfig, customer: &Customer) 
             return Profile {
                 first_name: "Simulated".into(),
                 last_name: "Customer".into(),
-                source: "simulated".into(),
+                source: NameSource::Simulated,
                 fetched_at: now,
             };
         }
     };
     let fresh = |p: &Profile| {
-        let ttl = if p.source == "graph" {
+        let ttl = if p.source == NameSource::Graph {
             PROFILE_TTL_MS
         } else {
             FALLBACK_TTL_MS
@@ -280,7 +280,7 @@ async fn customer_name(shared: &Shared, page: &PageConfig, customer: &Customer) 
             let profile = Profile {
                 first_name: p.first_name.unwrap_or_default(),
                 last_name: p.last_name.unwrap_or_default(),
-                source: "graph".into(),
+                source: NameSource::Graph,
                 fetched_at: now,
             };
             let _ = shared
@@ -345,7 +345,7 @@ pub fn fallback_profile(psid: &str, now: i64) -> Profile {
     Profile {
         first_name: "Facebook".into(),
         last_name: format!("user {tail}"),
-        source: "fallback".into(),
+        source: NameSource::Fallback,
         fetched_at: now,
     }
 }

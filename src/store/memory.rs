@@ -12,8 +12,7 @@ use crate::model::{ConversationKey, DedupKey, ItemKind};
 pub struct Profile {
     pub first_name: String,
     pub last_name: String,
-    /// `graph` when Facebook told us, `fallback` when we made it up.
-    pub source: String,
+    pub source: crate::model::NameSource,
     pub fetched_at: i64,
 }
 
