@@ -99,9 +99,9 @@ pub enum MotionError {
     Transient(String),
     #[error("{0}")]
     Permanent(String),
-    /// A file over the size we may pass on (permanent).
-    #[error("{0}")]
-    TooLarge(String),
+    /// A file over the size we may pass on, `limit` bytes (permanent).
+    #[error("{reason}")]
+    TooLarge { reason: String, limit: u64 },
 }
 
 impl MotionError {
@@ -419,11 +419,9 @@ impl MotionClient {
         .collect();
         let name = names.first().cloned().unwrap_or_else(|| "file".into());
         let declared_type = meta.get("type").and_then(|v| v.as_str()).map(str::to_owned);
-        let too_large = || {
-            MotionError::TooLarge(format!(
-                "{name} is larger than {} MB",
-                max_bytes / (1024 * 1024)
-            ))
+        let too_large = || MotionError::TooLarge {
+            reason: format!("{name} is larger than {} MB", max_bytes / (1024 * 1024)),
+            limit: max_bytes as u64,
         };
         if meta
             .get("size")

@@ -128,7 +128,7 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
                     notify.attachment_id = Some(id);
                     notify.body = label.clone().unwrap_or(name);
                 }
-                Err(Failure::Permanent { reason, .. }) => {
+                Err(Failure::Refused { reason, .. } | Failure::TooLarge { reason, .. }) => {
                     warn!(
                         page_id = %item.page_id,
                         conversation = %item.conversation,

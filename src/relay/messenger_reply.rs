@@ -11,7 +11,7 @@ use crate::facebook::ids::UserId;
 use crate::motion::AgentFile;
 use crate::relay::Shared;
 use crate::relay::messenger::OUR_METADATA;
-use crate::relay::outcome::Failure;
+use crate::relay::outcome::{Failure, Refusal};
 use crate::relay::pauses::Feature;
 use crate::relay::reply::OutboundReply;
 use crate::relay::sending::*;
@@ -118,19 +118,9 @@ pub(super) async fn send(
         .store
         .last_customer_activity(page_id.to_owned(), item.conversation.clone())
         .await
-        .map_err(|e| Failure::Transient {
-            reason: e.to_string(),
-            wait: None,
-            rate_limited: false,
-            brief: false,
-        })?;
-    let messaging_type =
-        messaging_type(last, now_ms(), page.human_agent_tag).map_err(|reason| {
-            Failure::Permanent {
-                status: 422,
-                reason,
-            }
-        })?;
+        .map_err(|e| Failure::transient(e.to_string()))?;
+    let messaging_type = messaging_type(last, now_ms(), page.human_agent_tag)
+        .map_err(|reason| Failure::refused(Refusal::Policy, reason))?;
 
     let file = fetch_agent_file(shared, page, reply).await?;
     // For a file, Motion puts its name in the body: that is not text to send.

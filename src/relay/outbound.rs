@@ -15,7 +15,7 @@ use tracing::{error, info};
 use crate::config::PageConfig;
 use crate::facebook::ids::ObjectId;
 use crate::model::{DedupKey, ItemKind};
-use crate::relay::outcome::{self, Delivered, Failure, Settled};
+use crate::relay::outcome::{self, Delivered, Failure, Refusal, Settled};
 use crate::relay::reply::{FirstAttempt, OutboundReply};
 use crate::relay::{Customer, Shared, dispatch, messenger_reply, wall_reply};
 use crate::store::{Direction, Item, NewItem, NewState, now_ms};
@@ -39,13 +39,13 @@ async fn send(shared: &Shared, item: Item) {
     let live = shared.live();
     let result = match live.page(&item.page_id) {
         Some(page) => send_steps(shared, page, &item).await,
-        None => Err(Failure::Permanent {
-            status: 404,
-            reason: format!(
+        None => Err(Failure::refused(
+            Refusal::UnknownPage,
+            format!(
                 "Not sent: page {} is no longer in fb-openchannel's config.",
                 item.page_id
             ),
-        }),
+        )),
     };
     // A reply refused while the Page's conversations are routed to another app: say so.
     let note = if shared.routing.elsewhere(&item.page_id).is_some() {
@@ -71,8 +71,8 @@ async fn send(shared: &Shared, item: Item) {
     let first = match outcome::record(shared, &live, Direction::Outbound, &item, result, note).await
     {
         Settled::Delivered => FirstAttempt::Delivered { message_ids },
-        Settled::Failed { status, reason } => FirstAttempt::Failed {
-            status,
+        Settled::Failed { cause, reason } => FirstAttempt::Failed {
+            cause,
             message: reason,
         },
         Settled::Retry { reason, .. } => FirstAttempt::Queued {
@@ -154,15 +154,11 @@ async fn send_steps(
     page: &PageConfig,
     item: &Item,
 ) -> Result<Vec<String>, Failure> {
-    let reply: OutboundReply =
-        serde_json::from_str(&item.payload).map_err(|e| Failure::Permanent {
-            status: 500,
-            reason: format!("stored reply does not parse: {e}"),
-        })?;
-    let customer = Customer::parse(&reply.recipient).map_err(|e| Failure::Permanent {
-        status: 400,
-        reason: format!("Not sent: {e}."),
+    let reply: OutboundReply = serde_json::from_str(&item.payload).map_err(|e| {
+        Failure::refused(Refusal::Broken, format!("stored reply does not parse: {e}"))
     })?;
+    let customer = Customer::parse(&reply.recipient)
+        .map_err(|e| Failure::refused(Refusal::BadRequest, format!("Not sent: {e}.")))?;
     if let Customer::Simulated(_) = customer {
         // `fb-openchannel simulate` made this customer up: acknowledge, never call Graph.
         info!(
@@ -177,10 +173,9 @@ async fn send_steps(
     let page_id = item.page_id.as_str();
     let _page_ref = page.page_id();
     if let Some(until) = shared.health.slowed_until(page_id, now_ms()) {
-        return Err(Failure::Transient {
+        return Err(Failure::Retry {
             reason: "Facebook rate-limited this page".into(),
-            wait: Some(crate::store::until(until, now_ms())),
-            rate_limited: false,
+            after: Some(crate::store::until(until, now_ms())),
             brief: false,
         });
     }

@@ -11,44 +11,79 @@ use tracing::{error, info, warn};
 
 use crate::logging;
 use crate::motion::MotionError;
+use crate::relay::pauses::Feature;
 use crate::relay::retry::RetryPolicy;
 use crate::relay::{Live, Shared};
 use crate::store::{Direction, Item, Write, duration_ms, now_ms};
 
-/// Why an attempt did not deliver.
+/// Why an attempt did not deliver: the one failure taxonomy, produced from the Motion
+/// and Graph clients' errors and consumed here and at the Reply URL edge (which alone
+/// chooses HTTP statuses, see [`Refusal`]). No decision reads a reason's text: the
+/// reason is for people.
 #[derive(Debug)]
 pub enum Failure {
-    /// May work later; `wait` is the peer's own hint, if it gave one. `rate_limited`:
-    /// Facebook asked us to slow down, the whole page pauses. `brief`: worth retrying
-    /// for minutes only (Graph codes 1 and 2, `facebook.unknown_error_retry`), then the
-    /// agent is told.
-    Transient {
+    /// May work later: on the retry schedule, or `after` the peer's own hint. `brief`:
+    /// worth retrying for minutes only (Graph codes 1 and 2,
+    /// `facebook.unknown_error_retry`), then the agent is told.
+    Retry {
         reason: String,
-        wait: Option<Duration>,
-        rate_limited: bool,
+        after: Option<Duration>,
         brief: bool,
     },
-    /// Will not work as it is. `status` is what a waiting Reply URL call is answered
-    /// (Motion → Facebook only).
-    Permanent { status: u16, reason: String },
+    /// Facebook asked us to slow down: every item of the page waits, `after` its hint.
+    SlowDown {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// Facebook throttles one feature of the page (see `pauses`): tried again `after`.
+    Blocked {
+        feature: Feature,
+        reason: String,
+        after: Duration,
+    },
+    /// A file over what may pass on, `limit` bytes.
+    TooLarge { reason: String, limit: u64 },
+    /// The page's access token is invalid or expired: an admin must put a new one.
+    TokenInvalid { reason: String },
+    /// Will not work as it is.
+    Refused { reason: String, why: Refusal },
+}
+
+/// Why an item is refused for good, as the agent's Reply URL call is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// What the agent sent cannot be sent (an empty reply, a customer who is no id).
+    BadRequest,
+    /// The page is not in the config.
+    UnknownPage,
+    /// Facebook's rules refuse it (the reply window, a comment's photo-only rule…).
+    Policy,
+    /// Facebook or Motion refused it (a permission, an unreadable file).
+    Peer,
+    /// What the store holds for it does not parse.
+    Broken,
 }
 
 impl Failure {
     /// May work later, on the retry schedule.
     pub fn transient(reason: impl Into<String>) -> Failure {
-        Failure::Transient {
+        Failure::Retry {
             reason: reason.into(),
-            wait: None,
-            rate_limited: false,
+            after: None,
             brief: false,
         }
     }
 
-    /// Will not work as it is.
+    /// Will not work as it is: a peer refused it.
     pub fn permanent(reason: impl Into<String>) -> Failure {
-        Failure::Permanent {
-            status: 422,
+        Failure::refused(Refusal::Peer, reason)
+    }
+
+    /// Will not work as it is, for this reason.
+    pub fn refused(why: Refusal, reason: impl Into<String>) -> Failure {
+        Failure::Refused {
             reason: reason.into(),
+            why,
         }
     }
 }
@@ -57,9 +92,8 @@ impl From<MotionError> for Failure {
     fn from(e: MotionError) -> Self {
         match e {
             MotionError::Transient(reason) => Failure::transient(reason),
-            MotionError::Permanent(reason) | MotionError::TooLarge(reason) => {
-                Failure::permanent(reason)
-            }
+            MotionError::Permanent(reason) => Failure::permanent(reason),
+            MotionError::TooLarge { reason, limit } => Failure::TooLarge { reason, limit },
         }
     }
 }
@@ -71,13 +105,23 @@ pub struct Delivered {
     pub summary: String,
 }
 
+/// Why an item was parked as failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    Refused(Refusal),
+    TooLarge,
+    TokenInvalid,
+    /// Retried for as long as it may be, in vain.
+    GaveUp,
+}
+
 /// What became of the item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settled {
     Delivered,
-    /// Parked for an operator; `status` as in [`Failure::Permanent`].
+    /// Parked for an operator, because of `cause`.
     Failed {
-        status: u16,
+        cause: Cause,
         reason: String,
     },
     /// Another attempt at `next_at` (ms).
@@ -126,85 +170,86 @@ pub async fn record(
                 .await;
             Settled::Delivered
         }
-        Err(Failure::Permanent { status, reason }) => {
-            let reason = format!("{reason}{failed_note}");
-            error!(
-                page_id = %item.page_id,
-                conversation = %item.conversation,
-                item = item.id,
-                kind = %item.kind,
-                outcome = "failed",
-                "{} failed for good: {reason}{}", words.what, words.failed_hint
-            );
-            fail(shared, item, now, status, reason).await
+        Err(Failure::Refused { reason, why }) => {
+            failed(
+                shared,
+                item,
+                words,
+                Cause::Refused(why),
+                reason,
+                failed_note,
+                now,
+            )
+            .await
         }
-        Err(Failure::Transient {
+        Err(Failure::TooLarge { reason, .. }) => {
+            failed(
+                shared,
+                item,
+                words,
+                Cause::TooLarge,
+                reason,
+                failed_note,
+                now,
+            )
+            .await
+        }
+        Err(Failure::TokenInvalid { reason }) => {
+            failed(
+                shared,
+                item,
+                words,
+                Cause::TokenInvalid,
+                reason,
+                failed_note,
+                now,
+            )
+            .await
+        }
+        Err(Failure::Retry {
             reason,
-            wait,
-            rate_limited,
+            after,
             brief,
         }) => {
-            let first_failure = item.first_failure_at.unwrap_or(now);
-            // Facebook's "unknown error" is worth minutes of tries, not days.
-            let window = if brief {
-                live.config
-                    .facebook
-                    .unknown_error_retry
-                    .min(live.retry.give_up_after)
-            } else {
-                live.retry.give_up_after
-            };
-            if now.saturating_sub(first_failure) >= duration_ms(window) {
-                let reason = format!(
-                    "{}gave up after {} of failures: {reason}{failed_note}",
-                    words.gave_up_prefix,
-                    humantime::format_duration(window)
-                );
-                error!(
-                    page_id = %item.page_id,
-                    conversation = %item.conversation,
-                    item = item.id,
-                    kind = %item.kind,
-                    outcome = "failed",
-                    "{} {reason}{}", words.what, words.gave_up_hint
-                );
-                fail(shared, item, now, 504, reason).await
-            } else {
-                let failures = u32::try_from(item.attempts.saturating_add(1)).unwrap_or(u32::MAX);
-                let delay = live.retry.delay(failures, wait);
-                let next_at = now.saturating_add(duration_ms(delay));
-                if rate_limited {
-                    // Every item of this page waits, not only this one.
-                    shared.health.slow_down(&item.page_id, next_at);
-                }
-                if logging::RETRYING.admit() {
-                    warn!(
-                        page_id = %item.page_id,
-                        conversation = %item.conversation,
-                        item = item.id,
-                        kind = %item.kind,
-                        outcome = "retry",
-                        attempt = failures,
-                        "{} {}: {reason}; retrying in {}",
-                        words.what,
-                        words.not_yet,
-                        humantime::format_duration(RetryPolicy::whole_ms(delay))
-                    );
-                }
-                shared
-                    .ledger
-                    .record(
-                        &shared.store,
-                        Write::RetryAt {
-                            item: item.id,
-                            next_at,
-                            error: reason.clone(),
-                            at: now,
-                        },
-                    )
-                    .await;
-                Settled::Retry { next_at, reason }
+            retry(
+                shared,
+                live,
+                item,
+                words,
+                (reason, after, brief),
+                failed_note,
+                now,
+            )
+            .await
+        }
+        Err(Failure::SlowDown { reason, after }) => {
+            let settled = retry(
+                shared,
+                live,
+                item,
+                words,
+                (reason, after, false),
+                failed_note,
+                now,
+            )
+            .await;
+            if let Settled::Retry { next_at, .. } = &settled {
+                // Every item of this page waits, not only this one.
+                shared.health.slow_down(&item.page_id, *next_at);
             }
+            settled
+        }
+        Err(Failure::Blocked { reason, after, .. }) => {
+            retry(
+                shared,
+                live,
+                item,
+                words,
+                (reason, Some(after), false),
+                failed_note,
+                now,
+            )
+            .await
         }
     };
     let label = match &settled {
@@ -219,7 +264,97 @@ pub async fn record(
     settled
 }
 
-async fn fail(shared: &Shared, item: &Item, now: i64, status: u16, reason: String) -> Settled {
+/// Parks the item as failed for good.
+async fn failed(
+    shared: &Shared,
+    item: &Item,
+    words: Words,
+    cause: Cause,
+    reason: String,
+    failed_note: &str,
+    now: i64,
+) -> Settled {
+    let reason = format!("{reason}{failed_note}");
+    error!(
+        page_id = %item.page_id,
+        conversation = %item.conversation,
+        item = item.id,
+        kind = %item.kind,
+        outcome = "failed",
+        "{} failed for good: {reason}{}", words.what, words.failed_hint
+    );
+    park(shared, item, now, cause, reason).await
+}
+
+/// Schedules another attempt, or gives up once the item has failed for long enough.
+async fn retry(
+    shared: &Shared,
+    live: &Live,
+    item: &Item,
+    words: Words,
+    (reason, after, brief): (String, Option<Duration>, bool),
+    failed_note: &str,
+    now: i64,
+) -> Settled {
+    let first_failure = item.first_failure_at.unwrap_or(now);
+    // Facebook's "unknown error" is worth minutes of tries, not days.
+    let window = if brief {
+        live.config
+            .facebook
+            .unknown_error_retry
+            .min(live.retry.give_up_after)
+    } else {
+        live.retry.give_up_after
+    };
+    if now.saturating_sub(first_failure) >= duration_ms(window) {
+        let reason = format!(
+            "{}gave up after {} of failures: {reason}{failed_note}",
+            words.gave_up_prefix,
+            humantime::format_duration(window)
+        );
+        error!(
+            page_id = %item.page_id,
+            conversation = %item.conversation,
+            item = item.id,
+            kind = %item.kind,
+            outcome = "failed",
+            "{} {reason}{}", words.what, words.gave_up_hint
+        );
+        return park(shared, item, now, Cause::GaveUp, reason).await;
+    }
+    let failures = u32::try_from(item.attempts.saturating_add(1)).unwrap_or(u32::MAX);
+    let delay = live.retry.delay(failures, after);
+    let next_at = now.saturating_add(duration_ms(delay));
+    if logging::RETRYING.admit() {
+        warn!(
+            page_id = %item.page_id,
+            conversation = %item.conversation,
+            item = item.id,
+            kind = %item.kind,
+            outcome = "retry",
+            attempt = failures,
+            "{} {}: {reason}; retrying in {}",
+            words.what,
+            words.not_yet,
+            humantime::format_duration(RetryPolicy::whole_ms(delay))
+        );
+    }
+    shared
+        .ledger
+        .record(
+            &shared.store,
+            Write::RetryAt {
+                item: item.id,
+                next_at,
+                error: reason.clone(),
+                at: now,
+            },
+        )
+        .await;
+    Settled::Retry { next_at, reason }
+}
+
+async fn park(shared: &Shared, item: &Item, now: i64, cause: Cause, reason: String) -> Settled {
     // Kept in memory when the store refuses it: the item is not handed out again until
     // it is written (see `ledger`).
     shared
@@ -233,10 +368,11 @@ async fn fail(shared: &Shared, item: &Item, now: i64, status: u16, reason: Strin
             },
         )
         .await;
-    Settled::Failed { status, reason }
+    Settled::Failed { cause, reason }
 }
 
 /// The words of the log lines, by direction.
+#[derive(Clone, Copy)]
 struct Words {
     what: &'static str,
     not_yet: &'static str,

@@ -16,6 +16,7 @@ use crate::facebook::ids::ObjectId;
 use crate::model::{ConversationKey, DedupKey, ItemKind, ItemState};
 use crate::motion::AttachmentId;
 use crate::motion::reply::{self, Reply};
+use crate::relay::outcome::{Cause, Refusal};
 use crate::relay::{Customer, Shared};
 use crate::store::{Direction, NewItem, NewState, now_ms};
 
@@ -44,10 +45,24 @@ pub struct OutboundReply {
 pub enum FirstAttempt {
     /// The customer got it; the Graph message ids, in order.
     Delivered { message_ids: Vec<String> },
-    /// It will not be sent; `status` and `message` are for the agent.
-    Failed { status: u16, message: String },
+    /// It will not be sent, because of `cause`; `message` is for the agent.
+    Failed { cause: Cause, message: String },
     /// A passing problem; it is queued and retried.
     Queued { message: String },
+}
+
+/// The HTTP status that tells the agent's Motion why a reply was not sent: chosen here,
+/// at the Reply URL, and nowhere else.
+fn status(cause: Cause) -> u16 {
+    match cause {
+        Cause::Refused(Refusal::BadRequest) => 400,
+        Cause::Refused(Refusal::UnknownPage) => 404,
+        Cause::Refused(Refusal::Policy) => 422,
+        Cause::Refused(Refusal::Peer) | Cause::TokenInvalid => 502,
+        Cause::Refused(Refusal::Broken) => 500,
+        Cause::TooLarge => 413,
+        Cause::GaveUp => 504,
+    }
 }
 
 /// The HTTP answer to Motion: status and JSON body (always with a `message`).
@@ -63,7 +78,7 @@ fn answer(first: FirstAttempt) -> Answer {
                 "message_ids": message_ids,
             }),
         ),
-        FirstAttempt::Failed { status, message } => (status, json!({ "message": message })),
+        FirstAttempt::Failed { cause, message } => (status(cause), json!({ "message": message })),
         FirstAttempt::Queued { message } => (202, json!({ "message": message })),
     }
 }
@@ -184,7 +199,7 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
                 answer(FirstAttempt::Delivered { message_ids: ids })
             }
             ItemState::Failed => answer(FirstAttempt::Failed {
-                status: 422,
+                cause: Cause::Refused(Refusal::Policy),
                 message: stored.last_error.unwrap_or_else(|| "Not sent.".into()),
             }),
             ItemState::Pending | ItemState::Skipped => answer(FirstAttempt::Queued {

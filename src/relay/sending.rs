@@ -8,7 +8,7 @@ use crate::config::PageConfig;
 use crate::facebook::graph::{Disposition, GraphError, MAX_FILE_BYTES};
 use crate::motion::{AgentFile, MotionError};
 use crate::relay::Shared;
-use crate::relay::outcome::Failure;
+use crate::relay::outcome::{Failure, Refusal};
 use crate::relay::pauses::{Feature, Pause};
 use crate::relay::reply::OutboundReply;
 use crate::store::{Item, Write, now_ms};
@@ -27,22 +27,17 @@ pub(super) async fn fetch_agent_file(
                 .fetch_attachment(page.receive_url.get_ref(), *id, MAX_FILE_BYTES)
                 .await
                 .map_err(|e| match e {
-                    MotionError::Transient(reason) => Failure::Transient {
-                        reason,
-                        wait: None,
-                        rate_limited: false,
-                        brief: false,
-                    },
-                    MotionError::TooLarge(reason) => Failure::Permanent {
-                        status: 413,
+                    MotionError::Transient(reason) => Failure::transient(reason),
+                    MotionError::TooLarge { reason, limit } => Failure::TooLarge {
                         reason: format!("Not sent: {reason}; Facebook accepts files up to 25 MB."),
+                        limit,
                     },
-                    MotionError::Permanent(reason) => Failure::Permanent {
-                        status: 502,
-                        reason: format!(
+                    MotionError::Permanent(reason) => Failure::refused(
+                        Refusal::Peer,
+                        format!(
                             "Not sent: the attached file could not be read from Motion: {reason}"
                         ),
-                    },
+                    ),
                 })?,
         ),
         None => None,
@@ -75,10 +70,9 @@ pub(super) async fn previous_ids(shared: &Shared, item: &Item) -> Result<Vec<Str
 
 /// Records why a page cannot send (shown by /readyz until a send succeeds) and fails
 /// the reply with that reason.
-pub(super) fn mark_unhealthy(shared: &Shared, page_id: &str, problem: String) -> Failure {
+pub(super) fn token_invalid(shared: &Shared, page_id: &str, problem: String) -> Failure {
     shared.health.problem(page_id, problem.clone());
-    Failure::Permanent {
-        status: 502,
+    Failure::TokenInvalid {
         reason: format!("Not sent: {problem}"),
     }
 }
@@ -101,19 +95,16 @@ pub(super) fn graph_failure(
     };
     shared.metrics.graph_call(page_id, call, label);
     match e.disposition {
-        Disposition::Retry | Disposition::RetryBriefly => Failure::Transient {
+        Disposition::Retry | Disposition::RetryBriefly => Failure::Retry {
             reason: e.to_string(),
-            wait: None,
-            rate_limited: false,
+            after: None,
             brief: e.disposition == Disposition::RetryBriefly,
         },
-        Disposition::SlowDown => Failure::Transient {
+        Disposition::SlowDown => Failure::SlowDown {
             reason: format!("Facebook rate-limited this page: {e}"),
-            wait: e.retry_after,
-            rate_limited: true,
-            brief: false,
+            after: e.retry_after,
         },
-        Disposition::TokenInvalid => mark_unhealthy(
+        Disposition::TokenInvalid => token_invalid(
             shared,
             page_id,
             format!(
@@ -138,24 +129,25 @@ pub(super) fn graph_failure(
             }
             paused(feature, &pause, now)
         }
-        Disposition::MissingPermission => Failure::Permanent {
-            status: 502,
+        Disposition::MissingPermission => Failure::Refused {
+            why: Refusal::Peer,
             reason: format!(
                 "Not sent: the Page token lacks a permission — {} is needed for {} ({e}). Grant it to the app and make a new Page token.",
                 feature.permission(),
                 feature.words()
             ),
         },
-        Disposition::Permanent => Failure::Permanent {
-            status: 502,
-            reason: format!("Not sent: Facebook refused the message: {}", e),
-        },
+        Disposition::Permanent => Failure::refused(
+            Refusal::Peer,
+            format!("Not sent: Facebook refused the message: {e}"),
+        ),
     }
 }
 
 /// The failure of a reply whose feature is paused: queued until the pause ends.
 pub(super) fn paused(feature: Feature, pause: &Pause, now: i64) -> Failure {
-    Failure::Transient {
+    Failure::Blocked {
+        feature,
         reason: format!(
             "Facebook is throttling {} on this Page; queued, next try at {} UTC",
             feature.words(),
@@ -164,9 +156,7 @@ pub(super) fn paused(feature: Feature, pause: &Pause, now: i64) -> Failure {
                     + std::time::Duration::from_millis(u64::try_from(pause.until).unwrap_or(0))
             )
         ),
-        wait: Some(crate::store::until(pause.until, now)),
-        rate_limited: false,
-        brief: false,
+        after: crate::store::until(pause.until, now),
     }
 }
 

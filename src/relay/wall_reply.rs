@@ -9,7 +9,7 @@ use crate::model::{ConversationKey, FeedKind, ItemKind};
 use crate::relay::Shared;
 use crate::relay::feed::{self, PrivateTo};
 use crate::relay::messenger::OUR_METADATA;
-use crate::relay::outcome::Failure;
+use crate::relay::outcome::{Failure, Refusal};
 use crate::relay::pauses::Feature;
 use crate::relay::reply::OutboundReply;
 use crate::relay::sending::*;
@@ -29,13 +29,7 @@ pub(super) async fn send(
 ) -> Result<Vec<String>, Failure> {
     let page_id = item.page_id.as_str();
     let page_ref = page.page_id();
-    let transient = |e: crate::store::StoreError| Failure::Transient {
-        reason: e.to_string(),
-        wait: None,
-        rate_limited: false,
-        brief: false,
-    };
-    let refuse = |status: u16, reason: String| Failure::Permanent { status, reason };
+    let transient = |e: crate::store::StoreError| Failure::transient(e.to_string());
 
     let file = fetch_agent_file(shared, page, reply).await?;
     let text_is_file_name = file.as_ref().is_some_and(|f| f.is_named(&reply.text));
@@ -79,8 +73,8 @@ pub(super) async fn send(
                     Some(Download::from(f))
                 }
                 Some(f) => {
-                    return Err(refuse(
-                        422,
+                    return Err(Failure::refused(
+                        Refusal::Policy,
                         format!(
                             "Not sent: a Facebook comment can carry a photo, not a {} file ({}). Send the file by Messenger instead.",
                             AttachmentType::of_mime(&f.content_type).as_str(),
@@ -91,7 +85,10 @@ pub(super) async fn send(
                 None => None,
             };
             if message.is_empty() && photo.is_none() {
-                return Err(refuse(400, "Not sent: the reply is empty.".into()));
+                return Err(Failure::refused(
+                    Refusal::BadRequest,
+                    "Not sent: the reply is empty.",
+                ));
             }
             check_pause(shared, page_id, Feature::Comments)?;
             // Comments of a page go out at a pace: bursts are what Facebook throttles.
@@ -114,17 +111,17 @@ pub(super) async fn send(
                 PrivateTo::Comment(id) | PrivateTo::Post(id) => id.clone(),
             };
             if file.is_some() && !message.is_empty() {
-                return Err(refuse(
-                    422,
-                    "Not sent: a private reply is one single message; send either the text or the file.".into(),
+                return Err(Failure::refused(
+                    Refusal::Policy,
+                    "Not sent: a private reply is one single message; send either the text or the file.",
                 ));
             }
             if let Some(created) = target.created_time
                 && (now_ms() / 1000).saturating_sub(created) > PRIVATE_REPLY_WINDOW_S
             {
-                return Err(refuse(
-                    422,
-                    "Not sent: Facebook allows a private reply only within 7 days of the customer's comment.".into(),
+                return Err(Failure::refused(
+                    Refusal::Policy,
+                    "Not sent: Facebook allows a private reply only within 7 days of the customer's comment.",
                 ));
             }
             if let Some(owner) = shared
@@ -134,11 +131,10 @@ pub(super) async fn send(
                 .map_err(transient)?
                 && owner != item.id
             {
-                return Err(refuse(
-                    422,
+                return Err(Failure::refused(
+                    Refusal::Policy,
                     "Not sent: this comment already got its private reply, and Facebook allows only one. \
-                     When the customer answers it, the conversation continues on Messenger."
-                        .into(),
+                     When the customer answers it, the conversation continues on Messenger.",
                 ));
             }
             check_pause(shared, page_id, Feature::PrivateReplies)?;

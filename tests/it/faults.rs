@@ -856,7 +856,9 @@ async fn a_flood_of_large_unverified_bodies_keeps_memory_bounded_and_webhooks_an
         baseline / 1024,
         during / 1024
     );
-    assert!(took < Duration::from_secs(3), "{took:?}");
+    // Answered, not starved: 0.3 s on an idle machine; the margin is for a loaded one
+    // (it took over 3 s once beside a full build), still well within Facebook's wait.
+    assert!(took < Duration::from_secs(10), "{took:?}");
     // The 32 MiB body budget and the active connections' own buffers (TLS, HTTP: the
     // README's 160 KiB each), whatever the number of attackers.
     let bound = 32 + (ACTIVE * 160 / 1024) as u64;
