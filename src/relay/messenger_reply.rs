@@ -6,7 +6,7 @@
 use tracing::debug;
 
 use crate::config::PageConfig;
-use crate::facebook::graph::{AttachmentType, Download, MessagingType, Recipient, Send};
+use crate::facebook::graph::{MessagingType, Recipient, Send};
 use crate::facebook::ids::UserId;
 use crate::motion::AgentFile;
 use crate::relay::Shared;
@@ -159,15 +159,7 @@ pub(super) async fn send(
                     .send_text(token, &page_ref, &send, &text)
                     .await
             }
-            Step::File(f) => {
-                let kind = AttachmentType::of_mime(&f.content_type);
-                let download = Download::from(f);
-                shared
-                    .live()
-                    .graph
-                    .send_file(token, &page_ref, &send, kind, download)
-                    .await
-            }
+            Step::File(f) => send_agent_file(shared, page, &send, f).await,
         };
         let message_id =
             sent.map_err(|e| graph_failure(shared, page_id, Feature::Messages, "send", e))?;

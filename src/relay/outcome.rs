@@ -7,14 +7,26 @@
 
 use std::time::Duration;
 
-use tracing::{error, info, warn};
-
 use crate::logging;
 use crate::motion::MotionError;
 use crate::relay::pauses::Feature;
 use crate::relay::retry::RetryPolicy;
 use crate::relay::{Live, Shared};
 use crate::store::{Direction, Item, Write, duration_ms, now_ms};
+
+/// A log line about an item: which page, conversation, item and kind, and the outcome.
+macro_rules! item_log {
+    ($level:ident, $item:expr, $outcome:literal, $($rest:tt)+) => {
+        tracing::$level!(
+            page_id = %$item.page_id,
+            conversation = %$item.conversation,
+            item = $item.id,
+            kind = %$item.kind,
+            outcome = $outcome,
+            $($rest)+
+        )
+    };
+}
 
 /// Why an attempt did not deliver: the one failure taxonomy, produced from the Motion
 /// and Graph clients' errors and consumed here and at the Reply URL edge (which alone
@@ -148,14 +160,7 @@ pub async fn record(
     let settled = match result {
         Ok(delivered) => {
             if logging::DELIVERED.admit() {
-                info!(
-                    page_id = %item.page_id,
-                    conversation = %item.conversation,
-                    item = item.id,
-                    kind = %item.kind,
-                    outcome = "delivered",
-                    "{}", delivered.summary
-                );
+                item_log!(info, item, "delivered", "{}", delivered.summary);
             }
             shared
                 .ledger
@@ -275,13 +280,13 @@ async fn failed(
     now: i64,
 ) -> Settled {
     let reason = format!("{reason}{failed_note}");
-    error!(
-        page_id = %item.page_id,
-        conversation = %item.conversation,
-        item = item.id,
-        kind = %item.kind,
-        outcome = "failed",
-        "{} failed for good: {reason}{}", words.what, words.failed_hint
+    item_log!(
+        error,
+        item,
+        "failed",
+        "{} failed for good: {reason}{}",
+        words.what,
+        words.failed_hint
     );
     park(shared, item, now, cause, reason).await
 }
@@ -312,13 +317,13 @@ async fn retry(
             words.gave_up_prefix,
             humantime::format_duration(window)
         );
-        error!(
-            page_id = %item.page_id,
-            conversation = %item.conversation,
-            item = item.id,
-            kind = %item.kind,
-            outcome = "failed",
-            "{} {reason}{}", words.what, words.gave_up_hint
+        item_log!(
+            error,
+            item,
+            "failed",
+            "{} {reason}{}",
+            words.what,
+            words.gave_up_hint
         );
         return park(shared, item, now, Cause::GaveUp, reason).await;
     }
@@ -326,12 +331,10 @@ async fn retry(
     let delay = live.retry.delay(failures, after);
     let next_at = now.saturating_add(duration_ms(delay));
     if logging::RETRYING.admit() {
-        warn!(
-            page_id = %item.page_id,
-            conversation = %item.conversation,
-            item = item.id,
-            kind = %item.kind,
-            outcome = "retry",
+        item_log!(
+            warn,
+            item,
+            "retry",
             attempt = failures,
             "{} {}: {reason}; retrying in {}",
             words.what,

@@ -5,7 +5,9 @@
 use tracing::{info, warn};
 
 use crate::config::PageConfig;
-use crate::facebook::graph::{Disposition, GraphError, MAX_FILE_BYTES};
+use crate::facebook::graph::{
+    AttachmentType, Disposition, Download, GraphError, MAX_FILE_BYTES, Send,
+};
 use crate::motion::{AgentFile, MotionError};
 use crate::relay::Shared;
 use crate::relay::outcome::{Failure, Refusal};
@@ -42,6 +44,28 @@ pub(super) async fn fetch_agent_file(
         ),
         None => None,
     })
+}
+
+/// Sends the agent's file with the Send API, as the attachment type of its MIME type;
+/// returns the Graph message id.
+pub(super) async fn send_agent_file(
+    shared: &Shared,
+    page: &PageConfig,
+    send: &Send<'_>,
+    file: AgentFile,
+) -> Result<String, GraphError> {
+    let kind = AttachmentType::of_mime(&file.content_type);
+    shared
+        .live()
+        .graph
+        .send_file(
+            page.access_token.get_ref(),
+            &page.page_id(),
+            send,
+            kind,
+            Download::from(file),
+        )
+        .await
 }
 
 /// Remembers a Graph message id of ours, so that its echo is recognised.

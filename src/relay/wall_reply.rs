@@ -149,15 +149,7 @@ pub(super) async fn send(
                 metadata: &metadata,
             };
             let sent = match file {
-                Some(f) => {
-                    let kind = AttachmentType::of_mime(&f.content_type);
-                    let download = Download::from(f);
-                    shared
-                        .live()
-                        .graph
-                        .send_file(token, &page_ref, &send, kind, download)
-                        .await
-                }
+                Some(f) => send_agent_file(shared, page, &send, f).await,
                 None => {
                     shared
                         .live()
