@@ -21,7 +21,7 @@ use crate::motion::{AttachmentId, Notify, Upload};
 use crate::relay::feed::{self, Envelope};
 use crate::relay::messenger::{self, Context, Step};
 use crate::relay::outcome::{self, Delivered, Failure};
-use crate::relay::{Customer, Shared, dispatch};
+use crate::relay::{Customer, Live, Shared, dispatch};
 use crate::store::{Direction, Item, Profile, Write, now_ms};
 
 /// How long a name Graph gave us is trusted.
@@ -47,7 +47,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>, drain: Du
 async fn deliver(shared: &Shared, item: Item) {
     let live = shared.live();
     let result = match live.page(&item.page_id) {
-        Some(page) => deliver_steps(shared, page, &item)
+        Some(page) => deliver_steps(shared, &live, page, &item)
             .await
             .map(|steps| Delivered {
                 result: None,
@@ -66,7 +66,13 @@ async fn deliver(shared: &Shared, item: Item) {
 }
 
 /// Performs the item's remaining steps; returns how many notify calls it took in all.
-async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Result<usize, Failure> {
+/// (`live`: the one config snapshot this attempt runs with.)
+async fn deliver_steps(
+    shared: &Shared,
+    live: &Live,
+    page: &PageConfig,
+    item: &Item,
+) -> Result<usize, Failure> {
     let (envelope, steps) = match item.kind {
         ItemKind::Note => {
             // A note to the agents (a reply that was not delivered), in the customer's
@@ -91,7 +97,7 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
             feed::plan(&change)
         }
         ItemKind::Messaging(_) | ItemKind::Standby { .. } => {
-            messenger_plan(shared, page, item).await?
+            messenger_plan(shared, live, page, item).await?
         }
         ItemKind::PageChange | ItemKind::Unparsed | ItemKind::Reply | ItemKind::WallReply => {
             return Err(Failure::permanent(format!(
@@ -109,7 +115,7 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
     {
         let mut notify = Notify {
             from: envelope.from.clone(),
-            map_key: page.map_key(&shared.live().config.motion).to_owned(),
+            map_key: page.map_key(&live.config.motion).to_owned(),
             body: String::new(),
             first_name: envelope.first_name.clone(),
             last_name: envelope.last_name.clone(),
@@ -123,7 +129,7 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
                 url,
                 fallback,
                 label,
-            } => match move_file(shared, receive_url, url).await {
+            } => match move_file(live, receive_url, url).await {
                 Ok((id, name)) => {
                     notify.attachment_id = Some(id);
                     notify.body = label.clone().unwrap_or(name);
@@ -140,7 +146,7 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
                 Err(transient) => return Err(transient),
             },
         }
-        shared.live().motion.notify(receive_url, &notify).await?;
+        live.motion.notify(receive_url, &notify).await?;
         if index + 1 < steps.len() {
             let write = Write::Progress {
                 item: item.id,
@@ -156,6 +162,7 @@ async fn deliver_steps(shared: &Shared, page: &PageConfig, item: &Item) -> Resul
 /// A Messenger event's envelope (the customer and their name) and steps.
 async fn messenger_plan(
     shared: &Shared,
+    live: &Live,
     page: &PageConfig,
     item: &Item,
 ) -> Result<(Envelope, Vec<Step>), Failure> {
@@ -165,7 +172,7 @@ async fn messenger_plan(
     let steps = messenger::plan(&event, &context);
     let customer = Customer::parse(event.customer_id().unwrap_or_default())
         .map_err(|e| Failure::permanent(format!("the event is not deliverable: {e}")))?;
-    let profile = customer_name(shared, page, &customer).await;
+    let profile = customer_name(shared, live, page, &customer).await;
     let envelope = Envelope {
         from: customer.as_str().to_owned(),
         first_name: Some(profile.first_name),
@@ -178,22 +185,16 @@ async fn messenger_plan(
 
 /// Downloads a Facebook file and uploads it to Motion: `(attachment id, file name)`.
 async fn move_file(
-    shared: &Shared,
+    live: &Live,
     receive_url: &str,
     url: &str,
 ) -> Result<(AttachmentId, String), Failure> {
-    let file = shared
-        .live()
-        .graph
-        .download(url)
-        .await
-        .map_err(|e| match e {
-            DownloadError::Transient(reason) => Failure::transient(reason),
-            DownloadError::Permanent(reason) => Failure::permanent(reason),
-        })?;
+    let file = live.graph.download(url).await.map_err(|e| match e {
+        DownloadError::Transient(reason) => Failure::transient(reason),
+        DownloadError::Permanent(reason) => Failure::permanent(reason),
+    })?;
     let name = file.file_name.clone();
-    let id = shared
-        .live()
+    let id = live
         .motion
         .upload_attachment(
             receive_url,
@@ -224,7 +225,12 @@ async fn context_for(shared: &Shared, page_id: &str, event: &Messaging) -> Conte
 }
 
 /// The customer's name: cached, else asked of Graph, else a stable readable fallback.
-async fn customer_name(shared: &Shared, page: &PageConfig, customer: &Customer) -> Profile {
+async fn customer_name(
+    shared: &Shared,
+    live: &Live,
+    page: &PageConfig,
+    customer: &Customer,
+) -> Profile {
     let page_id = page.id.get_ref().clone();
     let now = now_ms();
     let psid = match customer {
@@ -265,11 +271,7 @@ async fn customer_name(shared: &Shared, page: &PageConfig, customer: &Customer) 
         remember(shared, key, &cached);
         return cached;
     }
-    let lookup = shared
-        .live()
-        .graph
-        .profile(page.access_token.get_ref(), psid)
-        .await;
+    let lookup = live.graph.profile(page.access_token.get_ref(), psid).await;
     shared.metrics.graph_call(
         &page_id,
         "profile",

@@ -9,12 +9,12 @@ use crate::config::PageConfig;
 use crate::facebook::graph::{MessagingType, Recipient, Send};
 use crate::facebook::ids::UserId;
 use crate::motion::AgentFile;
-use crate::relay::Shared;
 use crate::relay::messenger::OUR_METADATA;
 use crate::relay::outcome::{Failure, Refusal};
 use crate::relay::pauses::Feature;
 use crate::relay::reply::OutboundReply;
 use crate::relay::sending::*;
+use crate::relay::{Live, Shared};
 use crate::store::{Item, Write, now_ms};
 
 /// The Send API's limit for one text message, in characters.
@@ -104,6 +104,7 @@ enum Step {
 /// Sends a Messenger reply to `psid`; returns the Graph message ids of all its steps.
 pub(super) async fn send(
     shared: &Shared,
+    live: &Live,
     page: &PageConfig,
     item: &Item,
     reply: &OutboundReply,
@@ -122,7 +123,7 @@ pub(super) async fn send(
     let messaging_type = messaging_type(last, now_ms(), page.human_agent_tag)
         .map_err(|reason| Failure::refused(Refusal::Policy, reason))?;
 
-    let file = fetch_agent_file(shared, page, reply).await?;
+    let file = fetch_agent_file(live, page, reply).await?;
     // For a file, Motion puts its name in the body: that is not text to send.
     let text_is_file_name = file.as_ref().is_some_and(|f| f.is_named(&reply.text));
     let mut steps: Vec<Step> = Vec::new();
@@ -152,14 +153,8 @@ pub(super) async fn send(
         .skip(usize::try_from(item.steps_done).unwrap_or(0))
     {
         let sent = match step {
-            Step::Text(text) => {
-                shared
-                    .live()
-                    .graph
-                    .send_text(token, &page_ref, &send, &text)
-                    .await
-            }
-            Step::File(f) => send_agent_file(shared, page, &send, f).await,
+            Step::Text(text) => live.graph.send_text(token, &page_ref, &send, &text).await,
+            Step::File(f) => send_agent_file(live, page, &send, f).await,
         };
         let message_id =
             sent.map_err(|e| graph_failure(shared, page_id, Feature::Messages, "send", e))?;

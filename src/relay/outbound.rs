@@ -17,7 +17,7 @@ use crate::facebook::ids::ObjectId;
 use crate::model::{DedupKey, ItemKind};
 use crate::relay::outcome::{self, Delivered, Failure, Refusal, Settled};
 use crate::relay::reply::{FirstAttempt, OutboundReply};
-use crate::relay::{Customer, Shared, dispatch, messenger_reply, wall_reply};
+use crate::relay::{Customer, Live, Shared, dispatch, messenger_reply, wall_reply};
 use crate::store::{Direction, Item, NewItem, NewState, now_ms};
 
 /// Runs the outbound worker until `shutdown` turns true (see [`dispatch::run`]).
@@ -38,7 +38,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>, drain: Du
 async fn send(shared: &Shared, item: Item) {
     let live = shared.live();
     let result = match live.page(&item.page_id) {
-        Some(page) => send_steps(shared, page, &item).await,
+        Some(page) => send_steps(shared, &live, page, &item).await,
         None => Err(Failure::refused(
             Refusal::UnknownPage,
             format!(
@@ -151,6 +151,7 @@ pub struct AgentNote {
 /// Sends the reply's remaining steps; returns the Graph message ids of all of them.
 async fn send_steps(
     shared: &Shared,
+    live: &Live,
     page: &PageConfig,
     item: &Item,
 ) -> Result<Vec<String>, Failure> {
@@ -181,10 +182,10 @@ async fn send_steps(
     }
 
     if let Some(post) = &reply.thread_id {
-        return wall_reply::send(shared, page, item, &reply, post).await;
+        return wall_reply::send(shared, live, page, item, &reply, post).await;
     }
     let Customer::Facebook(psid) = customer else {
         unreachable!("a simulated customer was answered above");
     };
-    messenger_reply::send(shared, page, item, &reply, psid).await
+    messenger_reply::send(shared, live, page, item, &reply, psid).await
 }

@@ -9,23 +9,21 @@ use crate::facebook::graph::{
     AttachmentType, Disposition, Download, GraphError, MAX_FILE_BYTES, Send,
 };
 use crate::motion::{AgentFile, MotionError};
-use crate::relay::Shared;
 use crate::relay::outcome::{Failure, Refusal};
 use crate::relay::pauses::{Feature, Pause};
 use crate::relay::reply::OutboundReply;
+use crate::relay::{Live, Shared};
 use crate::store::{Item, Write, now_ms};
 
 /// The file an agent attached, fetched from Motion (refused over 25 MB).
 pub(super) async fn fetch_agent_file(
-    shared: &Shared,
+    live: &Live,
     page: &PageConfig,
     reply: &OutboundReply,
 ) -> Result<Option<AgentFile>, Failure> {
     Ok(match &reply.attachment_id {
         Some(id) => Some(
-            shared
-                .live()
-                .motion
+            live.motion
                 .fetch_attachment(page.receive_url.get_ref(), *id, MAX_FILE_BYTES)
                 .await
                 .map_err(|e| match e {
@@ -49,15 +47,13 @@ pub(super) async fn fetch_agent_file(
 /// Sends the agent's file with the Send API, as the attachment type of its MIME type;
 /// returns the Graph message id.
 pub(super) async fn send_agent_file(
-    shared: &Shared,
+    live: &Live,
     page: &PageConfig,
     send: &Send<'_>,
     file: AgentFile,
 ) -> Result<String, GraphError> {
     let kind = AttachmentType::of_mime(&file.content_type);
-    shared
-        .live()
-        .graph
+    live.graph
         .send_file(
             page.access_token.get_ref(),
             &page.page_id(),

@@ -6,13 +6,13 @@ use crate::facebook::feed::FeedChange;
 use crate::facebook::graph::{AttachmentType, Download, MessagingType, Recipient, Send};
 use crate::facebook::ids::ObjectId;
 use crate::model::{ConversationKey, FeedKind, ItemKind};
-use crate::relay::Shared;
 use crate::relay::feed::{self, PrivateTo};
 use crate::relay::messenger::OUR_METADATA;
 use crate::relay::outcome::{Failure, Refusal};
 use crate::relay::pauses::Feature;
 use crate::relay::reply::OutboundReply;
 use crate::relay::sending::*;
+use crate::relay::{Live, Shared};
 use crate::store::{Item, Write, now_ms};
 
 /// Facebook's limit for private replies: 7 days after the customer's post or comment.
@@ -22,6 +22,7 @@ const PRIVATE_REPLY_WINDOW_S: i64 = 7 * 24 * 3600;
 /// post), or, with `comment_reply = "private"`, a private Messenger reply to it.
 pub(super) async fn send(
     shared: &Shared,
+    live: &Live,
     page: &PageConfig,
     item: &Item,
     reply: &OutboundReply,
@@ -31,7 +32,7 @@ pub(super) async fn send(
     let page_ref = page.page_id();
     let transient = |e: crate::store::StoreError| Failure::transient(e.to_string());
 
-    let file = fetch_agent_file(shared, page, reply).await?;
+    let file = fetch_agent_file(live, page, reply).await?;
     let text_is_file_name = file.as_ref().is_some_and(|f| f.is_named(&reply.text));
     let message = if text_is_file_name {
         ""
@@ -96,8 +97,7 @@ pub(super) async fn send(
                 .pauses
                 .comment_slot(page_id, page.comment_interval, now_ms());
             tokio::time::sleep(crate::store::until(slot, now_ms())).await;
-            let id = shared
-                .live()
+            let id = live
                 .graph
                 .comment(token, &target.comment_on, message, photo)
                 .await
@@ -149,14 +149,8 @@ pub(super) async fn send(
                 metadata: &metadata,
             };
             let sent = match file {
-                Some(f) => send_agent_file(shared, page, &send, f).await,
-                None => {
-                    shared
-                        .live()
-                        .graph
-                        .send_text(token, &page_ref, &send, message)
-                        .await
-                }
+                Some(f) => send_agent_file(live, page, &send, f).await,
+                None => live.graph.send_text(token, &page_ref, &send, message).await,
             };
             let id = sent
                 .map_err(|e| graph_failure(shared, page_id, Feature::PrivateReplies, "send", e))?;
