@@ -62,18 +62,11 @@ async fn motion_down_for_a_while_then_up_gets_every_message_once_in_order() {
             "customer {psid}: each once, in Facebook time order"
         );
     }
-    wait_until("every item is done", WAIT, || {
-        let store = store.clone();
-        async move {
-            store
-                .items()
-                .await
-                .unwrap()
-                .iter()
-                .all(|i| i.state == ItemState::Done)
-        }
-    })
-    .await;
+    bench
+        .wait_items("every item is done", |items| {
+            items.iter().all(|i| i.state == ItemState::Done)
+        })
+        .await;
     bench.stop().await;
 }
 

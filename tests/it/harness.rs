@@ -228,6 +228,17 @@ impl Bench {
         self.daemon().shared.store.items().await.unwrap()
     }
 
+    /// Waits (at most [`WAIT`]) until the queue's items satisfy `check`.
+    pub async fn wait_items(&self, what: &str, check: impl Fn(&[ItemSummary]) -> bool) {
+        let (bench, check) = (self, &check);
+        crate::wait_until(
+            what,
+            WAIT,
+            move || async move { check(&bench.items().await) },
+        )
+        .await;
+    }
+
     pub async fn stop(mut self) {
         if let Some(d) = self.daemon.take() {
             d.stop().await;

@@ -7,7 +7,6 @@ use fb_openchannel::store::now_ms;
 use serde_json::json;
 
 use crate::harness::*;
-use crate::wait_until;
 use fb_openchannel::model::{Direction, ItemKind, ItemState, MessagingKind};
 
 const HOUR: i64 = 3600 * 1000;
@@ -162,19 +161,13 @@ async fn a_rate_limit_answers_202_then_the_reply_goes_out_after_backoff() {
     let sent = bench.peers.graph.wait_for_sent(1, WAIT).await.unwrap();
     assert_eq!(sent[0].text.as_deref(), Some("After the limit"));
     assert_eq!(bench.peers.graph.send_calls(), 2);
-    let store = bench.daemon().shared.store.clone();
-    wait_until("the reply item is done", WAIT, || {
-        let store = store.clone();
-        async move {
-            store
-                .items()
-                .await
-                .unwrap()
+    bench
+        .wait_items("the reply item is done", |items| {
+            items
                 .iter()
                 .any(|i| i.direction == Direction::Outbound && i.state == ItemState::Done)
-        }
-    })
-    .await;
+        })
+        .await;
     bench.stop().await;
 }
 

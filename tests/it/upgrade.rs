@@ -11,7 +11,6 @@ use fb_openchannel::model::{
 };
 
 use crate::harness::*;
-use crate::wait_until;
 
 const DATABASE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -84,23 +83,11 @@ async fn a_database_of_the_previous_release_opens_and_drains() {
         wall,
         ["A post before the upgrade", "A comment before the upgrade"]
     );
-    let store = bench.daemon().shared.store.clone();
-    wait_until(
-        "every pending item delivered",
-        Duration::from_secs(10),
-        || {
-            let store = store.clone();
-            async move {
-                store
-                    .items()
-                    .await
-                    .unwrap()
-                    .iter()
-                    .all(|i| i.state != ItemState::Pending)
-            }
-        },
-    )
-    .await;
+    bench
+        .wait_items("every pending item delivered", |items| {
+            items.iter().all(|i| i.state != ItemState::Pending)
+        })
+        .await;
     assert_eq!(
         bench.motion().notifies().len(),
         5,

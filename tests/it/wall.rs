@@ -452,21 +452,11 @@ async fn a_batch_of_1000_feed_changes_delivered_twice_gives_1000_notifies() {
     bench.deliver(&body).await;
     bench.deliver(&body).await;
     let notes = bench.motion().wait_for_notifies(1000, WAIT).await.unwrap();
-    let store = bench.daemon().shared.store.clone();
-    wait_until("all 1000 are done", WAIT, || {
-        let store = store.clone();
-        async move {
-            store
-                .items()
-                .await
-                .unwrap()
-                .iter()
-                .filter(|i| i.state == ItemState::Done)
-                .count()
-                == 1000
-        }
-    })
-    .await;
+    bench
+        .wait_items("all 1000 are done", |items| {
+            items.iter().filter(|i| i.state == ItemState::Done).count() == 1000
+        })
+        .await;
     assert_eq!(
         bench.items().await.len(),
         1000,
