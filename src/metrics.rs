@@ -102,6 +102,8 @@ pub struct Metrics {
     /// Store transactions that wrote (each one fsync), read at scrape time.
     store_commits: Gauge,
     store_relaxed_commits: Gauge,
+    /// Requests waiting for the store thread, read at scrape time.
+    store_waiting: Gauge,
     /// Webhook verification handshakes by result: accepted, refused, throttled.
     pub handshakes: Family<ResultLabels, Counter>,
     /// Signed webhook bodies or items in them that could not be read (kept as failed).
@@ -230,6 +232,12 @@ impl Metrics {
             "Store transactions that wrote delivery outcomes only (synced by the next fsync)",
             store_relaxed_commits.clone(),
         );
+        let store_waiting = Gauge::default();
+        registry.register(
+            "store_waiting_requests",
+            "Requests waiting for the store thread; a number that stays up means a slow or stalled disk, or another process holding the database's lock",
+            store_waiting.clone(),
+        );
         let unreadable = Counter::default();
         registry.register(
             "webhook_items_unreadable",
@@ -296,6 +304,7 @@ impl Metrics {
             cert_reloads,
             store_commits,
             store_relaxed_commits,
+            store_waiting,
         }
     }
 
@@ -408,6 +417,8 @@ impl Metrics {
                 .write_commits
                 .load(std::sync::atomic::Ordering::Relaxed) as i64,
         );
+        self.store_waiting
+            .set(store.waiting.load(std::sync::atomic::Ordering::Relaxed) as i64);
         for (topic, n) in crate::logging::suppressed_totals() {
             self.log_suppressed
                 .get_or_create(&TopicLabels {

@@ -42,6 +42,9 @@ pub struct StoreStats {
     pub write_requests: AtomicU64,
     /// Checkpoint passes of the checkpoint thread.
     pub checkpoints: AtomicU64,
+    /// Requests sent to the store thread and not taken by it yet: a slow or stalled
+    /// disk (or another process holding the database's lock) shows here first.
+    pub waiting: AtomicU64,
     /// Set by the checkpoint thread when frames written during its pass are left: the
     /// writer copies that short tail between two batches (see [`run_checkpoints`]).
     tail_checkpoint: AtomicBool,
@@ -155,9 +158,11 @@ impl Store {
                 let _ = answer.send(outcome);
             })
         });
-        self.tx
-            .send(Request { access, job })
-            .map_err(|_| StoreError::Closed)?;
+        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Request { access, job }).is_err() {
+            self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(StoreError::Closed);
+        }
         wait.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -292,6 +297,9 @@ fn run_store_thread(
                 Err(_) => break,
             }
         }
+        stats
+            .waiting
+            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
         // Reads first, in a transaction of their own: they see only committed data, and
         // a batch whose writes cannot commit (a full disk) still answers them — the
         // queue, /readyz and /metrics keep working.
