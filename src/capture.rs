@@ -34,11 +34,7 @@ const MASK: &str = "********";
 
 /// The capture directory beside the state database.
 pub fn dir(store_path: &Path) -> PathBuf {
-    store_path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join("capture")
+    crate::store::beside(store_path, "capture")
 }
 
 /// The file whose content (an end time, ms) turns a capture on.
@@ -138,22 +134,7 @@ impl Capture {
 
     /// The secrets of `config`, to mask (called at start and at every reload).
     pub fn set_secrets(&self, config: &Config) {
-        let mut secrets: Vec<String> = vec![
-            config.facebook.app_secret.get_ref().expose().to_owned(),
-            config.facebook.verify_token.get_ref().expose().to_owned(),
-            config.motion.api_key.get_ref().expose().to_owned(),
-        ];
-        for page in &config.pages {
-            secrets.push(page.access_token.get_ref().expose().to_owned());
-            secrets.push(page.reply_token.get_ref().expose().to_owned());
-            if let Ok(url) = url::Url::parse(page.receive_url.get_ref()) {
-                secrets.extend(url.query_pairs().map(|(_, v)| v.into_owned()));
-            }
-        }
-        // Longest first, so that a secret containing another is masked whole.
-        secrets.retain(|s| s.len() >= 4);
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        *self.secrets.write().unwrap_or_else(|e| e.into_inner()) = secrets;
+        *self.secrets.write().unwrap_or_else(|e| e.into_inner()) = config.secret_values();
     }
 
     /// Whether exchanges are recorded now.

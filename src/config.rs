@@ -458,6 +458,28 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl Config {
+    /// Every secret value of the config (tokens, keys, and the query values of Receive
+    /// URLs, which may carry one), longest first so that masking one that contains
+    /// another hides it whole; values under 4 characters are left (they would mask
+    /// ordinary text).
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut secrets: Vec<String> = vec![
+            self.facebook.app_secret.get_ref().expose().to_owned(),
+            self.facebook.verify_token.get_ref().expose().to_owned(),
+            self.motion.api_key.get_ref().expose().to_owned(),
+        ];
+        for page in &self.pages {
+            secrets.push(page.access_token.get_ref().expose().to_owned());
+            secrets.push(page.reply_token.get_ref().expose().to_owned());
+            if let Ok(url) = url::Url::parse(page.receive_url.get_ref()) {
+                secrets.extend(url.query_pairs().map(|(_, v)| v.into_owned()));
+            }
+        }
+        secrets.retain(|s| s.len() >= 4);
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets
+    }
+
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {

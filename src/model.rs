@@ -49,6 +49,16 @@ pub enum MessagingKind {
     Unknown,
 }
 
+impl MessagingKind {
+    pub const ALL: [MessagingKind; 12] = {
+        use MessagingKind::*;
+        [
+            Message, Echo, Deleted, Edit, Reaction, Postback, Referral, Read, Delivery, Optin,
+            Handover, Unknown,
+        ]
+    };
+}
+
 /// What a change of the Page's feed is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FeedKind {
@@ -84,20 +94,13 @@ impl ItemKind {
     pub const ALL: [ItemKind; 23] = {
         use FeedKind as F;
         use ItemKind::*;
-        use MessagingKind as M;
-        [
-            Messaging(M::Message),
-            Messaging(M::Echo),
-            Messaging(M::Deleted),
-            Messaging(M::Edit),
-            Messaging(M::Reaction),
-            Messaging(M::Postback),
-            Messaging(M::Referral),
-            Messaging(M::Read),
-            Messaging(M::Delivery),
-            Messaging(M::Optin),
-            Messaging(M::Handover),
-            Messaging(M::Unknown),
+        let mut all = [Note; 23];
+        let mut i = 0;
+        while i < MessagingKind::ALL.len() {
+            all[i] = Messaging(MessagingKind::ALL[i]);
+            i += 1;
+        }
+        let rest = [
             Standby { echo: false },
             Standby { echo: true },
             Feed(F::Post),
@@ -109,7 +112,13 @@ impl ItemKind {
             Reply,
             WallReply,
             Note,
-        ]
+        ];
+        let mut j = 0;
+        while j < rest.len() {
+            all[i + j] = rest[j];
+            j += 1;
+        }
+        all
     };
 
     /// The label stored in the database and shown in logs, metrics and `queue list`.
@@ -382,39 +391,20 @@ impl DedupKey {
     }
 }
 
-macro_rules! display_as_str {
+/// Shown (logs, `queue list`), serialised (`--json`) and stored as their labels: the
+/// strings earlier releases wrote before these were types.
+macro_rules! text_label {
     ($($t:ty),*) => {$(
         impl fmt::Display for $t {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
             }
         }
-    )*};
-}
-display_as_str!(
-    ItemKind,
-    ItemState,
-    Direction,
-    ConversationKey,
-    DedupKey,
-    NameSource
-);
-
-/// In JSON (`queue list --json`) as their labels, as before they were types.
-macro_rules! serialize_as_str {
-    ($($t:ty),*) => {$(
         impl serde::Serialize for $t {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
             }
         }
-    )*};
-}
-serialize_as_str!(ItemKind, ItemState, Direction, ConversationKey, DedupKey);
-
-/// Stored as their text.
-macro_rules! sql_text {
-    ($($t:ty),*) => {$(
         impl ToSql for $t {
             fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
                 Ok(ToSqlOutput::from(self.as_str()))
@@ -422,7 +412,7 @@ macro_rules! sql_text {
         }
     )*};
 }
-sql_text!(
+text_label!(
     ItemKind,
     ItemState,
     Direction,

@@ -264,22 +264,42 @@ pub fn covers(names: &[String], host: &str) -> bool {
 }
 
 /// The address to reach a listener on from this host.
-fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
-    let mut a = addr;
-    if a.ip().is_unspecified() {
-        a.set_ip(if a.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    a
+/// `path` on one of our listeners as reached from this host (a wildcard address is
+/// reached on loopback).
+fn listener_url(addr: std::net::SocketAddr, tls: bool, path: &str) -> url::Url {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let mut url = url::Url::parse(if tls {
+        "https://localhost"
+    } else {
+        "http://localhost"
+    })
+    .expect("a fixed URL");
+    let _ = url.set_ip_host(ip);
+    let _ = url.set_port(Some(addr.port()));
+    url.set_path(path);
+    url
+}
+
+/// GETs `path` on the local listener (5 s): its URL, and the answer.
+async fn local_get(
+    config: &Config,
+    path: &str,
+) -> (url::Url, Result<reqwest::Response, reqwest::Error>) {
+    let url = listener_url(config.local.listen, false, path);
+    let answer = reqwest::Client::new()
+        .get(url.clone())
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    (url, answer)
 }
 
 async fn public_listener(config: &Config) -> Result<String, String> {
     crate::http_client::install_crypto_provider();
-    let addr = reachable(config.public.listen);
-    let scheme = if config.public.tls { "https" } else { "http" };
     // Our own listener on loopback: its certificate names the public host, not this
     // address; the certificate check above is the one that matters.
     let client = reqwest::Client::builder()
@@ -288,9 +308,9 @@ async fn public_listener(config: &Config) -> Result<String, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let challenge = format!("doctor-{}", crate::store::now_ms());
-    let url = format!("{scheme}://{addr}/webhook");
+    let url = listener_url(config.public.listen, config.public.tls, "/webhook");
     let response = client
-        .get(&url)
+        .get(url.clone())
         .query(&[
             ("hub.mode", "subscribe"),
             ("hub.verify_token", config.facebook.verify_token.get_ref().expose()),
@@ -318,18 +338,13 @@ async fn public_listener(config: &Config) -> Result<String, String> {
 }
 
 async fn local_listener(config: &Config) -> Result<String, String> {
-    let url = format!("http://{}/healthz", reachable(config.local.listen));
-    let response = reqwest::Client::new()
-        .get(&url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "nothing answers at {url} ({}): is the daemon running?",
-                crate::http_client::describe(e)
-            )
-        })?;
+    let (url, answer) = local_get(config, "/healthz").await;
+    let response = answer.map_err(|e| {
+        format!(
+            "nothing answers at {url} ({}): is the daemon running?",
+            crate::http_client::describe(e)
+        )
+    })?;
     match response.status().as_u16() {
         200 => Ok(format!("{url} answers (Motion's Reply URL is served here)")),
         s => Err(format!(
@@ -341,13 +356,8 @@ async fn local_listener(config: &Config) -> Result<String, String> {
 /// What the running daemon knows that no file shows: its `/readyz` (Facebook
 /// throttling a feature, routing, a full disk, tokens refused…).
 async fn readiness(config: &Config) -> Result<String, String> {
-    let url = format!("http://{}/readyz", reachable(config.local.listen));
-    let response = reqwest::Client::new()
-        .get(&url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {}", crate::http_client::describe(e)))?;
+    let (url, answer) = local_get(config, "/readyz").await;
+    let response = answer.map_err(|e| format!("{url}: {}", crate::http_client::describe(e)))?;
     let ok = response.status().is_success();
     let text = response.text().await.unwrap_or_default();
     let lines: Vec<&str> = text

@@ -150,6 +150,23 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The config of a one-shot command; when it is broken, its errors are on stderr and
+/// the command ends with this exit code.
+fn config_for_command(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|errors| {
+        eprintln!("{errors}");
+        ExitCode::FAILURE
+    })
+}
+
+/// The runtime of a one-shot command: one thread is plenty.
+fn command_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 fn check_config(path: &std::path::Path, quiet: bool) -> ExitCode {
     match Config::load(path) {
         Ok(_) if quiet => ExitCode::SUCCESS,

@@ -54,7 +54,7 @@ pub fn main(path: &std::path::Path, command: QueueCommand, json: bool) -> ExitCo
     // The config names the database and the secrets to mask; an incomplete config (a
     // placeholder left) must not stop an operator from reading the queue.
     let (db, secrets) = match Config::load(path) {
-        Ok(c) => (c.storage.path.clone(), secrets_of(&c)),
+        Ok(c) => (c.storage.path.clone(), c.secret_values()),
         Err(errors) => match std::fs::read_to_string(path)
             .ok()
             .and_then(|t| storage_path_of(&t))
@@ -127,35 +127,25 @@ fn storage_path_of(text: &str) -> Option<std::path::PathBuf> {
     Some(path.into())
 }
 
-/// Every secret value of the config, to mask wherever it might appear.
-fn secrets_of(c: &Config) -> Vec<String> {
-    let mut s = vec![
-        c.facebook.app_secret.get_ref().expose().to_owned(),
-        c.facebook.verify_token.get_ref().expose().to_owned(),
-        c.motion.api_key.get_ref().expose().to_owned(),
-    ];
-    for p in &c.pages {
-        s.push(p.access_token.get_ref().expose().to_owned());
-        s.push(p.reply_token.get_ref().expose().to_owned());
-    }
-    s.retain(|v| v.len() >= 4);
-    s
-}
-
 fn mask(text: &str, secrets: &[String]) -> String {
     secrets
         .iter()
         .fold(text.to_owned(), |t, s| t.replace(s.as_str(), "********"))
 }
 
+/// `--json`: the rows as the store gives them, for scripts.
+fn print_json(rows: &impl serde::Serialize) -> ExitCode {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(rows).expect("serialises")
+    );
+    ExitCode::SUCCESS
+}
+
 fn stats(conn: &rusqlite::Connection, json: bool) -> rusqlite::Result<ExitCode> {
     let rows = queue::stats(conn)?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).expect("serialises")
-        );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(print_json(&rows));
     }
     if rows.is_empty() {
         println!("the queue is empty");
@@ -204,11 +194,7 @@ fn list(
 ) -> rusqlite::Result<ExitCode> {
     let rows = queue::list(conn, filter)?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).expect("serialises")
-        );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(print_json(&rows));
     }
     if rows.is_empty() {
         println!(

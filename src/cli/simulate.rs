@@ -6,7 +6,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::Config;
 use crate::facebook::signature;
 use crate::relay::SIMULATED_ID_PREFIX;
 use crate::store::now_ms;
@@ -53,12 +52,9 @@ pub fn body(page_id: &str, wall: bool, text: &str, now: i64) -> String {
 }
 
 pub fn main(path: &std::path::Path, options: Options) -> ExitCode {
-    let config = match Config::load(path) {
+    let config = match super::config_for_command(path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let page = match &options.page {
         Some(id) => match config.page(id) {
@@ -119,10 +115,7 @@ pub fn main(path: &std::path::Path, options: Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = super::command_runtime();
     let answer = runtime.block_on(async {
         let response = client
             .post(&url)

@@ -7,7 +7,6 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::output::Style;
-use crate::config::Config;
 use crate::facebook::graph::GraphClient;
 use crate::relay::subscription;
 
@@ -20,17 +19,11 @@ struct Outcome {
 }
 
 pub fn main(path: &std::path::Path, json: bool) -> ExitCode {
-    let config = match Config::load(path) {
+    let config = match super::config_for_command(path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = super::command_runtime();
     let outcomes = runtime.block_on(async {
         let graph = match GraphClient::new(
             config.facebook.graph_url.get_ref(),

@@ -416,12 +416,7 @@ impl GraphClient {
             "attachment": {"type": kind.as_str(), "payload": {"is_reusable": false}},
             "metadata": send.metadata,
         });
-        let part = reqwest::multipart::Part::stream(file.bytes)
-            .file_name(file.file_name)
-            .mime_str(&file.content_type)
-            .map_err(|e| {
-                GraphError::network(format!("bad MIME type: {}", http_client::describe(e)))
-            })?;
+        let part = file_part(file)?;
         let mut form = reqwest::multipart::Form::new()
             .text("recipient", send.recipient.to_json().to_string())
             .text("messaging_type", send.messaging_type.as_str())
@@ -454,12 +449,7 @@ impl GraphClient {
                 .post(url)
                 .json(&serde_json::json!({ "message": message })),
             Some(file) => {
-                let part = reqwest::multipart::Part::stream(file.bytes)
-                    .file_name(file.file_name)
-                    .mime_str(&file.content_type)
-                    .map_err(|e| {
-                        GraphError::network(format!("bad MIME type: {}", http_client::describe(e)))
-                    })?;
+                let part = file_part(file)?;
                 let mut form = reqwest::multipart::Form::new().part("source", part);
                 if !message.is_empty() {
                     form = form.text("message", message.to_owned());
@@ -746,6 +736,14 @@ pub fn file_name_from_url(url: &str, content_type: &str) -> String {
         };
         format!("attachment.{ext}")
     })
+}
+
+/// A file for a multipart upload, with its name and type.
+fn file_part(file: Download) -> Result<reqwest::multipart::Part, GraphError> {
+    reqwest::multipart::Part::stream(file.bytes)
+        .file_name(file.file_name)
+        .mime_str(&file.content_type)
+        .map_err(|e| GraphError::network(format!("bad MIME type: {}", http_client::describe(e))))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::facebook::feed::FeedChange;
 use crate::facebook::graph::{Disposition, DownloadError};
 use crate::facebook::webhook::Messaging;
 use crate::logging;
-use crate::model::{DedupKey, ItemKind, NameSource};
+use crate::model::{ConversationKey, DedupKey, ItemKind, NameSource};
 use crate::motion::{AttachmentId, Notify, Upload};
 use crate::relay::feed::{self, Envelope};
 use crate::relay::messenger::{self, Context, Step};
@@ -277,47 +277,40 @@ async fn customer_name(
         "profile",
         if lookup.is_ok() { "ok" } else { "error" },
     );
+    let conversation = ConversationKey::customer(psid.as_str());
+    let keep = |profile: Profile| async move {
+        let _ = shared
+            .store
+            .put_profile(key.0.clone(), key.1.clone(), profile.clone())
+            .await;
+        remember(shared, key, &profile);
+        profile
+    };
     match lookup {
         Ok(p) if p.first_name.is_some() || p.last_name.is_some() => {
-            let profile = Profile {
+            keep(Profile {
                 first_name: p.first_name.unwrap_or_default(),
                 last_name: p.last_name.unwrap_or_default(),
                 source: NameSource::Graph,
                 fetched_at: now,
-            };
-            let _ = shared
-                .store
-                .put_profile(page_id, psid.to_string(), profile.clone())
-                .await;
-            remember(shared, key, &profile);
-            profile
+            })
+            .await
         }
-        result => {
+        Err(e) if e.disposition == Disposition::Retry || e.disposition == Disposition::SlowDown => {
+            // Passing trouble: use the fallback now, ask again at the customer's next
+            // message (while Graph is down that is every message, so the line is bounded).
             let profile = fallback_profile(psid.as_str(), now);
-            match result {
-                Err(e)
-                    if e.disposition == Disposition::Retry
-                        || e.disposition == Disposition::SlowDown =>
-                {
-                    // Passing trouble: use the fallback now, ask again next time.
-                    // Asked again at the customer's next message: while Graph is down
-                    // that is every message, so the line is bounded.
-                    if logging::NAME_LOOKUP_FAILED.admit() {
-                        warn!(page_id = %page_id, conversation = %format!("psid:{psid}"), "customer name lookup failed ({e}); using {:?} for now", full_name(&profile));
-                    }
-                }
-                other => {
-                    if let Err(e) = other {
-                        info!(page_id = %page_id, conversation = %format!("psid:{psid}"), "Facebook refused the customer name lookup ({e}); using {:?} (the Page may lack Advanced Access to pages_messaging / profile)", full_name(&profile));
-                    }
-                    let _ = shared
-                        .store
-                        .put_profile(page_id, psid.to_string(), profile.clone())
-                        .await;
-                    remember(shared, key, &profile);
-                }
+            if logging::NAME_LOOKUP_FAILED.admit() {
+                warn!(page_id = %page_id, conversation = %conversation, "customer name lookup failed ({e}); using {:?} for now", full_name(&profile));
             }
             profile
+        }
+        other => {
+            let profile = fallback_profile(psid.as_str(), now);
+            if let Err(e) = other {
+                info!(page_id = %page_id, conversation = %conversation, "Facebook refused the customer name lookup ({e}); using {:?} (the Page may lack Advanced Access to pages_messaging / profile)", full_name(&profile));
+            }
+            keep(profile).await
         }
     }
 }

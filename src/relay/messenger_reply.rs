@@ -184,36 +184,26 @@ mod tests {
     #[test]
     fn reply_window() {
         let h = |hours: i64| Some(NOW - hours * HOUR_MS);
-        assert_eq!(
-            messaging_type(None, NOW, false),
-            Ok(MessagingType::Response)
-        );
-        assert_eq!(
-            messaging_type(h(1), NOW, false),
-            Ok(MessagingType::Response)
-        );
-        assert_eq!(
-            messaging_type(h(23), NOW, true),
-            Ok(MessagingType::Response)
-        );
-        let refused = messaging_type(h(28), NOW, false).unwrap_err();
-        assert!(
-            refused.contains("28 h ago") && refused.contains("human_agent_tag"),
-            "{refused}"
-        );
-        assert_eq!(
-            messaging_type(h(28), NOW, true),
-            Ok(MessagingType::HumanAgent)
-        );
-        assert_eq!(
-            messaging_type(h(167), NOW, true),
-            Ok(MessagingType::HumanAgent)
-        );
-        let refused = messaging_type(h(8 * 24), NOW, true).unwrap_err();
-        assert!(
-            refused.contains("8 days ago") && refused.contains("after 7 days"),
-            "{refused}"
-        );
+        // (last customer message, human_agent_tag, the messaging type chosen)
+        let allowed = [
+            (None, false, MessagingType::Response),
+            (h(1), false, MessagingType::Response),
+            (h(23), true, MessagingType::Response),
+            (h(28), true, MessagingType::HumanAgent),
+            (h(167), true, MessagingType::HumanAgent),
+        ];
+        for (last, tag, want) in allowed {
+            assert_eq!(messaging_type(last, NOW, tag), Ok(want), "{last:?} {tag}");
+        }
+        // (last customer message, human_agent_tag, what the refusal must say)
+        let refused = [
+            (h(28), false, ["28 h ago", "human_agent_tag"]),
+            (h(8 * 24), true, ["8 days ago", "after 7 days"]),
+        ];
+        for (last, tag, says) in refused {
+            let why = messaging_type(last, NOW, tag).unwrap_err();
+            assert!(says.iter().all(|s| why.contains(s)), "{why}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use hyper::{Method, Request};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::http::{Handler, SimResponse, SimServer, json as json_response, respond};
 use crate::facebook::signature;
@@ -34,7 +34,7 @@ pub struct GraphRequest {
 #[derive(Debug, Clone)]
 pub struct SentMessage {
     pub page_id: String,
-    pub recipient: serde_json::Value,
+    pub recipient: Value,
     pub messaging_type: String,
     pub tag: Option<String>,
     pub text: Option<String>,
@@ -63,7 +63,7 @@ pub struct SentComment {
 #[derive(Debug, Clone)]
 pub struct SendFailure {
     pub status: u16,
-    pub body: serde_json::Value,
+    pub body: Value,
     /// e.g. `x-business-use-case-usage`.
     pub headers: Vec<(String, String)>,
 }
@@ -431,7 +431,7 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
         }
         (&Method::GET, [_version, target, "subscribed_apps"]) if *target == page => {
             // Every app installed on the Page, as Graph lists them.
-            let mut data: Vec<serde_json::Value> = state
+            let mut data: Vec<Value> = state
                 .other_apps
                 .lock()
                 .unwrap()
@@ -563,53 +563,66 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
     }
 }
 
-/// Reads a comment call: JSON `{message}` or multipart `message` + `source` photo.
-async fn read_comment(
+/// A file sent in a multipart form: its name, content type and bytes.
+type FormFile = (String, String, Bytes);
+
+/// The request's multipart form, if it is one: its text fields, and the file sent as
+/// `file_field`.
+async fn read_form(
     req: &Request<Bytes>,
-) -> Result<(Option<String>, Option<(String, String, Bytes)>), String> {
+    file_field: &str,
+) -> Result<Option<(HashMap<String, String>, Option<FormFile>)>, String> {
     let content_type = req
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    if content_type.starts_with("multipart/form-data") {
-        let boundary = multer::parse_boundary(&content_type).map_err(|e| e.to_string())?;
-        let body = req.body().clone();
-        let stream =
-            futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
-        let mut multipart = multer::Multipart::new(stream, boundary);
-        let (mut message, mut photo) = (None, None);
-        while let Some(field) = multipart.next_field().await.map_err(|e| e.to_string())? {
-            match field.name() {
-                Some("source") => {
-                    let name = field.file_name().unwrap_or("").to_owned();
-                    let ct = field
-                        .content_type()
-                        .map(|m| m.to_string())
-                        .unwrap_or_default();
-                    photo = Some((name, ct, field.bytes().await.map_err(|e| e.to_string())?));
-                }
-                Some("message") => message = Some(field.text().await.map_err(|e| e.to_string())?),
-                _ => {}
-            }
+        .unwrap_or("");
+    if !content_type.starts_with("multipart/form-data") {
+        return Ok(None);
+    }
+    let boundary = multer::parse_boundary(content_type).map_err(|e| e.to_string())?;
+    let body = req.body().clone();
+    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let (mut fields, mut file) = (HashMap::new(), None);
+    while let Some(field) = multipart.next_field().await.map_err(|e| e.to_string())? {
+        let name = field.name().unwrap_or("").to_owned();
+        if name == file_field {
+            let file_name = field.file_name().unwrap_or("").to_owned();
+            let ct = field
+                .content_type()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            file = Some((
+                file_name,
+                ct,
+                field.bytes().await.map_err(|e| e.to_string())?,
+            ));
+        } else {
+            fields.insert(name, field.text().await.map_err(|e| e.to_string())?);
         }
+    }
+    Ok(Some((fields, file)))
+}
+
+/// Reads a comment call: JSON `{message}` or multipart `message` + `source` photo.
+async fn read_comment(req: &Request<Bytes>) -> Result<(Option<String>, Option<FormFile>), String> {
+    if let Some((mut fields, photo)) = read_form(req, "source").await? {
         if photo.is_none() {
             return Err("(#100) source must be a photo".into());
         }
-        Ok((message, photo))
-    } else {
-        let v: serde_json::Value = serde_json::from_slice(req.body())
-            .map_err(|e| format!("(#100) body is not JSON: {e}"))?;
-        match v.get("message").and_then(|m| m.as_str()) {
-            Some(m) if !m.is_empty() => Ok((Some(m.to_owned()), None)),
-            _ => Err("(#100) message is required".into()),
-        }
+        return Ok((fields.remove("message"), photo));
+    }
+    let v: Value =
+        serde_json::from_slice(req.body()).map_err(|e| format!("(#100) body is not JSON: {e}"))?;
+    match v.get("message").and_then(|m| m.as_str()) {
+        Some(m) if !m.is_empty() => Ok((Some(m.to_owned()), None)),
+        _ => Err("(#100) message is required".into()),
     }
 }
 
 /// A feed change webhook (wall post or comment) as Facebook sends it.
-pub fn feed_change(page_id: &str, time_s: i64, value: serde_json::Value) -> String {
+pub fn feed_change(page_id: &str, time_s: i64, value: Value) -> String {
     json!({
         "object": "page",
         "entry": [{"id": page_id, "time": time_s, "changes": [{"field": "feed", "value": value}]}]
@@ -619,36 +632,12 @@ pub fn feed_change(page_id: &str, time_s: i64, value: serde_json::Value) -> Stri
 
 /// Reads a Send API call, JSON or multipart, the way Graph validates it.
 async fn read_send(req: &Request<Bytes>, page: &str) -> Result<SentMessage, String> {
-    let content_type = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let mut fields: HashMap<String, serde_json::Value> = HashMap::new();
+    let mut fields: HashMap<String, Value> = HashMap::new();
     let mut attachment = None;
-    if content_type.starts_with("multipart/form-data") {
-        let boundary = multer::parse_boundary(&content_type).map_err(|e| e.to_string())?;
-        let body = req.body().clone();
-        let stream =
-            futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
-        let mut multipart = multer::Multipart::new(stream, boundary);
-        let mut file = None;
-        while let Some(field) = multipart.next_field().await.map_err(|e| e.to_string())? {
-            let name = field.name().unwrap_or("").to_owned();
-            if name == "filedata" {
-                let file_name = field.file_name().unwrap_or("").to_owned();
-                let ct = field
-                    .content_type()
-                    .map(|m| m.to_string())
-                    .unwrap_or_default();
-                let bytes = field.bytes().await.map_err(|e| e.to_string())?;
-                file = Some((file_name, ct, bytes));
-            } else {
-                let text = field.text().await.map_err(|e| e.to_string())?;
-                let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-                fields.insert(name, value);
-            }
+    if let Some((form, file)) = read_form(req, "filedata").await? {
+        for (name, text) in form {
+            let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            fields.insert(name, value);
         }
         let kind = fields
             .get("message")
@@ -659,7 +648,7 @@ async fn read_send(req: &Request<Bytes>, page: &str) -> Result<SentMessage, Stri
         let (file_name, ct, bytes) = file.ok_or("(#100) filedata is required")?;
         attachment = Some((kind, file_name, ct, bytes));
     } else {
-        let v: serde_json::Value = serde_json::from_slice(req.body())
+        let v: Value = serde_json::from_slice(req.body())
             .map_err(|e| format!("(#100) body is not JSON: {e}"))?;
         for (k, val) in v.as_object().ok_or("(#100) body must be an object")? {
             fields.insert(k.clone(), val.clone());
@@ -774,20 +763,12 @@ pub fn messenger_text(
     timestamp_ms: i64,
     text: &str,
 ) -> String {
-    json!({
-        "object": "page",
-        "entry": [{
-            "id": page_id,
-            "time": timestamp_ms,
-            "messaging": [{
-                "sender": {"id": psid},
-                "recipient": {"id": page_id},
-                "timestamp": timestamp_ms,
-                "message": {"mid": mid, "text": text}
-            }]
-        }]
-    })
-    .to_string()
+    messenger_message(
+        page_id,
+        psid,
+        timestamp_ms,
+        json!({"mid": mid, "text": text}),
+    )
 }
 
 /// A Messenger message carrying one attachment of `kind` at `url`.
@@ -799,6 +780,16 @@ pub fn messenger_attachment(
     kind: &str,
     url: &str,
 ) -> String {
+    messenger_message(
+        page_id,
+        psid,
+        timestamp_ms,
+        json!({"mid": mid, "attachments": [{"type": kind, "payload": {"url": url}}]}),
+    )
+}
+
+/// A webhook of one customer's `message` to the Page, as Facebook wraps it.
+fn messenger_message(page_id: &str, psid: &str, timestamp_ms: i64, message: Value) -> String {
     json!({
         "object": "page",
         "entry": [{
@@ -808,7 +799,7 @@ pub fn messenger_attachment(
                 "sender": {"id": psid},
                 "recipient": {"id": page_id},
                 "timestamp": timestamp_ms,
-                "message": {"mid": mid, "attachments": [{"type": kind, "payload": {"url": url}}]}
+                "message": message
             }]
         }]
     })

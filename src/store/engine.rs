@@ -169,11 +169,16 @@ impl Store {
 
 /// Where webhook bodies not verified yet are spooled: `spool/` beside the database.
 pub fn spool_dir(store_path: &Path) -> PathBuf {
+    beside(store_path, "spool")
+}
+
+/// `name` in the state directory: the folder of the database.
+pub fn beside(store_path: &Path, name: &str) -> PathBuf {
     store_path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
-        .join("spool")
+        .join(name)
 }
 
 /// The database, its WAL and shared-memory files and the spool directory are for the

@@ -132,70 +132,69 @@ impl Write {
 }
 
 fn write_one(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
-    match write {
+    // The statement, its parameters, and the attempt it records (outcome, error, item, at).
+    let (sql, args, attempt): (&str, &[&dyn rusqlite::ToSql], _) = match write {
         Write::Progress {
             item,
             steps_done,
             at,
-        } => conn
-            .prepare_cached("UPDATE items SET steps_done = ?2, updated_at = ?3 WHERE id = ?1")?
-            .execute(params![item, steps_done, at])
-            .map(drop),
+        } => (
+            "UPDATE items SET steps_done = ?2, updated_at = ?3 WHERE id = ?1",
+            params![*item, *steps_done, *at],
+            None,
+        ),
         Write::Sent {
             page_id,
             message_id,
             item,
             at,
-        } => conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO sent_messages (page_id, message_id, item_id, sent_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![page_id, message_id, item, at])
-            .map(drop),
+        } => (
+            "INSERT OR IGNORE INTO sent_messages (page_id, message_id, item_id, sent_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![*page_id, *message_id, *item, *at],
+            None,
+        ),
         Write::PrivateReply {
             page_id,
             object_id,
             item,
             at,
-        } => conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO private_replies (page_id, object_id, item_id, sent_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![page_id, object_id, item, at])
-            .map(drop),
-        Write::Delivered { item, result, at } => {
-            conn.prepare_cached(
-                "UPDATE items SET state = 'done', attempts = attempts + 1, result = ?2,
-                        updated_at = ?3 WHERE id = ?1",
-            )?
-            .execute(params![item, result, at])?;
-            record_attempt(conn, *item, *at, "delivered", None)
-        }
+        } => (
+            "INSERT OR IGNORE INTO private_replies (page_id, object_id, item_id, sent_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![*page_id, *object_id, *item, *at],
+            None,
+        ),
+        Write::Delivered { item, result, at } => (
+            "UPDATE items SET state = 'done', attempts = attempts + 1, result = ?2,
+                    updated_at = ?3 WHERE id = ?1",
+            params![*item, *result, *at],
+            Some(("delivered", None, *item, *at)),
+        ),
         Write::RetryAt {
             item,
             next_at,
             error,
             at,
-        } => {
-            conn.prepare_cached(
-                "UPDATE items SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3,
-                        first_failure_at = COALESCE(first_failure_at, ?4), updated_at = ?4
-                  WHERE id = ?1",
-            )?
-            .execute(params![item, next_at, error, at])?;
-            record_attempt(conn, *item, *at, "retry", Some(error))
-        }
-        Write::Failed { item, reason, at } => {
-            conn.prepare_cached(
-                "UPDATE items SET state = 'failed', attempts = attempts + 1, last_error = ?2,
-                        first_failure_at = COALESCE(first_failure_at, ?3), updated_at = ?3
-                  WHERE id = ?1",
-            )?
-            .execute(params![item, reason, at])?;
-            record_attempt(conn, *item, *at, "failed", Some(reason))
-        }
+        } => (
+            "UPDATE items SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3,
+                    first_failure_at = COALESCE(first_failure_at, ?4), updated_at = ?4
+              WHERE id = ?1",
+            params![*item, *next_at, *error, *at],
+            Some(("retry", Some(error.as_str()), *item, *at)),
+        ),
+        Write::Failed { item, reason, at } => (
+            "UPDATE items SET state = 'failed', attempts = attempts + 1, last_error = ?2,
+                    first_failure_at = COALESCE(first_failure_at, ?3), updated_at = ?3
+              WHERE id = ?1",
+            params![*item, *reason, *at],
+            Some(("failed", Some(reason.as_str()), *item, *at)),
+        ),
+    };
+    conn.prepare_cached(sql)?.execute(args)?;
+    match attempt {
+        Some((outcome, error, item, at)) => record_attempt(conn, item, at, outcome, error),
+        None => Ok(()),
     }
 }
 
