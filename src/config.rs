@@ -79,6 +79,9 @@ pub struct Config {
     /// One table per Facebook Page (one Openchannel account each).
     #[serde(rename = "page", default)]
     pub pages: Vec<PageConfig>,
+    /// One table per Instagram professional account (one Openchannel account each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instagram: Vec<InstagramConfig>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -317,6 +320,53 @@ impl PageConfig {
     }
 }
 
+/// An Instagram professional account: its direct messages (and, with `comments`, the
+/// comments and mentions on its media) go to its own Openchannel account in Motion.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstagramConfig {
+    /// The professional account's id: `entry.id` of its webhooks (17841…).
+    pub id: Spanned<String>,
+    /// Instagram API with Facebook Login: the linked Page (a `[[page]]` of this file),
+    /// whose Page access token the account's calls use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<Spanned<String>>,
+    /// Instagram API with Instagram Login: the account's own token (instead of `page`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<Spanned<Secret>>,
+    /// Motion's Receive URL for this Openchannel account.
+    #[serde(serialize_with = "serialize_url_redacted")]
+    pub receive_url: Spanned<String>,
+    /// The `token` Motion's Reply URL carries for this account.
+    pub reply_token: Spanned<Secret>,
+    /// The Contact field that holds the customer's id; default `[motion] map_key`.
+    #[serde(default)]
+    pub map_key: Option<String>,
+    /// Comments and mentions on the account's media.
+    #[serde(default = "default_true")]
+    pub comments: bool,
+    #[serde(default = "default_comment_reply")]
+    pub comment_reply: CommentReply,
+    #[serde(default)]
+    pub human_agent_tag: bool,
+}
+
+/// Where an Instagram account's token comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum InstagramLogin<'a> {
+    /// Instagram API with Facebook Login: the linked Page's token, on graph.facebook.com.
+    Facebook { page: &'a PageConfig },
+    /// Instagram API with Instagram Login: the account's own token, on graph.instagram.com.
+    Instagram { token: &'a Secret },
+}
+
+impl InstagramConfig {
+    /// This account's map key: its own, else `[motion] map_key`.
+    pub fn map_key<'a>(&'a self, motion: &'a MotionConfig) -> &'a str {
+        self.map_key.as_deref().unwrap_or(&motion.map_key)
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -472,6 +522,15 @@ impl Config {
             secrets.push(page.access_token.get_ref().expose().to_owned());
             secrets.push(page.reply_token.get_ref().expose().to_owned());
             if let Ok(url) = url::Url::parse(page.receive_url.get_ref()) {
+                secrets.extend(url.query_pairs().map(|(_, v)| v.into_owned()));
+            }
+        }
+        for account in &self.instagram {
+            secrets.push(account.reply_token.get_ref().expose().to_owned());
+            if let Some(token) = &account.access_token {
+                secrets.push(token.get_ref().expose().to_owned());
+            }
+            if let Ok(url) = url::Url::parse(account.receive_url.get_ref()) {
                 secrets.extend(url.query_pairs().map(|(_, v)| v.into_owned()));
             }
         }
@@ -648,33 +707,58 @@ impl Config {
         }
         let mut seen: Vec<&str> = Vec::new();
         for page in &self.pages {
-            let id = page.id.get_ref().as_str();
-            // The value is not repeated in the message: a token pasted into the wrong
-            // key must not end up in a log.
-            let valid_id =
-                !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit());
-            if !valid_id {
-                err(
-                    page.id.span(),
-                    "page.id",
-                    "is not a Facebook Page id: digits only, e.g. \"1234567890\" (Page → About → Page transparency)".into(),
-                );
-            } else if seen.contains(&id) {
-                err(
-                    page.id.span(),
-                    "page.id",
-                    format!("page {id} is configured twice"),
-                );
-            }
-            seen.push(id);
+            check_account(
+                &mut err,
+                &mut seen,
+                Account {
+                    table: "page",
+                    id: &page.id,
+                    id_help: "is not a Facebook Page id: digits only, e.g. \"1234567890\" (Page → About → Page transparency)",
+                    receive_url: &page.receive_url,
+                    reply_token: &page.reply_token,
+                    map_key: page.map_key.as_deref(),
+                },
+            );
             check_secret(&mut err, "page.access_token", &page.access_token);
-            check_secret(&mut err, "page.reply_token", &page.reply_token);
-            check_reply_token(&mut err, &page.reply_token);
-            if let Some(key) = &page.map_key {
-                check_map_key(&mut err, "page.map_key", key);
-            }
-            if let Err(m) = check_http_url(page.receive_url.get_ref()) {
-                err(page.receive_url.span(), "page.receive_url", m);
+        }
+        for account in &self.instagram {
+            check_account(
+                &mut err,
+                &mut seen,
+                Account {
+                    table: "instagram",
+                    id: &account.id,
+                    id_help: "is not an Instagram professional account id: digits only, e.g. \"17841400000000000\" (Graph API: GET /{page-id}?fields=instagram_business_account)",
+                    receive_url: &account.receive_url,
+                    reply_token: &account.reply_token,
+                    map_key: account.map_key.as_deref(),
+                },
+            );
+            match (&account.page, &account.access_token) {
+                (Some(page), None) if self.page(page.get_ref()).is_none() => err(
+                    page.span(),
+                    "instagram.page",
+                    format!(
+                        "names page {}, which has no [[page]] table here: the linked Page's token is the one used (Instagram API with Facebook Login)",
+                        if is_graph_id(page.get_ref()) { page.get_ref().as_str() } else { "(not an id)" }
+                    ),
+                ),
+                (Some(_), None) => {}
+                (None, Some(token)) => err(
+                    token.span(),
+                    "instagram.access_token",
+                    "Instagram API with Instagram Login is not supported by this version yet: link the account to a Facebook Page and set `page` to it (Instagram API with Facebook Login)".into(),
+                ),
+                (Some(page), Some(_)) => err(
+                    page.span(),
+                    "instagram",
+                    "has both `page` and `access_token`: keep `page` for Instagram API with Facebook Login, or `access_token` for Instagram Login".into(),
+                ),
+                (None, None) => err(
+                    account.id.span(),
+                    "instagram",
+                    "needs `page` (the linked Facebook Page, Instagram API with Facebook Login) or `access_token` (Instagram Login)".into(),
+                ),
             }
         }
         errors
@@ -776,10 +860,85 @@ impl Config {
         self.pages.iter().find(|p| p.id.get_ref() == id)
     }
 
+    /// Whether `id` is a configured account: a page or an Instagram account.
+    pub fn knows_account(&self, id: &str) -> bool {
+        self.page(id).is_some() || self.instagram(id).is_some()
+    }
+
+    /// The Instagram account with this id, if configured.
+    pub fn instagram(&self, id: &str) -> Option<&InstagramConfig> {
+        self.instagram.iter().find(|a| a.id.get_ref() == id)
+    }
+
+    /// Where the Instagram account's token comes from (checked when the config was
+    /// loaded: exactly one of `page` and `access_token`, and the page is configured).
+    pub fn instagram_login<'a>(&'a self, account: &'a InstagramConfig) -> InstagramLogin<'a> {
+        match (&account.page, &account.access_token) {
+            (_, Some(token)) => InstagramLogin::Instagram {
+                token: token.get_ref(),
+            },
+            (Some(page), None) => InstagramLogin::Facebook {
+                page: self
+                    .page(page.get_ref())
+                    .expect("an Instagram account's page is checked when the config is loaded"),
+            },
+            (None, None) => unreachable!("checked when the config is loaded"),
+        }
+    }
+
     /// The effective config as TOML, secrets masked (for `check-config`).
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print the config: {e}\n"))
     }
+}
+
+/// The keys every Openchannel account has, a page's or an Instagram account's.
+struct Account<'a> {
+    table: &'static str,
+    id: &'a Spanned<String>,
+    /// What to say of an id that is not one.
+    id_help: &'static str,
+    receive_url: &'a Spanned<String>,
+    reply_token: &'a Spanned<Secret>,
+    map_key: Option<&'a str>,
+}
+
+/// Checks an account's keys; `seen` holds the ids of the accounts before it (an id is
+/// one account: a page and an Instagram account never share one).
+fn check_account<'a>(
+    err: &mut impl FnMut(std::ops::Range<usize>, &str, String),
+    seen: &mut Vec<&'a str>,
+    account: Account<'a>,
+) {
+    let key = |name: &str| format!("{}.{name}", account.table);
+    let id = account.id.get_ref().as_str();
+    if !is_graph_id(id) {
+        err(account.id.span(), &key("id"), account.id_help.into());
+    } else if seen.contains(&id) {
+        err(
+            account.id.span(),
+            &key("id"),
+            format!(
+                "{} {id} is configured twice (an id is one [[page]] or one [[instagram]])",
+                account.table
+            ),
+        );
+    }
+    seen.push(id);
+    check_secret(err, &key("reply_token"), account.reply_token);
+    check_reply_token(err, &key("reply_token"), account.reply_token);
+    if let Some(map_key) = account.map_key {
+        check_map_key(err, &key("map_key"), map_key);
+    }
+    if let Err(m) = check_http_url(account.receive_url.get_ref()) {
+        err(account.receive_url.span(), &key("receive_url"), m);
+    }
+}
+
+/// Whether `id` has the shape of a Graph object id (digits). The value is never
+/// repeated in a message: a token pasted into the wrong key must not end up in a log.
+fn is_graph_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn check_secret(
@@ -824,6 +983,7 @@ pub const MIN_REPLY_TOKEN_CHARS: usize = 16;
 
 fn check_reply_token(
     err: &mut impl FnMut(std::ops::Range<usize>, &str, String),
+    key: &str,
     secret: &Spanned<Secret>,
 ) {
     let token = secret.get_ref().expose();
@@ -835,7 +995,7 @@ fn check_reply_token(
     if token.chars().count() < MIN_REPLY_TOKEN_CHARS {
         err(
             secret.span(),
-            "page.reply_token",
+            key,
             format!(
                 "is too short ({} characters, at least {MIN_REPLY_TOKEN_CHARS}): {how}",
                 token.chars().count()
@@ -847,7 +1007,7 @@ fn check_reply_token(
     {
         err(
             secret.span(),
-            "page.reply_token",
+            key,
             format!(
                 "may hold only letters, digits, '-', '_', '.' and '~' (it travels in a URL): {how}"
             ),
@@ -1072,7 +1232,8 @@ fn key_in_message(message: &str) -> Option<String> {
     })
 }
 
-/// What a reload changes, key by key (`section.key`; a page's as `page.<id>.key`).
+/// What a reload changes, key by key (`section.key`; an account's as `page.<id>.key`
+/// or `instagram.<id>.key`).
 /// Secrets are compared by the daemon where they are used (they print masked here).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ConfigDiff {
@@ -1080,8 +1241,9 @@ pub struct ConfigDiff {
     pub now: Vec<String>,
     /// Keys whose value differs but that are read only at start: `(key, was, now)`.
     pub at_restart: Vec<(String, String, String)>,
-    pub pages_added: Vec<String>,
-    pub pages_removed: Vec<String>,
+    /// Accounts added and removed: a page by its id, others as `instagram <id>`.
+    pub accounts_added: Vec<String>,
+    pub accounts_removed: Vec<String>,
 }
 
 /// Keys the daemon reads only when it starts: its listeners, the store, the workers.
@@ -1124,31 +1286,40 @@ impl Config {
                     }
                 }
             };
+        // Accounts are compared by id: `page.<id>.key`, `instagram.<id>.key`.
+        const ACCOUNT_TABLES: [&str; 2] = ["page", "instagram"];
         for (section, value) in fields(&before) {
-            if section != "page" {
+            if !ACCOUNT_TABLES.contains(&section.as_str()) {
                 compare(&section, &value, &after[&section], &mut changed);
             }
         }
-        let pages = |v: &Value| -> Vec<(String, Value)> {
-            v["page"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| (p["id"].as_str().unwrap_or_default().to_owned(), p.clone()))
-                .collect()
-        };
-        let (old_pages, new_pages) = (pages(&before), pages(&after));
-        for (id, page) in &new_pages {
-            match old_pages.iter().find(|(old, _)| old == id) {
-                Some((_, old)) => compare(&format!("page.{id}"), old, page, &mut changed),
-                None => diff.pages_added.push(id.clone()),
+        for table in ACCOUNT_TABLES {
+            let accounts = |v: &Value| -> Vec<(String, Value)> {
+                v[table]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| (a["id"].as_str().unwrap_or_default().to_owned(), a.clone()))
+                    .collect()
+            };
+            // A page is named by its id alone, as everywhere else.
+            let name = |id: &str| match table {
+                "page" => id.to_owned(),
+                _ => format!("{table} {id}"),
+            };
+            let (old, new) = (accounts(&before), accounts(&after));
+            for (id, account) in &new {
+                match old.iter().find(|(old, _)| old == id) {
+                    Some((_, was)) => compare(&format!("{table}.{id}"), was, account, &mut changed),
+                    None => diff.accounts_added.push(name(id)),
+                }
             }
+            diff.accounts_removed.extend(
+                old.iter()
+                    .filter(|(id, _)| !new.iter().any(|(new, _)| new == id))
+                    .map(|(id, _)| name(id)),
+            );
         }
-        diff.pages_removed = old_pages
-            .iter()
-            .filter(|(id, _)| !new_pages.iter().any(|(new, _)| new == id))
-            .map(|(id, _)| id.clone())
-            .collect();
         for (key, was, now) in changed {
             if READ_AT_START.contains(&key.as_str()) {
                 diff.at_restart.push((key, was, now));
@@ -1220,8 +1391,8 @@ reply_token = "rt-0123456789abcdef"
         let restart: Vec<&str> = diff.at_restart.iter().map(|(k, _, _)| k.as_str()).collect();
         assert_eq!(restart, ["delivery.concurrency", "public.listen"]);
         assert_eq!(diff.now, ["delivery.retry_max", "page.123.human_agent_tag"]);
-        assert_eq!(diff.pages_added, ["456"]);
-        assert!(diff.pages_removed.is_empty());
+        assert_eq!(diff.accounts_added, ["456"]);
+        assert!(diff.accounts_removed.is_empty());
         let (_, was, now) = &diff.at_restart[1];
         assert!(
             was.contains("8443") || now.contains("0.0.0.0:8443"),
@@ -1231,6 +1402,102 @@ reply_token = "rt-0123456789abcdef"
         let rotated =
             load(&minimal("").replace("access_token = \"tok\"", "access_token = \"tok2\""));
         assert!(before.diff(&rotated).now.is_empty());
+    }
+
+    /// An Instagram account, after the minimal config's page.
+    fn with_instagram(table: &str) -> String {
+        format!("{}[[instagram]]\n{table}", minimal(""))
+    }
+
+    const IG: &str = "id = \"17841400000000000\"\nreceive_url = \"http://127.0.0.1:9/api/openchannel/accounts/8/notify?token=igsecret\"\nreply_token = \"rt-ig-0123456789abcdef\"\n";
+
+    #[test]
+    fn an_instagram_account_takes_its_token_from_the_linked_page() {
+        let load = |text: &str| Config::from_toml(Path::new("c.toml"), text).unwrap();
+        let c = load(&with_instagram(&format!("{IG}page = \"123\"\n")));
+        let account = c.instagram("17841400000000000").unwrap();
+        assert!(account.comments, "comments are on by default");
+        assert_eq!(account.comment_reply, CommentReply::Public);
+        assert_eq!(account.map_key(&c.motion), "facebook");
+        match c.instagram_login(account) {
+            InstagramLogin::Facebook { page } => assert_eq!(page.id.get_ref(), "123"),
+            other => panic!("{other:?}"),
+        }
+        // Its secrets are masked like a page's, the Receive URL's token included.
+        let secrets = c.secret_values();
+        for s in ["rt-ig-0123456789abcdef", "igsecret"] {
+            assert!(secrets.iter().any(|v| v == s), "{s} not among the secrets");
+        }
+        let printed = c.to_redacted_toml();
+        assert!(printed.contains("[[instagram]]"), "{printed}");
+        assert!(!printed.contains("igsecret"), "{printed}");
+    }
+
+    #[test]
+    fn a_broken_instagram_table_is_named_key_by_key() {
+        let keys = |text: &str| -> Vec<(String, String)> {
+            errors(text)
+                .into_iter()
+                .map(|e| (e.key, e.message))
+                .collect()
+        };
+        let e = keys(&with_instagram(IG));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].0, "instagram");
+        assert!(e[0].1.contains("needs `page`"), "{e:?}");
+        let e = keys(&with_instagram(&format!("{IG}page = \"999\"\n")));
+        assert_eq!(e[0].0, "instagram.page");
+        assert!(e[0].1.contains("no [[page]] table"), "{e:?}");
+        let e = keys(&with_instagram(&format!(
+            "{IG}page = \"123\"\naccess_token = \"IGAAtoken\"\n"
+        )));
+        assert!(e[0].1.contains("both `page` and `access_token`"), "{e:?}");
+        // Instagram Login is not there yet, and says so (without the token).
+        let e = keys(&with_instagram(&format!(
+            "{IG}access_token = \"IGAAtoken\"\n"
+        )));
+        assert_eq!(e[0].0, "instagram.access_token");
+        assert!(
+            e[0].1.contains("not supported by this version yet"),
+            "{e:?}"
+        );
+        assert!(!e[0].1.contains("IGAAtoken"), "{e:?}");
+        let e = keys(&with_instagram(
+            &format!("{IG}page = \"123\"\n").replace("17841400000000000", "123"),
+        ));
+        assert_eq!(e[0].0, "instagram.id");
+        assert!(e[0].1.contains("configured twice"), "{e:?}");
+        let e = keys(&with_instagram(
+            &format!("{IG}page = \"123\"\n").replace("rt-ig-0123456789abcdef", "short"),
+        ));
+        assert_eq!(e[0].0, "instagram.reply_token");
+        let e = keys(&with_instagram(&format!(
+            "{IG}page = \"123\"\nwall_posts = true\n"
+        )));
+        assert!(
+            e[0].0.contains("wall_posts"),
+            "unknown keys are refused: {e:?}"
+        );
+    }
+
+    #[test]
+    fn a_reload_names_instagram_accounts_added_and_changed() {
+        let load = |text: &str| Config::from_toml(Path::new("c.toml"), text).unwrap();
+        let before = load(&minimal(""));
+        let with = load(&with_instagram(&format!("{IG}page = \"123\"\n")));
+        let diff = before.diff(&with);
+        assert_eq!(diff.accounts_added, ["instagram 17841400000000000"]);
+        let changed = load(&with_instagram(&format!(
+            "{IG}page = \"123\"\nhuman_agent_tag = true\n"
+        )));
+        assert_eq!(
+            with.diff(&changed).now,
+            ["instagram.17841400000000000.human_agent_tag"]
+        );
+        assert_eq!(
+            with.diff(&before).accounts_removed,
+            ["instagram 17841400000000000"]
+        );
     }
 
     #[test]

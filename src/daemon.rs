@@ -242,10 +242,13 @@ impl Daemon {
         if !diff.now.is_empty() {
             info!("config reload: changed {}", diff.now.join(", "));
         }
-        let pages = config.pages.len();
+        let accounts = match config.instagram.len() {
+            0 => format!("{} page(s)", config.pages.len()),
+            n => format!("{} page(s), {n} Instagram account(s)", config.pages.len()),
+        };
         let ConfigDiff {
-            pages_added: added,
-            pages_removed: removed,
+            accounts_added: added,
+            accounts_removed: removed,
             ..
         } = diff;
         let live = Live::new(config, Some(self.shared.capture.clone()))?;
@@ -263,7 +266,7 @@ impl Daemon {
                 }
             }
         }
-        let mut summary = format!("{pages} page(s)");
+        let mut summary = accounts;
         if !added.is_empty() {
             summary.push_str(&format!(", added {}", added.join(", ")));
         }

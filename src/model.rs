@@ -13,14 +13,16 @@ use std::fmt;
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
-/// Where a conversation takes place. Instagram direct messages and Instagram comments
-/// will be one variant each.
+/// Where a conversation takes place. Instagram comments will be a variant of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Channel {
     /// The Page's Messenger inbox: one conversation per customer.
     Messenger,
     /// The Page's wall: one conversation per post.
     PageFeed,
+    /// An Instagram professional account's direct messages: one conversation per
+    /// customer.
+    InstagramDirect,
 }
 
 /// Which way an item goes.
@@ -75,6 +77,9 @@ pub enum ItemKind {
     Messaging(MessagingKind),
     /// A Messenger event delivered as `standby`: another app owns the conversation.
     Standby { echo: bool },
+    /// An Instagram direct messaging event (the Messenger Platform's shape, `object`
+    /// "instagram").
+    Instagram(MessagingKind),
     /// A change of the Page's feed.
     Feed(FeedKind),
     /// A change of another field of the Page: recorded, never delivered.
@@ -91,15 +96,18 @@ pub enum ItemKind {
 
 impl ItemKind {
     /// Every kind, for parsing and for tests.
-    pub const ALL: [ItemKind; 23] = {
+    pub const ALL: [ItemKind; 35] = {
         use FeedKind as F;
         use ItemKind::*;
-        let mut all = [Note; 23];
+        const M: usize = MessagingKind::ALL.len();
+        let mut all = [Note; 35];
         let mut i = 0;
-        while i < MessagingKind::ALL.len() {
+        while i < M {
             all[i] = Messaging(MessagingKind::ALL[i]);
+            all[M + i] = Instagram(MessagingKind::ALL[i]);
             i += 1;
         }
+        let i = 2 * M;
         let rest = [
             Standby { echo: false },
             Standby { echo: true },
@@ -125,6 +133,20 @@ impl ItemKind {
     pub fn as_str(self) -> &'static str {
         use MessagingKind as M;
         match self {
+            ItemKind::Instagram(m) => match m {
+                M::Message => "ig_message",
+                M::Echo => "ig_echo",
+                M::Deleted => "ig_deleted",
+                M::Edit => "ig_edit",
+                M::Reaction => "ig_reaction",
+                M::Postback => "ig_postback",
+                M::Referral => "ig_referral",
+                M::Read => "ig_read",
+                M::Delivery => "ig_delivery",
+                M::Optin => "ig_optin",
+                M::Handover => "ig_handover",
+                M::Unknown => "ig_unknown",
+            },
             ItemKind::Messaging(m) => match m {
                 M::Message => "message",
                 M::Echo => "echo",
@@ -166,6 +188,7 @@ impl ItemKind {
                 Some(Channel::Messenger)
             }
             ItemKind::Feed(_) | ItemKind::WallReply => Some(Channel::PageFeed),
+            ItemKind::Instagram(_) => Some(Channel::InstagramDirect),
             ItemKind::PageChange | ItemKind::Unparsed | ItemKind::Note => None,
         }
     }
@@ -284,6 +307,12 @@ impl ConversationKey {
         ConversationKey(format!("psid:{}", key_part(id)))
     }
 
+    /// A customer's Instagram direct conversation with the account (by the customer's
+    /// Instagram-scoped id).
+    pub fn instagram_customer(id: &str) -> ConversationKey {
+        ConversationKey(format!("igsid:{}", key_part(id)))
+    }
+
     /// A post of the Page's wall and every comment under it.
     pub fn post(id: &str) -> ConversationKey {
         ConversationKey(format!("post:{}", key_part(id)))
@@ -299,9 +328,12 @@ impl ConversationKey {
         ConversationKey("unparsed".into())
     }
 
-    /// The customer's id, when this is a Messenger conversation.
+    /// The customer's id, when this is a conversation with one customer (Messenger or
+    /// Instagram direct).
     pub fn customer_id(&self) -> Option<&str> {
-        self.0.strip_prefix("psid:")
+        self.0
+            .strip_prefix("psid:")
+            .or_else(|| self.0.strip_prefix("igsid:"))
     }
 
     pub fn as_str(&self) -> &str {
@@ -499,6 +531,18 @@ mod tests {
                 "optin",
                 "handover",
                 "unknown",
+                "ig_message",
+                "ig_echo",
+                "ig_deleted",
+                "ig_edit",
+                "ig_reaction",
+                "ig_postback",
+                "ig_referral",
+                "ig_read",
+                "ig_delivery",
+                "ig_optin",
+                "ig_handover",
+                "ig_unknown",
                 "standby",
                 "standby_echo",
                 "wall_post",
@@ -514,6 +558,14 @@ mod tests {
         );
         assert_eq!(ConversationKey::customer("12").as_str(), "psid:12");
         assert_eq!(ConversationKey::post("1_2").as_str(), "post:1_2");
+        assert_eq!(
+            ConversationKey::instagram_customer("12").as_str(),
+            "igsid:12"
+        );
+        assert_eq!(
+            ConversationKey::instagram_customer("12").customer_id(),
+            Some("12")
+        );
         assert_eq!(DedupKey::message("m.1").as_str(), "mid:m.1");
         assert_eq!(DedupKey::edit("m", 2).as_str(), "edit:m:2");
         assert_eq!(
@@ -540,9 +592,11 @@ mod tests {
     fn channels_and_directions_follow_the_kind() {
         for kind in ItemKind::ALL {
             let wall = kind.as_str().starts_with("wall_");
+            let instagram = kind.as_str().starts_with("ig_");
             match kind.channel() {
                 Some(Channel::PageFeed) => assert!(wall, "{kind}"),
-                Some(Channel::Messenger) => assert!(!wall, "{kind}"),
+                Some(Channel::Messenger) => assert!(!wall && !instagram, "{kind}"),
+                Some(Channel::InstagramDirect) => assert!(instagram, "{kind}"),
                 None => {}
             }
         }

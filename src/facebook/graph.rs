@@ -258,13 +258,18 @@ pub struct InstalledApp {
     pub fields: Vec<String>,
 }
 
-/// A customer's name as Graph gives it.
+/// A customer's name as Graph gives it: `first_name` and `last_name` for a Messenger
+/// customer, a display `name` (may be unset) and `username` for an Instagram one.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct GraphProfile {
     #[serde(default)]
     pub first_name: Option<String>,
     #[serde(default)]
     pub last_name: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
 }
 
 /// The Send API's attachment types, read from a file's MIME type.
@@ -369,10 +374,30 @@ impl GraphClient {
     /// `GET /{psid}?fields=first_name,last_name`. Without Advanced Access Facebook
     /// refuses this; the caller then uses a fallback name.
     pub async fn profile(&self, token: &Secret, psid: &UserId) -> Result<GraphProfile, GraphError> {
+        self.fields_of(token, psid, "first_name,last_name").await
+    }
+
+    /// `GET /{igsid}?fields=name,username`: Instagram's User Profile API, asked with the
+    /// linked Page's token. Refused until the customer has written to the account.
+    pub async fn instagram_profile(
+        &self,
+        token: &Secret,
+        igsid: &UserId,
+    ) -> Result<GraphProfile, GraphError> {
+        self.fields_of(token, igsid, "name,username").await
+    }
+
+    /// `GET /{id}?fields=…`, read as `T`.
+    async fn fields_of<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &Secret,
+        id: &UserId,
+        fields: &str,
+    ) -> Result<T, GraphError> {
         let request = self
             .http
-            .get(self.url(&[psid.as_str()]))
-            .query(&[("fields", "first_name,last_name")])
+            .get(self.url(&[id.as_str()]))
+            .query(&[("fields", fields)])
             .bearer_auth(token.expose());
         let text = self.call(request).await?;
         serde_json::from_str(&text).map_err(|_| GraphError::from_response(200, &text, None))

@@ -87,6 +87,9 @@ pub struct Message {
     pub app_id: Option<FbId>,
     #[serde(default)]
     pub is_deleted: bool,
+    /// Instagram: the customer sent something Instagram does not pass on to apps.
+    #[serde(default)]
+    pub is_unsupported: bool,
     #[serde(default)]
     pub sticker_id: Option<FbId>,
     /// Echoes carry back the `metadata` the sender set; ours start with `fb-openchannel:`.
@@ -98,8 +101,16 @@ pub struct Message {
 pub struct ReplyTo {
     #[serde(default)]
     pub mid: Option<String>,
+    /// Instagram: the account's story the customer answered (`{id, url}`).
     #[serde(default)]
     pub story: Option<Value>,
+}
+
+impl ReplyTo {
+    /// The link to the story a customer answered (Instagram), when there is one.
+    pub fn story_url(&self) -> Option<&str> {
+        self.story.as_ref()?.get("url").and_then(Value::as_str)
+    }
 }
 
 /// `message.attachments[]`. `payload` is an object for media but a bare string for
@@ -275,12 +286,41 @@ impl Source {
     }
 }
 
+/// What a webhook is about (its `object`): a Facebook Page, an Instagram professional
+/// account, or something this daemon does not handle (kept, named in its state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookObject {
+    Page,
+    Instagram,
+    Other(String),
+}
+
+impl WebhookObject {
+    fn parse(text: String) -> WebhookObject {
+        match text.as_str() {
+            "page" => WebhookObject::Page,
+            "instagram" => WebhookObject::Instagram,
+            _ => WebhookObject::Other(text),
+        }
+    }
+}
+
+impl std::fmt::Display for WebhookObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WebhookObject::Page => "page",
+            WebhookObject::Instagram => "instagram",
+            WebhookObject::Other(text) => text,
+        })
+    }
+}
+
 /// One event taken out of a webhook body, with what the store needs to know about it.
 #[derive(Debug, Clone)]
 pub struct Item {
-    /// `object` of the webhook ("page"; "instagram" for Instagram accounts).
-    pub object: String,
-    /// `entry[].id`: the Page the event belongs to.
+    /// What the webhook is about.
+    pub object: WebhookObject,
+    /// `entry[].id`: the Page (or account) the event belongs to.
     pub page_id: String,
     /// `entry[].time` in ms: the fallback when an item has no time of its own.
     pub entry_time_ms: i64,
@@ -323,7 +363,13 @@ impl Item {
     /// kept as failed) gives `…:invalid`: it reaches no key, log or URL.
     pub fn conversation(&self) -> ConversationKey {
         match &self.parsed {
-            Ok(Parsed::Messaging(m)) => ConversationKey::customer(m.customer_id().unwrap_or("")),
+            Ok(Parsed::Messaging(m)) => {
+                let customer = m.customer_id().unwrap_or("");
+                match self.object {
+                    WebhookObject::Instagram => ConversationKey::instagram_customer(customer),
+                    _ => ConversationKey::customer(customer),
+                }
+            }
             Ok(Parsed::Change { change, .. }) => {
                 match (**change).as_ref().ok().and_then(FeedChange::post_id) {
                     Some(post) => ConversationKey::post(post),
@@ -354,7 +400,14 @@ impl Item {
                             .unwrap_or(0),
                     ),
                     (MessagingKind::Postback, Some(mid)) => DedupKey::postback(mid),
-                    _ => DedupKey::digest(ItemKind::Messaging(kind), &self.digest()),
+                    // Standby items share their kind's key (as stored since standby came).
+                    _ => DedupKey::digest(
+                        match self.object {
+                            WebhookObject::Instagram => ItemKind::Instagram(kind),
+                            _ => ItemKind::Messaging(kind),
+                        },
+                        &self.digest(),
+                    ),
                 }
             }
             Ok(Parsed::Change { change, .. }) => (**change)
@@ -369,6 +422,10 @@ impl Item {
     /// What the item is: for storage, routing, logs and metrics.
     pub fn kind(&self) -> ItemKind {
         match &self.parsed {
+            // Instagram's standby events are told apart by their state, not their kind.
+            Ok(Parsed::Messaging(m)) if self.object == WebhookObject::Instagram => {
+                ItemKind::Instagram(m.kind())
+            }
             Ok(Parsed::Messaging(m)) if self.source == Source::Standby => ItemKind::Standby {
                 echo: m.kind() == MessagingKind::Echo,
             },
@@ -432,9 +489,10 @@ pub fn parse(body: &[u8]) -> Result<Vec<Item>, WebhookError> {
                 WebhookError::NotJson(e)
             }
         })?;
-    let object: String = root
+    let object = root
         .get("object")
         .and_then(|o| serde_json::from_str(o.get()).ok())
+        .map(WebhookObject::parse)
         .ok_or(WebhookError::NotWebhook("no \"object\" field"))?;
     let entries: Vec<&RawValue> = root
         .get("entry")
@@ -448,7 +506,7 @@ pub fn parse(body: &[u8]) -> Result<Vec<Item>, WebhookError> {
     Ok(items)
 }
 
-fn parse_entry(object: &str, raw: &RawValue, items: &mut Vec<Item>) {
+fn parse_entry(object: &WebhookObject, raw: &RawValue, items: &mut Vec<Item>) {
     #[derive(Deserialize)]
     struct Entry<'a> {
         #[serde(borrow, default)]
@@ -463,7 +521,7 @@ fn parse_entry(object: &str, raw: &RawValue, items: &mut Vec<Item>) {
         changes: Option<Vec<&'a RawValue>>,
     }
     let failed = |why: String| Item {
-        object: object.to_owned(),
+        object: object.clone(),
         page_id: "unknown".into(),
         entry_time_ms: 0,
         source: Source::Changes,
@@ -510,7 +568,7 @@ fn parse_entry(object: &str, raw: &RawValue, items: &mut Vec<Item>) {
                 ),
             };
             items.push(Item {
-                object: object.to_owned(),
+                object: object.clone(),
                 page_id: page_id.clone(),
                 entry_time_ms,
                 source,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::PageConfig;
+use crate::config::{InstagramConfig, InstagramLogin, PageConfig};
 use crate::facebook::feed::FeedChange;
 use crate::facebook::graph::{Disposition, DownloadError};
 use crate::facebook::webhook::Messaging;
@@ -19,6 +19,7 @@ use crate::logging;
 use crate::model::{ConversationKey, DedupKey, ItemKind, NameSource};
 use crate::motion::{AttachmentId, Notify, Upload};
 use crate::relay::feed::{self, Envelope};
+use crate::relay::instagram;
 use crate::relay::messenger::{self, Context, Step};
 use crate::relay::outcome::{self, Delivered, Failure};
 use crate::relay::{Customer, Live, Shared, dispatch};
@@ -46,34 +47,70 @@ pub async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>, drain: Du
 /// Delivers one item and records the outcome.
 async fn deliver(shared: &Shared, item: Item) {
     let live = shared.live();
-    let result = match live.page(&item.page_id) {
-        Some(page) => deliver_steps(shared, &live, page, &item)
-            .await
-            .map(|steps| Delivered {
-                result: None,
-                summary: format!(
-                    "delivered to Motion ({steps} notify call{})",
-                    if steps == 1 { "" } else { "s" }
-                ),
-            }),
-        // Kept, not failed: the page may come back with the next reload.
-        None => Err(Failure::transient(format!(
-            "page {} is not in the config any more (add it back, or drop the item)",
-            item.page_id
-        ))),
-    };
+    let result = deliver_steps(shared, &live, &item)
+        .await
+        .map(|steps| Delivered {
+            result: None,
+            summary: format!(
+                "delivered to Motion ({steps} notify call{})",
+                if steps == 1 { "" } else { "s" }
+            ),
+        });
     outcome::record(shared, &live, Direction::Inbound, &item, result, "").await;
+}
+
+/// Where an item's notifies go: its Openchannel account's Receive URL, with its map key.
+struct Destination<'a> {
+    receive_url: &'a str,
+    map_key: &'a str,
 }
 
 /// Performs the item's remaining steps; returns how many notify calls it took in all.
 /// (`live`: the one config snapshot this attempt runs with.)
-async fn deliver_steps(
+async fn deliver_steps(shared: &Shared, live: &Live, item: &Item) -> Result<usize, Failure> {
+    let motion = &live.config.motion;
+    // Kept, not failed, when its account is gone: it may come back with the next reload.
+    let gone = |what: &str| {
+        Failure::transient(format!(
+            "{what} {} is not in the config any more (add it back, or drop the item)",
+            item.page_id
+        ))
+    };
+    let (to, (envelope, steps)) = match item.kind {
+        ItemKind::Instagram(_) => {
+            let account = live
+                .config
+                .instagram(&item.page_id)
+                .ok_or_else(|| gone("Instagram account"))?;
+            let to = Destination {
+                receive_url: account.receive_url.get_ref(),
+                map_key: account.map_key(motion),
+            };
+            (
+                to,
+                customer_plan(shared, live, Asker::Instagram(account), item).await?,
+            )
+        }
+        _ => {
+            let page = live.page(&item.page_id).ok_or_else(|| gone("page"))?;
+            let to = Destination {
+                receive_url: page.receive_url.get_ref(),
+                map_key: page.map_key(motion),
+            };
+            (to, page_plan(shared, live, page, item).await?)
+        }
+    };
+    notify_steps(shared, live, &to, item, &envelope, &steps).await
+}
+
+/// What an item of a Page becomes: its envelope and steps.
+async fn page_plan(
     shared: &Shared,
     live: &Live,
     page: &PageConfig,
     item: &Item,
-) -> Result<usize, Failure> {
-    let (envelope, steps) = match item.kind {
+) -> Result<(Envelope, Vec<Step>), Failure> {
+    Ok(match item.kind {
         ItemKind::Note => {
             // A note to the agents (a reply that was not delivered), in the customer's
             // interaction: see `outbound::tell_agent`.
@@ -97,17 +134,32 @@ async fn deliver_steps(
             feed::plan(&change)
         }
         ItemKind::Messaging(_) | ItemKind::Standby { .. } => {
-            messenger_plan(shared, live, page, item).await?
+            customer_plan(shared, live, Asker::Page(page), item).await?
         }
-        ItemKind::PageChange | ItemKind::Unparsed | ItemKind::Reply | ItemKind::WallReply => {
+        ItemKind::PageChange
+        | ItemKind::Unparsed
+        | ItemKind::Reply
+        | ItemKind::WallReply
+        | ItemKind::Instagram(_) => {
             return Err(Failure::permanent(format!(
                 "a {} item is never delivered to Motion",
                 item.kind
             )));
         }
-    };
-    let receive_url = page.receive_url.get_ref();
+    })
+}
 
+/// Sends the steps not done yet, one notify each, recording progress between them so
+/// that a retry resumes after the last one Motion took.
+async fn notify_steps(
+    shared: &Shared,
+    live: &Live,
+    to: &Destination<'_>,
+    item: &Item,
+    envelope: &Envelope,
+    steps: &[Step],
+) -> Result<usize, Failure> {
+    let receive_url = to.receive_url;
     for (index, step) in steps
         .iter()
         .enumerate()
@@ -115,7 +167,7 @@ async fn deliver_steps(
     {
         let mut notify = Notify {
             from: envelope.from.clone(),
-            map_key: page.map_key(&live.config.motion).to_owned(),
+            map_key: to.map_key.to_owned(),
             body: String::new(),
             first_name: envelope.first_name.clone(),
             last_name: envelope.last_name.clone(),
@@ -159,20 +211,24 @@ async fn deliver_steps(
     Ok(steps.len())
 }
 
-/// A Messenger event's envelope (the customer and their name) and steps.
-async fn messenger_plan(
+/// A messaging event's envelope (the customer and their name) and steps: planned by
+/// Messenger's rules for a page, by Instagram's for an Instagram account.
+async fn customer_plan(
     shared: &Shared,
     live: &Live,
-    page: &PageConfig,
+    asker: Asker<'_>,
     item: &Item,
 ) -> Result<(Envelope, Vec<Step>), Failure> {
     let event: Messaging = serde_json::from_str(&item.payload)
         .map_err(|e| Failure::permanent(format!("stored event does not parse: {e}")))?;
     let context = context_for(shared, &item.page_id, &event).await;
-    let steps = messenger::plan(&event, &context);
+    let steps = match asker {
+        Asker::Page(_) => messenger::plan(&event, &context),
+        Asker::Instagram(_) => instagram::plan(&event, &context),
+    };
     let customer = Customer::parse(event.customer_id().unwrap_or_default())
         .map_err(|e| Failure::permanent(format!("the event is not deliverable: {e}")))?;
-    let profile = customer_name(shared, live, page, &customer).await;
+    let profile = customer_name(shared, live, asker, &customer).await;
     let envelope = Envelope {
         from: customer.as_str().to_owned(),
         first_name: Some(profile.first_name),
@@ -224,16 +280,22 @@ async fn context_for(shared: &Shared, page_id: &str, event: &Messaging) -> Conte
     }
 }
 
+/// The account a customer wrote to, which asks Graph for their name.
+#[derive(Clone, Copy)]
+enum Asker<'a> {
+    Page(&'a PageConfig),
+    Instagram(&'a InstagramConfig),
+}
+
 /// The customer's name: cached, else asked of Graph, else a stable readable fallback.
 async fn customer_name(
     shared: &Shared,
     live: &Live,
-    page: &PageConfig,
+    asker: Asker<'_>,
     customer: &Customer,
 ) -> Profile {
-    let page_id = page.id.get_ref().clone();
     let now = now_ms();
-    let psid = match customer {
+    let id = match customer {
         Customer::Facebook(id) => id,
         Customer::Simulated(_) => {
             return Profile {
@@ -252,7 +314,11 @@ async fn customer_name(
         };
         now - p.fetched_at < ttl
     };
-    let key = (page_id.clone(), psid.to_string());
+    let account_id = match asker {
+        Asker::Page(page) => page.id.get_ref(),
+        Asker::Instagram(account) => account.id.get_ref(),
+    };
+    let key = (account_id.clone(), id.to_string());
     if let Some(p) = shared
         .profiles
         .lock()
@@ -264,20 +330,50 @@ async fn customer_name(
     }
     if let Ok(Some(cached)) = shared
         .store
-        .profile(page_id.clone(), psid.to_string())
+        .profile(account_id.clone(), id.to_string())
         .await
         && fresh(&cached)
     {
         remember(shared, key, &cached);
         return cached;
     }
-    let lookup = live.graph.profile(page.access_token.get_ref(), psid).await;
+    // The names Graph gives, `None` when it gives none; what a refusal probably means.
+    let (lookup, conversation, fallback, refused) = match asker {
+        Asker::Page(page) => (
+            live.graph
+                .profile(page.access_token.get_ref(), id)
+                .await
+                .map(|p| {
+                    (p.first_name.is_some() || p.last_name.is_some()).then(|| {
+                        (
+                            p.first_name.unwrap_or_default(),
+                            p.last_name.unwrap_or_default(),
+                        )
+                    })
+                }),
+            ConversationKey::customer(id.as_str()),
+            "Facebook",
+            "the Page may lack Advanced Access to pages_messaging / profile",
+        ),
+        Asker::Instagram(account) => (
+            match live.config.instagram_login(account) {
+                InstagramLogin::Facebook { page } => live
+                    .graph
+                    .instagram_profile(page.access_token.get_ref(), id)
+                    .await
+                    .map(instagram_names),
+                InstagramLogin::Instagram { .. } => Ok(None),
+            },
+            ConversationKey::instagram_customer(id.as_str()),
+            "Instagram",
+            "the linked Page's token may lack instagram_manage_messages, or the customer blocked the account",
+        ),
+    };
     shared.metrics.graph_call(
-        &page_id,
+        account_id,
         "profile",
         if lookup.is_ok() { "ok" } else { "error" },
     );
-    let conversation = ConversationKey::customer(psid.as_str());
     let keep = |profile: Profile| async move {
         let _ = shared
             .store
@@ -287,10 +383,10 @@ async fn customer_name(
         profile
     };
     match lookup {
-        Ok(p) if p.first_name.is_some() || p.last_name.is_some() => {
+        Ok(Some((first_name, last_name))) => {
             keep(Profile {
-                first_name: p.first_name.unwrap_or_default(),
-                last_name: p.last_name.unwrap_or_default(),
+                first_name,
+                last_name,
                 source: NameSource::Graph,
                 fetched_at: now,
             })
@@ -299,19 +395,37 @@ async fn customer_name(
         Err(e) if e.disposition == Disposition::Retry || e.disposition == Disposition::SlowDown => {
             // Passing trouble: use the fallback now, ask again at the customer's next
             // message (while Graph is down that is every message, so the line is bounded).
-            let profile = fallback_profile(psid.as_str(), now);
+            let profile = fallback_profile(fallback, id.as_str(), now);
             if logging::NAME_LOOKUP_FAILED.admit() {
-                warn!(page_id = %page_id, conversation = %conversation, "customer name lookup failed ({e}); using {:?} for now", full_name(&profile));
+                warn!(page_id = %account_id, conversation = %conversation, "customer name lookup failed ({e}); using {:?} for now", full_name(&profile));
             }
             profile
         }
         other => {
-            let profile = fallback_profile(psid.as_str(), now);
+            let profile = fallback_profile(fallback, id.as_str(), now);
             if let Err(e) = other {
-                info!(page_id = %page_id, conversation = %conversation, "Facebook refused the customer name lookup ({e}); using {:?} (the Page may lack Advanced Access to pages_messaging / profile)", full_name(&profile));
+                info!(page_id = %account_id, conversation = %conversation, "{fallback} refused the customer name lookup ({e}); using {:?} ({refused})", full_name(&profile));
             }
             keep(profile).await
         }
+    }
+}
+
+/// An Instagram customer's name for Motion's first and last name: their display name cut
+/// at its first space, else their `@username`.
+fn instagram_names(p: crate::facebook::graph::GraphProfile) -> Option<(String, String)> {
+    match (p.name.filter(|n| !n.trim().is_empty()), p.username) {
+        (Some(name), _) => {
+            let name = name.trim();
+            Some(match name.split_once(char::is_whitespace) {
+                Some((first, last)) => (first.to_owned(), last.trim().to_owned()),
+                None => (name.to_owned(), String::new()),
+            })
+        }
+        (None, Some(username)) if !username.is_empty() => {
+            Some((format!("@{username}"), String::new()))
+        }
+        _ => None,
     }
 }
 
@@ -327,8 +441,9 @@ fn remember(shared: &Shared, key: (String, String), profile: &Profile) {
     cache.insert(key, profile.clone());
 }
 
-/// "Facebook user 1432": stable for a customer, readable, and never a real name.
-pub fn fallback_profile(psid: &str, now: i64) -> Profile {
+/// "Facebook user 1432" (or "Instagram user 1432"): stable for a customer, readable,
+/// and never a real name.
+pub fn fallback_profile(network: &str, psid: &str, now: i64) -> Profile {
     let tail: String = psid
         .chars()
         .rev()
@@ -338,7 +453,7 @@ pub fn fallback_profile(psid: &str, now: i64) -> Profile {
         .rev()
         .collect();
     Profile {
-        first_name: "Facebook".into(),
+        first_name: network.into(),
         last_name: format!("user {tail}"),
         source: NameSource::Fallback,
         fetched_at: now,

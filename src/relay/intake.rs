@@ -5,10 +5,10 @@
 use tracing::{debug, info, warn};
 
 use crate::facebook::ids::{IdError, ObjectId};
-use crate::facebook::webhook::{self, Item, Parsed, Source};
+use crate::facebook::webhook::{self, Item, Parsed, Source, WebhookObject};
 use crate::metrics::{EventLabels, PageLabels};
 use crate::model::{ItemKind, MessagingKind};
-use crate::relay::{Customer, Shared, feed, messenger, routing};
+use crate::relay::{Customer, Shared, feed, instagram, messenger, routing};
 use crate::store::{Direction, IntakeOutcome, NewItem, NewState, StoreError};
 
 /// Stores a verified webhook body. Returns once it is on disk.
@@ -56,7 +56,7 @@ pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutc
                         NewState::Skipped(_) => "skipped",
                         NewState::Failed(_) => "failed",
                     };
-                    let page = if live.page(&n.page_id).is_some() {
+                    let page = if live.config.knows_account(&n.page_id) {
                         n.page_id.clone()
                     } else {
                         "unconfigured".to_owned()
@@ -172,7 +172,7 @@ fn to_new_item(shared: &Shared, item: &Item) -> NewItem {
 fn echo_to_sort(shared: &Shared, item: &Item, new: &NewItem) -> bool {
     new.kind == ItemKind::Messaging(MessagingKind::Echo)
         && matches!(new.state, NewState::Skipped(_))
-        && item.object == "page"
+        && item.object == WebhookObject::Page
         && shared.live().page(&item.page_id).is_some()
         && matches!(&item.parsed, Ok(Parsed::Messaging(m)) if !messenger::marked_ours(m))
 }
@@ -182,25 +182,43 @@ fn fate(shared: &Shared, item: &Item) -> NewState {
     if let Err(reason) = &item.parsed {
         return NewState::Failed(reason.clone());
     }
-    if item.object != "page" {
-        return NewState::Skipped(format!(
-            "object {:?} is not a Facebook Page; not handled",
-            item.object
-        ));
-    }
     let live = shared.live();
-    let Some(page) = live.page(&item.page_id) else {
-        return NewState::Skipped(format!(
-            "page {} is not configured (add a [[page]] for it, or unsubscribe the app from it)",
-            item.page_id
-        ));
-    };
-    let state = match &item.parsed {
-        Ok(Parsed::Messaging(_)) => {
-            messenger::intake_state(item, page.standby == crate::config::Standby::Forward)
+    let state = match &item.object {
+        WebhookObject::Page => {
+            let Some(page) = live.page(&item.page_id) else {
+                return NewState::Skipped(format!(
+                    "page {} is not configured (add a [[page]] for it, or unsubscribe the app from it)",
+                    item.page_id
+                ));
+            };
+            match &item.parsed {
+                Ok(Parsed::Messaging(_)) => {
+                    messenger::intake_state(item, page.standby == crate::config::Standby::Forward)
+                }
+                Ok(Parsed::Change { field, change, .. }) => feed::intake_state(field, change, page),
+                Err(_) => unreachable!("handled above"),
+            }
         }
-        Ok(Parsed::Change { field, change, .. }) => feed::intake_state(field, change, page),
-        Err(_) => unreachable!("handled above"),
+        WebhookObject::Instagram => {
+            if live.config.instagram(&item.page_id).is_none() {
+                return NewState::Skipped(format!(
+                    "Instagram account {} is not configured (add an [[instagram]] for it, or unsubscribe the app from it)",
+                    item.page_id
+                ));
+            }
+            match &item.parsed {
+                Ok(Parsed::Messaging(_)) => instagram::intake_state(item),
+                Ok(Parsed::Change { field, .. }) => NewState::Skipped(format!(
+                    "Instagram change of field {field:?}: comments and mentions are not handled by this version"
+                )),
+                Err(_) => unreachable!("handled above"),
+            }
+        }
+        WebhookObject::Other(object) => {
+            return NewState::Skipped(format!(
+                "object {object:?} is neither a Facebook Page nor an Instagram account; not handled"
+            ));
+        }
     };
     // What will be delivered is answered later: its ids go into Graph URLs. One that is
     // not an id is kept as failed (rule 2), never used.

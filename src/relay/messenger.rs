@@ -237,7 +237,7 @@ pub fn text_of(payload: &str) -> Option<String> {
     m.message?.text.filter(|t| !t.is_empty())
 }
 
-fn labelled(label: &str, detail: &str) -> String {
+pub(super) fn labelled(label: &str, detail: &str) -> String {
     if detail.is_empty() {
         format!("[{label}]")
     } else {
@@ -245,7 +245,7 @@ fn labelled(label: &str, detail: &str) -> String {
     }
 }
 
-fn quote(text: Option<&str>) -> String {
+pub(super) fn quote(text: Option<&str>) -> String {
     match text {
         Some(t) => format!("> {}", clip(t).replace('\n', "\n> ")),
         None => "> (reply to an earlier message)".into(),

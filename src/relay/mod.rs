@@ -18,6 +18,7 @@ pub mod dispatch;
 pub mod feed;
 pub mod health;
 pub mod inbound;
+pub mod instagram;
 pub mod intake;
 pub mod ledger;
 pub mod messenger;

@@ -77,6 +77,28 @@ async fn route_local(
     }
 }
 
+/// Whether the call's `token` query parameter is `expected` (compared in constant time).
+fn token_matches(req: &Request<Incoming>, expected: &crate::config::Secret) -> bool {
+    let token = req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    });
+    token
+        .as_deref()
+        .is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected.expose().as_bytes())))
+}
+
+fn wrong_token(remote: SocketAddr, page_id: &str) -> HttpResponse {
+    if logging::REPLY_REFUSED.admit() {
+        warn!(%remote, page_id, "Reply URL call with a wrong or missing token: answered 401 (the token in Motion's Reply URL must equal this account's reply_token)");
+    }
+    json(
+        401,
+        serde_json::json!({"message": "Not sent: wrong or missing token in the Reply URL."}),
+    )
+}
+
 async fn reply_route(
     shared: &Shared,
     req: Request<Incoming>,
@@ -84,6 +106,18 @@ async fn reply_route(
     remote: SocketAddr,
 ) -> HttpResponse {
     let live = shared.live();
+    if let Some(account) = live.config.instagram(page_id) {
+        if !token_matches(&req, account.reply_token.get_ref()) {
+            return wrong_token(remote, page_id);
+        }
+        if logging::REPLY_REFUSED.admit() {
+            warn!(%remote, page_id, "an agent answered an Instagram conversation: answered 501, this version does not send replies to Instagram yet (the agent is told to answer from the Instagram app)");
+        }
+        return json(
+            501,
+            serde_json::json!({"message": "Not sent: this version of fb-openchannel does not send replies to Instagram yet. Answer from the Instagram app or Meta Business Suite."}),
+        );
+    }
     let Some(page) = live.page(page_id) else {
         if logging::REPLY_REFUSED.admit() {
             warn!(%remote, "Reply URL call for a page that is not configured: answered 404 (check the Reply URL in the Openchannel account)");
@@ -93,23 +127,8 @@ async fn reply_route(
             serde_json::json!({"message": format!("Not sent: page {page_id} is not configured in fb-openchannel.")}),
         );
     };
-    let token = req.uri().query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.into_owned())
-    });
-    let expected = page.reply_token.get_ref().expose().as_bytes();
-    if !token
-        .as_deref()
-        .is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected)))
-    {
-        if logging::REPLY_REFUSED.admit() {
-            warn!(%remote, page_id, "Reply URL call with a wrong or missing token: answered 401 (the token in Motion's Reply URL must equal this page's reply_token)");
-        }
-        return json(
-            401,
-            serde_json::json!({"message": "Not sent: wrong or missing token in the Reply URL."}),
-        );
+    if !token_matches(&req, page.reply_token.get_ref()) {
+        return wrong_token(remote, page_id);
     }
     // While a capture runs, Motion's call as it came (the token masked).
     let captured = shared.capture.on().then(|| {

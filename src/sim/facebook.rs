@@ -83,11 +83,14 @@ impl SendFailure {
     }
 }
 
+#[derive(Default)]
 struct State {
     /// Page access token → page id.
     tokens: Mutex<HashMap<String, String>>,
     /// PSID → (first name, last name).
     profiles: Mutex<HashMap<String, (String, String)>>,
+    /// Instagram customers (IGSID → display name, username).
+    instagram_profiles: Mutex<HashMap<String, (Option<String>, String)>>,
     /// Answer profile lookups with Facebook's "missing permission" error.
     refuse_profiles: Mutex<bool>,
     files: Mutex<HashMap<String, (String, Bytes)>>,
@@ -122,26 +125,7 @@ pub struct SimGraph {
 
 impl SimGraph {
     pub async fn start() -> std::io::Result<SimGraph> {
-        let state = Arc::new(State {
-            tokens: Mutex::new(HashMap::new()),
-            profiles: Mutex::new(HashMap::new()),
-            refuse_profiles: Mutex::new(false),
-            files: Mutex::new(HashMap::new()),
-            redirects: Mutex::new(HashMap::new()),
-            requests: Mutex::new(Vec::new()),
-            counter: AtomicU64::new(0),
-            sent: Mutex::new(Vec::new()),
-            sent_count: tokio::sync::watch::channel(0).0,
-            send_failures: Mutex::new(std::collections::VecDeque::new()),
-            comments: Mutex::new(Vec::new()),
-            subscriptions: Mutex::new(HashMap::new()),
-            other_apps: Mutex::new(HashMap::new()),
-            thread_owners: Mutex::new(HashMap::new()),
-            success_as_text: Mutex::new(false),
-            subscribe_calls: Mutex::new(Vec::new()),
-            deleted: Mutex::new(Vec::new()),
-            hold_sends: tokio::sync::watch::channel(false).0,
-        });
+        let state = Arc::new(State::default());
         let handler_state = state.clone();
         let handler: Handler = Arc::new(move |req| {
             let state = handler_state.clone();
@@ -247,6 +231,15 @@ impl SimGraph {
             .lock()
             .unwrap()
             .insert(psid.into(), (first.into(), last.into()));
+    }
+
+    /// An Instagram customer the User Profile API knows (`name` may be unset).
+    pub fn add_instagram_profile(&self, igsid: &str, name: Option<&str>, username: &str) {
+        self.state
+            .instagram_profiles
+            .lock()
+            .unwrap()
+            .insert(igsid.into(), (name.map(str::to_owned), username.into()));
     }
 
     pub fn refuse_profiles(&self, refuse: bool) {
@@ -550,6 +543,32 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                     Some(33),
                     "Unsupported get request. Object does not exist, cannot be loaded due to missing permissions, or does not support this operation.",
                 );
+            }
+            // An Instagram customer answers the fields Instagram's User Profile API has;
+            // Messenger's first_name / last_name do not exist on them.
+            if let Some((name, username)) = state.instagram_profiles.lock().unwrap().get(*psid) {
+                let asked: Vec<String> = url::form_urlencoded::parse(query.as_bytes())
+                    .filter(|(k, _)| k == "fields")
+                    .flat_map(|(_, v)| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+                    .collect();
+                if let Some(other) = asked
+                    .iter()
+                    .find(|f| !["name", "username"].contains(&f.as_str()))
+                {
+                    return graph_error(
+                        400,
+                        100,
+                        None,
+                        &format!(
+                            "(#100) Tried accessing nonexisting field ({other}) on node type (InstagramUser)"
+                        ),
+                    );
+                }
+                let mut answer = json!({"username": username, "id": psid});
+                if let Some(name) = name {
+                    answer["name"] = name.as_str().into();
+                }
+                return json_response(200, answer);
             }
             match state.profiles.lock().unwrap().get(*psid) {
                 Some((first, last)) => json_response(

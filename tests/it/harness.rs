@@ -28,6 +28,12 @@ pub const TOKEN_B: &str = "EAAG-page-token-b-77aa";
 pub const REPLY_TOKEN_B: &str = "reply-token-b-3e90";
 /// The PSID of the fixtures' customer.
 pub const PSID: &str = "987654321432";
+/// The Instagram account of the Instagram fixtures, linked to page A (Openchannel
+/// account 8 in Motion).
+pub const IG_ACCOUNT: &str = "17841400000000000";
+pub const REPLY_TOKEN_IG: &str = "reply-token-ig-5a1c";
+/// The Instagram-scoped id of the Instagram fixtures' customer.
+pub const IGSID: &str = "1254001234567890";
 
 /// Long enough for anything on a loaded 2-core machine; waits end as soon as the
 /// awaited event happens, so this is never spent on a passing run.
@@ -43,6 +49,7 @@ pub const SECRETS: &[&str] = &[
     RECEIVE_TOKEN_A,
     TOKEN_B,
     REPLY_TOKEN_B,
+    REPLY_TOKEN_IG,
 ];
 
 pub struct Peers {
@@ -70,6 +77,15 @@ impl Peers {
             certs,
             dir,
         }
+    }
+
+    /// An `[[instagram]]` table for account `id`, linked to page A, delivering to
+    /// Motion's account 8.
+    pub fn instagram_table(&self, id: &str) -> String {
+        format!(
+            "\n[[instagram]]\nid = \"{id}\"\npage = \"{PAGE_A}\"\nreceive_url = \"{}\"\nreply_token = \"{REPLY_TOKEN_IG}\"\n",
+            self.motion.receive_url(8)
+        )
     }
 
     pub fn store_path(&self) -> PathBuf {
@@ -172,6 +188,13 @@ impl Bench {
     async fn start_configured(public: &str, local: &str, extra: &str) -> Bench {
         let peers = Peers::start().await;
         let text = peers.config_toml_with(public, local, extra);
+        Self::start_on(peers, &text).await
+    }
+
+    /// With the Instagram account `id` linked to page A (see [`Peers::instagram_table`]).
+    pub async fn start_with_instagram(id: &str) -> Bench {
+        let peers = Peers::start().await;
+        let text = peers.config_toml(&peers.instagram_table(id));
         Self::start_on(peers, &text).await
     }
 
@@ -384,8 +407,18 @@ pub fn free_port() -> u16 {
 
 /// Reads a fixture copied from shared/fixtures (see tests/fixtures/facebook/SOURCES.md).
 pub fn fixture(name: &str) -> String {
+    fixture_in("facebook", name)
+}
+
+/// An Instagram fixture (tests/fixtures/instagram, see its SOURCES.md).
+pub fn instagram_fixture(name: &str) -> String {
+    fixture_in("instagram", name)
+}
+
+fn fixture_in(folder: &str, name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/facebook")
+        .join("tests/fixtures")
+        .join(folder)
         .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

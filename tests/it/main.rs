@@ -6,6 +6,7 @@ mod delivery;
 mod faults;
 mod harness;
 mod hostile;
+mod instagram;
 mod intake;
 mod messenger;
 mod operator;

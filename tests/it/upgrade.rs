@@ -21,33 +21,31 @@ const DATABASE: &str = concat!(
 async fn a_database_of_the_previous_release_opens_and_drains() {
     let bench = Bench::start_on_database(Path::new(DATABASE)).await;
 
-    // Every row reads back as a typed value, as the previous release wrote it.
+    // Every row reads back as a typed value, as the previous release wrote it. (The
+    // daemon is already delivering: what was pending may be done by now.)
     let items = bench.items().await;
-    let seen: Vec<(Direction, ItemKind, ItemState)> = items
-        .iter()
-        .map(|i| (i.direction, i.kind, i.state))
-        .collect();
+    let seen: Vec<(Direction, ItemKind)> = items.iter().map(|i| (i.direction, i.kind)).collect();
     let message = ItemKind::Messaging(MessagingKind::Message);
     assert_eq!(
         seen,
         [
-            (Direction::Inbound, message, ItemState::Pending),
-            (Direction::Inbound, message, ItemState::Pending),
-            (Direction::Inbound, message, ItemState::Pending),
-            (
-                Direction::Inbound,
-                ItemKind::Feed(FeedKind::Post),
-                ItemState::Pending
-            ),
-            (
-                Direction::Inbound,
-                ItemKind::Feed(FeedKind::Comment),
-                ItemState::Pending
-            ),
-            (Direction::Inbound, ItemKind::Unparsed, ItemState::Failed),
-            (Direction::Outbound, ItemKind::Reply, ItemState::Done),
+            (Direction::Inbound, message),
+            (Direction::Inbound, message),
+            (Direction::Inbound, message),
+            (Direction::Inbound, ItemKind::Feed(FeedKind::Post)),
+            (Direction::Inbound, ItemKind::Feed(FeedKind::Comment)),
+            (Direction::Inbound, ItemKind::Unparsed),
+            (Direction::Outbound, ItemKind::Reply),
         ]
     );
+    let states: Vec<ItemState> = items.iter().map(|i| i.state).collect();
+    assert!(
+        states[..5]
+            .iter()
+            .all(|s| matches!(s, ItemState::Pending | ItemState::Done)),
+        "{states:?}"
+    );
+    assert_eq!(states[5..], [ItemState::Failed, ItemState::Done]);
     assert_eq!(items[0].conversation, ConversationKey::customer(PSID));
     assert_eq!(
         items[4].conversation,

@@ -1,0 +1,117 @@
+//! Where an Instagram direct message becomes notify calls to Motion.
+//!
+//! Instagram's messaging webhooks have the Messenger Platform's shape (`object`
+//! "instagram", `entry.id` the professional account), so the event is read by the same
+//! parser; what differs is decided here, in two pure functions tested against the
+//! fixtures:
+//! - [`intake_state`]: what is delivered (the customer writing, unsending, tapping a
+//!   button) and what is only recorded (echoes, reactions, receipts, referrals);
+//! - [`plan`]: the steps an event becomes.
+//!
+//! Media are passed on as their links, never downloaded: Meta's policy for the
+//! Instagram Messaging API forbids keeping the media customers send ("you must not
+//! download, retain, or otherwise store on your system the media content … you must
+//! only store the privacy-aware CDN URL", Messenger Platform → Instagram → Story
+//! Mention, "Guidance on handling … Instagram CDN URLs"). The link stops working when the
+//! customer deletes the media or it expires, as Instagram intends.
+
+use crate::facebook::webhook::{Item, Messaging, MessagingKind, Parsed};
+use crate::relay::messenger::{self, Context, Step, labelled, quote};
+use crate::store::NewState;
+
+/// Whether an Instagram item is queued for Motion, and if not, why: Messenger's rules
+/// (standby customer messages forwarded, as a page does by default: losing them would be
+/// worse), with Instagram's own cases.
+pub fn intake_state(item: &Item) -> NewState {
+    let m = match &item.parsed {
+        Ok(Parsed::Messaging(m)) => m,
+        _ => unreachable!("only messaging items reach the Instagram decision"),
+    };
+    let skip = |why: &str| NewState::Skipped(why.to_owned());
+    match m.kind() {
+        // Something Instagram does not pass on: the agent is told it came.
+        MessagingKind::Message if m.message.as_ref().is_some_and(|msg| msg.is_unsupported) => {
+            NewState::Pending
+        }
+        // A tap-to-react on the account's story comes as a message with a
+        // `reply_to.story` and nothing else.
+        MessagingKind::Message => match messenger::intake_state(item, true) {
+            NewState::Skipped(_) => {
+                skip("message without text or attachment (a reaction to a story?)")
+            }
+            state => state,
+        },
+        MessagingKind::Echo => {
+            skip("echo of a message the account sent (ours, or from another tool)")
+        }
+        MessagingKind::Referral => {
+            skip("referral: the customer opened the conversation from an ig.me link or an ad")
+        }
+        _ => messenger::intake_state(item, true),
+    }
+}
+
+/// The steps an Instagram event becomes, in order: the text (under the story or the
+/// message it answers), then one line per attachment.
+pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
+    let mut steps = Vec::new();
+    match m.kind() {
+        MessagingKind::Message => {
+            let msg = m.message.as_ref().expect("kind Message has a message");
+            let text = msg.text.as_deref().filter(|t| !t.trim().is_empty());
+            let above = match &msg.reply_to {
+                Some(r) if r.story.is_some() => Some(labelled(
+                    "replied to your story",
+                    r.story_url().unwrap_or_default(),
+                )),
+                Some(_) => Some(quote(context.referenced_text.as_deref())),
+                None => None,
+            };
+            match (above, text) {
+                (Some(above), Some(text)) => steps.push(Step::Text(format!("{above}\n{text}"))),
+                (Some(above), None) if msg.attachments.is_empty() => steps.push(Step::Text(above)),
+                (_, Some(text)) => steps.push(Step::Text(text.to_owned())),
+                _ => {}
+            }
+            for a in &msg.attachments {
+                let url = a.payload_url().or(a.url.as_deref()).unwrap_or_default();
+                let title = a.title.as_deref().or(a.payload_title());
+                let with_title = |label: &str| match title {
+                    Some(t) if !t.trim().is_empty() => labelled(label, &format!("\"{t}\" {url}")),
+                    _ => labelled(label, url),
+                };
+                steps.push(Step::Text(match a.kind.as_str() {
+                    "image" => labelled("photo", url),
+                    "video" => labelled("video", url),
+                    "audio" => labelled("voice message", url),
+                    "file" => labelled("file", url),
+                    "story_mention" => labelled("mentioned you in their story", url),
+                    "share" | "ig_post" => with_title("shared a post"),
+                    "ig_reel" | "reel" => with_title("shared a reel"),
+                    "like_heart" => "[❤️]".to_owned(),
+                    "unsupported_type" => {
+                        "[sent something Instagram does not pass on to other apps: see it in the Instagram app]".to_owned()
+                    }
+                    "" => labelled("attachment", url),
+                    other => labelled(other, url),
+                }));
+            }
+            if steps.is_empty() && msg.is_unsupported {
+                steps.push(Step::Text(
+                    "[sent something Instagram does not pass on to other apps: see it in the Instagram app]".into(),
+                ));
+            }
+        }
+        MessagingKind::Deleted => steps.push(Step::Text(match &context.referenced_text {
+            Some(text) => format!(
+                "[the customer unsent a message]\n{}",
+                quote(Some(text.as_str()))
+            ),
+            None => "[the customer unsent a message]".into(),
+        })),
+        // Edits and buttons read as on Messenger.
+        MessagingKind::Edit | MessagingKind::Postback => steps = messenger::plan(m, context),
+        _ => {}
+    }
+    steps
+}
