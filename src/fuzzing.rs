@@ -135,18 +135,20 @@ pub fn reply(data: &[u8]) {
     {
         assert_id_text(customer.as_str());
     }
-    let pieces = messenger_reply::split_text(&reply.body, messenger_reply::MAX_TEXT_CHARS);
-    assert_eq!(
-        pieces.concat(),
-        reply.body,
-        "splitting must keep every character"
-    );
-    assert!(
-        pieces
-            .iter()
-            .all(|p| p.chars().count() <= messenger_reply::MAX_TEXT_CHARS)
-    );
+    for limit in [
+        messenger_reply::MAX_TEXT,
+        crate::relay::instagram_reply::MAX_TEXT,
+    ] {
+        let pieces = messenger_reply::split_text(&reply.body, limit);
+        assert_eq!(
+            pieces.concat(),
+            reply.body,
+            "splitting must keep every character"
+        );
+        assert!(pieces.iter().all(|p| limit.fits(p)));
+    }
     let _ = messenger_reply::messaging_type(
+        messenger_reply::Window::Instagram,
         Some(data.len() as i64 * 1_000_000),
         1_800_000_000_000,
         data.len().is_multiple_of(2),

@@ -90,17 +90,19 @@ pub enum ItemKind {
     Reply,
     /// An agent's answer on the wall (a comment).
     WallReply,
+    /// An agent's answer in an Instagram direct conversation.
+    InstagramReply,
     /// A note to the agents in the customer's interaction: a reply was not delivered.
     Note,
 }
 
 impl ItemKind {
     /// Every kind, for parsing and for tests.
-    pub const ALL: [ItemKind; 35] = {
+    pub const ALL: [ItemKind; 36] = {
         use FeedKind as F;
         use ItemKind::*;
         const M: usize = MessagingKind::ALL.len();
-        let mut all = [Note; 35];
+        let mut all = [Note; 36];
         let mut i = 0;
         while i < M {
             all[i] = Messaging(MessagingKind::ALL[i]);
@@ -119,6 +121,7 @@ impl ItemKind {
             Unparsed,
             Reply,
             WallReply,
+            InstagramReply,
             Note,
         ];
         let mut j = 0;
@@ -171,6 +174,7 @@ impl ItemKind {
             ItemKind::Unparsed => "unparsed",
             ItemKind::Reply => "reply",
             ItemKind::WallReply => "wall_reply",
+            ItemKind::InstagramReply => "ig_reply",
             ItemKind::Note => "note",
         }
     }
@@ -188,7 +192,7 @@ impl ItemKind {
                 Some(Channel::Messenger)
             }
             ItemKind::Feed(_) | ItemKind::WallReply => Some(Channel::PageFeed),
-            ItemKind::Instagram(_) => Some(Channel::InstagramDirect),
+            ItemKind::Instagram(_) | ItemKind::InstagramReply => Some(Channel::InstagramDirect),
             ItemKind::PageChange | ItemKind::Unparsed | ItemKind::Note => None,
         }
     }
@@ -196,7 +200,7 @@ impl ItemKind {
     /// Which way items of this kind go.
     pub fn direction(self) -> Direction {
         match self {
-            ItemKind::Reply | ItemKind::WallReply => Direction::Outbound,
+            ItemKind::Reply | ItemKind::WallReply | ItemKind::InstagramReply => Direction::Outbound,
             _ => Direction::Inbound,
         }
     }
@@ -553,6 +557,7 @@ mod tests {
                 "unparsed",
                 "reply",
                 "wall_reply",
+                "ig_reply",
                 "note"
             ]
         );

@@ -246,7 +246,8 @@ pub struct Send<'a> {
     pub recipient: Recipient,
     pub messaging_type: MessagingType,
     /// Echoed back by Facebook in the echo of this message: how we recognise our own.
-    pub metadata: &'a str,
+    /// Instagram documents no `metadata`: its sends carry none.
+    pub metadata: Option<&'a str>,
 }
 
 /// An app installed on a Page, as `GET /{page}/subscribed_apps` lists it.
@@ -415,8 +416,11 @@ impl GraphClient {
         let mut body = serde_json::json!({
             "recipient": send.recipient.to_json(),
             "messaging_type": send.messaging_type.as_str(),
-            "message": {"text": text, "metadata": send.metadata},
+            "message": {"text": text},
         });
+        if let Some(metadata) = send.metadata {
+            body["message"]["metadata"] = metadata.into();
+        }
         if let MessagingType::HumanAgent = send.messaging_type {
             body["tag"] = "HUMAN_AGENT".into();
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::{InstagramConfig, InstagramLogin, PageConfig};
+use crate::config::InstagramLogin;
 use crate::facebook::feed::FeedChange;
 use crate::facebook::graph::{Disposition, DownloadError};
 use crate::facebook::webhook::Messaging;
@@ -22,7 +22,7 @@ use crate::relay::feed::{self, Envelope};
 use crate::relay::instagram;
 use crate::relay::messenger::{self, Context, Step};
 use crate::relay::outcome::{self, Delivered, Failure};
-use crate::relay::{Customer, Live, Shared, dispatch};
+use crate::relay::{Account, Customer, Live, Shared, dispatch};
 use crate::store::{Direction, Item, Profile, Write, now_ms};
 
 /// How long a name Graph gave us is trusted.
@@ -59,58 +59,17 @@ async fn deliver(shared: &Shared, item: Item) {
     outcome::record(shared, &live, Direction::Inbound, &item, result, "").await;
 }
 
-/// Where an item's notifies go: its Openchannel account's Receive URL, with its map key.
-struct Destination<'a> {
-    receive_url: &'a str,
-    map_key: &'a str,
-}
-
 /// Performs the item's remaining steps; returns how many notify calls it took in all.
 /// (`live`: the one config snapshot this attempt runs with.)
 async fn deliver_steps(shared: &Shared, live: &Live, item: &Item) -> Result<usize, Failure> {
-    let motion = &live.config.motion;
     // Kept, not failed, when its account is gone: it may come back with the next reload.
-    let gone = |what: &str| {
+    let account = live.account(&item.page_id).ok_or_else(|| {
         Failure::transient(format!(
-            "{what} {} is not in the config any more (add it back, or drop the item)",
+            "account {} is not in the config any more (add its [[page]] or [[instagram]] back, or drop the item)",
             item.page_id
         ))
-    };
-    let (to, (envelope, steps)) = match item.kind {
-        ItemKind::Instagram(_) => {
-            let account = live
-                .config
-                .instagram(&item.page_id)
-                .ok_or_else(|| gone("Instagram account"))?;
-            let to = Destination {
-                receive_url: account.receive_url.get_ref(),
-                map_key: account.map_key(motion),
-            };
-            (
-                to,
-                customer_plan(shared, live, Asker::Instagram(account), item).await?,
-            )
-        }
-        _ => {
-            let page = live.page(&item.page_id).ok_or_else(|| gone("page"))?;
-            let to = Destination {
-                receive_url: page.receive_url.get_ref(),
-                map_key: page.map_key(motion),
-            };
-            (to, page_plan(shared, live, page, item).await?)
-        }
-    };
-    notify_steps(shared, live, &to, item, &envelope, &steps).await
-}
-
-/// What an item of a Page becomes: its envelope and steps.
-async fn page_plan(
-    shared: &Shared,
-    live: &Live,
-    page: &PageConfig,
-    item: &Item,
-) -> Result<(Envelope, Vec<Step>), Failure> {
-    Ok(match item.kind {
+    })?;
+    let (envelope, steps) = match item.kind {
         ItemKind::Note => {
             // A note to the agents (a reply that was not delivered), in the customer's
             // interaction: see `outbound::tell_agent`.
@@ -133,20 +92,21 @@ async fn page_plan(
             let change = FeedChange::parse(&change["value"]).map_err(Failure::permanent)?;
             feed::plan(&change)
         }
-        ItemKind::Messaging(_) | ItemKind::Standby { .. } => {
-            customer_plan(shared, live, Asker::Page(page), item).await?
+        ItemKind::Messaging(_) | ItemKind::Standby { .. } | ItemKind::Instagram(_) => {
+            customer_plan(shared, live, account, item).await?
         }
         ItemKind::PageChange
         | ItemKind::Unparsed
         | ItemKind::Reply
         | ItemKind::WallReply
-        | ItemKind::Instagram(_) => {
+        | ItemKind::InstagramReply => {
             return Err(Failure::permanent(format!(
                 "a {} item is never delivered to Motion",
                 item.kind
             )));
         }
-    })
+    };
+    notify_steps(shared, live, account, item, &envelope, &steps).await
 }
 
 /// Sends the steps not done yet, one notify each, recording progress between them so
@@ -154,12 +114,12 @@ async fn page_plan(
 async fn notify_steps(
     shared: &Shared,
     live: &Live,
-    to: &Destination<'_>,
+    account: Account<'_>,
     item: &Item,
     envelope: &Envelope,
     steps: &[Step],
 ) -> Result<usize, Failure> {
-    let receive_url = to.receive_url;
+    let receive_url = account.receive_url();
     for (index, step) in steps
         .iter()
         .enumerate()
@@ -167,7 +127,7 @@ async fn notify_steps(
     {
         let mut notify = Notify {
             from: envelope.from.clone(),
-            map_key: to.map_key.to_owned(),
+            map_key: account.map_key(&live.config.motion).to_owned(),
             body: String::new(),
             first_name: envelope.first_name.clone(),
             last_name: envelope.last_name.clone(),
@@ -216,19 +176,19 @@ async fn notify_steps(
 async fn customer_plan(
     shared: &Shared,
     live: &Live,
-    asker: Asker<'_>,
+    account: Account<'_>,
     item: &Item,
 ) -> Result<(Envelope, Vec<Step>), Failure> {
     let event: Messaging = serde_json::from_str(&item.payload)
         .map_err(|e| Failure::permanent(format!("stored event does not parse: {e}")))?;
     let context = context_for(shared, &item.page_id, &event).await;
-    let steps = match asker {
-        Asker::Page(_) => messenger::plan(&event, &context),
-        Asker::Instagram(_) => instagram::plan(&event, &context),
+    let steps = match item.kind {
+        ItemKind::Instagram(_) => instagram::plan(&event, &context),
+        _ => messenger::plan(&event, &context),
     };
     let customer = Customer::parse(event.customer_id().unwrap_or_default())
         .map_err(|e| Failure::permanent(format!("the event is not deliverable: {e}")))?;
-    let profile = customer_name(shared, live, asker, &customer).await;
+    let profile = customer_name(shared, live, account, &customer).await;
     let envelope = Envelope {
         from: customer.as_str().to_owned(),
         first_name: Some(profile.first_name),
@@ -280,18 +240,11 @@ async fn context_for(shared: &Shared, page_id: &str, event: &Messaging) -> Conte
     }
 }
 
-/// The account a customer wrote to, which asks Graph for their name.
-#[derive(Clone, Copy)]
-enum Asker<'a> {
-    Page(&'a PageConfig),
-    Instagram(&'a InstagramConfig),
-}
-
 /// The customer's name: cached, else asked of Graph, else a stable readable fallback.
 async fn customer_name(
     shared: &Shared,
     live: &Live,
-    asker: Asker<'_>,
+    account: Account<'_>,
     customer: &Customer,
 ) -> Profile {
     let now = now_ms();
@@ -314,11 +267,8 @@ async fn customer_name(
         };
         now - p.fetched_at < ttl
     };
-    let account_id = match asker {
-        Asker::Page(page) => page.id.get_ref(),
-        Asker::Instagram(account) => account.id.get_ref(),
-    };
-    let key = (account_id.clone(), id.to_string());
+    let account_id = account.id();
+    let key = (account_id.to_owned(), id.to_string());
     if let Some(p) = shared
         .profiles
         .lock()
@@ -330,7 +280,7 @@ async fn customer_name(
     }
     if let Ok(Some(cached)) = shared
         .store
-        .profile(account_id.clone(), id.to_string())
+        .profile(account_id.to_owned(), id.to_string())
         .await
         && fresh(&cached)
     {
@@ -338,8 +288,8 @@ async fn customer_name(
         return cached;
     }
     // The names Graph gives, `None` when it gives none; what a refusal probably means.
-    let (lookup, conversation, fallback, refused) = match asker {
-        Asker::Page(page) => (
+    let (lookup, conversation, fallback, refused) = match account {
+        Account::Page(page) => (
             live.graph
                 .profile(page.access_token.get_ref(), id)
                 .await
@@ -355,7 +305,7 @@ async fn customer_name(
             "Facebook",
             "the Page may lack Advanced Access to pages_messaging / profile",
         ),
-        Asker::Instagram(account) => (
+        Account::Instagram(account) => (
             match live.config.instagram_login(account) {
                 InstagramLogin::Facebook { page } => live
                     .graph

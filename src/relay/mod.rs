@@ -12,13 +12,15 @@
 //!   health ([`health`]) and the features Facebook throttles ([`pauses`]), who owns a
 //!   Page's conversations ([`routing`]), our app's subscription ([`subscription`]) and
 //!   old history's removal ([`retention`]). Replies go out through [`messenger_reply`]
-//!   and [`wall_reply`], on what both need ([`sending`]).
+//!   and [`wall_reply`], on what both need ([`sending`]). Instagram direct messages have
+//!   their own rules both ways ([`instagram`], [`instagram_reply`]).
 
 pub mod dispatch;
 pub mod feed;
 pub mod health;
 pub mod inbound;
 pub mod instagram;
+pub mod instagram_reply;
 pub mod intake;
 pub mod ledger;
 pub mod messenger;
@@ -122,6 +124,52 @@ impl Live {
 
     pub fn page(&self, id: &str) -> Option<&PageConfig> {
         self.config.page(id)
+    }
+
+    /// The Openchannel account with this id: a page, or an Instagram account.
+    pub fn account(&self, id: &str) -> Option<Account<'_>> {
+        self.config
+            .page(id)
+            .map(Account::Page)
+            .or_else(|| self.config.instagram(id).map(Account::Instagram))
+    }
+}
+
+/// One Openchannel account in Motion: a Facebook Page (Messenger and its wall) or an
+/// Instagram professional account (its direct messages).
+#[derive(Debug, Clone, Copy)]
+pub enum Account<'a> {
+    Page(&'a PageConfig),
+    Instagram(&'a crate::config::InstagramConfig),
+}
+
+impl<'a> Account<'a> {
+    pub fn id(self) -> &'a str {
+        match self {
+            Account::Page(page) => page.id.get_ref(),
+            Account::Instagram(account) => account.id.get_ref(),
+        }
+    }
+
+    pub fn receive_url(self) -> &'a str {
+        match self {
+            Account::Page(page) => page.receive_url.get_ref(),
+            Account::Instagram(account) => account.receive_url.get_ref(),
+        }
+    }
+
+    pub fn map_key(self, motion: &'a crate::config::MotionConfig) -> &'a str {
+        match self {
+            Account::Page(page) => page.map_key(motion),
+            Account::Instagram(account) => account.map_key(motion),
+        }
+    }
+
+    pub fn reply_token(self) -> &'a crate::config::Secret {
+        match self {
+            Account::Page(page) => page.reply_token.get_ref(),
+            Account::Instagram(account) => account.reply_token.get_ref(),
+        }
     }
 }
 

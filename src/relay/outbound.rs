@@ -12,12 +12,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::config::PageConfig;
 use crate::facebook::ids::ObjectId;
 use crate::model::{DedupKey, ItemKind};
 use crate::relay::outcome::{self, Delivered, Failure, Refusal, Settled};
 use crate::relay::reply::{FirstAttempt, OutboundReply};
-use crate::relay::{Customer, Live, Shared, dispatch, messenger_reply, wall_reply};
+use crate::relay::{
+    Account, Customer, Live, Shared, dispatch, instagram_reply, messenger_reply, wall_reply,
+};
 use crate::store::{Direction, Item, NewItem, NewState, now_ms};
 
 /// Runs the outbound worker until `shutdown` turns true (see [`dispatch::run`]).
@@ -37,12 +38,12 @@ pub async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>, drain: Du
 /// Sends one reply, records the outcome, and tells a waiting Reply URL call.
 async fn send(shared: &Shared, item: Item) {
     let live = shared.live();
-    let result = match live.page(&item.page_id) {
-        Some(page) => send_steps(shared, &live, page, &item).await,
+    let result = match live.account(&item.page_id) {
+        Some(account) => send_steps(shared, &live, account, &item).await,
         None => Err(Failure::refused(
             Refusal::UnknownPage,
             format!(
-                "Not sent: page {} is no longer in fb-openchannel's config.",
+                "Not sent: account {} is no longer in fb-openchannel's config.",
                 item.page_id
             ),
         )),
@@ -152,7 +153,7 @@ pub struct AgentNote {
 async fn send_steps(
     shared: &Shared,
     live: &Live,
-    page: &PageConfig,
+    account: Account<'_>,
     item: &Item,
 ) -> Result<Vec<String>, Failure> {
     let reply: OutboundReply = serde_json::from_str(&item.payload).map_err(|e| {
@@ -172,7 +173,6 @@ async fn send_steps(
         return Ok(vec![format!("simulated-{}", item.id)]);
     }
     let page_id = item.page_id.as_str();
-    let _page_ref = page.page_id();
     if let Some(until) = shared.health.slowed_until(page_id, now_ms()) {
         return Err(Failure::Retry {
             reason: "Facebook rate-limited this page".into(),
@@ -181,11 +181,18 @@ async fn send_steps(
         });
     }
 
-    if let Some(post) = &reply.thread_id {
-        return wall_reply::send(shared, live, page, item, &reply, post).await;
-    }
-    let Customer::Facebook(psid) = customer else {
+    let Customer::Facebook(id) = customer else {
         unreachable!("a simulated customer was answered above");
     };
-    messenger_reply::send(shared, live, page, item, &reply, psid).await
+    match (account, &reply.thread_id) {
+        (Account::Instagram(account), _) => {
+            instagram_reply::send(shared, live, account, item, &reply, id).await
+        }
+        (Account::Page(page), Some(post)) => {
+            wall_reply::send(shared, live, page, item, &reply, post).await
+        }
+        (Account::Page(page), None) => {
+            messenger_reply::send(shared, live, page, item, &reply, id).await
+        }
+    }
 }

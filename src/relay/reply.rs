@@ -11,13 +11,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 use tracing::info;
 
-use crate::config::PageConfig;
 use crate::facebook::ids::ObjectId;
 use crate::model::{ConversationKey, DedupKey, ItemKind, ItemState};
 use crate::motion::AttachmentId;
 use crate::motion::reply::{self, Reply};
 use crate::relay::outcome::{Cause, Refusal};
-use crate::relay::{Customer, Shared};
+use crate::relay::{Account, Customer, Shared};
 use crate::store::{Direction, NewItem, NewState, now_ms};
 
 /// An agent's reply as stored in the queue.
@@ -83,9 +82,10 @@ fn answer(first: FirstAttempt) -> Answer {
     }
 }
 
-/// Handles one Reply URL call for `page` with the raw request body.
-pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> Answer {
-    let map_key = page.map_key(&shared.live().config.motion).to_owned();
+/// Handles one Reply URL call for `account` with the raw request body.
+pub async fn accept_reply(shared: &Shared, account: Account<'_>, body: &[u8]) -> Answer {
+    let live = shared.live();
+    let map_key = account.map_key(&live.config.motion).to_owned();
     let reply = match reply::parse(body, &map_key) {
         Ok(r) => r,
         Err(e) => {
@@ -98,7 +98,7 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
     let Some(recipient) = reply.recipient.clone() else {
         return (
             400,
-            json!({ "message": format!("Not sent: the reply names no customer (Contact.{map_key}, contact.{map_key} or to). Check the Openchannel account's map key: it must be map_key of this page in fb-openchannel's config.") }),
+            json!({ "message": format!("Not sent: the reply names no customer (Contact.{map_key}, contact.{map_key} or to). Check the Openchannel account's map key: it must be map_key of this account in fb-openchannel's config.") }),
         );
     };
     let recipient = match Customer::parse(&recipient) {
@@ -110,7 +110,13 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
             );
         }
     };
-    let page_id = page.id.get_ref().clone();
+    let page_id = account.id().to_owned();
+    if let (Account::Instagram(_), Some(_)) = (account, &reply.thread_id) {
+        return (
+            422,
+            json!({ "message": "Not sent: this version of fb-openchannel does not answer Instagram comments yet. Answer from the Instagram app." }),
+        );
+    }
     // A wall reply answers a thread the daemon delivered, and nothing else: the id
     // names which object the Page's token comments on.
     if let Some(post) = &reply.thread_id {
@@ -144,10 +150,16 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
         thread_id: reply.thread_id.clone(),
     };
     // A wall thread is its own conversation (replies in it stay in order); Messenger's
-    // is the customer.
-    let conversation = match &reply.thread_id {
-        Some(post) => ConversationKey::post(post.as_str()),
-        None => ConversationKey::customer(&recipient.to_string()),
+    // and Instagram's is the customer.
+    let (conversation, kind) = match (account, &reply.thread_id) {
+        (Account::Instagram(_), _) => (
+            ConversationKey::instagram_customer(&recipient),
+            ItemKind::InstagramReply,
+        ),
+        (Account::Page(_), Some(post)) => {
+            (ConversationKey::post(post.as_str()), ItemKind::WallReply)
+        }
+        (Account::Page(_), None) => (ConversationKey::customer(&recipient), ItemKind::Reply),
     };
 
     // Registered before the item exists, so the worker cannot finish before we listen.
@@ -162,11 +174,7 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
             page_id: page_id.clone(),
             conversation: conversation.clone(),
             dedup_key,
-            kind: if reply.thread_id.is_some() {
-                ItemKind::WallReply
-            } else {
-                ItemKind::Reply
-            },
+            kind,
             event_ts: now_ms(),
             payload: serde_json::to_string(&payload).expect("reply serialises"),
             state: NewState::Pending,
@@ -210,7 +218,7 @@ pub async fn accept_reply(shared: &Shared, page: &PageConfig, body: &[u8]) -> An
     shared.outbound_wake.notify_one();
     info!(page_id = %page_id, conversation = %conversation, item = stored.id, motion_message = ?reply.message_id, "agent reply received from Motion");
 
-    let wait: Duration = shared.live().config.local.reply_wait;
+    let wait: Duration = live.config.local.reply_wait;
     match tokio::time::timeout(wait, rx).await {
         Ok(Ok(first)) => answer(first),
         _ => {

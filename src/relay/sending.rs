@@ -2,7 +2,7 @@
 //! sent, and Graph's errors turned into a [`Failure`] with the right scope (a page's
 //! problem, a paused feature, a permission).
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::PageConfig;
 use crate::facebook::graph::{
@@ -62,6 +62,48 @@ pub(super) async fn send_agent_file(
             Download::from(file),
         )
         .await
+}
+
+/// Sends a reply's steps with the Send API, one call each (`send_one`), skipping those
+/// an earlier attempt sent; after each, its message id is remembered (its echo is ours)
+/// and the progress stored, so that a retry never sends a step twice. Returns the
+/// message ids of all steps, in order.
+pub(super) async fn send_each<S, F, Fut>(
+    shared: &Shared,
+    item: &Item,
+    steps: Vec<S>,
+    mut send_one: F,
+) -> Result<Vec<String>, Failure>
+where
+    F: FnMut(S) -> Fut,
+    Fut: std::future::Future<Output = Result<String, GraphError>>,
+{
+    let page_id = item.page_id.as_str();
+    let mut ids = previous_ids(shared, item).await?;
+    let total = steps.len();
+    for (index, step) in steps
+        .into_iter()
+        .enumerate()
+        .skip(usize::try_from(item.steps_done).unwrap_or(0))
+    {
+        let message_id = send_one(step)
+            .await
+            .map_err(|e| graph_failure(shared, page_id, Feature::Messages, "send", e))?;
+        shared.metrics.graph_call(page_id, "send", "ok");
+        feature_works(shared, page_id, Feature::Messages);
+        debug!(page_id, conversation = %item.conversation, item = item.id, message_id = %message_id, "Send API accepted step {}/{total}", index + 1);
+        record_sent(shared, page_id, &message_id, item.id).await;
+        ids.push(message_id);
+        if index + 1 < total {
+            let write = Write::Progress {
+                item: item.id,
+                steps_done: i64::try_from(index + 1).unwrap_or(i64::MAX),
+                at: now_ms(),
+            };
+            shared.ledger.record(&shared.store, write).await;
+        }
+    }
+    Ok(ids)
 }
 
 /// Remembers a Graph message id of ours, so that its echo is recognised.

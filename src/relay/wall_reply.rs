@@ -146,7 +146,7 @@ pub(super) async fn send(
             let send = Send {
                 recipient,
                 messaging_type: MessagingType::Response,
-                metadata: &metadata,
+                metadata: Some(&metadata),
             };
             let sent = match file {
                 Some(f) => send_agent_file(live, page, &send, f).await,

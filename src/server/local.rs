@@ -106,28 +106,16 @@ async fn reply_route(
     remote: SocketAddr,
 ) -> HttpResponse {
     let live = shared.live();
-    if let Some(account) = live.config.instagram(page_id) {
-        if !token_matches(&req, account.reply_token.get_ref()) {
-            return wrong_token(remote, page_id);
-        }
+    let Some(account) = live.account(page_id) else {
         if logging::REPLY_REFUSED.admit() {
-            warn!(%remote, page_id, "an agent answered an Instagram conversation: answered 501, this version does not send replies to Instagram yet (the agent is told to answer from the Instagram app)");
-        }
-        return json(
-            501,
-            serde_json::json!({"message": "Not sent: this version of fb-openchannel does not send replies to Instagram yet. Answer from the Instagram app or Meta Business Suite."}),
-        );
-    }
-    let Some(page) = live.page(page_id) else {
-        if logging::REPLY_REFUSED.admit() {
-            warn!(%remote, "Reply URL call for a page that is not configured: answered 404 (check the Reply URL in the Openchannel account)");
+            warn!(%remote, "Reply URL call for an account that is not configured: answered 404 (check the Reply URL in the Openchannel account)");
         }
         return json(
             404,
             serde_json::json!({"message": format!("Not sent: page {page_id} is not configured in fb-openchannel.")}),
         );
     };
-    if !token_matches(&req, page.reply_token.get_ref()) {
+    if !token_matches(&req, account.reply_token()) {
         return wrong_token(remote, page_id);
     }
     // While a capture runs, Motion's call as it came (the token masked).
@@ -179,7 +167,7 @@ async fn reply_route(
         }
         Ok(Ok(b)) => b.to_bytes(),
     };
-    let (status, answer) = reply::accept_reply(shared, page, &body).await;
+    let (status, answer) = reply::accept_reply(shared, account, &body).await;
     if let Some(mut request) = captured {
         request["body"] = crate::capture::body_json(&body);
         shared.capture.record(

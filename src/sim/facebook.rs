@@ -489,6 +489,20 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                 return response;
             }
             match read_send(&req, &page).await {
+                // Instagram takes at most 1,000 bytes of text (Messenger 2,000 characters).
+                Ok(message)
+                    if message.text.as_ref().is_some_and(|t| t.len() > 1000)
+                        && message.recipient["id"].as_str().is_some_and(|id| {
+                            state.instagram_profiles.lock().unwrap().contains_key(id)
+                        }) =>
+                {
+                    graph_error(
+                        400,
+                        100,
+                        None,
+                        "(#100) Length of param message[text] must be less than or equal to 1000",
+                    )
+                }
                 Ok(mut message) => {
                     let mut sent = state.sent.lock().unwrap();
                     message.message_id = format!("m_sim_{}", sent.len() + 1);
@@ -790,6 +804,24 @@ pub fn messenger_text(
     )
 }
 
+/// An Instagram direct message webhook (`object` "instagram") from customer `igsid` to
+/// the professional account `account`.
+pub fn instagram_text(
+    account: &str,
+    igsid: &str,
+    mid: &str,
+    timestamp_ms: i64,
+    text: &str,
+) -> String {
+    customer_message(
+        "instagram",
+        account,
+        igsid,
+        timestamp_ms,
+        json!({"mid": mid, "text": text}),
+    )
+}
+
 /// A Messenger message carrying one attachment of `kind` at `url`.
 pub fn messenger_attachment(
     page_id: &str,
@@ -809,8 +841,20 @@ pub fn messenger_attachment(
 
 /// A webhook of one customer's `message` to the Page, as Facebook wraps it.
 fn messenger_message(page_id: &str, psid: &str, timestamp_ms: i64, message: Value) -> String {
+    customer_message("page", page_id, psid, timestamp_ms, message)
+}
+
+/// A webhook of one customer's `message` to an account of `object` ("page",
+/// "instagram").
+fn customer_message(
+    object: &str,
+    page_id: &str,
+    psid: &str,
+    timestamp_ms: i64,
+    message: Value,
+) -> String {
     json!({
-        "object": "page",
+        "object": object,
         "entry": [{
             "id": page_id,
             "time": timestamp_ms,

@@ -242,6 +242,28 @@ CREATE UNIQUE INDEX webhooks_digest ON webhooks (digest);
 -- recent bodies by digest in memory (see `RecentBodies`) and checks the row by its id.
 DROP INDEX IF EXISTS webhooks_digest;
 "#,
+    r#"
+-- Instagram's reply window, like Messenger's, runs from the customer's latest own
+-- action: its kinds (ig_…) count too. Rows for Instagram items stored before are added.
+DROP TRIGGER customer_activity_after_insert;
+CREATE TRIGGER customer_activity_after_insert AFTER INSERT ON items
+    WHEN NEW.direction = 'in' AND NEW.kind IN ('message', 'postback', 'edit', 'deleted',
+                                               'reaction', 'referral', 'optin', 'standby',
+                                               'ig_message', 'ig_postback', 'ig_edit',
+                                               'ig_deleted', 'ig_reaction', 'ig_referral',
+                                               'ig_optin')
+BEGIN
+    INSERT INTO customer_activity (page_id, conversation, last_ts)
+        VALUES (NEW.page_id, NEW.conversation, NEW.event_ts)
+        ON CONFLICT (page_id, conversation) DO UPDATE SET last_ts = MAX(last_ts, excluded.last_ts);
+END;
+INSERT INTO customer_activity (page_id, conversation, last_ts)
+    SELECT page_id, conversation, MAX(event_ts) FROM items
+     WHERE direction = 'in' AND kind IN ('ig_message', 'ig_postback', 'ig_edit', 'ig_deleted',
+                                         'ig_reaction', 'ig_referral', 'ig_optin')
+     GROUP BY page_id, conversation
+    ON CONFLICT (page_id, conversation) DO UPDATE SET last_ts = MAX(last_ts, excluded.last_ts);
+"#,
 ];
 
 /// Durability settings and schema migrations. Run once when the database is opened.

@@ -4,7 +4,8 @@
 //! with the linked Page's token; Messenger of the same Page goes on beside it.
 
 use fb_openchannel::model::{ItemKind, ItemState, MessagingKind};
-use fb_openchannel::sim::facebook::messenger_text;
+use fb_openchannel::sim::facebook::{instagram_text, messenger_text};
+use fb_openchannel::sim::motion::reply_body;
 
 use crate::harness::*;
 
@@ -216,38 +217,140 @@ async fn an_unconfigured_instagram_account_is_recorded_not_delivered() {
     bench.stop().await;
 }
 
-/// Until replies to Instagram land, an agent's answer in an Instagram interaction is
-/// refused at once with a message the agent can act on, never queued or sent elsewhere;
-/// a wrong token is refused like a page's.
+fn ig_reply_url(bench: &Bench) -> String {
+    format!(
+        "http://{}/reply/{IG_ACCOUNT}?token={REPLY_TOKEN_IG}",
+        bench.daemon().local_addr
+    )
+}
+
+/// The customer writes `ms_ago` before now (stored before the agent answers).
+async fn customer_wrote(bench: &Bench, ms_ago: i64) {
+    let now = fb_openchannel::store::now_ms();
+    bench
+        .deliver(&instagram_text(
+            IG_ACCOUNT,
+            IGSID,
+            &format!("mid.ig.{ms_ago}"),
+            now - ms_ago,
+            "Do you ship to Lisbon?",
+        ))
+        .await;
+}
+
+/// An agent answers an Instagram customer from Motion: the Send API of the linked Page,
+/// with its token, to the customer's Instagram-scoped id; a long answer goes as several
+/// messages of at most 1,000 bytes (Instagram's limit), cut at spaces, in order.
 #[tokio::test]
-async fn an_agent_answer_to_instagram_is_refused_clearly_for_now() {
+async fn an_agent_answer_reaches_the_instagram_customer_through_the_linked_page() {
     let bench = Bench::start_with_instagram(IG_ACCOUNT).await;
-    let url = |token: &str| {
-        format!(
-            "http://{}/reply/{IG_ACCOUNT}?token={token}",
-            bench.daemon().local_addr
-        )
-    };
-    let body = fb_openchannel::sim::motion::reply_body(7001, IGSID, "We do ship to Lisbon.", None);
+    let graph = &bench.peers.graph;
+    graph.add_instagram_profile(IGSID, Some("Jane Doe"), "jane.doe");
+    customer_wrote(&bench, 60_000).await;
+    bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+
+    let body = reply_body(7001, IGSID, "Yes, we ship to Lisbon.", None);
+    let (status, answer) = bench
+        .motion()
+        .agent_reply(&ig_reply_url(&bench), &body)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let sent = graph.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].page_id, PAGE_A, "sent as the linked Page");
+    assert_eq!(sent[0].recipient["id"], IGSID);
+    assert_eq!(sent[0].text.as_deref(), Some("Yes, we ship to Lisbon."));
+    assert_eq!(sent[0].messaging_type, "RESPONSE");
+    assert_eq!(sent[0].metadata, None, "Instagram documents no metadata");
+    let send_call = graph
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/messages"))
+        .unwrap();
+    assert_eq!(
+        send_call.authorization.as_deref(),
+        Some(format!("Bearer {TOKEN_A}").as_str())
+    );
+
+    // 2,400 bytes of "é " (1,200 characters: within Messenger's limit, not Instagram's).
+    let long = "é ".repeat(800);
+    let body = reply_body(7002, IGSID, &long, None);
+    let (status, answer) = bench
+        .motion()
+        .agent_reply(&ig_reply_url(&bench), &body)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let sent = graph.sent();
+    let pieces: Vec<&str> = sent[1..].iter().filter_map(|m| m.text.as_deref()).collect();
+    assert_eq!(
+        pieces.len(),
+        3,
+        "{:?}",
+        pieces.iter().map(|p| p.len()).collect::<Vec<_>>()
+    );
+    assert!(pieces.iter().all(|p| p.len() <= 1000));
+    assert_eq!(pieces.concat(), long, "nothing lost, in order");
+    // A repeated call from Motion is answered from the store: nothing sent again.
     let (status, _) = bench
         .motion()
-        .agent_reply(&url("wrong-token-0123456789"), &body)
+        .agent_reply(&ig_reply_url(&bench), &body)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(graph.sent().len(), 4);
+    bench.stop().await;
+}
+
+/// What Instagram does not allow, or this version does not send yet, is refused at once
+/// with a message the agent can act on; nothing reaches Graph. A wrong token is 401.
+#[tokio::test]
+async fn an_answer_instagram_would_refuse_is_refused_with_a_reason() {
+    let bench = Bench::start_with_instagram(IG_ACCOUNT).await;
+    customer_wrote(&bench, 8 * 24 * 3_600_000).await;
+    let refused = |status: u16, answer: &serde_json::Value, says: &str| {
+        assert_eq!(status, 422, "{answer}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{message}");
+    };
+    let (status, answer) = bench
+        .motion()
+        .agent_reply(
+            &ig_reply_url(&bench),
+            &reply_body(7101, IGSID, "Hello again", None),
+        )
+        .await
+        .unwrap();
+    refused(status, &answer, "Instagram allows no reply after 7 days");
+
+    customer_wrote(&bench, 1_000).await;
+    let (status, answer) = bench
+        .motion()
+        .agent_reply(
+            &ig_reply_url(&bench),
+            &reply_body(7102, IGSID, "invoice.pdf", Some(77)),
+        )
+        .await
+        .unwrap();
+    refused(status, &answer, "does not send files to Instagram yet");
+
+    let mut comment = reply_body(7103, IGSID, "Thanks!", None);
+    comment["Interaction"]["threadId"] = "17890000000000000".into();
+    let (status, answer) = bench
+        .motion()
+        .agent_reply(&ig_reply_url(&bench), &comment)
+        .await
+        .unwrap();
+    refused(status, &answer, "does not answer Instagram comments yet");
+
+    let wrong = ig_reply_url(&bench).replace(REPLY_TOKEN_IG, "wrong-token-0123456789");
+    let (status, _) = bench
+        .motion()
+        .agent_reply(&wrong, &reply_body(7104, IGSID, "Hi", None))
         .await
         .unwrap();
     assert_eq!(status, 401);
-    let (status, answer) = bench
-        .motion()
-        .agent_reply(&url(REPLY_TOKEN_IG), &body)
-        .await
-        .unwrap();
-    assert_eq!(status, 501, "{answer}");
-    assert!(
-        answer["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("does not send replies to Instagram yet")),
-        "{answer}"
-    );
-    assert!(bench.items().await.is_empty(), "nothing queued");
     assert!(bench.peers.graph.sent().is_empty(), "nothing sent");
     bench.stop().await;
 }
