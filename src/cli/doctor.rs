@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::output::{Style, age};
-use crate::config::{Config, PageConfig, redact_url};
+use crate::config::{Config, InstagramConfig, InstagramLogin, PageConfig, redact_url};
 use crate::facebook::graph::{Disposition, GraphClient};
 use crate::motion::{KeyCheck, MotionClient};
 use crate::relay::subscription;
@@ -96,9 +96,10 @@ async fn run(config: &Config, path: &std::path::Path) -> Vec<Check> {
         name: "config",
         ok: true,
         detail: format!(
-            "{} is valid ({} page(s))",
+            "{} is valid ({} page(s), {} Instagram account(s))",
             path.display(),
-            config.pages.len()
+            config.pages.len(),
+            config.instagram.len()
         ),
     }];
     let daemon = |name, ok, detail: String| Check {
@@ -184,6 +185,63 @@ async fn run(config: &Config, path: &std::path::Path) -> Vec<Check> {
     for page in &config.pages {
         checks.extend(page_checks(page, config, &graph, &motion).await);
     }
+    for account in &config.instagram {
+        checks.extend(instagram_checks(account, config, &graph, &motion).await);
+    }
+    checks
+}
+
+/// An Instagram account: the linked Page's token sees it as the Page's linked account
+/// (Instagram API with Facebook Login), and its Receive URL answers.
+async fn instagram_checks(
+    account: &InstagramConfig,
+    config: &Config,
+    graph: &GraphClient,
+    motion: &MotionClient,
+) -> Vec<Check> {
+    let id = account.id.get_ref();
+    let scope = format!("instagram {id}");
+    let check = |name, ok, detail: String| Check {
+        scope: scope.clone(),
+        name,
+        ok,
+        detail,
+    };
+    let mut checks = Vec::new();
+    if let InstagramLogin::Facebook { page } = config.instagram_login(account) {
+        let page_id = page.id.get_ref();
+        let linked = graph
+            .linked_instagram(page.access_token.get_ref(), &page.page_id())
+            .await;
+        checks.push(match linked {
+            Ok(Some(linked)) if &linked == id => check(
+                "linked page",
+                true,
+                format!("page {page_id} is linked to this account; its token is used for names and answers"),
+            ),
+            Ok(Some(linked)) => check(
+                "linked page",
+                false,
+                format!("page {page_id} is linked to Instagram account {linked}, not {id}: fix `id` or `page` in this [[instagram]]"),
+            ),
+            Ok(None) => check(
+                "linked page",
+                false,
+                format!("page {page_id} has no linked Instagram professional account: link it in Meta Business Suite → Settings → Instagram accounts"),
+            ),
+            Err(e) if e.disposition == Disposition::TokenInvalid => check(
+                "linked page",
+                false,
+                format!("page {page_id}'s access token is invalid or expired ({e}): create a new one (with instagram_manage_messages) and put it in that [[page]]"),
+            ),
+            Err(e) => check(
+                "linked page",
+                false,
+                format!("cannot ask Graph about page {page_id}: {e}"),
+            ),
+        });
+    }
+    checks.push(receive_url_check(motion, account.receive_url.get_ref(), &check).await);
     checks
 }
 
@@ -263,7 +321,6 @@ pub fn covers(names: &[String], host: &str) -> bool {
     })
 }
 
-/// The address to reach a listener on from this host.
 /// `path` on one of our listeners as reached from this host (a wildcard address is
 /// reached on loopback).
 fn listener_url(addr: std::net::SocketAddr, tls: bool, path: &str) -> url::Url {
@@ -477,8 +534,17 @@ async fn page_checks(
             checks.push(c);
         }
     }
-    let receive_url = page.receive_url.get_ref();
-    checks.push(match motion.probe(receive_url).await {
+    checks.push(receive_url_check(motion, page.receive_url.get_ref(), &check).await);
+    checks
+}
+
+/// Whether Motion answers at an account's Receive URL (a GET, which creates nothing).
+async fn receive_url_check(
+    motion: &MotionClient,
+    receive_url: &str,
+    check: &impl Fn(&'static str, bool, String) -> Check,
+) -> Check {
+    match motion.probe(receive_url).await {
         Ok(status @ (401 | 403)) => check(
             "receive url",
             false,
@@ -511,8 +577,7 @@ async fn page_checks(
                 redact_url(receive_url)
             ),
         ),
-    });
-    checks
+    }
 }
 
 /// Our app (configured, or found from the token), our app's subscription — its own

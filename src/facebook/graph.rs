@@ -503,6 +503,28 @@ impl GraphClient {
         self.id_and_name(token, "me").await
     }
 
+    /// `GET /{page}?fields=instagram_business_account`: the Instagram professional
+    /// account linked to the Page, if any (what an `[[instagram]]` table's `page` must be).
+    pub async fn linked_instagram(
+        &self,
+        token: &Secret,
+        page_id: &PageId,
+    ) -> Result<Option<String>, GraphError> {
+        let request = self
+            .http
+            .get(self.url(&[page_id.as_str()]))
+            .query(&[("fields", "instagram_business_account")])
+            .bearer_auth(token.expose());
+        let text = self.call(request).await?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|_| GraphError::from_response(200, &text, None))?;
+        Ok(match v.pointer("/instagram_business_account/id") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        })
+    }
+
     /// `GET /{node}?fields=id,name`: the node's `(id, name)`.
     async fn id_and_name(
         &self,

@@ -89,6 +89,8 @@ struct State {
     tokens: Mutex<HashMap<String, String>>,
     /// PSID → (first name, last name).
     profiles: Mutex<HashMap<String, (String, String)>>,
+    /// Page id → the Instagram professional account linked to it.
+    linked_instagram: Mutex<HashMap<String, String>>,
     /// Instagram customers (IGSID → display name, username).
     instagram_profiles: Mutex<HashMap<String, (Option<String>, String)>>,
     /// Answer profile lookups with Facebook's "missing permission" error.
@@ -231,6 +233,16 @@ impl SimGraph {
             .lock()
             .unwrap()
             .insert(psid.into(), (first.into(), last.into()));
+    }
+
+    /// Links an Instagram professional account to the Page (Meta Business Suite →
+    /// Settings → Instagram accounts).
+    pub fn link_instagram(&self, page_id: &str, instagram_id: &str) {
+        self.state
+            .linked_instagram
+            .lock()
+            .unwrap()
+            .insert(page_id.into(), instagram_id.into());
     }
 
     /// An Instagram customer the User Profile API knows (`name` may be unset).
@@ -548,6 +560,21 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                 }
                 Err(why) => graph_error(400, 100, None, &why),
             }
+        }
+        (&Method::GET, [_version, node]) if query == "fields=instagram_business_account" => {
+            if *node != page {
+                return graph_error(
+                    400,
+                    100,
+                    None,
+                    "(#100) The page id does not match the token",
+                );
+            }
+            let mut answer = json!({ "id": node });
+            if let Some(ig) = state.linked_instagram.lock().unwrap().get(*node) {
+                answer["instagram_business_account"] = json!({ "id": ig });
+            }
+            json_response(200, answer)
         }
         (&Method::GET, [_version, psid]) => {
             if *state.refuse_profiles.lock().unwrap() {

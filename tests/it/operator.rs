@@ -650,3 +650,48 @@ async fn simulate_reaches_motion_and_the_reply_is_acknowledged_without_facebook(
     assert!(notes[1].notify.from.starts_with("fbo-simulated-"));
     bench.stop().await;
 }
+
+/// `doctor` checks each Instagram account through its linked Page: the account the Page
+/// is really linked to, a Page linked to none, and the account's Receive URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_each_instagram_account_through_its_linked_page() {
+    let peers = Peers::start().await;
+    peers.graph.link_instagram(PAGE_A, IG_ACCOUNT);
+    let text = fixed_ports_config(&peers)
+        + &peers.instagram_table(IG_ACCOUNT)
+        + &peers.instagram_table("17841499999999999")
+        + &peers.instagram_table("17841488888888888").replace(
+            &format!("page = \"{PAGE_A}\""),
+            &format!("page = \"{PAGE_B}\""),
+        );
+    std::fs::write(config_path(&peers), &text).unwrap();
+    let daemon = Process::start(std::path::Path::new(&config_path(&peers)));
+    let (code, checks, human) = doctor(&peers);
+    assert_eq!(code, 1, "{human}");
+    let linked = checks
+        .iter()
+        .find(|c| c["scope"] == format!("instagram {IG_ACCOUNT}") && c["name"] == "linked page")
+        .unwrap_or_else(|| panic!("no linked page check: {human}"));
+    assert_eq!(linked["ok"], true, "{human}");
+    let bad = failing(&checks);
+    let detail = |scope: &str| {
+        bad.iter()
+            .find(|(s, n, _)| s == scope && n == "linked page")
+            .map(|(_, _, d)| d.clone())
+            .unwrap_or_else(|| panic!("no failing {scope} check: {human}"))
+    };
+    assert!(
+        detail("instagram 17841499999999999").contains(&format!(
+            "is linked to Instagram account {IG_ACCOUNT}, not 17841499999999999"
+        )),
+        "{human}"
+    );
+    assert!(
+        detail("instagram 17841488888888888")
+            .contains("has no linked Instagram professional account"),
+        "{human}"
+    );
+    assert_eq!(bad.len(), 2, "nothing else fails: {human}");
+    assert!(human.contains("3 Instagram account(s)"), "{human}");
+    drop(daemon);
+}
