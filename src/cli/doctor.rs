@@ -323,7 +323,7 @@ pub fn covers(names: &[String], host: &str) -> bool {
 
 /// `path` on one of our listeners as reached from this host (a wildcard address is
 /// reached on loopback).
-fn listener_url(addr: std::net::SocketAddr, tls: bool, path: &str) -> url::Url {
+pub(super) fn listener_url(addr: std::net::SocketAddr, tls: bool, path: &str) -> url::Url {
     let ip = match addr.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),

@@ -67,9 +67,13 @@ pub enum Command {
     /// simulated customer whose replies are acknowledged without calling Facebook.
     Simulate {
         /// Send a wall post instead of a Messenger message.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "instagram")]
         wall: bool,
-        /// The page to simulate for (default: the first [[page]]).
+        /// Send an Instagram direct message to an [[instagram]] account.
+        #[arg(long)]
+        instagram: bool,
+        /// The page (with --instagram: the Instagram account) to simulate for (default:
+        /// the first).
         #[arg(long)]
         page: Option<String>,
         /// The message text.
@@ -114,6 +118,7 @@ pub fn main() -> ExitCode {
         Command::Queue { command, json } => queue::main(&cli.config, command, json),
         Command::Simulate {
             wall,
+            instagram,
             page,
             text,
             url,
@@ -121,7 +126,11 @@ pub fn main() -> ExitCode {
             &cli.config,
             simulate::Options {
                 page,
-                wall,
+                kind: match (wall, instagram) {
+                    (true, _) => simulate::Kind::Wall,
+                    (_, true) => simulate::Kind::Instagram,
+                    _ => simulate::Kind::Messenger,
+                },
                 text,
                 url,
             },

@@ -1,6 +1,6 @@
 //! `fb-openchannel simulate`: a correctly signed synthetic Messenger message (or, with
-//! `--wall`, a wall post) sent to this host's running daemon, to test the Motion side end
-//! to end without a Facebook user. The customer is `fbo-simulated-customer`; replies to
+//! `--wall`, a wall post; with `--instagram`, an Instagram direct message) sent to this
+//! host's running daemon, to test the Motion side end to end without a Facebook user. The customer is `fbo-simulated-customer`; replies to
 //! it are acknowledged to Motion without calling Facebook, and logged as simulated.
 
 use std::process::ExitCode;
@@ -10,9 +10,28 @@ use crate::facebook::signature;
 use crate::relay::SIMULATED_ID_PREFIX;
 use crate::store::now_ms;
 
+/// What to simulate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Messenger,
+    Wall,
+    Instagram,
+}
+
+impl Kind {
+    fn what(self) -> &'static str {
+        match self {
+            Kind::Messenger => "Messenger message",
+            Kind::Wall => "wall post",
+            Kind::Instagram => "Instagram direct message",
+        }
+    }
+}
+
 pub struct Options {
+    /// The page (or, with `Kind::Instagram`, the Instagram account) to simulate for.
     pub page: Option<String>,
-    pub wall: bool,
+    pub kind: Kind,
     pub text: Option<String>,
     /// Where to send it instead of `public.listen`.
     pub url: Option<String>,
@@ -24,9 +43,9 @@ pub fn customer_id() -> String {
     format!("{SIMULATED_ID_PREFIX}customer")
 }
 
-pub fn body(page_id: &str, wall: bool, text: &str, now: i64) -> String {
+pub fn body(page_id: &str, kind: Kind, text: &str, now: i64) -> String {
     let customer = customer_id();
-    if wall {
+    if kind == Kind::Wall {
         serde_json::json!({
             "object": "page",
             "entry": [{"id": page_id, "time": now / 1000, "changes": [{"field": "feed", "value": {
@@ -41,7 +60,7 @@ pub fn body(page_id: &str, wall: bool, text: &str, now: i64) -> String {
         .to_string()
     } else {
         serde_json::json!({
-            "object": "page",
+            "object": if kind == Kind::Instagram { "instagram" } else { "page" },
             "entry": [{"id": page_id, "time": now, "messaging": [{
                 "sender": {"id": customer}, "recipient": {"id": page_id}, "timestamp": now,
                 "message": {"mid": format!("{SIMULATED_ID_PREFIX}mid-{now}"), "text": text}
@@ -56,47 +75,46 @@ pub fn main(path: &std::path::Path, options: Options) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let page = match &options.page {
-        Some(id) => match config.page(id) {
-            Some(p) => p,
-            None => {
-                eprintln!("page {id} is not in {}", path.display());
-                return ExitCode::FAILURE;
-            }
-        },
-        None => match config.pages.first() {
-            Some(p) => p,
-            None => {
-                eprintln!("no [[page]] in {}", path.display());
-                return ExitCode::FAILURE;
-            }
-        },
+    // The account: a [[page]], or with --instagram an [[instagram]] (default: the first).
+    let accounts: Vec<&str> = match options.kind {
+        Kind::Instagram => config
+            .instagram
+            .iter()
+            .map(|a| a.id.get_ref().as_str())
+            .collect(),
+        _ => config
+            .pages
+            .iter()
+            .map(|p| p.id.get_ref().as_str())
+            .collect(),
     };
-    let page_id = page.id.get_ref().clone();
-    let url = options.url.clone().unwrap_or_else(|| {
-        let mut addr = config.public.listen;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(if addr.is_ipv4() {
-                std::net::Ipv4Addr::LOCALHOST.into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            });
+    let table = match options.kind {
+        Kind::Instagram => "[[instagram]]",
+        _ => "[[page]]",
+    };
+    let page_id = match &options.page {
+        Some(id) if accounts.contains(&id.as_str()) => id.clone(),
+        Some(id) => {
+            eprintln!("{id} is not a {table} of {}", path.display());
+            return ExitCode::FAILURE;
         }
-        format!(
-            "{}://{addr}/webhook",
-            if config.public.tls { "https" } else { "http" }
-        )
-    });
-    let what = if options.wall {
-        "wall post"
-    } else {
-        "Messenger message"
+        None => match accounts.first() {
+            Some(id) => (*id).to_owned(),
+            None => {
+                eprintln!("no {table} in {}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
     };
+    let url = options.url.clone().unwrap_or_else(|| {
+        super::doctor::listener_url(config.public.listen, config.public.tls, "/webhook").to_string()
+    });
+    let what = options.kind.what();
     let text = options
         .text
         .clone()
         .unwrap_or_else(|| format!("Test {what} from fb-openchannel simulate"));
-    let payload = body(&page_id, options.wall, &text, now_ms());
+    let payload = body(&page_id, options.kind, &text, now_ms());
     let sig = signature::sign(
         config.facebook.app_secret.get_ref().expose().as_bytes(),
         payload.as_bytes(),
@@ -130,7 +148,7 @@ pub fn main(path: &std::path::Path, options: Options) -> ExitCode {
     });
     match answer {
         Ok((200, _)) => {
-            println!("sent a signed {what} for page {page_id} to {url}: 200, stored by the daemon");
+            println!("sent a signed {what} for {page_id} to {url}: 200, stored by the daemon");
             println!("  from: Simulated Customer ({})", customer_id());
             println!("  text: {text}");
             println!(

@@ -695,3 +695,53 @@ async fn doctor_checks_each_instagram_account_through_its_linked_page() {
     assert!(human.contains("3 Instagram account(s)"), "{human}");
     drop(daemon);
 }
+
+/// `simulate --instagram`: a signed Instagram direct message from the simulated customer
+/// reaches the Instagram account's own Openchannel account, and the agent's answer is
+/// acknowledged without calling Graph.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_instagram_reaches_the_instagram_account() {
+    let bench = Bench::start_with_instagram(IG_ACCOUNT).await;
+    let (code, out, err) = cli(&[
+        "simulate",
+        "--instagram",
+        "--url",
+        &bench.webhook_url(),
+        "--config",
+        &config_path(&bench.peers),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Instagram direct message"), "{out}");
+    let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    assert_eq!(notes[0].account, "8", "the Instagram account's Receive URL");
+    assert_eq!(notes[0].notify.from, "fbo-simulated-customer");
+    let reply_url = format!(
+        "http://{}/reply/{IG_ACCOUNT}?token={REPLY_TOKEN_IG}",
+        bench.daemon().local_addr
+    );
+    let (status, answer) = bench
+        .motion()
+        .agent_reply(
+            &reply_url,
+            &reply_body(8101, "fbo-simulated-customer", "Hello from Motion", None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(bench.peers.graph.requests().is_empty(), "no Graph call");
+
+    // Without an [[instagram]] table there is nothing to simulate for.
+    let plain = Bench::start().await;
+    let (code, _, err) = cli(&[
+        "simulate",
+        "--instagram",
+        "--url",
+        &plain.webhook_url(),
+        "--config",
+        &config_path(&plain.peers),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no [[instagram]]"), "{err}");
+    plain.stop().await;
+    bench.stop().await;
+}
