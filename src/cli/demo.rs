@@ -24,6 +24,10 @@ const APP_SECRET: &str = "demo-app-secret";
 const PAGE_TOKEN: &str = "demo-page-token";
 const REPLY_TOKEN: &str = "demo-reply-token";
 const API_KEY: &str = "demo-motion-api-key";
+/// The Page's Instagram account (Openchannel account 2 in the simulated Motion).
+const INSTAGRAM: &str = "17841400000000042";
+const IGSID: &str = "1254009876543210";
+const INSTAGRAM_REPLY_TOKEN: &str = "demo-instagram-reply-token";
 /// Longest wait for any one step; a healthy run takes milliseconds.
 const STEP: Duration = Duration::from_secs(10);
 
@@ -57,6 +61,7 @@ async fn run() -> anyhow::Result<()> {
     let graph = SimGraph::start().await?;
     graph.add_page(PAGE, PAGE_TOKEN);
     graph.add_profile(PSID, "Ada", "Lovelace");
+    graph.add_instagram_profile(IGSID, Some("Grace Hopper"), "grace.h");
     let motion = SimMotion::start(API_KEY).await?;
     let config = demo_config(dir.path(), &certs, &graph, &motion)?;
     let daemon = Daemon::start(config).await.context("starting the daemon")?;
@@ -276,11 +281,76 @@ async fn run() -> anyhow::Result<()> {
 
     let all = motion.notifies().len();
     ensure!(all == 4, "Motion got {all} notifies instead of 4");
+
+    // 7. Instagram: the Page's Instagram account is its own Openchannel account.
+    instagram_step(&facebook, &graph, &motion, &daemon).await?;
+
     daemon.stop().await;
     println!(
-        "\n✓ All 6 steps happened: 4 customer messages reached Motion, 2 agent replies reached"
+        "\n✓ All 7 steps happened: 5 customer messages reached Motion, 3 agent replies reached"
     );
-    println!("  the customer, echoes were recognised, and the outage lost nothing.");
+    println!("  the customers, echoes were recognised, and the outage lost nothing.");
+    Ok(())
+}
+
+/// A story reply on Instagram reaches the Instagram account's own Openchannel account,
+/// and the agent's answer goes out through the linked Page.
+async fn instagram_step(
+    facebook: &WebhookSender,
+    graph: &SimGraph,
+    motion: &SimMotion,
+    daemon: &Daemon,
+) -> anyhow::Result<()> {
+    let text = "Is the blue one in this story still available?";
+    println!("\n7. Grace answers the Page's Instagram story: \"{text}\"");
+    let story = "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=18000011122233345";
+    let now = now_ms();
+    let body = serde_json::json!({
+        "object": "instagram",
+        "entry": [{"id": INSTAGRAM, "time": now, "messaging": [{
+            "sender": {"id": IGSID}, "recipient": {"id": INSTAGRAM}, "timestamp": now,
+            "message": {"mid": "aWdfZAG1faXRlbTo-demo", "text": text,
+                        "reply_to": {"story": {"url": story, "id": "18000011122233345"}}}
+        }]}]
+    });
+    let (status, _) = facebook.send(body.to_string().as_bytes()).await?;
+    ensure!(status == 200, "the webhook was answered {status}");
+    let notes = motion
+        .wait_for_notifies(5, STEP)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let note = &notes[4];
+    ensure!(
+        note.account == "2" && note.notify.from == IGSID,
+        "Motion got {note:?}"
+    );
+    println!(
+        "   fb-openchannel → Motion     account 2 (Instagram): notify from={} firstName={} lastName={} body=\"{}\"",
+        note.notify.from,
+        note.notify.first_name.as_deref().unwrap_or(""),
+        note.notify.last_name.as_deref().unwrap_or(""),
+        note.notify.body.replace('\n', " ⏎ ")
+    );
+    let answer = "Yes! It's yours if you want it.";
+    let reply_url = format!(
+        "http://{}/reply/{INSTAGRAM}?token={INSTAGRAM_REPLY_TOKEN}",
+        daemon.local_addr
+    );
+    let (status, reply) = motion
+        .agent_reply(&reply_url, &reply_body(503, IGSID, answer, None))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    ensure!(status == 200, "the Reply URL answered {status}: {reply}");
+    let sent = graph.sent();
+    let last = sent.last().context("Facebook got nothing")?;
+    ensure!(
+        last.recipient["id"] == IGSID && last.text.as_deref() == Some(answer),
+        "Facebook got {last:?}"
+    );
+    println!(
+        "   fb-openchannel → Instagram  Send API of page {} to {IGSID}: \"{answer}\"",
+        last.page_id
+    );
     Ok(())
 }
 
@@ -315,6 +385,11 @@ id = "{PAGE}"
 access_token = "{PAGE_TOKEN}"
 receive_url = "{receive}"
 reply_token = "{REPLY_TOKEN}"
+[[instagram]]
+id = "{INSTAGRAM}"
+page = "{PAGE}"
+receive_url = "{instagram_receive}"
+reply_token = "{INSTAGRAM_REPLY_TOKEN}"
 "#,
         cert = certs.cert_path.display(),
         key = certs.key_path.display(),
@@ -322,6 +397,7 @@ reply_token = "{REPLY_TOKEN}"
         graph = graph.url(),
         media = graph.server.addr,
         receive = motion.receive_url(1),
+        instagram_receive = motion.receive_url(2),
     );
     Config::from_toml(Path::new("(demo)"), &text).map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -195,7 +195,10 @@ fn demo_runs_the_whole_loop_and_exits_0() {
         "recognised both as its own sends",
         "both webhooks answered 200",
         "in order, once each",
-        "✓ All 6 steps happened",
+        "7. Grace answers the Page's Instagram story",
+        "account 2 (Instagram): notify from=1254009876543210 firstName=Grace lastName=Hopper body=\"[replied to your story]",
+        "fb-openchannel → Instagram  Send API of page 1234567890 to 1254009876543210",
+        "✓ All 7 steps happened",
     ] {
         assert!(
             transcript.contains(line),
@@ -203,7 +206,9 @@ fn demo_runs_the_whole_loop_and_exits_0() {
         );
     }
     assert!(
-        !transcript.contains("demo-page-token") && !transcript.contains("demo-reply-token"),
+        !transcript.contains("demo-page-token")
+            && !transcript.contains("demo-reply-token")
+            && !transcript.contains("demo-instagram-reply-token"),
         "{transcript}"
     );
 }
