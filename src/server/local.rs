@@ -181,6 +181,14 @@ async fn reply_route(
     json(status, answer)
 }
 
+/// How `/readyz` names an account: `page <id>`, or `instagram <id>`.
+fn account_name(shared: &Shared, id: &str) -> String {
+    match shared.live().account(id) {
+        Some(crate::relay::Account::Instagram(_)) => format!("instagram {id}"),
+        _ => format!("page {id}"),
+    }
+}
+
 /// 200 when the store answers, every page can send and no pending item is older than
 /// `local.ready_max_pending_age`; 503 with the reasons otherwise.
 async fn readyz(shared: &Shared) -> HttpResponse {
@@ -194,8 +202,8 @@ async fn readyz(shared: &Shared) -> HttpResponse {
                 let age = crate::store::until(now, q.oldest_created_at);
                 if age > max_age {
                     problems.push(format!(
-                        "page {}: {} {} item(s) pending, the oldest for {} (over local.ready_max_pending_age = {}); {} is not taking them",
-                        q.page_id,
+                        "{}: {} {} item(s) pending, the oldest for {} (over local.ready_max_pending_age = {}); {} is not taking them",
+                        account_name(shared, &q.page_id),
                         q.pending,
                         if q.direction == "in" { "inbound" } else { "outbound" },
                         humantime::format_duration(Duration::from_secs(age.as_secs())),
@@ -239,7 +247,8 @@ async fn readyz(shared: &Shared) -> HttpResponse {
     for (page, feature, pause) in shared.pauses.all() {
         if pause.until > now {
             problems.push(format!(
-                "page {page}: Facebook throttles {} ({}) since {} ago; replies wait and go out by themselves, next try in {}",
+                "{}: Facebook throttles {} ({}) since {} ago; replies wait and go out by themselves, next try in {}",
+                account_name(shared, &page),
                 feature.words(),
                 pause.reason,
                 ago(pause.since),
@@ -248,7 +257,7 @@ async fn readyz(shared: &Shared) -> HttpResponse {
         }
     }
     for (page, problem) in shared.health.problems() {
-        problems.push(format!("page {page}: {problem}"));
+        problems.push(format!("{}: {problem}", account_name(shared, &page)));
     }
     let unreadable = shared.metrics.unreadable.get();
     let note = if unreadable > 0 {
