@@ -69,6 +69,9 @@ pub fn webhook(data: &[u8]) {
                 let _ = messenger::plan(m, &messenger::Context::default());
                 let _ = messenger::referenced_mid(m);
             }
+            Ok(Parsed::InstagramComment(c)) => {
+                let _ = crate::relay::instagram::comment_plan(c, &messenger::Context::default());
+            }
             Ok(Parsed::Change { field, change, .. }) => {
                 let change = &**change;
                 let _ = feed::intake_state(field, change, page());

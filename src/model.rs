@@ -23,6 +23,8 @@ pub enum Channel {
     /// An Instagram professional account's direct messages: one conversation per
     /// customer.
     InstagramDirect,
+    /// Comments on an Instagram account's media: one conversation per media item.
+    InstagramComments,
 }
 
 /// Which way an item goes.
@@ -92,17 +94,19 @@ pub enum ItemKind {
     WallReply,
     /// An agent's answer in an Instagram direct conversation.
     InstagramReply,
+    /// A comment on one of an Instagram account's media.
+    InstagramComment,
     /// A note to the agents in the customer's interaction: a reply was not delivered.
     Note,
 }
 
 impl ItemKind {
     /// Every kind, for parsing and for tests.
-    pub const ALL: [ItemKind; 36] = {
+    pub const ALL: [ItemKind; 37] = {
         use FeedKind as F;
         use ItemKind::*;
         const M: usize = MessagingKind::ALL.len();
-        let mut all = [Note; 36];
+        let mut all = [Note; 37];
         let mut i = 0;
         while i < M {
             all[i] = Messaging(MessagingKind::ALL[i]);
@@ -122,6 +126,7 @@ impl ItemKind {
             Reply,
             WallReply,
             InstagramReply,
+            InstagramComment,
             Note,
         ];
         let mut j = 0;
@@ -175,6 +180,7 @@ impl ItemKind {
             ItemKind::Reply => "reply",
             ItemKind::WallReply => "wall_reply",
             ItemKind::InstagramReply => "ig_reply",
+            ItemKind::InstagramComment => "ig_comment",
             ItemKind::Note => "note",
         }
     }
@@ -193,6 +199,7 @@ impl ItemKind {
             }
             ItemKind::Feed(_) | ItemKind::WallReply => Some(Channel::PageFeed),
             ItemKind::Instagram(_) | ItemKind::InstagramReply => Some(Channel::InstagramDirect),
+            ItemKind::InstagramComment => Some(Channel::InstagramComments),
             ItemKind::PageChange | ItemKind::Unparsed | ItemKind::Note => None,
         }
     }
@@ -317,6 +324,11 @@ impl ConversationKey {
         ConversationKey(format!("igsid:{}", key_part(id)))
     }
 
+    /// One media item of an Instagram account and every comment on it.
+    pub fn instagram_media(id: &str) -> ConversationKey {
+        ConversationKey(format!("igmedia:{}", key_part(id)))
+    }
+
     /// A post of the Page's wall and every comment under it.
     pub fn post(id: &str) -> ConversationKey {
         ConversationKey(format!("post:{}", key_part(id)))
@@ -363,6 +375,11 @@ pub enum FeedObject<'a> {
 }
 
 impl DedupKey {
+    /// A comment on an Instagram account's media, by its id.
+    pub fn instagram_comment(id: &str) -> DedupKey {
+        DedupKey(format!("igcomment:{id}"))
+    }
+
     /// A Messenger message (or its echo) by Facebook's message id.
     pub fn message(mid: &str) -> DedupKey {
         DedupKey(format!("mid:{mid}"))
@@ -558,6 +575,7 @@ mod tests {
                 "reply",
                 "wall_reply",
                 "ig_reply",
+                "ig_comment",
                 "note"
             ]
         );
@@ -601,7 +619,9 @@ mod tests {
             match kind.channel() {
                 Some(Channel::PageFeed) => assert!(wall, "{kind}"),
                 Some(Channel::Messenger) => assert!(!wall && !instagram, "{kind}"),
-                Some(Channel::InstagramDirect) => assert!(instagram, "{kind}"),
+                Some(Channel::InstagramDirect | Channel::InstagramComments) => {
+                    assert!(instagram, "{kind}")
+                }
                 None => {}
             }
         }

@@ -4,6 +4,7 @@
 pub mod feed;
 pub mod graph;
 pub mod ids;
+pub mod ig_comment;
 pub mod media;
 pub mod signature;
 pub mod webhook;

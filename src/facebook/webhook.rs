@@ -196,6 +196,7 @@ pub fn facebook_ms(t: i64) -> i64 {
     }
 }
 
+use crate::facebook::ig_comment::InstagramComment;
 pub use crate::model::MessagingKind;
 
 impl Messaging {
@@ -341,6 +342,8 @@ pub enum Parsed {
         value: Value,
         change: Box<Result<FeedChange, String>>,
     },
+    /// A comment on one of an Instagram account's media (field `comments`).
+    InstagramComment(Box<InstagramComment>),
 }
 
 impl Item {
@@ -349,6 +352,7 @@ impl Item {
         let entry_time_ms = self.entry_time_ms;
         match &self.parsed {
             Ok(Parsed::Messaging(m)) => m.timestamp.map_or(entry_time_ms, facebook_ms),
+            Ok(Parsed::InstagramComment(_)) => entry_time_ms,
             Ok(Parsed::Change { value, .. }) => value
                 .get("created_time")
                 .and_then(|t| t.as_i64().or_else(|| t.as_str()?.parse().ok()))
@@ -376,6 +380,7 @@ impl Item {
                     None => ConversationKey::unknown_post(),
                 }
             }
+            Ok(Parsed::InstagramComment(c)) => ConversationKey::instagram_media(&c.media.id.0),
             Err(_) => ConversationKey::unparsed(),
         }
     }
@@ -415,6 +420,7 @@ impl Item {
                 .ok()
                 .and_then(feed_dedup_key)
                 .unwrap_or_else(|| DedupKey::digest(self.kind(), &self.digest())),
+            Ok(Parsed::InstagramComment(c)) => DedupKey::instagram_comment(&c.id.0),
             Err(_) => DedupKey::digest(self.kind(), &self.digest()),
         }
     }
@@ -436,6 +442,7 @@ impl Item {
                     .map_or(FeedKind::Other, FeedChange::kind),
             ),
             Ok(Parsed::Change { .. }) => ItemKind::PageChange,
+            Ok(Parsed::InstagramComment(_)) => ItemKind::InstagramComment,
             Err(_) => ItemKind::Unparsed,
         }
     }
@@ -559,7 +566,7 @@ fn parse_entry(object: &WebhookObject, raw: &RawValue, items: &mut Vec<Item>) {
         for raw in list.into_iter().flatten() {
             let (raw, parsed) = match serde_json::from_str::<Value>(raw.get()) {
                 Ok(value) => {
-                    let parsed = parse_item(&value, field, source);
+                    let parsed = parse_item(object, &value, field, source);
                     (value, parsed)
                 }
                 Err(e) => (
@@ -580,7 +587,18 @@ fn parse_entry(object: &WebhookObject, raw: &RawValue, items: &mut Vec<Item>) {
 }
 
 /// The typed view of one item of `entry[].<field>`.
-fn parse_item(raw: &Value, field: &str, source: Source) -> Result<Parsed, String> {
+fn parse_item(
+    object: &WebhookObject,
+    raw: &Value,
+    field: &str,
+    source: Source,
+) -> Result<Parsed, String> {
+    if let (WebhookObject::Instagram, Source::Changes, Some("comments")) =
+        (object, source, raw.get("field").and_then(Value::as_str))
+    {
+        return InstagramComment::parse(raw.get("value").unwrap_or(&Value::Null))
+            .map(|c| Parsed::InstagramComment(Box::new(c)));
+    }
     match source {
         Source::Messaging | Source::Standby => Messaging::deserialize(raw)
             .map(|m| Parsed::Messaging(Box::new(m)))

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::config::InstagramLogin;
 use crate::facebook::feed::FeedChange;
 use crate::facebook::graph::{Disposition, DownloadError};
+use crate::facebook::ig_comment::InstagramComment;
 use crate::facebook::webhook::Messaging;
 use crate::logging;
 use crate::model::{ConversationKey, DedupKey, ItemKind, NameSource};
@@ -94,6 +95,28 @@ async fn deliver_steps(shared: &Shared, live: &Live, item: &Item) -> Result<usiz
         }
         ItemKind::Messaging(_) | ItemKind::Standby { .. } | ItemKind::Instagram(_) => {
             customer_plan(shared, live, account, item).await?
+        }
+        ItemKind::InstagramComment => {
+            let change: serde_json::Value = serde_json::from_str(&item.payload)
+                .map_err(|e| Failure::permanent(format!("stored comment does not parse: {e}")))?;
+            let comment = InstagramComment::parse(&change["value"]).map_err(Failure::permanent)?;
+            let context = match &comment.parent_id {
+                Some(parent) => Context {
+                    referenced_text: shared
+                        .store
+                        .payload_by_key(
+                            item.page_id.clone(),
+                            DedupKey::instagram_comment(&parent.0),
+                        )
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+                        .and_then(|v| v["value"]["text"].as_str().map(str::to_owned)),
+                },
+                None => Context::default(),
+            };
+            instagram::comment_plan(&comment, &context)
         }
         ItemKind::PageChange
         | ItemKind::Unparsed

@@ -15,7 +15,10 @@
 //! Mention, "Guidance on handling … Instagram CDN URLs"). The link stops working when the
 //! customer deletes the media or it expires, as Instagram intends.
 
+use crate::config::InstagramConfig;
+use crate::facebook::ig_comment::InstagramComment;
 use crate::facebook::webhook::{Item, Messaging, MessagingKind, Parsed};
+use crate::relay::feed::Envelope;
 use crate::relay::messenger::{self, Context, Step, labelled, quote};
 use crate::store::NewState;
 
@@ -114,4 +117,38 @@ pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
         _ => {}
     }
     steps
+}
+
+/// Whether a comment on the account's media is queued for Motion, and if not, why.
+pub fn comment_state(comment: &InstagramComment, account: &InstagramConfig) -> NewState {
+    let skip = |why: &str| NewState::Skipped(why.to_owned());
+    if !account.comments {
+        skip("comments = false for this Instagram account")
+    } else if comment.author_id() == Some(account.id.get_ref().as_str()) {
+        // The account's own comments (an agent's answer, or the account answering in the
+        // Instagram app) never come back as the customer's words.
+        skip("the account's own comment")
+    } else if comment.text().is_none() {
+        skip("comment without text")
+    } else {
+        NewState::Pending
+    }
+}
+
+/// What a comment becomes: a notify in the media's thread (`threadId` = the media id),
+/// from the commenter; a reply to another comment quotes it when it came through here.
+pub fn comment_plan(comment: &InstagramComment, context: &Context) -> (Envelope, Vec<Step>) {
+    let text = comment.text().unwrap_or_default();
+    let body = match &comment.parent_id {
+        Some(_) => format!("{}\n{text}", quote(context.referenced_text.as_deref())),
+        None => text.to_owned(),
+    };
+    let envelope = Envelope {
+        from: comment.author_id().unwrap_or_default().to_owned(),
+        first_name: comment.author_name(),
+        last_name: Some(String::new()),
+        thread_id: Some(comment.media.id.0.clone()),
+        external_url: None,
+    };
+    (envelope, vec![Step::Text(body)])
 }

@@ -196,20 +196,24 @@ fn fate(shared: &Shared, item: &Item) -> NewState {
                     messenger::intake_state(item, page.standby == crate::config::Standby::Forward)
                 }
                 Ok(Parsed::Change { field, change, .. }) => feed::intake_state(field, change, page),
+                Ok(Parsed::InstagramComment(_)) => {
+                    unreachable!("only Instagram webhooks carry them")
+                }
                 Err(_) => unreachable!("handled above"),
             }
         }
         WebhookObject::Instagram => {
-            if live.config.instagram(&item.page_id).is_none() {
+            let Some(account) = live.config.instagram(&item.page_id) else {
                 return NewState::Skipped(format!(
                     "Instagram account {} is not configured (add an [[instagram]] for it, or unsubscribe the app from it)",
                     item.page_id
                 ));
-            }
+            };
             match &item.parsed {
                 Ok(Parsed::Messaging(_)) => instagram::intake_state(item),
+                Ok(Parsed::InstagramComment(c)) => instagram::comment_state(c, account),
                 Ok(Parsed::Change { field, .. }) => NewState::Skipped(format!(
-                    "Instagram change of field {field:?}: comments and mentions are not handled by this version"
+                    "Instagram change of field {field:?}: not handled by this version (mentions among them)"
                 )),
                 Err(_) => unreachable!("handled above"),
             }
@@ -243,6 +247,16 @@ fn ids_of(item: &Item) -> Result<(), IdError> {
                 .flatten()
             {
                 ObjectId::parse(id)?;
+            }
+            Ok(())
+        }
+        Ok(Parsed::InstagramComment(c)) => {
+            Customer::parse(c.author_id().unwrap_or_default())?;
+            for id in [Some(&c.id), Some(&c.media.id), c.parent_id.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                ObjectId::parse(&id.0)?;
             }
             Ok(())
         }

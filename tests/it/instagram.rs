@@ -354,3 +354,64 @@ async fn an_answer_instagram_would_refuse_is_refused_with_a_reason() {
     assert!(bench.peers.graph.sent().is_empty(), "nothing sent");
     bench.stop().await;
 }
+
+/// Comments on the account's media: one Motion thread per media item (`threadId` = the
+/// media id), from the commenter by `@username`; a reply quotes the comment it answers;
+/// the account's own comments never come back; a redelivery is no new notify. Answers
+/// in such a thread are refused for now with a reason for the agent.
+#[tokio::test]
+async fn comments_on_the_accounts_media_are_one_thread_per_media() {
+    let bench = Bench::start_with_instagram(IG_ACCOUNT).await;
+    for name in [
+        "ig-comment.json",
+        "ig-comment-reply.json",
+        "ig-comment-own.json",
+        "ig-comment.json",
+    ] {
+        bench.deliver(&instagram_fixture(name)).await;
+    }
+    bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    bench
+        .wait_items("all four handled", |items| {
+            items.len() == 3 && items.iter().all(|i| i.state != ItemState::Pending)
+        })
+        .await;
+    let notes: Vec<_> = bench.motion().notifies();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    let first = &notes[0];
+    assert_eq!(first.account, "8");
+    assert_eq!(first.notify.body, "Love this colour! Is it in stock?");
+    assert_eq!(first.notify.from, "1254001234567890");
+    assert_eq!(first.notify.first_name.as_deref(), Some("@jane.doe"));
+    assert_eq!(first.notify.thread_id.as_deref(), Some("17887498072083520"));
+    assert_eq!(
+        notes[1].notify.body,
+        "> Love this colour! Is it in stock?\nSame question here"
+    );
+    assert_eq!(
+        notes[1].notify.thread_id.as_deref(),
+        Some("17887498072083520")
+    );
+    let items = bench.items().await;
+    assert!(
+        items.iter().all(|i| i.kind == ItemKind::InstagramComment),
+        "{items:?}"
+    );
+    let states: Vec<ItemState> = items.iter().map(|i| i.state).collect();
+    assert_eq!(
+        states,
+        [ItemState::Done, ItemState::Done, ItemState::Skipped],
+        "the account's own comment is recorded, not delivered"
+    );
+
+    let mut answer = reply_body(7201, "1254001234567890", "Yes, in stock!", None);
+    answer["Interaction"]["threadId"] = "17887498072083520".into();
+    let (status, body) = bench
+        .motion()
+        .agent_reply(&ig_reply_url(&bench), &answer)
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert!(bench.peers.graph.sent().is_empty());
+    bench.stop().await;
+}

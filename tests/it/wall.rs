@@ -430,7 +430,12 @@ async fn an_agent_on_a_post_without_comments_comments_on_the_post() {
 
 #[tokio::test]
 async fn a_batch_of_1000_feed_changes_delivered_twice_gives_1000_notifies() {
-    let bench = Bench::start().await;
+    // 3 MiB over TLS within the bench's 2 s request timeout failed once on a machine
+    // busy with a build: this test is about dedup, not about slow clients.
+    let bench = Bench::start_edited(|text| {
+        text.replace("request_timeout = \"2s\"", "request_timeout = \"60s\"")
+    })
+    .await;
     let t = now_ms() / 1000;
     // Long comments, with emoji escaped the way Facebook escapes them: the batch is over
     // 3 MiB, and a 413 would have made Facebook retry it until it gave up.
