@@ -5,13 +5,21 @@
 //! messages, cut at spaces), the same 24-hour window with `HUMAN_AGENT` up to 7 days.
 //! Source: developers.facebook.com → Instagram Messaging → Send a Message.
 //!
-//! Files are not sent yet: the reply is refused with a message the agent can act on.
+//! An answer in a media item's comment thread goes in place, as a reply to the
+//! customer's latest comment there (`POST /{ig-comment-id}/replies`).
+//!
+//! Files, and private replies to comments, are not sent yet: the reply is refused with a
+//! message the agent can act on.
 
-use crate::config::{InstagramConfig, InstagramLogin};
+use crate::config::{CommentReply, InstagramConfig, InstagramLogin, PageConfig};
 use crate::facebook::graph::{Recipient, Send};
+use crate::facebook::ids::ObjectId;
 use crate::facebook::ids::UserId;
+use crate::facebook::ig_comment::InstagramComment;
+use crate::model::ItemKind;
 use crate::relay::messenger_reply::{TextLimit, Window, may_send, split_text};
 use crate::relay::outcome::{Failure, Refusal};
+use crate::relay::pauses::Feature;
 use crate::relay::reply::OutboundReply;
 use crate::relay::sending::*;
 use crate::relay::{Live, Shared};
@@ -41,13 +49,16 @@ pub(super) async fn send(
             "Not sent: this version of fb-openchannel does not send files to Instagram yet. Send the text alone, or a link to the file.",
         ));
     }
-    let messaging_type = may_send(shared, item, Window::Instagram, account.human_agent_tag).await?;
     if reply.text.trim().is_empty() {
         return Err(Failure::refused(
             Refusal::BadRequest,
             "Not sent: the answer is empty.",
         ));
     }
+    if let Some(media) = &reply.thread_id {
+        return answer_comment(shared, live, account, page, item, reply, media).await;
+    }
+    let messaging_type = may_send(shared, item, Window::Instagram, account.human_agent_tag).await?;
     let pieces = split_text(&reply.text, MAX_TEXT);
     let send = Send {
         recipient: Recipient::Psid(igsid),
@@ -60,4 +71,56 @@ pub(super) async fn send(
         live.graph.send_text(token, page_ref, send, &text).await
     })
     .await
+}
+
+/// Answers in a media item's comment thread: in place, as a reply to the customer's
+/// latest comment there (`comment_reply = "public"`). Private replies to Instagram
+/// comments are not sent by this version.
+async fn answer_comment(
+    shared: &Shared,
+    live: &Live,
+    account: &InstagramConfig,
+    page: &PageConfig,
+    item: &Item,
+    reply: &OutboundReply,
+    media: &ObjectId,
+) -> Result<Vec<String>, Failure> {
+    if account.comment_reply == CommentReply::Private {
+        return Err(Failure::refused(
+            Refusal::Policy,
+            "Not sent: this version of fb-openchannel does not send private replies to Instagram comments yet; set comment_reply = \"public\" for this account to answer in place.",
+        ));
+    }
+    check_pause(shared, &item.page_id, Feature::Comments)?;
+    let thread = shared
+        .store
+        .wall_thread(item.page_id.clone(), item.conversation.clone())
+        .await
+        .map_err(|e| Failure::transient(e.to_string()))?;
+    // Newest first: the customer's latest comment in this media's thread.
+    let latest = thread.iter().find_map(|(kind, payload)| {
+        let change: serde_json::Value = serde_json::from_str(payload).ok()?;
+        let comment = InstagramComment::parse(&change["value"]).ok()?;
+        (*kind == ItemKind::InstagramComment
+            && comment.author_id() == Some(reply.recipient.as_str()))
+        .then_some(comment)
+    });
+    let Some(comment) = latest else {
+        return Err(Failure::refused(
+            Refusal::Policy,
+            format!(
+                "Not sent: this customer has no comment fb-openchannel delivered in the thread of media {media}, so there is nothing to answer in place."
+            ),
+        ));
+    };
+    let comment_id = ObjectId::parse(&comment.id.0)
+        .map_err(|e| Failure::refused(Refusal::Broken, format!("Not sent: {e}.")))?;
+    let id = live
+        .graph
+        .reply_to_instagram_comment(page.access_token.get_ref(), &comment_id, &reply.text)
+        .await
+        .map_err(|e| graph_failure(shared, &item.page_id, Feature::Comments, "comment", e))?;
+    shared.metrics.graph_call(&item.page_id, "comment", "ok");
+    feature_works(shared, &item.page_id, Feature::Comments);
+    Ok(vec![id])
 }

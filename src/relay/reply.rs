@@ -111,25 +111,38 @@ pub async fn accept_reply(shared: &Shared, account: Account<'_>, body: &[u8]) ->
         }
     };
     let page_id = account.id().to_owned();
-    if let (Account::Instagram(_), Some(_)) = (account, &reply.thread_id) {
-        return (
-            422,
-            json!({ "message": "Not sent: this version of fb-openchannel does not answer Instagram comments yet. Answer from the Instagram app." }),
-        );
-    }
-    // A wall reply answers a thread the daemon delivered, and nothing else: the id
-    // names which object the Page's token comments on.
-    if let Some(post) = &reply.thread_id {
+    // A wall or Instagram comment thread: its own conversation (answers in it stay in
+    // order); Messenger's and Instagram's direct conversation is the customer.
+    let (conversation, kind) = match (account, &reply.thread_id) {
+        (Account::Instagram(_), Some(media)) => (
+            ConversationKey::instagram_media(media.as_str()),
+            ItemKind::InstagramReply,
+        ),
+        (Account::Instagram(_), None) => (
+            ConversationKey::instagram_customer(&recipient),
+            ItemKind::InstagramReply,
+        ),
+        (Account::Page(_), Some(post)) => {
+            (ConversationKey::post(post.as_str()), ItemKind::WallReply)
+        }
+        (Account::Page(_), None) => (ConversationKey::customer(&recipient), ItemKind::Reply),
+    };
+    // An answer in a thread answers one the daemon delivered, and nothing else: the id
+    // names which object the token comments on.
+    if reply.thread_id.is_some() {
         match shared
             .store
-            .has_thread(page_id.clone(), ConversationKey::post(post.as_str()))
+            .has_thread(page_id.clone(), conversation.clone())
             .await
         {
             Ok(true) => {}
             Ok(false) => {
                 return (
                     422,
-                    json!({ "message": "Not sent: this wall thread is not one fb-openchannel delivered to Motion for this page, so it does not know what to answer." }),
+                    json!({ "message": format!("Not sent: this {} is not one fb-openchannel delivered to Motion for this account, so it does not know what to answer.", match account {
+                        Account::Page(_) => "wall thread",
+                        Account::Instagram(_) => "Instagram comment thread",
+                    }) }),
                 );
             }
             Err(e) => {
@@ -148,18 +161,6 @@ pub async fn accept_reply(shared: &Shared, account: Account<'_>, body: &[u8]) ->
         motion_message_id: reply.message_id.clone(),
         interaction_id: reply.interaction_id.clone(),
         thread_id: reply.thread_id.clone(),
-    };
-    // A wall thread is its own conversation (replies in it stay in order); Messenger's
-    // and Instagram's is the customer.
-    let (conversation, kind) = match (account, &reply.thread_id) {
-        (Account::Instagram(_), _) => (
-            ConversationKey::instagram_customer(&recipient),
-            ItemKind::InstagramReply,
-        ),
-        (Account::Page(_), Some(post)) => {
-            (ConversationKey::post(post.as_str()), ItemKind::WallReply)
-        }
-        (Account::Page(_), None) => (ConversationKey::customer(&recipient), ItemKind::Reply),
     };
 
     // Registered before the item exists, so the worker cannot finish before we listen.

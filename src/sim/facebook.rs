@@ -529,6 +529,25 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                 Err(why) => graph_error(400, 100, None, &why),
             }
         }
+        // An answer to an Instagram comment, recorded like a comment on the comment.
+        (&Method::POST, [_version, comment, "replies"]) => {
+            let message = serde_json::from_slice::<Value>(req.body())
+                .ok()
+                .and_then(|v| v.get("message")?.as_str().map(str::to_owned));
+            let Some(message) = message.filter(|m| !m.is_empty()) else {
+                return graph_error(400, 100, None, "(#100) message is required");
+            };
+            let mut comments = state.comments.lock().unwrap();
+            let id = format!("{}", 18_000_000_000_000_000u64 + comments.len() as u64 + 1);
+            comments.push(SentComment {
+                object_id: (*comment).to_owned(),
+                message: Some(message),
+                photo: None,
+                id: id.clone(),
+                received_at: std::time::Instant::now(),
+            });
+            json_response(200, json!({ "id": id }))
+        }
         (&Method::POST, [_version, object, "comments"]) => {
             if state.deleted.lock().unwrap().iter().any(|d| d == object) {
                 return graph_error(

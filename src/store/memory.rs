@@ -33,8 +33,8 @@ impl Store {
         .await
     }
 
-    /// The posts and comments of a wall thread (`post:<id>`), newest first:
-    /// `(kind, payload)`.
+    /// The posts and comments of a comment thread — a wall post (`post:<id>`) or an
+    /// Instagram media item (`igmedia:<id>`) — newest first: `(kind, payload)`.
     pub async fn wall_thread(
         &self,
         page_id: String,
@@ -43,7 +43,7 @@ impl Store {
         self.call(Access::Read, move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT kind, payload FROM items
-                  WHERE kind IN ('wall_post', 'wall_comment') AND direction = 'in'
+                  WHERE kind IN ('wall_post', 'wall_comment', 'ig_comment') AND direction = 'in'
                     AND page_id = ?1 AND conversation = ?2
                   ORDER BY event_ts DESC, id DESC",
             )?;
@@ -55,7 +55,8 @@ impl Store {
         .await
     }
 
-    /// Whether a wall thread (`post:<id>`) of this page was ever received.
+    /// Whether a comment thread (`post:<id>`, `igmedia:<id>`) of this account was ever
+    /// received.
     pub async fn has_thread(
         &self,
         page_id: String,
@@ -64,7 +65,7 @@ impl Store {
         self.call(Access::Read, move |conn| {
             conn.prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM items
-                  WHERE kind IN ('wall_post', 'wall_comment') AND direction = 'in'
+                  WHERE kind IN ('wall_post', 'wall_comment', 'ig_comment') AND direction = 'in'
                     AND page_id = ?1 AND conversation = ?2)",
             )?
             .query_row(params![page_id, conversation], |r| r.get(0))

@@ -264,6 +264,13 @@ INSERT INTO customer_activity (page_id, conversation, last_ts)
      GROUP BY page_id, conversation
     ON CONFLICT (page_id, conversation) DO UPDATE SET last_ts = MAX(last_ts, excluded.last_ts);
 "#,
+    r#"
+-- Comment threads are looked up the same way on the wall and on Instagram media (where
+-- to answer, whether the thread is one we delivered): one partial index for both.
+DROP INDEX items_wall;
+CREATE INDEX items_threads ON items (page_id, conversation, event_ts)
+    WHERE kind IN ('wall_post', 'wall_comment', 'ig_comment');
+"#,
 ];
 
 /// Durability settings and schema migrations. Run once when the database is opened.

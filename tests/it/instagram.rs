@@ -342,7 +342,7 @@ async fn an_answer_instagram_would_refuse_is_refused_with_a_reason() {
         .agent_reply(&ig_reply_url(&bench), &comment)
         .await
         .unwrap();
-    refused(status, &answer, "does not answer Instagram comments yet");
+    refused(status, &answer, "not one fb-openchannel delivered");
 
     let wrong = ig_reply_url(&bench).replace(REPLY_TOKEN_IG, "wrong-token-0123456789");
     let (status, _) = bench
@@ -357,8 +357,8 @@ async fn an_answer_instagram_would_refuse_is_refused_with_a_reason() {
 
 /// Comments on the account's media: one Motion thread per media item (`threadId` = the
 /// media id), from the commenter by `@username`; a reply quotes the comment it answers;
-/// the account's own comments never come back; a redelivery is no new notify. Answers
-/// in such a thread are refused for now with a reason for the agent.
+/// the account's own comments never come back; a redelivery is no new notify. The
+/// agent's answer in the thread goes in place, under the customer's latest comment.
 #[tokio::test]
 async fn comments_on_the_accounts_media_are_one_thread_per_media() {
     let bench = Bench::start_with_instagram(IG_ACCOUNT).await;
@@ -404,14 +404,58 @@ async fn comments_on_the_accounts_media_are_one_thread_per_media() {
         "the account's own comment is recorded, not delivered"
     );
 
-    let mut answer = reply_body(7201, "1254001234567890", "Yes, in stock!", None);
-    answer["Interaction"]["threadId"] = "17887498072083520".into();
+    // The agent answers in the thread: in place, under the customer's latest comment,
+    // with the linked Page's token.
+    let answer_in_thread = |id: u64, customer: &str, text: &str| {
+        let mut answer = reply_body(id, customer, text, None);
+        answer["Interaction"]["threadId"] = "17887498072083520".into();
+        answer
+    };
     let (status, body) = bench
         .motion()
-        .agent_reply(&ig_reply_url(&bench), &answer)
+        .agent_reply(
+            &ig_reply_url(&bench),
+            &answer_in_thread(7201, "1254001234567890", "Yes, in stock!"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let comments = bench.peers.graph.comments();
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert_eq!(comments[0].object_id, "17865799348089039");
+    assert_eq!(comments[0].message.as_deref(), Some("Yes, in stock!"));
+    let call = bench
+        .peers
+        .graph
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/replies"))
+        .unwrap();
+    assert_eq!(
+        call.authorization.as_deref(),
+        Some(format!("Bearer {TOKEN_A}").as_str())
+    );
+    assert!(bench.peers.graph.sent().is_empty(), "no direct message");
+
+    // Someone who never commented there: nothing to answer in place.
+    let (status, body) = bench
+        .motion()
+        .agent_reply(
+            &ig_reply_url(&bench),
+            &answer_in_thread(7202, "1254001234567899", "Hello?"),
+        )
         .await
         .unwrap();
     assert_eq!(status, 422, "{body}");
-    assert!(bench.peers.graph.sent().is_empty());
+    // A thread that never came through here is refused before anything is queued.
+    let mut elsewhere = reply_body(7203, "1254001234567890", "Hi", None);
+    elsewhere["Interaction"]["threadId"] = "17887498072000000".into();
+    let (status, body) = bench
+        .motion()
+        .agent_reply(&ig_reply_url(&bench), &elsewhere)
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(bench.peers.graph.comments().len(), 1);
     bench.stop().await;
 }
