@@ -200,13 +200,7 @@ async fn instagram_checks(
     motion: &MotionClient,
 ) -> Vec<Check> {
     let id = account.id.get_ref();
-    let scope = format!("instagram {id}");
-    let check = |name, ok, detail: String| Check {
-        scope: scope.clone(),
-        name,
-        ok,
-        detail,
-    };
+    let check = checker(format!("instagram {id}"));
     let mut checks = Vec::new();
     if let InstagramLogin::Facebook { page } = config.instagram_login(account) {
         let page_id = page.id.get_ref();
@@ -478,6 +472,16 @@ fn store(config: &Config) -> Check {
     check(failed == 0, detail)
 }
 
+/// Makes the checks of one scope (`page <id>`, `instagram <id>`).
+fn checker(scope: String) -> impl Fn(&'static str, bool, String) -> Check {
+    move |name, ok, detail| Check {
+        scope: scope.clone(),
+        name,
+        ok,
+        detail,
+    }
+}
+
 async fn page_checks(
     page: &PageConfig,
     config: &Config,
@@ -485,13 +489,7 @@ async fn page_checks(
     motion: &MotionClient,
 ) -> Vec<Check> {
     let id = page.id.get_ref();
-    let scope = format!("page {id}");
-    let check = |name, ok, detail: String| Check {
-        scope: scope.clone(),
-        name,
-        ok,
-        detail,
-    };
+    let check = checker(format!("page {id}"));
     let mut checks = Vec::new();
     let token = page.access_token.get_ref();
     let token_ok = match graph.me(token).await {
