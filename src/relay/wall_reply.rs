@@ -48,7 +48,7 @@ pub(super) async fn send(
         .map_err(transient)?;
     let mut comments = Vec::new();
     let mut post_created = None;
-    for (kind, payload) in events {
+    for (kind, payload, _) in events {
         let Ok(value) = serde_json::from_str::<serde_json::Value>(&payload) else {
             continue;
         };

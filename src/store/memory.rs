@@ -34,21 +34,21 @@ impl Store {
     }
 
     /// The posts and comments of a comment thread — a wall post (`post:<id>`) or an
-    /// Instagram media item (`igmedia:<id>`) — newest first: `(kind, payload)`.
+    /// Instagram media item (`igmedia:<id>`) — newest first: `(kind, payload, event_ts)`.
     pub async fn wall_thread(
         &self,
         page_id: String,
         conversation: ConversationKey,
-    ) -> Result<Vec<(ItemKind, String)>, StoreError> {
+    ) -> Result<Vec<(ItemKind, String, i64)>, StoreError> {
         self.call(Access::Read, move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT kind, payload FROM items
+                "SELECT kind, payload, event_ts FROM items
                   WHERE kind IN ('wall_post', 'wall_comment', 'ig_comment') AND direction = 'in'
                     AND page_id = ?1 AND conversation = ?2
                   ORDER BY event_ts DESC, id DESC",
             )?;
             let rows = stmt.query_map(params![page_id, conversation], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?;
             rows.collect()
         })

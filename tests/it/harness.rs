@@ -193,8 +193,13 @@ impl Bench {
 
     /// With the Instagram account `id` linked to page A (see [`Peers::instagram_table`]).
     pub async fn start_with_instagram(id: &str) -> Bench {
+        Self::start_with_instagram_keys(id, "").await
+    }
+
+    /// The same, with more keys in the account's `[[instagram]]` table.
+    pub async fn start_with_instagram_keys(id: &str, keys: &str) -> Bench {
         let peers = Peers::start().await;
-        let text = peers.config_toml(&peers.instagram_table(id));
+        let text = peers.config_toml(&format!("{}{keys}\n", peers.instagram_table(id)));
         Self::start_on(peers, &text).await
     }
 

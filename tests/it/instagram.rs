@@ -459,3 +459,70 @@ async fn comments_on_the_accounts_media_are_one_thread_per_media() {
     assert_eq!(bench.peers.graph.comments().len(), 1);
     bench.stop().await;
 }
+
+/// With `comment_reply = "private"`, the agent's answer in a comment thread goes as a
+/// private reply to the customer's latest comment (Send API, `recipient.comment_id`):
+/// once per comment, as Instagram allows.
+#[tokio::test]
+async fn a_private_reply_answers_a_comment_once() {
+    let bench = Bench::start_with_instagram_keys(IG_ACCOUNT, "comment_reply = \"private\"").await;
+    // Jane's comment is from 2023; Sam's reply to it comes now.
+    let now_s = (fb_openchannel::store::now_ms() / 1000).to_string();
+    bench.deliver(&instagram_fixture("ig-comment.json")).await;
+    bench
+        .deliver(&instagram_fixture("ig-comment-reply.json").replace("1700000060", &now_s))
+        .await;
+    bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    let answer = |id: u64, customer: &str, text: &str| {
+        let mut answer = reply_body(id, customer, text, None);
+        answer["Interaction"]["threadId"] = "17887498072083520".into();
+        answer
+    };
+    let refused = |status: u16, body: &serde_json::Value, says: &str| {
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| m.contains(says)),
+            "{body}"
+        );
+    };
+    let (status, body) = bench
+        .motion()
+        .agent_reply(
+            &ig_reply_url(&bench),
+            &answer(7300, "1254001234567890", "Too late?"),
+        )
+        .await
+        .unwrap();
+    refused(status, &body, "only within 7 days");
+
+    let (status, body) = bench
+        .motion()
+        .agent_reply(
+            &ig_reply_url(&bench),
+            &answer(7301, "1254001234567891", "Sent you the sizes privately."),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let sent = bench.peers.graph.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].page_id, PAGE_A);
+    assert_eq!(sent[0].recipient["comment_id"], "17865799348089040");
+    assert_eq!(
+        sent[0].text.as_deref(),
+        Some("Sent you the sizes privately.")
+    );
+    assert!(bench.peers.graph.comments().is_empty(), "not in place");
+
+    let (status, body) = bench
+        .motion()
+        .agent_reply(
+            &ig_reply_url(&bench),
+            &answer(7302, "1254001234567891", "And one more thing"),
+        )
+        .await
+        .unwrap();
+    refused(status, &body, "already got its private reply");
+    assert_eq!(bench.peers.graph.sent().len(), 1, "sent once");
+    bench.stop().await;
+}
