@@ -224,6 +224,13 @@ fn ig_reply_url(bench: &Bench) -> String {
     )
 }
 
+/// An agent's answer in the comment thread of the fixtures' media item.
+fn answer_in_thread(id: u64, customer: &str, text: &str) -> serde_json::Value {
+    let mut answer = reply_body(id, customer, text, None);
+    answer["Interaction"]["threadId"] = "17887498072083520".into();
+    answer
+}
+
 /// The customer writes `ms_ago` before now (stored before the agent answers).
 async fn customer_wrote(bench: &Bench, ms_ago: i64) {
     let now = fb_openchannel::store::now_ms();
@@ -406,11 +413,6 @@ async fn comments_on_the_accounts_media_are_one_thread_per_media() {
 
     // The agent answers in the thread: in place, under the customer's latest comment,
     // with the linked Page's token.
-    let answer_in_thread = |id: u64, customer: &str, text: &str| {
-        let mut answer = reply_body(id, customer, text, None);
-        answer["Interaction"]["threadId"] = "17887498072083520".into();
-        answer
-    };
     let (status, body) = bench
         .motion()
         .agent_reply(
@@ -473,11 +475,6 @@ async fn a_private_reply_answers_a_comment_once() {
         .deliver(&instagram_fixture("ig-comment-reply.json").replace("1700000060", &now_s))
         .await;
     bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
-    let answer = |id: u64, customer: &str, text: &str| {
-        let mut answer = reply_body(id, customer, text, None);
-        answer["Interaction"]["threadId"] = "17887498072083520".into();
-        answer
-    };
     let refused = |status: u16, body: &serde_json::Value, says: &str| {
         assert_eq!(status, 422, "{body}");
         assert!(
@@ -489,7 +486,7 @@ async fn a_private_reply_answers_a_comment_once() {
         .motion()
         .agent_reply(
             &ig_reply_url(&bench),
-            &answer(7300, "1254001234567890", "Too late?"),
+            &answer_in_thread(7300, "1254001234567890", "Too late?"),
         )
         .await
         .unwrap();
@@ -499,7 +496,7 @@ async fn a_private_reply_answers_a_comment_once() {
         .motion()
         .agent_reply(
             &ig_reply_url(&bench),
-            &answer(7301, "1254001234567891", "Sent you the sizes privately."),
+            &answer_in_thread(7301, "1254001234567891", "Sent you the sizes privately."),
         )
         .await
         .unwrap();
@@ -518,7 +515,7 @@ async fn a_private_reply_answers_a_comment_once() {
         .motion()
         .agent_reply(
             &ig_reply_url(&bench),
-            &answer(7302, "1254001234567891", "And one more thing"),
+            &answer_in_thread(7302, "1254001234567891", "And one more thing"),
         )
         .await
         .unwrap();
