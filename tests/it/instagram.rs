@@ -224,6 +224,15 @@ fn ig_reply_url(bench: &Bench) -> String {
     )
 }
 
+/// Motion calls the Instagram account's Reply URL with `body`: status and answer.
+async fn answer_ig(bench: &Bench, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    bench
+        .motion()
+        .agent_reply(&ig_reply_url(bench), body)
+        .await
+        .unwrap()
+}
+
 /// An agent's answer in the comment thread of the fixtures' media item.
 fn answer_in_thread(id: u64, customer: &str, text: &str) -> serde_json::Value {
     let mut answer = reply_body(id, customer, text, None);
@@ -257,11 +266,7 @@ async fn an_agent_answer_reaches_the_instagram_customer_through_the_linked_page(
     bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
 
     let body = reply_body(7001, IGSID, "Yes, we ship to Lisbon.", None);
-    let (status, answer) = bench
-        .motion()
-        .agent_reply(&ig_reply_url(&bench), &body)
-        .await
-        .unwrap();
+    let (status, answer) = answer_ig(&bench, &body).await;
     assert_eq!(status, 200, "{answer}");
     let sent = graph.sent();
     assert_eq!(sent.len(), 1, "{sent:?}");
@@ -283,11 +288,7 @@ async fn an_agent_answer_reaches_the_instagram_customer_through_the_linked_page(
     // 2,400 bytes of "é " (1,200 characters: within Messenger's limit, not Instagram's).
     let long = "é ".repeat(800);
     let body = reply_body(7002, IGSID, &long, None);
-    let (status, answer) = bench
-        .motion()
-        .agent_reply(&ig_reply_url(&bench), &body)
-        .await
-        .unwrap();
+    let (status, answer) = answer_ig(&bench, &body).await;
     assert_eq!(status, 200, "{answer}");
     let sent = graph.sent();
     let pieces: Vec<&str> = sent[1..].iter().filter_map(|m| m.text.as_deref()).collect();
@@ -300,11 +301,7 @@ async fn an_agent_answer_reaches_the_instagram_customer_through_the_linked_page(
     assert!(pieces.iter().all(|p| p.len() <= 1000));
     assert_eq!(pieces.concat(), long, "nothing lost, in order");
     // A repeated call from Motion is answered from the store: nothing sent again.
-    let (status, _) = bench
-        .motion()
-        .agent_reply(&ig_reply_url(&bench), &body)
-        .await
-        .unwrap();
+    let (status, _) = answer_ig(&bench, &body).await;
     assert_eq!(status, 200);
     assert_eq!(graph.sent().len(), 4);
     bench.stop().await;
@@ -321,34 +318,17 @@ async fn an_answer_instagram_would_refuse_is_refused_with_a_reason() {
         let message = answer["message"].as_str().unwrap_or_default();
         assert!(message.contains(says), "{message}");
     };
-    let (status, answer) = bench
-        .motion()
-        .agent_reply(
-            &ig_reply_url(&bench),
-            &reply_body(7101, IGSID, "Hello again", None),
-        )
-        .await
-        .unwrap();
+    let (status, answer) = answer_ig(&bench, &reply_body(7101, IGSID, "Hello again", None)).await;
     refused(status, &answer, "Instagram allows no reply after 7 days");
 
     customer_wrote(&bench, 1_000).await;
-    let (status, answer) = bench
-        .motion()
-        .agent_reply(
-            &ig_reply_url(&bench),
-            &reply_body(7102, IGSID, "invoice.pdf", Some(77)),
-        )
-        .await
-        .unwrap();
+    let (status, answer) =
+        answer_ig(&bench, &reply_body(7102, IGSID, "invoice.pdf", Some(77))).await;
     refused(status, &answer, "does not send files to Instagram yet");
 
     let mut comment = reply_body(7103, IGSID, "Thanks!", None);
     comment["Interaction"]["threadId"] = "17890000000000000".into();
-    let (status, answer) = bench
-        .motion()
-        .agent_reply(&ig_reply_url(&bench), &comment)
-        .await
-        .unwrap();
+    let (status, answer) = answer_ig(&bench, &comment).await;
     refused(status, &answer, "not one fb-openchannel delivered");
 
     let wrong = ig_reply_url(&bench).replace(REPLY_TOKEN_IG, "wrong-token-0123456789");
@@ -413,14 +393,11 @@ async fn comments_on_the_accounts_media_are_one_thread_per_media() {
 
     // The agent answers in the thread: in place, under the customer's latest comment,
     // with the linked Page's token.
-    let (status, body) = bench
-        .motion()
-        .agent_reply(
-            &ig_reply_url(&bench),
-            &answer_in_thread(7201, "1254001234567890", "Yes, in stock!"),
-        )
-        .await
-        .unwrap();
+    let (status, body) = answer_ig(
+        &bench,
+        &answer_in_thread(7201, "1254001234567890", "Yes, in stock!"),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let comments = bench.peers.graph.comments();
     assert_eq!(comments.len(), 1, "{comments:?}");
@@ -440,23 +417,16 @@ async fn comments_on_the_accounts_media_are_one_thread_per_media() {
     assert!(bench.peers.graph.sent().is_empty(), "no direct message");
 
     // Someone who never commented there: nothing to answer in place.
-    let (status, body) = bench
-        .motion()
-        .agent_reply(
-            &ig_reply_url(&bench),
-            &answer_in_thread(7202, "1254001234567899", "Hello?"),
-        )
-        .await
-        .unwrap();
+    let (status, body) = answer_ig(
+        &bench,
+        &answer_in_thread(7202, "1254001234567899", "Hello?"),
+    )
+    .await;
     assert_eq!(status, 422, "{body}");
     // A thread that never came through here is refused before anything is queued.
     let mut elsewhere = reply_body(7203, "1254001234567890", "Hi", None);
     elsewhere["Interaction"]["threadId"] = "17887498072000000".into();
-    let (status, body) = bench
-        .motion()
-        .agent_reply(&ig_reply_url(&bench), &elsewhere)
-        .await
-        .unwrap();
+    let (status, body) = answer_ig(&bench, &elsewhere).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(bench.peers.graph.comments().len(), 1);
     bench.stop().await;
@@ -482,24 +452,18 @@ async fn a_private_reply_answers_a_comment_once() {
             "{body}"
         );
     };
-    let (status, body) = bench
-        .motion()
-        .agent_reply(
-            &ig_reply_url(&bench),
-            &answer_in_thread(7300, "1254001234567890", "Too late?"),
-        )
-        .await
-        .unwrap();
+    let (status, body) = answer_ig(
+        &bench,
+        &answer_in_thread(7300, "1254001234567890", "Too late?"),
+    )
+    .await;
     refused(status, &body, "only within 7 days");
 
-    let (status, body) = bench
-        .motion()
-        .agent_reply(
-            &ig_reply_url(&bench),
-            &answer_in_thread(7301, "1254001234567891", "Sent you the sizes privately."),
-        )
-        .await
-        .unwrap();
+    let (status, body) = answer_ig(
+        &bench,
+        &answer_in_thread(7301, "1254001234567891", "Sent you the sizes privately."),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let sent = bench.peers.graph.sent();
     assert_eq!(sent.len(), 1, "{sent:?}");
@@ -511,14 +475,11 @@ async fn a_private_reply_answers_a_comment_once() {
     );
     assert!(bench.peers.graph.comments().is_empty(), "not in place");
 
-    let (status, body) = bench
-        .motion()
-        .agent_reply(
-            &ig_reply_url(&bench),
-            &answer_in_thread(7302, "1254001234567891", "And one more thing"),
-        )
-        .await
-        .unwrap();
+    let (status, body) = answer_ig(
+        &bench,
+        &answer_in_thread(7302, "1254001234567891", "And one more thing"),
+    )
+    .await;
     refused(status, &body, "already got its private reply");
     assert_eq!(bench.peers.graph.sent().len(), 1, "sent once");
     bench.stop().await;
