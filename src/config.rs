@@ -199,6 +199,10 @@ pub struct FacebookConfig {
     pub graph_url: Spanned<String>,
     #[serde(default = "default_graph_version")]
     pub graph_version: String,
+    /// Instagram API with Instagram Login's host (accounts with their own
+    /// `access_token`): Send API, comment answers, profiles and token refreshes.
+    #[serde(default = "default_instagram_graph_url")]
+    pub instagram_graph_url: Spanned<String>,
     /// How often the daemon checks each page's webhook subscription and re-subscribes
     /// it if Facebook dropped it; "0s" turns the check off.
     #[serde(default = "default_subscription_check", with = "humantime_serde")]
@@ -414,6 +418,9 @@ fn default_storage_path() -> PathBuf {
 }
 fn default_graph_url() -> Spanned<String> {
     Spanned::new(0..0, "https://graph.facebook.com".into())
+}
+fn default_instagram_graph_url() -> Spanned<String> {
+    Spanned::new(0..0, "https://graph.instagram.com".into())
 }
 fn default_graph_version() -> String {
     "v24.0".into()
@@ -665,8 +672,16 @@ impl Config {
         ] {
             check_secret(&mut err, key, secret);
         }
-        if let Err(m) = check_http_url(self.facebook.graph_url.get_ref()) {
-            err(self.facebook.graph_url.span(), "facebook.graph_url", m);
+        for (key, url) in [
+            ("facebook.graph_url", &self.facebook.graph_url),
+            (
+                "facebook.instagram_graph_url",
+                &self.facebook.instagram_graph_url,
+            ),
+        ] {
+            if let Err(m) = check_http_url(url.get_ref()) {
+                err(url.span(), key, m);
+            }
         }
         if let Some(app) = &self.facebook.app_id
             && crate::facebook::ids::PageId::parse(app.get_ref()).is_err()
@@ -744,11 +759,7 @@ impl Config {
                     ),
                 ),
                 (Some(_), None) => {}
-                (None, Some(token)) => err(
-                    token.span(),
-                    "instagram.access_token",
-                    "Instagram API with Instagram Login is not supported by this version yet: link the account to a Facebook Page and set `page` to it (Instagram API with Facebook Login)".into(),
-                ),
+                (None, Some(token)) => check_secret(&mut err, "instagram.access_token", token),
                 (Some(page), Some(_)) => err(
                     page.span(),
                     "instagram",
@@ -1434,6 +1445,26 @@ reply_token = "rt-0123456789abcdef"
     }
 
     #[test]
+    fn an_instagram_login_account_has_its_own_token_and_host() {
+        let c = Config::from_toml(
+            Path::new("c.toml"),
+            &with_instagram(&format!("{IG}access_token = \"IGAAtoken-4242\"\n")),
+        )
+        .unwrap();
+        let account = c.instagram("17841400000000000").unwrap();
+        match c.instagram_login(account) {
+            InstagramLogin::Instagram { token } => assert_eq!(token.expose(), "IGAAtoken-4242"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            c.facebook.instagram_graph_url.get_ref(),
+            "https://graph.instagram.com"
+        );
+        assert!(c.secret_values().iter().any(|v| v == "IGAAtoken-4242"));
+        assert!(!c.to_redacted_toml().contains("IGAAtoken-4242"));
+    }
+
+    #[test]
     fn a_broken_instagram_table_is_named_key_by_key() {
         let keys = |text: &str| -> Vec<(String, String)> {
             errors(text)
@@ -1452,16 +1483,10 @@ reply_token = "rt-0123456789abcdef"
             "{IG}page = \"123\"\naccess_token = \"IGAAtoken\"\n"
         )));
         assert!(e[0].1.contains("both `page` and `access_token`"), "{e:?}");
-        // Instagram Login is not there yet, and says so (without the token).
-        let e = keys(&with_instagram(&format!(
-            "{IG}access_token = \"IGAAtoken\"\n"
-        )));
+        // Instagram Login: an empty token is named, never printed.
+        let e = keys(&with_instagram(&format!("{IG}access_token = \"\"\n")));
         assert_eq!(e[0].0, "instagram.access_token");
-        assert!(
-            e[0].1.contains("not supported by this version yet"),
-            "{e:?}"
-        );
-        assert!(!e[0].1.contains("IGAAtoken"), "{e:?}");
+        assert!(e[0].1.contains("must not be empty"), "{e:?}");
         let e = keys(&with_instagram(
             &format!("{IG}page = \"123\"\n").replace("17841400000000000", "123"),
         ));

@@ -150,6 +150,10 @@ impl Daemon {
             shared.clone(),
             shutdown_rx.clone(),
         )));
+        tasks.push(tokio::spawn(crate::relay::instagram_login::run(
+            shared.clone(),
+            shutdown_rx.clone(),
+        )));
         tasks.push(tokio::spawn(retention::run(
             shared.clone(),
             shutdown_rx.clone(),

@@ -99,6 +99,8 @@ pub struct Metrics {
     pub cert_expiry: FloatGauge,
     /// Certificate reloads (file change or SIGHUP) by result: ok, error.
     pub cert_reloads: Family<ResultLabels, Counter>,
+    /// When each Instagram Login token expires, Unix time (0: not known yet).
+    instagram_token_expiry: Family<PageLabels, FloatGauge>,
     /// Store transactions that wrote (each one fsync), read at scrape time.
     store_commits: Gauge,
     store_relaxed_commits: Gauge,
@@ -220,6 +222,12 @@ impl Metrics {
             "Certificate reloads after a file change or SIGHUP, by result",
             cert_reloads.clone(),
         );
+        let instagram_token_expiry = Family::<PageLabels, FloatGauge>::default();
+        registry.register(
+            "instagram_token_expiry_timestamp_seconds",
+            "When the access token of an Instagram Login account expires (0 until its first refresh tells); the daemon refreshes it weekly",
+            instagram_token_expiry.clone(),
+        );
         let store_commits = Gauge::default();
         registry.register(
             "store_write_commits",
@@ -302,10 +310,20 @@ impl Metrics {
             request_seconds,
             cert_expiry,
             cert_reloads,
+            instagram_token_expiry,
             store_commits,
             store_relaxed_commits,
             store_waiting,
         }
+    }
+
+    /// The expiry of an Instagram Login account's token, Unix seconds (`None`: unknown).
+    pub fn instagram_token_expiry(&self, account: &str, expires_at_s: Option<i64>) {
+        self.instagram_token_expiry
+            .get_or_create(&PageLabels {
+                page_id: account.to_owned(),
+            })
+            .set(expires_at_s.unwrap_or(0) as f64);
     }
 
     pub fn webhook(&self, result: &str) {

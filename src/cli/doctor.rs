@@ -185,9 +185,112 @@ async fn run(config: &Config, path: &std::path::Path) -> Vec<Check> {
     for page in &config.pages {
         checks.extend(page_checks(page, config, &graph, &motion).await);
     }
+    let instagram_graph = GraphClient::new(
+        config.facebook.instagram_graph_url.get_ref(),
+        &config.facebook.graph_version,
+        Duration::from_secs(15),
+        config.media_hosts(),
+        None,
+    );
     for account in &config.instagram {
         checks.extend(instagram_checks(account, config, &graph, &motion).await);
+        if let (InstagramLogin::Instagram { token }, Ok(instagram_graph)) =
+            (config.instagram_login(account), &instagram_graph)
+        {
+            checks.extend(instagram_login_checks(account, config, token, instagram_graph).await);
+        }
     }
+    checks
+}
+
+/// An Instagram Login account: its newest token (the daemon's refreshed one, else the
+/// config's) belongs to this account, and how long it has left.
+async fn instagram_login_checks(
+    account: &InstagramConfig,
+    config: &Config,
+    seed: &crate::config::Secret,
+    graph: &GraphClient,
+) -> Vec<Check> {
+    use crate::relay::instagram_login::{MIN_AGE_MS, REFRESH_AFTER_MS};
+    let id = account.id.get_ref();
+    let check = checker(format!("instagram {id}"));
+    let stored = queue::open(&config.storage.path)
+        .ok()
+        .and_then(|conn| crate::store::tokens::read(&conn, id, seed).ok().flatten());
+    let token = stored.as_ref().map_or(seed, |s| &s.token);
+    let mut checks = vec![match graph.instagram_me(token).await {
+        Ok((user_id, username)) if &user_id == id => check(
+            "token",
+            true,
+            format!(
+                "the access token is @{username}'s (Instagram Login, {})",
+                config.facebook.instagram_graph_url.get_ref()
+            ),
+        ),
+        Ok((user_id, username)) => check(
+            "token",
+            false,
+            format!(
+                "the access token is for Instagram account {user_id} (@{username}), not {id}: fix `id` or `access_token` in this [[instagram]]"
+            ),
+        ),
+        Err(e) if e.disposition == Disposition::TokenInvalid => check(
+            "token",
+            false,
+            format!(
+                "the access token is invalid or expired ({e}): generate a new one (App Dashboard → Instagram → API setup with Instagram login → Generate token), put it in `access_token` and reload"
+            ),
+        ),
+        Err(e) => check(
+            "token",
+            false,
+            format!("cannot ask Instagram about the token: {e}"),
+        ),
+    }];
+    let now = crate::store::now_ms();
+    checks.push(match stored {
+        None => check(
+            "token expiry",
+            true,
+            "not known yet: the daemon stores the token when it starts with it, refreshes it 24 h later (Meta's minimum age) and then weekly".into(),
+        ),
+        Some(t) => match (t.expires_at, t.last_error) {
+            (_, Some(error)) => check(
+                "token expiry",
+                false,
+                format!(
+                    "the last refresh failed ({error}) at {}{}: the daemon tries again hourly; if it keeps failing, generate a new token and put it in `access_token`",
+                    super::output::timestamp(t.attempted_at.unwrap_or(now)),
+                    t.expires_at.map(|at| format!("; the token expires {}", super::output::timestamp(at))).unwrap_or_default(),
+                ),
+            ),
+            (Some(at), None) if (at - now) / 86_400_000 < EXPIRY_WARNING_DAYS => check(
+                "token expiry",
+                false,
+                format!("the token expires {} ({} day(s)) and has not been refreshed: is the daemon running?", super::output::timestamp(at), (at - now).max(0) / 86_400_000),
+            ),
+            (Some(at), None) => check(
+                "token expiry",
+                true,
+                format!(
+                    "expires {} ({} days); refreshed {}, next refresh after {}",
+                    super::output::timestamp(at),
+                    (at - now) / 86_400_000,
+                    super::output::timestamp(t.obtained_at),
+                    super::output::timestamp(t.obtained_at + REFRESH_AFTER_MS)
+                ),
+            ),
+            (None, None) => check(
+                "token expiry",
+                true,
+                format!(
+                    "not known yet (the config's token, first used {}): the daemon refreshes it after {} and then knows",
+                    super::output::timestamp(t.obtained_at),
+                    super::output::timestamp(t.obtained_at + MIN_AGE_MS)
+                ),
+            ),
+        },
+    });
     checks
 }
 

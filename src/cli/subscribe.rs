@@ -8,11 +8,15 @@ use serde::Serialize;
 
 use super::output::Style;
 use crate::facebook::graph::GraphClient;
+use crate::facebook::ids::InstagramId;
 use crate::relay::subscription;
 
 #[derive(Serialize)]
 struct Outcome {
-    page_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instagram_id: Option<String>,
     ok: bool,
     fields: Vec<String>,
     detail: String,
@@ -35,7 +39,8 @@ pub fn main(path: &std::path::Path, json: bool) -> ExitCode {
             Ok(g) => g,
             Err(e) => {
                 return vec![Outcome {
-                    page_id: "-".into(),
+                    page_id: None,
+                    instagram_id: None,
                     ok: false,
                     fields: Vec::new(),
                     detail: e,
@@ -71,7 +76,8 @@ pub fn main(path: &std::path::Path, json: bool) -> ExitCode {
                         .map(|a| format!("{} ({})", a.name, a.id))
                         .collect();
                     Outcome {
-                        page_id: id.to_string(),
+                        page_id: Some(id.to_string()),
+                        instagram_id: None,
                         ok: gone.is_empty(),
                         fields: have,
                         detail: if !gone.is_empty() {
@@ -90,13 +96,15 @@ pub fn main(path: &std::path::Path, json: bool) -> ExitCode {
                     }
                 }
                 Err(e) => Outcome {
-                    page_id: id.to_string(),
+                    page_id: Some(id.to_string()),
+                    instagram_id: None,
                     ok: false,
                     fields: Vec::new(),
                     detail: format!("not subscribed: {e}"),
                 },
             });
         }
+        outcomes.extend(subscribe_instagram_logins(&config).await);
         outcomes
     });
     if json {
@@ -112,12 +120,12 @@ pub fn main(path: &std::path::Path, json: bool) -> ExitCode {
             } else {
                 style.bad("✗")
             };
-            println!(
-                "{mark} page {}: {} ({})",
-                o.page_id,
-                o.detail,
-                o.fields.join(", ")
-            );
+            let who = match (&o.page_id, &o.instagram_id) {
+                (Some(page), _) => format!("page {page}"),
+                (None, Some(account)) => format!("instagram {account}"),
+                (None, None) => "daemon".to_owned(),
+            };
+            println!("{mark} {who}: {} ({})", o.detail, o.fields.join(", "));
         }
     }
     if outcomes.iter().all(|o| o.ok) {
@@ -125,4 +133,50 @@ pub fn main(path: &std::path::Path, json: bool) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Instagram Login accounts subscribe themselves, on graph.instagram.com, with their
+/// newest token (the daemon's refreshed one when there is one).
+async fn subscribe_instagram_logins(config: &crate::config::Config) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    let graph = GraphClient::new(
+        config.facebook.instagram_graph_url.get_ref(),
+        &config.facebook.graph_version,
+        Duration::from_secs(15),
+        config.media_hosts(),
+        None,
+    );
+    let conn = crate::store::queue::open(&config.storage.path).ok();
+    for account in &config.instagram {
+        let crate::config::InstagramLogin::Instagram { token: seed } =
+            config.instagram_login(account)
+        else {
+            continue;
+        };
+        let id = account.id.get_ref();
+        let stored = conn
+            .as_ref()
+            .and_then(|c| crate::store::tokens::read(c, id, seed).ok().flatten());
+        let token = stored.as_ref().map_or(seed, |s| &s.token);
+        let fields = subscription::instagram_fields(account);
+        let result = match (&graph, InstagramId::parse(id)) {
+            (Ok(graph), Ok(account_id)) => graph
+                .subscribe(token, &account_id, &fields)
+                .await
+                .map_err(|e| e.to_string()),
+            (Err(e), _) => Err(e.clone()),
+            (_, Err(e)) => Err(e.to_string()),
+        };
+        outcomes.push(Outcome {
+            page_id: None,
+            instagram_id: Some(id.clone()),
+            ok: result.is_ok(),
+            fields: fields.iter().map(|f| f.to_string()).collect(),
+            detail: match result {
+                Ok(()) => "subscribed (Instagram Login)".into(),
+                Err(e) => format!("not subscribed: {e}"),
+            },
+        });
+    }
+    outcomes
 }

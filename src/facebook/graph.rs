@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use url::Url;
 
-use super::ids::{ObjectId, PageId, UserId};
+use super::ids::{ObjectId, PageId, Sender, UserId};
 use super::media::{self, MediaHosts};
 use crate::config::Secret;
 use crate::http_client;
@@ -334,6 +334,8 @@ pub struct GraphClient {
     media_hosts: Arc<MediaHosts>,
     /// `{graph_url}/{graph_version}`: every call's URL is this plus path segments.
     base: Url,
+    /// `{graph_url}` alone: Instagram's token refresh is not versioned.
+    root: Url,
 }
 
 /// Largest file we move (the Send API's own limit is 25 MB).
@@ -347,7 +349,8 @@ impl GraphClient {
         media_hosts: MediaHosts,
         capture: Option<Arc<crate::capture::Capture>>,
     ) -> Result<Self, String> {
-        let mut base = Url::parse(graph_url).map_err(|e| format!("graph_url: {e}"))?;
+        let root = Url::parse(graph_url).map_err(|e| format!("graph_url: {e}"))?;
+        let mut base = root.clone();
         base.path_segments_mut()
             .map_err(|()| "graph_url cannot have a path".to_owned())?
             .pop_if_empty()
@@ -359,6 +362,7 @@ impl GraphClient {
             capture,
             media_hosts,
             base,
+            root,
         })
     }
 
@@ -409,7 +413,7 @@ impl GraphClient {
     pub async fn send_text(
         &self,
         token: &Secret,
-        page_id: &PageId,
+        sender: &impl Sender,
         send: &Send<'_>,
         text: &str,
     ) -> Result<String, GraphError> {
@@ -426,7 +430,7 @@ impl GraphClient {
         }
         let request = self
             .http
-            .post(self.url(&[page_id.as_str(), "messages"]))
+            .post(self.url(&[sender.as_segment(), "messages"]))
             .bearer_auth(token.expose())
             .json(&body);
         Self::message_id(&self.call(request).await?)
@@ -436,7 +440,7 @@ impl GraphClient {
     pub async fn send_file(
         &self,
         token: &Secret,
-        page_id: &PageId,
+        sender: &impl Sender,
         send: &Send<'_>,
         kind: AttachmentType,
         file: Download,
@@ -456,7 +460,7 @@ impl GraphClient {
         }
         let request = self
             .http
-            .post(self.url(&[page_id.as_str(), "messages"]))
+            .post(self.url(&[sender.as_segment(), "messages"]))
             .bearer_auth(token.expose())
             .multipart(form);
         Self::message_id(&self.call(request).await?)
@@ -504,6 +508,76 @@ impl GraphClient {
             .json(&serde_json::json!({ "message": message }))
             .bearer_auth(token.expose());
         Self::comment_id(&self.call(request).await?)
+    }
+
+    /// `GET /me?fields=user_id,username` with an Instagram Login token (on
+    /// graph.instagram.com): the professional account it belongs to, `(user_id,
+    /// username)`. `user_id` is the id its webhooks carry (`id` is app-scoped).
+    pub async fn instagram_me(&self, token: &Secret) -> Result<(String, String), GraphError> {
+        let request = self
+            .http
+            .get(self.url(&["me"]))
+            .query(&[("fields", "user_id,username")])
+            .bearer_auth(token.expose());
+        let text = self.call(request).await?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let id = match &v["user_id"] {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return Err(GraphError::from_response(200, &text, None)),
+        };
+        Ok((id, v["username"].as_str().unwrap_or_default().to_owned()))
+    }
+
+    /// `GET /refresh_access_token?grant_type=ig_refresh_token&access_token=…` (on
+    /// graph.instagram.com, unversioned): a long-lived Instagram Login token at least 24
+    /// hours old becomes a new one valid 60 days; returns it and its lifetime. Never
+    /// captured: both the request and the answer carry a token.
+    pub async fn refresh_instagram_token(
+        &self,
+        token: &Secret,
+    ) -> Result<(Secret, Duration), GraphError> {
+        let mut url = self.root.clone();
+        url.path_segments_mut()
+            .expect("the base was checked to take path segments")
+            .pop_if_empty()
+            .push("refresh_access_token");
+        let response = self
+            .http
+            .get(url)
+            .query(&[
+                ("grant_type", "ig_refresh_token"),
+                ("access_token", token.expose()),
+            ])
+            .send()
+            .await
+            .map_err(|e| GraphError::network(http_client::describe(e)))?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| GraphError::network(http_client::describe(e)))?;
+        if !(200..300).contains(&status) {
+            return Err(GraphError::from_response(status, &text, None));
+        }
+        #[derive(Deserialize)]
+        struct Refreshed {
+            access_token: String,
+            expires_in: u64,
+        }
+        match serde_json::from_str::<Refreshed>(&text) {
+            Ok(r) if !r.access_token.is_empty() => Ok((
+                Secret::new(r.access_token),
+                Duration::from_secs(r.expires_in),
+            )),
+            _ => {
+                let mut e = GraphError::from_response(200, "", None);
+                e.message =
+                    "the token refresh answer has no access_token and expires_in".to_owned();
+                e.disposition = Disposition::Retry;
+                Err(e)
+            }
+        }
     }
 
     /// The id of the comment a call created.
@@ -648,12 +722,12 @@ impl GraphClient {
     pub async fn subscribe(
         &self,
         token: &Secret,
-        page_id: &PageId,
+        account: &impl Sender,
         fields: &[&str],
     ) -> Result<(), GraphError> {
         let request = self
             .http
-            .post(self.url(&[page_id.as_str(), "subscribed_apps"]))
+            .post(self.url(&[account.as_segment(), "subscribed_apps"]))
             .query(&[("subscribed_fields", fields.join(","))])
             .bearer_auth(token.expose());
         let text = self.call(request).await?;

@@ -94,6 +94,33 @@ id_type!(
 );
 
 id_type!(
+    /// An Instagram professional account (`entry[].id` of `object: "instagram"`
+    /// webhooks, `[[instagram]] id`): digits.
+    InstagramId,
+    "the Instagram account id",
+    "digits",
+    digits
+);
+
+/// An account that sends through the Send API (`POST /{id}/messages`): a Page, or an
+/// Instagram account with its own token (Instagram Login).
+pub trait Sender {
+    fn as_segment(&self) -> &str;
+}
+
+impl Sender for PageId {
+    fn as_segment(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Sender for InstagramId {
+    fn as_segment(&self) -> &str {
+        self.as_str()
+    }
+}
+
+id_type!(
     /// A person as a Page sees them: a Messenger PSID, or the author of a post or
     /// comment on the wall. Digits.
     UserId,

@@ -11,7 +11,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::InstagramLogin;
 use crate::facebook::feed::FeedChange;
 use crate::facebook::graph::{Disposition, DownloadError};
 use crate::facebook::ig_comment::InstagramComment;
@@ -329,13 +328,13 @@ async fn customer_name(
             "the Page may lack Advanced Access to pages_messaging / profile",
         ),
         Account::Instagram(account) => (
-            match live.config.instagram_login(account) {
-                InstagramLogin::Facebook { page } => live
+            match crate::relay::instagram_login::calls(shared, live, account).await {
+                Ok(calls) => calls
                     .graph
-                    .instagram_profile(page.access_token.get_ref(), id)
+                    .instagram_profile(&calls.token, id)
                     .await
                     .map(instagram_names),
-                InstagramLogin::Instagram { .. } => Ok(None),
+                Err(e) => Err(crate::facebook::graph::GraphError::network(e.to_string())),
             },
             ConversationKey::instagram_customer(id.as_str()),
             "Instagram",

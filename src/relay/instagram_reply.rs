@@ -1,6 +1,8 @@
 //! Where an agent's answer in an Instagram direct conversation becomes Send API calls:
-//! `POST /{linked page}/messages` on graph.facebook.com with the linked Page's token and
-//! the customer's Instagram-scoped id (Instagram API with Facebook Login). Instagram's
+//! `POST /{linked page}/messages` on graph.facebook.com with the linked Page's token
+//! (Instagram API with Facebook Login), or `POST /{account}/messages` on
+//! graph.instagram.com with the account's own token (Instagram Login; see
+//! [`instagram_login`]), to the customer's Instagram-scoped id. Instagram's
 //! own rules: a text is at most 1,000 bytes of UTF-8 (longer answers go as several
 //! messages, cut at spaces), the same 24-hour window with `HUMAN_AGENT` up to 7 days.
 //! Source: developers.facebook.com → Instagram Messaging → Send a Message.
@@ -10,12 +12,13 @@
 //!
 //! Files are not sent yet: the reply is refused with a message the agent can act on.
 
-use crate::config::{CommentReply, InstagramConfig, InstagramLogin, PageConfig};
+use crate::config::{CommentReply, InstagramConfig};
 use crate::facebook::graph::{MessagingType, Recipient, Send};
 use crate::facebook::ids::ObjectId;
 use crate::facebook::ids::UserId;
 use crate::facebook::ig_comment::InstagramComment;
 use crate::model::ItemKind;
+use crate::relay::instagram_login::{self, Calls};
 use crate::relay::messenger_reply::{TextLimit, Window, may_send, split_text};
 use crate::relay::outcome::{Failure, Refusal};
 use crate::relay::pauses::Feature;
@@ -39,12 +42,6 @@ pub(super) async fn send(
     reply: &OutboundReply,
     igsid: UserId,
 ) -> Result<Vec<String>, Failure> {
-    let InstagramLogin::Facebook { page } = live.config.instagram_login(account) else {
-        return Err(Failure::refused(
-            Refusal::Broken,
-            "Not sent: Instagram Login accounts are not supported by this version.",
-        ));
-    };
     if reply.attachment_id.is_some() {
         return Err(Failure::refused(
             Refusal::Policy,
@@ -57,8 +54,11 @@ pub(super) async fn send(
             "Not sent: the answer is empty.",
         ));
     }
+    let calls = instagram_login::calls(shared, live, account)
+        .await
+        .map_err(|e| Failure::transient(e.to_string()))?;
     if let Some(media) = &reply.thread_id {
-        return answer_comment(shared, live, account, page, item, reply, media).await;
+        return answer_comment(shared, &calls, account, item, reply, media).await;
     }
     let messaging_type = may_send(shared, item, Window::Instagram, account.human_agent_tag).await?;
     let pieces = split_text(&reply.text, MAX_TEXT);
@@ -67,10 +67,12 @@ pub(super) async fn send(
         messaging_type,
         metadata: None,
     };
-    let (token, page_ref) = (page.access_token.get_ref(), page.page_id());
-    let (send, page_ref) = (&send, &page_ref);
+    let (send, calls) = (&send, &calls);
     send_each(shared, item, pieces, |text| async move {
-        live.graph.send_text(token, page_ref, send, &text).await
+        calls
+            .graph
+            .send_text(&calls.token, &calls.from, send, &text)
+            .await
     })
     .await
 }
@@ -81,9 +83,8 @@ pub(super) async fn send(
 /// `recipient.comment_id`; one per comment, within 7 days of it).
 async fn answer_comment(
     shared: &Shared,
-    live: &Live,
+    calls: &Calls<'_>,
     account: &InstagramConfig,
-    page: &PageConfig,
     item: &Item,
     reply: &OutboundReply,
     media: &ObjectId,
@@ -113,11 +114,11 @@ async fn answer_comment(
     };
     let comment_id = ObjectId::parse(&comment.id.0)
         .map_err(|e| Failure::refused(Refusal::Broken, format!("Not sent: {e}.")))?;
-    let token = page.access_token.get_ref();
+    let token = &calls.token;
     let id = match account.comment_reply {
         CommentReply::Public => {
             check_pause(shared, account_id, Feature::Comments)?;
-            let id = live
+            let id = calls
                 .graph
                 .reply_to_instagram_comment(token, &comment_id, &reply.text)
                 .await
@@ -152,9 +153,9 @@ async fn answer_comment(
                 messaging_type: MessagingType::Response,
                 metadata: None,
             };
-            let id = live
+            let id = calls
                 .graph
-                .send_text(token, &page.page_id(), &send, &reply.text)
+                .send_text(token, &calls.from, &send, &reply.text)
                 .await
                 .map_err(|e| {
                     graph_failure(shared, account_id, Feature::PrivateReplies, "send", e)

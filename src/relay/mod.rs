@@ -20,6 +20,7 @@ pub mod feed;
 pub mod health;
 pub mod inbound;
 pub mod instagram;
+pub mod instagram_login;
 pub mod instagram_reply;
 pub mod intake;
 pub mod ledger;
@@ -93,6 +94,8 @@ pub struct Live {
     pub config: Arc<Config>,
     pub motion: MotionClient,
     pub graph: GraphClient,
+    /// graph.instagram.com, for Instagram Login accounts.
+    pub instagram_graph: GraphClient,
     pub retry: retry::RetryPolicy,
 }
 
@@ -112,6 +115,13 @@ impl Live {
             &config.facebook.graph_version,
             config.motion.timeout,
             config.media_hosts(),
+            capture.clone(),
+        )?;
+        let instagram_graph = GraphClient::new(
+            config.facebook.instagram_graph_url.get_ref(),
+            &config.facebook.graph_version,
+            config.motion.timeout,
+            config.media_hosts(),
             capture,
         )?;
         Ok(Live {
@@ -119,6 +129,7 @@ impl Live {
             config: Arc::new(config),
             motion,
             graph,
+            instagram_graph,
         })
     }
 
@@ -202,6 +213,8 @@ pub struct Shared {
     pub capture: Arc<crate::capture::Capture>,
     /// Memory and spool budgets for webhook bodies not verified yet.
     pub bodies: crate::server::body::Budget,
+    /// The newest token of each Instagram Login account.
+    pub instagram_tokens: instagram_login::Tokens,
 }
 
 impl Shared {
@@ -247,6 +260,7 @@ impl Shared {
             ledger: ledger::Ledger::default(),
             pauses: pauses::Pauses::default(),
             routing: routing::Routing::default(),
+            instagram_tokens: instagram_login::Tokens::default(),
         })
     }
 
@@ -269,5 +283,6 @@ impl Shared {
         self.live.store(Arc::new(live));
         self.inbound_wake.notify_one();
         self.outbound_wake.notify_one();
+        self.instagram_tokens.wake.notify_one();
     }
 }

@@ -139,6 +139,27 @@ pub(super) fn token_invalid(shared: &Shared, page_id: &str, problem: String) -> 
     }
 }
 
+/// Which token failed and what the admin does about it: a page's, an Instagram
+/// account's linked Page's, or an Instagram Login account's own.
+fn token_problem(config: &crate::config::Config, account_id: &str, e: &GraphError) -> String {
+    use crate::config::InstagramLogin;
+    match config
+        .instagram(account_id)
+        .map(|a| config.instagram_login(a))
+    {
+        Some(InstagramLogin::Facebook { page }) => format!(
+            "the access token of page {} (linked to this Instagram account) is invalid or expired ({e}): put a new token in that page's access_token and reload",
+            page.id.get_ref()
+        ),
+        Some(InstagramLogin::Instagram { .. }) => format!(
+            "the Instagram account's access token is invalid or expired ({e}): generate a new one (App Dashboard → Instagram → API setup with Instagram login), put it in this account's access_token and reload"
+        ),
+        None => format!(
+            "the Page access token is invalid or expired ({e}): put a new token in this page's access_token and reload"
+        ),
+    }
+}
+
 /// What a Graph error means for this reply, for the feature it used and for the page.
 pub(super) fn graph_failure(
     shared: &Shared,
@@ -166,13 +187,10 @@ pub(super) fn graph_failure(
             reason: format!("Facebook rate-limited this page: {e}"),
             after: e.retry_after,
         },
-        Disposition::TokenInvalid => token_invalid(
-            shared,
-            page_id,
-            format!(
-                "the Page access token is invalid or expired ({e}): put a new token in this page's access_token and reload"
-            ),
-        ),
+        Disposition::TokenInvalid => {
+            let problem = token_problem(&shared.live().config, page_id, &e);
+            token_invalid(shared, page_id, problem)
+        }
         Disposition::FeatureBlocked => {
             let now = now_ms();
             let first = shared.live().config.facebook.block_pause;

@@ -38,6 +38,22 @@ pub fn requested_fields(page: &PageConfig) -> Vec<&'static str> {
     fields
 }
 
+/// The fields an Instagram Login account is subscribed to (on graph.instagram.com,
+/// `POST /{account}/subscribed_apps`). Facebook Login accounts get theirs through the
+/// linked Page and the app's Instagram webhook product.
+pub fn instagram_fields(account: &crate::config::InstagramConfig) -> Vec<&'static str> {
+    let mut fields = vec![
+        "messages",
+        "messaging_postbacks",
+        "message_reactions",
+        "messaging_referral",
+    ];
+    if account.comments {
+        fields.push("comments");
+    }
+    fields
+}
+
 /// Required fields missing from `have`.
 pub fn missing<'a>(required: &[&'a str], have: &[String]) -> Vec<&'a str> {
     required

@@ -118,6 +118,10 @@ struct State {
     deleted: Mutex<Vec<String>>,
     /// While true, Send API calls wait (then are carried out normally).
     hold_sends: tokio::sync::watch::Sender<bool>,
+    /// Instagram Login accounts (this server plays graph.instagram.com for them).
+    instagram_logins: Mutex<Vec<String>>,
+    /// Token refreshes answered: `(old token, new token)`.
+    refreshes: Mutex<Vec<(String, String)>>,
 }
 
 pub struct SimGraph {
@@ -164,6 +168,32 @@ impl SimGraph {
             .lock()
             .unwrap()
             .insert(page_id.into(), all.iter().map(|f| f.to_string()).collect());
+    }
+
+    /// An Instagram professional account with Instagram Login whose long-lived `token`
+    /// works here (this server then plays graph.instagram.com), subscribed to its
+    /// webhook fields.
+    pub fn add_instagram_login(&self, account_id: &str, token: &str) {
+        self.state
+            .tokens
+            .lock()
+            .unwrap()
+            .insert(token.into(), account_id.into());
+        self.state
+            .instagram_logins
+            .lock()
+            .unwrap()
+            .push(account_id.into());
+        let fields = ["messages", "comments", "messaging_postbacks"];
+        self.state.subscriptions.lock().unwrap().insert(
+            account_id.into(),
+            fields.iter().map(|f| f.to_string()).collect(),
+        );
+    }
+
+    /// Token refreshes answered so far: `(old token, new token)`.
+    pub fn refreshes(&self) -> Vec<(String, String)> {
+        self.state.refreshes.lock().unwrap().clone()
     }
 
     /// The token stops working, as when it expires or the password changes.
@@ -402,6 +432,35 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
         };
     }
 
+    // graph.instagram.com's token refresh: unversioned, the token in the query.
+    if let (&Method::GET, ["refresh_access_token"]) = (req.method(), segments.as_slice()) {
+        let param = |name: &str| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        if param("grant_type").as_deref() != Some("ig_refresh_token") {
+            return graph_error(400, 100, None, "(#100) grant_type must be ig_refresh_token");
+        }
+        let old = param("access_token").unwrap_or_default();
+        let Some(account) = state.tokens.lock().unwrap().get(&old).cloned() else {
+            return graph_error(
+                400,
+                190,
+                None,
+                "Error validating access token: Session has expired.",
+            );
+        };
+        let mut refreshes = state.refreshes.lock().unwrap();
+        let new = format!("IGAA-refreshed-{}-{}", account, refreshes.len() + 1);
+        refreshes.push((old, new.clone()));
+        state.tokens.lock().unwrap().insert(new.clone(), account);
+        return json_response(
+            200,
+            json!({"access_token": new, "token_type": "bearer", "expires_in": 5_184_000}),
+        );
+    }
+
     let token = authorization
         .as_deref()
         .and_then(|a| a.strip_prefix("Bearer "));
@@ -416,7 +475,14 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
     }
 
     let page = page.expect("checked above");
+    let instagram_login = state.instagram_logins.lock().unwrap().contains(&page);
     match (req.method(), segments.as_slice()) {
+        // An Instagram Login token: `user_id` is the professional account's id (the one
+        // webhooks carry), `id` an app-scoped one.
+        (&Method::GET, [_version, "me"]) if instagram_login => json_response(
+            200,
+            json!({"id": "27000000000000001", "user_id": page, "username": "sim.account"}),
+        ),
         (&Method::GET, [_version, "me"]) => json_response(
             200,
             json!({"id": page, "name": format!("Simulated Page {page}")}),

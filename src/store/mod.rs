@@ -11,10 +11,11 @@
 //! and they are answered even when the writes cannot commit (a full disk).
 //!
 //! Tables: `webhooks` (raw bodies as received), `items` (one row per event or reply, the
-//! queue), `profiles` (cached customer names).
+//! queue), `profiles` (cached customer names), `instagram_tokens` (Instagram Login tokens
+//! the daemon refreshed).
 //!
 //! Files: [`engine`] (the writer thread, batching, checkpoints), [`items`] (the queue),
-//! [`memory`] (conversation memory), [`retention`], [`schema`] (migrations) and
+//! [`memory`] (conversation memory), [`tokens`], [`retention`], [`schema`] (migrations) and
 //! [`queue`] (the operator's view, from another process). No SQL runs outside this
 //! folder.
 
@@ -24,6 +25,7 @@ mod memory;
 pub mod queue;
 mod retention;
 mod schema;
+pub mod tokens;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +43,7 @@ pub use memory::Profile;
 /// One row of the queue, as operators (`queue list`) and tests see it.
 pub use queue::Row as ItemSummary;
 pub use retention::Pruned;
+pub use tokens::StoredToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -271,6 +271,20 @@ DROP INDEX items_wall;
 CREATE INDEX items_threads ON items (page_id, conversation, event_ts)
     WHERE kind IN ('wall_post', 'wall_comment', 'ig_comment');
 "#,
+    r#"
+-- Instagram Login tokens live 60 days and are refreshed by the daemon: the newest one is
+-- kept here (the config keeps the one the operator pasted). `seed` is the SHA-256 of
+-- that config token: when the operator pastes another, it replaces what is stored.
+CREATE TABLE instagram_tokens (
+    account      TEXT PRIMARY KEY,
+    token        TEXT NOT NULL,
+    seed         TEXT NOT NULL,
+    obtained_at  INTEGER NOT NULL,
+    expires_at   INTEGER,
+    attempted_at INTEGER,
+    last_error   TEXT
+);
+"#,
 ];
 
 /// Durability settings and schema migrations. Run once when the database is opened.

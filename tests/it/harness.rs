@@ -218,7 +218,17 @@ impl Bench {
         Self::start_on(peers, &text).await
     }
 
-    async fn start_on(peers: Peers, text: &str) -> Bench {
+    /// The daemon stopped and started again on the same config, state and peers.
+    pub async fn restart(mut self) -> Bench {
+        if let Some(d) = self.daemon.take() {
+            d.stop().await;
+        }
+        let text = std::fs::read_to_string(self.peers.dir.path().join("config.toml")).unwrap();
+        Self::start_on(self.peers, &text).await
+    }
+
+    /// With this config text on these peers.
+    pub async fn start_on(peers: Peers, text: &str) -> Bench {
         std::fs::write(peers.dir.path().join("config.toml"), text).unwrap();
         let config = peers.config(text);
         let daemon = Daemon::start(config).await.unwrap();

@@ -484,3 +484,90 @@ async fn a_private_reply_answers_a_comment_once() {
     assert_eq!(bench.peers.graph.sent().len(), 1, "sent once");
     bench.stop().await;
 }
+
+/// The long-lived token of the Instagram Login fixtures' account.
+const IG_LOGIN_TOKEN: &str = "IGAA-login-token-31f7";
+
+/// An account with Instagram Login (its own token, no Page): graph.instagram.com for
+/// names and answers; its token refreshed once Meta allows, kept in the state database
+/// and used at once — without a restart, and after one, when the pasted token has long
+/// stopped working.
+#[tokio::test]
+async fn an_instagram_login_account_uses_its_own_host_and_refreshes_its_token() {
+    let peers = Peers::start().await;
+    let instagram = fb_openchannel::sim::facebook::SimGraph::start()
+        .await
+        .unwrap();
+    instagram.add_instagram_login(IG_ACCOUNT, IG_LOGIN_TOKEN);
+    instagram.add_instagram_profile(IGSID, Some("Grace Hopper"), "grace.h");
+    let table = peers.instagram_table(IG_ACCOUNT).replace(
+        &format!("page = \"{PAGE_A}\""),
+        &format!("access_token = \"{IG_LOGIN_TOKEN}\""),
+    );
+    let text = peers.config_toml(&table).replace(
+        "[motion]",
+        &format!("instagram_graph_url = \"{}\"\n\n[motion]", instagram.url()),
+    );
+    let bench = Bench::start_on(peers, &text).await;
+
+    customer_wrote(&bench, 60_000).await;
+    let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    assert_eq!(notes[0].notify.first_name.as_deref(), Some("Grace"));
+    let (status, answer) = answer_ig(&bench, &reply_body(7101, IGSID, "Yes.", None)).await;
+    assert_eq!(status, 200, "{answer}");
+    let sent = instagram.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].page_id, IG_ACCOUNT, "POST /{{account}}/messages");
+    assert!(
+        bench.peers.graph.sent().is_empty(),
+        "nothing through a Page"
+    );
+
+    // Meta allows a refresh once the token is a day old: age it by a day and reload.
+    let db = rusqlite::Connection::open(bench.peers.store_path()).unwrap();
+    db.execute(
+        "UPDATE instagram_tokens SET obtained_at = obtained_at - 25 * 3600 * 1000",
+        [],
+    )
+    .unwrap();
+    let config_path = bench.peers.dir.path().join("config.toml");
+    bench.daemon().reload(&config_path).await.unwrap();
+    // The expiry Meta gave is published once the new token is stored and in use.
+    let expiry = "instagram_token_expiry_timestamp_seconds{page_id=\"17841400000000000\"} 1";
+    crate::wait_until("the token is refreshed", WAIT, || async {
+        let metrics = bench.daemon().shared.metrics_text().await.unwrap();
+        metrics.contains(expiry)
+    })
+    .await;
+    let (old, new) = instagram.refreshes()[0].clone();
+    assert_eq!(old, IG_LOGIN_TOKEN);
+    // The old token stops working: the next answer must use the new one.
+    instagram.expire_token(IG_LOGIN_TOKEN);
+    let (status, answer) =
+        answer_ig(&bench, &reply_body(7102, IGSID, "It ships today.", None)).await;
+    assert_eq!(status, 200, "{answer}");
+    let last = instagram
+        .requests()
+        .into_iter()
+        .rfind(|r| r.path.ends_with("/messages"))
+        .unwrap();
+    assert_eq!(last.authorization, Some(format!("Bearer {new}")));
+
+    // After a restart the config still holds the pasted (now dead) token: the stored
+    // one is used.
+    let bench = bench.restart().await;
+    let (status, answer) =
+        answer_ig(&bench, &reply_body(7103, IGSID, "Anything else?", None)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        instagram.refreshes().len(),
+        1,
+        "a fresh token is not refreshed again"
+    );
+    let log = bench.daemon().shared.store.items().await.unwrap();
+    assert!(
+        !format!("{log:?}").contains(&new),
+        "tokens never reach the queue's rows"
+    );
+    bench.stop().await;
+}

@@ -696,6 +696,89 @@ async fn doctor_checks_each_instagram_account_through_its_linked_page() {
     drop(daemon);
 }
 
+/// Instagram Login accounts: `doctor` asks graph.instagram.com whose token it is and
+/// shows what is known of its expiry; `subscribe` subscribes each account there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_and_subscribe_cover_instagram_login_accounts() {
+    let peers = Peers::start().await;
+    let instagram = fb_openchannel::sim::facebook::SimGraph::start()
+        .await
+        .unwrap();
+    instagram.add_instagram_login(IG_ACCOUNT, "IGAA-good-8c1d");
+    // A second table whose token is really the first account's.
+    instagram.add_instagram_login(IG_ACCOUNT, "IGAA-mixed-up-77e2");
+    let login = |id: &str, token: &str| {
+        peers.instagram_table(id).replace(
+            &format!("page = \"{PAGE_A}\""),
+            &format!("access_token = \"{token}\""),
+        )
+    };
+    let text = (fixed_ports_config(&peers)
+        + &login(IG_ACCOUNT, "IGAA-good-8c1d")
+        + &login("17841477777777777", "IGAA-mixed-up-77e2"))
+        .replace(
+            "[motion]",
+            &format!("instagram_graph_url = \"{}\"\n\n[motion]", instagram.url()),
+        );
+    std::fs::write(config_path(&peers), &text).unwrap();
+    let daemon = Process::start(std::path::Path::new(&config_path(&peers)));
+    let (code, checks, human) = doctor(&peers);
+    assert_eq!(code, 1, "{human}");
+    let find = |scope: &str, name: &str| {
+        checks
+            .iter()
+            .find(|c| c["scope"] == scope && c["name"] == name)
+            .unwrap_or_else(|| panic!("no {scope} {name} check: {human}"))
+            .clone()
+    };
+    let good = find(&format!("instagram {IG_ACCOUNT}"), "token");
+    assert_eq!(good["ok"], true, "{human}");
+    assert!(
+        good["detail"].as_str().unwrap().contains("@sim.account"),
+        "{human}"
+    );
+    let expiry = find(&format!("instagram {IG_ACCOUNT}"), "token expiry");
+    assert_eq!(expiry["ok"], true, "{human}");
+    assert!(
+        expiry["detail"].as_str().unwrap().contains("not known yet"),
+        "{human}"
+    );
+    let mixed = find("instagram 17841477777777777", "token");
+    assert_eq!(mixed["ok"], false, "{human}");
+    assert!(
+        mixed["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("is for Instagram account {IG_ACCOUNT}")),
+        "{human}"
+    );
+    assert!(!human.contains("IGAA-"), "tokens never printed: {human}");
+
+    let (code, stdout, stderr) = cli(&["subscribe", "--config", &config_path(&peers)]);
+    assert_eq!(
+        code, 1,
+        "the mixed-up account cannot subscribe: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "✓ instagram {IG_ACCOUNT}: subscribed (Instagram Login)"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("✗ instagram 17841477777777777: not subscribed"),
+        "{stdout}"
+    );
+    assert!(
+        instagram
+            .subscribed(IG_ACCOUNT)
+            .iter()
+            .any(|f| f == "comments"),
+        "{stdout}"
+    );
+    drop(daemon);
+}
+
 /// `simulate --instagram`: a signed Instagram direct message from the simulated customer
 /// reaches the Instagram account's own Openchannel account, and the agent's answer is
 /// acknowledged without calling Graph.
