@@ -10,15 +10,18 @@
 //! An answer in a media item's comment thread goes to the customer's latest comment
 //! there: in place, or as a private reply (see [`answer_comment`]).
 //!
-//! Files are not sent yet: the reply is refused with a message the agent can act on.
+//! Files go in the same Send API call (multipart `filedata`, as Messenger's) when they are
+//! what Instagram takes (see [`instagram_accepts`]); through a linked Page only, for now:
+//! Instagram Login takes files by public URL alone.
 
 use crate::config::{CommentReply, InstagramConfig};
-use crate::facebook::graph::{MessagingType, Recipient, Send};
+use crate::facebook::graph::{AttachmentType, Download, MessagingType, Recipient, Send};
 use crate::facebook::ids::ObjectId;
 use crate::facebook::ids::UserId;
 use crate::facebook::ig_comment::InstagramComment;
 use crate::model::ItemKind;
-use crate::relay::instagram_login::{self, Calls};
+use crate::motion::AgentFile;
+use crate::relay::instagram_login::{self, Calls, From};
 use crate::relay::messenger_reply::{TextLimit, Window, may_send, split_text};
 use crate::relay::outcome::{Failure, Refusal};
 use crate::relay::pauses::Feature;
@@ -42,39 +45,149 @@ pub(super) async fn send(
     reply: &OutboundReply,
     igsid: UserId,
 ) -> Result<Vec<String>, Failure> {
+    let calls = instagram_login::calls(shared, live, account)
+        .await
+        .map_err(|e| Failure::transient(e.to_string()))?;
     if reply.attachment_id.is_some() {
-        return Err(Failure::refused(
-            Refusal::Policy,
-            "Not sent: this version of fb-openchannel does not send files to Instagram yet. Send the text alone, or a link to the file.",
-        ));
-    }
-    if reply.text.trim().is_empty() {
+        if reply.thread_id.is_some() {
+            return Err(Failure::refused(
+                Refusal::Policy,
+                "Not sent: an answer to an Instagram comment can only be text. Send the text alone, or a link to the file.",
+            ));
+        }
+        if let From::Account(_) = calls.from {
+            return Err(Failure::refused(
+                Refusal::Policy,
+                "Not sent: this version of fb-openchannel sends files to Instagram only through a linked Facebook Page (Instagram Login takes files by public URL only). Send the text alone, or a link to the file.",
+            ));
+        }
+    } else if reply.text.trim().is_empty() {
         return Err(Failure::refused(
             Refusal::BadRequest,
             "Not sent: the answer is empty.",
         ));
     }
-    let calls = instagram_login::calls(shared, live, account)
-        .await
-        .map_err(|e| Failure::transient(e.to_string()))?;
     if let Some(media) = &reply.thread_id {
         return answer_comment(shared, &calls, account, item, reply, media).await;
     }
     let messaging_type = may_send(shared, item, Window::Instagram, account.human_agent_tag).await?;
-    let pieces = split_text(&reply.text, MAX_TEXT);
+    let file = fetch_agent_file(live, account.receive_url.get_ref(), reply).await?;
+    let file = match file {
+        Some(f) => Some(
+            instagram_accepts(&f)
+                .map(|kind| (kind, f))
+                .map_err(|reason| {
+                    Failure::refused(Refusal::Policy, format!("Not sent: {reason}"))
+                })?,
+        ),
+        None => None,
+    };
+    // For a file, Motion puts its name in the body: that is not text to send.
+    let text_is_file_name = file.as_ref().is_some_and(|(_, f)| f.is_named(&reply.text));
+    let mut steps: Vec<Step> = Vec::new();
+    if !text_is_file_name && !reply.text.trim().is_empty() {
+        steps.extend(
+            split_text(&reply.text, MAX_TEXT)
+                .into_iter()
+                .map(Step::Text),
+        );
+    }
+    if let Some((kind, f)) = file {
+        steps.push(Step::File(kind, f));
+    }
     let send = Send {
         recipient: Recipient::Psid(igsid),
         messaging_type,
         metadata: None,
     };
     let (send, calls) = (&send, &calls);
-    send_each(shared, item, pieces, |text| async move {
-        calls
-            .graph
-            .send_text(&calls.token, &calls.from, send, &text)
-            .await
+    send_each(shared, item, steps, |step| async move {
+        match step {
+            Step::Text(text) => {
+                calls
+                    .graph
+                    .send_text(&calls.token, &calls.from, send, &text)
+                    .await
+            }
+            Step::File(kind, f) => {
+                calls
+                    .graph
+                    .send_file(&calls.token, &calls.from, send, kind, Download::from(f))
+                    .await
+            }
+        }
     })
     .await
+}
+
+enum Step {
+    Text(String),
+    File(AttachmentType, AgentFile),
+}
+
+/// Images Instagram takes in a message, and their largest size (Meta: Instagram
+/// Messaging → Upload Media / Send a Message: PNG, JPEG, GIF up to 8 MB).
+const IMAGE_TYPES: &[&str] = &["image/png", "image/jpeg", "image/gif"];
+const MAX_IMAGE_BYTES: usize = 8 * 1024 * 1024;
+/// Videos, audio and documents: up to 25 MB.
+const VIDEO_TYPES: &[&str] = &[
+    "video/mp4",
+    "video/ogg",
+    "video/x-msvideo",
+    "video/avi",
+    "video/quicktime",
+    "video/webm",
+];
+const AUDIO_TYPES: &[&str] = &[
+    "audio/aac",
+    "audio/mp4",
+    "audio/m4a",
+    "audio/x-m4a",
+    "audio/wav",
+    "audio/x-wav",
+    "audio/wave",
+    "audio/vnd.wave",
+];
+const FILE_TYPES: &[&str] = &["application/pdf"];
+
+/// How Instagram takes this file, or why it does not (what the agent reads).
+pub fn instagram_accepts(file: &AgentFile) -> Result<AttachmentType, String> {
+    let mime = file
+        .content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let size = file.bytes.len();
+    let mb = |n: usize| format!("{:.1} MB", n as f64 / 1_048_576.0);
+    let kind = if IMAGE_TYPES.contains(&mime.as_str()) {
+        if size > MAX_IMAGE_BYTES {
+            return Err(format!(
+                "Instagram takes images up to 8 MB; {} is {}. Send a smaller image, or a link to it.",
+                file.name,
+                mb(size)
+            ));
+        }
+        AttachmentType::Image
+    } else if VIDEO_TYPES.contains(&mime.as_str()) {
+        AttachmentType::Video
+    } else if AUDIO_TYPES.contains(&mime.as_str()) {
+        AttachmentType::Audio
+    } else if FILE_TYPES.contains(&mime.as_str()) {
+        AttachmentType::File
+    } else {
+        return Err(format!(
+            "Instagram does not take {} files ({}) in messages: only images (PNG, JPEG, GIF), videos (MP4, OGG, AVI, MOV, WebM), audio (AAC, M4A, WAV) and PDF documents. Send a link to the file instead.",
+            if mime.is_empty() {
+                "untyped"
+            } else {
+                mime.as_str()
+            },
+            file.name
+        ));
+    };
+    Ok(kind)
 }
 
 /// Answers in a media item's comment thread, to the customer's latest comment there:

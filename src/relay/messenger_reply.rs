@@ -172,7 +172,7 @@ pub(super) async fn send(
     let page_ref = page.page_id();
     let messaging_type = may_send(shared, item, Window::Messenger, page.human_agent_tag).await?;
 
-    let file = fetch_agent_file(live, page, reply).await?;
+    let file = fetch_agent_file(live, page.receive_url.get_ref(), reply).await?;
     // For a file, Motion puts its name in the body: that is not text to send.
     let text_is_file_name = file.as_ref().is_some_and(|f| f.is_named(&reply.text));
     let mut steps: Vec<Step> = Vec::new();

@@ -15,16 +15,17 @@ use crate::relay::reply::OutboundReply;
 use crate::relay::{Live, Shared};
 use crate::store::{Item, Write, now_ms};
 
-/// The file an agent attached, fetched from Motion (refused over 25 MB).
+/// The file an agent attached, fetched from the Motion of the account's `receive_url`
+/// (refused over 25 MB).
 pub(super) async fn fetch_agent_file(
     live: &Live,
-    page: &PageConfig,
+    receive_url: &str,
     reply: &OutboundReply,
 ) -> Result<Option<AgentFile>, Failure> {
     Ok(match &reply.attachment_id {
         Some(id) => Some(
             live.motion
-                .fetch_attachment(page.receive_url.get_ref(), *id, MAX_FILE_BYTES)
+                .fetch_attachment(receive_url, *id, MAX_FILE_BYTES)
                 .await
                 .map_err(|e| match e {
                     MotionError::Transient(reason) => Failure::transient(reason),

@@ -322,9 +322,26 @@ async fn an_answer_instagram_would_refuse_is_refused_with_a_reason() {
     refused(status, &answer, "Instagram allows no reply after 7 days");
 
     customer_wrote(&bench, 1_000).await;
+    let zip = bench
+        .motion()
+        .add_file("orders.zip", "application/zip", vec![7u8; 2048]);
     let (status, answer) =
-        answer_ig(&bench, &reply_body(7102, IGSID, "invoice.pdf", Some(77))).await;
-    refused(status, &answer, "does not send files to Instagram yet");
+        answer_ig(&bench, &reply_body(7102, IGSID, "orders.zip", Some(zip))).await;
+    refused(
+        status,
+        &answer,
+        "Instagram does not take application/zip files",
+    );
+    let big = bench
+        .motion()
+        .add_file("poster.png", "image/png", vec![1u8; 9 * 1024 * 1024]);
+    let (status, answer) =
+        answer_ig(&bench, &reply_body(7105, IGSID, "poster.png", Some(big))).await;
+    refused(
+        status,
+        &answer,
+        "Instagram takes images up to 8 MB; poster.png is 9.0 MB",
+    );
 
     let mut comment = reply_body(7103, IGSID, "Thanks!", None);
     comment["Interaction"]["threadId"] = "17890000000000000".into();
@@ -339,6 +356,44 @@ async fn an_answer_instagram_would_refuse_is_refused_with_a_reason() {
         .unwrap();
     assert_eq!(status, 401);
     assert!(bench.peers.graph.sent().is_empty(), "nothing sent");
+    bench.stop().await;
+}
+
+/// An agent's file reaches the Instagram customer through the linked Page's Send API, in
+/// the same call as Messenger's (multipart `filedata`), after the text, as the attachment
+/// type Instagram expects; a file name Motion put in the text is not sent as text.
+#[tokio::test]
+async fn an_agent_file_reaches_the_instagram_customer() {
+    let bench = Bench::start_with_instagram(IG_ACCOUNT).await;
+    customer_wrote(&bench, 60_000).await;
+    bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    let graph = &bench.peers.graph;
+    let photo = bench
+        .motion()
+        .add_file("parcel.jpg", "image/jpeg", vec![9u8; 4096]);
+    let (status, answer) = answer_ig(
+        &bench,
+        &reply_body(7201, IGSID, "Your parcel:", Some(photo)),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let pdf = bench
+        .motion()
+        .add_file("invoice.pdf", "application/pdf", b"%PDF-1.4 sim".to_vec());
+    let (status, answer) =
+        answer_ig(&bench, &reply_body(7202, IGSID, "invoice.pdf", Some(pdf))).await;
+    assert_eq!(status, 200, "{answer}");
+    let sent = graph.sent();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert_eq!(sent[0].text.as_deref(), Some("Your parcel:"));
+    let (kind, name, content_type, bytes) = sent[1].attachment.clone().unwrap();
+    assert_eq!((kind.as_str(), name.as_str()), ("image", "parcel.jpg"));
+    assert_eq!((content_type.as_str(), bytes.len()), ("image/jpeg", 4096));
+    assert_eq!(sent[1].recipient["id"], IGSID);
+    assert_eq!(sent[1].page_id, PAGE_A, "through the linked Page");
+    let (kind, name, _, _) = sent[2].attachment.clone().unwrap();
+    assert_eq!((kind.as_str(), name.as_str()), ("file", "invoice.pdf"));
+    assert_eq!(sent[2].text, None, "the file name is not sent as text");
     bench.stop().await;
 }
 
@@ -415,6 +470,22 @@ async fn comments_on_the_accounts_media_are_one_thread_per_media() {
         Some(format!("Bearer {TOKEN_A}").as_str())
     );
     assert!(bench.peers.graph.sent().is_empty(), "no direct message");
+
+    // A comment answer is text only.
+    let photo = bench
+        .motion()
+        .add_file("photo.jpg", "image/jpeg", vec![1u8; 1024]);
+    let mut with_file = answer_in_thread(7203, "1254001234567890", "photo.jpg");
+    with_file["AttachmentId"] = photo.into();
+    let (status, body) = answer_ig(&bench, &with_file).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("an answer to an Instagram comment can only be text"),
+        "{body}"
+    );
 
     // Someone who never commented there: nothing to answer in place.
     let (status, body) = answer_ig(
