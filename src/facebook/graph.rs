@@ -580,6 +580,32 @@ impl GraphClient {
         }
     }
 
+    /// `GET /{ig-media-id}?fields=permalink`: the media's public page on Instagram, when
+    /// Graph gives one that is one (https, on instagram.com).
+    pub async fn instagram_permalink(
+        &self,
+        token: &Secret,
+        media: &ObjectId,
+    ) -> Result<Option<String>, GraphError> {
+        let request = self
+            .http
+            .get(self.url(&[media.as_str()]))
+            .query(&[("fields", "permalink")])
+            .bearer_auth(token.expose());
+        let text = self.call(request).await?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(v["permalink"]
+            .as_str()
+            .and_then(|link| Url::parse(link).ok())
+            .filter(|url| {
+                url.scheme() == "https"
+                    && url
+                        .host_str()
+                        .is_some_and(|h| h == "instagram.com" || h.ends_with(".instagram.com"))
+            })
+            .map(String::from))
+    }
+
     /// The id of the comment a call created.
     fn comment_id(text: &str) -> Result<String, GraphError> {
         serde_json::from_str::<Value>(text)

@@ -115,7 +115,13 @@ async fn deliver_steps(shared: &Shared, live: &Live, item: &Item) -> Result<usiz
                 },
                 None => Context::default(),
             };
-            instagram::comment_plan(&comment, &context)
+            let (mut envelope, steps) = instagram::comment_plan(&comment, &context);
+            if let Account::Instagram(instagram_account) = account {
+                envelope.external_url =
+                    instagram::permalink(shared, live, instagram_account, &comment.media.id.0)
+                        .await;
+            }
+            (envelope, steps)
         }
         ItemKind::PageChange
         | ItemKind::Unparsed

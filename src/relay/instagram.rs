@@ -20,6 +20,7 @@ use crate::facebook::ig_comment::InstagramComment;
 use crate::facebook::webhook::{Item, Messaging, MessagingKind, Parsed};
 use crate::relay::feed::Envelope;
 use crate::relay::messenger::{self, Context, Step, labelled, quote};
+use crate::relay::{Live, Shared};
 use crate::store::NewState;
 
 /// Whether an Instagram item is queued for Motion, and if not, why: Messenger's rules
@@ -151,4 +152,43 @@ pub fn comment_plan(comment: &InstagramComment, context: &Context) -> (Envelope,
         external_url: None,
     };
     (envelope, vec![Step::Text(body)])
+}
+
+/// How many media links are kept in memory before the cache starts over.
+const MAX_PERMALINKS: usize = 10_000;
+
+/// The public link of a media item (its thread's `externalUrl`), asked once per media
+/// and kept in memory. `None` when Graph does not give it: the comment goes on without.
+pub async fn permalink(
+    shared: &Shared,
+    live: &Live,
+    account: &InstagramConfig,
+    media: &str,
+) -> Option<String> {
+    if let Some(link) = shared.permalinks.lock().ok()?.get(media) {
+        return Some(link.clone());
+    }
+    let media_id = crate::facebook::ids::ObjectId::parse(media).ok()?;
+    let calls = super::instagram_login::calls(shared, live, account)
+        .await
+        .ok()?;
+    match calls
+        .graph
+        .instagram_permalink(&calls.token, &media_id)
+        .await
+    {
+        Ok(Some(link)) => {
+            let mut links = shared.permalinks.lock().ok()?;
+            if links.len() >= MAX_PERMALINKS {
+                links.clear();
+            }
+            links.insert(media.to_owned(), link.clone());
+            Some(link)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::debug!(instagram_id = %account.id.get_ref(), media, "no permalink for media {media}: {e}");
+            None
+        }
+    }
 }

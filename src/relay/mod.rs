@@ -215,6 +215,9 @@ pub struct Shared {
     pub bodies: crate::server::body::Budget,
     /// The newest token of each Instagram Login account.
     pub instagram_tokens: instagram_login::Tokens,
+    /// Instagram media ids → their permalinks (a comment thread's `externalUrl`);
+    /// cleared when it grows past its bound.
+    pub permalinks: Mutex<HashMap<String, String>>,
 }
 
 impl Shared {
@@ -261,6 +264,7 @@ impl Shared {
             pauses: pauses::Pauses::default(),
             routing: routing::Routing::default(),
             instagram_tokens: instagram_login::Tokens::default(),
+            permalinks: Mutex::new(HashMap::new()),
         })
     }
 

@@ -122,6 +122,8 @@ struct State {
     instagram_logins: Mutex<Vec<String>>,
     /// Token refreshes answered: `(old token, new token)`.
     refreshes: Mutex<Vec<(String, String)>>,
+    /// Instagram media id → its permalink.
+    media: Mutex<HashMap<String, String>>,
 }
 
 pub struct SimGraph {
@@ -189,6 +191,15 @@ impl SimGraph {
             account_id.into(),
             fields.iter().map(|f| f.to_string()).collect(),
         );
+    }
+
+    /// An Instagram media item Graph knows, with its public link.
+    pub fn add_instagram_media(&self, media_id: &str, permalink: &str) {
+        self.state
+            .media
+            .lock()
+            .unwrap()
+            .insert(media_id.into(), permalink.into());
     }
 
     /// Token refreshes answered so far: `(old token, new token)`.
@@ -660,6 +671,12 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                 answer["instagram_business_account"] = json!({ "id": ig });
             }
             json_response(200, answer)
+        }
+        (&Method::GET, [_version, media]) if query == "fields=permalink" => {
+            match state.media.lock().unwrap().get(*media) {
+                Some(link) => json_response(200, json!({"permalink": link, "id": media})),
+                None => graph_error(400, 100, Some(33), "Unsupported get request."),
+            }
         }
         (&Method::GET, [_version, psid]) => {
             if *state.refuse_profiles.lock().unwrap() {

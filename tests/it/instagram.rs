@@ -404,6 +404,10 @@ async fn an_agent_file_reaches_the_instagram_customer() {
 #[tokio::test]
 async fn comments_on_the_accounts_media_are_one_thread_per_media() {
     let bench = Bench::start_with_instagram(IG_ACCOUNT).await;
+    bench
+        .peers
+        .graph
+        .add_instagram_media("17887498072083520", "https://www.instagram.com/p/DFsim01/");
     for name in [
         "ig-comment.json",
         "ig-comment-reply.json",
@@ -426,6 +430,22 @@ async fn comments_on_the_accounts_media_are_one_thread_per_media() {
     assert_eq!(first.notify.from, "1254001234567890");
     assert_eq!(first.notify.first_name.as_deref(), Some("@jane.doe"));
     assert_eq!(first.notify.thread_id.as_deref(), Some("17887498072083520"));
+    // The thread links to the media on Instagram (asked once: the second comment of
+    // the same media takes it from memory).
+    for n in &notes {
+        assert_eq!(
+            n.notify.external_url.as_deref(),
+            Some("https://www.instagram.com/p/DFsim01/")
+        );
+    }
+    let lookups = bench
+        .peers
+        .graph
+        .requests()
+        .iter()
+        .filter(|r| r.query == "fields=permalink")
+        .count();
+    assert_eq!(lookups, 1);
     assert_eq!(
         notes[1].notify.body,
         "> Love this colour! Is it in stock?\nSame question here"
