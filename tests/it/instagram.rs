@@ -4,7 +4,7 @@
 //! with the linked Page's token; Messenger of the same Page goes on beside it.
 
 use fb_openchannel::model::{ItemKind, ItemState, MessagingKind};
-use fb_openchannel::sim::facebook::{instagram_text, messenger_text};
+use fb_openchannel::sim::facebook::{SendFailure, instagram_text, messenger_text};
 use fb_openchannel::sim::motion::reply_body;
 
 use crate::harness::*;
@@ -659,6 +659,67 @@ async fn an_instagram_login_account_uses_its_own_host_and_refreshes_its_token() 
     assert!(
         !format!("{log:?}").contains(&new),
         "tokens never reach the queue's rows"
+    );
+    bench.stop().await;
+}
+
+/// When an answer cannot reach an Instagram customer, the agent hears it like on
+/// Messenger: a dead linked-Page token is named (and `/readyz` names the account) until
+/// a send works again; an answer given up after Graph's passing errors becomes a note in
+/// the customer's Instagram interaction, on the account's own Receive URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instagram_answer_that_fails_is_told_to_the_agent() {
+    let peers = Peers::start().await;
+    let text = peers
+        .config_toml(&peers.instagram_table(IG_ACCOUNT))
+        .replace("[facebook]\n", "[facebook]\nunknown_error_retry = \"1s\"\n");
+    let bench = Bench::start_on(peers, &text).await;
+    let graph = &bench.peers.graph;
+    customer_wrote(&bench, 60_000).await;
+    bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    let readyz = format!("http://{}/readyz", bench.daemon().local_addr);
+
+    graph.fail_sends(vec![SendFailure::graph(
+        401,
+        190,
+        Some(463),
+        "Error validating access token: Session has expired.",
+    )]);
+    let (status, answer) = answer_ig(&bench, &reply_body(7301, IGSID, "Hello", None)).await;
+    assert_eq!(status, 502, "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("page {PAGE_A} (linked to this Instagram account)")),
+        "{message}"
+    );
+    let r = reqwest::get(&readyz).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let text = r.text().await.unwrap();
+    assert!(text.contains(&format!("instagram {IG_ACCOUNT}")), "{text}");
+    assert!(!text.contains(TOKEN_A), "{text}");
+
+    // Graph's "service temporarily unavailable" past `unknown_error_retry`: a note.
+    graph.fail_sends(
+        (0..100)
+            .map(|_| SendFailure::graph(503, 2, None, "Service temporarily unavailable"))
+            .collect(),
+    );
+    let (status, answer) = answer_ig(
+        &bench,
+        &reply_body(7302, IGSID, "Your parcel ships today.", None),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    let note = &notes[1];
+    assert_eq!(note.account, "8", "the Instagram account's Receive URL");
+    assert_eq!(note.notify.from, IGSID, "in the customer's interaction");
+    assert!(
+        note.notify.body.starts_with(
+            "[fb-openchannel] The reply \"Your parcel ships today.\" was NOT delivered"
+        ),
+        "{}",
+        note.notify.body
     );
     bench.stop().await;
 }
