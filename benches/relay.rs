@@ -37,6 +37,9 @@ const SECRET: &str = "bench-app-secret";
 const PAGE: &str = "1234567890";
 const TOKEN: &str = "bench-page-token";
 const REPLY_TOKEN: &str = "bench-reply-token";
+/// The Instagram account linked to the page, for the Instagram mix.
+const IG: &str = "17841400000000000";
+const IG_REPLY_TOKEN: &str = "bench-ig-reply-token";
 
 /// Sizes of one run.
 struct Plan {
@@ -227,6 +230,12 @@ id = "{PAGE}"
 access_token = "{TOKEN}"
 receive_url = "{receive}"
 reply_token = "{REPLY_TOKEN}"
+
+[[instagram]]
+id = "{IG}"
+page = "{PAGE}"
+receive_url = "{receive_ig}"
+reply_token = "{IG_REPLY_TOKEN}"
 "#,
         public = free_addr(),
         local = free_addr(),
@@ -236,6 +245,7 @@ reply_token = "{REPLY_TOKEN}"
         graph = graph.url(),
         media = graph.server.addr,
         receive = motion.receive_url(1),
+        receive_ig = motion.receive_url(8),
     );
     let path = dir.join("config.toml");
     std::fs::write(&path, text).unwrap();
@@ -279,6 +289,11 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 /// Webhooks the daemon acknowledged (each one event, one notify to come).
 static DAEMON_ACKED: AtomicU64 = AtomicU64::new(0);
 
+/// The intake phases' Messenger events: connection `c` is one conversation.
+fn messenger(c: u64, _: u64) -> (Bytes, String) {
+    webhook(c, "throughput")
+}
+
 /// A signed one-event Messenger webhook; `psid` picks the conversation.
 fn webhook(psid: u64, text: &str) -> (Bytes, String) {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
@@ -286,6 +301,29 @@ fn webhook(psid: u64, text: &str) -> (Bytes, String) {
     let body = format!(
         r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":{ts},"messaging":[{{"sender":{{"id":"{psid}"}},"recipient":{{"id":"{PAGE}"}},"timestamp":{ts},"message":{{"mid":"m.bench.{n}","text":"{text}"}}}}]}}]}}"#
     );
+    let sig = signature::sign(SECRET.as_bytes(), body.as_bytes());
+    (Bytes::from(body), sig)
+}
+
+/// One event of the Instagram mix, by `i % 3`: a Messenger message, an Instagram
+/// direct message, a comment on one of the account's four media items; `conv` picks the
+/// customer.
+fn mixed_webhook(conv: u64, i: u64) -> (Bytes, String) {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let ts = 1_700_000_000_000u64 + n;
+    let igsid = 1_254_000_000_000_000u64 + conv;
+    let body = match i % 3 {
+        0 => return webhook(conv, "mix"),
+        1 => format!(
+            r#"{{"object":"instagram","entry":[{{"id":"{IG}","time":{ts},"messaging":[{{"sender":{{"id":"{igsid}"}},"recipient":{{"id":"{IG}"}},"timestamp":{ts},"message":{{"mid":"m.ig.bench.{n}","text":"mix"}}}}]}}]}}"#
+        ),
+        _ => format!(
+            r#"{{"object":"instagram","entry":[{{"id":"{IG}","time":{},"changes":[{{"field":"comments","value":{{"id":"{}","from":{{"id":"{igsid}","username":"bench.{conv}"}},"text":"mix","media":{{"id":"{}","media_product_type":"FEED"}}}}}}]}}]}}"#,
+            ts / 1000,
+            18_000_000_000_000_000u64 + n,
+            17_887_000_000_000_000u64 + conv % 4
+        ),
+    };
     let sig = signature::sign(SECRET.as_bytes(), body.as_bytes());
     (Bytes::from(body), sig)
 }
@@ -333,6 +371,7 @@ async fn throughput(
     conns: usize,
     secs: f64,
     daemon: bool,
+    make: fn(u64, u64) -> (Bytes, String),
 ) -> f64 {
     let mut tasks = tokio::task::JoinSet::new();
     let until = Instant::now() + Duration::from_secs_f64(secs);
@@ -341,7 +380,7 @@ async fn throughput(
         tasks.spawn(async move {
             let mut n = 0u64;
             while Instant::now() < until {
-                let (body, sig) = webhook(c as u64, "throughput");
+                let (body, sig) = make(c as u64, n);
                 assert_eq!(post(&mut sender, body, &sig).await, 200);
                 n += 1;
             }
@@ -502,6 +541,20 @@ async fn run(plan: Plan) {
     let certs = tls::generate(dir.path()).unwrap();
     let graph = SimGraph::start().await.unwrap();
     graph.add_page(PAGE, TOKEN);
+    graph.link_instagram(PAGE, IG);
+    for conv in 0..64u64 {
+        graph.add_instagram_profile(
+            &(1_254_000_000_000_000u64 + conv).to_string(),
+            Some("Bench Customer"),
+            &format!("bench.{conv}"),
+        );
+    }
+    for media in 0..4u64 {
+        graph.add_instagram_media(
+            &(17_887_000_000_000_000u64 + media).to_string(),
+            &format!("https://www.instagram.com/p/bench{media}/"),
+        );
+    }
     let motion = SimMotion::start("bench-api-key").await.unwrap();
     let config = write_config(dir.path(), &certs, &graph, &motion);
     let tls = connector(&certs.ca_pem);
@@ -544,12 +597,20 @@ async fn run(plan: Plan) {
         // phase would otherwise compete with this one's intake.
         drained(&motion).await;
         let (cpu_before, acked_before) = (daemon.cpu_time(), DAEMON_ACKED.load(Ordering::Relaxed));
-        let d = throughput(daemon.public, &tls, conns, plan.throughput_secs, true).await;
+        let d = throughput(
+            daemon.public,
+            &tls,
+            conns,
+            plan.throughput_secs,
+            true,
+            messenger,
+        )
+        .await;
         // The baseline runs alone too: not beside the daemon delivering what it just took.
         drained(&motion).await;
         let events = DAEMON_ACKED.load(Ordering::Relaxed) - acked_before;
         let cpu = (daemon.cpu_time() - cpu_before).as_secs_f64() * 1e6 / events.max(1) as f64;
-        let b = throughput(base, &tls, conns, plan.throughput_secs, false).await;
+        let b = throughput(base, &tls, conns, plan.throughput_secs, false, messenger).await;
         r.intake.push((conns, d, b));
         r.add(
             &format!("intake, {conns} connection(s): daemon / baseline, events/s"),
@@ -567,6 +628,40 @@ async fn run(plan: Plan) {
     if plan.intake_only.is_some() {
         return;
     }
+    // The same at 16 connections with Instagram in the mix: a third Messenger, a third
+    // Instagram direct messages (names from Instagram's profile API), a third comments
+    // on four media items (their links asked once each).
+    drained(&motion).await;
+    let (cpu_before, acked_before) = (daemon.cpu_time(), DAEMON_ACKED.load(Ordering::Relaxed));
+    let mixed = throughput(
+        daemon.public,
+        &tls,
+        16,
+        plan.throughput_secs,
+        true,
+        mixed_webhook,
+    )
+    .await;
+    drained(&motion).await;
+    let events = DAEMON_ACKED.load(Ordering::Relaxed) - acked_before;
+    let cpu = (daemon.cpu_time() - cpu_before).as_secs_f64() * 1e6 / events.max(1) as f64;
+    let messenger_16 = r
+        .intake
+        .iter()
+        .find(|(c, _, _)| *c == 16)
+        .map_or(0.0, |i| i.1);
+    r.add(
+        "intake, 16 conn., Messenger + Instagram DMs + comments: events/s",
+        format!("{mixed:.0}"),
+        &format!("{:.2}× Messenger alone", mixed / messenger_16.max(1.0)),
+        None,
+    );
+    r.add(
+        "daemon CPU per event taken and delivered, Instagram mix, 16 conn.",
+        format!("{cpu:.0} µs"),
+        "",
+        None,
+    );
     drained(&motion).await;
     let (p50, p99, max) = fixed_rate(daemon.public, &tls, 1000.0, plan.fixed_rate_secs, true).await;
     r.add(
