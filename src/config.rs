@@ -93,6 +93,11 @@ pub struct PublicConfig {
     /// checks that the certificate covers it.
     #[serde(default)]
     pub name: Option<String>,
+    /// Where Meta reaches this listener, when not `https://{name}` (a port mapped on a
+    /// router, a proxy path): the base of the links of agents' files sent to Instagram
+    /// Login accounts.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
     /// `false` serves plain HTTP, for a TLS-terminating proxy (nginx) in front.
     #[serde(default = "default_true")]
     pub tls: bool,
@@ -672,6 +677,11 @@ impl Config {
         ] {
             check_secret(&mut err, key, secret);
         }
+        if let Some(url) = &self.public.url
+            && let Err(m) = check_http_url(url.get_ref())
+        {
+            err(url.span(), "public.url", m);
+        }
         for (key, url) in [
             ("facebook.graph_url", &self.facebook.graph_url),
             (
@@ -894,6 +904,19 @@ impl Config {
                     .expect("an Instagram account's page is checked when the config is loaded"),
             },
             (None, None) => unreachable!("checked when the config is loaded"),
+        }
+    }
+
+    /// Where Meta reaches the public listener: `public.url`, else `https://{public.name}`.
+    pub fn public_base(&self) -> Option<url::Url> {
+        match (&self.public.url, &self.public.name) {
+            (Some(url), _) => url::Url::parse(url.get_ref()).ok(),
+            (None, Some(name)) => {
+                let mut url = url::Url::parse("https://localhost/").ok()?;
+                url.set_host(Some(name)).ok()?;
+                Some(url)
+            }
+            (None, None) => None,
         }
     }
 

@@ -466,6 +466,32 @@ impl GraphClient {
         Self::message_id(&self.call(request).await?)
     }
 
+    /// Sends a file Meta fetches from `url` (`message.attachment.payload.url`): how
+    /// Instagram Login's Send API takes attachments. Returns the `message_id`.
+    pub async fn send_file_url(
+        &self,
+        token: &Secret,
+        sender: &impl Sender,
+        send: &Send<'_>,
+        kind: AttachmentType,
+        url: &Url,
+    ) -> Result<String, GraphError> {
+        let mut body = serde_json::json!({
+            "recipient": send.recipient.to_json(),
+            "messaging_type": send.messaging_type.as_str(),
+            "message": {"attachment": {"type": kind.as_str(), "payload": {"url": url.as_str()}}},
+        });
+        if let MessagingType::HumanAgent = send.messaging_type {
+            body["tag"] = "HUMAN_AGENT".into();
+        }
+        let request = self
+            .http
+            .post(self.url(&[sender.as_segment(), "messages"]))
+            .bearer_auth(token.expose())
+            .json(&body);
+        Self::message_id(&self.call(request).await?)
+    }
+
     /// Comments on a post or comment (`POST /{object_id}/comments`), with an optional
     /// photo as multipart `source`; returns the new comment's id.
     pub async fn comment(

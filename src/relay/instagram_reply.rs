@@ -11,8 +11,9 @@
 //! there: in place, or as a private reply (see [`answer_comment`]).
 //!
 //! Files go in the same Send API call (multipart `filedata`, as Messenger's) when they are
-//! what Instagram takes (see [`instagram_accepts`]); through a linked Page only, for now:
-//! Instagram Login takes files by public URL alone.
+//! what Instagram takes (see [`instagram_accepts`]); Instagram Login takes them by public
+//! URL alone: the file is offered on the public listener for the time of the call (see
+//! [`crate::relay::public_files`]).
 
 use crate::config::{CommentReply, InstagramConfig};
 use crate::facebook::graph::{AttachmentType, Download, MessagingType, Recipient, Send};
@@ -55,10 +56,10 @@ pub(super) async fn send(
                 "Not sent: an answer to an Instagram comment can only be text. Send the text alone, or a link to the file.",
             ));
         }
-        if let From::Account(_) = calls.from {
+        if let (From::Account(_), None) = (&calls.from, live.config.public_base()) {
             return Err(Failure::refused(
                 Refusal::Policy,
-                "Not sent: this version of fb-openchannel sends files to Instagram only through a linked Facebook Page (Instagram Login takes files by public URL only). Send the text alone, or a link to the file.",
+                "Not sent: Instagram Login takes files only by a public link, and this fb-openchannel does not know its public address: an administrator must set public.name (or public.url) in its config. Send the text alone, or a link to the file.",
             ));
         }
     } else if reply.text.trim().is_empty() {
@@ -109,12 +110,15 @@ pub(super) async fn send(
                     .send_text(&calls.token, &calls.from, send, &text)
                     .await
             }
-            Step::File(kind, f) => {
-                calls
-                    .graph
-                    .send_file(&calls.token, &calls.from, send, kind, Download::from(f))
-                    .await
-            }
+            Step::File(kind, f) => match &calls.from {
+                From::Page(_) => {
+                    calls
+                        .graph
+                        .send_file(&calls.token, &calls.from, send, kind, Download::from(f))
+                        .await
+                }
+                From::Account(_) => send_by_link(shared, live, calls, send, kind, f).await,
+            },
         }
     })
     .await
@@ -123,6 +127,37 @@ pub(super) async fn send(
 enum Step {
     Text(String),
     File(AttachmentType, AgentFile),
+}
+
+/// Instagram Login: the file is offered on the public listener for the time of the call
+/// (Meta fetches it while the Send API call runs), then withdrawn.
+async fn send_by_link(
+    shared: &Shared,
+    live: &Live,
+    calls: &Calls<'_>,
+    send: &Send<'_>,
+    kind: AttachmentType,
+    file: AgentFile,
+) -> Result<String, crate::facebook::graph::GraphError> {
+    use crate::facebook::graph::GraphError;
+    let mut url = live
+        .config
+        .public_base()
+        .ok_or_else(|| GraphError::network("public.name is not set".into()))?;
+    let token = shared
+        .public_files
+        .offer(&file.content_type, file.bytes)
+        .map_err(GraphError::network)?;
+    url.path_segments_mut()
+        .map_err(|()| GraphError::network("public.url cannot take a path".into()))?
+        .pop_if_empty()
+        .extend(["files", token.as_str(), file.name.as_str()]);
+    let sent = calls
+        .graph
+        .send_file_url(&calls.token, &calls.from, send, kind, &url)
+        .await;
+    shared.public_files.withdraw(&token);
+    sent
 }
 
 /// Images Instagram takes in a message, and their largest size (Meta: Instagram

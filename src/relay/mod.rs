@@ -29,6 +29,7 @@ pub mod messenger_reply;
 pub mod outbound;
 pub mod outcome;
 pub mod pauses;
+pub mod public_files;
 pub mod reply;
 pub mod retention;
 pub mod retry;
@@ -218,6 +219,8 @@ pub struct Shared {
     /// Instagram media ids → their permalinks (a comment thread's `externalUrl`);
     /// cleared when it grows past its bound.
     pub permalinks: Mutex<HashMap<String, String>>,
+    /// Agents' files offered to Meta by URL on the public listener.
+    pub public_files: public_files::PublicFiles,
 }
 
 impl Shared {
@@ -265,6 +268,7 @@ impl Shared {
             routing: routing::Routing::default(),
             instagram_tokens: instagram_login::Tokens::default(),
             permalinks: Mutex::new(HashMap::new()),
+            public_files: public_files::PublicFiles::default(),
         })
     }
 

@@ -1,5 +1,6 @@
-//! The Facebook-facing routes: `GET /webhook` (verification handshake) and
-//! `POST /webhook` (signed events). Everything else is 404 or 405.
+//! The Facebook-facing routes: `GET /webhook` (verification handshake),
+//! `POST /webhook` (signed events) and `GET /files/<token>/<name>` (an agent's file
+//! Meta fetches for an Instagram Login send). Everything else is 404 or 405.
 //!
 //! A POST is answered 200 only after its bytes and events are committed to the store
 //! (DESIGN §4 rule 1). Refusals (DESIGN §4 rule 8) change nothing: 403 bad signature,
@@ -28,6 +29,11 @@ pub async fn handle(
     remote: SocketAddr,
 ) -> HttpResponse {
     let started = std::time::Instant::now();
+    if let Some(rest) = req.uri().path().strip_prefix("/files/") {
+        let response = offered_file(&shared, req.method(), rest);
+        shared.metrics.request("public", "file", started.elapsed());
+        return response;
+    }
     if req.uri().path() != "/webhook" {
         shared.metrics.request("public", "other", started.elapsed());
         return text(404, "not found\n");
@@ -54,6 +60,26 @@ pub async fn handle(
     };
     shared.metrics.request("public", route, started.elapsed());
     response
+}
+
+/// `GET /files/<token>/<name>`: an agent's file offered to Meta (see
+/// [`crate::relay::public_files`]); 404 for anything else, a token that ended included.
+fn offered_file(shared: &Shared, method: &Method, rest: &str) -> HttpResponse {
+    let token = rest.split('/').next().unwrap_or_default();
+    let offered = match method {
+        &Method::GET | &Method::HEAD => shared.public_files.get(token),
+        _ => None,
+    };
+    match offered {
+        Some(file) => hyper::Response::builder()
+            .status(200)
+            .header("content-type", file.content_type.as_str())
+            .header("cache-control", "no-store")
+            .header("x-content-type-options", "nosniff")
+            .body(http_body_util::Full::new(file.bytes))
+            .unwrap_or_else(|_| text(500, "cannot serve this file\n")),
+        None => text(404, "not found\n"),
+    }
 }
 
 /// `GET /webhook?hub.mode=subscribe&hub.verify_token=T&hub.challenge=C` → C when T matches.

@@ -124,6 +124,9 @@ struct State {
     refreshes: Mutex<Vec<(String, String)>>,
     /// Instagram media id → its permalink.
     media: Mutex<HashMap<String, String>>,
+    /// How attachments given by URL are fetched (as Meta's servers do): trusting the
+    /// test CA once [`SimGraph::trust`] was called.
+    url_client: Mutex<Option<reqwest::Client>>,
 }
 
 pub struct SimGraph {
@@ -191,6 +194,17 @@ impl SimGraph {
             account_id.into(),
             fields.iter().map(|f| f.to_string()).collect(),
         );
+    }
+
+    /// Attachments given by URL are fetched trusting this CA (the bench's own), as
+    /// Meta's servers fetch them from the daemon's public listener.
+    pub fn trust(&self, ca_pem: &str) {
+        crate::http_client::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        *self.state.url_client.lock().unwrap() = Some(client);
     }
 
     /// An Instagram media item Graph knows, with its public link.
@@ -577,7 +591,8 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                 }
                 return response;
             }
-            match read_send(&req, &page).await {
+            let fetcher = state.url_client.lock().unwrap().clone();
+            match read_send(&req, &page, fetcher.as_ref()).await {
                 // Instagram takes at most 1,000 bytes of text (Messenger 2,000 characters).
                 Ok(message)
                     if message.text.as_ref().is_some_and(|t| t.len() > 1000)
@@ -793,7 +808,11 @@ pub fn feed_change(page_id: &str, time_s: i64, value: Value) -> String {
 }
 
 /// Reads a Send API call, JSON or multipart, the way Graph validates it.
-async fn read_send(req: &Request<Bytes>, page: &str) -> Result<SentMessage, String> {
+async fn read_send(
+    req: &Request<Bytes>,
+    page: &str,
+    fetcher: Option<&reqwest::Client>,
+) -> Result<SentMessage, String> {
     let mut fields: HashMap<String, Value> = HashMap::new();
     let mut attachment = None;
     if let Some((form, file)) = read_form(req, "filedata").await? {
@@ -843,6 +862,32 @@ async fn read_send(req: &Request<Bytes>, page: &str) -> Result<SentMessage, Stri
         return Err(
             "(#100) Length of param message[text] must be less than or equal to 2000".into(),
         );
+    }
+    // An attachment given by URL: fetched now, as Meta does, or the send fails.
+    if let (None, Some(url), Some(kind)) = (
+        &attachment,
+        message
+            .pointer("/attachment/payload/url")
+            .and_then(|u| u.as_str()),
+        message.pointer("/attachment/type").and_then(|t| t.as_str()),
+    ) {
+        let failed = || "(#100) Upload attachment failure.".to_owned();
+        let response = match fetcher {
+            Some(client) => client.get(url).send().await.map_err(|_| failed())?,
+            None => reqwest::get(url).await.map_err(|_| failed())?,
+        };
+        if !response.status().is_success() {
+            return Err(failed());
+        }
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let name = url.rsplit('/').next().unwrap_or_default().to_owned();
+        let bytes = response.bytes().await.map_err(|_| failed())?;
+        attachment = Some((kind.to_owned(), name, content_type, bytes));
     }
     if text.is_none() && attachment.is_none() {
         return Err("(#100) message must have text or an attachment".into());

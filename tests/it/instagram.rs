@@ -579,28 +579,105 @@ async fn a_private_reply_answers_a_comment_once() {
 /// The long-lived token of the Instagram Login fixtures' account.
 const IG_LOGIN_TOKEN: &str = "IGAA-login-token-31f7";
 
-/// An account with Instagram Login (its own token, no Page): graph.instagram.com for
-/// names and answers; its token refreshed once Meta allows, kept in the state database
-/// and used at once — without a restart, and after one, when the pasted token has long
-/// stopped working.
-#[tokio::test]
-async fn an_instagram_login_account_uses_its_own_host_and_refreshes_its_token() {
+/// The bench with the fixtures' account on Instagram Login (its own token, no Page),
+/// and the simulated graph.instagram.com it talks to; `public` goes into `[public]`.
+async fn instagram_login_bench(public: &str) -> (Bench, fb_openchannel::sim::facebook::SimGraph) {
     let peers = Peers::start().await;
     let instagram = fb_openchannel::sim::facebook::SimGraph::start()
         .await
         .unwrap();
     instagram.add_instagram_login(IG_ACCOUNT, IG_LOGIN_TOKEN);
     instagram.add_instagram_profile(IGSID, Some("Grace Hopper"), "grace.h");
+    instagram.trust(&peers.certs.ca_pem);
     let table = peers.instagram_table(IG_ACCOUNT).replace(
         &format!("page = \"{PAGE_A}\""),
         &format!("access_token = \"{IG_LOGIN_TOKEN}\""),
     );
-    let text = peers.config_toml(&table).replace(
+    let text = peers.config_toml_with(public, "", &table).replace(
         "[motion]",
         &format!("instagram_graph_url = \"{}\"\n\n[motion]", instagram.url()),
     );
-    let bench = Bench::start_on(peers, &text).await;
+    (Bench::start_on(peers, &text).await, instagram)
+}
 
+/// Instagram Login takes files only by a public link: the daemon offers the agent's
+/// file on its public listener at an unguessable path for the time of the Send API
+/// call, Meta fetches it there, and the path is gone afterwards.
+#[tokio::test]
+async fn a_file_to_an_instagram_login_account_is_offered_by_an_unguessable_link() {
+    let port = free_port();
+    let (bench, instagram) =
+        instagram_login_bench(&format!("url = \"https://localhost:{port}\"")).await;
+    // The bench's public listener is on port 0: put it where public.url says.
+    let bench = {
+        let text = std::fs::read_to_string(bench.peers.dir.path().join("config.toml"))
+            .unwrap()
+            .replacen(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:{port}\""),
+                1,
+            );
+        std::fs::write(bench.peers.dir.path().join("config.toml"), text).unwrap();
+        bench.restart().await
+    };
+    customer_wrote(&bench, 60_000).await;
+    bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    let bytes: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let photo = bench
+        .motion()
+        .add_file("parcel.jpg", "image/jpeg", bytes.clone());
+    let (status, answer) =
+        answer_ig(&bench, &reply_body(7401, IGSID, "parcel.jpg", Some(photo))).await;
+    assert_eq!(status, 200, "{answer}");
+    let sent = instagram.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (kind, name, content_type, got) = sent[0].attachment.clone().unwrap();
+    assert_eq!((kind.as_str(), name.as_str()), ("image", "parcel.jpg"));
+    assert_eq!(content_type, "image/jpeg");
+    assert_eq!(
+        got.as_ref(),
+        bytes.as_slice(),
+        "Meta fetched the very bytes"
+    );
+    let call = instagram
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/messages"))
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+    let link = body["message"]["attachment"]["payload"]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = link
+        .strip_prefix(&format!("https://localhost:{port}/files/"))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("{link}"));
+    assert_eq!(token.len(), 64, "32 random bytes: {link}");
+    assert!(!link.contains(API_KEY), "{link}");
+    // Gone once the call is over; a guess is as unknown as ever.
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(bench.peers.certs.ca_pem.as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    assert_eq!(client.get(&link).send().await.unwrap().status(), 404);
+    let guess = format!(
+        "https://localhost:{port}/files/{}/parcel.jpg",
+        "0".repeat(64)
+    );
+    assert_eq!(client.get(&guess).send().await.unwrap().status(), 404);
+    bench.stop().await;
+}
+
+/// An account with Instagram Login (its own token, no Page): graph.instagram.com for
+/// names and answers; its token refreshed once Meta allows, kept in the state database
+/// and used at once — without a restart, and after one, when the pasted token has long
+/// stopped working.
+#[tokio::test]
+async fn an_instagram_login_account_uses_its_own_host_and_refreshes_its_token() {
+    let (bench, instagram) = instagram_login_bench("").await;
     customer_wrote(&bench, 60_000).await;
     let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
     assert_eq!(notes[0].notify.first_name.as_deref(), Some("Grace"));
@@ -612,6 +689,20 @@ async fn an_instagram_login_account_uses_its_own_host_and_refreshes_its_token() 
     assert!(
         bench.peers.graph.sent().is_empty(),
         "nothing through a Page"
+    );
+    // A file needs a public link, and this config names no public address.
+    let photo = bench
+        .motion()
+        .add_file("parcel.jpg", "image/jpeg", vec![1u8; 64]);
+    let (status, answer) =
+        answer_ig(&bench, &reply_body(7104, IGSID, "parcel.jpg", Some(photo))).await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("set public.name (or public.url)"),
+        "{answer}"
     );
 
     // Meta allows a refresh once the token is a day old: age it by a day and reload.
