@@ -72,6 +72,9 @@ pub fn webhook(data: &[u8]) {
             Ok(Parsed::InstagramComment(c)) => {
                 let _ = crate::relay::instagram::comment_plan(c, &messenger::Context::default());
             }
+            Ok(Parsed::InstagramMention(m)) => {
+                assert_id_text(m.media_id.as_str());
+            }
             Ok(Parsed::Change { field, change, .. }) => {
                 let change = &**change;
                 let _ = feed::intake_state(field, change, page());

@@ -96,17 +96,19 @@ pub enum ItemKind {
     InstagramReply,
     /// A comment on one of an Instagram account's media.
     InstagramComment,
+    /// The account @mentioned in another account's caption or comment.
+    InstagramMention,
     /// A note to the agents in the customer's interaction: a reply was not delivered.
     Note,
 }
 
 impl ItemKind {
     /// Every kind, for parsing and for tests.
-    pub const ALL: [ItemKind; 37] = {
+    pub const ALL: [ItemKind; 38] = {
         use FeedKind as F;
         use ItemKind::*;
         const M: usize = MessagingKind::ALL.len();
-        let mut all = [Note; 37];
+        let mut all = [Note; 38];
         let mut i = 0;
         while i < M {
             all[i] = Messaging(MessagingKind::ALL[i]);
@@ -127,6 +129,7 @@ impl ItemKind {
             WallReply,
             InstagramReply,
             InstagramComment,
+            InstagramMention,
             Note,
         ];
         let mut j = 0;
@@ -181,6 +184,7 @@ impl ItemKind {
             ItemKind::WallReply => "wall_reply",
             ItemKind::InstagramReply => "ig_reply",
             ItemKind::InstagramComment => "ig_comment",
+            ItemKind::InstagramMention => "ig_mention",
             ItemKind::Note => "note",
         }
     }
@@ -199,7 +203,9 @@ impl ItemKind {
             }
             ItemKind::Feed(_) | ItemKind::WallReply => Some(Channel::PageFeed),
             ItemKind::Instagram(_) | ItemKind::InstagramReply => Some(Channel::InstagramDirect),
-            ItemKind::InstagramComment => Some(Channel::InstagramComments),
+            ItemKind::InstagramComment | ItemKind::InstagramMention => {
+                Some(Channel::InstagramComments)
+            }
             ItemKind::PageChange | ItemKind::Unparsed | ItemKind::Note => None,
         }
     }
@@ -378,6 +384,15 @@ impl DedupKey {
     /// A comment on an Instagram account's media, by its id.
     pub fn instagram_comment(id: &str) -> DedupKey {
         DedupKey(format!("igcomment:{id}"))
+    }
+
+    /// A mention of the account: in a comment (by its id) or in a caption (by the
+    /// media's).
+    pub fn instagram_mention(comment: Option<&str>, media: &str) -> DedupKey {
+        match comment {
+            Some(id) => DedupKey(format!("igmention:comment:{id}")),
+            None => DedupKey(format!("igmention:media:{media}")),
+        }
     }
 
     /// A Messenger message (or its echo) by Facebook's message id.
@@ -576,6 +591,7 @@ mod tests {
                 "wall_reply",
                 "ig_reply",
                 "ig_comment",
+                "ig_mention",
                 "note"
             ]
         );

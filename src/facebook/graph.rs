@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use url::Url;
 
-use super::ids::{ObjectId, PageId, Sender, UserId};
+use super::ids::{InstagramId, ObjectId, PageId, Sender, UserId};
 use super::media::{self, MediaHosts};
 use crate::config::Secret;
 use crate::http_client;
@@ -271,6 +271,16 @@ pub struct GraphProfile {
     pub name: Option<String>,
     #[serde(default)]
     pub username: Option<String>,
+}
+
+/// What Graph tells of an @mention of an Instagram account.
+#[derive(Debug, Clone, Default)]
+pub struct Mentioned {
+    /// The comment's text, or the caption.
+    pub text: Option<String>,
+    /// Who posted the media (caption mentions; Graph names no commenter).
+    pub username: Option<String>,
+    pub permalink: Option<String>,
 }
 
 /// The Send API's attachment types, read from a file's MIME type.
@@ -630,6 +640,75 @@ impl GraphClient {
                         .is_some_and(|h| h == "instagram.com" || h.ends_with(".instagram.com"))
             })
             .map(String::from))
+    }
+
+    /// What an account's @mention says, read from Graph (`GET /{ig-user-id}?fields=
+    /// mentioned_comment.comment_id(…){…}` or `mentioned_media.media_id(…){…}`): the
+    /// webhook carries ids only.
+    pub async fn instagram_mention(
+        &self,
+        token: &Secret,
+        account: &InstagramId,
+        media: &ObjectId,
+        comment: Option<&ObjectId>,
+    ) -> Result<Mentioned, GraphError> {
+        // The ids are parsed ids (digits): nothing else can enter the field expression.
+        let (edge, fields) = match comment {
+            Some(c) => (
+                "mentioned_comment",
+                format!(
+                    "mentioned_comment.comment_id({c}){{text,timestamp,media{{id,permalink}}}}"
+                ),
+            ),
+            None => (
+                "mentioned_media",
+                format!(
+                    "mentioned_media.media_id({media}){{caption,username,permalink,media_type}}"
+                ),
+            ),
+        };
+        let request = self
+            .http
+            .get(self.url(&[account.as_str()]))
+            .query(&[("fields", fields.as_str())])
+            .bearer_auth(token.expose());
+        let text = self.call(request).await?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let found = &v[edge];
+        if !found.is_object() {
+            return Err(GraphError::from_response(200, &text, None));
+        }
+        let words = found["text"].as_str().or(found["caption"].as_str());
+        let permalink = found["permalink"]
+            .as_str()
+            .or(found["media"]["permalink"].as_str());
+        Ok(Mentioned {
+            text: words.map(str::to_owned),
+            username: found["username"].as_str().map(str::to_owned),
+            permalink: permalink.map(str::to_owned),
+        })
+    }
+
+    /// Answers an @mention (`POST /{ig-user-id}/mentions`: `media_id`, with `comment_id`
+    /// for a mention in a comment, and `message`); returns the new comment's id.
+    pub async fn reply_to_instagram_mention(
+        &self,
+        token: &Secret,
+        account: &InstagramId,
+        media: &ObjectId,
+        comment: Option<&ObjectId>,
+        message: &str,
+    ) -> Result<String, GraphError> {
+        let mut body = serde_json::json!({"media_id": media.as_str(), "message": message});
+        if let Some(c) = comment {
+            body["comment_id"] = c.as_str().into();
+        }
+        let request = self
+            .http
+            .post(self.url(&[account.as_str(), "mentions"]))
+            .json(&body)
+            .bearer_auth(token.expose());
+        Self::comment_id(&self.call(request).await?)
     }
 
     /// The id of the comment a call created.

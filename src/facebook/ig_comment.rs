@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::ids::FbId;
+use super::ids::{FbId, ObjectId};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct InstagramComment {
@@ -62,9 +62,56 @@ impl InstagramComment {
     }
 }
 
+/// The account @mentioned by another Instagram account (`changes[].field` "mentions"):
+/// in the caption of their media (`media_id` alone) or in a comment (`comment_id` too).
+/// The webhook carries ids only; the words are read from Graph when delivered. Source:
+/// developers.facebook.com → Instagram Platform → Webhooks ("mentions", Facebook Login
+/// examples) and Mentions.
+#[derive(Debug, Clone)]
+pub struct InstagramMention {
+    pub media_id: ObjectId,
+    pub comment_id: Option<ObjectId>,
+}
+
+impl InstagramMention {
+    /// Reads a `mentions` change's `value`; ids that are not ids are refused here.
+    pub fn parse(value: &Value) -> Result<InstagramMention, String> {
+        #[derive(Deserialize)]
+        struct Raw {
+            media_id: ObjectId,
+            #[serde(default)]
+            comment_id: Option<ObjectId>,
+        }
+        let raw = Raw::deserialize(value)
+            .map_err(|e| format!("an Instagram mention does not fit the model: {e}"))?;
+        Ok(InstagramMention {
+            media_id: raw.media_id,
+            comment_id: raw.comment_id,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_documented_mention_reads_and_a_forged_id_does_not() {
+        let in_comment =
+            serde_json::json!({"comment_id": "17894227972186120", "media_id": "17918195224117851"});
+        let m = InstagramMention::parse(&in_comment).unwrap();
+        assert_eq!(m.media_id.as_str(), "17918195224117851");
+        assert_eq!(m.comment_id.unwrap().as_str(), "17894227972186120");
+        let in_caption = serde_json::json!({"media_id": 17918195224117851u64});
+        assert!(
+            InstagramMention::parse(&in_caption)
+                .unwrap()
+                .comment_id
+                .is_none()
+        );
+        let forged = serde_json::json!({"media_id": "../me/feed"});
+        assert!(InstagramMention::parse(&forged).is_err());
+    }
 
     #[test]
     fn a_documented_comment_reads_with_ids_as_strings_or_numbers() {

@@ -196,7 +196,7 @@ pub fn facebook_ms(t: i64) -> i64 {
     }
 }
 
-use crate::facebook::ig_comment::InstagramComment;
+use crate::facebook::ig_comment::{InstagramComment, InstagramMention};
 pub use crate::model::MessagingKind;
 
 impl Messaging {
@@ -344,6 +344,8 @@ pub enum Parsed {
     },
     /// A comment on one of an Instagram account's media (field `comments`).
     InstagramComment(Box<InstagramComment>),
+    /// The account @mentioned elsewhere on Instagram.
+    InstagramMention(Box<InstagramMention>),
 }
 
 impl Item {
@@ -352,7 +354,7 @@ impl Item {
         let entry_time_ms = self.entry_time_ms;
         match &self.parsed {
             Ok(Parsed::Messaging(m)) => m.timestamp.map_or(entry_time_ms, facebook_ms),
-            Ok(Parsed::InstagramComment(_)) => entry_time_ms,
+            Ok(Parsed::InstagramComment(_) | Parsed::InstagramMention(_)) => entry_time_ms,
             Ok(Parsed::Change { value, .. }) => value
                 .get("created_time")
                 .and_then(|t| t.as_i64().or_else(|| t.as_str()?.parse().ok()))
@@ -381,6 +383,9 @@ impl Item {
                 }
             }
             Ok(Parsed::InstagramComment(c)) => ConversationKey::instagram_media(&c.media.id.0),
+            Ok(Parsed::InstagramMention(m)) => {
+                ConversationKey::instagram_media(m.media_id.as_str())
+            }
             Err(_) => ConversationKey::unparsed(),
         }
     }
@@ -421,6 +426,10 @@ impl Item {
                 .and_then(feed_dedup_key)
                 .unwrap_or_else(|| DedupKey::digest(self.kind(), &self.digest())),
             Ok(Parsed::InstagramComment(c)) => DedupKey::instagram_comment(&c.id.0),
+            Ok(Parsed::InstagramMention(m)) => DedupKey::instagram_mention(
+                m.comment_id.as_ref().map(|c| c.as_str()),
+                m.media_id.as_str(),
+            ),
             Err(_) => DedupKey::digest(self.kind(), &self.digest()),
         }
     }
@@ -443,6 +452,7 @@ impl Item {
             ),
             Ok(Parsed::Change { .. }) => ItemKind::PageChange,
             Ok(Parsed::InstagramComment(_)) => ItemKind::InstagramComment,
+            Ok(Parsed::InstagramMention(_)) => ItemKind::InstagramMention,
             Err(_) => ItemKind::Unparsed,
         }
     }
@@ -593,11 +603,15 @@ fn parse_item(
     field: &str,
     source: Source,
 ) -> Result<Parsed, String> {
-    if let (WebhookObject::Instagram, Source::Changes, Some("comments")) =
-        (object, source, raw.get("field").and_then(Value::as_str))
-    {
-        return InstagramComment::parse(raw.get("value").unwrap_or(&Value::Null))
-            .map(|c| Parsed::InstagramComment(Box::new(c)));
+    let value = raw.get("value").unwrap_or(&Value::Null);
+    match (object, source, raw.get("field").and_then(Value::as_str)) {
+        (WebhookObject::Instagram, Source::Changes, Some("comments")) => {
+            return InstagramComment::parse(value).map(|c| Parsed::InstagramComment(Box::new(c)));
+        }
+        (WebhookObject::Instagram, Source::Changes, Some("mentions")) => {
+            return InstagramMention::parse(value).map(|m| Parsed::InstagramMention(Box::new(m)));
+        }
+        _ => {}
     }
     match source {
         Source::Messaging | Source::Standby => Messaging::deserialize(raw)

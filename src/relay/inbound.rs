@@ -123,6 +123,19 @@ async fn deliver_steps(shared: &Shared, live: &Live, item: &Item) -> Result<usiz
             }
             (envelope, steps)
         }
+        ItemKind::InstagramMention => {
+            let Account::Instagram(instagram_account) = account else {
+                return Err(Failure::permanent(format!(
+                    "a mention stored for {}, which is not an Instagram account",
+                    item.page_id
+                )));
+            };
+            let change: serde_json::Value = serde_json::from_str(&item.payload)
+                .map_err(|e| Failure::permanent(format!("stored mention does not parse: {e}")))?;
+            let mention = crate::facebook::ig_comment::InstagramMention::parse(&change["value"])
+                .map_err(Failure::permanent)?;
+            instagram::mention_plan(shared, live, instagram_account, &mention).await?
+        }
         ItemKind::PageChange
         | ItemKind::Unparsed
         | ItemKind::Reply

@@ -16,10 +16,13 @@
 //! customer deletes the media or it expires, as Instagram intends.
 
 use crate::config::InstagramConfig;
-use crate::facebook::ig_comment::InstagramComment;
+use crate::facebook::graph::{Disposition, Mentioned};
+use crate::facebook::ids::InstagramId;
+use crate::facebook::ig_comment::{InstagramComment, InstagramMention};
 use crate::facebook::webhook::{Item, Messaging, MessagingKind, Parsed};
 use crate::relay::feed::Envelope;
 use crate::relay::messenger::{self, Context, Step, labelled, quote};
+use crate::relay::outcome::Failure;
 use crate::relay::{Live, Shared};
 use crate::store::NewState;
 
@@ -191,4 +194,83 @@ pub async fn permalink(
             None
         }
     }
+}
+
+/// What an @mention of the account becomes: a notify in a thread of its own per media
+/// item (`threadId` = the media id, `externalUrl` = its page on Instagram), from that
+/// media (the webhook names no person, and Graph names no commenter), with the words
+/// Graph gives: `[mentioned you in a comment] …` or `[mentioned you in a post by @…] …`.
+/// Words Graph will not give (the media went private, comments were turned off) still
+/// make a notify, saying so: a mention is never dropped.
+pub async fn mention_plan(
+    shared: &Shared,
+    live: &Live,
+    account: &InstagramConfig,
+    mention: &InstagramMention,
+) -> Result<(Envelope, Vec<Step>), Failure> {
+    let calls = super::instagram_login::calls(shared, live, account)
+        .await
+        .map_err(|e| Failure::transient(e.to_string()))?;
+    let id =
+        InstagramId::parse(account.id.get_ref()).map_err(|e| Failure::permanent(e.to_string()))?;
+    let found = calls
+        .graph
+        .instagram_mention(
+            &calls.token,
+            &id,
+            &mention.media_id,
+            mention.comment_id.as_ref(),
+        )
+        .await;
+    let account_id = account.id.get_ref();
+    let (label, mentioned) = match found {
+        Ok(m) => {
+            shared.metrics.graph_call(account_id, "mention", "ok");
+            let label = match (&mention.comment_id, &m.username) {
+                (Some(_), _) => "[mentioned you in a comment]".to_owned(),
+                (None, Some(user)) => format!("[mentioned you in a post by @{user}]"),
+                (None, None) => "[mentioned you in a post]".to_owned(),
+            };
+            (label, m)
+        }
+        Err(e) => {
+            shared.metrics.graph_call(account_id, "mention", "error");
+            match e.disposition {
+                Disposition::Retry | Disposition::RetryBriefly | Disposition::SlowDown => {
+                    return Err(Failure::transient(format!(
+                        "cannot read the mention of Instagram account {account_id} on media {}: {e}",
+                        mention.media_id
+                    )));
+                }
+                _ => (
+                    format!(
+                        "[mentioned you on Instagram; Instagram does not show the words: {}]",
+                        e.message
+                    ),
+                    Mentioned::default(),
+                ),
+            }
+        }
+    };
+    let body = match mentioned.text.as_deref().filter(|t| !t.trim().is_empty()) {
+        Some(words) => format!("{label} {words}"),
+        None => label,
+    };
+    let envelope = Envelope {
+        from: mention.media_id.to_string(),
+        first_name: Some(match &mentioned.username {
+            Some(user) => format!("@{user}"),
+            None => "Instagram mention".to_owned(),
+        }),
+        last_name: Some(String::new()),
+        thread_id: Some(mention.media_id.to_string()),
+        external_url: mentioned.permalink.filter(|link| {
+            url::Url::parse(link).is_ok_and(|u| {
+                u.scheme() == "https"
+                    && u.host_str()
+                        .is_some_and(|h| h == "instagram.com" || h.ends_with(".instagram.com"))
+            })
+        }),
+    };
+    Ok((envelope, vec![Step::Text(body)]))
 }

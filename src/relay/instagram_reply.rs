@@ -17,9 +17,10 @@
 
 use crate::config::{CommentReply, InstagramConfig};
 use crate::facebook::graph::{AttachmentType, Download, MessagingType, Recipient, Send};
+use crate::facebook::ids::InstagramId;
 use crate::facebook::ids::ObjectId;
 use crate::facebook::ids::UserId;
-use crate::facebook::ig_comment::InstagramComment;
+use crate::facebook::ig_comment::{InstagramComment, InstagramMention};
 use crate::model::ItemKind;
 use crate::motion::AgentFile;
 use crate::relay::instagram_login::{self, Calls, From};
@@ -122,6 +123,50 @@ pub(super) async fn send(
         }
     })
     .await
+}
+
+/// Answers the latest @mention of the account on `media`: a comment under the
+/// mentioning comment, or under the media for a mention in its caption.
+async fn answer_mention(
+    shared: &Shared,
+    calls: &Calls<'_>,
+    account: &InstagramConfig,
+    thread: &[(ItemKind, String, i64)],
+    media: &ObjectId,
+    text: &str,
+) -> Result<String, Failure> {
+    let account_id = account.id.get_ref();
+    let latest = thread.iter().find_map(|(kind, payload, _)| {
+        let change: serde_json::Value = serde_json::from_str(payload).ok()?;
+        (*kind == ItemKind::InstagramMention)
+            .then(|| InstagramMention::parse(&change["value"]).ok())
+            .flatten()
+    });
+    let Some(mention) = latest else {
+        return Err(Failure::refused(
+            Refusal::Policy,
+            format!(
+                "Not sent: fb-openchannel delivered no mention of this account on media {media}, so there is nothing to answer."
+            ),
+        ));
+    };
+    check_pause(shared, account_id, Feature::Comments)?;
+    let id = InstagramId::parse(account_id)
+        .map_err(|e| Failure::refused(Refusal::Broken, e.to_string()))?;
+    let created = calls
+        .graph
+        .reply_to_instagram_mention(
+            &calls.token,
+            &id,
+            &mention.media_id,
+            mention.comment_id.as_ref(),
+            text,
+        )
+        .await
+        .map_err(|e| graph_failure(shared, account_id, Feature::Comments, "comment", e))?;
+    shared.metrics.graph_call(account_id, "comment", "ok");
+    feature_works(shared, account_id, Feature::Comments);
+    Ok(created)
 }
 
 enum Step {
@@ -244,6 +289,13 @@ async fn answer_comment(
         .wall_thread(account_id.to_owned(), item.conversation.clone())
         .await
         .map_err(transient)?;
+    // A mention thread's contact is the media itself: the answer goes to the latest
+    // mention there (`POST /{ig-user-id}/mentions`).
+    if reply.recipient.as_str() == media.as_str() {
+        return answer_mention(shared, calls, account, &thread, media, &reply.text)
+            .await
+            .map(|id| vec![id]);
+    }
     // Newest first: the customer's latest comment in this media's thread, and when it came.
     let latest = thread.iter().find_map(|(kind, payload, at)| {
         let change: serde_json::Value = serde_json::from_str(payload).ok()?;

@@ -196,7 +196,7 @@ fn fate(shared: &Shared, item: &Item) -> NewState {
                     messenger::intake_state(item, page.standby == crate::config::Standby::Forward)
                 }
                 Ok(Parsed::Change { field, change, .. }) => feed::intake_state(field, change, page),
-                Ok(Parsed::InstagramComment(_)) => {
+                Ok(Parsed::InstagramComment(_) | Parsed::InstagramMention(_)) => {
                     unreachable!("only Instagram webhooks carry them")
                 }
                 Err(_) => unreachable!("handled above"),
@@ -212,8 +212,12 @@ fn fate(shared: &Shared, item: &Item) -> NewState {
             match &item.parsed {
                 Ok(Parsed::Messaging(_)) => instagram::intake_state(item),
                 Ok(Parsed::InstagramComment(c)) => instagram::comment_state(c, account),
+                Ok(Parsed::InstagramMention(_)) if !account.comments => {
+                    NewState::Skipped("comments = false for this Instagram account".into())
+                }
+                Ok(Parsed::InstagramMention(_)) => NewState::Pending,
                 Ok(Parsed::Change { field, .. }) => NewState::Skipped(format!(
-                    "Instagram change of field {field:?}: not handled by this version (mentions among them)"
+                    "Instagram change of field {field:?}: not handled by this version"
                 )),
                 Err(_) => unreachable!("handled above"),
             }
@@ -250,6 +254,8 @@ fn ids_of(item: &Item) -> Result<(), IdError> {
             }
             Ok(())
         }
+        // Parsed as ids already.
+        Ok(Parsed::InstagramMention(_)) => Ok(()),
         Ok(Parsed::InstagramComment(c)) => {
             Customer::parse(c.author_id().unwrap_or_default())?;
             for id in [Some(&c.id), Some(&c.media.id), c.parent_id.as_ref()]

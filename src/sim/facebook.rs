@@ -124,6 +124,9 @@ struct State {
     refreshes: Mutex<Vec<(String, String)>>,
     /// Instagram media id → its permalink.
     media: Mutex<HashMap<String, String>>,
+    /// Mentions Graph can tell about: comment or media id → what `mentioned_comment` /
+    /// `mentioned_media` answer.
+    mentions: Mutex<HashMap<String, Value>>,
     /// How attachments given by URL are fetched (as Meta's servers do): trusting the
     /// test CA once [`SimGraph::trust`] was called.
     url_client: Mutex<Option<reqwest::Client>>,
@@ -205,6 +208,17 @@ impl SimGraph {
             .build()
             .unwrap();
         *self.state.url_client.lock().unwrap() = Some(client);
+    }
+
+    /// A mention Graph tells about: `id` is the comment's (a mention in a comment) or
+    /// the media's (in a caption); `answer` what `mentioned_comment` / `mentioned_media`
+    /// give for it.
+    pub fn add_mention(&self, id: &str, answer: Value) {
+        self.state
+            .mentions
+            .lock()
+            .unwrap()
+            .insert(id.into(), answer);
     }
 
     /// An Instagram media item Graph knows, with its public link.
@@ -686,6 +700,46 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                 answer["instagram_business_account"] = json!({ "id": ig });
             }
             json_response(200, answer)
+        }
+        (&Method::GET, [_version, _account]) if query.starts_with("fields=mentioned_") => {
+            let fields: String = url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "fields")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            // mentioned_comment.comment_id(ID){…} or mentioned_media.media_id(ID){…}
+            let (edge, rest) = fields.split_once('.').unwrap_or_default();
+            let id = rest
+                .split_once('(')
+                .and_then(|(_, r)| r.split_once(')'))
+                .map(|(id, _)| id)
+                .unwrap_or_default();
+            match state.mentions.lock().unwrap().get(id) {
+                Some(answer) => json_response(200, json!({ edge: answer, "id": page })),
+                None => graph_error(
+                    400,
+                    100,
+                    None,
+                    "(#100) Comments are disabled for this media or it is not available",
+                ),
+            }
+        }
+        (&Method::POST, [_version, _account, "mentions"]) => {
+            let v: Value = serde_json::from_slice(req.body()).unwrap_or_default();
+            let (Some(media), Some(message)) = (v["media_id"].as_str(), v["message"].as_str())
+            else {
+                return graph_error(400, 100, None, "(#100) media_id and message are required");
+            };
+            let target = v["comment_id"].as_str().unwrap_or(media).to_owned();
+            let mut comments = state.comments.lock().unwrap();
+            let id = format!("{}", 18_100_000_000_000_000u64 + comments.len() as u64 + 1);
+            comments.push(SentComment {
+                object_id: target,
+                message: Some(message.to_owned()),
+                photo: None,
+                id: id.clone(),
+                received_at: std::time::Instant::now(),
+            });
+            json_response(200, json!({ "id": id }))
         }
         (&Method::GET, [_version, media]) if query == "fields=permalink" => {
             match state.media.lock().unwrap().get(*media) {

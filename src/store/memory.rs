@@ -43,7 +43,7 @@ impl Store {
         self.call(Access::Read, move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT kind, payload, event_ts FROM items
-                  WHERE kind IN ('wall_post', 'wall_comment', 'ig_comment') AND direction = 'in'
+                  WHERE kind IN ('wall_post', 'wall_comment', 'ig_comment', 'ig_mention') AND direction = 'in'
                     AND page_id = ?1 AND conversation = ?2
                   ORDER BY event_ts DESC, id DESC",
             )?;
@@ -65,7 +65,7 @@ impl Store {
         self.call(Access::Read, move |conn| {
             conn.prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM items
-                  WHERE kind IN ('wall_post', 'wall_comment', 'ig_comment') AND direction = 'in'
+                  WHERE kind IN ('wall_post', 'wall_comment', 'ig_comment', 'ig_mention') AND direction = 'in'
                     AND page_id = ?1 AND conversation = ?2)",
             )?
             .query_row(params![page_id, conversation], |r| r.get(0))

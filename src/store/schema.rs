@@ -285,6 +285,12 @@ CREATE TABLE instagram_tokens (
     last_error   TEXT
 );
 "#,
+    r#"
+-- Mentions of an Instagram account are threads too (one per media item mentioning it).
+DROP INDEX items_threads;
+CREATE INDEX items_threads ON items (page_id, conversation, event_ts)
+    WHERE kind IN ('wall_post', 'wall_comment', 'ig_comment', 'ig_mention');
+"#,
 ];
 
 /// Durability settings and schema migrations. Run once when the database is opened.

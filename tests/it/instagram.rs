@@ -814,3 +814,81 @@ async fn an_instagram_answer_that_fails_is_told_to_the_agent() {
     );
     bench.stop().await;
 }
+
+/// The account @mentioned elsewhere: each mention is a thread of its media in Motion
+/// with the words Graph gives (the webhook has ids only) and the media's link; words
+/// Graph will not give still make a notify saying so; the agent answers under the
+/// mention (`POST /{ig-user-id}/mentions`).
+#[tokio::test]
+async fn mentions_of_the_account_reach_motion_and_are_answered_in_place() {
+    let bench = Bench::start_with_instagram(IG_ACCOUNT).await;
+    let graph = &bench.peers.graph;
+    graph.add_mention(
+        "17894227972186120",
+        serde_json::json!({
+            "text": "@shop.example do you ship this to Lisbon?",
+            "timestamp": "2026-11-30T10:00:00+0000",
+            "media": {"id": "17918195224117851", "permalink": "https://www.instagram.com/p/DMsim1/"},
+            "id": "17894227972186120"
+        }),
+    );
+    bench
+        .deliver(&instagram_fixture("ig-mention-comment.json"))
+        .await;
+    // The caption mention's media went private: Graph will not tell.
+    bench
+        .deliver(&instagram_fixture("ig-mention-caption.json"))
+        .await;
+    // Facebook redelivers: nothing new.
+    bench
+        .deliver(&instagram_fixture("ig-mention-comment.json"))
+        .await;
+    let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    let first = &notes[0];
+    assert_eq!(first.account, "8");
+    assert_eq!(
+        first.notify.body,
+        "[mentioned you in a comment] @shop.example do you ship this to Lisbon?"
+    );
+    assert_eq!(
+        first.notify.from, "17918195224117851",
+        "the media is the thread's contact"
+    );
+    assert_eq!(first.notify.thread_id.as_deref(), Some("17918195224117851"));
+    assert_eq!(
+        first.notify.external_url.as_deref(),
+        Some("https://www.instagram.com/p/DMsim1/")
+    );
+    assert!(
+        notes[1]
+            .notify
+            .body
+            .starts_with("[mentioned you on Instagram; Instagram does not show the words:"),
+        "{}",
+        notes[1].notify.body
+    );
+
+    let mut answer = reply_body(7501, "17918195224117851", "Yes, we do!", None);
+    answer["Interaction"]["threadId"] = "17918195224117851".into();
+    let (status, body) = answer_ig(&bench, &answer).await;
+    assert_eq!(status, 200, "{body}");
+    let comments = graph.comments();
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert_eq!(
+        comments[0].object_id, "17894227972186120",
+        "under the mention"
+    );
+    assert_eq!(comments[0].message.as_deref(), Some("Yes, we do!"));
+    let call = graph
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/mentions"))
+        .unwrap();
+    assert!(
+        call.path.ends_with(&format!("/{IG_ACCOUNT}/mentions")),
+        "{}",
+        call.path
+    );
+    bench.stop().await;
+}
