@@ -221,6 +221,8 @@ pub struct Shared {
     pub permalinks: Mutex<HashMap<String, String>>,
     /// Agents' files offered to Meta by URL on the public listener.
     pub public_files: public_files::PublicFiles,
+    /// Poked by a reload: the subscription check takes its new interval at once.
+    pub subscription_wake: Notify,
 }
 
 impl Shared {
@@ -269,6 +271,7 @@ impl Shared {
             instagram_tokens: instagram_login::Tokens::default(),
             permalinks: Mutex::new(HashMap::new()),
             public_files: public_files::PublicFiles::default(),
+            subscription_wake: Notify::new(),
         })
     }
 
@@ -292,5 +295,6 @@ impl Shared {
         self.inbound_wake.notify_one();
         self.outbound_wake.notify_one();
         self.instagram_tokens.wake.notify_one();
+        self.subscription_wake.notify_one();
     }
 }

@@ -163,11 +163,14 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             // Off: look again after a while, in case a reload turns it on.
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(60)) => continue,
+                _ = shared.subscription_wake.notified() => continue,
                 _ = shutdown.changed() => return,
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            // A reload: start over with its interval (the check itself waits for it).
+            _ = shared.subscription_wake.notified() => continue,
             _ = shutdown.changed() => return,
         }
         let live = shared.live();
@@ -186,8 +189,32 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 }
             }
         }
+        // Instagram Login accounts subscribe themselves on graph.instagram.com: the
+        // subscription is renewed each time (an idempotent call), so one Meta dropped
+        // comes back within the hour.
+        for account in &live.config.instagram {
+            if let crate::config::InstagramLogin::Instagram { .. } =
+                live.config.instagram_login(account)
+            {
+                let id = account.id.get_ref();
+                let renewed = async {
+                    let calls = crate::relay::instagram_login::calls(&shared, &live, account)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    calls
+                        .graph
+                        .subscribe(&calls.token, &calls.from, &instagram_fields(account))
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                if let Err(e) = renewed.await {
+                    error!(instagram_id = %id, "cannot renew the webhook subscription of Instagram account {id}: {e}; run `fb-openchannel subscribe` and `fb-openchannel doctor`");
+                }
+            }
+        }
         info!(
             pages = live.config.pages.len(),
+            instagram = live.config.instagram.len(),
             "webhook subscriptions checked"
         );
     }

@@ -892,3 +892,34 @@ async fn mentions_of_the_account_reach_motion_and_are_answered_in_place() {
     );
     bench.stop().await;
 }
+
+/// Meta drops an Instagram Login account's webhook subscription: the daemon's periodic
+/// check subscribes it again on graph.instagram.com, with its own token.
+#[tokio::test]
+async fn a_dropped_instagram_login_subscription_comes_back() {
+    let (bench, instagram) = instagram_login_bench("").await;
+    instagram.unsubscribe(IG_ACCOUNT);
+    let path = bench.peers.dir.path().join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[facebook]\n",
+        "[facebook]\nsubscription_check = \"50ms\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    bench.daemon().reload(&path).await.unwrap();
+    crate::wait_until("the account is subscribed again", WAIT, || async {
+        instagram
+            .subscribed(IG_ACCOUNT)
+            .iter()
+            .any(|f| f == "messages")
+    })
+    .await;
+    assert!(
+        instagram
+            .subscribed(IG_ACCOUNT)
+            .iter()
+            .any(|f| f == "comments"),
+        "{:?}",
+        instagram.subscribed(IG_ACCOUNT)
+    );
+    bench.stop().await;
+}
