@@ -277,6 +277,16 @@ pub enum Standby {
     Ignore,
 }
 
+/// Whether something the customer did not write (a reply the Page sent from another
+/// tool, a reaction) reaches the interaction as a note, or is only recorded.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Notes {
+    #[default]
+    Note,
+    Ignore,
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum CommentReply {
@@ -314,6 +324,13 @@ pub struct PageConfig {
     /// (notify `mapKey`, and where a reply names its customer); default `[motion] map_key`.
     #[serde(default)]
     pub map_key: Option<String>,
+    /// Messages the Page sent to a customer from another tool (Meta Business Suite, the
+    /// Pages app): a note in the customer's interaction, or only recorded.
+    #[serde(default)]
+    pub outside_replies: Notes,
+    /// The customer's reactions to messages: a note quoting the message, or only recorded.
+    #[serde(default)]
+    pub reactions: Notes,
 }
 
 impl PageConfig {
@@ -358,6 +375,11 @@ pub struct InstagramConfig {
     pub comment_reply: CommentReply,
     #[serde(default)]
     pub human_agent_tag: bool,
+    /// As a page's: messages the account sent from the Instagram app, and reactions.
+    #[serde(default)]
+    pub outside_replies: Notes,
+    #[serde(default)]
+    pub reactions: Notes,
 }
 
 /// Where an Instagram account's token comes from.

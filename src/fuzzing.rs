@@ -60,8 +60,15 @@ pub fn webhook(data: &[u8]) {
                 if let Ok(customer) = Customer::parse(m.customer_id().unwrap_or_default()) {
                     assert_id_text(customer.as_str());
                 }
-                let _ = messenger::intake_state(item, true);
-                let _ = messenger::intake_state(item, false);
+                let _ = messenger::intake_state(item, messenger::Forward::ALL);
+                let _ = messenger::intake_state(
+                    item,
+                    messenger::Forward {
+                        standby: false,
+                        outside_replies: false,
+                        reactions: false,
+                    },
+                );
                 let context = messenger::Context {
                     referenced_text: Some("earlier text".into()),
                 };

@@ -222,6 +222,23 @@ async fn customer_plan(
 ) -> Result<(Envelope, Vec<Step>), Failure> {
     let event: Messaging = serde_json::from_str(&item.payload)
         .map_err(|e| Failure::permanent(format!("stored event does not parse: {e}")))?;
+    // The echo of one of our own sends whose id was stored after the echo came in: ours
+    // after all, nothing to show.
+    if matches!(
+        item.kind,
+        ItemKind::Messaging(crate::model::MessagingKind::Echo)
+            | ItemKind::Instagram(crate::model::MessagingKind::Echo)
+    ) && echo_is_ours(shared, live, &item.page_id, &event).await
+    {
+        let envelope = Envelope {
+            from: String::new(),
+            first_name: None,
+            last_name: None,
+            thread_id: None,
+            external_url: None,
+        };
+        return Ok((envelope, Vec::new()));
+    }
     let context = context_for(shared, &item.page_id, &event).await;
     let steps = match item.kind {
         ItemKind::Instagram(_) => instagram::plan(&event, &context),
@@ -266,6 +283,27 @@ async fn move_file(
 }
 
 /// Earlier texts an event refers to (the message replied to, edited or deleted).
+/// Whether an echo is of a message we sent: its id among our sends, or our app's id on it.
+async fn echo_is_ours(shared: &Shared, live: &Live, page_id: &str, event: &Messaging) -> bool {
+    let app_is_ours = match (
+        &live.config.facebook.app_id,
+        event.message.as_ref().and_then(|m| m.app_id.as_ref()),
+    ) {
+        (Some(ours), Some(theirs)) => ours.get_ref() == &theirs.to_string(),
+        _ => false,
+    };
+    app_is_ours
+        || messenger::marked_ours(event)
+        || shared
+            .store
+            .is_our_send(
+                page_id.to_owned(),
+                event.mid().unwrap_or_default().to_owned(),
+            )
+            .await
+            .unwrap_or(false)
+}
+
 async fn context_for(shared: &Shared, page_id: &str, event: &Messaging) -> Context {
     let Some(mid) = messenger::referenced_mid(event) else {
         return Context::default();
@@ -276,9 +314,20 @@ async fn context_for(shared: &Shared, page_id: &str, event: &Messaging) -> Conte
         .await
         .ok()
         .flatten();
-    Context {
-        referenced_text: payload.as_deref().and_then(messenger::text_of),
-    }
+    let referenced_text = match payload.as_deref().and_then(messenger::text_of) {
+        Some(text) => Some(text),
+        // A reaction to, or a reply quoting, an agent's answer: the reply we sent.
+        None => shared
+            .store
+            .sent_payload(page_id.to_owned(), mid.to_owned())
+            .await
+            .ok()
+            .flatten()
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+            .and_then(|v| v["text"].as_str().map(str::to_owned))
+            .filter(|t| !t.trim().is_empty()),
+    };
+    Context { referenced_text }
 }
 
 /// The customer's name: cached, else asked of Graph, else a stable readable fallback.

@@ -26,10 +26,13 @@ use crate::relay::outcome::Failure;
 use crate::relay::{Live, Shared};
 use crate::store::NewState;
 
+/// Note put before a message the account sent from the Instagram app or another tool.
+pub const OUTSIDE_REPLY: &str = "[sent by the account outside Motion]";
+
 /// Whether an Instagram item is queued for Motion, and if not, why: Messenger's rules
 /// (standby customer messages forwarded, as a page does by default: losing them would be
 /// worse), with Instagram's own cases.
-pub fn intake_state(item: &Item) -> NewState {
+pub fn intake_state(item: &Item, forward: messenger::Forward) -> NewState {
     let m = match &item.parsed {
         Ok(Parsed::Messaging(m)) => m,
         _ => unreachable!("only messaging items reach the Instagram decision"),
@@ -42,19 +45,23 @@ pub fn intake_state(item: &Item) -> NewState {
         }
         // A tap-to-react on the account's story comes as a message with a
         // `reply_to.story` and nothing else.
-        MessagingKind::Message => match messenger::intake_state(item, true) {
+        MessagingKind::Message => match messenger::intake_state(item, forward) {
             NewState::Skipped(_) => {
                 skip("message without text or attachment (a reaction to a story?)")
             }
             state => state,
         },
-        MessagingKind::Echo => {
-            skip("echo of a message the account sent (ours, or from another tool)")
-        }
+        // Instagram echoes carry no metadata: our sent ids tell ours (see `intake`).
+        MessagingKind::Echo => match messenger::intake_state(item, forward) {
+            NewState::Skipped(_) => {
+                skip("echo of a message the account sent (ours, or from another tool)")
+            }
+            state => state,
+        },
         MessagingKind::Referral => {
             skip("referral: the customer opened the conversation from an ig.me link or an ad")
         }
-        _ => messenger::intake_state(item, true),
+        _ => messenger::intake_state(item, forward),
     }
 }
 
@@ -63,6 +70,15 @@ pub fn intake_state(item: &Item) -> NewState {
 pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
     let mut steps = Vec::new();
     match m.kind() {
+        MessagingKind::Echo => {
+            let mut as_message = m.clone();
+            if let Some(msg) = as_message.message.as_mut() {
+                msg.is_echo = false;
+            }
+            steps = plan(&as_message, context);
+            messenger::outside_reply(&mut steps, OUTSIDE_REPLY);
+        }
+        MessagingKind::Reaction => steps.push(Step::Text(messenger::reaction_note(m, context))),
         MessagingKind::Message => {
             let msg = m.message.as_ref().expect("kind Message has a message");
             let text = msg.text.as_deref().filter(|t| !t.trim().is_empty());

@@ -4,6 +4,7 @@
 
 use tracing::{debug, info, warn};
 
+use crate::config::Notes;
 use crate::facebook::ids::{IdError, ObjectId};
 use crate::facebook::webhook::{self, Item, Parsed, Source, WebhookObject};
 use crate::metrics::{EventLabels, PageLabels};
@@ -147,10 +148,14 @@ async fn sort_echo(shared: &Shared, item: &Item, new: &mut NewItem) {
         .and_then(|msg| msg.app_id.as_ref())
         .map(|a| format!(" by app {a}"))
         .unwrap_or_default();
+    let what = match new.state {
+        NewState::Pending => "forwarded to Motion as a note in the customer's interaction",
+        _ => "recorded only (outside_replies = \"ignore\", or nothing to show)",
+    };
     info!(
         page_id = %item.page_id,
         conversation = %new.conversation,
-        "the Page sent a message to this customer from another tool{app} (Page Inbox, the Pages app…); not forwarded to Motion as a customer message"
+        "the account sent a message to this customer from another tool{app} (Meta Business Suite, the Pages or Instagram app…); {what}"
     );
 }
 
@@ -170,10 +175,11 @@ fn to_new_item(shared: &Shared, item: &Item) -> NewItem {
 /// Whether `new` is the echo of a message the Page sent without our metadata, recorded
 /// for a configured page: ours or another tool's, our sent ids decide ([`sort_echo`]).
 fn echo_to_sort(shared: &Shared, item: &Item, new: &NewItem) -> bool {
-    new.kind == ItemKind::Messaging(MessagingKind::Echo)
-        && matches!(new.state, NewState::Skipped(_))
-        && item.object == WebhookObject::Page
-        && shared.live().page(&item.page_id).is_some()
+    matches!(
+        new.kind,
+        ItemKind::Messaging(MessagingKind::Echo) | ItemKind::Instagram(MessagingKind::Echo)
+    ) && !matches!(new.state, NewState::Failed(_))
+        && shared.live().config.knows_account(&item.page_id)
         && matches!(&item.parsed, Ok(Parsed::Messaging(m)) if !messenger::marked_ours(m))
 }
 
@@ -192,9 +198,14 @@ fn fate(shared: &Shared, item: &Item) -> NewState {
                 ));
             };
             match &item.parsed {
-                Ok(Parsed::Messaging(_)) => {
-                    messenger::intake_state(item, page.standby == crate::config::Standby::Forward)
-                }
+                Ok(Parsed::Messaging(_)) => messenger::intake_state(
+                    item,
+                    messenger::Forward {
+                        standby: page.standby == crate::config::Standby::Forward,
+                        outside_replies: page.outside_replies == Notes::Note,
+                        reactions: page.reactions == Notes::Note,
+                    },
+                ),
                 Ok(Parsed::Change { field, change, .. }) => feed::intake_state(field, change, page),
                 Ok(Parsed::InstagramComment(_) | Parsed::InstagramMention(_)) => {
                     unreachable!("only Instagram webhooks carry them")
@@ -210,7 +221,14 @@ fn fate(shared: &Shared, item: &Item) -> NewState {
                 ));
             };
             match &item.parsed {
-                Ok(Parsed::Messaging(_)) => instagram::intake_state(item),
+                Ok(Parsed::Messaging(_)) => instagram::intake_state(
+                    item,
+                    messenger::Forward {
+                        standby: true,
+                        outside_replies: account.outside_replies == Notes::Note,
+                        reactions: account.reactions == Notes::Note,
+                    },
+                ),
                 Ok(Parsed::InstagramComment(c)) => instagram::comment_state(c, account),
                 Ok(Parsed::InstagramMention(_)) if !account.comments => {
                     NewState::Skipped("comments = false for this Instagram account".into())

@@ -34,10 +34,34 @@ pub fn marked_ours(m: &Messaging) -> bool {
         .is_some_and(|md| md.starts_with(OUR_METADATA))
 }
 
+/// What an account's config forwards beyond the customer's own messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Forward {
+    /// Customer messages that come as standby (another app owns the conversation).
+    pub standby: bool,
+    /// Messages the Page sent from another tool, as notes.
+    pub outside_replies: bool,
+    /// The customer's reactions, as notes.
+    pub reactions: bool,
+}
+
+impl Forward {
+    /// Everything (the defaults).
+    pub const ALL: Forward = Forward {
+        standby: true,
+        outside_replies: true,
+        reactions: true,
+    };
+}
+
+/// Note put before a message the Page sent from another tool.
+pub const OUTSIDE_REPLY: &str = "[sent by the Page outside Motion]";
+
 /// Whether a Messenger item is queued for Motion, and if not, why. A customer's message
 /// that came as standby (another app owns the conversation) is queued when
-/// `forward_standby`: losing it would be worse (see `routing`).
-pub fn intake_state(item: &Item, forward_standby: bool) -> NewState {
+/// `forward.standby`: losing it would be worse (see `routing`).
+pub fn intake_state(item: &Item, forward: Forward) -> NewState {
+    let forward_standby = forward.standby;
     let m = match &item.parsed {
         Ok(Parsed::Messaging(m)) => m,
         _ => unreachable!("only messaging items reach the Messenger decision"),
@@ -63,11 +87,16 @@ pub fn intake_state(item: &Item, forward_standby: bool) -> NewState {
         MessagingKind::Echo => {
             if marked_ours(m) {
                 skip(ECHO_OURS)
+            } else if m.customer_id() == Some(item.page_id.as_str()) {
+                skip("echo addressed to the account itself: no customer to show it to")
+            } else if forward.outside_replies && has_content(m) {
+                NewState::Pending
             } else {
                 skip(ECHO_OTHER)
             }
         }
-        MessagingKind::Reaction => skip("reaction: not forwarded (carries no customer text)"),
+        MessagingKind::Reaction if forward.reactions => NewState::Pending,
+        MessagingKind::Reaction => skip("reaction: reactions = \"ignore\" for this account"),
         MessagingKind::Referral => {
             skip("referral: the customer opened the conversation from a link or ad")
         }
@@ -77,6 +106,13 @@ pub fn intake_state(item: &Item, forward_standby: bool) -> NewState {
         MessagingKind::Handover => skip("handover: thread control changed between apps"),
         MessagingKind::Unknown => skip("unknown event kind (kept for a later version)"),
     }
+}
+
+/// Whether a message (or an echo) has text or an attachment.
+fn has_content(m: &Messaging) -> bool {
+    m.message.as_ref().is_some_and(|msg| {
+        msg.text.as_deref().is_some_and(|t| !t.trim().is_empty()) || !msg.attachments.is_empty()
+    })
 }
 
 /// Whether an event is the customer writing (what reaches Motion), as opposed to
@@ -117,6 +153,15 @@ pub struct Context {
 pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
     let mut steps = Vec::new();
     match m.kind() {
+        MessagingKind::Echo => {
+            let mut as_message = m.clone();
+            if let Some(msg) = as_message.message.as_mut() {
+                msg.is_echo = false;
+            }
+            steps = plan(&as_message, context);
+            outside_reply(&mut steps, OUTSIDE_REPLY);
+        }
+        MessagingKind::Reaction => steps.push(Step::Text(reaction_note(m, context))),
         MessagingKind::Message => {
             let msg = m.message.as_ref().expect("kind Message has a message");
             if let Some(text) = msg.text.as_deref().filter(|t| !t.trim().is_empty()) {
@@ -222,11 +267,43 @@ pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
     steps
 }
 
+/// Marks the steps of a message the account sent from another tool: the note opens the
+/// first text, or comes alone before the files.
+pub(super) fn outside_reply(steps: &mut Vec<Step>, note: &str) {
+    match steps.first_mut() {
+        Some(Step::Text(text)) => *text = format!("{note} {text}"),
+        _ => steps.insert(0, Step::Text(note.to_owned())),
+    }
+}
+
+/// `[reacted 😢 to: "…"]`, or `[removed the reaction 😢 from: "…"]`, quoting the message
+/// reacted to when it came or went through here.
+pub(super) fn reaction_note(m: &Messaging, context: &Context) -> String {
+    let r = m.reaction.as_ref();
+    let emoji = r
+        .and_then(|r| r.emoji.as_deref().or(r.reaction.as_deref()))
+        .filter(|e| !e.trim().is_empty())
+        .unwrap_or("a reaction");
+    let removed = r.and_then(|r| r.action.as_deref()) == Some("unreact");
+    let target = match &context.referenced_text {
+        Some(text) => format!("\"{}\"", clip(text).replace('\n', " ")),
+        None => "an earlier message".to_owned(),
+    };
+    if removed {
+        format!("[removed the reaction {emoji} from: {target}]")
+    } else {
+        format!("[reacted {emoji} to: {target}]")
+    }
+}
+
 /// The message id whose text [`Context::referenced_text`] should hold, if any.
 pub fn referenced_mid(m: &Messaging) -> Option<&str> {
     match m.kind() {
-        MessagingKind::Message => m.message.as_ref()?.reply_to.as_ref()?.mid.as_deref(),
+        MessagingKind::Message | MessagingKind::Echo => {
+            m.message.as_ref()?.reply_to.as_ref()?.mid.as_deref()
+        }
         MessagingKind::Deleted | MessagingKind::Edit => m.mid(),
+        MessagingKind::Reaction => m.reaction.as_ref()?.mid.as_deref(),
         _ => None,
     }
 }

@@ -117,6 +117,24 @@ impl Store {
         .await
     }
 
+    /// The payload of the reply item that sent `message_id` (an agent's answer), if we
+    /// sent it.
+    pub async fn sent_payload(
+        &self,
+        page_id: String,
+        message_id: String,
+    ) -> Result<Option<String>, StoreError> {
+        self.call(Access::Read, move |conn| {
+            conn.prepare_cached(
+                "SELECT items.payload FROM sent_messages JOIN items ON items.id = sent_messages.item_id
+                  WHERE sent_messages.page_id = ?1 AND sent_messages.message_id = ?2",
+            )?
+            .query_row(params![page_id, message_id], |r| r.get(0))
+            .optional()
+        })
+        .await
+    }
+
     /// Whether `message_id` is one we sent for `page_id`.
     pub async fn is_our_send(
         &self,

@@ -38,8 +38,12 @@ const FIXTURES: &[(&str, &[&str])] = &[
     ),
     ("ig-postback.json", &["Track my order"]),
     ("ig-unsent.json", &["[the customer unsent a message]"]),
-    ("ig-echo.json", &[]),
-    ("ig-reaction.json", &[]),
+    // Sent from the Instagram app, not through fb-openchannel: a note.
+    (
+        "ig-echo.json",
+        &["[sent by the account outside Motion] Yes, we do!"],
+    ),
+    ("ig-reaction.json", &["[reacted ❤️ to: an earlier message]"]),
 ];
 
 #[tokio::test]

@@ -60,6 +60,8 @@ const FIXTURES: &[(&str, &str, &[&str])] = &[
     ("messenger-standby-echo-restfb.json", PAGE_A, &[]),
     ("messenger-read-restfb.json", PAGE_A, &[]),
     ("messenger-delivery-restfb.json", PAGE_A, &[]),
+    // A reaction is a note now, but this sample's sender is the text "USER_ID": not an
+    // id, so kept as failed, never delivered (see `replies` for a real one).
     ("messenger-reaction-restfb.json", PAGE_B, &[]),
     ("messenger-referral-restfb.json", PAGE_A, &[]),
     ("messenger-pass-thread-control-restfb.json", PAGE_B, &[]),
@@ -78,7 +80,9 @@ async fn every_messenger_fixture_gives_the_documented_notifies() {
             let items = bench.items().await;
             assert!(!items.is_empty(), "{name}: the event must be recorded");
             assert!(
-                items.iter().all(|i| i.state == ItemState::Skipped),
+                items
+                    .iter()
+                    .all(|i| matches!(i.state, ItemState::Skipped | ItemState::Failed)),
                 "{name}: {items:?}"
             );
             // Proof of silence: a later message of the same customer arrives alone.

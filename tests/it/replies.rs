@@ -331,12 +331,20 @@ async fn a_4500_character_reply_becomes_three_ordered_messages() {
     bench.stop().await;
 }
 
+/// Our own sends' echoes never come back; a message the Page sent from another tool
+/// (Meta Business Suite, the Pages app) reaches the customer's interaction as a note,
+/// marked as such — never as if the customer wrote it; the customer's reaction to the
+/// agent's message is a note quoting it, added and removed.
 #[tokio::test]
-async fn echoes_of_our_sends_are_dropped_and_echoes_from_other_tools_are_not_forwarded() {
+async fn echoes_from_other_tools_and_reactions_are_notes_and_our_echoes_are_dropped() {
     let bench = Bench::start().await;
     customer_wrote(&bench, PSID, HOUR).await;
     bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
-    let (status, _) = agent(&bench, reply_body(9500, PSID, "From the agent", None)).await;
+    let (status, _) = agent(
+        &bench,
+        reply_body(9500, PSID, "Your parcel ships today", None),
+    )
+    .await;
     assert_eq!(status, 200);
     let sent = bench.peers.graph.sent()[0].clone();
     assert!(
@@ -352,9 +360,37 @@ async fn echoes_of_our_sends_are_dropped_and_echoes_from_other_tools_are_not_for
     let mut other = sent.clone();
     other.metadata = Some("DEVELOPER_DEFINED_METADATA_STRING".into());
     other.message_id = "m_from_phone".into();
+    other.text = Some("Sent from my phone".into());
     bench
         .deliver(&bench.peers.graph.echo_of(&other, now_ms()))
         .await;
+    let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    assert_eq!(
+        notes[1].notify.body,
+        "[sent by the Page outside Motion] Sent from my phone"
+    );
+    assert_eq!(notes[1].notify.from, PSID, "in the customer's interaction");
+
+    // The customer reacts to the agent's message, then takes it back.
+    for (action, ts) in [("react", now_ms()), ("unreact", now_ms() + 1)] {
+        let reaction = serde_json::json!({
+            "object": "page",
+            "entry": [{"id": PAGE_A, "time": ts, "messaging": [{
+                "sender": {"id": PSID}, "recipient": {"id": PAGE_A}, "timestamp": ts,
+                "reaction": {"mid": sent.message_id, "action": action, "emoji": "❤", "reaction": "love"}
+            }]}]
+        });
+        bench.deliver(&reaction.to_string()).await;
+    }
+    let notes = bench.motion().wait_for_notifies(4, WAIT).await.unwrap();
+    assert_eq!(
+        notes[2].notify.body,
+        "[reacted ❤ to: \"Your parcel ships today\"]"
+    );
+    assert_eq!(
+        notes[3].notify.body,
+        "[removed the reaction ❤ from: \"Your parcel ships today\"]"
+    );
 
     let items = bench.items().await;
     let echoes: Vec<_> = items
@@ -366,16 +402,58 @@ async fn echoes_of_our_sends_are_dropped_and_echoes_from_other_tools_are_not_for
         echoes[0].last_error.as_deref(),
         Some("echo of a reply fb-openchannel sent")
     );
-    assert_eq!(
-        echoes[1].last_error.as_deref(),
-        Some("echo of a message the Page sent from another tool")
-    );
-    assert!(echoes.iter().all(|e| e.state == ItemState::Skipped));
-    // Proof that nothing was forwarded: the next customer message is Motion's second notify.
+    assert_eq!(echoes[0].state, ItemState::Skipped);
+    assert_eq!(echoes[1].state, ItemState::Done);
+    // Proof that our own echo was not forwarded: the next customer message is the fifth.
     customer_wrote(&bench, PSID, 0).await;
-    let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
-    assert_eq!(notes.len(), 2);
-    assert_eq!(notes[1].notify.body, "hello?");
+    let notes = bench.motion().wait_for_notifies(5, WAIT).await.unwrap();
+    assert_eq!(notes.len(), 5);
+    assert_eq!(notes[4].notify.body, "hello?");
+    bench.stop().await;
+}
+
+/// With `outside_replies` and `reactions` set to "ignore", neither reaches Motion.
+#[tokio::test]
+async fn outside_replies_and_reactions_set_to_ignore_are_recorded_only() {
+    let bench = Bench::start_edited(|t| {
+        t.replacen(
+            &format!("reply_token = \"{REPLY_TOKEN_A}\"\n"),
+            &format!(
+                "reply_token = \"{REPLY_TOKEN_A}\"\noutside_replies = \"ignore\"\nreactions = \"ignore\"\n"
+            ),
+            1,
+        )
+    })
+    .await;
+    let ts = now_ms();
+    let echo = serde_json::json!({
+        "object": "page",
+        "entry": [{"id": PAGE_A, "time": ts, "messaging": [{
+            "sender": {"id": PAGE_A}, "recipient": {"id": PSID}, "timestamp": ts,
+            "message": {"mid": "m_phone_2", "text": "From the phone", "is_echo": true, "app_id": 263902037430900u64}
+        }]}]
+    });
+    let reaction = serde_json::json!({
+        "object": "page",
+        "entry": [{"id": PAGE_A, "time": ts, "messaging": [{
+            "sender": {"id": PSID}, "recipient": {"id": PAGE_A}, "timestamp": ts,
+            "reaction": {"mid": "m_phone_2", "action": "react", "emoji": "👍", "reaction": "like"}
+        }]}]
+    });
+    bench.deliver(&echo.to_string()).await;
+    bench.deliver(&reaction.to_string()).await;
+    customer_wrote(&bench, PSID, 0).await;
+    let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0].notify.body, "hello?");
+    let items = bench.items().await;
+    assert!(
+        items
+            .iter()
+            .filter(|i| i.kind != ItemKind::Messaging(MessagingKind::Message))
+            .all(|i| i.state == ItemState::Skipped),
+        "{items:?}"
+    );
     bench.stop().await;
 }
 
