@@ -392,6 +392,15 @@ impl GraphClient {
         self.fields_of(token, psid, "first_name,last_name").await
     }
 
+    /// `GET /{psid}?fields=name`: asked when Facebook refuses first and last names.
+    pub async fn profile_name(
+        &self,
+        token: &Secret,
+        psid: &UserId,
+    ) -> Result<GraphProfile, GraphError> {
+        self.fields_of(token, psid, "name").await
+    }
+
     /// `GET /{igsid}?fields=name,username`: Instagram's User Profile API, asked with the
     /// linked Page's token. Refused until the customer has written to the account.
     pub async fn instagram_profile(

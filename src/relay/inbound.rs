@@ -380,17 +380,7 @@ async fn customer_name(
     // The names Graph gives, `None` when it gives none; what a refusal probably means.
     let (lookup, conversation, fallback, refused) = match account {
         Account::Page(page) => (
-            live.graph
-                .profile(page.access_token.get_ref(), id)
-                .await
-                .map(|p| {
-                    (p.first_name.is_some() || p.last_name.is_some()).then(|| {
-                        (
-                            p.first_name.unwrap_or_default(),
-                            p.last_name.unwrap_or_default(),
-                        )
-                    })
-                }),
+            messenger_names(live, page.access_token.get_ref(), id).await,
             ConversationKey::customer(id.as_str()),
             "Facebook",
             "the Page may lack Advanced Access to pages_messaging / profile",
@@ -453,15 +443,52 @@ async fn customer_name(
 
 /// An Instagram customer's name for Motion's first and last name: their display name cut
 /// at its first space, else their `@username`.
-fn instagram_names(p: crate::facebook::graph::GraphProfile) -> Option<(String, String)> {
-    match (p.name.filter(|n| !n.trim().is_empty()), p.username) {
-        (Some(name), _) => {
-            let name = name.trim();
-            Some(match name.split_once(char::is_whitespace) {
-                Some((first, last)) => (first.to_owned(), last.trim().to_owned()),
-                None => (name.to_owned(), String::new()),
-            })
+/// A Messenger customer's first and last names; when Facebook refuses them (no access to
+/// them for this Page) but gives `name`, that split at its first space.
+async fn messenger_names(
+    live: &Live,
+    token: &crate::config::Secret,
+    id: &crate::facebook::ids::UserId,
+) -> Result<Option<(String, String)>, crate::facebook::graph::GraphError> {
+    match live.graph.profile(token, id).await {
+        Ok(p) if p.first_name.is_some() || p.last_name.is_some() => Ok(Some((
+            p.first_name.unwrap_or_default(),
+            p.last_name.unwrap_or_default(),
+        ))),
+        Ok(p) => Ok(p.name.as_deref().and_then(split_name)),
+        Err(e)
+            if matches!(
+                e.disposition,
+                Disposition::MissingPermission | Disposition::Permanent
+            ) =>
+        {
+            match live.graph.profile_name(token, id).await {
+                Ok(p) => match p.name.as_deref().and_then(split_name) {
+                    Some(names) => Ok(Some(names)),
+                    None => Err(e),
+                },
+                Err(_) => Err(e),
+            }
         }
+        Err(e) => Err(e),
+    }
+}
+
+/// `"Ada King Lovelace"` → `("Ada", "King Lovelace")`; a single word is the first name.
+fn split_name(name: &str) -> Option<(String, String)> {
+    let name = name.trim();
+    if name.is_empty() {
+        return None;
+    }
+    Some(match name.split_once(char::is_whitespace) {
+        Some((first, last)) => (first.to_owned(), last.trim().to_owned()),
+        None => (name.to_owned(), String::new()),
+    })
+}
+
+fn instagram_names(p: crate::facebook::graph::GraphProfile) -> Option<(String, String)> {
+    match (p.name.as_deref().and_then(split_name), p.username) {
+        (Some(names), _) => Some(names),
         (None, Some(username)) if !username.is_empty() => {
             Some((format!("@{username}"), String::new()))
         }

@@ -95,6 +95,8 @@ struct State {
     instagram_profiles: Mutex<HashMap<String, (Option<String>, String)>>,
     /// Answer profile lookups with Facebook's "missing permission" error.
     refuse_profiles: Mutex<bool>,
+    /// Refuse first and last names, but give `name` (a Page without access to them).
+    names_only: Mutex<bool>,
     files: Mutex<HashMap<String, (String, Bytes)>>,
     /// CDN names answered with a redirect to this location.
     redirects: Mutex<HashMap<String, String>>,
@@ -321,6 +323,11 @@ impl SimGraph {
             .lock()
             .unwrap()
             .insert(igsid.into(), (name.map(str::to_owned), username.into()));
+    }
+
+    /// Facebook refuses first and last names but gives `name`.
+    pub fn give_names_only(&self, only: bool) {
+        *self.state.names_only.lock().unwrap() = only;
     }
 
     pub fn refuse_profiles(&self, refuse: bool) {
@@ -782,7 +789,17 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                 }
                 return json_response(200, answer);
             }
+            let names_only = *state.names_only.lock().unwrap();
             match state.profiles.lock().unwrap().get(*psid) {
+                Some((first, last)) if names_only && query == "fields=name" => {
+                    json_response(200, json!({"name": format!("{first} {last}"), "id": psid}))
+                }
+                Some(_) if names_only => graph_error(
+                    400,
+                    100,
+                    Some(33),
+                    "Unsupported get request. Object does not exist, cannot be loaded due to missing permissions, or does not support this operation.",
+                ),
                 Some((first, last)) => json_response(
                     200,
                     json!({"first_name": first, "last_name": last, "id": psid}),

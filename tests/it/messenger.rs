@@ -247,8 +247,8 @@ async fn a_refused_name_lookup_gives_a_stable_readable_name() {
         .filter(|r| r.path.ends_with("/555000111"))
         .count();
     assert_eq!(
-        lookups, 1,
-        "a refusal is cached, not asked for every message"
+        lookups, 2,
+        "first and last names, then `name`; the refusal is cached, not asked for every message"
     );
     let auth = bench.peers.graph.requests()[0]
         .authorization
@@ -263,6 +263,25 @@ async fn a_refused_name_lookup_gives_a_stable_readable_name() {
         !bench.peers.graph.requests()[0].query.contains(TOKEN_A),
         "never in the URL"
     );
+    bench.stop().await;
+}
+
+/// Facebook refuses first and last names but gives `name`: it is split at its first
+/// space, before any made-up name.
+#[tokio::test]
+async fn a_name_given_whole_is_split_into_first_and_last() {
+    let bench = Bench::start().await;
+    bench.peers.graph.give_names_only(true);
+    bench
+        .peers
+        .graph
+        .add_profile("555000222", "Ada", "King Lovelace");
+    bench
+        .deliver(&messenger_text(PAGE_A, "555000222", "m1", 1, "hi"))
+        .await;
+    let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    assert_eq!(notes[0].notify.first_name.as_deref(), Some("Ada"));
+    assert_eq!(notes[0].notify.last_name.as_deref(), Some("King Lovelace"));
     bench.stop().await;
 }
 
