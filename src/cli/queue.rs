@@ -302,6 +302,21 @@ fn show(
     if let Some(result) = &d.result {
         println!("  result     {result}");
     }
+    let seen = |up_to: Option<i64>| match up_to {
+        None => "none recorded".to_owned(),
+        Some(at) if r.direction == Direction::Outbound && at >= d.event_ts => {
+            format!("up to {} UTC (after this reply)", timestamp(at))
+        }
+        Some(at) if r.direction == Direction::Outbound => {
+            format!("up to {} UTC (not this reply yet)", timestamp(at))
+        }
+        Some(at) => format!("up to {} UTC", timestamp(at)),
+    };
+    println!(
+        "  customer   read {}; delivered {}",
+        seen(d.receipts.read_up_to),
+        seen(d.receipts.delivered_up_to)
+    );
     println!("  attempts   {}", r.attempts);
     for a in &d.attempt_history {
         println!(

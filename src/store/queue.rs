@@ -194,6 +194,51 @@ pub struct Detail {
     pub payload: String,
     pub result: Option<String>,
     pub attempt_history: Vec<Attempt>,
+    /// The conversation's latest read and delivery receipts (receipts are recorded, not
+    /// sent to Motion): did the customer see it?
+    pub receipts: Receipts,
+}
+
+/// A conversation's latest receipts, as the customer's app reported them.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Receipts {
+    /// Everything sent before this time (ms) was read; for Instagram, the time of the
+    /// receipt (it names a message, not a time).
+    pub read_up_to: Option<i64>,
+    /// Everything sent before this time (ms) reached the customer's device.
+    pub delivered_up_to: Option<i64>,
+}
+
+/// The latest read and delivery receipts of a conversation.
+pub fn receipts(
+    conn: &Connection,
+    page_id: &str,
+    conversation: &ConversationKey,
+) -> rusqlite::Result<Receipts> {
+    let latest = |kinds: &str, field: &str| -> rusqlite::Result<Option<i64>> {
+        let found: Option<(String, i64)> = conn
+            .query_row(
+                &format!(
+                    "SELECT payload, event_ts FROM items
+                      WHERE page_id = ?1 AND conversation = ?2 AND direction = 'in'
+                        AND kind IN ({kinds})
+                      ORDER BY event_ts DESC, id DESC LIMIT 1"
+                ),
+                params![page_id, conversation],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(found.map(|(payload, at)| {
+            serde_json::from_str::<serde_json::Value>(&payload)
+                .ok()
+                .and_then(|v| v[field]["watermark"].as_i64())
+                .unwrap_or(at)
+        }))
+    };
+    Ok(Receipts {
+        read_up_to: latest("'read', 'ig_read'", "read")?,
+        delivered_up_to: latest("'delivery', 'ig_delivery'", "delivery")?,
+    })
 }
 
 pub fn show(conn: &Connection, id: i64) -> rusqlite::Result<Option<Detail>> {
@@ -219,7 +264,9 @@ pub fn show(conn: &Connection, id: i64) -> rusqlite::Result<Option<Detail>> {
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let receipts = receipts(conn, &row.page_id, &row.conversation)?;
     Ok(Some(Detail {
+        receipts,
         row,
         dedup_key,
         event_ts,

@@ -569,11 +569,18 @@ async fn queue_retry_while_the_daemon_runs_delivers_once_and_drop_removes() {
     let (_, shown, _) = cli(&["queue", "show", "2", "--config", &config]);
     assert!(shown.contains("my token is ********"), "{shown}");
     assert!(!shown.contains(TOKEN_A), "{shown}");
+    // Read receipts stay out of Motion, but `queue show` tells whether the customer saw
+    // the conversation.
+    bench.deliver(&fixture("messenger-read-restfb.json")).await;
     let (_, shown, _) = cli(&["queue", "show", "1", "--config", &config]);
     assert!(
         shown.contains("failed")
             && shown.contains("retried-by-operator")
             && shown.contains("delivered"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("customer   read up to 2016-03-22 17:47:36 UTC; delivered none recorded"),
         "{shown}"
     );
 
