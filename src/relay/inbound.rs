@@ -240,10 +240,13 @@ async fn customer_plan(
         return Ok((envelope, Vec::new()));
     }
     let context = context_for(shared, &item.page_id, &event).await;
-    let steps = match item.kind {
+    let mut steps = match item.kind {
         ItemKind::Instagram(_) => instagram::plan(&event, &context),
         _ => messenger::plan(&event, &context),
     };
+    if let Some(line) = referral_for(shared, item, &event).await {
+        messenger::first_line(&mut steps, &line);
+    }
     let customer = Customer::parse(event.customer_id().unwrap_or_default())
         .map_err(|e| Failure::permanent(format!("the event is not deliverable: {e}")))?;
     let profile = customer_name(shared, live, account, &customer).await;
@@ -283,6 +286,37 @@ async fn move_file(
 }
 
 /// Earlier texts an event refers to (the message replied to, edited or deleted).
+/// Where the customer came from, for their message or button: a referral in the event
+/// itself (an ad's first message, "Get Started" with a `ref`), else the latest referral
+/// event of the conversation since their previous message.
+async fn referral_for(shared: &Shared, item: &Item, event: &Messaging) -> Option<String> {
+    use crate::model::MessagingKind as K;
+    if !matches!(event.kind(), K::Message | K::Postback) {
+        return None;
+    }
+    let raw: serde_json::Value = serde_json::from_str(&item.payload).ok()?;
+    let inline = [&raw["message"]["referral"], &raw["postback"]["referral"]]
+        .into_iter()
+        .find(|r| r.is_object())
+        .cloned();
+    let referral = match inline {
+        Some(r) => r,
+        None => {
+            let stored = shared
+                .store
+                .referral_before(
+                    item.page_id.clone(),
+                    item.conversation.clone(),
+                    item.event_ts,
+                )
+                .await
+                .ok()??;
+            serde_json::from_str::<serde_json::Value>(&stored).ok()?["referral"].clone()
+        }
+    };
+    messenger::referral_line(&referral)
+}
+
 /// Whether an echo is of a message we sent: its id among our sends, or our app's id on it.
 async fn echo_is_ours(shared: &Shared, live: &Live, page_id: &str, event: &Messaging) -> bool {
     let app_is_ours = match (

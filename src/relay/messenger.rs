@@ -267,6 +267,53 @@ pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
     steps
 }
 
+/// Where the customer came from, as the first line of their next notify: an ad, an m.me
+/// (or ig.me) link with a `ref`, the chat plugin on a website, a "Get Started" button.
+/// `None` when the referral says nothing an agent can use.
+pub fn referral_line(referral: &serde_json::Value) -> Option<String> {
+    let text = |v: &serde_json::Value| {
+        v.as_str()
+            .map(|s| s.trim().chars().take(QUOTE_CHARS).collect::<String>())
+            .filter(|s| !s.is_empty())
+    };
+    let source = text(&referral["source"])
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    let reference = text(&referral["ref"])
+        .map(|r| format!(" ref={r}"))
+        .unwrap_or_default();
+    Some(match source.as_str() {
+        "ADS" => {
+            let ad = text(&referral["ad_id"])
+                .map(|id| format!(" {id}"))
+                .unwrap_or_default();
+            match text(&referral["ads_context_data"]["ad_title"]) {
+                Some(title) => format!("[from ad{ad}: \"{title}\"]"),
+                None => format!("[from ad{ad}{reference}]"),
+            }
+        }
+        "SHORTLINK" => format!("[via m.me link{reference}]"),
+        "CUSTOMER_CHAT_PLUGIN" => match text(&referral["referer_uri"]) {
+            Some(page) => format!("[via the chat plugin on {page}{reference}]"),
+            None => format!("[via the chat plugin{reference}]"),
+        },
+        "" if reference.is_empty() => return None,
+        "" => format!("[via a link{reference}]"),
+        other => format!(
+            "[via {}{reference}]",
+            other.to_ascii_lowercase().replace('_', " ")
+        ),
+    })
+}
+
+/// Puts a line before the first step: into its text, or alone before a file.
+pub(super) fn first_line(steps: &mut Vec<Step>, line: &str) {
+    match steps.first_mut() {
+        Some(Step::Text(text)) => *text = format!("{line}\n{text}"),
+        _ => steps.insert(0, Step::Text(line.to_owned())),
+    }
+}
+
 /// Marks the steps of a message the account sent from another tool: the note opens the
 /// first text, or comes alone before the files.
 pub(super) fn outside_reply(steps: &mut Vec<Step>, note: &str) {
@@ -336,5 +383,32 @@ fn clip(text: &str) -> String {
         format!("{clipped}…")
     } else {
         clipped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_referral_says_where_the_customer_came_from() {
+        let line = |v| referral_line(&v);
+        assert_eq!(
+            line(json!({"ref": "order-1042", "source": "SHORTLINK", "type": "OPEN_THREAD"}))
+                .as_deref(),
+            Some("[via m.me link ref=order-1042]")
+        );
+        assert_eq!(
+            line(json!({"source": "ADS", "ad_id": "6045246247433", "ads_context_data": {"ad_title": "Winter sale"}}))
+                .as_deref(),
+            Some("[from ad 6045246247433: \"Winter sale\"]")
+        );
+        assert_eq!(
+            line(json!({"source": "CUSTOMER_CHAT_PLUGIN", "referer_uri": "https://shop.example/help"}))
+                .as_deref(),
+            Some("[via the chat plugin on https://shop.example/help]")
+        );
+        assert_eq!(line(json!({"type": "OPEN_THREAD"})), None);
     }
 }

@@ -117,6 +117,31 @@ impl Store {
         .await
     }
 
+    /// The referral that brought the customer to the message at `before_ts`: the latest
+    /// one since their previous message (ads, m.me links, the chat plugin).
+    pub async fn referral_before(
+        &self,
+        page_id: String,
+        conversation: ConversationKey,
+        before_ts: i64,
+    ) -> Result<Option<String>, StoreError> {
+        self.call(Access::Read, move |conn| {
+            conn.prepare_cached(
+                "SELECT payload FROM items
+                  WHERE page_id = ?1 AND conversation = ?2 AND direction = 'in'
+                    AND kind IN ('referral', 'ig_referral') AND event_ts <= ?3
+                    AND event_ts > COALESCE((SELECT MAX(event_ts) FROM items
+                          WHERE page_id = ?1 AND conversation = ?2 AND direction = 'in'
+                            AND kind IN ('message', 'postback', 'ig_message', 'ig_postback')
+                            AND event_ts < ?3), -1)
+                  ORDER BY event_ts DESC, id DESC LIMIT 1",
+            )?
+            .query_row(params![page_id, conversation, before_ts], |r| r.get(0))
+            .optional()
+        })
+        .await
+    }
+
     /// The payload of the reply item that sent `message_id` (an agent's answer), if we
     /// sent it.
     pub async fn sent_payload(

@@ -18,7 +18,7 @@ const FIXTURES: &[(&str, &str, &[&str])] = &[
     (
         "messenger-postback-referral-restfb.json",
         PAGE_A,
-        &["[button] USER_DEFINED_PAYLOAD"],
+        &["[via m.me link ref=ref_data_in_m_dot_me_param]\n[button] USER_DEFINED_PAYLOAD"],
     ),
     (
         "messenger-reply-to-restfb.json",
@@ -97,7 +97,13 @@ async fn every_messenger_fixture_gives_the_documented_notifies() {
                 .await;
             let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
             assert_eq!(notes.len(), 1, "{name}: {notes:?}");
-            assert_eq!(notes[0].notify.body, "marker", "{name}");
+            // A referral is not forwarded itself: it opens the customer's next notify.
+            let expected = if *name == "messenger-referral-restfb.json" {
+                "[via m.me link ref=ref_data_in_m_dot_me_param]\nmarker"
+            } else {
+                "marker"
+            };
+            assert_eq!(notes[0].notify.body, expected, "{name}");
         } else {
             let notes = bench
                 .motion()
@@ -395,5 +401,64 @@ async fn stickers_of_the_2026_form_reach_the_agent_as_an_image_once() {
         .await;
     let notes = bench.motion().wait_for_notifies(4, WAIT).await.unwrap();
     assert_eq!(notes.len(), 4);
+    bench.stop().await;
+}
+
+/// Where the customer came from reaches the agent: a referral (an m.me link with a
+/// `ref`, an ad) is the first line of the customer's next notify, once.
+#[tokio::test]
+async fn a_referral_is_the_first_line_of_the_next_message() {
+    let bench = Bench::start().await;
+    // m.me link, then a message (the fixture's referral is at 1457764197627).
+    bench
+        .deliver(&fixture("messenger-referral-restfb.json"))
+        .await;
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            PSID,
+            "m.after.link",
+            1457764198000,
+            "Hi!",
+        ))
+        .await;
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            PSID,
+            "m.second",
+            1457764199000,
+            "Anyone?",
+        ))
+        .await;
+    // An ad, then a message.
+    let ad = serde_json::json!({
+        "object": "page",
+        "entry": [{"id": PAGE_A, "time": 1457764200000u64, "messaging": [{
+            "sender": {"id": PSID}, "recipient": {"id": PAGE_A}, "timestamp": 1457764200000u64,
+            "referral": {"source": "ADS", "type": "OPEN_THREAD", "ad_id": "6045246247433",
+                         "ads_context_data": {"ad_title": "Winter sale"}}
+        }]}]
+    });
+    bench.deliver(&ad.to_string()).await;
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            PSID,
+            "m.after.ad",
+            1457764201000,
+            "Is it on?",
+        ))
+        .await;
+    let notes = bench.motion().wait_for_notifies(3, WAIT).await.unwrap();
+    let bodies: Vec<_> = notes.iter().map(|n| n.notify.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        [
+            "[via m.me link ref=ref_data_in_m_dot_me_param]\nHi!",
+            "Anyone?",
+            "[from ad 6045246247433: \"Winter sale\"]\nIs it on?"
+        ]
+    );
     bench.stop().await;
 }
