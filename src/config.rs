@@ -331,6 +331,10 @@ pub struct PageConfig {
     /// The customer's reactions to messages: a note quoting the message, or only recorded.
     #[serde(default)]
     pub reactions: Notes,
+    /// Reactions to the Page's posts and comments on the wall: notes in the post's
+    /// thread, or (the default) only recorded — on a busy Page they are noise.
+    #[serde(default)]
+    pub wall_reactions: bool,
 }
 
 impl PageConfig {

@@ -58,6 +58,9 @@ pub struct FeedChange {
     /// A video attached to a comment.
     #[serde(default)]
     pub video: Option<String>,
+    /// A reaction's kind: like, love, haha, wow, sad, angry, care…
+    #[serde(default)]
+    pub reaction_type: Option<String>,
 }
 
 pub use crate::model::FeedKind;

@@ -52,8 +52,9 @@ pub fn intake_state(
         return skip("no post id in the change");
     }
     match (change.kind(), change.verb.as_str()) {
+        (FeedKind::Reaction, "add" | "remove" | "edit") if page.wall_reactions => NewState::Pending,
         (FeedKind::Reaction, _) => {
-            skip("reaction or like: not forwarded (carries no customer text)")
+            skip("reaction or like: not forwarded (wall_reactions = false for this page)")
         }
         (FeedKind::Other, _) => NewState::Skipped(format!(
             "feed item {:?} carries no customer text",
@@ -137,6 +138,24 @@ pub fn plan(change: &FeedChange) -> (Envelope, Vec<Step>) {
     };
     let text = change.message.as_deref().unwrap_or("").trim().to_owned();
     let mut steps = Vec::new();
+    if change.kind() == FeedKind::Reaction {
+        let reaction = change
+            .reaction_type
+            .as_deref()
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or("like");
+        // On a comment the change names it; else the post itself.
+        let on = if change.comment_id.is_some() {
+            "a comment on this post"
+        } else {
+            "this post"
+        };
+        steps.push(Step::Text(match change.verb.as_str() {
+            "remove" => format!("[removed the reaction {reaction} from {on}]"),
+            _ => format!("[reacted {reaction} to {on}]"),
+        }));
+        return (envelope, steps);
+    }
     match change.verb.as_str() {
         "remove" => steps.push(Step::Text(format!("[the customer deleted this {what}]"))),
         "hide" => steps.push(Step::Text(format!("[this {what} was hidden on the Page]"))),

@@ -769,3 +769,51 @@ async fn comments_of_a_page_are_paced() {
     );
     bench.stop().await;
 }
+
+/// Reactions on the wall stay out of Motion unless the page sets `wall_reactions`:
+/// then each is a note in the post's thread, from the visitor.
+#[tokio::test]
+async fn wall_reactions_are_notes_only_when_the_page_asks() {
+    let reaction = |verb: &str, time: i64| {
+        feed_change(
+            PAGE_A,
+            time,
+            json!({
+                "item": "reaction", "verb": verb, "reaction_type": "love",
+                "post_id": format!("{PAGE_A}_777"), "parent_id": format!("{PAGE_A}_777"),
+                "from": {"id": VISITOR, "name": "Vera Visitor"}, "created_time": time
+            }),
+        )
+    };
+    let quiet = Bench::start().await;
+    quiet.deliver(&reaction("add", 1_700_000_000)).await;
+    quiet
+        .wait_items("the reaction is recorded", |items| {
+            items.len() == 1 && items[0].state == ItemState::Skipped
+        })
+        .await;
+    quiet.stop().await;
+
+    let bench = Bench::start_edited(|t| {
+        t.replacen(
+            &format!("reply_token = \"{REPLY_TOKEN_A}\"\n"),
+            &format!("reply_token = \"{REPLY_TOKEN_A}\"\nwall_reactions = true\n"),
+            1,
+        )
+    })
+    .await;
+    bench.deliver(&reaction("add", 1_700_000_000)).await;
+    bench.deliver(&reaction("remove", 1_700_000_060)).await;
+    let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    assert_eq!(notes[0].notify.body, "[reacted love to this post]");
+    assert_eq!(
+        notes[1].notify.body,
+        "[removed the reaction love from this post]"
+    );
+    assert_eq!(notes[0].notify.from, VISITOR);
+    assert_eq!(
+        notes[0].notify.thread_id.as_deref(),
+        Some(format!("{PAGE_A}_777").as_str())
+    );
+    bench.stop().await;
+}
