@@ -370,6 +370,26 @@ async fn echoes_from_other_tools_and_reactions_are_notes_and_our_echoes_are_drop
         "[sent by the Page outside Motion] Sent from my phone"
     );
     assert_eq!(notes[1].notify.from, PSID, "in the customer's interaction");
+    // A photo sent from Meta Business Suite: the note, then the photo moved into Motion.
+    let url = bench
+        .peers
+        .graph
+        .add_file("label.jpg", "image/jpeg", vec![3u8; 2048]);
+    let ts = now_ms();
+    let photo_echo = serde_json::json!({
+        "object": "page",
+        "entry": [{"id": PAGE_A, "time": ts, "messaging": [{
+            "sender": {"id": PAGE_A}, "recipient": {"id": PSID}, "timestamp": ts,
+            "message": {"mid": "m_suite_photo", "is_echo": true, "app_id": 263902037430900u64,
+                        "attachments": [{"type": "image", "payload": {"url": url}}]}
+        }]}]
+    });
+    bench.deliver(&photo_echo.to_string()).await;
+    let notes = bench.motion().wait_for_notifies(4, WAIT).await.unwrap();
+    assert_eq!(notes[2].notify.body, "[sent by the Page outside Motion]");
+    assert_eq!(notes[3].notify.body, "label.jpg");
+    assert!(notes[3].notify.attachment_id.is_some());
+    assert_eq!(bench.motion().uploads()[0].bytes.len(), 2048);
 
     // The customer reacts to the agent's message, then takes it back.
     for (action, ts) in [("react", now_ms()), ("unreact", now_ms() + 1)] {
@@ -382,13 +402,13 @@ async fn echoes_from_other_tools_and_reactions_are_notes_and_our_echoes_are_drop
         });
         bench.deliver(&reaction.to_string()).await;
     }
-    let notes = bench.motion().wait_for_notifies(4, WAIT).await.unwrap();
+    let notes = bench.motion().wait_for_notifies(6, WAIT).await.unwrap();
     assert_eq!(
-        notes[2].notify.body,
+        notes[4].notify.body,
         "[reacted ❤ to: \"Your parcel ships today\"]"
     );
     assert_eq!(
-        notes[3].notify.body,
+        notes[5].notify.body,
         "[removed the reaction ❤ from: \"Your parcel ships today\"]"
     );
 
@@ -397,18 +417,18 @@ async fn echoes_from_other_tools_and_reactions_are_notes_and_our_echoes_are_drop
         .iter()
         .filter(|i| i.kind == ItemKind::Messaging(MessagingKind::Echo))
         .collect();
-    assert_eq!(echoes.len(), 2, "{items:?}");
+    assert_eq!(echoes.len(), 3, "{items:?}");
     assert_eq!(
         echoes[0].last_error.as_deref(),
         Some("echo of a reply fb-openchannel sent")
     );
     assert_eq!(echoes[0].state, ItemState::Skipped);
     assert_eq!(echoes[1].state, ItemState::Done);
-    // Proof that our own echo was not forwarded: the next customer message is the fifth.
+    // Proof that our own echo was not forwarded: the next customer message is the seventh.
     customer_wrote(&bench, PSID, 0).await;
-    let notes = bench.motion().wait_for_notifies(5, WAIT).await.unwrap();
-    assert_eq!(notes.len(), 5);
-    assert_eq!(notes[4].notify.body, "hello?");
+    let notes = bench.motion().wait_for_notifies(7, WAIT).await.unwrap();
+    assert_eq!(notes.len(), 7);
+    assert_eq!(notes[6].notify.body, "hello?");
     bench.stop().await;
 }
 
