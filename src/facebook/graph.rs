@@ -273,6 +273,17 @@ pub struct GraphProfile {
     pub username: Option<String>,
 }
 
+/// A link Graph gave for an Instagram media item, when it is one: https, on
+/// instagram.com (anything else is not passed on to agents).
+pub fn instagram_link(link: &str) -> Option<String> {
+    let url = Url::parse(link).ok()?;
+    (url.scheme() == "https"
+        && url
+            .host_str()
+            .is_some_and(|h| h == "instagram.com" || h.ends_with(".instagram.com")))
+    .then(|| url.into())
+}
+
 /// What Graph tells of an @mention of an Instagram account.
 #[derive(Debug, Clone, Default)]
 pub struct Mentioned {
@@ -409,6 +420,22 @@ impl GraphClient {
         igsid: &UserId,
     ) -> Result<GraphProfile, GraphError> {
         self.fields_of(token, igsid, "name,username").await
+    }
+
+    /// `GET /{node}?fields=…`, read as JSON.
+    async fn get_fields(
+        &self,
+        token: &Secret,
+        node: &str,
+        fields: &str,
+    ) -> Result<Value, GraphError> {
+        let request = self
+            .http
+            .get(self.url(&[node]))
+            .query(&[("fields", fields)])
+            .bearer_auth(token.expose());
+        let text = self.call(request).await?;
+        serde_json::from_str(&text).map_err(|_| GraphError::from_response(200, &text, None))
     }
 
     /// `GET /{id}?fields=…`, read as `T`.
@@ -559,17 +586,11 @@ impl GraphClient {
     /// graph.instagram.com): the professional account it belongs to, `(user_id,
     /// username)`. `user_id` is the id its webhooks carry (`id` is app-scoped).
     pub async fn instagram_me(&self, token: &Secret) -> Result<(String, String), GraphError> {
-        let request = self
-            .http
-            .get(self.url(&["me"]))
-            .query(&[("fields", "user_id,username")])
-            .bearer_auth(token.expose());
-        let text = self.call(request).await?;
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let v = self.get_fields(token, "me", "user_id,username").await?;
         let id = match &v["user_id"] {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
-            _ => return Err(GraphError::from_response(200, &text, None)),
+            _ => return Err(GraphError::from_response(200, &v.to_string(), None)),
         };
         Ok((id, v["username"].as_str().unwrap_or_default().to_owned()))
     }
@@ -632,23 +653,8 @@ impl GraphClient {
         token: &Secret,
         media: &ObjectId,
     ) -> Result<Option<String>, GraphError> {
-        let request = self
-            .http
-            .get(self.url(&[media.as_str()]))
-            .query(&[("fields", "permalink")])
-            .bearer_auth(token.expose());
-        let text = self.call(request).await?;
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(v["permalink"]
-            .as_str()
-            .and_then(|link| Url::parse(link).ok())
-            .filter(|url| {
-                url.scheme() == "https"
-                    && url
-                        .host_str()
-                        .is_some_and(|h| h == "instagram.com" || h.ends_with(".instagram.com"))
-            })
-            .map(String::from))
+        let v = self.get_fields(token, media.as_str(), "permalink").await?;
+        Ok(v["permalink"].as_str().and_then(instagram_link))
     }
 
     /// What an account's @mention says, read from Graph (`GET /{ig-user-id}?fields=
@@ -676,25 +682,20 @@ impl GraphClient {
                 ),
             ),
         };
-        let request = self
-            .http
-            .get(self.url(&[account.as_str()]))
-            .query(&[("fields", fields.as_str())])
-            .bearer_auth(token.expose());
-        let text = self.call(request).await?;
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let v = self.get_fields(token, account.as_str(), &fields).await?;
         let found = &v[edge];
         if !found.is_object() {
-            return Err(GraphError::from_response(200, &text, None));
+            return Err(GraphError::from_response(200, &v.to_string(), None));
         }
         let words = found["text"].as_str().or(found["caption"].as_str());
         let permalink = found["permalink"]
             .as_str()
-            .or(found["media"]["permalink"].as_str());
+            .or(found["media"]["permalink"].as_str())
+            .and_then(instagram_link);
         Ok(Mentioned {
             text: words.map(str::to_owned),
             username: found["username"].as_str().map(str::to_owned),
-            permalink: permalink.map(str::to_owned),
+            permalink,
         })
     }
 
@@ -745,14 +746,9 @@ impl GraphClient {
         token: &Secret,
         page_id: &PageId,
     ) -> Result<Option<String>, GraphError> {
-        let request = self
-            .http
-            .get(self.url(&[page_id.as_str()]))
-            .query(&[("fields", "instagram_business_account")])
-            .bearer_auth(token.expose());
-        let text = self.call(request).await?;
-        let v: Value =
-            serde_json::from_str(&text).map_err(|_| GraphError::from_response(200, &text, None))?;
+        let v = self
+            .get_fields(token, page_id.as_str(), "instagram_business_account")
+            .await?;
         Ok(match v.pointer("/instagram_business_account/id") {
             Some(Value::String(s)) => Some(s.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),

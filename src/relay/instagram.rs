@@ -280,13 +280,7 @@ pub async fn mention_plan(
         }),
         last_name: Some(String::new()),
         thread_id: Some(mention.media_id.to_string()),
-        external_url: mentioned.permalink.filter(|link| {
-            url::Url::parse(link).is_ok_and(|u| {
-                u.scheme() == "https"
-                    && u.host_str()
-                        .is_some_and(|h| h == "instagram.com" || h.ends_with(".instagram.com"))
-            })
-        }),
+        external_url: mentioned.permalink,
     };
     Ok((envelope, vec![Step::Text(body)]))
 }

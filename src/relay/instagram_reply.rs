@@ -24,7 +24,7 @@ use crate::facebook::ig_comment::{InstagramComment, InstagramMention};
 use crate::model::ItemKind;
 use crate::motion::AgentFile;
 use crate::relay::instagram_login::{self, Calls, From};
-use crate::relay::messenger_reply::{TextLimit, Window, may_send, split_text};
+use crate::relay::messenger_reply::{TextLimit, Window, may_send, text_pieces};
 use crate::relay::outcome::{Failure, Refusal};
 use crate::relay::pauses::Feature;
 use crate::relay::reply::OutboundReply;
@@ -84,16 +84,10 @@ pub(super) async fn send(
         ),
         None => None,
     };
-    // For a file, Motion puts its name in the body: that is not text to send.
-    let text_is_file_name = file.as_ref().is_some_and(|(_, f)| f.is_named(&reply.text));
-    let mut steps: Vec<Step> = Vec::new();
-    if !text_is_file_name && !reply.text.trim().is_empty() {
-        steps.extend(
-            split_text(&reply.text, MAX_TEXT)
-                .into_iter()
-                .map(Step::Text),
-        );
-    }
+    let mut steps: Vec<Step> = text_pieces(reply, file.as_ref().map(|(_, f)| f), MAX_TEXT)
+        .into_iter()
+        .map(Step::Text)
+        .collect();
     if let Some((kind, f)) = file {
         steps.push(Step::File(kind, f));
     }

@@ -141,6 +141,20 @@ enum Step {
     File(AgentFile),
 }
 
+/// The texts a reply sends before its file, cut to `limit`: none when the text is only
+/// the file's name (Motion puts it in the body of a message that carries a file).
+pub(super) fn text_pieces(
+    reply: &OutboundReply,
+    file: Option<&AgentFile>,
+    limit: TextLimit,
+) -> Vec<String> {
+    let text_is_file_name = file.is_some_and(|f| f.is_named(&reply.text));
+    if text_is_file_name || reply.text.trim().is_empty() {
+        return Vec::new();
+    }
+    split_text(&reply.text, limit)
+}
+
 /// Whether a reply in this conversation may go out now, and as which `messaging_type`:
 /// not while Facebook throttles the account's messages (it waits, queued), and only in
 /// the reply window from the customer's last own action.
@@ -173,16 +187,10 @@ pub(super) async fn send(
     let messaging_type = may_send(shared, item, Window::Messenger, page.human_agent_tag).await?;
 
     let file = fetch_agent_file(live, page.receive_url.get_ref(), reply).await?;
-    // For a file, Motion puts its name in the body: that is not text to send.
-    let text_is_file_name = file.as_ref().is_some_and(|f| f.is_named(&reply.text));
-    let mut steps: Vec<Step> = Vec::new();
-    if !text_is_file_name && !reply.text.trim().is_empty() {
-        steps.extend(
-            split_text(&reply.text, MAX_TEXT)
-                .into_iter()
-                .map(Step::Text),
-        );
-    }
+    let mut steps: Vec<Step> = text_pieces(reply, file.as_ref(), MAX_TEXT)
+        .into_iter()
+        .map(Step::Text)
+        .collect();
     if let Some(f) = file {
         steps.push(Step::File(f));
     }
