@@ -463,14 +463,26 @@ impl GraphClient {
         send: &Send<'_>,
         text: &str,
     ) -> Result<String, GraphError> {
+        self.send_message(token, sender, send, serde_json::json!({"text": text}))
+            .await
+    }
+
+    /// `POST /{sender}/messages` with this `message` as JSON (and the send's metadata).
+    async fn send_message(
+        &self,
+        token: &Secret,
+        sender: &impl Sender,
+        send: &Send<'_>,
+        mut message: Value,
+    ) -> Result<String, GraphError> {
+        if let Some(metadata) = send.metadata {
+            message["metadata"] = metadata.into();
+        }
         let mut body = serde_json::json!({
             "recipient": send.recipient.to_json(),
             "messaging_type": send.messaging_type.as_str(),
-            "message": {"text": text},
+            "message": message,
         });
-        if let Some(metadata) = send.metadata {
-            body["message"]["metadata"] = metadata.into();
-        }
         if let MessagingType::HumanAgent = send.messaging_type {
             body["tag"] = "HUMAN_AGENT".into();
         }
@@ -522,20 +534,10 @@ impl GraphClient {
         kind: AttachmentType,
         url: &Url,
     ) -> Result<String, GraphError> {
-        let mut body = serde_json::json!({
-            "recipient": send.recipient.to_json(),
-            "messaging_type": send.messaging_type.as_str(),
-            "message": {"attachment": {"type": kind.as_str(), "payload": {"url": url.as_str()}}},
+        let message = serde_json::json!({
+            "attachment": {"type": kind.as_str(), "payload": {"url": url.as_str()}},
         });
-        if let MessagingType::HumanAgent = send.messaging_type {
-            body["tag"] = "HUMAN_AGENT".into();
-        }
-        let request = self
-            .http
-            .post(self.url(&[sender.as_segment(), "messages"]))
-            .bearer_auth(token.expose())
-            .json(&body);
-        Self::message_id(&self.call(request).await?)
+        self.send_message(token, sender, send, message).await
     }
 
     /// Comments on a post or comment (`POST /{object_id}/comments`), with an optional
