@@ -464,7 +464,7 @@ async fn drained(motion: &SimMotion) {
 /// The same stack with nothing behind it: rustls, hyper, HMAC check, 200.
 async fn baseline(certs: &TestCerts) -> SocketAddr {
     let store = CertStore::open(&certs.cert_path, &certs.key_path).unwrap();
-    let acceptor = store.acceptor().unwrap();
+    let acceptor = store.acceptor(None).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

@@ -19,6 +19,10 @@ use url::Url;
 /// Default location of the config file; `$FB_OPENCHANNEL_CONFIG` or `--config` override it.
 pub const DEFAULT_PATH: &str = "/etc/fb-openchannel/config.toml";
 
+/// The name on Meta's webhook client certificate (Graph API → Webhooks → Getting
+/// started → "mTLS for webhooks").
+pub const META_CLIENT_NAME: &str = "client.webhooks.fbclientcerts.com";
+
 /// Values in the shipped example config that must be replaced before the daemon starts.
 const PLACEHOLDER_PREFIX: &str = "CHANGE-ME";
 
@@ -98,6 +102,14 @@ pub struct PublicConfig {
     /// Login accounts.
     #[serde(default)]
     pub url: Option<Spanned<String>>,
+    /// Only clients with a certificate from this CA (PEM) may connect: Meta's webhook
+    /// client certificate ("mTLS for webhooks"). The signature check stays on.
+    #[serde(default)]
+    pub client_ca: Option<Spanned<PathBuf>>,
+    /// The name that certificate must carry (with `client_ca`); default Meta's,
+    /// `client.webhooks.fbclientcerts.com`.
+    #[serde(default)]
+    pub client_name: Option<Spanned<String>>,
     /// `false` serves plain HTTP, for a TLS-terminating proxy (nginx) in front.
     #[serde(default = "default_true")]
     pub tls: bool,
@@ -708,6 +720,22 @@ impl Config {
         {
             err(url.span(), "public.url", m);
         }
+        match (&self.public.client_ca, &self.public.client_name) {
+            (None, Some(name)) => err(
+                name.span(),
+                "public.client_name",
+                "is set without public.client_ca: name the CA whose certificates may connect (Meta's, for Meta's webhook client certificate)".into(),
+            ),
+            (Some(ca), _) if !self.public.tls => err(
+                ca.span(),
+                "public.client_ca",
+                "needs public.tls = true: behind a TLS proxy (nginx), check the client certificate there (ssl_verify_client)".into(),
+            ),
+            (Some(_), Some(name)) if name.get_ref().trim().is_empty() => {
+                err(name.span(), "public.client_name", "must not be empty".into())
+            }
+            _ => {}
+        }
         for (key, url) in [
             ("facebook.graph_url", &self.facebook.graph_url),
             (
@@ -931,6 +959,20 @@ impl Config {
             },
             (None, None) => unreachable!("checked when the config is loaded"),
         }
+    }
+
+    /// Who may connect to the public listener (`public.client_ca` / `client_name`).
+    pub fn client_auth(&self) -> Option<crate::server::tls::ClientAuth> {
+        let ca = self.public.client_ca.as_ref()?;
+        Some(crate::server::tls::ClientAuth {
+            ca: ca.get_ref().clone(),
+            name: self
+                .public
+                .client_name
+                .as_ref()
+                .map_or(META_CLIENT_NAME, |n| n.get_ref().as_str())
+                .to_owned(),
+        })
     }
 
     /// Where Meta reaches the public listener: `public.url`, else `https://{public.name}`.
@@ -1316,6 +1358,8 @@ const READ_AT_START: &[&str] = &[
     "public.max_active_connections",
     "public.body_memory",
     "public.body_spool",
+    "public.client_ca",
+    "public.client_name",
     "local.listen",
     "storage.path",
     "delivery.concurrency",
@@ -1511,6 +1555,37 @@ reply_token = "rt-0123456789abcdef"
         );
         assert!(c.secret_values().iter().any(|v| v == "IGAAtoken-4242"));
         assert!(!c.to_redacted_toml().contains("IGAAtoken-4242"));
+    }
+
+    #[test]
+    fn a_client_ca_is_checked_with_its_name_and_tls() {
+        // `public` replaces the minimal config's `tls = false`, with real PEM files.
+        let dir = tempfile::tempdir().unwrap();
+        let certs = crate::sim::tls::generate(dir.path()).unwrap();
+        let files = format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"",
+            certs.cert_path.display(),
+            certs.key_path.display()
+        );
+        let text =
+            |public: &str| minimal("").replace("tls = false\n", &format!("{files}\n{public}\n"));
+        let keys = |public: &str| -> Vec<String> {
+            match Config::from_toml(Path::new("c.toml"), &text(public)) {
+                Ok(_) => Vec::new(),
+                Err(e) => e.0.iter().map(|e| e.key.clone()).collect(),
+            }
+        };
+        let c = Config::from_toml(
+            Path::new("c.toml"),
+            &text("client_ca = \"/etc/fb-openchannel/meta-ca.pem\""),
+        )
+        .unwrap();
+        assert_eq!(c.client_auth().unwrap().name, META_CLIENT_NAME);
+        assert_eq!(keys("client_name = \"x.example\""), ["public.client_name"]);
+        assert_eq!(
+            keys("client_ca = \"/etc/ca.pem\"\ntls = false"),
+            ["public.client_ca"]
+        );
     }
 
     #[test]

@@ -78,7 +78,10 @@ impl Daemon {
             None
         };
         let tls = match &certs {
-            Some(c) => Some(c.acceptor().map_err(anyhow::Error::msg)?),
+            Some(c) => Some(
+                c.acceptor(config.client_auth().as_ref())
+                    .map_err(anyhow::Error::msg)?,
+            ),
             None => None,
         };
         let listener = TcpListener::bind(public_cfg.listen).await.map_err(|e| {

@@ -135,14 +135,22 @@ impl CertStore {
         self.not_after.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// A TLS acceptor serving whatever this store holds.
-    pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, String> {
-        let mut config =
+    /// A TLS acceptor serving whatever this store holds; with `client_auth`, only to
+    /// clients with a certificate from that CA and name (else the handshake fails and
+    /// nothing is read).
+    pub fn acceptor(
+        self: &Arc<Self>,
+        client_auth: Option<&ClientAuth>,
+    ) -> Result<TlsAcceptor, String> {
+        let builder =
             ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_no_client_auth()
-                .with_cert_resolver(self.clone());
+                .map_err(|e| e.to_string())?;
+        let builder = match client_auth {
+            Some(auth) => builder.with_client_cert_verifier(client_verifier(auth)?),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
@@ -190,4 +198,125 @@ pub async fn watch(
             }
         }
     }
+}
+
+/// Who may open a connection to the public listener: anyone (the default: the webhook
+/// signature is the check), or only a client presenting a certificate from `ca` named
+/// `name` — Meta's webhook client certificate ("mTLS for webhooks").
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    pub ca: PathBuf,
+    pub name: String,
+}
+
+/// Checks a client's certificate chain against the CA (rustls' WebPKI verifier), then
+/// that the leaf names `name` (its subject alternative names, or its common name): a
+/// certificate from the same CA for anyone else is refused too.
+#[derive(Debug)]
+struct NamedClient {
+    chain: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    name: String,
+}
+
+impl rustls::server::danger::ClientCertVerifier for NamedClient {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .chain
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if client_names(end_entity).iter().any(|n| n == &self.name) {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
+/// The names a client certificate carries: DNS subject alternative names and the
+/// subject's common names.
+fn client_names(der: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = name {
+                names.push(d.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// The verifier for `auth`: the CA file read now (a file that holds no certificate, or
+/// cannot be read, stops the start with the reason).
+fn client_verifier(
+    auth: &ClientAuth,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&auth.ca)
+        .map_err(|e| format!("cannot read public.client_ca {}: {e}", auth.ca.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot read public.client_ca {}: {e}", auth.ca.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "public.client_ca {} holds no PEM certificate",
+            auth.ca.display()
+        ));
+    }
+    for cert in certs {
+        roots.add(cert).map_err(|e| {
+            format!(
+                "public.client_ca {} holds a certificate rustls cannot use: {e}",
+                auth.ca.display()
+            )
+        })?;
+    }
+    let chain = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .map_err(|e| format!("public.client_ca {}: {e}", auth.ca.display()))?;
+    Ok(Arc::new(NamedClient {
+        chain,
+        name: auth.name.clone(),
+    }))
 }

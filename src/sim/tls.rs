@@ -83,3 +83,48 @@ pub fn generate_valid_for(dir: &Path, days: Option<i64>) -> Result<TestCerts, St
         ca_path,
     })
 }
+
+/// A client certificate authority, as Meta's for its webhook client certificates.
+pub struct ClientCa {
+    /// The CA certificate (PEM), for `public.client_ca`.
+    pub pem: String,
+    issuer: rcgen::Issuer<'static, KeyPair>,
+}
+
+/// A client certificate and its key (PEM), for a TLS client to present.
+pub struct ClientCert {
+    /// Leaf then CA.
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+impl ClientCa {
+    pub fn new(name: &str) -> Result<ClientCa, String> {
+        let e = |e: rcgen::Error| e.to_string();
+        let key = KeyPair::generate().map_err(e)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).map_err(e)?;
+        Ok(ClientCa {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        })
+    }
+
+    /// A client certificate named `name` (common name and DNS name), signed by this CA.
+    pub fn issue(&self, name: &str) -> Result<ClientCert, String> {
+        let e = |e: rcgen::Error| e.to_string();
+        let key = KeyPair::generate().map_err(e)?;
+        let mut params = CertificateParams::new(vec![name.to_owned()]).map_err(e)?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).map_err(e)?;
+        Ok(ClientCert {
+            chain_pem: format!("{}{}", cert.pem(), self.pem),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}

@@ -220,3 +220,76 @@ async fn customer_files_come_only_from_facebooks_media_hosts() {
     assert_eq!(cdn, ["/cdn/moved.jpg", "/cdn/ok.jpg"]);
     bench.stop().await;
 }
+
+/// With `public.client_ca`, only Meta's client certificate may open a connection: the
+/// right CA and name are served (webhook and handshake); no certificate, another CA's
+/// with the right name, or the right CA's for another name fail the TLS handshake, and
+/// nothing of theirs is read.
+#[tokio::test]
+async fn mutual_tls_admits_only_metas_client_certificate() {
+    use fb_openchannel::sim::tls::ClientCa;
+    let peers = Peers::start().await;
+    let meta = ClientCa::new("Meta outbound API test CA").unwrap();
+    let ca_path = peers.dir.path().join("meta-ca.pem");
+    std::fs::write(&ca_path, &meta.pem).unwrap();
+    let text = peers.config_toml_with(&format!("client_ca = \"{}\"", ca_path.display()), "", "");
+    let bench = Bench::start_on(peers, &text).await;
+    let url = bench.webhook_url();
+    let ca = bench.peers.certs.ca_pem.clone();
+    let client = |identity: Option<fb_openchannel::sim::tls::ClientCert>| {
+        let mut builder = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
+        if let Some(id) = identity {
+            let pem = format!("{}{}", id.chain_pem, id.key_pem);
+            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
+    };
+    let body = messenger_text(PAGE_A, PSID, "m.mtls", 1_700_000_000_000, "over mTLS");
+    let signature =
+        fb_openchannel::facebook::signature::sign(APP_SECRET.as_bytes(), body.as_bytes());
+    let post = |c: reqwest::Client| {
+        let (url, body, signature) = (url.clone(), body.clone(), signature.clone());
+        async move {
+            c.post(&url)
+                .header("x-hub-signature-256", signature)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+
+    let name = "client.webhooks.fbclientcerts.com";
+    let good = client(Some(meta.issue(name).unwrap()));
+    assert_eq!(post(good.clone()).await.unwrap(), 200);
+    let challenge =
+        format!("{url}?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=4242");
+    let answer = good.get(&challenge).send().await.unwrap();
+    assert_eq!(answer.text().await.unwrap(), "4242");
+
+    let stranger = ClientCa::new("Someone else's CA").unwrap();
+    for (who, c) in [
+        ("no certificate", client(None)),
+        ("another CA", client(Some(stranger.issue(name).unwrap()))),
+        (
+            "another name",
+            client(Some(meta.issue("attacker.example").unwrap())),
+        ),
+    ] {
+        assert!(post(c.clone()).await.is_err(), "{who}: must not be served");
+        assert!(
+            c.get(&challenge).send().await.is_err(),
+            "{who}: handshake too"
+        );
+    }
+    let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(
+        bench.items().await.len(),
+        1,
+        "only the admitted webhook was read"
+    );
+    bench.stop().await;
+}
