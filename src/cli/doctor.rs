@@ -112,6 +112,24 @@ async fn run(config: &Config, path: &std::path::Path) -> Vec<Check> {
     if config.public.tls {
         checks.push(certificate(config));
     }
+    if let Some(auth) = config.client_auth() {
+        checks.push(match crate::server::tls::check_client_auth(&auth) {
+            Ok(cas) => daemon(
+                "client certificates",
+                true,
+                format!(
+                    "only clients with a certificate from {} ({cas} CA certificate(s)) named {} may connect",
+                    auth.ca.display(),
+                    auth.name
+                ),
+            ),
+            Err(e) => daemon(
+                "client certificates",
+                false,
+                format!("{e}: the daemon cannot start like this; put Meta's CA there (see the README, \"Only Meta may knock\")"),
+            ),
+        });
+    }
     checks.push(match public_listener(config).await {
         Ok(d) => daemon("listener", true, d),
         Err(d) => daemon("listener", false, d),

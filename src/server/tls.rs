@@ -285,6 +285,14 @@ fn client_names(der: &CertificateDer<'_>) -> Vec<String> {
     names
 }
 
+/// Whether `auth`'s CA file can be used: how many CA certificates it holds.
+pub fn check_client_auth(auth: &ClientAuth) -> Result<usize, String> {
+    client_verifier(auth)?;
+    Ok(CertificateDer::pem_file_iter(&auth.ca)
+        .map(|certs| certs.count())
+        .unwrap_or(0))
+}
+
 /// The verifier for `auth`: the CA file read now (a file that holds no certificate, or
 /// cannot be read, stops the start with the reason).
 fn client_verifier(

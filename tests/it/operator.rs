@@ -835,3 +835,46 @@ async fn simulate_instagram_reaches_the_instagram_account() {
     plain.stop().await;
     bench.stop().await;
 }
+
+/// `doctor` checks the client CA file of mTLS: a good one is described, a broken one is
+/// named with what to do (the daemon would not start with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_the_client_ca_of_mtls() {
+    let peers = Peers::start().await;
+    let ca = fb_openchannel::sim::tls::ClientCa::new("Meta outbound API test CA").unwrap();
+    let good = peers.dir.path().join("meta-ca.pem");
+    std::fs::write(&good, &ca.pem).unwrap();
+    let bad = peers.dir.path().join("not-a-ca.pem");
+    std::fs::write(&bad, "this is not PEM").unwrap();
+    let check = |path: &std::path::Path| {
+        let text = fixed_ports_config(&peers).replacen(
+            "[public]\n",
+            &format!("[public]\nclient_ca = \"{}\"\n", path.display()),
+            1,
+        );
+        std::fs::write(config_path(&peers), &text).unwrap();
+        let (_, checks, human) = doctor(&peers);
+        checks
+            .into_iter()
+            .find(|c| c["name"] == "client certificates")
+            .unwrap_or_else(|| panic!("no client certificates check: {human}"))
+    };
+    let ok = check(&good);
+    assert_eq!(ok["ok"], true, "{ok}");
+    assert!(
+        ok["detail"]
+            .as_str()
+            .unwrap()
+            .contains("named client.webhooks.fbclientcerts.com"),
+        "{ok}"
+    );
+    let broken = check(&bad);
+    assert_eq!(broken["ok"], false, "{broken}");
+    assert!(
+        broken["detail"]
+            .as_str()
+            .unwrap()
+            .contains("holds no PEM certificate"),
+        "{broken}"
+    );
+}
