@@ -328,19 +328,15 @@ async fn answer_comment(
                     "Not sent: Instagram allows a private reply only within 7 days of the customer's comment.",
                 ));
             }
-            if let Some(owner) = shared
-                .store
-                .private_reply_owner(account_id.to_owned(), comment_id.to_string())
-                .await
-                .map_err(transient)?
-                && owner != item.id
-            {
-                return Err(Failure::refused(
-                    Refusal::Policy,
-                    "Not sent: this comment already got its private reply, and Instagram allows only one. \
-                     When the customer answers it, the conversation continues in their direct messages.",
-                ));
-            }
+            first_private_reply(
+                shared,
+                account_id,
+                comment_id.as_str(),
+                item,
+                "Instagram",
+                "in their direct messages",
+            )
+            .await?;
             check_pause(shared, account_id, Feature::PrivateReplies)?;
             let send = Send {
                 recipient: Recipient::CommentId(comment_id.clone()),

@@ -65,6 +65,34 @@ pub(super) async fn send_agent_file(
         .await
 }
 
+/// Refuses a second private reply to one comment (Meta allows one per comment); `item`
+/// itself may try again. `platform` names it for the agent, `continues` says where the
+/// conversation goes on.
+pub(super) async fn first_private_reply(
+    shared: &Shared,
+    account_id: &str,
+    object: &str,
+    item: &Item,
+    platform: &str,
+    continues: &str,
+) -> Result<(), Failure> {
+    let owner = shared
+        .store
+        .private_reply_owner(account_id.to_owned(), object.to_owned())
+        .await
+        .map_err(|e| Failure::transient(e.to_string()))?;
+    match owner {
+        Some(owner) if owner != item.id => Err(Failure::refused(
+            Refusal::Policy,
+            format!(
+                "Not sent: this comment already got its private reply, and {platform} allows only one. \
+                 When the customer answers it, the conversation continues {continues}."
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Sends a reply's steps with the Send API, one call each (`send_one`), skipping those
 /// an earlier attempt sent; after each, its message id is remembered (its echo is ours)
 /// and the progress stored, so that a retry never sends a step twice. Returns the

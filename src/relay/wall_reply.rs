@@ -124,19 +124,15 @@ pub(super) async fn send(
                     "Not sent: Facebook allows a private reply only within 7 days of the customer's comment.",
                 ));
             }
-            if let Some(owner) = shared
-                .store
-                .private_reply_owner(page_id.to_owned(), object.to_string())
-                .await
-                .map_err(transient)?
-                && owner != item.id
-            {
-                return Err(Failure::refused(
-                    Refusal::Policy,
-                    "Not sent: this comment already got its private reply, and Facebook allows only one. \
-                     When the customer answers it, the conversation continues on Messenger.",
-                ));
-            }
+            first_private_reply(
+                shared,
+                page_id,
+                object.as_str(),
+                item,
+                "Facebook",
+                "on Messenger",
+            )
+            .await?;
             check_pause(shared, page_id, Feature::PrivateReplies)?;
             let recipient = match target.private_to {
                 PrivateTo::Comment(id) => Recipient::CommentId(id),
