@@ -350,6 +350,9 @@ async fn answer_comment(
                 .map_err(|e| {
                     graph_failure(shared, account_id, Feature::PrivateReplies, "send", e)
                 })?;
+            // Its echo comes back as a direct message of the account: ours, not one sent
+            // from the Instagram app (Instagram echoes carry no metadata).
+            record_sent(shared, account_id, &id, item.id).await;
             shared.metrics.graph_call(account_id, "send", "ok");
             feature_works(shared, account_id, Feature::PrivateReplies);
             let write = Write::PrivateReply {

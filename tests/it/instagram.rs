@@ -577,6 +577,35 @@ async fn a_private_reply_answers_a_comment_once() {
     .await;
     refused(status, &body, "already got its private reply");
     assert_eq!(bench.peers.graph.sent().len(), 1, "sent once");
+
+    // Its echo is ours: recorded, never shown as a message sent outside Motion; the
+    // customer's next direct message is the next notify.
+    let before = bench.motion().notifies().len();
+    let ts = fb_openchannel::store::now_ms();
+    let echo = serde_json::json!({
+        "object": "instagram",
+        "entry": [{"id": IG_ACCOUNT, "time": ts, "messaging": [{
+            "sender": {"id": IG_ACCOUNT}, "recipient": {"id": "1254001234567891"}, "timestamp": ts,
+            "message": {"mid": sent[0].message_id, "text": "Sent you the sizes privately.", "is_echo": true}
+        }]}]
+    });
+    bench.deliver(&echo.to_string()).await;
+    bench
+        .deliver(&instagram_text(
+            IG_ACCOUNT,
+            "1254001234567891",
+            "mid.after.private",
+            ts + 1,
+            "Thanks!",
+        ))
+        .await;
+    let notes = bench
+        .motion()
+        .wait_for_notifies(before + 1, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(notes.len(), before + 1, "{notes:?}");
+    assert_eq!(notes[before].notify.body, "Thanks!");
     bench.stop().await;
 }
 
