@@ -475,7 +475,7 @@ async fn baseline(certs: &TestCerts) -> SocketAddr {
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
+                let Ok(Some(tls)) = acceptor.accept(tcp).await else {
                     return;
                 };
                 let service =

@@ -113,6 +113,10 @@ pub struct PublicConfig {
     /// `false` serves plain HTTP, for a TLS-terminating proxy (nginx) in front.
     #[serde(default = "default_true")]
     pub tls: bool,
+    /// The certificate from an ACME CA (Let's Encrypt by default), obtained and renewed
+    /// by the daemon itself on this listener; instead of `tls_cert` / `tls_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<Spanned<AcmeConfig>>,
     #[serde(default = "default_tls_cert")]
     pub tls_cert: Spanned<PathBuf>,
     #[serde(default = "default_tls_key")]
@@ -417,6 +421,33 @@ impl InstagramConfig {
 fn default_true() -> bool {
     true
 }
+/// `[public] acme = { … }`: which names the certificate covers and where it comes from.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The names the certificate covers (the Callback URL's host among them); each must
+    /// resolve to this host, port 443, for the CA's TLS-ALPN-01 check.
+    pub domains: Vec<String>,
+    /// Given to the CA with the account (Let's Encrypt no longer mails expiry notices,
+    /// but may write about the account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The CA's ACME directory.
+    #[serde(default = "default_acme_directory")]
+    pub directory: String,
+    /// A CA certificate (PEM) to trust for the directory's HTTPS besides the system's:
+    /// a private ACME server (step-ca, a test pebble).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_ca: Option<PathBuf>,
+}
+
+/// Let's Encrypt's production directory (RFC 8555 §7.1.1).
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+fn default_acme_directory() -> String {
+    LETS_ENCRYPT.into()
+}
+
 fn default_public_listen() -> SocketAddr {
     "0.0.0.0:443".parse().expect("static address")
 }
@@ -640,7 +671,11 @@ impl Config {
             });
         };
 
-        if self.public.tls {
+        if let Some(acme) = &self.public.acme {
+            for m in acme_problems(&self.public, acme.get_ref()) {
+                err(acme.span(), "public.acme", m);
+            }
+        } else if self.public.tls {
             for (key, file) in [
                 ("public.tls_cert", &self.public.tls_cert),
                 ("public.tls_key", &self.public.tls_key),
@@ -1195,6 +1230,59 @@ impl Range {
 
 /// An absolute `http://` or `https://` URL with a host. The message never repeats the
 /// value: URLs carry tokens.
+/// What is wrong with `[public] acme`, each as a sentence after "public.acme".
+fn acme_problems(public: &PublicConfig, acme: &AcmeConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !public.tls {
+        problems.push("needs public.tls = true: behind a TLS proxy (nginx), let the proxy get the certificate".into());
+    }
+    for (key, file) in [("tls_cert", &public.tls_cert), ("tls_key", &public.tls_key)] {
+        if file.span() != (0..0) {
+            problems.push(format!(
+                "and public.{key} are both set: the certificate comes either from ACME or from your files — remove one"
+            ));
+        }
+    }
+    if acme.domains.is_empty() {
+        problems.push(
+            "domains is empty: name the Callback URL's host, e.g. domains = [\"fb.example.com\"]"
+                .into(),
+        );
+    }
+    for domain in &acme.domains {
+        if let Err(why) = crate::acme::Domain::parse(domain) {
+            problems.push(format!("domains: {why}"));
+        }
+    }
+    if let Some(name) = &public.name
+        && !acme.domains.iter().any(|d| d.eq_ignore_ascii_case(name))
+    {
+        problems.push(format!(
+            "domains does not name {name} (public.name): the certificate would not cover the Callback URL's host"
+        ));
+    }
+    if let Some(email) = &acme.email
+        && (email.chars().any(|c| c.is_whitespace() || c.is_control())
+            || email
+                .split_once('@')
+                .is_none_or(|(user, host)| user.is_empty() || !host.contains('.')))
+    {
+        problems.push("email is not an e-mail address".into());
+    }
+    match Url::parse(&acme.directory) {
+        Ok(url) if url.scheme() == "https" && url.host_str().is_some() => {}
+        _ => problems.push(format!(
+            "directory must be an https:// URL (RFC 8555), e.g. {LETS_ENCRYPT}"
+        )),
+    }
+    if let Some(ca) = &acme.directory_ca
+        && let Err(e) = std::fs::File::open(ca)
+    {
+        problems.push(format!("directory_ca: cannot read {}: {e}", ca.display()));
+    }
+    problems
+}
+
 fn check_http_url(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw).map_err(|e| format!("is not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
@@ -1360,6 +1448,7 @@ const READ_AT_START: &[&str] = &[
     "public.body_spool",
     "public.client_ca",
     "public.client_name",
+    "public.acme",
     "local.listen",
     "storage.path",
     "delivery.concurrency",
@@ -1586,6 +1675,76 @@ reply_token = "rt-0123456789abcdef"
             keys("client_ca = \"/etc/ca.pem\"\ntls = false"),
             ["public.client_ca"]
         );
+    }
+
+    #[test]
+    fn acme_is_checked_and_excludes_certificate_files() {
+        // `public` replaces the minimal config's `tls = false`.
+        let text = |public: &str| minimal("").replace("tls = false\n", &format!("{public}\n"));
+        let messages = |public: &str| -> Vec<String> {
+            match Config::from_toml(Path::new("c.toml"), &text(public)) {
+                Ok(_) => Vec::new(),
+                Err(e) => {
+                    e.0.iter()
+                        .map(|e| format!("{}: {}", e.key, e.message))
+                        .collect()
+                }
+            }
+        };
+        let acme = "acme = { domains = [\"fb.example.com\"], email = \"ops@example.com\" }";
+        // Without tls_cert / tls_key files: no "cannot read" error for them.
+        let c = Config::from_toml(Path::new("c.toml"), &text(acme)).unwrap();
+        let a = c.public.acme.as_ref().unwrap().get_ref();
+        assert_eq!(a.directory, LETS_ENCRYPT);
+        assert_eq!(
+            messages(&format!("{acme}\nname = \"fb.example.com\"")),
+            Vec::<String>::new()
+        );
+
+        let one = |public: &str| {
+            let m = messages(public);
+            assert_eq!(m.len(), 1, "{public}: {m:?}");
+            m[0].clone()
+        };
+        assert!(
+            one(&format!("{acme}\ntls_cert = \"/etc/x.pem\""))
+                .contains("either from ACME or from your files"),
+        );
+        assert!(one(&format!("{acme}\ntls = false")).contains("needs public.tls = true"));
+        assert!(one("acme = { domains = [] }").contains("domains is empty"));
+        assert!(one("acme = { domains = [\"*.example.com\"] }").contains("wildcard"));
+        assert!(one("acme = { domains = [\"192.0.2.7\"] }").contains("IP address"));
+        assert!(
+            one(&format!("{acme}\nname = \"other.example.com\""))
+                .contains("does not name other.example.com")
+        );
+        assert!(
+            one("acme = { domains = [\"fb.example.com\"], email = \"ops\" }")
+                .contains("not an e-mail")
+        );
+        assert!(
+            one("acme = { domains = [\"fb.example.com\"], directory = \"http://ca.example/dir\" }")
+                .contains("https:// URL")
+        );
+        assert!(
+            one(
+                "acme = { domains = [\"fb.example.com\"], directory_ca = \"/nonexistent/ca.pem\" }"
+            )
+            .contains("cannot read /nonexistent/ca.pem")
+        );
+        assert!(
+            one("acme = { domains = [\"fb.example.com\"], dommains = [] }").contains("dommains")
+        );
+        // ACME is read at start: a reload names it as needing a restart.
+        let before = Config::from_toml(Path::new("c.toml"), &text(acme)).unwrap();
+        let after = Config::from_toml(
+            Path::new("c.toml"),
+            &text("acme = { domains = [\"fb2.example.com\"] }"),
+        )
+        .unwrap();
+        let diff = before.diff(&after);
+        assert_eq!(diff.at_restart.len(), 1, "{:?}", diff.at_restart);
+        assert_eq!(diff.at_restart[0].0, "public.acme");
     }
 
     #[test]

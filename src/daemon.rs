@@ -68,15 +68,45 @@ impl Daemon {
         let shared = Shared::new(live, store, bodies, capture.clone());
 
         let public_cfg = &config.public;
-        let certs = if public_cfg.tls {
-            let certs =
+        let mut acme = None;
+        let certs = match (&public_cfg.acme, public_cfg.tls) {
+            (_, false) => None,
+            (Some(acme_cfg), true) => {
+                let file = crate::acme::certificate_file(&config.storage.path);
+                let (certs, loaded) = CertStore::open_acme(&file);
+                let keeper =
+                    crate::acme::Acme::new(acme_cfg.get_ref(), &config.storage.path, certs.clone())
+                        .map_err(anyhow::Error::msg)?;
+                match loaded {
+                    Ok(()) => info!(
+                        "ACME: serving the certificate in {}, valid until {}",
+                        file.display(),
+                        crate::acme::when(certs.not_after())
+                    ),
+                    Err(e) if file.exists() => warn!(
+                        "ACME: the certificate in {} cannot be used ({e}); ordering a new one, nothing is served until it comes",
+                        file.display()
+                    ),
+                    Err(_) => info!(
+                        "ACME: no certificate yet; ordering one from {} — nothing is served on the public listener until it comes",
+                        keeper.settings().directory
+                    ),
+                }
+                acme = Some(Arc::new(keeper));
+                Some(certs)
+            }
+            (None, true) => Some(
                 CertStore::open(public_cfg.tls_cert.get_ref(), public_cfg.tls_key.get_ref())
-                    .map_err(anyhow::Error::msg)?;
-            shared.metrics.cert_expiry.set(certs.not_after() as f64);
-            Some(certs)
-        } else {
-            None
+                    .map_err(anyhow::Error::msg)?,
+            ),
         };
+        if let Some(certs) = &certs {
+            shared.metrics.cert_expiry.set(certs.not_after() as f64);
+            let _ = shared.certificate.set(crate::server::tls::Served {
+                store: certs.clone(),
+                acme: acme.clone(),
+            });
+        }
         let tls = match &certs {
             Some(c) => Some(
                 c.acceptor(config.client_auth().as_ref())
@@ -165,7 +195,15 @@ impl Daemon {
         // Not in `tasks` either: summaries of flooding log lines, and the capture.
         tokio::spawn(crate::logging::summarise(shutdown_rx.clone()));
         tokio::spawn(capture.watch(shutdown_rx.clone()));
-        if let Some(certs) = &certs {
+        if let Some(acme) = &acme {
+            // Not in `tasks`: a renewal task that ended is no reason to stop serving.
+            tokio::spawn(crate::acme::run(
+                acme.clone(),
+                shared.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
+        if let Some(certs) = certs.as_ref().filter(|_| acme.is_none()) {
             let metrics_shared = shared.clone();
             // Not in `tasks`: it ends with the others but is no reason to exit if it does.
             tokio::spawn(server::tls::watch(

@@ -1,6 +1,7 @@
 //! fb-openchannel: connects a Facebook Page (Messenger and wall) to XCALLY Motion's
 //! Openchannel, self-hosted beside Motion. See DESIGN.md and README.md.
 
+pub mod acme;
 pub mod capture;
 pub mod cli;
 pub mod config;

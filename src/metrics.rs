@@ -99,6 +99,12 @@ pub struct Metrics {
     pub cert_expiry: FloatGauge,
     /// Certificate reloads (file change or SIGHUP) by result: ok, error.
     pub cert_reloads: Family<ResultLabels, Counter>,
+    /// ACME orders for the public certificate by result: ok, error.
+    pub acme_attempts: Family<ResultLabels, Counter>,
+    /// When the last ACME order was tried, Unix time (0: none since the start).
+    pub acme_last_attempt: FloatGauge,
+    /// When the daemon next asks the ACME CA, Unix time.
+    pub acme_next_attempt: FloatGauge,
     /// When each Instagram Login token expires, Unix time (0: not known yet).
     instagram_token_expiry: Family<PageLabels, FloatGauge>,
     /// Store transactions that wrote (each one fsync), read at scrape time.
@@ -222,6 +228,24 @@ impl Metrics {
             "Certificate reloads after a file change or SIGHUP, by result",
             cert_reloads.clone(),
         );
+        let acme_attempts = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "acme_attempts",
+            "Orders for the public certificate from the ACME CA (public.acme), by result",
+            acme_attempts.clone(),
+        );
+        let acme_last_attempt = FloatGauge::default();
+        registry.register(
+            "acme_last_attempt_timestamp_seconds",
+            "When the daemon last asked the ACME CA for a certificate (0: not since the start)",
+            acme_last_attempt.clone(),
+        );
+        let acme_next_attempt = FloatGauge::default();
+        registry.register(
+            "acme_next_attempt_timestamp_seconds",
+            "When the daemon next asks the ACME CA: the renewal time, or the next retry after a failure",
+            acme_next_attempt.clone(),
+        );
         let instagram_token_expiry = Family::<PageLabels, FloatGauge>::default();
         registry.register(
             "instagram_token_expiry_timestamp_seconds",
@@ -310,6 +334,9 @@ impl Metrics {
             request_seconds,
             cert_expiry,
             cert_reloads,
+            acme_attempts,
+            acme_last_attempt,
+            acme_next_attempt,
             instagram_token_expiry,
             store_commits,
             store_relaxed_commits,

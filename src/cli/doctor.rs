@@ -367,9 +367,12 @@ fn certificate(config: &Config) -> Check {
         ok,
         detail,
     };
+    if config.public.acme.is_some() {
+        return acme_certificate(config, check);
+    }
     let cert = config.public.tls_cert.get_ref();
     let loaded = match crate::server::tls::load(cert, config.public.tls_key.get_ref()) {
-        Ok(l) => l,
+        Ok(l) => l.facts,
         Err(e) => {
             return check(
                 false,
@@ -399,27 +402,117 @@ fn certificate(config: &Config) -> Check {
             ),
         );
     }
-    match &config.public.name {
-        Some(name) if !covers(&loaded.names, name) => check(
-            false,
-            format!(
-                "{} does not cover {name} (public.name); it covers {}: get a certificate for the Callback URL's host",
-                cert.display(),
-                loaded.names.join(", ")
-            ),
-        ),
-        Some(name) => check(
-            true,
-            format!("valid for {days_left} more days, matches its key, covers {name}"),
-        ),
+    match names_problem(config, &loaded, &cert.display().to_string()) {
+        Some(problem) => check(false, problem),
         None => check(
             true,
             format!(
-                "valid for {days_left} more days, matches its key (covers {}; set public.name to have its host checked)",
-                loaded.names.join(", ")
+                "valid for {days_left} more days, matches its key, covers {}{}",
+                loaded.names.join(", "),
+                if config.public.name.is_none() {
+                    " (set public.name to have its host checked)"
+                } else {
+                    ""
+                }
             ),
         ),
     }
+}
+
+/// The certificate the daemon gets by itself (`public.acme`): served from its state
+/// directory, renewed on time, and what its last order said.
+fn acme_certificate(config: &Config, check: impl Fn(bool, String) -> Check) -> Check {
+    use crate::acme;
+    let file = acme::certificate_file(&config.storage.path);
+    let status = acme::read_status(&config.storage.path).unwrap_or_default();
+    let last = match (&status.last_attempt, &status.last_error) {
+        (None, _) => "no order tried yet".to_owned(),
+        (Some(at), None) => format!("last order {} succeeded", acme::when(*at)),
+        (Some(at), Some(e)) => format!(
+            "last order {} FAILED ({} in a row): {e}",
+            acme::when(*at),
+            status.failures
+        ),
+    };
+    let next = status
+        .next_attempt
+        .map(|t| format!("; next order {}", acme::when(t)))
+        .unwrap_or_default();
+    let loaded = match crate::server::tls::load(&file, &file) {
+        Ok(l) => l.facts,
+        Err(_) if !file.exists() => {
+            return check(
+                false,
+                format!(
+                    "no certificate from ACME yet ({last}{next}): the daemon orders it when it starts; is it running, and do the names resolve to this host with port 443 open?"
+                ),
+            );
+        }
+        Err(e) => {
+            return check(
+                false,
+                format!("{e}: the daemon orders a new one when it starts ({last}{next})"),
+            );
+        }
+    };
+    let now = crate::store::now_ms() / 1000;
+    let renew_at = acme::renew_at(loaded.not_before, loaded.not_after);
+    let days_left = (loaded.not_after - now) / 86_400;
+    if loaded.not_after <= now {
+        return check(
+            false,
+            format!("the ACME certificate has EXPIRED ({last}{next})"),
+        );
+    }
+    if now >= renew_at && status.last_error.is_some() {
+        return check(
+            false,
+            format!(
+                "the ACME certificate is due for renewal since {} and the renewal fails; it expires {} ({last}{next})",
+                acme::when(renew_at),
+                acme::when(loaded.not_after)
+            ),
+        );
+    }
+    if let Some(problem) = names_problem(config, &loaded, "the ACME certificate") {
+        return check(
+            false,
+            format!("{problem} (the daemon orders one for public.acme.domains when it starts)"),
+        );
+    }
+    check(
+        true,
+        format!(
+            "from ACME ({}), valid for {days_left} more days, covers {}, renewed from {}; {last}{next}",
+            status.directory,
+            loaded.names.join(", "),
+            acme::when(renew_at)
+        ),
+    )
+}
+
+/// Whether the certificate misses `public.name` (or, with ACME, a configured domain).
+fn names_problem(
+    config: &Config,
+    loaded: &crate::server::tls::Facts,
+    what: &str,
+) -> Option<String> {
+    let mut wanted: Vec<&str> = config.public.name.iter().map(String::as_str).collect();
+    if let Some(acme) = &config.public.acme {
+        wanted.extend(acme.get_ref().domains.iter().map(String::as_str));
+    }
+    let missing: Vec<&str> = wanted
+        .into_iter()
+        .filter(|name| !covers(&loaded.names, name))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{what} does not cover {}; it covers {}: get a certificate for the Callback URL's host",
+        missing.join(", "),
+        loaded.names.join(", ")
+    ))
 }
 
 /// Whether a certificate's names cover `host` (one-label wildcards included).

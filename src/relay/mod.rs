@@ -223,6 +223,9 @@ pub struct Shared {
     pub public_files: public_files::PublicFiles,
     /// Poked by a reload: the subscription check takes its new interval at once.
     pub subscription_wake: Notify,
+    /// The public listener's certificate and, with ACME, its keeper (set once the
+    /// listener is up), for `/readyz`.
+    pub certificate: std::sync::OnceLock<crate::server::tls::Served>,
 }
 
 impl Shared {
@@ -272,6 +275,7 @@ impl Shared {
             permalinks: Mutex::new(HashMap::new()),
             public_files: public_files::PublicFiles::default(),
             subscription_wake: Notify::new(),
+            certificate: std::sync::OnceLock::new(),
         })
     }
 

@@ -236,6 +236,13 @@ async fn readyz(shared: &Shared) -> HttpResponse {
             humantime::format_duration(Duration::from_secs(crate::store::until(t.next_try_ms, now).as_secs()))
         ));
     }
+    if let Some(problem) = shared
+        .certificate
+        .get()
+        .and_then(|served| served.problem(now / 1000))
+    {
+        problems.push(problem);
+    }
     for (page, elsewhere) in shared.routing.all_elsewhere() {
         problems.push(format!(
             "page {page}: conversation routing belongs to another app — {} customer message(s) came only as standby events, the last {} ago: {}",

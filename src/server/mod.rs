@@ -25,7 +25,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -157,7 +156,7 @@ pub fn text(status: u16, body: impl Into<Bytes>) -> HttpResponse {
 pub async fn serve<H, Fut>(
     name: &'static str,
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<tls::Acceptor>,
     limits: Limits,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
@@ -248,7 +247,7 @@ async fn serve_connection<H, Fut>(
     name: &'static str,
     stream: tokio::net::TcpStream,
     remote: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    tls: Option<tls::Acceptor>,
     limits: Limits,
     handshake_deadline: tokio::time::Instant,
     handler: H,
@@ -271,10 +270,14 @@ async fn serve_connection<H, Fut>(
     let result = match tls {
         Some(acceptor) => {
             match tokio::time::timeout_at(handshake_deadline, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => {
+                Ok(Ok(Some(tls_stream))) => {
                     watcher
                         .watch(http.serve_connection(TokioIo::new(tls_stream), service))
                         .await
+                }
+                Ok(Ok(None)) => {
+                    debug!(listener = name, %remote, "answered the ACME CA's TLS-ALPN-01 check");
+                    return;
                 }
                 Ok(Err(e)) => {
                     debug!(listener = name, %remote, "TLS handshake failed: {e}");

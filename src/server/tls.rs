@@ -6,26 +6,47 @@
 //! SIGHUP), and [`watch`] does so whenever their size or modification time changes —
 //! certbot and its deploy hooks replace files, they do not signal us. A bad new pair is
 //! logged and the old one kept: a broken renewal never takes the webhook down.
+//!
+//! With `public.acme` the file is the daemon's own (`crate::acme` writes it), and the
+//! store also holds the TLS-ALPN-01 certificates of an order in progress: a handshake
+//! offering only the `acme-tls/1` protocol (RFC 8737, the CA checking a name) gets one of
+//! those and is closed once done; it never reaches HTTP, and no client certificate is
+//! asked of it.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 use tracing::{error, info};
+
+/// The ALPN protocol of ACME's TLS-ALPN-01 validation (RFC 8737 §6.2).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// A loaded certificate and facts about it.
 pub struct Loaded {
     pub key: Arc<CertifiedKey>,
-    /// notAfter of the leaf, Unix seconds.
+    pub facts: Facts,
+}
+
+/// What the daemon needs to know of the certificate it serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// notBefore of the leaf, Unix seconds.
+    pub not_before: i64,
+    /// notAfter of the leaf, Unix seconds (0: no certificate).
     pub not_after: i64,
     /// DNS names and IPs the leaf covers.
     pub names: Vec<String>,
@@ -51,18 +72,18 @@ pub fn load(cert: &Path, key: &Path) -> Result<Loaded, String> {
             key.display()
         )
     })?;
-    let (not_after, names) = leaf_facts(&certified.cert[0])?;
+    let facts = leaf_facts(&certified.cert[0])?;
     Ok(Loaded {
         key: Arc::new(certified),
-        not_after,
-        names,
+        facts,
     })
 }
 
-/// Expiry and names of a leaf certificate.
-pub fn leaf_facts(der: &CertificateDer<'_>) -> Result<(i64, Vec<String>), String> {
+/// Validity and names of a leaf certificate.
+pub fn leaf_facts(der: &CertificateDer<'_>) -> Result<Facts, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
         .map_err(|e| format!("certificate does not parse: {e}"))?;
+    let not_before = cert.validity().not_before.timestamp();
     let not_after = cert.validity().not_after.timestamp();
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -84,15 +105,22 @@ pub fn leaf_facts(der: &CertificateDer<'_>) -> Result<(i64, Vec<String>), String
             }
         }
     }
-    Ok((not_after, names))
+    Ok(Facts {
+        not_before,
+        not_after,
+        names,
+    })
 }
 
 /// The certificate currently served, replaceable at any time.
 pub struct CertStore {
     cert_path: PathBuf,
     key_path: PathBuf,
-    current: ArcSwap<CertifiedKey>,
-    not_after: std::sync::atomic::AtomicI64,
+    /// Nothing only with ACME, until its first certificate: handshakes then fail.
+    current: ArcSwapOption<CertifiedKey>,
+    facts: ArcSwap<Facts>,
+    /// With ACME: TLS-ALPN-01 certificates by domain, while the CA checks them.
+    challenges: Option<RwLock<HashMap<String, Arc<CertifiedKey>>>>,
 }
 
 impl fmt::Debug for CertStore {
@@ -105,7 +133,20 @@ impl fmt::Debug for CertStore {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
+        self.current.load_full()
+    }
+}
+
+/// The TLS-ALPN-01 side of a [`CertStore`]: the challenge certificate for the name the
+/// CA asks (SNI), or none.
+#[derive(Debug)]
+struct ChallengeCerts(Arc<CertStore>);
+
+impl ResolvesServerCert for ChallengeCerts {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name()?.to_ascii_lowercase();
+        let challenges = self.0.challenges.as_ref()?;
+        challenges.read().ok()?.get(&name).cloned()
     }
 }
 
@@ -115,44 +156,103 @@ impl CertStore {
         Ok(Arc::new(CertStore {
             cert_path: cert.to_owned(),
             key_path: key.to_owned(),
-            current: ArcSwap::new(loaded.key),
-            not_after: std::sync::atomic::AtomicI64::new(loaded.not_after),
+            current: ArcSwapOption::new(Some(loaded.key)),
+            facts: ArcSwap::from_pointee(loaded.facts),
+            challenges: None,
         }))
+    }
+
+    /// For ACME: serves `file` (key and chain in one file) when it is there and usable,
+    /// else nothing until [`CertStore::reload`] finds one; answers TLS-ALPN-01
+    /// handshakes. The error says why the file was not taken.
+    pub fn open_acme(file: &Path) -> (Arc<CertStore>, Result<(), String>) {
+        let store = Arc::new(CertStore {
+            cert_path: file.to_owned(),
+            key_path: file.to_owned(),
+            current: ArcSwapOption::empty(),
+            facts: ArcSwap::from_pointee(Facts::default()),
+            challenges: Some(RwLock::new(HashMap::new())),
+        });
+        let loaded = if file.exists() {
+            store.reload().map(drop)
+        } else {
+            Err("no certificate yet".into())
+        };
+        (store, loaded)
     }
 
     /// Reads the files again; on success the new certificate is served from the next
     /// handshake on, on failure the old one stays.
     pub fn reload(&self) -> Result<i64, String> {
         let loaded = load(&self.cert_path, &self.key_path)?;
-        self.current.store(loaded.key);
-        self.not_after
-            .store(loaded.not_after, std::sync::atomic::Ordering::Relaxed);
-        Ok(loaded.not_after)
+        let not_after = loaded.facts.not_after;
+        self.current.store(Some(loaded.key));
+        self.facts.store(Arc::new(loaded.facts));
+        Ok(not_after)
     }
 
-    /// notAfter of the certificate served, Unix seconds.
+    /// notAfter of the certificate served, Unix seconds (0: none yet).
     pub fn not_after(&self) -> i64 {
-        self.not_after.load(std::sync::atomic::Ordering::Relaxed)
+        self.facts.load().not_after
+    }
+
+    /// Validity and names of the certificate served.
+    pub fn facts(&self) -> Arc<Facts> {
+        self.facts.load_full()
+    }
+
+    /// Where the certificate is read from.
+    pub fn path(&self) -> &Path {
+        &self.cert_path
+    }
+
+    /// Answers the CA's TLS-ALPN-01 handshakes for `domain` with `cert` from now on.
+    pub fn set_challenge(&self, domain: &str, cert: Arc<CertifiedKey>) {
+        if let Some(Ok(mut challenges)) = self.challenges.as_ref().map(RwLock::write) {
+            challenges.insert(domain.to_ascii_lowercase(), cert);
+        }
+    }
+
+    /// Forgets every TLS-ALPN-01 certificate (the order is over).
+    pub fn clear_challenges(&self) {
+        if let Some(Ok(mut challenges)) = self.challenges.as_ref().map(RwLock::write) {
+            challenges.clear();
+        }
     }
 
     /// A TLS acceptor serving whatever this store holds; with `client_auth`, only to
     /// clients with a certificate from that CA and name (else the handshake fails and
-    /// nothing is read).
+    /// nothing is read). With ACME, handshakes for `acme-tls/1` get the challenge
+    /// certificates, without client authentication (the CA has no certificate).
     pub fn acceptor(
         self: &Arc<Self>,
         client_auth: Option<&ClientAuth>,
-    ) -> Result<TlsAcceptor, String> {
-        let builder =
+    ) -> Result<Acceptor, String> {
+        let builder = || {
             ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?;
-        let builder = match client_auth {
-            Some(auth) => builder.with_client_cert_verifier(client_verifier(auth)?),
-            None => builder.with_no_client_auth(),
+                .map_err(|e| e.to_string())
         };
-        let mut config = builder.with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(TlsAcceptor::from(Arc::new(config)))
+        let main = match client_auth {
+            Some(auth) => builder()?.with_client_cert_verifier(client_verifier(auth)?),
+            None => builder()?.with_no_client_auth(),
+        };
+        let mut main = main.with_cert_resolver(self.clone());
+        main.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let challenges = match self.challenges {
+            Some(_) => {
+                let mut config = builder()?
+                    .with_no_client_auth()
+                    .with_cert_resolver(Arc::new(ChallengeCerts(self.clone())));
+                config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
+                Some(Arc::new(config))
+            }
+            None => None,
+        };
+        Ok(Acceptor {
+            main: Arc::new(main),
+            challenges,
+        })
     }
 
     /// Size and modification time of both files (through symlinks), to notice a renewal.
@@ -163,6 +263,105 @@ impl CertStore {
                 .and_then(|m| Some((m.len(), m.modified().ok()?)))
         };
         Some([meta(&self.cert_path)?, meta(&self.key_path)?])
+    }
+}
+
+/// The served certificate and, with ACME, its keeper: what `/readyz` reports on.
+pub struct Served {
+    pub store: Arc<CertStore>,
+    pub acme: Option<Arc<crate::acme::Acme>>,
+}
+
+/// A certificate from files is a problem this close to its end (the operator's renewal
+/// has not happened); one from ACME once its renewal is due and failing.
+const FILE_EXPIRY_WARNING: i64 = 7 * 86_400;
+
+impl Served {
+    /// What is wrong with the certificate at `now` (Unix seconds), for `/readyz`.
+    pub fn problem(&self, now: i64) -> Option<String> {
+        use crate::acme::when;
+        let facts = self.store.facts();
+        let Some(acme) = &self.acme else {
+            return if facts.not_after <= now {
+                Some(format!(
+                    "certificate: {} EXPIRED at {}: Facebook cannot connect; renew it (e.g. certbot renew), the daemon picks it up by itself",
+                    self.store.path().display(),
+                    when(facts.not_after)
+                ))
+            } else if facts.not_after - now < FILE_EXPIRY_WARNING {
+                Some(format!(
+                    "certificate: {} expires at {}: renew it now (e.g. certbot renew), the daemon picks it up by itself",
+                    self.store.path().display(),
+                    when(facts.not_after)
+                ))
+            } else {
+                None
+            };
+        };
+        let status = acme.status();
+        let last = match (&status.last_error, status.last_attempt) {
+            (Some(e), Some(at)) => format!(
+                "the last order, {}, failed ({} in a row): {e}",
+                when(at),
+                status.failures
+            ),
+            _ => "the first order is under way".into(),
+        };
+        let next = status
+            .next_attempt
+            .map(|t| format!("; next try {}", when(t)))
+            .unwrap_or_default();
+        if facts.not_after == 0 {
+            return Some(format!(
+                "certificate: none yet from ACME, so Facebook cannot connect — {last}{next}"
+            ));
+        }
+        if facts.not_after <= now {
+            return Some(format!(
+                "certificate: the ACME certificate EXPIRED at {}, so Facebook cannot connect — {last}{next}",
+                when(facts.not_after)
+            ));
+        }
+        let due = crate::acme::renew_at(facts.not_before, facts.not_after);
+        if now >= due && status.last_error.is_some() {
+            return Some(format!(
+                "certificate: the ACME certificate expires at {} and its renewal fails — {last}{next}",
+                when(facts.not_after)
+            ));
+        }
+        None
+    }
+}
+
+/// Accepts TLS on the public listener: the normal handshake, or with ACME a TLS-ALPN-01
+/// check, told apart by the protocol the client offers.
+#[derive(Clone)]
+pub struct Acceptor {
+    main: Arc<ServerConfig>,
+    challenges: Option<Arc<ServerConfig>>,
+}
+
+impl Acceptor {
+    /// The TLS stream to serve HTTP on, or `None` when the connection was an ACME
+    /// validation (answered and closed here).
+    pub async fn accept(&self, stream: TcpStream) -> std::io::Result<Option<TlsStream<TcpStream>>> {
+        let Some(challenges) = &self.challenges else {
+            return TlsAcceptor::from(self.main.clone())
+                .accept(stream)
+                .await
+                .map(Some);
+        };
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+        let validation = start
+            .client_hello()
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
+        if validation {
+            let mut tls = start.into_stream(challenges.clone()).await?;
+            let _ = tls.shutdown().await;
+            return Ok(None);
+        }
+        start.into_stream(self.main.clone()).await.map(Some)
     }
 }
 

@@ -98,8 +98,25 @@ async fn doctor_names_each_problem_and_fails() {
     let expiring = fb_openchannel::sim::tls::generate_valid_for(soon.path(), Some(3)).unwrap();
     std::fs::copy(&expiring.cert_path, &peers.certs.cert_path).unwrap();
     std::fs::copy(&expiring.key_path, &peers.certs.key_path).unwrap();
-    fixed_ports_config(&peers);
+    let text = fixed_ports_config(&peers);
     let daemon = Process::start(std::path::Path::new(&config_path(&peers)));
+    let local = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("listen = \""))
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('"')
+        .to_owned();
+    fb_openchannel::http_client::install_crypto_provider();
+    let readyz = reqwest::get(format!("http://{local}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(readyz.status().as_u16(), 503);
+    let readyz = readyz.text().await.unwrap();
+    assert!(
+        readyz.contains("certificate:") && readyz.contains("renew it now"),
+        "{readyz}"
+    );
     peers.graph.expire_token(TOKEN_A);
     peers.graph.unsubscribe(PAGE_B);
     peers.motion.down().await;

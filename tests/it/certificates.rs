@@ -1,0 +1,535 @@
+//! The public certificate from ACME, against a real ACME server: pebble (Debian's
+//! package, Let's Encrypt's test CA), which checks each name with a real TLS-ALPN-01
+//! handshake on the daemon's public listener. Ordered at start, served, renewed before
+//! it expires, kept while a renewal fails, and back once the CA is.
+//!
+//! Without pebble installed the test says so and passes (`apt-get install pebble`;
+//! `.ci/run` installs it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{Bench, Peers, VERIFY_TOKEN, free_port};
+
+/// The name the certificate is for; pebble's DNS (pebble-challtestsrv) sends every
+/// name to 127.0.0.1.
+const DOMAIN: &str = "fb.acme.test";
+
+/// Life of pebble's certificates in these tests: renewed a third of it before the end.
+const VALIDITY_S: u64 = 18;
+
+/// Long enough for an order on a loaded machine plus a renewal period.
+const ACME_WAIT: Duration = Duration::from_secs(90);
+
+fn pebble_installed() -> bool {
+    ["pebble", "pebble-challtestsrv"].iter().all(|tool| {
+        Command::new(tool)
+            .arg("-h")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    })
+}
+
+/// pebble and its DNS server, on free loopback ports.
+struct Pebble {
+    dir: PathBuf,
+    config: PathBuf,
+    dns_port: u16,
+    port: u16,
+    management: u16,
+    pebble: Option<Child>,
+    dns: Child,
+}
+
+impl Pebble {
+    /// Starts pebble, checking names on `tls_port`, with its HTTPS certificate from
+    /// `cert`/`key` (for `localhost`).
+    async fn start(dir: &Path, cert: &Path, key: &Path, tls_port: u16) -> Pebble {
+        let dns_port = free_port();
+        let dns = Command::new("pebble-challtestsrv")
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-management", &format!("127.0.0.1:{}", free_port())])
+            .stdout(log_file(dir, "challtestsrv.log"))
+            .stderr(log_file(dir, "challtestsrv.log"))
+            .spawn()
+            .expect("start pebble-challtestsrv");
+        let (port, management) = (free_port(), free_port());
+        let config = dir.join("pebble.json");
+        let json = serde_json::json!({ "pebble": {
+            "listenAddress": format!("127.0.0.1:{port}"),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": cert,
+            "privateKey": key,
+            "httpPort": free_port(),
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+            "certificateValidityPeriod": VALIDITY_S,
+        }});
+        std::fs::write(&config, json.to_string()).unwrap();
+        let mut pebble = Pebble {
+            dir: dir.to_owned(),
+            config,
+            dns_port,
+            port,
+            management,
+            pebble: None,
+            dns,
+        };
+        pebble.run().await;
+        pebble
+    }
+
+    /// (Re)starts the CA itself: a new one each time, with a new root and no accounts.
+    async fn run(&mut self) {
+        let child = Command::new("pebble")
+            .arg("-config")
+            .arg(&self.config)
+            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_port)])
+            // Real checks, without pebble's random 0–15 s pause before each.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .stdout(log_file(&self.dir, "pebble.log"))
+            .stderr(log_file(&self.dir, "pebble.log"))
+            .spawn()
+            .expect("start pebble");
+        self.pebble = Some(child);
+        let port = self.port;
+        crate::wait_until("pebble answers", ACME_WAIT, || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+    }
+
+    /// SIGKILLs the CA (its DNS stays).
+    fn kill(&mut self) {
+        if let Some(mut child) = self.pebble.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn directory(&self) -> String {
+        format!("https://localhost:{}/dir", self.port)
+    }
+
+    /// The root of this run's chains (pebble makes a new one at each start).
+    async fn root(&self) -> String {
+        reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap()
+            .get(format!("https://127.0.0.1:{}/roots/0", self.management))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = self.dns.kill();
+        let _ = self.dns.wait();
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(name))
+        .unwrap()
+}
+
+/// The leaf the daemon serves for [`DOMAIN`] on `port`, after a webhook verification
+/// handshake over it answered; verified against `root` when given.
+async fn served(port: u16, root: Option<&str>) -> Result<Vec<u8>, String> {
+    let mut builder = reqwest::Client::builder()
+        .resolve(DOMAIN, ([127, 0, 0, 1], port).into())
+        .tls_info(true)
+        .timeout(Duration::from_secs(5));
+    builder = match root {
+        Some(pem) => {
+            builder.tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
+        }
+        None => builder.danger_accept_invalid_certs(true),
+    };
+    let response = builder
+        .build()
+        .unwrap()
+        .get(format!(
+            "https://{DOMAIN}:{port}/webhook?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=77"
+        ))
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let leaf = response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .map(<[u8]>::to_vec)
+        .ok_or("no certificate")?;
+    let body = response.text().await.map_err(|e| e.to_string())?;
+    if body != "77" {
+        return Err(format!("the verification handshake answered {body:?}"));
+    }
+    Ok(leaf)
+}
+
+/// Waits until the daemon serves a leaf that verifies against `root` and satisfies
+/// `accept`; returns it.
+async fn wait_for_leaf(
+    what: &str,
+    port: u16,
+    root: &str,
+    accept: impl Fn(&[u8]) -> bool,
+) -> Vec<u8> {
+    let deadline = tokio::time::Instant::now() + ACME_WAIT;
+    loop {
+        if let Ok(leaf) = served(port, Some(root)).await
+            && accept(&leaf)
+        {
+            return leaf;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "timed out after {ACME_WAIT:?} waiting until {what}; last: {:?}",
+                served(port, Some(root)).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The bench config without `tls_cert` / `tls_key` (which `acme` excludes).
+fn without_certificate_files(text: &str) -> String {
+    text.lines()
+        .filter(|line| !line.starts_with("tls_cert") && !line.starts_with("tls_key"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Serial and notAfter of a leaf.
+fn identity(der: &[u8]) -> (String, i64) {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    (
+        cert.raw_serial_as_string(),
+        cert.validity().not_after.timestamp(),
+    )
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+async fn readyz(bench: &Bench) -> (u16, String) {
+    let response = reqwest::get(format!("http://{}/readyz", bench.daemon().local_addr))
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acme_certificate_is_obtained_served_renewed_and_kept_through_a_failed_renewal() {
+    if !pebble_installed() {
+        eprintln!(
+            "SKIPPED the ACME test: pebble is not installed. Run `apt-get install pebble` (Debian's package), then `cargo test certificates`; .ci/run installs it."
+        );
+        return;
+    }
+    let peers = Peers::start().await;
+    let port = free_port();
+    let mut pebble = Pebble::start(
+        peers.dir.path(),
+        &peers.certs.cert_path,
+        &peers.certs.key_path,
+        port,
+    )
+    .await;
+    let ca = peers.dir.path().join("ca.pem");
+    let text = peers
+        .config_toml_with(
+            &format!(
+                "acme = {{ domains = [\"{DOMAIN}\"], email = \"ops@example.com\", directory = \"{}\", directory_ca = \"{}\" }}\nname = \"{DOMAIN}\"",
+                pebble.directory(),
+                ca.display()
+            ),
+            "",
+            "",
+        )
+        .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""), 1);
+    let text = without_certificate_files(&text);
+    let bench = Bench::start_on(peers, &text).await;
+    let store = bench.peers.store_path();
+    let acme_dir = store.parent().unwrap().join("acme");
+
+    // Ordered at start: the CA checks the name on the listener, the daemon serves the
+    // chain, and Facebook's verification handshake is answered over it.
+    let root = pebble.root().await;
+    let first = wait_for_leaf(
+        "the daemon serves pebble's certificate",
+        port,
+        &root,
+        |_| true,
+    )
+    .await;
+    let (first_serial, first_not_after) = identity(&first);
+    assert_eq!(mode(&acme_dir), 0o700);
+    for file in ["certificate.pem", "account.json", "status.json"] {
+        assert_eq!(mode(&acme_dir.join(file)), 0o600, "{file}");
+    }
+    let metrics = bench.daemon().shared.metrics_text().await.unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "fb_openchannel_tls_certificate_expiry_timestamp_seconds {first_not_after}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fb_openchannel_acme_attempts_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+
+    // Renewed before it expires: a new certificate is served while the first is valid.
+    let second = wait_for_leaf(
+        "the daemon serves a renewed certificate",
+        port,
+        &root,
+        |leaf| identity(leaf).0 != first_serial,
+    )
+    .await;
+    assert!(
+        now_s() < first_not_after,
+        "renewed only after the first certificate expired"
+    );
+    let (second_serial, second_not_after) = identity(&second);
+    assert!(second_not_after > first_not_after);
+
+    // The CA goes away: the renewal fails, the current certificate stays served, and
+    // /readyz and doctor say so.
+    pebble.kill();
+    let acme = bench
+        .daemon()
+        .shared
+        .certificate
+        .get()
+        .unwrap()
+        .acme
+        .clone()
+        .unwrap();
+    crate::wait_until("a renewal failed", ACME_WAIT, || {
+        let acme = acme.clone();
+        async move { acme.status().failures >= 1 }
+    })
+    .await;
+    let still = served(port, None).await.unwrap();
+    assert_eq!(
+        identity(&still).0,
+        second_serial,
+        "the old certificate is served until a new one is valid"
+    );
+    let (status, body) = readyz(&bench).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("its renewal fails"), "{body}");
+    assert!(body.contains("cannot talk to the ACME directory"), "{body}");
+    let config_path = bench.peers.dir.path().join("config.toml");
+    let (_, out, _) = crate::harness::cli(&["doctor", "--config", config_path.to_str().unwrap()]);
+    let line = out
+        .lines()
+        .find(|l| l.contains("certificate"))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_owned();
+    assert!(line.contains("FAILED"), "{line}");
+
+    // A restart while the CA is still away serves the stored certificate at once.
+    let bench = bench.restart().await;
+    let after_restart = served(port, None).await.unwrap();
+    assert_eq!(identity(&after_restart).0, second_serial);
+
+    // The CA is back (a new one: new root, our account unknown to it): the daemon
+    // registers again by itself and serves the new certificate.
+    pebble.run().await;
+    let new_root = pebble.root().await;
+    assert_ne!(new_root, root);
+    wait_for_leaf(
+        "the daemon serves the new CA's certificate",
+        port,
+        &new_root,
+        |_| true,
+    )
+    .await;
+    let acme = bench
+        .daemon()
+        .shared
+        .certificate
+        .get()
+        .unwrap()
+        .acme
+        .clone()
+        .unwrap();
+    assert_eq!(acme.status().failures, 0);
+    assert!(acme.status().last_error.is_none());
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    assert!(text.contains("acme = "));
+    bench.stop().await;
+}
+
+/// Accepts any server certificate: the test looks at what is served, not whether it
+/// is trusted (a TLS-ALPN-01 certificate is self-signed by design).
+#[derive(Debug)]
+struct AnyServer(rustls::crypto::CryptoProvider);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A handshake as the ACME CA makes it (RFC 8737: SNI the name, ALPN `acme-tls/1`
+/// only): the leaf shown and the protocol agreed.
+async fn acme_handshake(port: u16, name: &str) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let provider = rustls::crypto::ring::default_provider();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone().into())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap(),
+            tcp,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, session) = tls.get_ref();
+    let leaf = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|c| c.to_vec())
+        .ok_or("no certificate")?;
+    Ok((leaf, session.alpn_protocol().unwrap_or_default().to_vec()))
+}
+
+#[tokio::test]
+async fn the_cas_check_gets_the_challenge_certificate_even_with_mtls_and_nobody_else_does() {
+    use fb_openchannel::sim::tls::ClientCa;
+    let peers = Peers::start().await;
+    let meta = ClientCa::new("Meta outbound API test CA").unwrap();
+    let ca_path = peers.dir.path().join("meta-ca.pem");
+    std::fs::write(&ca_path, &meta.pem).unwrap();
+    // Meta's client certificate required, and a CA that is not there (port 9 is
+    // closed): no certificate comes, the listener still answers the CA's handshakes.
+    let text = peers
+        .config_toml_with(
+            &format!(
+                "client_ca = \"{}\"\nacme = {{ domains = [\"{DOMAIN}\"], directory = \"https://127.0.0.1:9/dir\" }}",
+                ca_path.display()
+            ),
+            "",
+            "",
+        );
+    let text = without_certificate_files(&text);
+    let bench = Bench::start_on(peers, &text).await;
+    let port = bench.daemon().public_addr.port();
+    assert!(served(port, None).await.is_err(), "no certificate yet");
+    assert!(
+        acme_handshake(port, DOMAIN).await.is_err(),
+        "no order in progress"
+    );
+
+    // An order in progress: the CA's handshake gets the challenge certificate without
+    // a client certificate, and is closed after it — never reaching HTTP.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![DOMAIN.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let signing = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(rustls::pki_types::PrivateKeyDer::Pkcs8(
+            key.serialize_der().into(),
+        ))
+        .unwrap();
+    let certs = bench.daemon().certs.clone().unwrap();
+    certs.set_challenge(
+        DOMAIN,
+        std::sync::Arc::new(rustls::sign::CertifiedKey::new(
+            vec![cert.der().clone()],
+            signing,
+        )),
+    );
+    let (leaf, protocol) = acme_handshake(port, DOMAIN).await.unwrap();
+    assert_eq!(leaf, cert.der().to_vec());
+    assert_eq!(protocol, b"acme-tls/1");
+    // Not for another name, and not for a client that does not speak acme-tls/1.
+    assert!(acme_handshake(port, "other.acme.test").await.is_err());
+    assert!(served(port, None).await.is_err());
+    let (status, body) = readyz(&bench).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("certificate: none yet from ACME"), "{body}");
+    certs.clear_challenges();
+    assert!(acme_handshake(port, DOMAIN).await.is_err());
+    bench.stop().await;
+}
