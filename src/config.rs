@@ -1446,8 +1446,6 @@ const READ_AT_START: &[&str] = &[
     "public.max_active_connections",
     "public.body_memory",
     "public.body_spool",
-    "public.client_ca",
-    "public.client_name",
     "public.acme",
     "local.listen",
     "storage.path",

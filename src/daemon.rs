@@ -48,6 +48,8 @@ pub struct Daemon {
     pub shared: Arc<Shared>,
     /// The public certificate, when TLS is on: reloaded on SIGHUP and when its files change.
     pub certs: Option<Arc<CertStore>>,
+    /// The public listener's TLS, for a reload to put a new client CA in force.
+    tls: Option<crate::server::tls::Acceptor>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -142,7 +144,7 @@ impl Daemon {
         tasks.push(tokio::spawn(server::serve(
             "public",
             listener,
-            tls,
+            tls.clone(),
             Limits {
                 request_timeout: public_cfg.request_timeout,
                 max_connections: public_cfg.max_connections,
@@ -247,6 +249,7 @@ impl Daemon {
             public_addr,
             local_addr,
             certs,
+            tls,
             shared,
             shutdown,
             tasks,
@@ -296,6 +299,16 @@ impl Daemon {
             accounts_removed: removed,
             ..
         } = diff;
+        // The client CA is read again even when its path is the same: Meta's CA is
+        // rotated by replacing the file.
+        if let Some(tls) = &self.tls
+            && let Err(e) = tls.set_client_auth(config.client_auth().as_ref())
+        {
+            error!(
+                "config reload: public.client_ca cannot be used ({e}); client certificates are checked as before — fix the file and reload again"
+            );
+            notes.push("client certificates checked as before (new CA unusable)".into());
+        }
         let live = Live::new(config, Some(self.shared.capture.clone()))?;
         self.shared.replace_live(live);
         if let Some(certs) = &self.certs {

@@ -228,20 +228,9 @@ impl CertStore {
         self: &Arc<Self>,
         client_auth: Option<&ClientAuth>,
     ) -> Result<Acceptor, String> {
-        let builder = || {
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())
-        };
-        let main = match client_auth {
-            Some(auth) => builder()?.with_client_cert_verifier(client_verifier(auth)?),
-            None => builder()?.with_no_client_auth(),
-        };
-        let mut main = main.with_cert_resolver(self.clone());
-        main.alpn_protocols = vec![b"http/1.1".to_vec()];
         let challenges = match self.challenges {
             Some(_) => {
-                let mut config = builder()?
+                let mut config = config_builder()?
                     .with_no_client_auth()
                     .with_cert_resolver(Arc::new(ChallengeCerts(self.clone())));
                 config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
@@ -250,9 +239,25 @@ impl CertStore {
             None => None,
         };
         Ok(Acceptor {
-            main: Arc::new(main),
+            main: Arc::new(ArcSwap::from_pointee(self.main_config(client_auth)?)),
             challenges,
+            store: self.clone(),
         })
+    }
+
+    /// The config of ordinary handshakes: this store's certificate, HTTP/1.1, and
+    /// client certificates checked per `client_auth`.
+    fn main_config(
+        self: &Arc<Self>,
+        client_auth: Option<&ClientAuth>,
+    ) -> Result<ServerConfig, String> {
+        let main = match client_auth {
+            Some(auth) => config_builder()?.with_client_cert_verifier(client_verifier(auth)?),
+            None => config_builder()?.with_no_client_auth(),
+        };
+        let mut main = main.with_cert_resolver(self.clone());
+        main.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(main)
     }
 
     /// Size and modification time of both files (through symlinks), to notice a renewal.
@@ -333,23 +338,39 @@ impl Served {
     }
 }
 
+/// A server config builder on ring with the safe protocol versions.
+fn config_builder() -> Result<rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>, String> {
+    ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
+}
+
 /// Accepts TLS on the public listener: the normal handshake, or with ACME a TLS-ALPN-01
 /// check, told apart by the protocol the client offers.
 #[derive(Clone)]
 pub struct Acceptor {
-    main: Arc<ServerConfig>,
+    /// Replaced whole when the client CA changes (a reload): new handshakes use the new
+    /// one, open connections keep theirs.
+    main: Arc<ArcSwap<ServerConfig>>,
     challenges: Option<Arc<ServerConfig>>,
+    store: Arc<CertStore>,
 }
 
 impl Acceptor {
+    /// Checks client certificates per `client_auth` from the next handshake on (the CA
+    /// file is read now); on error nothing changes.
+    pub fn set_client_auth(&self, client_auth: Option<&ClientAuth>) -> Result<(), String> {
+        let config = self.store.main_config(client_auth)?;
+        self.main.store(Arc::new(config));
+        Ok(())
+    }
+
     /// The TLS stream to serve HTTP on, or `None` when the connection was an ACME
     /// validation (answered and closed here).
     pub async fn accept(&self, stream: TcpStream) -> std::io::Result<Option<TlsStream<TcpStream>>> {
+        let main = self.main.load_full();
         let Some(challenges) = &self.challenges else {
-            return TlsAcceptor::from(self.main.clone())
-                .accept(stream)
-                .await
-                .map(Some);
+            return TlsAcceptor::from(main).accept(stream).await.map(Some);
         };
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
         let validation = start
@@ -361,7 +382,7 @@ impl Acceptor {
             let _ = tls.shutdown().await;
             return Ok(None);
         }
-        start.into_stream(self.main.clone()).await.map(Some)
+        start.into_stream(main).await.map(Some)
     }
 }
 

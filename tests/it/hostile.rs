@@ -291,5 +291,47 @@ async fn mutual_tls_admits_only_metas_client_certificate() {
         1,
         "only the admitted webhook was read"
     );
+
+    // Meta rotates its CA: the file is replaced and the daemon reloaded, no restart.
+    let rotated = ClientCa::new("Meta outbound API test CA, next").unwrap();
+    std::fs::write(&ca_path, &rotated.pem).unwrap();
+    let config_path = bench.peers.dir.path().join("config.toml");
+    let summary = bench.daemon().reload(&config_path).await.unwrap();
+    assert!(!summary.contains("restart"), "{summary}");
+    let next = client(Some(rotated.issue(name).unwrap()));
+    assert_eq!(
+        next.get(&challenge)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "4242"
+    );
+    let old = client(Some(meta.issue(name).unwrap()));
+    assert!(
+        old.get(&challenge).send().await.is_err(),
+        "the old CA is out"
+    );
+    // A broken file at the next reload keeps the CA in force, and says so.
+    std::fs::write(&ca_path, "not a certificate").unwrap();
+    let summary = bench.daemon().reload(&config_path).await.unwrap();
+    assert!(
+        summary.contains("client certificates checked as before"),
+        "{summary}"
+    );
+    let fresh = client(Some(rotated.issue(name).unwrap()));
+    assert_eq!(
+        fresh
+            .get(&challenge)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "4242"
+    );
     bench.stop().await;
 }
