@@ -444,7 +444,8 @@ fn acme_certificate(config: &Config, check: impl Fn(bool, String) -> Check) -> C
             return check(
                 false,
                 format!(
-                    "no certificate from ACME yet ({last}{next}): the daemon orders it when it starts; is it running, and do the names resolve to this host with port 443 open?"
+                    "no certificate from ACME yet ({last}{next}): the daemon orders it when it starts; is it running, and do the names resolve to this host with port 443 reaching public.listen ({})?",
+                    config.public.listen
                 ),
             );
         }
@@ -480,10 +481,18 @@ fn acme_certificate(config: &Config, check: impl Fn(bool, String) -> Check) -> C
             format!("{problem} (the daemon orders one for public.acme.domains when it starts)"),
         );
     }
+    let port = config.public.listen.port();
+    let port_note = if port == 443 {
+        String::new()
+    } else {
+        format!(
+            " (public.listen is on port {port}: the CA checks the names on port 443, so 443 must be forwarded to it)"
+        )
+    };
     check(
         true,
         format!(
-            "from ACME ({}), valid for {days_left} more days, covers {}, renewed from {}; {last}{next}",
+            "from ACME ({}), valid for {days_left} more days, covers {}, renewed from {}; {last}{next}{port_note}",
             status.directory,
             loaded.names.join(", "),
             acme::when(renew_at)

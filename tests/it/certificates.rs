@@ -219,6 +219,15 @@ fn without_certificate_files(text: &str) -> String {
         .join("\n")
 }
 
+/// `doctor`'s line about the certificate.
+fn doctor_certificate_line(config_path: &Path) -> String {
+    let (_, out, _) = crate::harness::cli(&["doctor", "--config", config_path.to_str().unwrap()]);
+    out.lines()
+        .find(|l| l.contains("certificate"))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_owned()
+}
+
 /// Serial and notAfter of a leaf.
 fn identity(der: &[u8]) -> (String, i64) {
     let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
@@ -307,6 +316,11 @@ async fn the_acme_certificate_is_obtained_served_renewed_and_kept_through_a_fail
         metrics.contains("fb_openchannel_acme_attempts_total{result=\"ok\"} 1"),
         "{metrics}"
     );
+    let config_path = bench.peers.dir.path().join("config.toml");
+    let line = doctor_certificate_line(&config_path);
+    assert!(line.contains("✓"), "{line}");
+    assert!(line.contains("from ACME"), "{line}");
+    assert!(line.contains("443 must be forwarded"), "{line}");
 
     // Renewed before it expires: a new certificate is served while the first is valid.
     let second = wait_for_leaf(
@@ -350,14 +364,8 @@ async fn the_acme_certificate_is_obtained_served_renewed_and_kept_through_a_fail
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("its renewal fails"), "{body}");
     assert!(body.contains("cannot talk to the ACME directory"), "{body}");
-    let config_path = bench.peers.dir.path().join("config.toml");
-    let (_, out, _) = crate::harness::cli(&["doctor", "--config", config_path.to_str().unwrap()]);
-    let line = out
-        .lines()
-        .find(|l| l.contains("certificate"))
-        .unwrap_or_else(|| panic!("{out}"))
-        .to_owned();
-    assert!(line.contains("FAILED"), "{line}");
+    let line = doctor_certificate_line(&config_path);
+    assert!(line.contains("✗") && line.contains("FAILED"), "{line}");
 
     // A restart while the CA is still away serves the stored certificate at once.
     let bench = bench.restart().await;
