@@ -5,6 +5,7 @@ mod demo;
 mod doctor;
 pub mod output;
 mod queue;
+mod setup;
 mod simulate;
 mod subscribe;
 
@@ -49,6 +50,30 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Connect a Facebook Page (and its Instagram account) from a user token of this app:
+    /// checks the app and the permissions, writes the page's table with a Page token that
+    /// does not expire (comments kept, a backup beside), subscribes the app, reloads the
+    /// daemon and prints the Reply URL for Motion. Again for a configured page: only its
+    /// token is replaced.
+    Setup {
+        /// A Facebook user access token for this app (Graph API Explorer); `-` reads it
+        /// from stdin. The environment variable keeps it off the process list.
+        #[arg(long, env = "FB_OPENCHANNEL_USER_TOKEN", hide_env_values = true)]
+        user_token: Option<String>,
+        /// The Page to connect (default: the only one the user manages, or asked).
+        #[arg(long)]
+        page: Option<String>,
+        /// The Receive URL of the page's Motion Openchannel account (else asked).
+        #[arg(long)]
+        receive_url: Option<String>,
+        /// Also connect the Instagram account linked to the page, to the Motion
+        /// Openchannel account with this Receive URL.
+        #[arg(long)]
+        instagram_receive_url: Option<String>,
+        /// Ask nothing: what is missing is an error (for automation).
+        #[arg(long)]
+        yes: bool,
     },
     /// Subscribe every page to this app's webhooks with the fields it needs.
     Subscribe {
@@ -115,6 +140,22 @@ pub fn main() -> ExitCode {
         Command::Demo => demo::main(),
         Command::Doctor { json } => doctor::main(&cli.config, json),
         Command::Subscribe { json } => subscribe::main(&cli.config, json),
+        Command::Setup {
+            user_token,
+            page,
+            receive_url,
+            instagram_receive_url,
+            yes,
+        } => setup::main(
+            &cli.config,
+            setup::Options {
+                user_token,
+                page,
+                receive_url,
+                instagram_receive_url,
+                yes,
+            },
+        ),
         Command::Queue { command, json } => queue::main(&cli.config, command, json),
         Command::Simulate {
             wall,

@@ -347,7 +347,7 @@ pub enum DownloadError {
 }
 
 pub struct GraphClient {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     /// Records exchanges while `fb-openchannel capture` runs (the daemon's clients).
     capture: Option<Arc<crate::capture::Capture>>,
     /// Fetches customers' files: Facebook's media hosts only (see [`media`]).
@@ -389,7 +389,7 @@ impl GraphClient {
 
     /// The URL of a Graph call: the base and these path segments, each one segment
     /// whatever it holds (built by segments, never by formatting text).
-    fn url(&self, segments: &[&str]) -> Url {
+    pub(super) fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .expect("the base was checked to take path segments")
@@ -610,24 +610,15 @@ impl GraphClient {
             .expect("the base was checked to take path segments")
             .pop_if_empty()
             .push("refresh_access_token");
-        let response = self
-            .http
-            .get(url)
-            .query(&[
-                ("grant_type", "ig_refresh_token"),
-                ("access_token", token.expose()),
-            ])
-            .send()
-            .await
-            .map_err(|e| GraphError::network(http_client::describe(e)))?;
-        let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| GraphError::network(http_client::describe(e)))?;
-        if !(200..300).contains(&status) {
-            return Err(GraphError::from_response(status, &text, None));
-        }
+        let text = self
+            .get_secretly(
+                url,
+                &[
+                    ("grant_type", "ig_refresh_token"),
+                    ("access_token", token.expose()),
+                ],
+            )
+            .await?;
         #[derive(Deserialize)]
         struct Refreshed {
             access_token: String,
@@ -884,9 +875,38 @@ impl GraphClient {
         }
     }
 
+    /// `GET url?query` that is never captured (the query carries a token or the app
+    /// secret): the body of a 2xx answer, else the classified error.
+    pub(super) async fn get_secretly(
+        &self,
+        url: Url,
+        query: &[(&str, &str)],
+    ) -> Result<String, GraphError> {
+        let response = self
+            .http
+            .get(url)
+            .query(query)
+            .send()
+            .await
+            .map_err(|e| GraphError::network(http_client::describe(e)))?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| GraphError::network(http_client::describe(e)))?;
+        if (200..300).contains(&status) {
+            Ok(text)
+        } else {
+            Err(GraphError::from_response(status, &text, None))
+        }
+    }
+
     /// Sends a request; the body of a 2xx answer, else the classified error. While a
     /// capture runs, the exchange is recorded (the token masked).
-    async fn call(&self, request: reqwest::RequestBuilder) -> Result<String, GraphError> {
+    pub(super) async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<String, GraphError> {
         let request = request
             .build()
             .map_err(|e| GraphError::network(http_client::describe(e)))?;

@@ -5,6 +5,7 @@ pub mod feed;
 pub mod graph;
 pub mod ids;
 pub mod ig_comment;
+pub mod login;
 pub mod media;
 pub mod signature;
 pub mod webhook;

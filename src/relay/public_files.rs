@@ -78,7 +78,7 @@ impl PublicFiles {
 }
 
 /// 32 bytes from the kernel's random source, as 64 hex digits.
-fn random_token() -> Result<String, String> {
+pub(crate) fn random_token() -> Result<String, String> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))

@@ -132,6 +132,21 @@ struct State {
     /// How attachments given by URL are fetched (as Meta's servers do): trusting the
     /// test CA once [`SimGraph::trust`] was called.
     url_client: Mutex<Option<reqwest::Client>>,
+    /// Facebook users (Facebook Login): user access token → what they manage.
+    users: Mutex<HashMap<String, SimUser>>,
+    /// Our app's secret, for the calls that authenticate the app itself.
+    app_secret: Mutex<Option<String>>,
+}
+
+/// A Facebook user as Facebook Login knows them.
+#[derive(Debug, Clone)]
+struct SimUser {
+    /// The Pages they manage (with the `MESSAGING` task).
+    pages: Vec<String>,
+    /// Permissions granted to our app.
+    scopes: Vec<String>,
+    /// Exchanged for a long-lived token (Page tokens from it do not expire).
+    long_lived: bool,
 }
 
 pub struct SimGraph {
@@ -306,6 +321,34 @@ impl SimGraph {
             .insert(psid.into(), (first.into(), last.into()));
     }
 
+    /// Our app's secret: `debug_token` and the token exchange check it.
+    pub fn set_app_secret(&self, secret: &str) {
+        *self.state.app_secret.lock().unwrap() = Some(secret.into());
+    }
+
+    /// A Facebook user with a short-lived user `token` (as the Graph API Explorer gives)
+    /// who manages `pages` and granted our app `scopes`.
+    pub fn add_user(&self, token: &str, pages: &[&str], scopes: &[&str]) {
+        self.state.users.lock().unwrap().insert(
+            token.into(),
+            SimUser {
+                pages: pages.iter().map(|p| p.to_string()).collect(),
+                scopes: scopes.iter().map(|p| p.to_string()).collect(),
+                long_lived: false,
+            },
+        );
+    }
+
+    /// The Page token `/me/accounts` gives a user for `page`: a long-lived user's does not
+    /// expire and is named so (tests check which one the daemon keeps).
+    pub fn page_token_for_user(long_lived: bool, page: &str) -> String {
+        if long_lived {
+            format!("EAAG-never-expires-{page}")
+        } else {
+            format!("EAAG-one-hour-{page}")
+        }
+    }
+
     /// Links an Instagram professional account to the Page (Meta Business Suite →
     /// Settings → Instagram accounts).
     pub fn link_instagram(&self, page_id: &str, instagram_id: &str) {
@@ -447,6 +490,120 @@ fn graph_error(status: u16, code: i64, subcode: Option<i64>, message: &str) -> S
     json_response(status, json!({ "error": error }))
 }
 
+/// Facebook Login's calls: the token exchange and `debug_token` (which authenticate the
+/// app by its id and secret) and a user's `/me/accounts`. `None`: not one of them.
+fn facebook_login(
+    state: &State,
+    method: &Method,
+    segments: &[&str],
+    query: &str,
+    bearer: Option<&str>,
+) -> Option<SimResponse> {
+    let param = |name: &str| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let secret = state.app_secret.lock().unwrap().clone();
+    let bad_token = || {
+        graph_error(
+            400,
+            190,
+            Some(463),
+            "Error validating access token: Session has expired.",
+        )
+    };
+    match (method, segments) {
+        (&Method::GET, [_version, "oauth", "access_token"]) => {
+            if param("client_id").as_deref() != Some(SIM_APP_ID) {
+                return Some(graph_error(
+                    400,
+                    101,
+                    None,
+                    "Error validating application. Invalid application ID.",
+                ));
+            }
+            if secret.is_none() || param("client_secret") != secret {
+                return Some(graph_error(400, 1, None, "Error validating client secret."));
+            }
+            if param("grant_type").as_deref() != Some("fb_exchange_token") {
+                return Some(graph_error(400, 100, None, "Unsupported grant_type"));
+            }
+            let old = param("fb_exchange_token").unwrap_or_default();
+            let mut users = state.users.lock().unwrap();
+            let Some(user) = users.get(&old).cloned() else {
+                return Some(bad_token());
+            };
+            let new = format!("EAAL-long-lived-{}", users.len() + 1);
+            users.insert(
+                new.clone(),
+                SimUser {
+                    long_lived: true,
+                    ..user
+                },
+            );
+            Some(json_response(
+                200,
+                json!({"access_token": new, "token_type": "bearer", "expires_in": 5_183_944}),
+            ))
+        }
+        (&Method::GET, [_version, "debug_token"]) => {
+            let app_token = format!("{SIM_APP_ID}|{}", secret.unwrap_or_default());
+            if bearer != Some(app_token.as_str()) {
+                return Some(graph_error(
+                    400,
+                    190,
+                    None,
+                    "Invalid OAuth access token signature.",
+                ));
+            }
+            let input = param("input_token").unwrap_or_default();
+            let data = match state.users.lock().unwrap().get(&input) {
+                Some(user) => json!({
+                    "app_id": SIM_APP_ID, "type": "USER", "application": SIM_APP_NAME,
+                    "data_access_expires_at": 1_800_000_000, "expires_at": if user.long_lived { 1_790_000_000 } else { 1_780_000_000 },
+                    "is_valid": true, "scopes": user.scopes, "user_id": "10000000000001",
+                }),
+                None => json!({
+                    "error": {"code": 190, "message": "Invalid OAuth access token."},
+                    "is_valid": false, "scopes": [],
+                }),
+            };
+            Some(json_response(200, json!({ "data": data })))
+        }
+        (&Method::GET, [_version, "me", "accounts"]) => {
+            let user = state.users.lock().unwrap().get(bearer?).cloned()?;
+            let linked = state.linked_instagram.lock().unwrap().clone();
+            let mut data = Vec::new();
+            for page in &user.pages {
+                let token = SimGraph::page_token_for_user(user.long_lived, page);
+                state
+                    .tokens
+                    .lock()
+                    .unwrap()
+                    .insert(token.clone(), page.clone());
+                let mut entry = json!({
+                    "access_token": token,
+                    "category": "Software company",
+                    "name": format!("Simulated Page {page}"),
+                    "id": page,
+                    "tasks": ["ADVERTISE", "ANALYZE", "CREATE_CONTENT", "MESSAGING", "MODERATE", "MANAGE"],
+                });
+                if let Some(ig) = linked.get(page) {
+                    entry["instagram_business_account"] =
+                        json!({"id": ig, "username": format!("sim.{ig}")});
+                }
+                data.push(entry);
+            }
+            Some(json_response(
+                200,
+                json!({"data": data, "paging": {"cursors": {"before": "QVFIU", "after": "QVFIU"}}}),
+            ))
+        }
+        _ => None,
+    }
+}
+
 async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -510,6 +667,9 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
     let token = authorization
         .as_deref()
         .and_then(|a| a.strip_prefix("Bearer "));
+    if let Some(answer) = facebook_login(state, req.method(), &segments, &query, token) {
+        return answer;
+    }
     let page = token.and_then(|t| state.tokens.lock().unwrap().get(t).cloned());
     if page.is_none() {
         return graph_error(

@@ -362,6 +362,16 @@ impl Process {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Waits (at most [`WAIT`]) until a log line contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let log = self.log.clone();
+        crate::wait_until(&format!("the log says {needle:?}"), WAIT, || {
+            let log = log.clone();
+            async move { log.lock().unwrap().iter().any(|l| l.contains(needle)) }
+        })
+        .await;
+    }
+
     pub fn kill(&mut self) {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
@@ -398,9 +408,15 @@ impl Drop for Process {
 
 /// Runs `fb-openchannel <args>`; returns the exit code, stdout and stderr.
 pub fn cli(args: &[&str]) -> (i32, String, String) {
+    cli_with_env(args, &[])
+}
+
+/// [`cli`] with these environment variables set.
+pub fn cli_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(binary())
         .args(args)
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -14,6 +14,7 @@ mod operator;
 mod process;
 mod replies;
 mod service;
+mod setup;
 mod upgrade;
 mod wall;
 

@@ -95,17 +95,7 @@ async fn sighup_applies_a_valid_config_and_keeps_the_old_one_when_broken() {
     // A new page is added.
     std::fs::write(&path, peers.config_toml(&page_c(&peers))).unwrap();
     daemon.signal("HUP");
-    let log = daemon.log.clone();
-    wait_until("the reload is logged", WAIT, || {
-        let log = log.clone();
-        async move {
-            log.lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains("config reloaded"))
-        }
-    })
-    .await;
+    daemon.wait_for_log("config reloaded").await;
     assert!(
         daemon.log_text().contains("added 4455667788"),
         "{}",
@@ -132,16 +122,7 @@ async fn sighup_applies_a_valid_config_and_keeps_the_old_one_when_broken() {
     )
     .unwrap();
     daemon.signal("HUP");
-    wait_until("the refusal is logged", WAIT, || {
-        let log = log.clone();
-        async move {
-            log.lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains("NOT applied"))
-        }
-    })
-    .await;
+    daemon.wait_for_log("NOT applied").await;
     assert!(
         daemon.log_text().contains("bogus"),
         "the reason is named: {}",
