@@ -224,6 +224,9 @@ pub struct FacebookConfig {
     /// `access_token`): Send API, comment answers, profiles and token refreshes.
     #[serde(default = "default_instagram_graph_url")]
     pub instagram_graph_url: Spanned<String>,
+    /// Where Facebook Login's dialog is (`setup`'s login link).
+    #[serde(default = "default_dialog_url")]
+    pub dialog_url: Spanned<String>,
     /// How often the daemon checks each page's webhook subscription and re-subscribes
     /// it if Facebook dropped it; "0s" turns the check off.
     #[serde(default = "default_subscription_check", with = "humantime_serde")]
@@ -492,6 +495,9 @@ fn default_storage_path() -> PathBuf {
 }
 fn default_graph_url() -> Spanned<String> {
     Spanned::new(0..0, "https://graph.facebook.com".into())
+}
+fn default_dialog_url() -> Spanned<String> {
+    Spanned::new(0..0, "https://www.facebook.com".into())
 }
 fn default_instagram_graph_url() -> Spanned<String> {
     Spanned::new(0..0, "https://graph.instagram.com".into())
@@ -773,6 +779,7 @@ impl Config {
         }
         for (key, url) in [
             ("facebook.graph_url", &self.facebook.graph_url),
+            ("facebook.dialog_url", &self.facebook.dialog_url),
             (
                 "facebook.instagram_graph_url",
                 &self.facebook.instagram_graph_url,

@@ -406,7 +406,7 @@ pub fn when(unix_s: i64) -> String {
 }
 
 /// Creates `dir` (and its parents) with mode 0700, or tightens it to 0700.
-fn make_private_dir(dir: &Path) -> Result<(), String> {
+pub(crate) fn make_private_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)

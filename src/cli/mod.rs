@@ -51,14 +51,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Connect a Facebook Page (and its Instagram account) from a user token of this app:
-    /// checks the app and the permissions, writes the page's table with a Page token that
+    /// Connect a Facebook Page (and its Instagram account) through a Facebook Login link
+    /// (or a user token of this app): checks the app and the permissions, writes the page's table with a Page token that
     /// does not expire (comments kept, a backup beside), subscribes the app, reloads the
     /// daemon and prints the Reply URL for Motion. Again for a configured page: only its
     /// token is replaced.
     Setup {
-        /// A Facebook user access token for this app (Graph API Explorer); `-` reads it
-        /// from stdin. The environment variable keeps it off the process list.
+        /// A Facebook user access token for this app (Graph API Explorer) instead of the
+        /// Facebook Login link; `-` reads it from stdin. The environment variable keeps
+        /// it off the process list.
         #[arg(long, env = "FB_OPENCHANNEL_USER_TOKEN", hide_env_values = true)]
         user_token: Option<String>,
         /// The Page to connect (default: the only one the user manages, or asked).

@@ -1,8 +1,9 @@
 //! `fb-openchannel setup`: connects a Facebook Page (and its linked Instagram account)
 //! without hand-copied Page tokens.
 //!
-//! From a Facebook user's token for this app (the Graph API Explorer's "Generate Access
-//! Token"), it checks what it can first (the app id and secret, the token's app, the
+//! From a Facebook Login link (the browser comes back to the daemon's public listener,
+//! see [`crate::server::login_callback`]) or a Facebook user's token for this app (the
+//! Graph API Explorer's "Generate Access Token"), it checks what it can first (the app id and secret, the token's app, the
 //! permissions), exchanges the token for a long-lived one — Page tokens obtained with a
 //! long-lived user token do not expire — lists the Pages the user manages, and for the
 //! one chosen: subscribes the app, writes its `[[page]]` table (and `[[instagram]]`) into
@@ -103,7 +104,6 @@ async fn setup(path: &Path, options: Options) -> Result<(), String> {
     if app_secret.expose().starts_with("CHANGE-ME") {
         return Err("set facebook.app_secret in the config first (App Dashboard → App settings → Basic → App secret)".into());
     }
-    let user_token = Secret::new(user_token(options.user_token.as_deref())?);
     let graph = GraphClient::new(
         facebook.graph_url.get_ref(),
         &facebook.graph_version,
@@ -111,6 +111,10 @@ async fn setup(path: &Path, options: Options) -> Result<(), String> {
         current.media_hosts(),
         None,
     )?;
+    let user_token = match options.user_token.as_deref() {
+        Some(given) => Secret::new(user_token(given)?),
+        None => login(&current, &app_id, app_secret, &graph).await?,
+    };
 
     // 1. What Facebook says of the app and the token, before anything else.
     let facts = graph
@@ -267,9 +271,9 @@ async fn setup(path: &Path, options: Options) -> Result<(), String> {
 }
 
 /// The token from `--user-token` / `$FB_OPENCHANNEL_USER_TOKEN`, or from stdin for `-`.
-fn user_token(given: Option<&str>) -> Result<String, String> {
+fn user_token(given: &str) -> Result<String, String> {
     let token = match given {
-        Some("-") => {
+        "-" => {
             let mut line = String::new();
             std::io::stdin()
                 .lock()
@@ -277,16 +281,138 @@ fn user_token(given: Option<&str>) -> Result<String, String> {
                 .map_err(|e| format!("cannot read the token from stdin: {e}"))?;
             line
         }
-        Some(token) => token.to_owned(),
-        None => {
-            return Err("give a Facebook user token for this app: Graph API Explorer (developers.facebook.com/tools/explorer) → Meta App: yours → User Token → add pages_show_list, pages_manage_metadata, pages_messaging (and the others setup names) → Generate Access Token; then FB_OPENCHANNEL_USER_TOKEN=<token> fb-openchannel setup (or --user-token -, reading it from stdin). The Facebook Login link is not there yet".into());
-        }
+        token => token.to_owned(),
     };
     let token = token.trim().to_owned();
     if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("the user token is empty or has spaces in it".into());
     }
     Ok(token)
+}
+
+/// How long the login link waits for the browser to come back.
+const LOGIN_WAIT: Duration = Duration::from_secs(600);
+
+/// Facebook Login: prints the link, waits for the browser to come back to the daemon's
+/// `/oauth/callback` (see [`crate::server::login_callback`]), and makes the code a user
+/// token.
+async fn login(
+    config: &Config,
+    app_id: &str,
+    app_secret: &Secret,
+    graph: &GraphClient,
+) -> Result<Secret, String> {
+    use crate::server::login_callback::{self, Callback, Waiting};
+    let base = config.public_base().ok_or(
+        "the Facebook Login link needs public.name (the Callback URL's host: Facebook sends the browser back to https://<public.name>/oauth/callback) — or give a user token from the Graph API Explorer in FB_OPENCHANNEL_USER_TOKEN (see the README, \"Connecting a Page\")",
+    )?;
+    let mut redirect = base.clone();
+    redirect
+        .path_segments_mut()
+        .map_err(|()| "public.url cannot take a path".to_owned())?
+        .pop_if_empty()
+        .extend(["oauth", "callback"]);
+    graph.check_app(app_id, app_secret).await.map_err(|e| {
+        format!(
+            "Facebook refused the app's own credentials ({}): check facebook.app_id ({app_id}) and facebook.app_secret against App Dashboard → App settings → Basic",
+            e.message
+        )
+    })?;
+    // The way back must work before the admin is sent off: the daemon answers there,
+    // with a certificate a browser takes.
+    let probe = crate::http_client::build(Duration::from_secs(10), None)?;
+    probe.get(redirect.clone()).send().await.map_err(|e| {
+        format!(
+            "{redirect} cannot be reached with a valid certificate ({}): Facebook sends the browser back there. Is the daemon running, is the public listener reachable under public.name, and does its certificate cover it (fb-openchannel doctor)?",
+            crate::http_client::describe(e)
+        )
+    })?;
+
+    let dir = login_callback::dir(&config.storage.path);
+    make_handoff_dir(&dir)?;
+    let _ = std::fs::remove_file(dir.join("callback.json"));
+    let state = crate::relay::public_files::random_token()?;
+    let now = crate::store::now_ms() / 1000;
+    let waiting = Waiting {
+        state_sha256: login_callback::sha256_hex(&state),
+        until: now + LOGIN_WAIT.as_secs() as i64,
+    };
+    let waiting_path = dir.join("waiting.json");
+    crate::acme::write_private(
+        &waiting_path,
+        &serde_json::to_vec(&waiting).expect("serializes"),
+    )?;
+    give_to_daemon(&dir, &waiting_path);
+
+    let mut link = url::Url::parse(config.facebook.dialog_url.get_ref())
+        .map_err(|e| format!("facebook.dialog_url: {e}"))?;
+    link.path_segments_mut()
+        .map_err(|()| "facebook.dialog_url cannot take a path".to_owned())?
+        .pop_if_empty()
+        .extend([config.facebook.graph_version.as_str(), "dialog", "oauth"]);
+    let scope: Vec<&str> = REQUIRED.iter().chain(USEFUL).map(|(p, _)| *p).collect();
+    link.query_pairs_mut()
+        .append_pair("client_id", app_id)
+        .append_pair("redirect_uri", redirect.as_str())
+        .append_pair("state", &state)
+        .append_pair("response_type", "code")
+        .append_pair("scope", &scope.join(","));
+    println!(
+        "Open this link in a browser logged in to Facebook as an admin of the Page, choose the Page and allow what it asks:\n\n  {link}\n\n(App Dashboard → Facebook Login → Settings → Valid OAuth Redirect URIs must list {redirect}.)\nWaiting up to {} minutes for Facebook to send the browser back…",
+        LOGIN_WAIT.as_secs() / 60
+    );
+    let _ = std::io::stdout().flush();
+
+    let callback_path = dir.join("callback.json");
+    let deadline = tokio::time::Instant::now() + LOGIN_WAIT;
+    let callback: Callback = loop {
+        if let Ok(bytes) = std::fs::read(&callback_path) {
+            let _ = std::fs::remove_file(&callback_path);
+            break serde_json::from_slice(&bytes)
+                .map_err(|e| format!("the login handed over by the daemon does not read: {e}"))?;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = std::fs::remove_file(&waiting_path);
+            return Err(format!(
+                "no login came back within {} minutes: run setup again and open the new link (the old one no longer works)",
+                LOGIN_WAIT.as_secs() / 60
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let code = match (callback.code, callback.error) {
+        (Some(code), _) => Secret::new(code),
+        (None, why) => {
+            return Err(format!(
+                "Facebook did not log in ({}): open the link again and allow what it asks",
+                why.unwrap_or_else(|| "no reason given".into())
+            ));
+        }
+    };
+    graph
+        .user_token_from_code(app_id, app_secret, redirect.as_str(), &code)
+        .await
+        .map_err(|e| match e.subcode {
+            Some(36007) => "the login's code expired before setup could use it: run setup again and finish the login within a few minutes".to_owned(),
+            Some(36009) => "the login's code was used already: run setup again".to_owned(),
+            _ => format!("Facebook did not take the login's code: {e}"),
+        })
+}
+
+/// The hand-off directory, 0700 and owned like the state directory: `setup` runs as
+/// root, the daemon as that directory's owner, and both work in it.
+fn make_handoff_dir(dir: &Path) -> Result<(), String> {
+    crate::acme::make_private_dir(dir)?;
+    give_to_daemon(dir, dir);
+    Ok(())
+}
+
+/// Makes `path` the state directory's owner's (a no-op unless run as root).
+fn give_to_daemon(dir: &Path, path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if let Some(meta) = dir.parent().and_then(|state| std::fs::metadata(state).ok()) {
+        let _ = std::os::unix::fs::chown(path, Some(meta.uid()), Some(meta.gid()));
+    }
 }
 
 /// The Page named by `--page`, the only one, or the one picked at the prompt.

@@ -38,6 +38,22 @@ pub struct ManagedPage {
     pub instagram: Option<(String, String)>,
 }
 
+/// The `access_token` of an OAuth answer.
+fn access_token_of(text: &str) -> Result<Secret, GraphError> {
+    #[derive(Deserialize)]
+    struct Answer {
+        access_token: String,
+    }
+    match serde_json::from_str::<Answer>(text) {
+        Ok(a) if !a.access_token.is_empty() => Ok(Secret::new(a.access_token)),
+        _ => {
+            let mut e = GraphError::from_response(200, "", None);
+            e.message = "the OAuth answer has no access_token".into();
+            Err(e)
+        }
+    }
+}
+
 impl GraphClient {
     /// `GET /debug_token?input_token=…`, authenticated as the app (`{app-id}|{secret}`):
     /// a wrong app id or secret fails here, before anything else is asked.
@@ -94,18 +110,44 @@ impl GraphClient {
                 ],
             )
             .await?;
-        #[derive(Deserialize)]
-        struct Exchanged {
-            access_token: String,
-        }
-        match serde_json::from_str::<Exchanged>(&text) {
-            Ok(e) if !e.access_token.is_empty() => Ok(Secret::new(e.access_token)),
-            _ => {
-                let mut e = GraphError::from_response(200, "", None);
-                e.message = "the token exchange answer has no access_token".into();
-                Err(e)
-            }
-        }
+        access_token_of(&text)
+    }
+
+    /// `GET /oauth/access_token?client_id&redirect_uri&client_secret&code`: the code the
+    /// login dialog sent back, made a user token. Never captured (the app secret).
+    pub async fn user_token_from_code(
+        &self,
+        app_id: &str,
+        app_secret: &Secret,
+        redirect_uri: &str,
+        code: &Secret,
+    ) -> Result<Secret, GraphError> {
+        let text = self
+            .get_secretly(
+                self.url(&["oauth", "access_token"]),
+                &[
+                    ("client_id", app_id),
+                    ("redirect_uri", redirect_uri),
+                    ("client_secret", app_secret.expose()),
+                    ("code", code.expose()),
+                ],
+            )
+            .await?;
+        access_token_of(&text)
+    }
+
+    /// `GET /{app-id}?fields=id,name` as the app itself: whether Facebook takes this app
+    /// id and secret.
+    pub async fn check_app(&self, app_id: &str, app_secret: &Secret) -> Result<String, GraphError> {
+        let request = self
+            .http
+            .get(self.url(&[app_id]))
+            .query(&[("fields", "id,name")])
+            .bearer_auth(format!("{app_id}|{}", app_secret.expose()));
+        let text = self.call(request).await?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|_| GraphError::from_response(200, &text, None))?;
+        Ok(v["name"].as_str().unwrap_or_default().to_owned())
     }
 
     /// `GET /me/accounts`: every Page the user manages (following Graph's pages of

@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod local;
+pub mod login_callback;
 pub mod public;
 pub mod tls;
 

@@ -1,6 +1,7 @@
 //! The Facebook-facing routes: `GET /webhook` (verification handshake),
-//! `POST /webhook` (signed events) and `GET /files/<token>/<name>` (an agent's file
-//! Meta fetches for an Instagram Login send). Everything else is 404 or 405.
+//! `POST /webhook` (signed events), `GET /files/<token>/<name>` (an agent's file
+//! Meta fetches for an Instagram Login send) and, only while `setup` waits for it,
+//! `GET /oauth/callback` (see [`super::login_callback`]). Everything else is 404 or 405.
 //!
 //! A POST is answered 200 only after its bytes and events are committed to the store
 //! (DESIGN §4 rule 1). Refusals (DESIGN §4 rule 8) change nothing: 403 bad signature,
@@ -33,6 +34,21 @@ pub async fn handle(
         let response = offered_file(&shared, req.method(), rest);
         shared.metrics.request("public", "file", started.elapsed());
         return response;
+    }
+    if req.uri().path() == "/oauth/callback" && req.method() == Method::GET {
+        let store_path = shared.store.path().to_owned();
+        let query = req.uri().query().unwrap_or_default().to_owned();
+        let now = crate::store::now_ms() / 1000;
+        let (status, body) = tokio::task::spawn_blocking(move || {
+            crate::server::login_callback::answer(&store_path, &query, now)
+        })
+        .await
+        .unwrap_or((503, "try again\n"));
+        if status == 200 {
+            tracing::info!(%remote, "setup: the Facebook login came back; handed to fb-openchannel setup");
+        }
+        shared.metrics.request("public", "oauth", started.elapsed());
+        return text(status, body);
     }
     if req.uri().path() != "/webhook" {
         shared.metrics.request("public", "other", started.elapsed());

@@ -136,6 +136,12 @@ struct State {
     users: Mutex<HashMap<String, SimUser>>,
     /// Our app's secret, for the calls that authenticate the app itself.
     app_secret: Mutex<Option<String>>,
+    /// Who the login dialog logs in (their user token).
+    login_as: Mutex<Option<String>>,
+    /// Login codes given: code → (user token, redirect_uri, used).
+    codes: Mutex<HashMap<String, (String, String, bool)>>,
+    /// Every login code has expired (the admin took too long).
+    codes_expired: Mutex<bool>,
 }
 
 /// A Facebook user as Facebook Login knows them.
@@ -339,6 +345,16 @@ impl SimGraph {
         );
     }
 
+    /// The login dialog logs in this user (one added with [`SimGraph::add_user`]).
+    pub fn log_in_as(&self, user_token: &str) {
+        *self.state.login_as.lock().unwrap() = Some(user_token.into());
+    }
+
+    /// Every login code given so far and from now on has expired.
+    pub fn expire_login_codes(&self) {
+        *self.state.codes_expired.lock().unwrap() = true;
+    }
+
     /// The Page token `/me/accounts` gives a user for `page`: a long-lived user's does not
     /// expire and is named so (tests check which one the daemon keeps).
     pub fn page_token_for_user(long_lived: bool, page: &str) -> String {
@@ -505,6 +521,21 @@ fn facebook_login(
             .map(|(_, v)| v.into_owned())
     };
     let secret = state.app_secret.lock().unwrap().clone();
+    // The app's own id and secret, as the OAuth calls carry them.
+    let app_refused = || {
+        if param("client_id").as_deref() != Some(SIM_APP_ID) {
+            Some(graph_error(
+                400,
+                101,
+                None,
+                "Error validating application. Invalid application ID.",
+            ))
+        } else if secret.is_none() || param("client_secret") != secret {
+            Some(graph_error(400, 1, None, "Error validating client secret."))
+        } else {
+            None
+        }
+    };
     let bad_token = || {
         graph_error(
             400,
@@ -514,17 +545,81 @@ fn facebook_login(
         )
     };
     match (method, segments) {
-        (&Method::GET, [_version, "oauth", "access_token"]) => {
+        // The login dialog, the user already logged in and agreeing: back to the app.
+        (&Method::GET, [_version, "dialog", "oauth"]) => {
             if param("client_id").as_deref() != Some(SIM_APP_ID) {
+                return Some(respond(400, "text/plain", "Invalid App ID"));
+            }
+            let (Some(redirect), Some(state_param)) = (param("redirect_uri"), param("state"))
+            else {
+                return Some(respond(
+                    400,
+                    "text/plain",
+                    "redirect_uri and state are needed",
+                ));
+            };
+            let Ok(mut back) = url::Url::parse(&redirect) else {
+                return Some(respond(400, "text/plain", "URL blocked"));
+            };
+            let user = state.login_as.lock().unwrap().clone()?;
+            let mut codes = state.codes.lock().unwrap();
+            let code = format!("AQD-login-code-{}", codes.len() + 1);
+            codes.insert(code.clone(), (user, redirect, false));
+            back.query_pairs_mut()
+                .append_pair("code", &code)
+                .append_pair("state", &state_param);
+            let mut r = respond(302, "text/plain", "");
+            r.headers_mut()
+                .insert("location", back.as_str().parse().expect("a valid location"));
+            Some(r)
+        }
+        (&Method::GET, [_version, "oauth", "access_token"]) if param("code").is_some() => {
+            if let Some(refused) = app_refused() {
+                return Some(refused);
+            }
+            let code = param("code").unwrap_or_default();
+            let mut codes = state.codes.lock().unwrap();
+            let Some((user, redirect, used)) = codes.get_mut(&code) else {
                 return Some(graph_error(
                     400,
-                    101,
-                    None,
-                    "Error validating application. Invalid application ID.",
+                    100,
+                    Some(36008),
+                    "Invalid verification code format.",
+                ));
+            };
+            if *state.codes_expired.lock().unwrap() {
+                return Some(graph_error(
+                    400,
+                    100,
+                    Some(36007),
+                    "This authorization code has expired.",
                 ));
             }
-            if secret.is_none() || param("client_secret") != secret {
-                return Some(graph_error(400, 1, None, "Error validating client secret."));
+            if *used {
+                return Some(graph_error(
+                    400,
+                    100,
+                    Some(36009),
+                    "This authorization code has been used.",
+                ));
+            }
+            if param("redirect_uri").as_ref() != Some(redirect) {
+                return Some(graph_error(
+                    400,
+                    100,
+                    Some(36008),
+                    "Error validating verification code. Please make sure your redirect_uri is identical to the one you used in the OAuth dialog request",
+                ));
+            }
+            *used = true;
+            Some(json_response(
+                200,
+                json!({"access_token": user.clone(), "token_type": "bearer", "expires_in": 5_183_944}),
+            ))
+        }
+        (&Method::GET, [_version, "oauth", "access_token"]) => {
+            if let Some(refused) = app_refused() {
+                return Some(refused);
             }
             if param("grant_type").as_deref() != Some("fb_exchange_token") {
                 return Some(graph_error(400, 100, None, "Unsupported grant_type"));
@@ -545,6 +640,22 @@ fn facebook_login(
             Some(json_response(
                 200,
                 json!({"access_token": new, "token_type": "bearer", "expires_in": 5_183_944}),
+            ))
+        }
+        // The app asking about itself, with its own token.
+        (&Method::GET, [_version, app]) if *app == SIM_APP_ID => {
+            let app_token = format!("{SIM_APP_ID}|{}", secret.unwrap_or_default());
+            if bearer != Some(app_token.as_str()) {
+                return Some(graph_error(
+                    400,
+                    190,
+                    None,
+                    "Invalid OAuth access token signature.",
+                ));
+            }
+            Some(json_response(
+                200,
+                json!({"id": SIM_APP_ID, "name": SIM_APP_NAME}),
             ))
         }
         (&Method::GET, [_version, "debug_token"]) => {

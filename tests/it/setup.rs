@@ -257,3 +257,225 @@ async fn setup_refuses_clearly_and_writes_nothing() {
     let err = refused(USER_TOKEN, &["--page", NEW_PAGE, "--yes"], "no receive url");
     assert!(err.contains("--receive-url"), "{err}");
 }
+
+/// The config for the login link: Facebook sends the browser back to the daemon's
+/// public listener (`public.url`), and the dialog is the simulated one.
+fn write_login_config(peers: &Peers) -> (String, u16) {
+    let public = free_port();
+    let text = peers
+        .config_toml("")
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{public}\"\nurl = \"https://localhost:{public}\""),
+            1,
+        )
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{}\"", free_port()),
+            1,
+        )
+        .replace(
+            "[facebook]",
+            &format!(
+                "[facebook]\napp_id = \"{SIM_APP_ID}\"\ndialog_url = \"{}\"",
+                peers.graph.url()
+            ),
+        );
+    std::fs::write(peers.dir.path().join("config.toml"), &text).unwrap();
+    (text, public)
+}
+
+/// `setup` without a token, its stdout read line by line as it comes.
+struct LoginSetup {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl LoginSetup {
+    fn start(peers: &Peers, args: &[&str]) -> LoginSetup {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(crate::harness::binary())
+            .arg("setup")
+            .arg("--config")
+            .arg(peers.dir.path().join("config.toml"))
+            .args(args)
+            .env_remove("FB_OPENCHANNEL_USER_TOKEN")
+            .env_remove("RUST_LOG")
+            // The public listener's certificate is the test CA's: trusted as the
+            // system's roots would trust a real one.
+            .env("SSL_CERT_FILE", peers.dir.path().join("ca.pem"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LoginSetup {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The login link it printed.
+    fn link(&mut self) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(WAIT)
+                .unwrap_or_else(|_| panic!("no login link; printed so far: {:?}", self.seen));
+            self.seen.push(line.clone());
+            if let Some(link) = line
+                .trim()
+                .strip_prefix("http")
+                .filter(|l| l.contains("/dialog/oauth"))
+            {
+                return format!("http{link}");
+            }
+        }
+    }
+
+    /// Exit code, stdout, stderr.
+    fn finish(mut self) -> (i32, String, String) {
+        use std::io::Read;
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(std::time::Duration::from_secs(1)) {
+            self.seen.push(line);
+        }
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (status.code().unwrap_or(-1), self.seen.join("\n"), err)
+    }
+}
+
+/// The admin's browser: follows nothing by itself, trusts the test CA.
+fn browser(peers: &Peers) -> reqwest::Client {
+    fb_openchannel::http_client::install_crypto_provider();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(peers.certs.ca_pem.as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+/// Logs in at the dialog: where Facebook sends the browser back.
+async fn dialog(browser: &reqwest::Client, link: &str) -> String {
+    let answer = browser.get(link).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 302);
+    answer.headers()["location"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_by_the_login_link_takes_the_browser_back_once_and_only_with_its_state() {
+    let peers = Peers::start().await;
+    peers.graph.set_app_secret(APP_SECRET);
+    peers.graph.add_user(USER_TOKEN, &[NEW_PAGE], ALL_SCOPES);
+    peers.graph.log_in_as(USER_TOKEN);
+    let (before, public) = write_login_config(&peers);
+    let path = peers.dir.path().join("config.toml");
+    let mut daemon = Process::start(&path);
+    let browser = browser(&peers);
+    let callback = format!("https://localhost:{public}/oauth/callback");
+
+    // Nobody waits: the path is like any other.
+    let idle = browser
+        .get(format!("{callback}?code=x&state=y"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(idle.status().as_u16(), 404);
+
+    let receive = peers.motion.receive_url(3);
+    let mut setup = LoginSetup::start(
+        &peers,
+        &["--page", NEW_PAGE, "--receive-url", &receive, "--yes"],
+    );
+    let link = setup.link();
+    assert!(link.contains(&format!("client_id={SIM_APP_ID}")), "{link}");
+    assert!(link.contains("pages_messaging"), "{link}");
+    let back = dialog(&browser, &link).await;
+    assert!(back.starts_with(&callback), "{back}");
+
+    // A forged return (another state) is refused and changes nothing.
+    let (_, query) = back.split_once('?').unwrap();
+    let forged = format!("{callback}?code=AQD-forged&state=0000");
+    let refused = browser.get(&forged).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+    assert!(query.contains("state="));
+
+    let came_back = browser.get(&back).send().await.unwrap();
+    assert_eq!(came_back.status().as_u16(), 200);
+    assert!(
+        came_back
+            .text()
+            .await
+            .unwrap()
+            .contains("Go back to the terminal")
+    );
+    // Taken once.
+    let again = browser.get(&back).send().await.unwrap();
+    assert_eq!(again.status().as_u16(), 404);
+
+    let (code, out, err) = setup.finish();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("✓ page {NEW_PAGE}")), "{out}");
+    let page_token = SimGraph::page_token_for_user(true, NEW_PAGE);
+    assert!(!out.contains(&page_token) && !out.contains(USER_TOKEN));
+    let after = std::fs::read_to_string(&path).unwrap();
+    assert_ne!(after, before);
+    assert!(
+        after.contains(&format!("access_token = \"{page_token}\"")),
+        "{after}"
+    );
+    assert!(!peers.dir.path().join("setup/waiting.json").exists());
+    assert!(!peers.dir.path().join("setup/callback.json").exists());
+    daemon.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_by_the_login_link_says_so_when_the_code_expired_and_writes_nothing() {
+    let peers = Peers::start().await;
+    peers.graph.set_app_secret(APP_SECRET);
+    peers.graph.add_user(USER_TOKEN, &[NEW_PAGE], ALL_SCOPES);
+    peers.graph.log_in_as(USER_TOKEN);
+    let (before, _) = write_login_config(&peers);
+    let path = peers.dir.path().join("config.toml");
+    let mut daemon = Process::start(&path);
+    let browser = browser(&peers);
+    let receive = peers.motion.receive_url(3);
+    let mut setup = LoginSetup::start(
+        &peers,
+        &["--page", NEW_PAGE, "--receive-url", &receive, "--yes"],
+    );
+    let back = dialog(&browser, &setup.link()).await;
+    peers.graph.expire_login_codes();
+    assert_eq!(
+        browser.get(&back).send().await.unwrap().status().as_u16(),
+        200
+    );
+    let (code, out, err) = setup.finish();
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("expired"), "{err}");
+    assert!(err.contains("Nothing was written"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+    daemon.kill();
+}
