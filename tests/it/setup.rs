@@ -479,3 +479,74 @@ async fn setup_by_the_login_link_says_so_when_the_code_expired_and_writes_nothin
     assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
     daemon.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_connects_the_pages_instagram_account_with_its_own_reply_url() {
+    let peers = Peers::start().await;
+    peers.graph.set_app_secret(APP_SECRET);
+    let instagram = "17841455500011122";
+    peers.graph.link_instagram(NEW_PAGE, instagram);
+    let mut scopes = ALL_SCOPES.to_vec();
+    scopes.extend([
+        "instagram_basic",
+        "instagram_manage_messages",
+        "instagram_manage_comments",
+    ]);
+    peers.graph.add_user(USER_TOKEN, &[NEW_PAGE], &scopes);
+    write_config(&peers);
+    let path = peers.dir.path().join("config.toml");
+    let receive = peers.motion.receive_url(3);
+    let receive_ig = peers.motion.receive_url(9);
+
+    // Without the flag the account is named, not connected.
+    let (code, out, err) = setup(
+        &path,
+        USER_TOKEN,
+        &["--page", NEW_PAGE, "--receive-url", &receive, "--yes"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("@sim.{instagram} ({instagram})")),
+        "{out}"
+    );
+    assert!(
+        !out.contains("note: the token lacks"),
+        "every permission granted: {out}"
+    );
+
+    let (code, out, err) = setup(
+        &path,
+        USER_TOKEN,
+        &[
+            "--page",
+            NEW_PAGE,
+            "--instagram-receive-url",
+            &receive_ig,
+            "--yes",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let urls: Vec<&str> = out.lines().filter(|l| l.contains("Reply URL = ")).collect();
+    assert_eq!(urls.len(), 1, "only the new account's: {out}");
+    assert!(
+        urls[0].contains(&format!("/reply/{instagram}?token=")),
+        "{out}"
+    );
+    let config = std::fs::read_to_string(&path).unwrap();
+    assert!(config.contains("[[instagram]]"), "{config}");
+    assert!(
+        config.contains(&format!("id = \"{instagram}\"\npage = \"{NEW_PAGE}\"")),
+        "{config}"
+    );
+    assert!(
+        config.contains(&format!("receive_url = \"{receive_ig}\"")),
+        "{config}"
+    );
+    let (code, _, err) = crate::harness::cli(&[
+        "check-config",
+        "--quiet",
+        "--config",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+}
