@@ -709,6 +709,22 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_gets_its_page_table_filled() {
+        let example = include_str!("../../config/config.toml");
+        let mut doc: DocumentMut = example.parse().unwrap();
+        let mut tokens = Vec::new();
+        write_page(&mut doc, &page("42"), Some("https://m/notify"), &mut tokens).unwrap();
+        let out = doc.to_string();
+        assert_eq!(out.matches("\n[[page]]").count(), 1, "{out}");
+        assert!(!out.contains("CHANGE-ME-page-access-token"), "{out}");
+        assert!(!out.contains("CHANGE-ME-reply-token"), "{out}");
+        // Every comment line of the example is still there.
+        for line in example.lines().filter(|l| l.trim_start().starts_with('#')) {
+            assert!(out.contains(line), "lost: {line}");
+        }
+    }
+
+    #[test]
     fn reply_urls_are_on_loopback_and_escaped() {
         let listen = "0.0.0.0:8089".parse().unwrap();
         assert_eq!(
