@@ -48,6 +48,17 @@ pub enum QueueCommand {
         #[arg(long, short)]
         yes: bool,
     },
+    /// Write the whole queue (items, their history, sent message ids, names, Instagram
+    /// tokens) as JSON Lines, to move it to another host: stop the daemon first.
+    Export {
+        /// Write here (created 0600: it holds customers' messages and tokens) instead
+        /// of stdout.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Add an export to this host's queue (created if there is none); what is there
+    /// already is kept, so importing twice adds nothing.
+    Import { file: std::path::PathBuf },
 }
 
 pub fn main(path: &std::path::Path, command: QueueCommand, json: bool) -> ExitCode {
@@ -73,6 +84,11 @@ pub fn main(path: &std::path::Path, command: QueueCommand, json: bool) -> ExitCo
             }
         },
     };
+    match command {
+        QueueCommand::Export { out } => return export(&db, out.as_deref(), json),
+        QueueCommand::Import { file } => return import(&db, &file, json),
+        _ => {}
+    }
     let conn = match queue::open(&db) {
         Ok(c) => c,
         Err(e) => {
@@ -106,11 +122,120 @@ pub fn main(path: &std::path::Path, command: QueueCommand, json: bool) -> ExitCo
             since,
         } => retry(&conn, ids, all_failed, since, json),
         QueueCommand::Drop { ids, yes } => drop_items(&conn, &ids, yes, json),
+        QueueCommand::Export { .. } | QueueCommand::Import { .. } => {
+            unreachable!("answered above")
+        }
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{}: {e}", db.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `queue export`: the queue as JSON Lines on stdout or in `out` (0600).
+fn export(db: &std::path::Path, out: Option<&std::path::Path>, json: bool) -> ExitCode {
+    use std::io::Write;
+    let mut conn = match queue::open(db) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match out {
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))
+                .and_then(|file| {
+                    let mut writer = std::io::BufWriter::new(file);
+                    let counts = crate::store::transfer::export(&mut conn, &mut writer, now_ms())?;
+                    writer
+                        .into_inner()
+                        .map_err(|e| e.to_string())?
+                        .sync_all()
+                        .map_err(|e| e.to_string())?;
+                    Ok(counts)
+                })
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut writer = std::io::BufWriter::new(stdout.lock());
+            let counts = crate::store::transfer::export(&mut conn, &mut writer, now_ms());
+            let _ = writer.flush();
+            counts
+        }
+    };
+    match result {
+        Ok(counts) if json => {
+            eprintln!("{}", serde_json::to_string(&counts).expect("serialises"));
+            ExitCode::SUCCESS
+        }
+        Ok(c) => {
+            eprintln!(
+                "exported {} item(s) ({} pending, {} failed), {} attempt(s), {} sent message id(s), {} private reply record(s), {} name(s), {} Instagram token(s). Items that arrive after this stay here: stop the daemon before exporting to move hosts.",
+                c.items,
+                c.pending,
+                c.failed,
+                c.attempts,
+                c.sent_messages,
+                c.private_replies,
+                c.profiles,
+                c.instagram_tokens
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: export failed: {e}", db.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `queue import FILE`: an export added to this host's queue, in one transaction.
+fn import(db: &std::path::Path, file: &std::path::Path, json: bool) -> ExitCode {
+    if !db.exists() {
+        // A new host: the database is made as the daemon makes it (mode, schema).
+        if let Err(e) = crate::store::Store::open(db) {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let input = match std::fs::File::open(file) {
+        Ok(f) => std::io::BufReader::new(f),
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let result =
+        queue::open(db).and_then(|mut conn| crate::store::transfer::import(&mut conn, input));
+    match result {
+        Ok(counts) if json => print_json(&counts),
+        Ok(c) => {
+            println!(
+                "imported {} item(s) ({} pending, {} failed), {} attempt(s), {} sent message id(s), {} private reply record(s), {} name(s), {} Instagram token(s); {} record(s) were there already. A running daemon takes the pending items within seconds; else they go when it starts.",
+                c.items,
+                c.pending,
+                c.failed,
+                c.attempts,
+                c.sent_messages,
+                c.private_replies,
+                c.profiles,
+                c.instagram_tokens,
+                c.already_there
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: nothing imported: {e}", file.display());
             ExitCode::FAILURE
         }
     }

@@ -26,6 +26,7 @@ pub mod queue;
 mod retention;
 mod schema;
 pub mod tokens;
+pub mod transfer;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -895,3 +895,178 @@ async fn doctor_checks_the_client_ca_of_mtls() {
         "{broken}"
     );
 }
+
+/// Moving hosts: the queue exported from a stopped daemon and imported on a new state
+/// database is delivered there — what was pending goes out, what was delivered is still
+/// recognised when Facebook sends it again, and importing twice adds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_moves_to_another_host_with_nothing_lost_or_doubled() {
+    let mut bench = Bench::start().await;
+    let t = fb_openchannel::store::now_ms();
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            PSID,
+            "m.moved.1",
+            t,
+            "delivered before the move",
+        ))
+        .await;
+    bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    bench.motion().down().await;
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            PSID,
+            "m.moved.2",
+            t + 1,
+            "pending at the move",
+        ))
+        .await;
+    bench
+        .wait_items("the second message is retrying", |items| {
+            items
+                .iter()
+                .any(|i| i.state == ItemState::Pending && i.attempts > 0)
+        })
+        .await;
+    bench.daemon.take().unwrap().stop().await;
+
+    let config_a = config_path(&bench.peers);
+    let file = bench.peers.dir.path().join("queue.jsonl");
+    let (code, _, err) = cli(&[
+        "queue",
+        "export",
+        "--out",
+        file.to_str().unwrap(),
+        "--config",
+        &config_a,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("exported 2 item(s) (1 pending, 0 failed)"),
+        "{err}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "it holds customers' messages");
+    }
+
+    // The new host: another state database, the same Motion and Facebook.
+    let Bench { peers, .. } = bench;
+    let old_db = peers.store_path();
+    let new_db = peers.dir.path().join("new-host").join("state.db");
+    let text = std::fs::read_to_string(&config_a)
+        .unwrap()
+        .replace(old_db.to_str().unwrap(), new_db.to_str().unwrap());
+    let config_b = peers.dir.path().join("config-b.toml");
+    std::fs::write(&config_b, &text).unwrap();
+    let (code, out, err) = cli(&[
+        "queue",
+        "import",
+        file.to_str().unwrap(),
+        "--config",
+        config_b.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("imported 2 item(s) (1 pending, 0 failed)"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&[
+        "queue",
+        "import",
+        file.to_str().unwrap(),
+        "--config",
+        config_b.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("imported 0 item(s)"),
+        "importing twice adds nothing: {out}"
+    );
+
+    peers.motion.up().await;
+    let bench = Bench::start_on(peers, &text).await;
+    bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    // Facebook sends the first message again (it does, for up to 36 h), then a new one.
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            PSID,
+            "m.moved.1",
+            t,
+            "delivered before the move",
+        ))
+        .await;
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            PSID,
+            "m.moved.3",
+            t + 2,
+            "after the move",
+        ))
+        .await;
+    bench.motion().wait_for_notifies(3, WAIT).await.unwrap();
+    let bodies: Vec<String> = bench
+        .motion()
+        .notifies()
+        .into_iter()
+        .map(|n| n.notify.body)
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            "delivered before the move",
+            "pending at the move",
+            "after the move"
+        ],
+        "each once, in order"
+    );
+    bench.stop().await;
+}
+
+/// A file that is not an export, or a broken line, imports nothing and says where.
+#[tokio::test]
+async fn a_broken_export_imports_nothing() {
+    let peers = Peers::start().await;
+    std::fs::write(config_path(&peers), peers.config_toml("")).unwrap();
+    let file = peers.dir.path().join("broken.jsonl");
+    let header = r#"{"format":"fb-openchannel-queue","version":1,"schema":15,"exported_at":0}"#;
+    let good = r#"{"profile":{"page_id":"1","psid":"2","first_name":"A","last_name":"B","source":"graph","fetched_at":0}}"#;
+    for (content, says) in [
+        ("hello\n".to_owned(), "line 1"),
+        (format!("{header}\n{good}\n{{\"item\": 7}}\n"), "line 3"),
+        (
+            format!(
+                "{header}\n{}\n",
+                r#"{"item":{"direction":"sideways","page_id":"1","conversation":"psid:2","dedup_key":"mid:x","kind":"message","event_ts":1,"payload":"{}","state":"pending","attempts":0,"steps_done":0,"next_attempt_at":0,"first_failure_at":null,"last_error":null,"created_at":0,"updated_at":0,"result":null}}"#
+            ),
+            "does not know",
+        ),
+    ] {
+        std::fs::write(&file, content).unwrap();
+        let (code, out, err) = cli(&[
+            "queue",
+            "import",
+            file.to_str().unwrap(),
+            "--config",
+            &config_path(&peers),
+        ]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            err.contains("nothing imported") && err.contains(says),
+            "{err}"
+        );
+    }
+    let conn = rusqlite::Connection::open(peers.store_path()).unwrap();
+    let profiles: i64 = conn
+        .query_row("SELECT COUNT(*) FROM profiles", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        profiles, 0,
+        "the good line before the broken one was not kept either"
+    );
+}
