@@ -180,15 +180,8 @@ fn export(db: &std::path::Path, out: Option<&std::path::Path>, json: bool) -> Ex
         }
         Ok(c) => {
             eprintln!(
-                "exported {} item(s) ({} pending, {} failed), {} attempt(s), {} sent message id(s), {} private reply record(s), {} name(s), {} Instagram token(s). Items that arrive after this stay here: stop the daemon before exporting to move hosts.",
-                c.items,
-                c.pending,
-                c.failed,
-                c.attempts,
-                c.sent_messages,
-                c.private_replies,
-                c.profiles,
-                c.instagram_tokens
+                "exported {}. Items that arrive after this stay here: stop the daemon before exporting to move hosts.",
+                moved(&c)
             );
             ExitCode::SUCCESS
         }
@@ -197,6 +190,21 @@ fn export(db: &std::path::Path, out: Option<&std::path::Path>, json: bool) -> Ex
             ExitCode::FAILURE
         }
     }
+}
+
+/// What an export or import moved, in words.
+fn moved(c: &crate::store::transfer::Counts) -> String {
+    format!(
+        "{} item(s) ({} pending, {} failed), {} attempt(s), {} sent message id(s), {} private reply record(s), {} name(s), {} Instagram token(s)",
+        c.items,
+        c.pending,
+        c.failed,
+        c.attempts,
+        c.sent_messages,
+        c.private_replies,
+        c.profiles,
+        c.instagram_tokens
+    )
 }
 
 /// `queue import FILE`: an export added to this host's queue, in one transaction.
@@ -221,15 +229,8 @@ fn import(db: &std::path::Path, file: &std::path::Path, json: bool) -> ExitCode 
         Ok(counts) if json => print_json(&counts),
         Ok(c) => {
             println!(
-                "imported {} item(s) ({} pending, {} failed), {} attempt(s), {} sent message id(s), {} private reply record(s), {} name(s), {} Instagram token(s); {} record(s) were there already. A running daemon takes the pending items within seconds; else they go when it starts.",
-                c.items,
-                c.pending,
-                c.failed,
-                c.attempts,
-                c.sent_messages,
-                c.private_replies,
-                c.profiles,
-                c.instagram_tokens,
+                "imported {}; {} record(s) were there already. A running daemon takes the pending items within seconds; else they go when it starts.",
+                moved(&c),
                 c.already_there
             );
             ExitCode::SUCCESS

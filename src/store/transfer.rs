@@ -306,6 +306,10 @@ pub fn import(conn: &mut Connection, input: impl BufRead) -> Result<Counts, Stri
             continue;
         }
         let record: Record = serde_json::from_str(&line).map_err(|e| at(e.to_string()))?;
+        let record_kind = match &record {
+            Record::SentMessage { .. } => "sent_message",
+            _ => "other",
+        };
         let sql = |e: rusqlite::Error| at(e.to_string());
         let changed = match record {
             Record::Item(i) => {
@@ -361,40 +365,31 @@ pub fn import(conn: &mut Connection, input: impl BufRead) -> Result<Counts, Stri
             }
             Record::SentMessage {
                 page_id,
-                message_id,
+                message_id: id,
                 item,
                 sent_at,
-            } => {
-                let id = match &item {
-                    Some(k) => item_id(&tx, k).map_err(sql)?,
-                    None => None,
-                };
-                let changed = tx
-                    .execute(
-                        "INSERT OR IGNORE INTO sent_messages (page_id, message_id, item_id, sent_at) VALUES (?1, ?2, ?3, ?4)",
-                        params![page_id, message_id, id, sent_at],
-                    )
-                    .map_err(sql)?;
-                counts.sent_messages += changed as u64;
-                changed
             }
-            Record::PrivateReply {
+            | Record::PrivateReply {
                 page_id,
-                object_id,
+                object_id: id,
                 item,
                 sent_at,
             } => {
-                let id = match &item {
+                let (table, column, count) = match record_kind {
+                    "sent_message" => ("sent_messages", "message_id", &mut counts.sent_messages),
+                    _ => ("private_replies", "object_id", &mut counts.private_replies),
+                };
+                let item_id = match &item {
                     Some(k) => item_id(&tx, k).map_err(sql)?,
                     None => None,
                 };
                 let changed = tx
                     .execute(
-                        "INSERT OR IGNORE INTO private_replies (page_id, object_id, item_id, sent_at) VALUES (?1, ?2, ?3, ?4)",
-                        params![page_id, object_id, id, sent_at],
+                        &format!("INSERT OR IGNORE INTO {table} (page_id, {column}, item_id, sent_at) VALUES (?1, ?2, ?3, ?4)"),
+                        params![page_id, id, item_id, sent_at],
                     )
                     .map_err(sql)?;
-                counts.private_replies += changed as u64;
+                *count += changed as u64;
                 changed
             }
             Record::Profile {
