@@ -311,7 +311,13 @@ impl Daemon {
         }
         let live = Live::new(config, Some(self.shared.capture.clone()))?;
         self.shared.replace_live(live);
-        if let Some(certs) = &self.certs {
+        // With ACME the certificate is the renewal task's to replace, not the operator's.
+        let acme = self
+            .shared
+            .certificate
+            .get()
+            .is_some_and(|served| served.acme.is_some());
+        if let Some(certs) = self.certs.as_ref().filter(|_| !acme) {
             match certs.reload() {
                 Ok(not_after) => {
                     self.shared.metrics.cert_expiry.set(not_after as f64);
