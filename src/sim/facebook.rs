@@ -536,6 +536,12 @@ fn facebook_login(
             None
         }
     };
+    // The app's own token (`{app-id}|{app-secret}`) as the bearer.
+    let app_token_refused = || {
+        let app_token = format!("{SIM_APP_ID}|{}", secret.clone().unwrap_or_default());
+        (bearer != Some(app_token.as_str()))
+            .then(|| graph_error(400, 190, None, "Invalid OAuth access token signature."))
+    };
     let bad_token = || {
         graph_error(
             400,
@@ -644,14 +650,8 @@ fn facebook_login(
         }
         // The app asking about itself, with its own token.
         (&Method::GET, [_version, app]) if *app == SIM_APP_ID => {
-            let app_token = format!("{SIM_APP_ID}|{}", secret.unwrap_or_default());
-            if bearer != Some(app_token.as_str()) {
-                return Some(graph_error(
-                    400,
-                    190,
-                    None,
-                    "Invalid OAuth access token signature.",
-                ));
+            if let Some(refused) = app_token_refused() {
+                return Some(refused);
             }
             Some(json_response(
                 200,
@@ -659,14 +659,8 @@ fn facebook_login(
             ))
         }
         (&Method::GET, [_version, "debug_token"]) => {
-            let app_token = format!("{SIM_APP_ID}|{}", secret.unwrap_or_default());
-            if bearer != Some(app_token.as_str()) {
-                return Some(graph_error(
-                    400,
-                    190,
-                    None,
-                    "Invalid OAuth access token signature.",
-                ));
+            if let Some(refused) = app_token_refused() {
+                return Some(refused);
             }
             let input = param("input_token").unwrap_or_default();
             let data = match state.users.lock().unwrap().get(&input) {

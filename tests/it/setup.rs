@@ -377,6 +377,20 @@ fn browser(peers: &Peers) -> reqwest::Client {
         .unwrap()
 }
 
+/// A Facebook user who manages [`NEW_PAGE`] and whom the dialog logs in, the daemon
+/// running on the login config: the peers, that config's text, the public port, the
+/// daemon and the browser.
+async fn login_bench() -> (Peers, String, u16, Process, reqwest::Client) {
+    let peers = Peers::start().await;
+    peers.graph.set_app_secret(APP_SECRET);
+    peers.graph.add_user(USER_TOKEN, &[NEW_PAGE], ALL_SCOPES);
+    peers.graph.log_in_as(USER_TOKEN);
+    let (before, public) = write_login_config(&peers);
+    let daemon = Process::start(&peers.dir.path().join("config.toml"));
+    let browser = browser(&peers);
+    (peers, before, public, daemon, browser)
+}
+
 /// Logs in at the dialog: where Facebook sends the browser back.
 async fn dialog(browser: &reqwest::Client, link: &str) -> String {
     let answer = browser.get(link).send().await.unwrap();
@@ -386,14 +400,8 @@ async fn dialog(browser: &reqwest::Client, link: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_by_the_login_link_takes_the_browser_back_once_and_only_with_its_state() {
-    let peers = Peers::start().await;
-    peers.graph.set_app_secret(APP_SECRET);
-    peers.graph.add_user(USER_TOKEN, &[NEW_PAGE], ALL_SCOPES);
-    peers.graph.log_in_as(USER_TOKEN);
-    let (before, public) = write_login_config(&peers);
+    let (peers, before, public, mut daemon, browser) = login_bench().await;
     let path = peers.dir.path().join("config.toml");
-    let mut daemon = Process::start(&path);
-    let browser = browser(&peers);
     let callback = format!("https://localhost:{public}/oauth/callback");
 
     // Nobody waits: the path is like any other.
@@ -453,14 +461,8 @@ async fn setup_by_the_login_link_takes_the_browser_back_once_and_only_with_its_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_by_the_login_link_says_so_when_the_code_expired_and_writes_nothing() {
-    let peers = Peers::start().await;
-    peers.graph.set_app_secret(APP_SECRET);
-    peers.graph.add_user(USER_TOKEN, &[NEW_PAGE], ALL_SCOPES);
-    peers.graph.log_in_as(USER_TOKEN);
-    let (before, _) = write_login_config(&peers);
+    let (peers, before, _, mut daemon, browser) = login_bench().await;
     let path = peers.dir.path().join("config.toml");
-    let mut daemon = Process::start(&path);
-    let browser = browser(&peers);
     let receive = peers.motion.receive_url(3);
     let mut setup = LoginSetup::start(
         &peers,
