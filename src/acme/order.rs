@@ -198,7 +198,7 @@ async fn why_invalid(order: &mut instant_acme::Order, settings: &Settings) -> St
                 reasons.push(format!(
                     "{}: {}",
                     authorization.identifier(),
-                    problem.detail.as_deref().unwrap_or("failed")
+                    bounded(problem.detail.as_deref().unwrap_or("failed"))
                 ));
             }
         }
@@ -241,6 +241,14 @@ fn challenge_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>,
     )))
 }
 
+/// A CA's words for a log line: one line, at most 300 characters.
+fn bounded(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect()
+}
+
 /// The short name of an ACME problem type (`rateLimited`, `connection`, …).
 fn problem_kind(problem: &instant_acme::Problem) -> Option<&str> {
     problem
@@ -253,12 +261,12 @@ fn problem_kind(problem: &instant_acme::Problem) -> Option<&str> {
 fn describe(error: &instant_acme::Error, settings: &Settings) -> String {
     match error {
         instant_acme::Error::Api(problem) => {
-            let detail = problem.detail.as_deref().unwrap_or("no detail");
+            let detail = bounded(problem.detail.as_deref().unwrap_or("no detail"));
             match problem_kind(problem) {
                 Some("rateLimited") => format!(
                     "the CA's rate limit: {detail} — the daemon tries again later by itself"
                 ),
-                Some(kind) => format!("the CA refused ({kind}): {detail}"),
+                Some(kind) => format!("the CA refused ({}): {detail}", bounded(kind)),
                 None => format!("the CA refused: {detail}"),
             }
         }
