@@ -176,7 +176,7 @@ impl Default for LocalConfig {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     #[serde(default = "default_storage_path")]
@@ -186,6 +186,42 @@ pub struct StorageConfig {
     /// until they are delivered or an operator drops them.
     #[serde(default = "default_keep", with = "humantime_serde")]
     pub keep: Duration,
+    /// Where the queue lives: `sqlite` (the file at `path`, one host) or `postgres` (the
+    /// database at `url`, shared by every daemon of the site).
+    #[serde(default)]
+    pub backend: Backend,
+    /// The PostgreSQL database (`postgres://user:password@host:port/database`), with
+    /// `backend = "postgres"`. Masked wherever the config is shown.
+    #[serde(default)]
+    pub url: Option<Secret>,
+    /// A file holding the PostgreSQL password (instead of one in `url`).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// With PostgreSQL: how long a node's hold on a conversation it is delivering lasts
+    /// unless renewed — how long the other node waits before it takes over the
+    /// conversations of a node that died.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: Duration,
+}
+
+fn default_lease() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Where the queue lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+impl StorageConfig {
+    /// Whether the queue is in PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.backend == Backend::Postgres
+    }
 }
 
 impl Default for StorageConfig {
@@ -193,6 +229,10 @@ impl Default for StorageConfig {
         Self {
             path: default_storage_path(),
             keep: default_keep(),
+            backend: Backend::Sqlite,
+            url: None,
+            password_file: None,
+            lease: default_lease(),
         }
     }
 }
@@ -605,6 +645,14 @@ impl Config {
             self.facebook.verify_token.get_ref().expose().to_owned(),
             self.motion.api_key.get_ref().expose().to_owned(),
         ];
+        if let Some(url) = &self.storage.url {
+            secrets.push(url.expose().to_owned());
+            if let Ok(url) = url::Url::parse(url.expose())
+                && let Some(password) = url.password()
+            {
+                secrets.push(password.to_owned());
+            }
+        }
         for page in &self.pages {
             secrets.push(page.access_token.get_ref().expose().to_owned());
             secrets.push(page.reply_token.get_ref().expose().to_owned());
@@ -730,6 +778,25 @@ impl Config {
             if let Err(m) = range.check(value) {
                 err(key_span(text, key), key, m);
             }
+        }
+        match (self.storage.backend, &self.storage.url) {
+            (Backend::Postgres, None) => err(
+                key_span(text, "storage.backend"),
+                "storage.backend",
+                "\"postgres\" needs storage.url = \"postgres://user@host/database\"".into(),
+            ),
+            (Backend::Postgres, Some(_)) => {
+                if let Err(m) = crate::store::pg_settings(&self.storage) {
+                    err(key_span(text, "storage.url"), "storage.url", m);
+                }
+            }
+            (Backend::Sqlite, Some(_)) => err(
+                key_span(text, "storage.url"),
+                "storage.url",
+                "is for backend = \"postgres\"; the queue is the SQLite file at storage.path"
+                    .into(),
+            ),
+            (Backend::Sqlite, None) => {}
         }
         if self.delivery.concurrency == 0 {
             err(
@@ -907,6 +974,13 @@ impl Config {
                 "local.ready_max_pending_age",
                 self.local.ready_max_pending_age,
                 Range::new(ms(100), 365 * DAY),
+            ),
+            (
+                "storage.lease",
+                self.storage.lease,
+                Range::new(Duration::from_secs(3), 10 * MINUTE).why_min(
+                    "a node renews its holds every third of this; shorter, a slow database would make two nodes send one message",
+                ),
             ),
             (
                 "storage.keep",
@@ -1456,6 +1530,10 @@ const READ_AT_START: &[&str] = &[
     "public.acme",
     "local.listen",
     "storage.path",
+    "storage.backend",
+    "storage.url",
+    "storage.password_file",
+    "storage.lease",
     "delivery.concurrency",
 ];
 

@@ -61,7 +61,15 @@ impl Daemon {
         let live = Live::new(config, Some(capture.clone())).map_err(anyhow::Error::msg)?;
         let config = live.config.clone();
         let spool = crate::store::spool_dir(&store_path);
-        let store = tokio::task::spawn_blocking(move || Store::open(&store_path)).await??;
+        let storage = config.storage.clone();
+        let store = tokio::task::spawn_blocking(move || {
+            if storage.is_postgres() {
+                Store::open_postgres(&storage)
+            } else {
+                Store::open(&store_path)
+            }
+        })
+        .await??;
         let bodies = crate::server::body::Budget::new(
             config.public.body_memory,
             config.public.body_spool,
@@ -236,12 +244,16 @@ impl Daemon {
             ));
         }
 
+        let store_place = match shared.store.shared() {
+            Some(node) => format!("PostgreSQL at {} (this node: {})", node.server, node.node),
+            None => config.storage.path.display().to_string(),
+        };
         info!(
             public = %public_addr,
             local = %local_addr,
             tls = public_cfg.tls,
             pages = config.pages.len(),
-            store = %config.storage.path.display(),
+            store = %store_place,
             "fb-openchannel is ready: webhooks on {}://{public_addr}/webhook, Reply URL on http://{local_addr}/reply/<page id>?token=…",
             if public_cfg.tls { "https" } else { "http" }
         );

@@ -232,9 +232,11 @@ async fn instagram_login_checks(
     use crate::relay::instagram_login::{MIN_AGE_MS, REFRESH_AFTER_MS};
     let id = account.id.get_ref();
     let check = checker(format!("instagram {id}"));
-    let stored = queue::open(&config.storage.path)
-        .ok()
-        .and_then(|conn| crate::store::tokens::read(&conn, id, seed).ok().flatten());
+    let stored = queue::with_storage(&config.storage, |c| {
+        crate::store::tokens::read(c, id, seed).ok().flatten()
+    })
+    .ok()
+    .flatten();
     let token = stored.as_ref().map_or(seed, |s| &s.token);
     let mut checks = vec![match graph.instagram_me(token).await {
         Ok((user_id, username)) if &user_id == id => check(
@@ -657,33 +659,43 @@ fn store(config: &Config) -> Check {
         ok,
         detail,
     };
-    let conn = match queue::open(&config.storage.path) {
+    match queue::with_storage(&config.storage, |conn| store_check(config, conn)) {
         Ok(c) => c,
-        Err(e) => return check(false, e),
+        Err(e) => check(false, e),
+    }
+}
+
+fn store_check(config: &Config, conn: &crate::store::sql::Sql<'_>) -> Check {
+    let check = |ok, detail| Check {
+        scope: "daemon".into(),
+        name: "store",
+        ok,
+        detail,
     };
-    let stats = match queue::stats(&conn) {
+    let place = if config.storage.is_postgres() {
+        crate::store::pg_settings(&config.storage)
+            .map(|c| format!("PostgreSQL at {}", crate::store::describe_pg(&c)))
+            .unwrap_or_default()
+    } else {
+        config.storage.path.display().to_string()
+    };
+    let stats = match queue::stats(conn) {
         Ok(s) => s,
         Err(e) => {
-            return check(
-                false,
-                format!("cannot read {}: {e}", config.storage.path.display()),
-            );
+            return check(false, format!("cannot read {place}: {e}"));
         }
     };
     let pending: i64 = stats.iter().map(|s| s.pending).sum();
     let failed: i64 = stats.iter().map(|s| s.failed).sum();
     let oldest = stats.iter().filter_map(|s| s.oldest_pending_ms).max();
-    let mut detail = format!(
-        "{} readable: {pending} pending",
-        config.storage.path.display()
-    );
+    let mut detail = format!("{place} readable: {pending} pending");
     if let Some(ms) = oldest {
         detail.push_str(&format!(" (oldest {})", age(ms)));
     }
     detail.push_str(&format!(", {failed} failed"));
     if failed > 0 {
         detail.push_str(": see `fb-openchannel queue list --failed`, then retry or drop them");
-        if let Ok(Some((page, direction, why))) = queue::latest_failure(&conn) {
+        if let Ok(Some((page, direction, why))) = queue::latest_failure(conn) {
             let way = if direction == "in" {
                 "to Motion"
             } else {
@@ -691,6 +703,24 @@ fn store(config: &Config) -> Check {
             };
             detail.push_str(&format!(". The latest, page {page} {way}: {why}"));
         }
+    }
+    if config.storage.is_postgres()
+        && let Ok(status) = crate::store::pg_status(conn, place.clone())
+    {
+        let nodes: Vec<String> = status
+            .nodes
+            .iter()
+            .map(|(node, n)| format!("{node} ({n})"))
+            .collect();
+        detail.push_str(&format!(
+            "; schema version {}; conversations being delivered, by node: {}",
+            status.schema,
+            if nodes.is_empty() {
+                "none".to_owned()
+            } else {
+                nodes.join(", ")
+            }
+        ));
     }
     check(failed == 0, detail)
 }
@@ -933,8 +963,11 @@ async fn routing_check(
     graph: &GraphClient,
     check: &impl Fn(&'static str, bool, String) -> Check,
 ) -> Option<Check> {
-    let conn = queue::open(&config.storage.path).ok()?;
-    let latest = queue::latest_standby(&conn, page.id.get_ref()).ok()?;
+    let latest = queue::with_storage(&config.storage, |c| {
+        queue::latest_standby(c, page.id.get_ref()).ok()
+    })
+    .ok()
+    .flatten()?;
     let Some((conversation, at, messaging_since)) = latest else {
         return Some(check(
             "routing",

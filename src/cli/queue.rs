@@ -65,10 +65,13 @@ pub fn main(path: &std::path::Path, command: QueueCommand, json: bool) -> ExitCo
     // The config names the database and the secrets to mask; an incomplete config (a
     // placeholder left) must not stop an operator from reading the queue.
     let (db, secrets) = match Config::load(path) {
-        Ok(c) => (c.storage.path.clone(), c.secret_values()),
+        Ok(c) => {
+            let secrets = c.secret_values();
+            (c.storage, secrets)
+        }
         Err(errors) => match std::fs::read_to_string(path)
             .ok()
-            .and_then(|t| storage_path_of(&t))
+            .and_then(|t| storage_of(&t))
         {
             Some(db) => {
                 eprintln!(
@@ -89,13 +92,14 @@ pub fn main(path: &std::path::Path, command: QueueCommand, json: bool) -> ExitCo
         QueueCommand::Import { file } => return import(&db, &file, json),
         _ => {}
     }
-    let conn = match queue::open(&db) {
+    let mut database = match queue::open_storage(&db) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
+    let conn = database.sql();
     let result = match command {
         QueueCommand::Stats => stats(&conn, json),
         QueueCommand::List {
@@ -129,22 +133,38 @@ pub fn main(path: &std::path::Path, command: QueueCommand, json: bool) -> ExitCo
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{}: {e}", db.display());
+            eprintln!("{}: {e}", place(&db));
             ExitCode::FAILURE
         }
     }
 }
 
+/// Where the queue is, for messages: the SQLite file, or the PostgreSQL server.
+fn place(storage: &crate::config::StorageConfig) -> String {
+    if storage.is_postgres() {
+        crate::store::pg_settings(storage)
+            .map(|c| format!("PostgreSQL at {}", crate::store::describe_pg(&c)))
+            .unwrap_or_else(|_| "PostgreSQL (storage.url)".into())
+    } else {
+        storage.path.display().to_string()
+    }
+}
+
 /// `queue export`: the queue as JSON Lines on stdout or in `out` (0600).
-fn export(db: &std::path::Path, out: Option<&std::path::Path>, json: bool) -> ExitCode {
+fn export(
+    db: &crate::config::StorageConfig,
+    out: Option<&std::path::Path>,
+    json: bool,
+) -> ExitCode {
     use std::io::Write;
-    let mut conn = match queue::open(db) {
+    let mut database = match queue::open_storage(db) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
+    let conn = database.sql();
     let result = match out {
         Some(path) => {
             use std::os::unix::fs::OpenOptionsExt;
@@ -156,7 +176,7 @@ fn export(db: &std::path::Path, out: Option<&std::path::Path>, json: bool) -> Ex
                 .map_err(|e| format!("cannot create {}: {e}", path.display()))
                 .and_then(|file| {
                     let mut writer = std::io::BufWriter::new(file);
-                    let counts = crate::store::transfer::export(&mut conn, &mut writer, now_ms())?;
+                    let counts = crate::store::transfer::export(&conn, &mut writer, now_ms())?;
                     writer
                         .into_inner()
                         .map_err(|e| e.to_string())?
@@ -168,7 +188,7 @@ fn export(db: &std::path::Path, out: Option<&std::path::Path>, json: bool) -> Ex
         None => {
             let stdout = std::io::stdout();
             let mut writer = std::io::BufWriter::new(stdout.lock());
-            let counts = crate::store::transfer::export(&mut conn, &mut writer, now_ms());
+            let counts = crate::store::transfer::export(&conn, &mut writer, now_ms());
             let _ = writer.flush();
             counts
         }
@@ -186,7 +206,7 @@ fn export(db: &std::path::Path, out: Option<&std::path::Path>, json: bool) -> Ex
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{}: export failed: {e}", db.display());
+            eprintln!("{}: export failed: {e}", place(db));
             ExitCode::FAILURE
         }
     }
@@ -208,13 +228,18 @@ fn moved(c: &crate::store::transfer::Counts) -> String {
 }
 
 /// `queue import FILE`: an export added to this host's queue, in one transaction.
-fn import(db: &std::path::Path, file: &std::path::Path, json: bool) -> ExitCode {
-    if !db.exists() {
-        // A new host: the database is made as the daemon makes it (mode, schema).
-        if let Err(e) = crate::store::Store::open(db) {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+fn import(db: &crate::config::StorageConfig, file: &std::path::Path, json: bool) -> ExitCode {
+    // A new host or database: the queue is made as the daemon makes it (mode, schema).
+    let made = if db.is_postgres() {
+        crate::store::Store::open_postgres(db).map(drop)
+    } else if !db.path.exists() {
+        crate::store::Store::open(&db.path).map(drop)
+    } else {
+        Ok(())
+    };
+    if let Err(e) = made {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
     }
     let input = match std::fs::File::open(file) {
         Ok(f) => std::io::BufReader::new(f),
@@ -223,8 +248,8 @@ fn import(db: &std::path::Path, file: &std::path::Path, json: bool) -> ExitCode 
             return ExitCode::FAILURE;
         }
     };
-    let result =
-        queue::open(db).and_then(|mut conn| crate::store::transfer::import(&mut conn, input));
+    let result = queue::open_storage(db)
+        .and_then(|mut database| crate::store::transfer::import(&database.sql(), input));
     match result {
         Ok(counts) if json => print_json(&counts),
         Ok(c) => {
@@ -242,15 +267,13 @@ fn import(db: &std::path::Path, file: &std::path::Path, json: bool) -> ExitCode 
     }
 }
 
-/// `storage.path` from a config that does not validate (or the default).
-fn storage_path_of(text: &str) -> Option<std::path::PathBuf> {
+/// `[storage]` of a config that does not validate (or the default).
+fn storage_of(text: &str) -> Option<crate::config::StorageConfig> {
     let value: toml::Table = toml::from_str(text).ok()?;
-    let path = value
-        .get("storage")
-        .and_then(|s| s.get("path"))
-        .and_then(|p| p.as_str())
-        .unwrap_or("/var/lib/fb-openchannel/state.db");
-    Some(path.into())
+    match value.get("storage") {
+        Some(storage) => storage.clone().try_into().ok(),
+        None => Some(crate::config::StorageConfig::default()),
+    }
 }
 
 fn mask(text: &str, secrets: &[String]) -> String {
@@ -268,7 +291,7 @@ fn print_json(rows: &impl serde::Serialize) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn stats(conn: &rusqlite::Connection, json: bool) -> rusqlite::Result<ExitCode> {
+fn stats(conn: &crate::store::sql::Sql<'_>, json: bool) -> Result<ExitCode, crate::store::DbError> {
     let rows = queue::stats(conn)?;
     if json {
         return Ok(print_json(&rows));
@@ -314,10 +337,10 @@ fn stats(conn: &rusqlite::Connection, json: bool) -> rusqlite::Result<ExitCode> 
 }
 
 fn list(
-    conn: &rusqlite::Connection,
+    conn: &crate::store::sql::Sql<'_>,
     filter: &queue::Filter,
     json: bool,
-) -> rusqlite::Result<ExitCode> {
+) -> Result<ExitCode, crate::store::DbError> {
     let rows = queue::list(conn, filter)?;
     if json {
         return Ok(print_json(&rows));
@@ -379,11 +402,11 @@ fn list(
 }
 
 fn show(
-    conn: &rusqlite::Connection,
+    conn: &crate::store::sql::Sql<'_>,
     id: i64,
     secrets: &[String],
     json: bool,
-) -> rusqlite::Result<ExitCode> {
+) -> Result<ExitCode, crate::store::DbError> {
     let Some(mut d) = queue::show(conn, id)? else {
         eprintln!("no item {id}");
         return Ok(ExitCode::FAILURE);
@@ -471,12 +494,12 @@ fn show(
 const RETRY_BATCH: usize = 500;
 
 fn retry(
-    conn: &rusqlite::Connection,
+    conn: &crate::store::sql::Sql<'_>,
     ids: Vec<i64>,
     all_failed: bool,
     since: Option<std::time::Duration>,
     json: bool,
-) -> rusqlite::Result<ExitCode> {
+) -> Result<ExitCode, crate::store::DbError> {
     let ids = if all_failed {
         queue::failed_ids(
             conn,
@@ -526,11 +549,11 @@ fn retry(
 }
 
 fn drop_items(
-    conn: &rusqlite::Connection,
+    conn: &crate::store::sql::Sql<'_>,
     ids: &[i64],
     yes: bool,
     json: bool,
-) -> rusqlite::Result<ExitCode> {
+) -> Result<ExitCode, crate::store::DbError> {
     if !yes {
         if !std::io::stdin().is_terminal() {
             eprintln!("refusing to drop without confirmation: add --yes");

@@ -146,7 +146,6 @@ async fn subscribe_instagram_logins(config: &crate::config::Config) -> Vec<Outco
         config.media_hosts(),
         None,
     );
-    let conn = crate::store::queue::open(&config.storage.path).ok();
     for account in &config.instagram {
         let crate::config::InstagramLogin::Instagram { token: seed } =
             config.instagram_login(account)
@@ -154,9 +153,11 @@ async fn subscribe_instagram_logins(config: &crate::config::Config) -> Vec<Outco
             continue;
         };
         let id = account.id.get_ref();
-        let stored = conn
-            .as_ref()
-            .and_then(|c| crate::store::tokens::read(c, id, seed).ok().flatten());
+        let stored = crate::store::queue::with_storage(&config.storage, |c| {
+            crate::store::tokens::read(c, id, seed).ok().flatten()
+        })
+        .ok()
+        .flatten();
         let token = stored.as_ref().map_or(seed, |s| &s.token);
         let fields = subscription::instagram_fields(account);
         let result = match (&graph, InstagramId::parse(id)) {

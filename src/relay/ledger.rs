@@ -271,7 +271,9 @@ mod tests {
         assert_eq!(ledger.kept(), 0);
         assert!(ledger.trouble().is_none());
         let conn = crate::store::queue::open(store.path()).unwrap();
-        let d = crate::store::queue::show(&conn, item).unwrap().unwrap();
+        let d = crate::store::queue::show(&crate::store::sql::Sql::Lite(&conn), item)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (d.row.state, d.steps_done, d.row.updated_at),
             (crate::model::ItemState::Done, 1, 6),

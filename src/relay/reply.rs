@@ -197,31 +197,35 @@ pub async fn accept_reply(shared: &Shared, account: Account<'_>, body: &[u8]) ->
     if !stored.new {
         shared.reply_waiters.lock().unwrap().remove(&key);
         info!(page_id = %page_id, conversation = %conversation, item = stored.id, motion_message = ?reply.message_id, "repeated Reply URL call: answered from the stored outcome, nothing sent again");
-        return match stored.state {
-            ItemState::Done => {
-                let ids: Vec<String> = stored
-                    .result
-                    .as_deref()
-                    .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-                    .and_then(|v| serde_json::from_value(v["message_ids"].clone()).ok())
-                    .unwrap_or_default();
-                answer(FirstAttempt::Delivered { message_ids: ids })
-            }
-            ItemState::Failed => answer(FirstAttempt::Failed {
-                cause: Cause::Refused(Refusal::Policy),
-                message: stored.last_error.unwrap_or_else(|| "Not sent.".into()),
-            }),
-            ItemState::Pending | ItemState::Skipped => answer(FirstAttempt::Queued {
-                message: "Queued: this reply was received before and is still being sent.".into(),
-            }),
-        };
+        return answer(from_store(stored).unwrap_or_else(|| FirstAttempt::Queued {
+            message: "Queued: this reply was received before and is still being sent.".into(),
+        }));
     }
     shared.outbound_wake.notify_one();
     info!(page_id = %page_id, conversation = %conversation, item = stored.id, motion_message = ?reply.message_id, "agent reply received from Motion");
 
     let wait: Duration = live.config.local.reply_wait;
-    match tokio::time::timeout(wait, rx).await {
-        Ok(Ok(first)) => answer(first),
+    let first = async {
+        if shared.store.shared().is_none() {
+            return rx.await.ok();
+        }
+        // On a queue shared by several daemons another node may send it: its outcome is
+        // in the store.
+        let mut rx = rx;
+        loop {
+            tokio::select! {
+                first = &mut rx => return first.ok(),
+                _ = tokio::time::sleep(SHARED_OUTCOME_POLL) => {}
+            }
+            if let Ok(Some(now)) = shared.store.stored(stored.id).await
+                && let Some(first) = from_store(now)
+            {
+                return Some(first);
+            }
+        }
+    };
+    match tokio::time::timeout(wait, first).await {
+        Ok(Some(first)) => answer(first),
         _ => {
             shared.reply_waiters.lock().unwrap().remove(&key);
             answer(FirstAttempt::Queued {
@@ -231,6 +235,37 @@ pub async fn accept_reply(shared: &Shared, account: Account<'_>, body: &[u8]) ->
                 ),
             })
         }
+    }
+}
+
+/// How often a Reply URL call on a shared queue looks for the outcome of an attempt
+/// made by another node.
+const SHARED_OUTCOME_POLL: Duration = Duration::from_millis(200);
+
+/// What the store says of a reply's first attempt, once there was one (or it is
+/// settled): a repeated call, or one whose reply another node sent.
+fn from_store(stored: crate::store::Enqueued) -> Option<FirstAttempt> {
+    match stored.state {
+        ItemState::Done => {
+            let ids: Vec<String> = stored
+                .result
+                .as_deref()
+                .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+                .and_then(|v| serde_json::from_value(v["message_ids"].clone()).ok())
+                .unwrap_or_default();
+            Some(FirstAttempt::Delivered { message_ids: ids })
+        }
+        ItemState::Failed => Some(FirstAttempt::Failed {
+            cause: Cause::Refused(Refusal::Policy),
+            message: stored.last_error.unwrap_or_else(|| "Not sent.".into()),
+        }),
+        ItemState::Pending if stored.attempts > 0 => Some(FirstAttempt::Queued {
+            message: format!(
+                "Queued: the first attempt did not go through ({}); it is sent again.",
+                stored.last_error.as_deref().unwrap_or("no reason given")
+            ),
+        }),
+        ItemState::Pending | ItemState::Skipped => None,
     }
 }
 

@@ -6,4 +6,5 @@
 pub mod facebook;
 pub mod http;
 pub mod motion;
+pub mod postgres;
 pub mod tls;

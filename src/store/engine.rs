@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::sql::{DbError, Sql};
 use super::{Store, StoreError, now_ms, schema};
 
 /// Most requests folded into one transaction. Large enough to absorb a burst, small
@@ -61,7 +62,7 @@ impl StoreStats {
             .clone()
     }
 
-    fn note_write(&self, outcome: &Result<(), String>) {
+    pub(super) fn note_write(&self, outcome: &Result<(), String>) {
         let mut failure = self.write_failure.lock().unwrap_or_else(|e| e.into_inner());
         match outcome {
             Ok(()) => *failure = None,
@@ -74,13 +75,13 @@ impl StoreStats {
 }
 
 /// Runs a request (or, given `None`, skips it because its transaction could not start).
-type Job = Box<dyn FnOnce(Option<&Connection>) -> Finish + Send>;
+pub(super) type Job = Box<dyn FnOnce(Option<&Sql<'_>>) -> Finish + Send>;
 /// Called after the batch's commit with its outcome, to answer the caller.
-type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+pub(super) type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 pub(super) struct Request {
-    access: Access,
-    job: Job,
+    pub(super) access: Access,
+    pub(super) job: Job,
 }
 
 impl Store {
@@ -121,6 +122,7 @@ impl Store {
             path: Arc::new(path.to_owned()),
             recent_bodies: Arc::default(),
             claims: Arc::default(),
+            shared: None,
         })
     }
 
@@ -134,7 +136,7 @@ impl Store {
 
     /// Whether the store thread answers a read (systemd's watchdog asks).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.call(Access::Read, |c| c.query_row("SELECT 1", [], |_| Ok(())))
+        self.call(Access::Read, |c| c.one("SELECT 1", &[], |_| Ok(())))
             .await
     }
 
@@ -143,7 +145,7 @@ impl Store {
     pub(super) async fn call<R, F>(&self, access: Access, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+        F: FnOnce(&Sql<'_>) -> Result<R, DbError> + Send + 'static,
     {
         let (answer, wait) = oneshot::channel::<Result<R, StoreError>>();
         let job: Job = Box::new(move |conn| {
@@ -151,19 +153,93 @@ impl Store {
             Box::new(move |commit: Result<(), String>| {
                 let outcome = match (result, commit) {
                     (Some(Ok(r)), Ok(())) => Ok(r),
-                    (Some(Err(e)), _) => Err(StoreError::Sqlite(e)),
+                    (Some(Err(e)), _) => Err(StoreError::Db(e)),
                     (_, Err(e)) => Err(StoreError::Commit(e)),
                     (None, Ok(())) => Err(StoreError::Closed),
                 };
                 let _ = answer.send(outcome);
             })
         });
-        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(Request { access, job }).is_err() {
-            self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        if !self.send(Request { access, job }) {
             return Err(StoreError::Closed);
         }
         wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` like [`Store::call`] without waiting for it: what it does is not needed
+    /// by the caller, and a failure is harmless (a lease that runs out by itself).
+    pub(super) fn call_detached<F>(&self, access: Access, f: F)
+    where
+        F: FnOnce(&Sql<'_>) -> Result<(), DbError> + Send + 'static,
+    {
+        let job: Job = Box::new(move |conn| {
+            if let Some(conn) = conn {
+                let _ = run_request(conn, access != Access::Read, f);
+            }
+            Box::new(|_| {})
+        });
+        self.send(Request { access, job });
+    }
+
+    /// A handle that does not keep the store open.
+    pub(super) fn downgrade(&self) -> WeakStore {
+        WeakStore {
+            tx: self.tx.downgrade(),
+            stats: self.stats.clone(),
+            path: self.path.clone(),
+            recent_bodies: self.recent_bodies.clone(),
+            claims: self.claims.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Hands a request to the store's thread(s); false when the store is closed.
+    pub(super) fn send(&self, request: Request) -> bool {
+        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(request).is_err() {
+            self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+/// A [`Store`] that does not keep its threads running: for the store's own helpers.
+pub(super) struct WeakStore {
+    tx: mpsc::WeakUnboundedSender<Request>,
+    stats: Arc<StoreStats>,
+    path: Arc<PathBuf>,
+    recent_bodies: Arc<super::RecentBodies>,
+    claims: Arc<super::Claims>,
+    shared: Option<Arc<super::Shared>>,
+}
+
+impl WeakStore {
+    pub(super) fn upgrade(&self) -> Option<Store> {
+        Some(Store {
+            tx: self.tx.upgrade()?,
+            stats: self.stats.clone(),
+            path: self.path.clone(),
+            recent_bodies: self.recent_bodies.clone(),
+            claims: self.claims.clone(),
+            shared: self.shared.clone(),
+        })
+    }
+}
+
+/// The state directory of a store kept elsewhere (PostgreSQL): the folder of
+/// `storage.path`, with its private spool.
+pub(super) fn make_state_dir(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let spool = spool_dir(path);
+    match std::fs::DirBuilder::new().mode(0o700).create(&spool) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("cannot create {}: {e}", spool.display())),
     }
 }
 
@@ -262,18 +338,30 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-/// Runs a request. A write runs inside its own savepoint, so that a failing one is undone
-/// alone and the rest of the batch goes on; a read changes nothing and needs none.
+/// Runs a request. On SQLite a write runs inside its own savepoint, so that a failing
+/// one is undone alone and the rest of the batch goes on; a read changes nothing and
+/// needs none. On PostgreSQL every request is a transaction of its own: a failing one
+/// is rolled back whole.
 fn run_request<R>(
-    conn: &Connection,
+    sql: &Sql<'_>,
     write: bool,
-    f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
-) -> rusqlite::Result<R> {
+    f: impl FnOnce(&Sql<'_>) -> Result<R, DbError>,
+) -> Result<R, DbError> {
+    let conn = match sql {
+        Sql::Lite(conn) => *conn,
+        Sql::Pg(conn) => {
+            let result = f(sql);
+            if result.is_err() {
+                conn.borrow_mut().failed = true;
+            }
+            return result;
+        }
+    };
     if !write {
-        return f(conn);
+        return f(sql);
     }
     run_cached(conn, "SAVEPOINT request")?;
-    match f(conn) {
+    match f(sql) {
         Ok(r) => {
             run_cached(conn, "RELEASE request")?;
             Ok(r)
@@ -313,7 +401,8 @@ fn run_store_thread(
         batch = rest;
         if !reads.is_empty() {
             let begin = run_cached(&conn, "BEGIN").map_err(|e| e.to_string());
-            let run = begin.is_ok().then_some(&conn);
+            let sql = Sql::Lite(&conn);
+            let run = begin.is_ok().then_some(&sql);
             let finishers: Vec<Finish> = reads.into_iter().map(|r| (r.job)(run)).collect();
             let outcome = begin.and_then(|()| {
                 run_cached(&conn, "COMMIT").map_err(|e| {
@@ -351,7 +440,8 @@ fn run_store_thread(
             Err(e) if durable => Err(e),
             _ => run_cached(&conn, "BEGIN IMMEDIATE").map_err(|e| e.to_string()),
         };
-        let run = begin.is_ok().then_some(&conn);
+        let sql = Sql::Lite(&conn);
+        let run = begin.is_ok().then_some(&sql);
         let finishers: Vec<Finish> = batch.drain(..).map(|request| (request.job)(run)).collect();
         let outcome = match begin {
             Err(e) => Err(e),

@@ -1,9 +1,12 @@
 //! The queue: webhooks and the items taken from them, agent replies, their heads (the
 //! next item of each conversation), attempts and outcomes, and the operator's figures.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use std::sync::Arc;
+
+use rusqlite::params;
 use sha2::Digest;
 
+use super::sql::{DbError, Row, Sql};
 use super::{Access, ItemSummary, Store, StoreError, now_ms};
 use crate::model::{ConversationKey, DedupKey, Direction, ItemKind, ItemState};
 
@@ -56,6 +59,8 @@ pub struct Enqueued {
     pub state: ItemState,
     pub last_error: Option<String>,
     pub result: Option<String>,
+    /// Attempts made so far.
+    pub attempts: i64,
 }
 
 /// Pending work of one page in one direction.
@@ -131,7 +136,7 @@ impl Write {
     }
 }
 
-fn write_one(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
+fn write_one(conn: &Sql<'_>, write: &Write) -> Result<(), DbError> {
     // The statement, its parameters, and the attempt it records (outcome, error, item, at).
     let (sql, args, attempt): (&str, &[&dyn rusqlite::ToSql], _) = match write {
         Write::Progress {
@@ -149,8 +154,8 @@ fn write_one(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             item,
             at,
         } => (
-            "INSERT OR IGNORE INTO sent_messages (page_id, message_id, item_id, sent_at)
-             VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO sent_messages (page_id, message_id, item_id, sent_at)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
             params![*page_id, *message_id, *item, *at],
             None,
         ),
@@ -160,8 +165,8 @@ fn write_one(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             item,
             at,
         } => (
-            "INSERT OR IGNORE INTO private_replies (page_id, object_id, item_id, sent_at)
-             VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO private_replies (page_id, object_id, item_id, sent_at)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
             params![*page_id, *object_id, *item, *at],
             None,
         ),
@@ -191,7 +196,7 @@ fn write_one(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             Some(("failed", Some(reason.as_str()), *item, *at)),
         ),
     };
-    conn.prepare_cached(sql)?.execute(args)?;
+    conn.exec(sql, args)?;
     match attempt {
         Some((outcome, error, item, at)) => record_attempt(conn, item, at, outcome, error),
         None => Ok(()),
@@ -206,11 +211,18 @@ pub const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(3600
 /// Conversations with an item in flight, each until its lease ends (ms). With SQLite
 /// the store belongs to one process, so they live beside the store thread, and a
 /// restart ends them all; a store shared by two hosts keeps them in its database
-/// instead, behind the same `claim_heads` and `release`.
+/// instead, behind the same `claim_heads` and `release`. Each claim has a token: the
+/// database row of a lease is removed only with its own token, never a later lease of
+/// the same conversation by this node.
 #[derive(Default)]
 pub(super) struct Claims {
-    held: std::sync::Mutex<std::collections::HashMap<(Direction, String, ConversationKey), i64>>,
+    held: std::sync::Mutex<std::collections::HashMap<ClaimKey, Held>>,
 }
+
+/// A claimed conversation.
+type ClaimKey = (Direction, String, ConversationKey);
+/// Until when (ms) it is held, and the claim's token.
+type Held = (i64, i64);
 
 impl Claims {
     fn held(
@@ -219,29 +231,42 @@ impl Claims {
         now: i64,
     ) -> std::collections::HashSet<(String, ConversationKey)> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.retain(|_, until| *until > now);
+        held.retain(|_, (until, _)| *until > now);
         held.keys()
             .filter(|(d, _, _)| *d == direction)
             .map(|(_, p, c)| (p.clone(), c.clone()))
             .collect()
     }
 
-    fn take(&self, direction: Direction, items: &[Item], now: i64) {
+    /// Claims the item's conversation unless it is held (by another worker that asked
+    /// at the same moment: on PostgreSQL, requests run side by side).
+    /// Returns the claim's token.
+    fn try_take(&self, direction: Direction, item: &Item, now: i64) -> Option<i64> {
         let until = now.saturating_add(super::duration_ms(CLAIM_LEASE));
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        for item in items {
-            held.insert(
-                (direction, item.page_id.clone(), item.conversation.clone()),
-                until,
-            );
+        let key = (direction, item.page_id.clone(), item.conversation.clone());
+        match held.get(&key) {
+            Some((end, _)) if *end > now => None,
+            _ => {
+                let token = fastrand::i64(..);
+                held.insert(key, (until, token));
+                Some(token)
+            }
         }
     }
 
-    fn release(&self, direction: Direction, page_id: &str, conversation: &ConversationKey) {
+    /// Ends a claim; returns its token.
+    pub(super) fn release(
+        &self,
+        direction: Direction,
+        page_id: &str,
+        conversation: &ConversationKey,
+    ) -> Option<i64> {
         self.held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&(direction, page_id.to_owned(), conversation.clone()));
+            .remove(&(direction, page_id.to_owned(), conversation.clone()))
+            .map(|(_, token)| token)
     }
 }
 
@@ -269,16 +294,18 @@ struct Recent {
 impl RecentBodies {
     /// The row holding a body with this digest, if it is recent and still stored (a
     /// row remembered from a batch that could not commit, or pruned since, is not).
-    fn stored(&self, conn: &Connection, digest: &[u8; 32]) -> rusqlite::Result<Option<i64>> {
+    fn stored(&self, conn: &Sql<'_>, digest: &[u8; 32]) -> Result<Option<i64>, DbError> {
         let id = {
             let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             inner.rows.get(digest).copied()
         };
         let Some(id) = id else { return Ok(None) };
         let found: Option<Vec<u8>> = conn
-            .prepare_cached("SELECT digest FROM webhooks WHERE id = ?1")?
-            .query_row([id], |r| r.get(0))
-            .optional()?
+            .opt(
+                "SELECT digest FROM webhooks WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )?
             .flatten();
         Ok(found.filter(|d| d[..] == digest[..]).map(|_| id))
     }
@@ -295,6 +322,32 @@ impl RecentBodies {
             }
         }
     }
+}
+
+/// The columns of a head, as [`head`] reads them.
+pub(super) const HEAD_COLUMNS: &str = "i.id, i.page_id, i.conversation, i.dedup_key, i.kind, i.event_ts, i.payload, i.attempts, i.steps_done, i.first_failure_at, h.next_attempt_at";
+
+/// Heads as the queries give them, and (on a shared queue) when another node's first
+/// lease ends.
+pub(super) type Heads = (Vec<(Item, i64)>, Option<i64>);
+
+/// A head: the item, and when it is due.
+pub(super) fn head(r: &Row<'_>) -> Result<(Item, i64), DbError> {
+    Ok((
+        Item {
+            id: r.get(0)?,
+            page_id: r.get(1)?,
+            conversation: r.get(2)?,
+            dedup_key: r.get(3)?,
+            kind: r.get(4)?,
+            event_ts: r.get(5)?,
+            payload: r.get(6)?,
+            attempts: r.get(7)?,
+            steps_done: r.get(8)?,
+            first_failure_at: r.get(9)?,
+        },
+        r.get(10)?,
+    ))
 }
 
 impl Store {
@@ -315,12 +368,12 @@ impl Store {
             let webhook_id = match recent.stored(conn, &digest)? {
                 Some(id) => id,
                 None => {
-                    conn.prepare_cached(
+                    let id = conn.one(
                         "INSERT INTO webhooks (received_at, body, parse_error, digest)
-                         VALUES (?1, ?2, ?3, ?4)",
-                    )?
-                    .execute(params![now, body, parse_error, &digest[..]])?;
-                    let id = conn.last_insert_rowid();
+                         VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                        params![now, body, parse_error, &digest[..]],
+                        |r| r.get(0),
+                    )?;
                     recent.remember(digest, id);
                     id
                 }
@@ -331,31 +384,33 @@ impl Store {
                 duplicates: 0,
                 pending: 0,
             };
-            let mut insert = conn.prepare_cached(
-                "INSERT OR IGNORE INTO items
+            let insert = "INSERT INTO items
                    (direction, page_id, conversation, dedup_key, kind, event_ts, payload,
                     webhook_id, state, last_error, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
-            )?;
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
+                 ON CONFLICT DO NOTHING";
             for item in items {
                 let (state, reason) = match &item.state {
                     NewState::Pending => ("pending", None),
                     NewState::Skipped(r) => ("skipped", Some(r.as_str())),
                     NewState::Failed(r) => ("failed", Some(r.as_str())),
                 };
-                let inserted = insert.execute(params![
-                    item.direction.as_str(),
-                    item.page_id,
-                    item.conversation,
-                    item.dedup_key,
-                    item.kind,
-                    item.event_ts,
-                    item.payload,
-                    webhook_id,
-                    state,
-                    reason,
-                    now
-                ])?;
+                let inserted = conn.exec(
+                    insert,
+                    params![
+                        item.direction.as_str(),
+                        item.page_id,
+                        item.conversation,
+                        item.dedup_key,
+                        item.kind,
+                        item.event_ts,
+                        item.payload,
+                        webhook_id,
+                        state,
+                        reason,
+                        now
+                    ],
+                )?;
                 if inserted == 0 {
                     outcome.duplicates += 1;
                 } else {
@@ -373,9 +428,10 @@ impl Store {
     /// Claims the next deliverable item of each conversation that has one due (its head:
     /// the oldest pending item by Facebook time, then arrival), at most `limit`, leaving
     /// out conversations claimed already (they have an item in flight) — and says when
-    /// the next unclaimed head becomes due, if one is waiting for a retry. Each claim is
-    /// a lease on its conversation until [`Store::release`] (or [`CLAIM_LEASE`] passes):
-    /// no two workers ever hold one conversation.
+    /// the next unclaimed head becomes due, if one is waiting for a retry (or, on a
+    /// shared queue, for another node's lease to end). Each claim is a lease on its
+    /// conversation until [`Store::release`] (or [`CLAIM_LEASE`] passes): no two workers
+    /// ever hold one conversation.
     pub async fn claim_heads(
         &self,
         direction: Direction,
@@ -383,60 +439,89 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<Item>, Option<i64>), StoreError> {
         let claims = self.claims.clone();
-        self.call(Access::Read, move |conn| {
-            let held = claims.held(direction, now);
-            // The direction is part of the text, not a parameter: with one statement for
-            // both, SQLite re-planned it at every call (alternating bindings).
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT i.id, i.page_id, i.conversation, i.dedup_key, i.kind, i.event_ts, i.payload,
-                        i.attempts, i.steps_done, i.first_failure_at, h.next_attempt_at
-                   FROM heads h JOIN items i ON i.id = h.item_id
-                  WHERE h.direction = '{}'
-                  ORDER BY h.next_attempt_at, i.event_ts, i.id
-                  LIMIT ?1",
-                direction.as_str()
-            ))?;
-            // Enough rows to fill `limit` after skipping the claimed ones, plus one more
-            // to learn when the next retry is due.
-            let want = (limit + held.len() + 1) as i64;
-            let mut rows = stmt.query(params![want])?;
-            let mut items = Vec::new();
-            let mut next_due = None;
-            while let Some(r) = rows.next()? {
-                let (page_id, conversation): (String, ConversationKey) = (r.get(1)?, r.get(2)?);
-                if held.contains(&(page_id.clone(), conversation.clone())) {
-                    continue;
+        let shared = self.shared.clone();
+        // On a shared queue a claim is written to the database (a lease the other nodes
+        // see); alone, it lives in this process and the query only reads.
+        let access = if shared.is_some() {
+            Access::Relaxed
+        } else {
+            Access::Read
+        };
+        // What this request claimed, to give back if its transaction does not commit.
+        let taken = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = taken.clone();
+        let outcome = self
+            .call(access, move |conn| {
+                let held = claims.held(direction, now);
+                // Enough rows to fill `limit` after skipping the claimed ones, plus one more
+                // to learn when the next retry is due.
+                let want = (limit + held.len() + 1) as i64;
+                let (rows, foreign) = match &shared {
+                    None => {
+                        // The direction is part of the text, not a parameter: with one
+                        // statement for both, SQLite re-planned it at every call.
+                        let sql = format!(
+                            "SELECT {HEAD_COLUMNS} FROM heads h JOIN items i ON i.id = h.item_id
+                          WHERE h.direction = '{}'
+                          ORDER BY h.next_attempt_at, i.event_ts, i.id
+                          LIMIT ?1",
+                            direction.as_str()
+                        );
+                        (conn.all(&sql, params![want], head)?, None)
+                    }
+                    Some(shared) => shared.heads(conn, direction, now, want)?,
+                };
+                let mut items = Vec::new();
+                let mut next_due = None;
+                for (item, next_attempt_at) in rows {
+                    if held.contains(&(item.page_id.clone(), item.conversation.clone())) {
+                        continue;
+                    }
+                    if next_attempt_at > now {
+                        next_due = Some(next_attempt_at);
+                        break;
+                    }
+                    if items.len() == limit {
+                        break;
+                    }
+                    let Some(token) = claims.try_take(direction, &item, now) else {
+                        continue;
+                    };
+                    record
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((item.page_id.clone(), item.conversation.clone()));
+                    if let Some(shared) = &shared
+                        && !shared.lease(conn, direction, &item, now, token)?
+                    {
+                        claims.release(direction, &item.page_id, &item.conversation);
+                        continue;
+                    }
+                    items.push(item);
                 }
-                let next_attempt_at: i64 = r.get(10)?;
-                if next_attempt_at > now {
-                    next_due = Some(next_attempt_at);
-                    break;
+                // Another node delivers some conversations: look again when its first lease
+                // ends (if it died, its conversations are ours then).
+                if let Some(until) = foreign {
+                    next_due = Some(next_due.map_or(until, |due: i64| due.min(until)));
                 }
-                if items.len() == limit {
-                    break;
-                }
-                items.push(Item {
-                    id: r.get(0)?,
-                    page_id,
-                    conversation,
-                    dedup_key: r.get(3)?,
-                    kind: r.get(4)?,
-                    event_ts: r.get(5)?,
-                    payload: r.get(6)?,
-                    attempts: r.get(7)?,
-                    steps_done: r.get(8)?,
-                    first_failure_at: r.get(9)?,
-                });
+                Ok((items, next_due))
+            })
+            .await;
+        if outcome.is_err() {
+            for (page_id, conversation) in taken.lock().unwrap_or_else(|e| e.into_inner()).drain(..)
+            {
+                self.claims.release(direction, &page_id, &conversation);
             }
-            claims.take(direction, &items, now);
-            Ok((items, next_due))
-        })
-        .await
+        }
+        outcome
     }
 
     /// Ends the claim on a conversation: its next item may go out.
     pub fn release(&self, direction: Direction, page_id: &str, conversation: &ConversationKey) {
-        self.claims.release(direction, page_id, conversation);
+        let token = self.claims.release(direction, page_id, conversation);
+        if let (Some(shared), Some(token)) = (&self.shared, token) {
+            shared.release(self, direction, page_id, conversation, token);
+        }
     }
 
     /// Records that the first `steps_done` steps of an item are done.
@@ -485,14 +570,13 @@ impl Store {
     pub async fn enqueue(&self, item: NewItem) -> Result<Enqueued, StoreError> {
         self.call(Access::Durable, move |conn| {
             let now = now_ms();
-            let inserted = conn
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO items
+            let inserted = conn.exec(
+                "INSERT INTO items
                    (direction, page_id, conversation, dedup_key, kind, event_ts, payload,
                     state, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
-                )?
-                .execute(params![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)
+                 ON CONFLICT DO NOTHING",
+                params![
                     item.direction.as_str(),
                     item.page_id,
                     item.conversation,
@@ -501,22 +585,25 @@ impl Store {
                     item.event_ts,
                     item.payload,
                     now
-                ])?;
-            conn.prepare_cached(
-                "SELECT id, state, last_error, result FROM items
+                ],
+            )?;
+            conn.one(
+                "SELECT id, state, last_error, result, attempts FROM items
                   WHERE direction = ?1 AND page_id = ?2 AND dedup_key = ?3",
-            )?
-            .query_row(
                 params![item.direction.as_str(), item.page_id, item.dedup_key],
-                |r| {
-                    Ok(Enqueued {
-                        id: r.get(0)?,
-                        new: inserted > 0,
-                        state: r.get(1)?,
-                        last_error: r.get(2)?,
-                        result: r.get(3)?,
-                    })
-                },
+                |r| enqueued(r, inserted > 0),
+            )
+        })
+        .await
+    }
+
+    /// The state of a stored item (a reply another node may be sending).
+    pub async fn stored(&self, id: i64) -> Result<Option<Enqueued>, StoreError> {
+        self.call(Access::Read, move |conn| {
+            conn.opt(
+                "SELECT id, state, last_error, result, attempts FROM items WHERE id = ?1",
+                params![id],
+                |r| enqueued(r, false),
             )
         })
         .await
@@ -552,9 +639,11 @@ impl Store {
     pub async fn items(&self) -> Result<Vec<ItemSummary>, StoreError> {
         self.call(Access::Read, |conn| {
             let columns = super::queue::ROW_COLUMNS;
-            let mut stmt = conn.prepare(&format!("SELECT {columns} FROM items ORDER BY id"))?;
-            let rows = stmt.query_map([], super::queue::row)?;
-            rows.collect()
+            conn.all(
+                &format!("SELECT {columns} FROM items ORDER BY id"),
+                params![],
+                super::queue::row,
+            )
         })
         .await
     }
@@ -562,11 +651,11 @@ impl Store {
     /// Stored webhook bodies that could not be read: `(id, parse_error)`.
     pub async fn failed_webhooks(&self) -> Result<Vec<(i64, String)>, StoreError> {
         self.call(Access::Read, |conn| {
-            let mut stmt = conn.prepare(
+            conn.all(
                 "SELECT id, parse_error FROM webhooks WHERE parse_error IS NOT NULL ORDER BY id",
-            )?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
+                params![],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
         })
         .await
     }
@@ -574,8 +663,7 @@ impl Store {
     /// Number of stored webhook bodies.
     pub async fn webhook_count(&self) -> Result<i64, StoreError> {
         self.call(Access::Read, |conn| {
-            conn.prepare_cached("SELECT COUNT(*) FROM webhooks")?
-                .query_row([], |r| r.get(0))
+            conn.one("SELECT COUNT(*) FROM webhooks", params![], |r| r.get(0))
         })
         .await
     }
@@ -583,19 +671,19 @@ impl Store {
     /// Pending items per page and direction, with the creation time of the oldest.
     pub async fn queue_stats(&self) -> Result<Vec<QueueStat>, StoreError> {
         self.call(Access::Read, |conn| {
-            let mut stmt = conn.prepare_cached(
+            conn.all(
                 "SELECT page_id, direction, COUNT(*), MIN(created_at) FROM items
                   WHERE state = 'pending' GROUP BY page_id, direction ORDER BY page_id, direction",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(QueueStat {
-                    page_id: r.get(0)?,
-                    direction: r.get(1)?,
-                    pending: r.get(2)?,
-                    oldest_created_at: r.get(3)?,
-                })
-            })?;
-            rows.collect()
+                params![],
+                |r| {
+                    Ok(QueueStat {
+                        page_id: r.get(0)?,
+                        direction: r.get(1)?,
+                        pending: r.get(2)?,
+                        oldest_created_at: r.get(3)?,
+                    })
+                },
+            )
         })
         .await
     }
@@ -603,26 +691,38 @@ impl Store {
     /// Number of items per state, e.g. `[("done", 3), ("pending", 1)]`.
     pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.call(Access::Read, |conn| {
-            let mut stmt =
-                conn.prepare("SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
+            conn.all(
+                "SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state",
+                params![],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
         })
         .await
     }
 }
 
+fn enqueued(r: &Row<'_>, new: bool) -> Result<Enqueued, DbError> {
+    Ok(Enqueued {
+        id: r.get(0)?,
+        new,
+        state: r.get(1)?,
+        last_error: r.get(2)?,
+        result: r.get(3)?,
+        attempts: r.get(4)?,
+    })
+}
+
 /// Adds a row to an item's attempt history.
 pub(crate) fn record_attempt(
-    conn: &Connection,
+    conn: &Sql<'_>,
     item: i64,
     at: i64,
     outcome: &str,
     error: Option<&str>,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+) -> Result<(), DbError> {
+    conn.exec(
         "INSERT INTO attempts (item_id, at, outcome, error) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![item, at, outcome, error])
+        params![item, at, outcome, error],
+    )
     .map(drop)
 }

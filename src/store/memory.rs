@@ -2,7 +2,7 @@
 //! queue — the ids of messages it sent (to know its own echoes), wall threads, private
 //! replies, customers' last activity (the reply window) and cached names.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
 use super::{Access, Store, StoreError, Write, now_ms};
 use crate::model::{ConversationKey, DedupKey, ItemKind};
@@ -41,16 +41,14 @@ impl Store {
         conversation: ConversationKey,
     ) -> Result<Vec<(ItemKind, String, i64)>, StoreError> {
         self.call(Access::Read, move |conn| {
-            let mut stmt = conn.prepare_cached(
+            conn.all(
                 "SELECT kind, payload, event_ts FROM items
                   WHERE kind IN ('wall_post', 'wall_comment', 'ig_comment', 'ig_mention') AND direction = 'in'
                     AND page_id = ?1 AND conversation = ?2
                   ORDER BY event_ts DESC, id DESC",
-            )?;
-            let rows = stmt.query_map(params![page_id, conversation], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?;
-            rows.collect()
+                params![page_id, conversation],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
         })
         .await
     }
@@ -63,12 +61,13 @@ impl Store {
         conversation: ConversationKey,
     ) -> Result<bool, StoreError> {
         self.call(Access::Read, move |conn| {
-            conn.prepare_cached(
+            conn.one(
                 "SELECT EXISTS (SELECT 1 FROM items
                   WHERE kind IN ('wall_post', 'wall_comment', 'ig_comment', 'ig_mention') AND direction = 'in'
                     AND page_id = ?1 AND conversation = ?2)",
-            )?
-            .query_row(params![page_id, conversation], |r| r.get(0))
+                params![page_id, conversation],
+                |r| r.get(0),
+            )
         })
         .await
     }
@@ -80,11 +79,11 @@ impl Store {
         object_id: String,
     ) -> Result<Option<i64>, StoreError> {
         self.call(Access::Read, move |conn| {
-            conn.prepare_cached(
+            conn.opt(
                 "SELECT item_id FROM private_replies WHERE page_id = ?1 AND object_id = ?2",
-            )?
-            .query_row(params![page_id, object_id], |r| r.get(0))
-            .optional()
+                params![page_id, object_id],
+                |r| r.get(0),
+            )
         })
         .await
     }
@@ -108,11 +107,11 @@ impl Store {
     /// The Graph message ids earlier attempts of `item` got, in the order they were sent.
     pub async fn sent_ids_of(&self, item: i64) -> Result<Vec<String>, StoreError> {
         self.call(Access::Read, move |conn| {
-            let mut stmt = conn.prepare_cached(
+            conn.all(
                 "SELECT message_id FROM sent_messages WHERE item_id = ?1 ORDER BY sent_at, rowid",
-            )?;
-            let rows = stmt.query_map([item], |r| r.get::<_, String>(0))?;
-            rows.collect()
+                params![item],
+                |r| r.get::<String>(0),
+            )
         })
         .await
     }
@@ -126,7 +125,7 @@ impl Store {
         before_ts: i64,
     ) -> Result<Option<String>, StoreError> {
         self.call(Access::Read, move |conn| {
-            conn.prepare_cached(
+            conn.opt(
                 "SELECT payload FROM items
                   WHERE page_id = ?1 AND conversation = ?2 AND direction = 'in'
                     AND kind IN ('referral', 'ig_referral') AND event_ts <= ?3
@@ -135,9 +134,9 @@ impl Store {
                             AND kind IN ('message', 'postback', 'ig_message', 'ig_postback')
                             AND event_ts < ?3), -1)
                   ORDER BY event_ts DESC, id DESC LIMIT 1",
-            )?
-            .query_row(params![page_id, conversation, before_ts], |r| r.get(0))
-            .optional()
+                params![page_id, conversation, before_ts],
+                |r| r.get(0),
+            )
         })
         .await
     }
@@ -150,12 +149,12 @@ impl Store {
         message_id: String,
     ) -> Result<Option<String>, StoreError> {
         self.call(Access::Read, move |conn| {
-            conn.prepare_cached(
+            conn.opt(
                 "SELECT items.payload FROM sent_messages JOIN items ON items.id = sent_messages.item_id
                   WHERE sent_messages.page_id = ?1 AND sent_messages.message_id = ?2",
-            )?
-            .query_row(params![page_id, message_id], |r| r.get(0))
-            .optional()
+                params![page_id, message_id],
+                |r| r.get(0),
+            )
         })
         .await
     }
@@ -167,10 +166,11 @@ impl Store {
         message_id: String,
     ) -> Result<bool, StoreError> {
         self.call(Access::Read, move |conn| {
-            conn.prepare_cached(
+            conn.one(
                 "SELECT COUNT(*) FROM sent_messages WHERE page_id = ?1 AND message_id = ?2",
-            )?
-            .query_row(params![page_id, message_id], |r| r.get::<_, i64>(0))
+                params![page_id, message_id],
+                |r| r.get::<i64>(0),
+            )
             .map(|n| n > 0)
         })
         .await
@@ -184,11 +184,11 @@ impl Store {
         conversation: ConversationKey,
     ) -> Result<Option<i64>, StoreError> {
         self.call(Access::Read, move |conn| {
-            conn.prepare_cached(
+            conn.opt(
                 "SELECT last_ts FROM customer_activity WHERE page_id = ?1 AND conversation = ?2",
-            )?
-            .query_row(params![page_id, conversation], |r| r.get(0))
-            .optional()
+                params![page_id, conversation],
+                |r| r.get(0),
+            )
         })
         .await
     }
@@ -200,10 +200,11 @@ impl Store {
         dedup_key: DedupKey,
     ) -> Result<Option<String>, StoreError> {
         self.call(Access::Read, move |conn| {
-            conn.prepare_cached("SELECT payload FROM items WHERE direction = 'in' AND page_id = ?1 AND dedup_key = ?2")?.query_row(params![page_id, dedup_key],
+            conn.opt(
+                "SELECT payload FROM items WHERE direction = 'in' AND page_id = ?1 AND dedup_key = ?2",
+                params![page_id, dedup_key],
                 |r| r.get(0),
             )
-            .optional()
         })
         .await
     }
@@ -214,19 +215,19 @@ impl Store {
         psid: String,
     ) -> Result<Option<Profile>, StoreError> {
         self.call(Access::Read, move |conn| {
-            conn.prepare_cached(
+            conn.opt(
                 "SELECT first_name, last_name, source, fetched_at FROM profiles
                   WHERE page_id = ?1 AND psid = ?2",
-            )?
-            .query_row(params![page_id, psid], |r| {
-                Ok(Profile {
-                    first_name: r.get(0)?,
-                    last_name: r.get(1)?,
-                    source: r.get(2)?,
-                    fetched_at: r.get(3)?,
-                })
-            })
-            .optional()
+                params![page_id, psid],
+                |r| {
+                    Ok(Profile {
+                        first_name: r.get(0)?,
+                        last_name: r.get(1)?,
+                        source: r.get(2)?,
+                        fetched_at: r.get(3)?,
+                    })
+                },
+            )
         })
         .await
     }
@@ -238,21 +239,21 @@ impl Store {
         profile: Profile,
     ) -> Result<(), StoreError> {
         self.call(Access::Relaxed, move |conn| {
-            conn.prepare_cached(
+            conn.exec(
                 "INSERT INTO profiles (page_id, psid, first_name, last_name, source, fetched_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (page_id, psid) DO UPDATE SET first_name = excluded.first_name,
                    last_name = excluded.last_name, source = excluded.source,
                    fetched_at = excluded.fetched_at",
-            )?
-            .execute(params![
-                page_id,
-                psid,
-                profile.first_name,
-                profile.last_name,
-                profile.source,
-                profile.fetched_at
-            ])
+                params![
+                    page_id,
+                    psid,
+                    profile.first_name,
+                    profile.last_name,
+                    profile.source,
+                    profile.fetched_at
+                ],
+            )
             .map(drop)
         })
         .await

@@ -22,9 +22,12 @@
 mod engine;
 mod items;
 mod memory;
+mod pg;
+mod pg_schema;
 pub mod queue;
 mod retention;
 mod schema;
+pub mod sql;
 pub mod tokens;
 pub mod transfer;
 
@@ -41,21 +44,36 @@ pub(crate) use items::record_attempt;
 pub use items::{CLAIM_LEASE, Enqueued, IntakeOutcome, Item, NewItem, NewState, QueueStat, Write};
 use items::{Claims, RecentBodies};
 pub use memory::Profile;
+pub use pg::{
+    PgStatus, Shared, describe as describe_pg, settings as pg_settings, status as pg_status,
+};
 /// One row of the queue, as operators (`queue list`) and tests see it.
 pub use queue::Row as ItemSummary;
 pub use retention::Pruned;
+pub use sql::DbError;
 pub use tokens::StoredToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Db(#[from] DbError),
     #[error("state database could not commit ({0}); nothing of this batch was stored")]
     Commit(String),
     #[error("state database is closed")]
     Closed,
     #[error("cannot open the state database {path}: {reason}")]
     Open { path: PathBuf, reason: String },
+}
+
+/// The version of the database's schema (SQLite's `user_version`, PostgreSQL's
+/// `fb_openchannel_schema`).
+pub fn schema_version(conn: &sql::Sql<'_>) -> Result<i64, DbError> {
+    let query = if conn.is_postgres() {
+        "SELECT COALESCE(MAX(version), 0) FROM fb_openchannel_schema"
+    } else {
+        "SELECT user_version FROM pragma_user_version"
+    };
+    conn.one(query, &[], |r| r.get(0))
 }
 
 /// Milliseconds since the Unix epoch.
@@ -86,6 +104,15 @@ pub struct Store {
     path: Arc<PathBuf>,
     recent_bodies: Arc<RecentBodies>,
     claims: Arc<Claims>,
+    /// Set when the queue is shared by several daemons (PostgreSQL): who this node is,
+    /// and the leases it holds in the database.
+    shared: Option<Arc<Shared>>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(DbError::Sqlite(e))
+    }
 }
 
 #[cfg(test)]
@@ -144,8 +171,8 @@ mod tests {
         let id = first.webhook_id;
         store
             .call(Access::Durable, move |c| {
-                c.execute("UPDATE items SET webhook_id = NULL", [])?;
-                c.execute("DELETE FROM webhooks WHERE id = ?1", [id])
+                c.exec("UPDATE items SET webhook_id = NULL", &[])?;
+                c.exec("DELETE FROM webhooks WHERE id = ?1", params![id])
             })
             .await
             .unwrap();
@@ -154,9 +181,9 @@ mod tests {
         assert_eq!(store.webhook_count().await.unwrap(), 1);
         let body: Vec<u8> = store
             .call(Access::Read, move |c| {
-                c.query_row(
+                c.one(
                     "SELECT body FROM webhooks WHERE id = ?1",
-                    [third.webhook_id],
+                    params![third.webhook_id],
                     |r| r.get(0),
                 )
             })
@@ -296,7 +323,7 @@ mod tests {
         assert_eq!(stats.write_commits.load(Ordering::Relaxed), 2);
         let sync: i64 = store
             .call(Access::Read, |c| {
-                c.query_row("PRAGMA synchronous", [], |r| r.get(0))
+                c.one("PRAGMA synchronous", &[], |r| r.get(0))
             })
             .await
             .unwrap();

@@ -7,11 +7,51 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 use serde::Serialize;
 
+use super::sql::{DbError, PgConn, Row as SqlRow, Sql};
 use super::{now_ms, record_attempt, schema};
 use crate::model::{ConversationKey, DedupKey, Direction, ItemKind, ItemState};
+
+/// The queue's database, opened by a command beside the daemon.
+pub enum Database {
+    Lite(Connection),
+    Pg(Box<PgConn>),
+}
+
+impl Database {
+    /// The connection, for the functions of this module.
+    pub fn sql(&mut self) -> Sql<'_> {
+        match self {
+            Database::Lite(c) => Sql::Lite(c),
+            Database::Pg(c) => Sql::Pg(std::cell::RefCell::new(c)),
+        }
+    }
+}
+
+/// Opens the configured queue: the SQLite file (which must exist) or the PostgreSQL
+/// database.
+pub fn open_storage(storage: &crate::config::StorageConfig) -> Result<Database, String> {
+    if storage.is_postgres() {
+        super::pg::connect_for_tools(storage).map(|c| Database::Pg(Box::new(c)))
+    } else {
+        open(&storage.path).map(Database::Lite)
+    }
+}
+
+/// Runs `f` on the configured queue, on a thread of its own: PostgreSQL's client blocks
+/// on a runtime of its own, which tokio forbids inside async code (`doctor`).
+pub fn with_storage<R: Send>(
+    storage: &crate::config::StorageConfig,
+    f: impl FnOnce(&Sql<'_>) -> R + Send,
+) -> Result<R, String> {
+    std::thread::scope(|s| {
+        s.spawn(|| open_storage(storage).map(|mut db| f(&db.sql())))
+            .join()
+            .unwrap_or_else(|_| Err("reading the queue panicked".into()))
+    })
+}
 
 /// Opens an existing state database; never creates one (a typo in the path must not
 /// look like an empty queue).
@@ -32,36 +72,33 @@ pub fn open(path: &Path) -> Result<Connection, String> {
 }
 
 /// The most recent failed item: `(page, direction, why)`.
-pub fn latest_failure(conn: &Connection) -> rusqlite::Result<Option<(String, String, String)>> {
-    conn.query_row(
+pub fn latest_failure(conn: &Sql<'_>) -> Result<Option<(String, String, String)>, DbError> {
+    conn.opt(
         "SELECT page_id, direction, COALESCE(last_error, '') FROM items INDEXED BY items_failed
           WHERE state = 'failed' ORDER BY id DESC LIMIT 1",
-        [],
+        params![],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )
-    .optional()
 }
 
 /// The page's most recent customer message that came as a standby event, and whether a
 /// customer message came through `messaging` after it: `(conversation, at ms, then?)`.
 /// (A scan from the newest item back; the standby-only case stops at once.)
 pub fn latest_standby(
-    conn: &Connection,
+    conn: &Sql<'_>,
     page_id: &str,
-) -> rusqlite::Result<Option<(String, i64, bool)>> {
-    let latest: Option<(i64, String, i64)> = conn
-        .query_row(
-            "SELECT id, conversation, created_at FROM items
-              WHERE direction = 'in' AND page_id = ?1 AND kind = 'standby'
-              ORDER BY id DESC LIMIT 1",
-            params![page_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
+) -> Result<Option<(String, i64, bool)>, DbError> {
+    let latest: Option<(i64, String, i64)> = conn.opt(
+        "SELECT id, conversation, created_at FROM items
+          WHERE direction = 'in' AND page_id = ?1 AND kind = 'standby'
+          ORDER BY id DESC LIMIT 1",
+        params![page_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
     let Some((id, conversation, at)) = latest else {
         return Ok(None);
     };
-    let messaging_since: bool = conn.query_row(
+    let messaging_since: bool = conn.one(
         "SELECT EXISTS (SELECT 1 FROM items
           WHERE id > ?1 AND direction = 'in' AND page_id = ?2
             AND kind IN ('message', 'postback', 'edit', 'deleted'))",
@@ -85,28 +122,29 @@ pub struct Stat {
     pub oldest_pending_ms: Option<i64>,
 }
 
-pub fn stats(conn: &Connection) -> rusqlite::Result<Vec<Stat>> {
+pub fn stats(conn: &Sql<'_>) -> Result<Vec<Stat>, DbError> {
     let now = now_ms();
-    let mut stmt = conn.prepare(
+    conn.all(
         "SELECT page_id, direction,
-                SUM(state = 'pending'), SUM(state = 'pending' AND attempts > 0),
-                SUM(state = 'failed'), SUM(state = 'done'),
+                COUNT(*) FILTER (WHERE state = 'pending'),
+                COUNT(*) FILTER (WHERE state = 'pending' AND attempts > 0),
+                COUNT(*) FILTER (WHERE state = 'failed'), COUNT(*) FILTER (WHERE state = 'done'),
                 MIN(CASE WHEN state = 'pending' THEN created_at END)
            FROM items GROUP BY page_id, direction ORDER BY page_id, direction",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        let oldest: Option<i64> = r.get(6)?;
-        Ok(Stat {
-            page_id: r.get(0)?,
-            direction: r.get(1)?,
-            pending: r.get(2)?,
-            retrying: r.get(3)?,
-            failed: r.get(4)?,
-            done: r.get(5)?,
-            oldest_pending_ms: oldest.map(|t| (now - t).max(0)),
-        })
-    })?;
-    rows.collect()
+        params![],
+        |r| {
+            let oldest: Option<i64> = r.get(6)?;
+            Ok(Stat {
+                page_id: r.get(0)?,
+                direction: r.get(1)?,
+                pending: r.get(2)?,
+                retrying: r.get(3)?,
+                failed: r.get(4)?,
+                done: r.get(5)?,
+                oldest_pending_ms: oldest.map(|t| (now - t).max(0)),
+            })
+        },
+    )
 }
 
 /// One item, as `queue list` shows it.
@@ -138,7 +176,7 @@ pub struct Filter {
 
 pub(super) const ROW_COLUMNS: &str = "id, direction, page_id, conversation, kind, state, attempts, created_at, updated_at, last_error, event_ts";
 
-pub(super) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+pub(super) fn row(r: &SqlRow<'_>) -> Result<Row, DbError> {
     Ok(Row {
         id: r.get(0)?,
         direction: r.get(1)?,
@@ -156,7 +194,7 @@ pub(super) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 
 /// Items, newest first. Without `failed_only`, skipped and done items are left out: the
 /// list is about work, not history.
-pub fn list(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<Row>> {
+pub fn list(conn: &Sql<'_>, filter: &Filter) -> Result<Vec<Row>, DbError> {
     // `= 'failed'` lets SQLite use the partial index of failed items.
     let states = if filter.failed_only {
         "= 'failed'"
@@ -168,10 +206,8 @@ pub fn list(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<Row>> {
           WHERE state {states} AND (?1 IS NULL OR page_id = ?1) AND (?2 IS NULL OR created_at >= ?2)
           ORDER BY id DESC LIMIT ?3"
     );
-    let mut stmt = conn.prepare(&sql)?;
-    let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
-    let rows = stmt.query_map(params![filter.page_id, filter.since_ms, limit], row)?;
-    rows.collect()
+    let limit = filter.limit.map_or(i64::MAX, |l| l as i64);
+    conn.all(&sql, params![filter.page_id, filter.since_ms, limit], row)
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -211,23 +247,21 @@ pub struct Receipts {
 
 /// The latest read and delivery receipts of a conversation.
 pub fn receipts(
-    conn: &Connection,
+    conn: &Sql<'_>,
     page_id: &str,
     conversation: &ConversationKey,
-) -> rusqlite::Result<Receipts> {
-    let latest = |kinds: &str, field: &str| -> rusqlite::Result<Option<i64>> {
-        let found: Option<(String, i64)> = conn
-            .query_row(
-                &format!(
-                    "SELECT payload, event_ts FROM items
+) -> Result<Receipts, DbError> {
+    let latest = |kinds: &str, field: &str| -> Result<Option<i64>, DbError> {
+        let found: Option<(String, i64)> = conn.opt(
+            &format!(
+                "SELECT payload, event_ts FROM items
                       WHERE page_id = ?1 AND conversation = ?2 AND direction = 'in'
                         AND kind IN ({kinds})
                       ORDER BY event_ts DESC, id DESC LIMIT 1"
-                ),
-                params![page_id, conversation],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
+            ),
+            params![page_id, conversation],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         Ok(found.map(|(payload, at)| {
             serde_json::from_str::<serde_json::Value>(&payload)
                 .ok()
@@ -241,29 +275,27 @@ pub fn receipts(
     })
 }
 
-pub fn show(conn: &Connection, id: i64) -> rusqlite::Result<Option<Detail>> {
-    let found = conn
-        .query_row(
-            &format!("SELECT {ROW_COLUMNS}, dedup_key, event_ts, next_attempt_at, payload, result, steps_done FROM items WHERE id = ?1"),
-            [id],
-            |r| Ok((row(r)?, r.get(11)?, r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?, r.get(16)?)),
-        )
-        .optional()?;
+pub fn show(conn: &Sql<'_>, id: i64) -> Result<Option<Detail>, DbError> {
+    let found = conn.opt(
+        &format!("SELECT {ROW_COLUMNS}, dedup_key, event_ts, next_attempt_at, payload, result, steps_done FROM items WHERE id = ?1"),
+        params![id],
+        |r| Ok((row(r)?, r.get(11)?, r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?, r.get(16)?)),
+    )?;
     let Some((row, dedup_key, event_ts, next_attempt_at, payload, result, steps_done)) = found
     else {
         return Ok(None);
     };
-    let mut stmt = conn
-        .prepare("SELECT at, outcome, error FROM attempts WHERE item_id = ?1 ORDER BY at, rowid")?;
-    let attempt_history = stmt
-        .query_map([id], |r| {
+    let attempt_history = conn.all(
+        "SELECT at, outcome, error FROM attempts WHERE item_id = ?1 ORDER BY at, rowid",
+        params![id],
+        |r| {
             Ok(Attempt {
                 at: r.get(0)?,
                 outcome: r.get(1)?,
                 error: r.get(2)?,
             })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        },
+    )?;
     let receipts = receipts(conn, &row.page_id, &row.conversation)?;
     Ok(Some(Detail {
         receipts,
@@ -280,44 +312,64 @@ pub fn show(conn: &Connection, id: i64) -> rusqlite::Result<Option<Detail>> {
 
 /// Puts failed (or pending) items back in the queue for an attempt now. Returns the ids
 /// changed; items that are done or skipped are left alone.
-pub fn retry(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<i64>> {
-    let tx = conn.unchecked_transaction()?;
-    let mut changed = Vec::new();
-    for &id in ids {
-        let n = tx.execute(
-            "UPDATE items SET state = 'pending', next_attempt_at = 0, first_failure_at = NULL,
+pub fn retry(conn: &Sql<'_>, ids: &[i64]) -> Result<Vec<i64>, DbError> {
+    transaction(conn, |tx| {
+        let mut changed = Vec::new();
+        for &id in ids {
+            let n = tx.exec(
+                "UPDATE items SET state = 'pending', next_attempt_at = 0, first_failure_at = NULL,
                     updated_at = ?2
               WHERE id = ?1 AND state IN ('failed', 'pending')",
-            params![id, now_ms()],
-        )?;
-        if n > 0 {
-            record_attempt(&tx, id, super::now_ms(), "retried-by-operator", None)?;
-            changed.push(id);
+                params![id, now_ms()],
+            )?;
+            if n > 0 {
+                record_attempt(tx, id, super::now_ms(), "retried-by-operator", None)?;
+                changed.push(id);
+            }
+        }
+        Ok(changed)
+    })
+}
+
+/// Runs `f` in one transaction: all of it or nothing.
+pub(super) fn transaction<R>(
+    conn: &Sql<'_>,
+    f: impl FnOnce(&Sql<'_>) -> Result<R, DbError>,
+) -> Result<R, DbError> {
+    conn.batch("BEGIN")?;
+    match f(conn) {
+        Ok(r) => {
+            conn.batch("COMMIT")?;
+            Ok(r)
+        }
+        Err(e) => {
+            let _ = conn.batch("ROLLBACK");
+            Err(e)
         }
     }
-    tx.commit()?;
-    Ok(changed)
 }
 
 /// Ids of failed items, oldest first, optionally only those stored since `since_ms`.
-pub fn failed_ids(conn: &Connection, since_ms: Option<i64>) -> rusqlite::Result<Vec<i64>> {
-    let mut stmt = conn.prepare("SELECT id FROM items WHERE state = 'failed' AND (?1 IS NULL OR created_at >= ?1) ORDER BY id")?;
-    let rows = stmt.query_map(params![since_ms], |r| r.get(0))?;
-    rows.collect()
+pub fn failed_ids(conn: &Sql<'_>, since_ms: Option<i64>) -> Result<Vec<i64>, DbError> {
+    conn.all(
+        "SELECT id FROM items WHERE state = 'failed' AND (?1 IS NULL OR created_at >= ?1) ORDER BY id",
+        params![since_ms],
+        |r| r.get(0),
+    )
 }
 
 /// Removes items (and their history) for good. Returns the ids removed.
-pub fn drop_items(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<i64>> {
-    let tx = conn.unchecked_transaction()?;
-    let mut removed = Vec::new();
-    for &id in ids {
-        tx.execute("DELETE FROM attempts WHERE item_id = ?1", [id])?;
-        if tx.execute("DELETE FROM items WHERE id = ?1", [id])? > 0 {
-            removed.push(id);
+pub fn drop_items(conn: &Sql<'_>, ids: &[i64]) -> Result<Vec<i64>, DbError> {
+    transaction(conn, |tx| {
+        let mut removed = Vec::new();
+        for &id in ids {
+            tx.exec("DELETE FROM attempts WHERE item_id = ?1", params![id])?;
+            if tx.exec("DELETE FROM items WHERE id = ?1", params![id])? > 0 {
+                removed.push(id);
+            }
         }
-    }
-    tx.commit()?;
-    Ok(removed)
+        Ok(removed)
+    })
 }
 
 #[cfg(test)]
@@ -348,6 +400,7 @@ mod tests {
         store.complete(2, None).await.unwrap();
 
         let conn = open(&path).unwrap();
+        let conn = Sql::Lite(&conn);
         let s = stats(&conn).unwrap();
         assert_eq!((s[0].pending, s[0].failed, s[0].done), (1, 1, 1));
         assert_eq!(

@@ -1,7 +1,8 @@
 //! Retention: old history deleted in small steps (`storage.keep`).
 
-use rusqlite::{Connection, params};
+use rusqlite::params;
 
+use super::sql::{DbError, Sql};
 use super::{Access, Store, StoreError};
 
 /// What one [`Store::prune`] step deleted.
@@ -35,29 +36,32 @@ impl Store {
     /// that no item refers to any more (bodies that could not be read stay, for replay),
     /// and up to `chunk` each of older sent-message ids, private-reply records and cached
     /// names. Pending and failed items are never touched. Call it again while it deletes
-    /// something: small steps leave the store thread to the webhooks in between.
+    /// something: small steps leave the store thread to the webhooks in between. On a
+    /// queue shared by several daemons one of them prunes at a time; the others' steps
+    /// delete nothing.
     pub async fn prune(&self, cutoff: i64, chunk: usize) -> Result<Pruned, StoreError> {
         self.call(Access::Relaxed, move |conn| {
+            if !super::pg::one_node_at_a_time(conn, super::pg::Periodic::Retention)? {
+                return Ok(Pruned::default());
+            }
             let chunk = chunk as i64;
             let item_bound = first_id_since(conn, "items", "created_at", cutoff)?;
-            let items = conn
-                .prepare_cached(
-                    "DELETE FROM items WHERE id IN (
-                        SELECT id FROM items
-                         WHERE id < ?2 AND state IN ('done', 'skipped') AND updated_at < ?1
-                         ORDER BY id LIMIT ?3)",
-                )?
-                .execute(params![cutoff, item_bound, chunk])?;
+            let items = conn.exec(
+                "DELETE FROM items WHERE id IN (
+                    SELECT id FROM items
+                     WHERE id < ?2 AND state IN ('done', 'skipped') AND updated_at < ?1
+                     ORDER BY id LIMIT ?3)",
+                params![cutoff, item_bound, chunk],
+            )?;
             let webhook_bound = first_id_since(conn, "webhooks", "received_at", cutoff)?;
-            let webhooks = conn
-                .prepare_cached(
-                    "DELETE FROM webhooks WHERE id IN (
-                        SELECT w.id FROM webhooks w
-                         WHERE w.id < ?1 AND w.parse_error IS NULL
-                           AND NOT EXISTS (SELECT 1 FROM items i WHERE i.webhook_id = w.id)
-                         ORDER BY w.id LIMIT ?2)",
-                )?
-                .execute(params![webhook_bound, chunk])?;
+            let webhooks = conn.exec(
+                "DELETE FROM webhooks WHERE id IN (
+                    SELECT w.id FROM webhooks w
+                     WHERE w.id < ?1 AND w.parse_error IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM items i WHERE i.webhook_id = w.id)
+                     ORDER BY w.id LIMIT ?2)",
+                params![webhook_bound, chunk],
+            )?;
             let mut other = 0;
             for sql in [
                 // A reply still pending (give_up_after may exceed keep) needs the ids
@@ -72,7 +76,7 @@ impl Store {
                 "DELETE FROM profiles WHERE rowid IN
                     (SELECT rowid FROM profiles WHERE fetched_at < ?1 LIMIT ?2)",
             ] {
-                other += conn.prepare_cached(sql)?.execute(params![cutoff, chunk])?;
+                other += conn.exec(sql, params![cutoff, chunk])?;
             }
             Ok(Pruned {
                 items,
@@ -88,15 +92,18 @@ impl Store {
 /// Ids grow with time, so a scan for older rows can stop there instead of reading the
 /// whole table.
 fn first_id_since(
-    conn: &Connection,
+    conn: &Sql<'_>,
     table: &'static str,
     stored_at: &'static str,
     since: i64,
-) -> rusqlite::Result<i64> {
-    conn.prepare_cached(&format!(
-        "SELECT COALESCE(
-            (SELECT id FROM {table} WHERE {stored_at} >= ?1 ORDER BY id LIMIT 1),
-            (SELECT COALESCE(MAX(id), 0) + 1 FROM {table}))"
-    ))?
-    .query_row([since], |r| r.get(0))
+) -> Result<i64, DbError> {
+    conn.one(
+        &format!(
+            "SELECT COALESCE(
+                (SELECT id FROM {table} WHERE {stored_at} >= ?1 ORDER BY id LIMIT 1),
+                (SELECT COALESCE(MAX(id), 0) + 1 FROM {table}))"
+        ),
+        params![since],
+        |r| r.get(0),
+    )
 }

@@ -6,9 +6,10 @@
 //! belongs to the seed it descends from (by SHA-256): when the operator pastes another
 //! token into the config, that one wins and the row starts over from it.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::params;
 use sha2::{Digest, Sha256};
 
+use super::sql::{DbError, Sql};
 use super::{Access, Store, StoreError, now_ms};
 use crate::config::Secret;
 
@@ -35,17 +36,13 @@ fn seed_of(token: &Secret) -> String {
 }
 
 /// The account's stored token, when it descends from `seed` (the config's token).
-pub fn read(
-    conn: &Connection,
-    account: &str,
-    seed: &Secret,
-) -> rusqlite::Result<Option<StoredToken>> {
+pub fn read(conn: &Sql<'_>, account: &str, seed: &Secret) -> Result<Option<StoredToken>, DbError> {
     let seed_hash = seed_of(seed);
-    conn.prepare_cached(
+    conn.opt(
         "SELECT token, obtained_at, expires_at, attempted_at, last_error, seed FROM instagram_tokens
           WHERE account = ?1",
-    )?
-    .query_row(params![account], |r| {
+        params![account],
+        |r| {
         let token: String = r.get(0)?;
         let stored_seed: String = r.get(5)?;
         Ok((stored_seed == seed_hash).then(|| StoredToken {
@@ -57,8 +54,8 @@ pub fn read(
             attempted_at: r.get(3).unwrap_or(None),
             last_error: r.get(4).unwrap_or(None),
         }))
-    })
-    .optional()
+    },
+    )
     .map(Option::flatten)
 }
 
@@ -75,14 +72,14 @@ impl Store {
             if let Some(stored) = read(conn, &account, &seed)? {
                 return Ok(stored);
             }
-            conn.prepare_cached(
+            conn.exec(
                 "INSERT INTO instagram_tokens (account, token, seed, obtained_at)
                  VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (account) DO UPDATE SET token = excluded.token,
                    seed = excluded.seed, obtained_at = excluded.obtained_at,
                    expires_at = NULL, attempted_at = NULL, last_error = NULL",
-            )?
-            .execute(params![account, seed.expose(), seed_of(&seed), now_ms()])?;
+                params![account, seed.expose(), seed_of(&seed), now_ms()],
+            )?;
             Ok(read(conn, &account, &seed)?.expect("just stored"))
         })
         .await
@@ -99,18 +96,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.call(Access::Durable, move |conn| {
             let now = now_ms();
-            conn.prepare_cached(
+            conn.exec(
                 "UPDATE instagram_tokens SET token = ?3, obtained_at = ?4, expires_at = ?5,
                    attempted_at = ?4, last_error = NULL
                  WHERE account = ?1 AND seed = ?2",
-            )?
-            .execute(params![
-                account,
-                seed_of(&seed),
-                token.expose(),
-                now,
-                expires_at
-            ])
+                params![account, seed_of(&seed), token.expose(), now, expires_at],
+            )
             .map(drop)
         })
         .await
@@ -119,10 +110,10 @@ impl Store {
     /// Notes a refresh that failed, for `doctor` and the next attempt's timing.
     pub async fn refresh_failed(&self, account: String, error: String) -> Result<(), StoreError> {
         self.call(Access::Relaxed, move |conn| {
-            conn.prepare_cached(
+            conn.exec(
                 "UPDATE instagram_tokens SET attempted_at = ?2, last_error = ?3 WHERE account = ?1",
-            )?
-            .execute(params![account, now_ms(), error])
+                params![account, now_ms(), error],
+            )
             .map(drop)
         })
         .await

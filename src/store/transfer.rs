@@ -18,7 +18,9 @@
 
 use std::io::{BufRead, Write};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::params;
+
+use super::sql::{DbError, Row, Sql};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -106,172 +108,191 @@ struct ItemRow {
 
 /// Writes every record of the database at `conn` to `out`, in one read transaction (a
 /// consistent picture even while the daemon writes).
-pub fn export(conn: &mut Connection, out: &mut impl Write, now_ms: i64) -> Result<Counts, String> {
-    let tx = conn.transaction().map_err(|e| e.to_string())?;
+pub fn export(conn: &Sql<'_>, out: &mut impl Write, now_ms: i64) -> Result<Counts, String> {
+    let begin = if conn.is_postgres() {
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+    } else {
+        "BEGIN"
+    };
+    conn.batch(begin).map_err(|e| e.to_string())?;
+    let counts = export_records(conn, out, now_ms);
+    let _ = conn.batch("ROLLBACK");
+    counts
+}
+
+fn export_records(conn: &Sql<'_>, out: &mut impl Write, now_ms: i64) -> Result<Counts, String> {
     let mut counts = Counts::default();
     let mut line = |record: &Value| -> Result<(), String> {
         serde_json::to_writer(&mut *out, record).map_err(|e| e.to_string())?;
         out.write_all(b"\n").map_err(|e| e.to_string())
     };
-    let version: i64 = tx
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|e| e.to_string())?;
+    let version = super::schema_version(conn).map_err(|e| e.to_string())?;
     line(
         &serde_json::json!({"format": FORMAT, "version": VERSION, "schema": version, "exported_at": now_ms}),
     )?;
-    let sql = |e: rusqlite::Error| e.to_string();
-    let mut emit = |record: Record| line(&serde_json::to_value(record).expect("serializes"));
+    // A failure to write the file, carried out of the row callbacks.
+    let failed: std::cell::RefCell<Option<String>> = std::cell::RefCell::default();
+    let mut emit = |record: Record| -> Result<(), DbError> {
+        line(&serde_json::to_value(record).expect("serializes")).map_err(|e| {
+            *failed.borrow_mut() = Some(e);
+            DbError::NoRow
+        })
+    };
+    let sql = |e: DbError| failed.borrow_mut().take().unwrap_or_else(|| e.to_string());
 
-    let mut items = tx
-        .prepare(
-            "SELECT direction, page_id, conversation, dedup_key, kind, event_ts, payload, state,
-                    attempts, steps_done, next_attempt_at, first_failure_at, last_error,
-                    created_at, updated_at, result
-               FROM items ORDER BY id",
-        )
-        .map_err(sql)?;
-    let mut rows = items.query([]).map_err(sql)?;
-    while let Some(r) = rows.next().map_err(sql)? {
-        let row = ItemRow {
-            direction: r.get(0).map_err(sql)?,
-            page_id: r.get(1).map_err(sql)?,
-            conversation: r.get(2).map_err(sql)?,
-            dedup_key: r.get(3).map_err(sql)?,
-            kind: r.get(4).map_err(sql)?,
-            event_ts: r.get(5).map_err(sql)?,
-            payload: r.get(6).map_err(sql)?,
-            state: r.get(7).map_err(sql)?,
-            attempts: r.get(8).map_err(sql)?,
-            steps_done: r.get(9).map_err(sql)?,
-            next_attempt_at: r.get(10).map_err(sql)?,
-            first_failure_at: r.get(11).map_err(sql)?,
-            last_error: r.get(12).map_err(sql)?,
-            created_at: r.get(13).map_err(sql)?,
-            updated_at: r.get(14).map_err(sql)?,
-            result: r.get(15).map_err(sql)?,
-        };
-        counts.items += 1;
-        counts.pending += u64::from(row.state == "pending");
-        counts.failed += u64::from(row.state == "failed");
-        emit(Record::Item(row))?;
-    }
-    drop(rows);
-    drop(items);
+    conn.each(
+        "SELECT direction, page_id, conversation, dedup_key, kind, event_ts, payload, state,
+                attempts, steps_done, next_attempt_at, first_failure_at, last_error,
+                created_at, updated_at, result
+           FROM items ORDER BY id",
+        params![],
+        |r| {
+            let row = ItemRow {
+                direction: r.get(0)?,
+                page_id: r.get(1)?,
+                conversation: r.get(2)?,
+                dedup_key: r.get(3)?,
+                kind: r.get(4)?,
+                event_ts: r.get(5)?,
+                payload: r.get(6)?,
+                state: r.get(7)?,
+                attempts: r.get(8)?,
+                steps_done: r.get(9)?,
+                next_attempt_at: r.get(10)?,
+                first_failure_at: r.get(11)?,
+                last_error: r.get(12)?,
+                created_at: r.get(13)?,
+                updated_at: r.get(14)?,
+                result: r.get(15)?,
+            };
+            counts.items += 1;
+            counts.pending += u64::from(row.state == "pending");
+            counts.failed += u64::from(row.state == "failed");
+            emit(Record::Item(row))
+        },
+    )
+    .map_err(sql)?;
 
-    let key = |r: &rusqlite::Row<'_>, at: usize| -> rusqlite::Result<Option<ItemKey>> {
+    let key = |r: &Row<'_>, at: usize| -> Result<Option<ItemKey>, DbError> {
         Ok(
             match (
-                r.get::<_, Option<String>>(at)?,
-                r.get::<_, Option<String>>(at + 1)?,
-                r.get::<_, Option<String>>(at + 2)?,
+                r.get::<Option<String>>(at)?,
+                r.get::<Option<String>>(at + 1)?,
+                r.get::<Option<String>>(at + 2)?,
             ) {
                 (Some(d), Some(p), Some(k)) => Some(ItemKey(d, p, k)),
                 _ => None,
             },
         )
     };
-    let mut attempts = tx
-        .prepare(
-            "SELECT i.direction, i.page_id, i.dedup_key, a.at, a.outcome, a.error
-               FROM attempts a JOIN items i ON i.id = a.item_id ORDER BY a.rowid",
-        )
-        .map_err(sql)?;
-    let mut rows = attempts.query([]).map_err(sql)?;
-    while let Some(r) = rows.next().map_err(sql)? {
-        let Some(item) = key(r, 0).map_err(sql)? else {
-            continue;
-        };
-        counts.attempts += 1;
-        emit(Record::Attempt {
-            item,
-            at: r.get(3).map_err(sql)?,
-            outcome: r.get(4).map_err(sql)?,
-            error: r.get(5).map_err(sql)?,
-        })?;
-    }
-    drop(rows);
-    drop(attempts);
+    conn.each(
+        "SELECT i.direction, i.page_id, i.dedup_key, a.at, a.outcome, a.error
+           FROM attempts a JOIN items i ON i.id = a.item_id ORDER BY a.rowid",
+        params![],
+        |r| {
+            let Some(item) = key(r, 0)? else {
+                return Ok(());
+            };
+            counts.attempts += 1;
+            emit(Record::Attempt {
+                item,
+                at: r.get(3)?,
+                outcome: r.get(4)?,
+                error: r.get(5)?,
+            })
+        },
+    )
+    .map_err(sql)?;
 
     for (table, id_column) in [
         ("sent_messages", "message_id"),
         ("private_replies", "object_id"),
     ] {
-        let mut statement = tx
-            .prepare(&format!(
+        conn.each(
+            &format!(
                 "SELECT t.page_id, t.{id_column}, i.direction, i.page_id, i.dedup_key, t.sent_at
                    FROM {table} t LEFT JOIN items i ON i.id = t.item_id ORDER BY t.rowid"
-            ))
-            .map_err(sql)?;
-        let mut rows = statement.query([]).map_err(sql)?;
-        while let Some(r) = rows.next().map_err(sql)? {
-            let (page_id, id, item, sent_at) = (
-                r.get(0).map_err(sql)?,
-                r.get(1).map_err(sql)?,
-                key(r, 2).map_err(sql)?,
-                r.get(5).map_err(sql)?,
-            );
-            if table == "sent_messages" {
-                counts.sent_messages += 1;
-                emit(Record::SentMessage {
-                    page_id,
-                    message_id: id,
-                    item,
-                    sent_at,
-                })?;
-            } else {
-                counts.private_replies += 1;
-                emit(Record::PrivateReply {
-                    page_id,
-                    object_id: id,
-                    item,
-                    sent_at,
-                })?;
-            }
-        }
+            ),
+            params![],
+            |r| {
+                let (page_id, id, item, sent_at) = (r.get(0)?, r.get(1)?, key(r, 2)?, r.get(5)?);
+                if table == "sent_messages" {
+                    counts.sent_messages += 1;
+                    emit(Record::SentMessage {
+                        page_id,
+                        message_id: id,
+                        item,
+                        sent_at,
+                    })
+                } else {
+                    counts.private_replies += 1;
+                    emit(Record::PrivateReply {
+                        page_id,
+                        object_id: id,
+                        item,
+                        sent_at,
+                    })
+                }
+            },
+        )
+        .map_err(sql)?;
     }
 
-    let mut profiles = tx
-        .prepare("SELECT page_id, psid, first_name, last_name, source, fetched_at FROM profiles")
-        .map_err(sql)?;
-    let mut rows = profiles.query([]).map_err(sql)?;
-    while let Some(r) = rows.next().map_err(sql)? {
-        counts.profiles += 1;
-        emit(Record::Profile {
-            page_id: r.get(0).map_err(sql)?,
-            psid: r.get(1).map_err(sql)?,
-            first_name: r.get(2).map_err(sql)?,
-            last_name: r.get(3).map_err(sql)?,
-            source: r.get(4).map_err(sql)?,
-            fetched_at: r.get(5).map_err(sql)?,
-        })?;
-    }
-    drop(rows);
-    drop(profiles);
+    conn.each(
+        "SELECT page_id, psid, first_name, last_name, source, fetched_at FROM profiles",
+        params![],
+        |r| {
+            counts.profiles += 1;
+            emit(Record::Profile {
+                page_id: r.get(0)?,
+                psid: r.get(1)?,
+                first_name: r.get(2)?,
+                last_name: r.get(3)?,
+                source: r.get(4)?,
+                fetched_at: r.get(5)?,
+            })
+        },
+    )
+    .map_err(sql)?;
 
-    let mut tokens = tx
-        .prepare("SELECT account, token, seed, obtained_at, expires_at FROM instagram_tokens")
-        .map_err(sql)?;
-    let mut rows = tokens.query([]).map_err(sql)?;
-    while let Some(r) = rows.next().map_err(sql)? {
-        counts.instagram_tokens += 1;
-        emit(Record::InstagramToken {
-            account: r.get(0).map_err(sql)?,
-            token: r.get(1).map_err(sql)?,
-            seed: r.get(2).map_err(sql)?,
-            obtained_at: r.get(3).map_err(sql)?,
-            expires_at: r.get(4).map_err(sql)?,
-        })?;
-    }
-    drop(rows);
-    drop(tokens);
+    conn.each(
+        "SELECT account, token, seed, obtained_at, expires_at FROM instagram_tokens",
+        params![],
+        |r| {
+            counts.instagram_tokens += 1;
+            emit(Record::InstagramToken {
+                account: r.get(0)?,
+                token: r.get(1)?,
+                seed: r.get(2)?,
+                obtained_at: r.get(3)?,
+                expires_at: r.get(4)?,
+            })
+        },
+    )
+    .map_err(sql)?;
     out.flush().map_err(|e| e.to_string())?;
     Ok(counts)
 }
 
 /// Adds the records of `input` to the database at `conn`, in one transaction; nothing
 /// is added when any line is wrong (its number is named).
-pub fn import(conn: &mut Connection, input: impl BufRead) -> Result<Counts, String> {
-    let tx = conn.transaction().map_err(|e| e.to_string())?;
+pub fn import(conn: &Sql<'_>, input: impl BufRead) -> Result<Counts, String> {
+    // The error of a line, carried out of the transaction as it is.
+    let mut failed = None;
+    let counts = super::queue::transaction(conn, |tx| {
+        import_records(tx, input).map_err(|e| {
+            failed = Some(e);
+            DbError::NoRow
+        })
+    });
+    match (counts, failed) {
+        (Ok(counts), _) => Ok(counts),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(e.to_string()),
+    }
+}
+
+fn import_records(tx: &Sql<'_>, input: impl BufRead) -> Result<Counts, String> {
     let mut counts = Counts::default();
     let mut lines = input.lines().enumerate();
     let header: Value = match lines.next() {
@@ -288,15 +309,13 @@ pub fn import(conn: &mut Connection, input: impl BufRead) -> Result<Counts, Stri
             header["version"]
         ));
     }
-    let item_id =
-        |tx: &rusqlite::Transaction<'_>, key: &ItemKey| -> rusqlite::Result<Option<i64>> {
-            tx.query_row(
-                "SELECT id FROM items WHERE direction = ?1 AND page_id = ?2 AND dedup_key = ?3",
-                params![key.0, key.1, key.2],
-                |r| r.get(0),
-            )
-            .optional()
-        };
+    let item_id = |tx: &Sql<'_>, key: &ItemKey| -> Result<Option<i64>, DbError> {
+        tx.opt(
+            "SELECT id FROM items WHERE direction = ?1 AND page_id = ?2 AND dedup_key = ?3",
+            params![key.0, key.1, key.2],
+            |r| r.get(0),
+        )
+    };
     // Attempts go only to items this import added (an item already there has its own).
     let mut added = std::collections::HashSet::new();
     for (n, line) in lines {
@@ -310,7 +329,7 @@ pub fn import(conn: &mut Connection, input: impl BufRead) -> Result<Counts, Stri
             Record::SentMessage { .. } => "sent_message",
             _ => "other",
         };
-        let sql = |e: rusqlite::Error| at(e.to_string());
+        let sql = |e: DbError| at(e.to_string());
         let changed = match record {
             Record::Item(i) => {
                 use crate::model::{Direction, ItemKind, ItemState};
@@ -323,11 +342,12 @@ pub fn import(conn: &mut Connection, input: impl BufRead) -> Result<Counts, Stri
                     ));
                 }
                 let changed = tx
-                    .execute(
-                        "INSERT OR IGNORE INTO items (direction, page_id, conversation, dedup_key, kind,
+                    .exec(
+                        "INSERT INTO items (direction, page_id, conversation, dedup_key, kind,
                              event_ts, payload, state, attempts, steps_done, next_attempt_at,
                              first_failure_at, last_error, created_at, updated_at, result)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                         ON CONFLICT DO NOTHING",
                         params![
                             i.direction, i.page_id, i.conversation, i.dedup_key, i.kind, i.event_ts,
                             i.payload, i.state, i.attempts, i.steps_done, i.next_attempt_at,
@@ -352,9 +372,9 @@ pub fn import(conn: &mut Connection, input: impl BufRead) -> Result<Counts, Stri
                 if !added.contains(&(item.0.clone(), item.1.clone(), item.2.clone())) {
                     0
                 } else {
-                    let id = item_id(&tx, &item).map_err(sql)?;
+                    let id = item_id(tx, &item).map_err(sql)?;
                     let changed = tx
-                        .execute(
+                        .exec(
                             "INSERT INTO attempts (item_id, at, outcome, error) VALUES (?1, ?2, ?3, ?4)",
                             params![id, when, outcome, error],
                         )
@@ -380,12 +400,12 @@ pub fn import(conn: &mut Connection, input: impl BufRead) -> Result<Counts, Stri
                     _ => ("private_replies", "object_id", &mut counts.private_replies),
                 };
                 let item_id = match &item {
-                    Some(k) => item_id(&tx, k).map_err(sql)?,
+                    Some(k) => item_id(tx, k).map_err(sql)?,
                     None => None,
                 };
                 let changed = tx
-                    .execute(
-                        &format!("INSERT OR IGNORE INTO {table} (page_id, {column}, item_id, sent_at) VALUES (?1, ?2, ?3, ?4)"),
+                    .exec(
+                        &format!("INSERT INTO {table} (page_id, {column}, item_id, sent_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING"),
                         params![page_id, id, item_id, sent_at],
                     )
                     .map_err(sql)?;
@@ -401,8 +421,8 @@ pub fn import(conn: &mut Connection, input: impl BufRead) -> Result<Counts, Stri
                 fetched_at,
             } => {
                 let changed = tx
-                    .execute(
-                        "INSERT OR IGNORE INTO profiles (page_id, psid, first_name, last_name, source, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    .exec(
+                        "INSERT INTO profiles (page_id, psid, first_name, last_name, source, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
                         params![page_id, psid, first_name, last_name, source, fetched_at],
                     )
                     .map_err(sql)?;
@@ -417,8 +437,8 @@ pub fn import(conn: &mut Connection, input: impl BufRead) -> Result<Counts, Stri
                 expires_at,
             } => {
                 let changed = tx
-                    .execute(
-                        "INSERT OR IGNORE INTO instagram_tokens (account, token, seed, obtained_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    .exec(
+                        "INSERT INTO instagram_tokens (account, token, seed, obtained_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
                         params![account, token, seed, obtained_at, expires_at],
                     )
                     .map_err(sql)?;
@@ -430,6 +450,5 @@ pub fn import(conn: &mut Connection, input: impl BufRead) -> Result<Counts, Stri
             counts.already_there += 1;
         }
     }
-    tx.commit().map_err(|e| e.to_string())?;
     Ok(counts)
 }

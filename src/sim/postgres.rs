@@ -1,0 +1,221 @@
+//! A private PostgreSQL server for tests: its own data directory (a temporary one), its
+//! own port on loopback, trust authentication, started with the machine's `initdb` and
+//! `pg_ctl` and stopped when dropped. Not a simulation: the real server, so that the
+//! queue is tested against what sites run.
+//!
+//! When PostgreSQL is not installed, [`PrivatePostgres::start`] says so (`Ok(None)`)
+//! and the tests that need it print how to run them (`apt-get install postgresql`).
+//! As root (CI), the server runs as the `postgres` user, as PostgreSQL insists.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A running private server.
+pub struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// The user that runs the server, when we are root.
+    run_as: Option<String>,
+    pub port: u16,
+}
+
+/// The tests' words when PostgreSQL is missing.
+pub const SKIPPED: &str = "SKIPPED: PostgreSQL is not installed. Run `apt-get install postgresql` (Debian's package; the tests start a private server of their own), then `cargo test`; .ci/run installs it.";
+
+/// The directory of `initdb` and `pg_ctl`: the newest `/usr/lib/postgresql/<v>/bin`, or
+/// `$PATH`.
+fn binaries() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("pg_ctl").exists().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Some(bin);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .find(|p| p.join("pg_ctl").exists() && p.join("initdb").exists())
+    })
+}
+
+impl PrivatePostgres {
+    /// Makes and starts a server; `Ok(None)` when PostgreSQL is not installed.
+    pub fn start() -> Result<Option<PrivatePostgres>, String> {
+        let Some(bin) = binaries() else {
+            return Ok(None);
+        };
+        let root = unsafe { libc::geteuid() } == 0;
+        let run_as = root.then(|| "postgres".to_owned());
+        let dir = tempfile::Builder::new()
+            .prefix("fbo-pg")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        if let Some(user) = &run_as {
+            chown_to(dir.path(), user)?;
+        }
+        let port = free_port()?;
+        let server = PrivatePostgres {
+            dir,
+            bin,
+            run_as,
+            port,
+        };
+        let data = server.data();
+        server.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-A",
+                "trust",
+                "-U",
+                "fb",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        )?;
+        server.start_server()?;
+        Ok(Some(server))
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs one of the server's programs (as the server's user when we are root).
+    fn run(&self, program: &str, args: &[&str]) -> Result<String, String> {
+        let exe = self.bin.join(program);
+        let mut command = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let out = command
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{program} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Starts the server (again, after [`PrivatePostgres::crash`]); returns once it
+    /// accepts connections.
+    pub fn start_server(&self) -> Result<(), String> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        let data = self.data();
+        let log = self.dir.path().join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-l",
+                log.to_str().unwrap_or_default(),
+                "-o",
+                &options,
+                "-w",
+                "start",
+            ],
+        )
+        .map(drop)
+    }
+
+    /// Stops the server the hard way (`immediate`: no checkpoint, as if the machine
+    /// failed); what it committed is on disk and comes back with [`start_server`].
+    ///
+    /// [`start_server`]: PrivatePostgres::start_server
+    pub fn crash(&self) -> Result<(), String> {
+        let data = self.data();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        )
+        .map(drop)
+    }
+
+    /// A URL for `database` (made by [`PrivatePostgres::create_database`]).
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://fb@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Makes a new empty database.
+    pub fn create_database(&self, name: &str) -> Result<(), String> {
+        let url = self.url("postgres");
+        // The client blocks on a runtime of its own: not on a thread that runs tasks.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut client =
+                    postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
+                client
+                    .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                    .map_err(|e| e.to_string())
+            })
+            .join()
+            .unwrap_or_else(|_| Err("panicked".into()))
+        })
+    }
+
+    /// The server's log, for a failing test's message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.crash();
+    }
+}
+
+fn chown_to(dir: &Path, user: &str) -> Result<(), String> {
+    let name = std::ffi::CString::new(user).map_err(|e| e.to_string())?;
+    // SAFETY: getpwnam with a valid C string; the record is read at once.
+    let entry = unsafe { libc::getpwnam(name.as_ptr()) };
+    if entry.is_null() {
+        return Err(format!("no user {user} to run PostgreSQL as"));
+    }
+    let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| e.to_string())
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}

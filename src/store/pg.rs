@@ -1,0 +1,707 @@
+//! The queue on PostgreSQL, shared by several daemons (`[storage] backend = "postgres"`).
+//!
+//! The same operations as on SQLite (the text of [`super::sql`]), run by a few worker
+//! threads, each with its own connection; every request is one transaction, committed
+//! before its caller hears back. A webhook's transaction commits with the server's
+//! `synchronous_commit` (what it promises for a failover is the server's setting); a
+//! delivery outcome ([`Access::Relaxed`]) commits with `synchronous_commit = off`: it
+//! survives this daemon's crash at once and the server's within its WAL writer's delay,
+//! and one lost makes its item go out again, never lost. Concurrent commits share the
+//! server's WAL flushes.
+//!
+//! Several daemons share one queue: a conversation being delivered is leased to one node
+//! in the `claims` table ([`Shared`]); the node renews its leases while it lives, and
+//! when it dies they run out after `storage.lease` and another node takes the
+//! conversation over. Periodic work takes an advisory lock so that one node does it.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::params;
+use tokio::sync::mpsc;
+
+use super::engine::{Finish, Request};
+use super::items::{HEAD_COLUMNS, Heads, head};
+use super::sql::{DbError, PgConn, Sql};
+use super::{Access, Item, Store, StoreError, StoreStats, duration_ms, now_ms, pg_schema};
+use crate::config::StorageConfig;
+use crate::model::{ConversationKey, Direction};
+
+/// Connections (and threads) per daemon. Requests wait for a free one; the server's
+/// `max_connections` must leave room for this many per node, plus the `queue` commands.
+pub const WORKERS: usize = 8;
+
+/// A worker whose connection is gone tries again at most this often: a server that is
+/// down costs each request an error at once, not a connection attempt.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The work done by one node at a time, each under its own advisory lock.
+#[derive(Debug, Clone, Copy)]
+pub enum Periodic {
+    Retention = 1,
+}
+
+/// Whether this node may do `work` now: always alone on SQLite; on PostgreSQL when no
+/// other node's transaction holds its lock (held until this transaction ends).
+pub fn one_node_at_a_time(conn: &Sql<'_>, work: Periodic) -> Result<bool, DbError> {
+    if !conn.is_postgres() {
+        return Ok(true);
+    }
+    let key = 0x6662_6f63_0100_i64 + work as i64;
+    conn.one("SELECT pg_try_advisory_xact_lock(?1)", params![key], |r| {
+        r.get(0)
+    })
+}
+
+/// Who this node is on a shared queue, and its leases.
+pub struct Shared {
+    /// This daemon's name in the `claims` table: host, process and a random part.
+    pub node: String,
+    lease: Duration,
+    /// Where the server is, without credentials: for log lines and `doctor`.
+    pub server: String,
+}
+
+/// What `doctor` says about the PostgreSQL queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgStatus {
+    pub server: String,
+    pub schema: i64,
+    /// Nodes holding leases now, with how many each.
+    pub nodes: Vec<(String, i64)>,
+}
+
+impl Shared {
+    /// Due heads not leased to another node, locked against a node asking at the same
+    /// moment (`SKIP LOCKED`: it gets the others), and when the earliest lease of another
+    /// node runs out (look again then: that node may have died).
+    pub(super) fn heads(
+        &self,
+        conn: &Sql<'_>,
+        direction: Direction,
+        now: i64,
+        want: i64,
+    ) -> Result<Heads, DbError> {
+        let rows = conn.all(
+            &format!(
+                "SELECT {HEAD_COLUMNS} FROM heads h JOIN items i ON i.id = h.item_id
+                  WHERE h.direction = ?1
+                    AND NOT EXISTS (SELECT 1 FROM claims c
+                          WHERE c.direction = h.direction AND c.page_id = h.page_id
+                            AND c.conversation = h.conversation AND c.until > ?2
+                            AND c.holder <> ?3)
+                  ORDER BY h.next_attempt_at, i.event_ts, i.id
+                  LIMIT ?4
+                  FOR UPDATE OF h SKIP LOCKED"
+            ),
+            params![direction.as_str(), now, self.node, want],
+            head,
+        )?;
+        let foreign = conn.one(
+            "SELECT MIN(until) FROM claims WHERE direction = ?1 AND holder <> ?2 AND until > ?3",
+            params![direction.as_str(), self.node, now],
+            |r| r.get(0),
+        )?;
+        Ok((rows, foreign))
+    }
+
+    /// Leases the item's conversation to this node; false when another node holds it.
+    pub(super) fn lease(
+        &self,
+        conn: &Sql<'_>,
+        direction: Direction,
+        item: &Item,
+        now: i64,
+        token: i64,
+    ) -> Result<bool, DbError> {
+        let until = now.saturating_add(duration_ms(self.lease));
+        let taken = conn.exec(
+            "INSERT INTO claims (direction, page_id, conversation, holder, until, token)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?7)
+             ON CONFLICT (direction, page_id, conversation)
+             DO UPDATE SET holder = excluded.holder, until = excluded.until,
+                           token = excluded.token
+             WHERE claims.until <= ?6 OR claims.holder = ?4",
+            params![
+                direction.as_str(),
+                item.page_id,
+                item.conversation,
+                self.node,
+                until,
+                now,
+                token
+            ],
+        )?;
+        Ok(taken == 1)
+    }
+
+    /// Ends this node's lease on a conversation (not waited for: if it is lost, the
+    /// lease runs out by itself).
+    pub(super) fn release(
+        &self,
+        store: &Store,
+        direction: Direction,
+        page_id: &str,
+        conversation: &ConversationKey,
+        token: i64,
+    ) {
+        let (page_id, conversation, node) =
+            (page_id.to_owned(), conversation.clone(), self.node.clone());
+        store.call_detached(Access::Relaxed, move |conn| {
+            conn.exec(
+                "DELETE FROM claims
+                  WHERE direction = ?1 AND page_id = ?2 AND conversation = ?3 AND holder = ?4
+                    AND token = ?5",
+                params![direction.as_str(), page_id, conversation, node, token],
+            )
+            .map(drop)
+        });
+    }
+}
+
+/// The server's connection settings: `storage.url`, with the password from
+/// `storage.password_file` when there is one.
+pub fn settings(storage: &StorageConfig) -> Result<postgres::Config, String> {
+    let Some(url) = &storage.url else {
+        return Err("storage.backend = \"postgres\" needs storage.url".into());
+    };
+    let mut config: postgres::Config = url
+        .expose()
+        .parse()
+        .map_err(|e| format!("storage.url is not a PostgreSQL URL: {e}"))?;
+    if let Some(file) = &storage.password_file {
+        let password = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read storage.password_file {}: {e}", file.display()))?;
+        config.password(password.trim_end_matches(['\n', '\r']));
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(30));
+    if config.get_application_name().is_none() {
+        config.application_name("fb-openchannel");
+    }
+    Ok(config)
+}
+
+/// Where the server is, for people: `host:port/database`, never the password.
+pub fn describe(config: &postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres");
+    format!("{host}:{port}/{db}")
+}
+
+/// Connects. The client blocks on a runtime of its own, which tokio forbids on a thread
+/// that runs async tasks: the connection is made on a thread of its own.
+fn connect(config: &postgres::Config) -> Result<PgConn, String> {
+    std::thread::scope(|s| {
+        s.spawn(|| connect_here(config))
+            .join()
+            .unwrap_or_else(|_| Err("the connection attempt panicked".into()))
+    })
+}
+
+fn connect_here(config: &postgres::Config) -> Result<PgConn, String> {
+    if matches!(config.get_ssl_mode(), postgres::config::SslMode::Require) {
+        return Err(
+            "sslmode=require: this release connects to PostgreSQL without TLS (use a local socket, a private network or a tunnel, and sslmode=disable or prefer)".into(),
+        );
+    }
+    config
+        .connect(postgres::NoTls)
+        .map(PgConn::new)
+        .map_err(|e| match e.as_db_error() {
+            Some(db) => db.message().to_owned(),
+            None => e.to_string(),
+        })
+}
+
+/// A connection for a command beside the daemon (`queue`, `doctor`): the schema must
+/// be there already (the daemon makes it).
+pub fn connect_for_tools(storage: &StorageConfig) -> Result<PgConn, String> {
+    let config = settings(storage)?;
+    let server = describe(&config);
+    let mut conn = connect(&config)
+        .map_err(|e| format!("cannot connect to PostgreSQL at {server} (storage.url): {e}"))?;
+    let version = std::thread::scope(|s| {
+        s.spawn(|| pg_schema::version(&mut conn.client))
+            .join()
+            .unwrap_or(Err(DbError::NoRow))
+    })
+    .map_err(|e| format!("cannot read the queue's schema at {server}: {e}"))?;
+    if version == 0 {
+        return Err(format!(
+            "no queue in PostgreSQL at {server} yet: has the daemon run with this storage.url?"
+        ));
+    }
+    Ok(conn)
+}
+
+/// Which leases each node holds now, for `doctor`.
+pub fn status(conn: &Sql<'_>, server: String) -> Result<PgStatus, DbError> {
+    let schema = super::schema_version(conn)?;
+    let nodes = conn.all(
+        "SELECT holder, COUNT(*) FROM claims WHERE until > ?1 GROUP BY holder ORDER BY holder",
+        params![now_ms()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(PgStatus {
+        server,
+        schema,
+        nodes,
+    })
+}
+
+impl Store {
+    /// Opens the queue in PostgreSQL (making or migrating its schema, one node at a
+    /// time) and starts the workers. `path` is the local state database's path: the
+    /// local state directory (spool, ACME files) is its folder, as with SQLite.
+    pub fn open_postgres(storage: &StorageConfig) -> Result<Store, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: storage.path.clone(),
+            reason,
+        };
+        let config = settings(storage).map_err(open_err)?;
+        let server = describe(&config);
+        let mut first = connect(&config)
+            .map_err(|e| open_err(format!("cannot connect to PostgreSQL at {server}: {e}")))?;
+        std::thread::scope(|s| {
+            s.spawn(|| pg_schema::prepare(&mut first.client))
+                .join()
+                .unwrap_or(Err(DbError::NoRow))
+        })
+        .map_err(|e| {
+            open_err(format!(
+                "cannot prepare the queue in PostgreSQL at {server}: {e}"
+            ))
+        })?;
+        super::engine::make_state_dir(&storage.path).map_err(open_err)?;
+
+        let (tx, rx) = mpsc::unbounded_channel::<Request>();
+        let rx = Arc::new(Mutex::new(rx));
+        let stats = Arc::new(StoreStats::default());
+        let mut first = Some(first);
+        let lost = Arc::new(AtomicU64::new(0));
+        for n in 0..WORKERS {
+            let (conn, config, rx, stats, lost) = (
+                first.take(),
+                config.clone(),
+                rx.clone(),
+                stats.clone(),
+                lost.clone(),
+            );
+            std::thread::Builder::new()
+                .name(format!("store-pg-{n}"))
+                .spawn(move || run_worker(conn, &config, &rx, &stats, &lost))
+                .map_err(|e| open_err(e.to_string()))?;
+        }
+        let node = format!(
+            "{}/{}/{:08x}",
+            hostname(),
+            std::process::id(),
+            fastrand::u32(..)
+        );
+        let store = Store {
+            tx,
+            stats,
+            path: Arc::new(storage.path.clone()),
+            recent_bodies: Arc::default(),
+            claims: Arc::default(),
+            shared: Some(Arc::new(Shared {
+                node,
+                lease: storage.lease,
+                server,
+            })),
+        };
+        start_renewals(&store);
+        Ok(store)
+    }
+
+    /// The shared queue's settings, when the store is PostgreSQL.
+    pub fn shared(&self) -> Option<&Shared> {
+        self.shared.as_deref()
+    }
+}
+
+/// The host's name, for a node's name in `claims`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
+
+/// Renews this node's leases every third of their length until the store is dropped.
+fn start_renewals(store: &Store) {
+    let Some(shared) = store.shared.clone() else {
+        return;
+    };
+    let weak = store.downgrade();
+    std::thread::Builder::new()
+        .name("store-pg-leases".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(shared.lease / 3);
+                let Some(store) = weak.upgrade() else { return };
+                let node = shared.node.clone();
+                let lease = duration_ms(shared.lease);
+                store.call_detached(Access::Relaxed, move |conn| {
+                    conn.exec(
+                        "UPDATE claims SET until = ?1 WHERE holder = ?2",
+                        params![now_ms().saturating_add(lease), node],
+                    )
+                    .map(drop)
+                });
+            }
+        })
+        .ok();
+}
+
+/// One worker: takes requests one at a time and runs each in a transaction on its own
+/// connection. `lost` counts the connections found broken by any worker: a server that
+/// restarted broke them all, so each worker connects again before its next request
+/// instead of failing it.
+fn run_worker(
+    mut conn: Option<PgConn>,
+    config: &postgres::Config,
+    rx: &Mutex<mpsc::UnboundedReceiver<Request>>,
+    stats: &StoreStats,
+    lost: &AtomicU64,
+) {
+    let server = describe(config);
+    let mut connected_at = lost.load(Ordering::Relaxed);
+    let mut last_attempt: Option<Instant> = None;
+    // Why the connection is gone, while it is.
+    let mut down: Option<String> = None;
+    loop {
+        let request = {
+            let mut rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+            match rx.blocking_recv() {
+                Some(r) => r,
+                None => return,
+            }
+        };
+        stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        let access = request.access;
+        let write = access != Access::Read;
+        if conn.as_ref().is_none_or(|c| c.client.is_closed())
+            || lost.load(Ordering::Relaxed) != connected_at
+        {
+            conn = None;
+            connected_at = lost.load(Ordering::Relaxed);
+            if last_attempt.is_none_or(|t| t.elapsed() >= RECONNECT_EVERY) {
+                last_attempt = Some(Instant::now());
+                match connect(config) {
+                    Ok(c) => {
+                        if down.take().is_some() && crate::logging::STORE_FAILED.admit() {
+                            tracing::info!(
+                                server = %server,
+                                "connected to PostgreSQL again at {server}: the queue works again"
+                            );
+                        }
+                        conn = Some(c);
+                    }
+                    Err(e) => down = Some(e),
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else {
+            let reason = format!(
+                "PostgreSQL at {server} cannot be reached: {}",
+                down.as_deref().unwrap_or("connection lost")
+            );
+            let finish = (request.job)(None);
+            let outcome = Err(reason);
+            if write {
+                stats.note_write(&outcome);
+            }
+            finish(outcome);
+            continue;
+        };
+        let (finish, outcome) = run_one(c, request);
+        let outcome = outcome.map_err(|e| format!("PostgreSQL at {server}: {e}"));
+        if write {
+            stats.note_write(&outcome);
+            if outcome.is_ok() {
+                let counter = if access == Access::Durable {
+                    &stats.write_commits
+                } else {
+                    &stats.relaxed_commits
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                stats.write_requests.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Err(e) = &outcome
+            && c.client.is_closed()
+        {
+            if down.is_none() && crate::logging::STORE_FAILED.admit() {
+                tracing::error!(
+                    server = %server,
+                    error = %e,
+                    "lost the connection to PostgreSQL at {server} ({e}): webhooks are answered 503 (Facebook sends them again) and deliveries wait until it is back; the daemon connects again by itself"
+                );
+            }
+            down = Some(e.clone());
+            lost.fetch_add(1, Ordering::Relaxed);
+        }
+        finish(outcome);
+    }
+}
+
+/// Runs one request in a transaction of its own.
+fn run_one(c: &mut PgConn, request: Request) -> (Finish, Result<(), String>) {
+    let text = |e: postgres::Error| DbError::Postgres(e).to_string();
+    let begin = match request.access {
+        Access::Read => "BEGIN READ ONLY",
+        Access::Durable => "BEGIN",
+        Access::Relaxed => "BEGIN; SET LOCAL synchronous_commit = off",
+    };
+    c.failed = false;
+    if let Err(e) = c.client.batch_execute(begin) {
+        return ((request.job)(None), Err(text(e)));
+    }
+    let finish = (request.job)(Some(&Sql::Pg(RefCell::new(&mut *c))));
+    let end = if c.failed { "ROLLBACK" } else { "COMMIT" };
+    let outcome = c.client.batch_execute(end).map_err(text);
+    (finish, outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ConversationKey, DedupKey, ItemKind, MessagingKind};
+    use crate::sim::postgres::{PrivatePostgres, SKIPPED};
+    use crate::store::{NewItem, NewState};
+
+    /// A private server with one database, or `None` (and the reason printed) when
+    /// PostgreSQL is not installed.
+    fn server(db: &str) -> Option<(PrivatePostgres, StorageConfig)> {
+        let Some(pg) = PrivatePostgres::start().unwrap() else {
+            eprintln!("{SKIPPED}");
+            return None;
+        };
+        pg.create_database(db).unwrap();
+        let storage = StorageConfig {
+            backend: crate::config::Backend::Postgres,
+            url: Some(crate::config::Secret::new(pg.url(db))),
+            path: pg.dir().join("state/state.db"),
+            ..StorageConfig::default()
+        };
+        Some((pg, storage))
+    }
+
+    fn message(customer: u64, n: u64, ts: i64) -> NewItem {
+        NewItem {
+            direction: Direction::Inbound,
+            page_id: "1".into(),
+            conversation: ConversationKey::customer(&customer.to_string()),
+            dedup_key: DedupKey::message(&format!("{customer}.{n}")),
+            kind: ItemKind::Messaging(MessagingKind::Message),
+            event_ts: ts,
+            payload: format!("{{\"n\":{n}}}"),
+            state: NewState::Pending,
+        }
+    }
+
+    /// Two daemons on one queue: a conversation is leased to one node at a time; the
+    /// other is told when to look again; a dead node's leases pass to the living one when
+    /// they run out; redeliveries are recognised whichever node stored the first copy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_share_one_queue_and_never_hold_one_conversation() {
+        let Some((_pg, storage)) = server("nodes") else {
+            return;
+        };
+        let a = Store::open_postgres(&storage).unwrap();
+        let b = Store::open_postgres(&storage).unwrap();
+        assert_ne!(a.shared().unwrap().node, b.shared().unwrap().node);
+
+        let first = a
+            .intake(
+                b"{1}".to_vec(),
+                None,
+                vec![message(1, 1, 10), message(2, 1, 10)],
+            )
+            .await
+            .unwrap();
+        assert_eq!((first.new, first.duplicates), (2, 0));
+        // Facebook redelivers the same event to the other node.
+        let again = b
+            .intake(b"{1}".to_vec(), None, vec![message(1, 1, 10)])
+            .await
+            .unwrap();
+        assert_eq!((again.new, again.duplicates), (0, 1));
+        // An earlier message of customer 1, stored by the other node, becomes the head.
+        b.intake(b"{0}".to_vec(), None, vec![message(1, 0, 5)])
+            .await
+            .unwrap();
+
+        let now = now_ms();
+        let (got_a, _) = a.claim_heads(Direction::Inbound, now, 10).await.unwrap();
+        let keys: Vec<&str> = got_a.iter().map(|i| i.dedup_key.as_str()).collect();
+        assert_eq!(keys, ["mid:1.0", "mid:2.1"], "the heads, oldest first");
+        let (got_b, next) = b.claim_heads(Direction::Inbound, now, 10).await.unwrap();
+        assert!(
+            got_b.is_empty(),
+            "both conversations are leased to A: {got_b:?}"
+        );
+        let lease_end = next.expect("B is told when A's leases end");
+        assert!(lease_end > now && lease_end <= now + duration_ms(storage.lease));
+
+        // A delivers customer 2's message and releases; B then gets nothing new there
+        // (no more items), and customer 1 is still A's.
+        a.complete(got_a[1].id, None).await.unwrap();
+        a.release(
+            Direction::Inbound,
+            &got_a[1].page_id,
+            &got_a[1].conversation,
+        );
+        // A's release is not waited for; A's next claim is (one worker at a time per
+        // request, but the release was handed over first).
+        let (mine, _) = a.claim_heads(Direction::Inbound, now, 10).await.unwrap();
+        assert!(mine.is_empty(), "A holds customer 1 in memory: {mine:?}");
+
+        // A dies holding customer 1: after its lease, B takes the conversation over.
+        drop(a);
+        let later = lease_end + 1;
+        let (taken, _) = b.claim_heads(Direction::Inbound, later, 10).await.unwrap();
+        let keys: Vec<&str> = taken.iter().map(|i| i.dedup_key.as_str()).collect();
+        assert_eq!(keys, ["mid:1.0"]);
+        b.complete(taken[0].id, None).await.unwrap();
+        b.release(
+            Direction::Inbound,
+            &taken[0].page_id,
+            &taken[0].conversation,
+        );
+        let (next_item, _) = b.claim_heads(Direction::Inbound, later, 10).await.unwrap();
+        let keys: Vec<&str> = next_item.iter().map(|i| i.dedup_key.as_str()).collect();
+        assert_eq!(keys, ["mid:1.1"], "then the conversation's next message");
+    }
+
+    /// Two nodes draining one queue at full speed: every item is delivered once, and
+    /// each conversation's items in their order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_draining_together_deliver_each_item_once_in_order() {
+        let Some((_pg, storage)) = server("drain") else {
+            return;
+        };
+        let nodes = [
+            Store::open_postgres(&storage).unwrap(),
+            Store::open_postgres(&storage).unwrap(),
+        ];
+        // 8 conversations of 25 messages, stored half by each node, in a shuffled order.
+        let mut items: Vec<NewItem> = (0..8)
+            .flat_map(|c| (0..25).map(move |n| message(c, n, 1000 + n as i64)))
+            .collect();
+        fastrand::shuffle(&mut items);
+        for (i, chunk) in items.chunks(10).enumerate() {
+            nodes[i % 2]
+                .intake(format!("{{{i}}}").into_bytes(), None, chunk.to_vec())
+                .await
+                .unwrap();
+        }
+        let delivered = Arc::new(Mutex::new(Vec::<(String, i64, usize)>::new()));
+        let mut workers = tokio::task::JoinSet::new();
+        for (n, node) in nodes.iter().enumerate() {
+            for _ in 0..3 {
+                let (node, delivered) = (node.clone(), delivered.clone());
+                workers.spawn(async move {
+                    let mut idle = 0;
+                    while idle < 50 {
+                        let (got, _) = node
+                            .claim_heads(Direction::Inbound, now_ms(), 2)
+                            .await
+                            .unwrap();
+                        if got.is_empty() {
+                            idle += 1;
+                            tokio::task::yield_now().await;
+                            continue;
+                        }
+                        idle = 0;
+                        for item in got {
+                            delivered.lock().unwrap().push((
+                                item.conversation.as_str().to_owned(),
+                                item.event_ts,
+                                n,
+                            ));
+                            node.complete(item.id, None).await.unwrap();
+                            node.release(Direction::Inbound, &item.page_id, &item.conversation);
+                        }
+                    }
+                });
+            }
+        }
+        while workers.join_next().await.is_some() {}
+        let delivered = delivered.lock().unwrap().clone();
+        assert_eq!(delivered.len(), 200, "each item once");
+        for c in 0..8 {
+            let key = format!("psid:{c}");
+            let order: Vec<i64> = delivered
+                .iter()
+                .filter(|(k, _, _)| *k == key)
+                .map(|(_, ts, _)| *ts)
+                .collect();
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(order, sorted, "conversation {key} in order");
+            assert_eq!(order.len(), 25);
+        }
+        let by_a = delivered.iter().filter(|d| d.2 == 0).count();
+        assert!(by_a > 0 && by_a < 200, "both nodes delivered ({by_a} by A)");
+    }
+
+    /// A server that restarts: requests meanwhile fail at once with the reason, and the
+    /// store works again by itself once it is back; what was committed is there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_restart_fails_requests_meanwhile_and_the_store_recovers() {
+        let Some((pg, storage)) = server("restart") else {
+            return;
+        };
+        let store = Store::open_postgres(&storage).unwrap();
+        store
+            .intake(b"{1}".to_vec(), None, vec![message(1, 1, 1)])
+            .await
+            .unwrap();
+        pg.crash().unwrap();
+        let e = store
+            .intake(b"{2}".to_vec(), None, vec![message(1, 2, 2)])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("PostgreSQL at 127.0.0.1:"), "{e}");
+        assert!(store.stats().write_failure().is_some(), "/readyz sees it");
+        pg.start_server().unwrap();
+        let mut recovered = None;
+        for _ in 0..100 {
+            match store
+                .intake(b"{2}".to_vec(), None, vec![message(1, 2, 2)])
+                .await
+            {
+                Ok(o) => {
+                    recovered = Some(o);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        assert_eq!(recovered.expect("recovers by itself").new, 1);
+        assert!(store.stats().write_failure().is_none());
+        let states = store.count_by_state().await.unwrap();
+        assert_eq!(states, vec![("pending".to_owned(), 2)]);
+    }
+}

@@ -1,0 +1,212 @@
+//! The schema on PostgreSQL: the same tables as on SQLite (see `schema.rs` for why each
+//! is as it is), in PostgreSQL's types, versioned in `fb_openchannel_schema`.
+//!
+//! Differences: ids are `BIGSERIAL`; tables SQLite orders by its hidden `rowid` have a
+//! column of that name; the triggers are functions, and the head of a conversation is
+//! recomputed under a transaction-level advisory lock on that conversation, so two nodes
+//! storing items of one conversation at the same moment still agree on its head.
+
+use super::sql::DbError;
+
+/// Migrations in order; entry N brings the schema from version N to N+1.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE webhooks (
+    id          BIGSERIAL PRIMARY KEY,
+    received_at BIGINT NOT NULL,
+    body        BYTEA  NOT NULL,
+    parse_error TEXT,
+    digest      BYTEA
+);
+CREATE TABLE items (
+    id               BIGSERIAL PRIMARY KEY,
+    direction        TEXT   NOT NULL,
+    page_id          TEXT   NOT NULL,
+    conversation     TEXT   NOT NULL,
+    dedup_key        TEXT   NOT NULL,
+    kind             TEXT   NOT NULL,
+    event_ts         BIGINT NOT NULL,
+    payload          TEXT   NOT NULL,
+    webhook_id       BIGINT REFERENCES webhooks(id),
+    state            TEXT   NOT NULL,
+    attempts         BIGINT NOT NULL DEFAULT 0,
+    steps_done       BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at  BIGINT NOT NULL DEFAULT 0,
+    first_failure_at BIGINT,
+    last_error       TEXT,
+    created_at       BIGINT NOT NULL,
+    updated_at       BIGINT NOT NULL,
+    result           TEXT,
+    UNIQUE (direction, page_id, dedup_key)
+);
+CREATE INDEX items_pending ON items (direction, page_id, conversation, event_ts, id)
+    WHERE state = 'pending';
+CREATE INDEX items_failed ON items (id) WHERE state = 'failed';
+CREATE INDEX items_webhook ON items (webhook_id);
+CREATE INDEX items_threads ON items (page_id, conversation, event_ts)
+    WHERE kind IN ('wall_post', 'wall_comment', 'ig_comment', 'ig_mention');
+CREATE TABLE profiles (
+    page_id    TEXT   NOT NULL,
+    psid       TEXT   NOT NULL,
+    first_name TEXT   NOT NULL,
+    last_name  TEXT   NOT NULL,
+    source     TEXT   NOT NULL,
+    fetched_at BIGINT NOT NULL,
+    rowid      BIGSERIAL,
+    PRIMARY KEY (page_id, psid)
+);
+CREATE TABLE sent_messages (
+    page_id    TEXT   NOT NULL,
+    message_id TEXT   NOT NULL,
+    item_id    BIGINT,
+    sent_at    BIGINT NOT NULL,
+    rowid      BIGSERIAL,
+    PRIMARY KEY (page_id, message_id)
+);
+CREATE INDEX sent_messages_item ON sent_messages (item_id);
+CREATE TABLE private_replies (
+    page_id   TEXT   NOT NULL,
+    object_id TEXT   NOT NULL,
+    item_id   BIGINT,
+    sent_at   BIGINT NOT NULL,
+    rowid     BIGSERIAL,
+    PRIMARY KEY (page_id, object_id)
+);
+CREATE TABLE attempts (
+    item_id BIGINT NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    at      BIGINT NOT NULL,
+    outcome TEXT   NOT NULL,
+    error   TEXT,
+    rowid   BIGSERIAL
+);
+CREATE INDEX attempts_item ON attempts (item_id, at);
+CREATE TABLE heads (
+    direction       TEXT   NOT NULL,
+    page_id         TEXT   NOT NULL,
+    conversation    TEXT   NOT NULL,
+    item_id         BIGINT NOT NULL,
+    next_attempt_at BIGINT NOT NULL,
+    PRIMARY KEY (direction, page_id, conversation)
+);
+CREATE INDEX heads_due ON heads (direction, next_attempt_at);
+CREATE TABLE customer_activity (
+    page_id      TEXT   NOT NULL,
+    conversation TEXT   NOT NULL,
+    last_ts      BIGINT NOT NULL,
+    PRIMARY KEY (page_id, conversation)
+);
+CREATE TABLE instagram_tokens (
+    account      TEXT PRIMARY KEY,
+    token        TEXT   NOT NULL,
+    seed         TEXT   NOT NULL,
+    obtained_at  BIGINT NOT NULL,
+    expires_at   BIGINT,
+    attempted_at BIGINT,
+    last_error   TEXT
+);
+-- Conversations a node is delivering: a lease that the node renews while it lives and
+-- that runs out when it dies, so that the other node takes the conversation over.
+CREATE TABLE claims (
+    direction    TEXT   NOT NULL,
+    page_id      TEXT   NOT NULL,
+    conversation TEXT   NOT NULL,
+    holder       TEXT   NOT NULL,
+    until        BIGINT NOT NULL,
+    token        BIGINT NOT NULL,              -- which lease of the holder: a late release
+                                               -- never ends a newer one
+    PRIMARY KEY (direction, page_id, conversation)
+);
+CREATE INDEX claims_holder ON claims (holder);
+
+CREATE FUNCTION fb_head_upkeep(d TEXT, p TEXT, c TEXT) RETURNS void AS $$
+BEGIN
+    -- One transaction at a time per conversation: the next one sees this one's items.
+    PERFORM pg_advisory_xact_lock(hashtextextended(d || ' ' || p || ' ' || c, 0));
+    DELETE FROM heads WHERE direction = d AND page_id = p AND conversation = c;
+    INSERT INTO heads (direction, page_id, conversation, item_id, next_attempt_at)
+        SELECT direction, page_id, conversation, id, next_attempt_at FROM items
+         WHERE state = 'pending' AND direction = d AND page_id = p AND conversation = c
+         ORDER BY event_ts, id LIMIT 1;
+END $$ LANGUAGE plpgsql;
+
+CREATE FUNCTION fb_items_inserted() RETURNS trigger AS $$
+BEGIN
+    IF NEW.state = 'pending' THEN
+        PERFORM fb_head_upkeep(NEW.direction, NEW.page_id, NEW.conversation);
+    END IF;
+    IF NEW.direction = 'in' AND NEW.kind IN ('message', 'postback', 'edit', 'deleted',
+            'reaction', 'referral', 'optin', 'standby', 'ig_message', 'ig_postback',
+            'ig_edit', 'ig_deleted', 'ig_reaction', 'ig_referral', 'ig_optin') THEN
+        INSERT INTO customer_activity (page_id, conversation, last_ts)
+            VALUES (NEW.page_id, NEW.conversation, NEW.event_ts)
+            ON CONFLICT (page_id, conversation)
+            DO UPDATE SET last_ts = GREATEST(customer_activity.last_ts, excluded.last_ts);
+    END IF;
+    RETURN NULL;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER items_inserted AFTER INSERT ON items
+    FOR EACH ROW EXECUTE FUNCTION fb_items_inserted();
+
+CREATE FUNCTION fb_items_updated() RETURNS trigger AS $$
+BEGIN
+    PERFORM fb_head_upkeep(NEW.direction, NEW.page_id, NEW.conversation);
+    RETURN NULL;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER items_updated AFTER UPDATE OF state, next_attempt_at, event_ts ON items
+    FOR EACH ROW EXECUTE FUNCTION fb_items_updated();
+
+CREATE FUNCTION fb_items_deleted() RETURNS trigger AS $$
+BEGIN
+    IF OLD.state = 'pending' THEN
+        PERFORM fb_head_upkeep(OLD.direction, OLD.page_id, OLD.conversation);
+    END IF;
+    RETURN NULL;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER items_deleted AFTER DELETE ON items
+    FOR EACH ROW EXECUTE FUNCTION fb_items_deleted();
+"#];
+
+/// The advisory lock that makes one node at a time migrate the schema.
+const MIGRATION_LOCK: i64 = 0x6662_6f63_0001;
+
+/// Brings the schema up to date, one node at a time: a node that starts while another
+/// migrates waits for it, then finds nothing left to do. A database of a newer release
+/// (more migrations than this one knows) is refused.
+pub fn prepare(client: &mut postgres::Client) -> Result<(), DbError> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+    let result = migrate(client);
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+    result
+}
+
+fn migrate(client: &mut postgres::Client) -> Result<(), DbError> {
+    client.batch_execute(
+        "CREATE TABLE IF NOT EXISTS fb_openchannel_schema (version BIGINT NOT NULL)",
+    )?;
+    let version = version(client)?;
+    if version > MIGRATIONS.len() as i64 {
+        return Err(DbError::Column {
+            index: 0,
+            reason: format!(
+                "the database's schema is version {version}, newer than this release knows ({}): a newer fb-openchannel uses it",
+                MIGRATIONS.len()
+            ),
+        });
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let mut tx = client.transaction()?;
+        tx.batch_execute(migration)?;
+        tx.execute("DELETE FROM fb_openchannel_schema", &[])?;
+        tx.execute(
+            "INSERT INTO fb_openchannel_schema (version) VALUES ($1)",
+            &[&((i + 1) as i64)],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The schema's version (0 before the first migration).
+pub fn version(client: &mut postgres::Client) -> Result<i64, DbError> {
+    let row = client.query_opt("SELECT version FROM fb_openchannel_schema", &[])?;
+    Ok(row.map_or(0, |r| r.get(0)))
+}
