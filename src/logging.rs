@@ -21,7 +21,9 @@ fn filter() -> EnvFilter {
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("info"))
+        // The PostgreSQL client logs the server's notices (one per connection when it
+        // stops); the daemon says what that means itself, once.
+        .unwrap_or_else(|| EnvFilter::new("info,tokio_postgres=warn"))
 }
 
 pub fn init() {

@@ -15,7 +15,7 @@
 //! conversation over. Periodic work takes an advisory lock so that one node does it.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,23 @@ pub struct Shared {
     lease: Duration,
     /// Where the server is, without credentials: for log lines and `doctor`.
     pub server: String,
+    /// When (ms) this node last connected after the server was unreachable, or started:
+    /// for one lease from then, other nodes' leases that ran out meanwhile are still
+    /// theirs (a living node renews them within a third of a lease, and writes the
+    /// outcomes it kept in memory), so a restart of the server makes nothing go twice.
+    reconnected_at: Arc<AtomicI64>,
+}
+
+impl Shared {
+    /// The time against which other nodes' leases are judged: `now`, or the beginning of
+    /// time during the grace after a reconnection (every lease still counts).
+    fn foreign_leases_end_before(&self, now: i64) -> i64 {
+        let grace_end = self
+            .reconnected_at
+            .load(Ordering::Relaxed)
+            .saturating_add(duration_ms(self.lease));
+        if now < grace_end { i64::MIN } else { now }
+    }
 }
 
 /// What `doctor` says about the PostgreSQL queue.
@@ -99,7 +116,12 @@ impl Shared {
                   LIMIT ?4
                   FOR UPDATE OF h SKIP LOCKED"
             ),
-            params![direction.as_str(), now, self.node, want],
+            params![
+                direction.as_str(),
+                self.foreign_leases_end_before(now),
+                self.node,
+                want
+            ],
             head,
         )?;
         let foreign = conn.one(
@@ -133,7 +155,7 @@ impl Shared {
                 item.conversation,
                 self.node,
                 until,
-                now,
+                self.foreign_leases_end_before(now),
                 token
             ],
         )?;
@@ -296,17 +318,19 @@ impl Store {
         let stats = Arc::new(StoreStats::default());
         let mut first = Some(first);
         let lost = Arc::new(AtomicU64::new(0));
+        let announced = Arc::new(AtomicBool::new(false));
+        let reconnected_at = Arc::new(AtomicI64::new(now_ms()));
         for n in 0..WORKERS {
-            let (conn, config, rx, stats, lost) = (
-                first.take(),
-                config.clone(),
-                rx.clone(),
-                stats.clone(),
-                lost.clone(),
-            );
+            let outage = Outage {
+                lost: lost.clone(),
+                announced: announced.clone(),
+                reconnected_at: reconnected_at.clone(),
+            };
+            let (conn, config, rx, stats) =
+                (first.take(), config.clone(), rx.clone(), stats.clone());
             std::thread::Builder::new()
                 .name(format!("store-pg-{n}"))
-                .spawn(move || run_worker(conn, &config, &rx, &stats, &lost))
+                .spawn(move || run_worker(conn, &config, &rx, &stats, &outage))
                 .map_err(|e| open_err(e.to_string()))?;
         }
         let node = format!(
@@ -325,6 +349,7 @@ impl Store {
                 node,
                 lease: storage.lease,
                 server,
+                reconnected_at,
             })),
         };
         start_renewals(&store);
@@ -372,17 +397,31 @@ fn start_renewals(store: &Store) {
         .ok();
 }
 
+/// What the workers of one store share about losing the server.
+struct Outage {
+    /// Connections found broken by any worker: a server that restarted broke them all,
+    /// so each worker connects again before its next request instead of failing it.
+    lost: Arc<AtomicU64>,
+    /// The loss is in the log: one line when it goes, one when it is back.
+    announced: Arc<AtomicBool>,
+    /// See [`Shared::reconnected_at`].
+    reconnected_at: Arc<AtomicI64>,
+}
+
 /// One worker: takes requests one at a time and runs each in a transaction on its own
-/// connection. `lost` counts the connections found broken by any worker: a server that
-/// restarted broke them all, so each worker connects again before its next request
-/// instead of failing it.
+/// connection.
 fn run_worker(
     mut conn: Option<PgConn>,
     config: &postgres::Config,
     rx: &Mutex<mpsc::UnboundedReceiver<Request>>,
     stats: &StoreStats,
-    lost: &AtomicU64,
+    outage: &Outage,
 ) {
+    let Outage {
+        lost,
+        announced,
+        reconnected_at,
+    } = outage;
     let server = describe(config);
     let mut connected_at = lost.load(Ordering::Relaxed);
     let mut last_attempt: Option<Instant> = None;
@@ -408,7 +447,10 @@ fn run_worker(
                 last_attempt = Some(Instant::now());
                 match connect(config) {
                     Ok(c) => {
-                        if down.take().is_some() && crate::logging::STORE_FAILED.admit() {
+                        if down.take().is_some() {
+                            reconnected_at.store(now_ms(), Ordering::Relaxed);
+                        }
+                        if announced.swap(false, Ordering::Relaxed) {
                             tracing::info!(
                                 server = %server,
                                 "connected to PostgreSQL again at {server}: the queue works again"
@@ -450,11 +492,11 @@ fn run_worker(
         if let Err(e) = &outcome
             && c.client.is_closed()
         {
-            if down.is_none() && crate::logging::STORE_FAILED.admit() {
+            if !announced.swap(true, Ordering::Relaxed) {
                 tracing::error!(
                     server = %server,
                     error = %e,
-                    "lost the connection to PostgreSQL at {server} ({e}): webhooks are answered 503 (Facebook sends them again) and deliveries wait until it is back; the daemon connects again by itself"
+                    "lost the connection to PostgreSQL ({e}): webhooks are answered 503 (Facebook sends them again) and deliveries wait until it is back; the daemon connects again by itself"
                 );
             }
             down = Some(e.clone());

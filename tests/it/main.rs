@@ -15,6 +15,7 @@ mod process;
 mod replies;
 mod service;
 mod setup;
+mod shared_queue;
 mod upgrade;
 mod wall;
 
