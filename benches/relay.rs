@@ -851,7 +851,115 @@ async fn run(plan: Plan) {
     );
     daemon.stop();
 
+    postgres_column(&plan, &mut r, dir.path(), &config, &motion, &tls).await;
     write_reports(&plan, &r);
+}
+
+/// The same intake and drain with the queue in PostgreSQL (a private server on this
+/// machine, as a site's would be on its own): the figures beside SQLite's above, from
+/// the same run. Skipped, and said, when PostgreSQL is not installed.
+async fn postgres_column(
+    plan: &Plan,
+    r: &mut Results,
+    dir: &Path,
+    sqlite_config: &Path,
+    motion: &SimMotion,
+    tls: &tokio_rustls::TlsConnector,
+) {
+    use fb_openchannel::sim::postgres::{PrivatePostgres, SKIPPED};
+    let pg = match tokio::task::spawn_blocking(PrivatePostgres::start)
+        .await
+        .unwrap()
+    {
+        Ok(Some(pg)) => pg,
+        Ok(None) => {
+            println!("PostgreSQL column: {SKIPPED}");
+            r.add(
+                "PostgreSQL column",
+                "skipped: PostgreSQL not installed".into(),
+                "",
+                None,
+            );
+            return;
+        }
+        Err(e) => panic!("cannot start PostgreSQL: {e}"),
+    };
+    pg.create_database("bench").unwrap();
+    let text = std::fs::read_to_string(sqlite_config).unwrap().replace(
+        "[storage]\n",
+        &format!(
+            "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\n",
+            pg.url("bench")
+        ),
+    );
+    let config = dir.join("config-postgres.toml");
+    std::fs::write(&config, text).unwrap();
+    motion.set_mode(Mode::Accept);
+    let daemon = Daemon::start(&config);
+    let sqlite: Vec<(usize, f64)> = r.intake.iter().map(|(c, d, _)| (*c, *d)).collect();
+    for (conns, on_sqlite) in sqlite {
+        drained(motion).await;
+        let (cpu_before, acked_before) = (daemon.cpu_time(), DAEMON_ACKED.load(Ordering::Relaxed));
+        let d = throughput(
+            daemon.public,
+            tls,
+            conns,
+            plan.throughput_secs,
+            true,
+            messenger,
+        )
+        .await;
+        drained(motion).await;
+        let events = DAEMON_ACKED.load(Ordering::Relaxed) - acked_before;
+        let cpu = (daemon.cpu_time() - cpu_before).as_secs_f64() * 1e6 / events.max(1) as f64;
+        r.add(
+            &format!("PostgreSQL: intake, {conns} connection(s), events/s (SQLite above)"),
+            format!("{d:.0} ({on_sqlite:.0})"),
+            "",
+            None,
+        );
+        r.add(
+            &format!("PostgreSQL: daemon CPU per event taken and delivered, {conns} conn."),
+            format!("{cpu:.0} µs"),
+            "",
+            None,
+        );
+    }
+    // Backlog drain: Motion down while events pile up, then answering in 5 ms.
+    drained(motion).await;
+    let before = motion.notifies().len();
+    motion.down().await;
+    let convs = 200u64;
+    let rounds = (plan.backlog_events / 5).max(1000) as u64 / convs;
+    let mut sender = connect(daemon.public, tls).await;
+    for round in 0..rounds {
+        for first in (0..convs).step_by(100) {
+            let (body, sig) = batch_webhook(first, 100.min(convs - first), 1, 1_000_000 + round);
+            assert_eq!(post(&mut sender, body, &sig).await, 200);
+        }
+    }
+    let queued = (rounds * convs) as usize;
+    motion.set_mode(Mode::Slow(5));
+    motion.up().await;
+    let started = Instant::now();
+    motion
+        .wait_for_notifies(before + queued, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let rate = queued as f64 / started.elapsed().as_secs_f64();
+    r.add(
+        &format!("PostgreSQL: backlog drain of {queued} events, Motion answering in 5 ms"),
+        format!("{rate:.0} events/s"),
+        "",
+        None,
+    );
+    r.add(
+        "PostgreSQL: daemon RSS at peak",
+        format!("{:.1} MiB", daemon.peak_rss_mib()),
+        "",
+        None,
+    );
+    daemon.stop();
 }
 
 fn write_reports(plan: &Plan, r: &Results) {

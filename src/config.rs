@@ -202,6 +202,10 @@ pub struct StorageConfig {
     /// conversations of a node that died.
     #[serde(default = "default_lease", with = "humantime_serde")]
     pub lease: Duration,
+    /// With `sslmode=require` in `url`: the CA (PEM) the server's certificate must chain
+    /// to; without it, the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_lease() -> Duration {
@@ -233,6 +237,7 @@ impl Default for StorageConfig {
             url: None,
             password_file: None,
             lease: default_lease(),
+            ca_file: None,
         }
     }
 }
@@ -786,7 +791,7 @@ impl Config {
                 "\"postgres\" needs storage.url = \"postgres://user@host/database\"".into(),
             ),
             (Backend::Postgres, Some(_)) => {
-                if let Err(m) = crate::store::pg_settings(&self.storage) {
+                if let Err(m) = crate::store::pg_target(&self.storage) {
                     err(key_span(text, "storage.url"), "storage.url", m);
                 }
             }
@@ -1534,6 +1539,7 @@ const READ_AT_START: &[&str] = &[
     "storage.url",
     "storage.password_file",
     "storage.lease",
+    "storage.ca_file",
     "delivery.concurrency",
 ];
 
@@ -1889,6 +1895,48 @@ reply_token = "rt-0123456789abcdef"
             with.diff(&before).accounts_removed,
             ["instagram 17841400000000000"]
         );
+    }
+
+    /// The shared queue's settings: each mistake named by its key, the URL (which may
+    /// hold a password) never shown.
+    #[test]
+    fn postgres_storage_is_checked_and_its_url_never_shown() {
+        let keys = |text: &str| -> Vec<(String, String)> {
+            errors(text)
+                .into_iter()
+                .map(|e| (e.key, e.message))
+                .collect()
+        };
+        let e = keys(&minimal("[storage]\nbackend = \"postgres\"\n"));
+        assert_eq!(e[0].0, "storage.backend", "{e:?}");
+        assert!(e[0].1.contains("needs storage.url"), "{e:?}");
+        let e = keys(&minimal("[storage]\nurl = \"postgres://db/fb\"\n"));
+        assert_eq!(e[0].0, "storage.url", "{e:?}");
+        assert!(e[0].1.contains("backend = \"postgres\""), "{e:?}");
+        let e = keys(&minimal(
+            "[storage]\nbackend = \"postgres\"\nurl = \"mysql://u:hunter2pw@db/fb\"\n",
+        ));
+        assert_eq!(e[0].0, "storage.url", "{e:?}");
+        assert!(!format!("{e:?}").contains("hunter2pw"), "{e:?}");
+        let e = keys(&minimal(
+            "[storage]\nbackend = \"postgres\"\nurl = \"postgres://db/fb\"\nlease = \"1s\"\n",
+        ));
+        assert_eq!(e[0].0, "storage.lease", "{e:?}");
+
+        let c = Config::from_toml(
+            Path::new("c.toml"),
+            &minimal(
+                "[storage]\nbackend = \"postgres\"\nurl = \"postgres://fb:hunter2pw@db/fb\"\n",
+            ),
+        )
+        .unwrap();
+        assert!(c.storage.is_postgres());
+        assert!(
+            !c.to_redacted_toml().contains("hunter2pw"),
+            "{}",
+            c.to_redacted_toml()
+        );
+        assert!(c.secret_values().iter().any(|s| s == "hunter2pw"));
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct PrivatePostgres {
     /// The user that runs the server, when we are root.
     run_as: Option<String>,
     pub port: u16,
+    /// The server's certificate and key, when it speaks TLS.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The tests' words when PostgreSQL is missing.
@@ -48,6 +50,16 @@ fn binaries() -> Option<PathBuf> {
 impl PrivatePostgres {
     /// Makes and starts a server; `Ok(None)` when PostgreSQL is not installed.
     pub fn start() -> Result<Option<PrivatePostgres>, String> {
+        Self::start_inner(None)
+    }
+
+    /// Like [`PrivatePostgres::start`], speaking TLS (`ssl = on`) with this certificate
+    /// chain and key (PEM).
+    pub fn start_with_tls(cert: &Path, key: &Path) -> Result<Option<PrivatePostgres>, String> {
+        Self::start_inner(Some((cert, key)))
+    }
+
+    fn start_inner(tls: Option<(&Path, &Path)>) -> Result<Option<PrivatePostgres>, String> {
         let Some(bin) = binaries() else {
             return Ok(None);
         };
@@ -61,11 +73,29 @@ impl PrivatePostgres {
             chown_to(dir.path(), user)?;
         }
         let port = free_port()?;
+        // The server reads its key only when it is its user's alone.
+        let tls = match tls {
+            Some((cert, key)) => {
+                let (c, k) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+                for (from, to) in [(cert, &c), (key, &k)] {
+                    std::fs::copy(from, to).map_err(|e| e.to_string())?;
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| e.to_string())?;
+                    if let Some(user) = &run_as {
+                        chown_to(to, user)?;
+                    }
+                }
+                Some((c, k))
+            }
+            None => None,
+        };
         let server = PrivatePostgres {
             dir,
             bin,
             run_as,
             port,
+            tls,
         };
         let data = server.data();
         server.run(
@@ -120,11 +150,18 @@ impl PrivatePostgres {
     /// Starts the server (again, after [`PrivatePostgres::crash`]); returns once it
     /// accepts connections.
     pub fn start_server(&self) -> Result<(), String> {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
             self.port,
             self.dir.path().display()
         );
+        if let Some((cert, key)) = &self.tls {
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            ));
+        }
         let data = self.data();
         let log = self.dir.path().join("server.log");
         self.run(

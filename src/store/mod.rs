@@ -46,6 +46,7 @@ use items::{Claims, RecentBodies};
 pub use memory::Profile;
 pub use pg::{
     PgStatus, Shared, describe as describe_pg, settings as pg_settings, status as pg_status,
+    target as pg_target,
 };
 /// One row of the queue, as operators (`queue list`) and tests see it.
 pub use queue::Row as ItemSummary;
@@ -63,6 +64,9 @@ pub enum StoreError {
     Closed,
     #[error("cannot open the state database {path}: {reason}")]
     Open { path: PathBuf, reason: String },
+    /// The queue in PostgreSQL cannot be used; the reason names the server.
+    #[error("{0} (storage.url)")]
+    Shared(String),
 }
 
 /// The version of the database's schema (SQLite's `user_version`, PostgreSQL's

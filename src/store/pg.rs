@@ -229,35 +229,97 @@ pub fn describe(config: &postgres::Config) -> String {
 
 /// Connects. The client blocks on a runtime of its own, which tokio forbids on a thread
 /// that runs async tasks: the connection is made on a thread of its own.
-fn connect(config: &postgres::Config) -> Result<PgConn, String> {
+fn connect(target: &Target) -> Result<PgConn, String> {
     std::thread::scope(|s| {
-        s.spawn(|| connect_here(config))
+        s.spawn(|| connect_here(target))
             .join()
             .unwrap_or_else(|_| Err("the connection attempt panicked".into()))
     })
 }
 
-fn connect_here(config: &postgres::Config) -> Result<PgConn, String> {
-    if matches!(config.get_ssl_mode(), postgres::config::SslMode::Require) {
-        return Err(
-            "sslmode=require: this release connects to PostgreSQL without TLS (use a local socket, a private network or a tunnel, and sslmode=disable or prefer)".into(),
-        );
-    }
-    config
-        .connect(postgres::NoTls)
-        .map(PgConn::new)
-        .map_err(|e| match e.as_db_error() {
+fn connect_here(target: &Target) -> Result<PgConn, String> {
+    let connected = match &target.tls {
+        Some(tls) => target.config.connect(tls.clone()),
+        None => target.config.connect(postgres::NoTls),
+    };
+    connected.map(PgConn::new).map_err(|e| {
+        let mut text = match e.as_db_error() {
             Some(db) => db.message().to_owned(),
             None => e.to_string(),
-        })
+        };
+        // The TLS error is the source's source: say it.
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        text
+    })
+}
+
+/// How to reach the server: its settings, and TLS when `sslmode=require`.
+#[derive(Clone)]
+pub struct Target {
+    pub config: postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+/// The server's settings and, with `sslmode=require` in `storage.url`, TLS with the
+/// server's certificate verified against `storage.ca_file` (else the system's roots).
+/// `sslmode=prefer` (the default) and `disable` connect without TLS: a certificate this
+/// daemon cannot verify must not pass for one it did.
+pub fn target(storage: &StorageConfig) -> Result<Target, String> {
+    let config = settings(storage)?;
+    let tls = match config.get_ssl_mode() {
+        postgres::config::SslMode::Require => Some(client_tls(storage.ca_file.as_deref())?),
+        _ => None,
+    };
+    Ok(Target { config, tls })
+}
+
+fn client_tls(
+    ca_file: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?;
+    let config = match ca_file {
+        Some(file) => {
+            use rustls_pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(file)
+                .map_err(|e| format!("cannot read storage.ca_file {}: {e}", file.display()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("storage.ca_file {}: {e}", file.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("storage.ca_file {}: {e}", file.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!(
+                    "storage.ca_file {} holds no certificate",
+                    file.display()
+                ));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => builder
+            .with_platform_verifier()
+            .map_err(|e| format!("the system's certificate roots: {e}"))?
+            .with_no_client_auth(),
+    };
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// A connection for a command beside the daemon (`queue`, `doctor`): the schema must
 /// be there already (the daemon makes it).
 pub fn connect_for_tools(storage: &StorageConfig) -> Result<PgConn, String> {
-    let config = settings(storage)?;
-    let server = describe(&config);
-    let mut conn = connect(&config)
+    let target = target(storage)?;
+    let server = describe(&target.config);
+    let mut conn = connect(&target)
         .map_err(|e| format!("cannot connect to PostgreSQL at {server} (storage.url): {e}"))?;
     let version = std::thread::scope(|s| {
         s.spawn(|| pg_schema::version(&mut conn.client))
@@ -293,12 +355,9 @@ impl Store {
     /// time) and starts the workers. `path` is the local state database's path: the
     /// local state directory (spool, ACME files) is its folder, as with SQLite.
     pub fn open_postgres(storage: &StorageConfig) -> Result<Store, StoreError> {
-        let open_err = |reason: String| StoreError::Open {
-            path: storage.path.clone(),
-            reason,
-        };
-        let config = settings(storage).map_err(open_err)?;
-        let server = describe(&config);
+        let open_err = StoreError::Shared;
+        let config = target(storage).map_err(open_err)?;
+        let server = describe(&config.config);
         let mut first = connect(&config)
             .map_err(|e| open_err(format!("cannot connect to PostgreSQL at {server}: {e}")))?;
         std::thread::scope(|s| {
@@ -311,7 +370,10 @@ impl Store {
                 "cannot prepare the queue in PostgreSQL at {server}: {e}"
             ))
         })?;
-        super::engine::make_state_dir(&storage.path).map_err(open_err)?;
+        super::engine::make_state_dir(&storage.path).map_err(|reason| StoreError::Open {
+            path: storage.path.clone(),
+            reason,
+        })?;
 
         let (tx, rx) = mpsc::unbounded_channel::<Request>();
         let rx = Arc::new(Mutex::new(rx));
@@ -412,7 +474,7 @@ struct Outage {
 /// connection.
 fn run_worker(
     mut conn: Option<PgConn>,
-    config: &postgres::Config,
+    config: &Target,
     rx: &Mutex<mpsc::UnboundedReceiver<Request>>,
     stats: &StoreStats,
     outage: &Outage,
@@ -422,7 +484,7 @@ fn run_worker(
         announced,
         reconnected_at,
     } = outage;
-    let server = describe(config);
+    let server = describe(&config.config);
     let mut connected_at = lost.load(Ordering::Relaxed);
     let mut last_attempt: Option<Instant> = None;
     // Why the connection is gone, while it is.
@@ -633,6 +695,56 @@ mod tests {
         let (next_item, _) = b.claim_heads(Direction::Inbound, later, 10).await.unwrap();
         let keys: Vec<&str> = next_item.iter().map(|i| i.dedup_key.as_str()).collect();
         assert_eq!(keys, ["mid:1.1"], "then the conversation's next message");
+    }
+
+    /// `sslmode=require`: TLS, the server's certificate verified against
+    /// `storage.ca_file`; a certificate that does not chain to it is refused, and said.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sslmode_require_speaks_tls_and_verifies_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = crate::sim::tls::generate(dir.path()).unwrap();
+        let Some(pg) = PrivatePostgres::start_with_tls(&certs.cert_path, &certs.key_path).unwrap()
+        else {
+            eprintln!("{SKIPPED}");
+            return;
+        };
+        pg.create_database("tls").unwrap();
+        let mut storage = StorageConfig {
+            backend: crate::config::Backend::Postgres,
+            url: Some(crate::config::Secret::new(format!(
+                "{}?sslmode=require",
+                pg.url("tls")
+            ))),
+            path: dir.path().join("state/state.db"),
+            ca_file: Some(certs.ca_path.clone()),
+            ..StorageConfig::default()
+        };
+        let store = Store::open_postgres(&storage).unwrap();
+        store
+            .intake(b"{1}".to_vec(), None, vec![message(1, 1, 1)])
+            .await
+            .unwrap();
+        let tls: bool = store
+            .call(Access::Read, |c| {
+                c.one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                    |r| r.get(0),
+                )
+            })
+            .await
+            .unwrap();
+        assert!(tls, "the connection is TLS");
+        drop(store);
+
+        // Another CA: the server is not the one it claims to be.
+        let other_dir = dir.path().join("other");
+        std::fs::create_dir(&other_dir).unwrap();
+        let other = crate::sim::tls::generate(&other_dir).unwrap();
+        storage.ca_file = Some(other.ca_path.clone());
+        let e = Store::open_postgres(&storage).err().unwrap().to_string();
+        assert!(e.contains("certificate"), "{e}");
+        println!("{e}");
     }
 
     /// Two nodes draining one queue at full speed: every item is delivered once, and

@@ -901,6 +901,23 @@ async fn doctor_checks_the_client_ca_of_mtls() {
 /// recognised when Facebook sends it again, and importing twice adds nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_moves_to_another_host_with_nothing_lost_or_doubled() {
+    queue_moves(None).await;
+}
+
+/// The same move from a host's SQLite file into PostgreSQL, the way to two hosts.
+#[tokio::test]
+async fn a_sqlite_queue_moves_into_postgres_with_nothing_lost_or_doubled() {
+    let Some(pg) = fb_openchannel::sim::postgres::PrivatePostgres::start().unwrap() else {
+        eprintln!("{}", fb_openchannel::sim::postgres::SKIPPED);
+        return;
+    };
+    pg.create_database("moved").unwrap();
+    queue_moves(Some(pg.url("moved"))).await;
+}
+
+/// Moves a queue with a delivered and a pending message to a new host's SQLite file, or
+/// into the PostgreSQL database at `postgres`.
+async fn queue_moves(postgres: Option<String>) {
     let mut bench = Bench::start().await;
     let t = fb_openchannel::store::now_ms();
     bench
@@ -957,9 +974,15 @@ async fn a_queue_moves_to_another_host_with_nothing_lost_or_doubled() {
     let Bench { peers, .. } = bench;
     let old_db = peers.store_path();
     let new_db = peers.dir.path().join("new-host").join("state.db");
-    let text = std::fs::read_to_string(&config_a)
+    let mut text = std::fs::read_to_string(&config_a)
         .unwrap()
         .replace(old_db.to_str().unwrap(), new_db.to_str().unwrap());
+    if let Some(url) = &postgres {
+        text = text.replace(
+            "[storage]\n",
+            &format!("[storage]\nbackend = \"postgres\"\nurl = \"{url}\"\n"),
+        );
+    }
     let config_b = peers.dir.path().join("config-b.toml");
     std::fs::write(&config_b, &text).unwrap();
     let (code, out, err) = cli(&[
@@ -985,6 +1008,12 @@ async fn a_queue_moves_to_another_host_with_nothing_lost_or_doubled() {
     assert!(
         out.contains("imported 0 item(s)"),
         "importing twice adds nothing: {out}"
+    );
+    let (code, out, err) = cli(&["queue", "stats", "--config", config_b.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(PAGE_A),
+        "the queue is readable where it went: {out}"
     );
 
     peers.motion.up().await;

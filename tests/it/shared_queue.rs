@@ -145,7 +145,8 @@ async fn two_daemons_on_one_postgres_lose_nothing_when_one_is_killed() {
     let peers = Peers::start().await;
     let url = pg.url("killed");
     let mut a = Process::start(&node_config(&peers, &url, "a"));
-    let b = Process::start(&node_config(&peers, &url, "b"));
+    let b_config = node_config(&peers, &url, "b");
+    let b = Process::start(&b_config);
     let (to_a, to_b) = (sender(&peers, &a), sender(&peers, &b));
 
     const CUSTOMERS: usize = 6;
