@@ -697,6 +697,297 @@ mod tests {
         assert_eq!(keys, ["mid:1.1"], "then the conversation's next message");
     }
 
+    /// Every operation of the store, run as one script on SQLite and on PostgreSQL:
+    /// both give the same answers (the operator's view, the conversation memory, the
+    /// tokens, retention, retry and drop, export).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_operation_answers_the_same_on_both_backends() {
+        let Some((_pg, storage)) = server("same") else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let lite_path = dir.path().join("state.db");
+        let path = lite_path.clone();
+        let on_sqlite = script(Store::open(&lite_path).unwrap(), move || {
+            crate::store::queue::Database::Lite(crate::store::queue::open(&path).unwrap())
+        })
+        .await;
+        let shared = storage.clone();
+        let on_postgres = script(Store::open_postgres(&storage).unwrap(), move || {
+            crate::store::queue::open_storage(&shared).unwrap()
+        })
+        .await;
+        assert_eq!(on_sqlite.len(), on_postgres.len());
+        for (lite, pg) in on_sqlite.iter().zip(&on_postgres) {
+            assert_eq!(lite, pg);
+        }
+    }
+
+    /// The script: each step's answer, as text.
+    async fn script(
+        store: Store,
+        database: impl Fn() -> crate::store::queue::Database + Send + Sync + 'static,
+    ) -> Vec<String> {
+        use crate::store::queue;
+        let mut out = Vec::new();
+        let mut note = |what: &str, v: String| out.push(format!("{what}: {v}"));
+        let wall = |n: u64, kind: crate::model::FeedKind| NewItem {
+            direction: Direction::Inbound,
+            page_id: "1".into(),
+            conversation: ConversationKey::post("1_9"),
+            dedup_key: DedupKey::message(&format!("wall.{n}")),
+            kind: ItemKind::Feed(kind),
+            event_ts: 50 + n as i64,
+            payload: format!("{{\"wall\":{n}}}"),
+            state: NewState::Pending,
+        };
+        let first = store
+            .intake(
+                b"{a}".to_vec(),
+                None,
+                vec![
+                    message(1, 1, 10),
+                    message(1, 2, 20),
+                    message(2, 1, 15),
+                    wall(1, crate::model::FeedKind::Post),
+                    wall(2, crate::model::FeedKind::Comment),
+                ],
+            )
+            .await
+            .unwrap();
+        note(
+            "intake",
+            format!("{} {} {}", first.new, first.duplicates, first.pending),
+        );
+        let again = store
+            .intake(b"{b}".to_vec(), None, vec![message(1, 1, 10)])
+            .await
+            .unwrap();
+        note("again", format!("{} {}", again.new, again.duplicates));
+        store
+            .intake(b"not json".to_vec(), Some("unreadable".into()), vec![])
+            .await
+            .unwrap();
+        note(
+            "failed webhooks",
+            format!("{:?}", store.failed_webhooks().await.unwrap().len()),
+        );
+        note("webhooks", store.webhook_count().await.unwrap().to_string());
+        let (heads, _) = store
+            .claim_heads(Direction::Inbound, 1_000, 10)
+            .await
+            .unwrap();
+        let keys: Vec<String> = heads
+            .iter()
+            .map(|i| i.dedup_key.as_str().to_owned())
+            .collect();
+        note("heads", format!("{keys:?}"));
+        let (a, b) = (heads[0].id, heads[1].id);
+        store.complete(a, Some("{\"ok\":1}".into())).await.unwrap();
+        store
+            .retry_later(b, 5_000, "Motion said 503".into())
+            .await
+            .unwrap();
+        store.record_progress(b, 1).await.unwrap();
+        store
+            .record_sent("1".into(), "m.sent".into(), a)
+            .await
+            .unwrap();
+        store
+            .record_private_reply("1".into(), "1_9".into(), a)
+            .await
+            .unwrap();
+        for i in &heads {
+            store.release(Direction::Inbound, &i.page_id, &i.conversation);
+        }
+        note(
+            "is our send",
+            format!(
+                "{:?}",
+                store
+                    .is_our_send("1".into(), "m.sent".into())
+                    .await
+                    .unwrap()
+            ),
+        );
+        note(
+            "sent ids",
+            format!("{:?}", store.sent_ids_of(a).await.unwrap()),
+        );
+        note(
+            "private reply",
+            format!(
+                "{:?}",
+                store
+                    .private_reply_owner("1".into(), "1_9".into())
+                    .await
+                    .unwrap()
+                    .is_some()
+            ),
+        );
+        note(
+            "thread",
+            format!(
+                "{:?}",
+                store
+                    .wall_thread("1".into(), ConversationKey::post("1_9"))
+                    .await
+                    .unwrap()
+            ),
+        );
+        note(
+            "has thread",
+            format!(
+                "{:?}",
+                store
+                    .has_thread("1".into(), ConversationKey::post("1_9"))
+                    .await
+                    .unwrap()
+            ),
+        );
+        note(
+            "activity",
+            format!(
+                "{:?}",
+                store
+                    .last_customer_activity("1".into(), ConversationKey::customer("1"))
+                    .await
+                    .unwrap()
+            ),
+        );
+        note(
+            "payload",
+            format!(
+                "{:?}",
+                store
+                    .payload_by_key("1".into(), DedupKey::message("2.1"))
+                    .await
+                    .unwrap()
+            ),
+        );
+        let reply = NewItem {
+            direction: Direction::Outbound,
+            page_id: "1".into(),
+            conversation: ConversationKey::customer("1"),
+            dedup_key: DedupKey::motion_message("77"),
+            kind: ItemKind::Reply,
+            event_ts: 30,
+            payload: "{}".into(),
+            state: NewState::Pending,
+        };
+        let e1 = store.enqueue(reply.clone()).await.unwrap();
+        let e2 = store.enqueue(reply).await.unwrap();
+        note("enqueue", format!("{} {} {:?}", e1.new, e2.new, e2.state));
+        let profile = crate::store::Profile {
+            first_name: "Ada".into(),
+            last_name: "L".into(),
+            source: crate::model::NameSource::Graph,
+            fetched_at: 5,
+        };
+        store
+            .put_profile("1".into(), "1".into(), profile)
+            .await
+            .unwrap();
+        note(
+            "profile",
+            format!("{:?}", store.profile("1".into(), "1".into()).await.unwrap()),
+        );
+        let seed = crate::config::Secret::new("IGAA-seed");
+        let token = store
+            .instagram_token("17".into(), seed.clone())
+            .await
+            .unwrap();
+        store
+            .put_refreshed_token(
+                "17".into(),
+                seed.clone(),
+                crate::config::Secret::new("IGAA-new"),
+                9,
+            )
+            .await
+            .unwrap();
+        store
+            .refresh_failed("17".into(), "nope".into())
+            .await
+            .unwrap();
+        let now = store.instagram_token("17".into(), seed).await.unwrap();
+        note(
+            "tokens",
+            format!(
+                "{} {} {:?} {:?}",
+                token.is_seed,
+                now.token.expose(),
+                now.expires_at,
+                now.last_error
+            ),
+        );
+        store.fail(heads[2].id, "refused".into()).await.unwrap();
+        note(
+            "by state",
+            format!("{:?}", store.count_by_state().await.unwrap()),
+        );
+        note(
+            "queue stats",
+            format!(
+                "{:?}",
+                store
+                    .queue_stats()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|q| (q.page_id.clone(), q.direction.clone(), q.pending))
+                    .collect::<Vec<_>>()
+            ),
+        );
+        // The operator's view, from another connection.
+        let operator = tokio::task::spawn_blocking(move || {
+            let mut db = database();
+            let c = db.sql();
+            let stats: Vec<_> = queue::stats(&c)
+                .unwrap()
+                .into_iter()
+                .map(|s| {
+                    (
+                        s.page_id,
+                        s.direction,
+                        s.pending,
+                        s.retrying,
+                        s.failed,
+                        s.done,
+                    )
+                })
+                .collect();
+            let failed = queue::failed_ids(&c, None).unwrap();
+            let listed: Vec<String> = queue::list(&c, &queue::Filter::default())
+                .unwrap()
+                .into_iter()
+                .map(|r| format!("{} {}", r.kind, r.state))
+                .collect();
+            let latest = queue::latest_failure(&c).unwrap();
+            let retried = queue::retry(&c, &failed).unwrap().len();
+            let shown = queue::show(&c, failed[0]).unwrap().unwrap();
+            let history: Vec<String> = shown
+                .attempt_history
+                .iter()
+                .map(|a| a.outcome.clone())
+                .collect();
+            let dropped = queue::drop_items(&c, &failed).unwrap().len();
+            let mut export = Vec::new();
+            let counts = crate::store::transfer::export(&c, &mut export, 0).unwrap();
+            format!("{stats:?} {listed:?} {latest:?} {retried} {history:?} {dropped} {counts:?}")
+        })
+        .await
+        .unwrap();
+        note("operator", operator);
+        let pruned = store.prune(i64::MAX, 100).await.unwrap();
+        note("pruned", format!("{pruned:?}"));
+        note(
+            "after",
+            format!("{:?}", store.count_by_state().await.unwrap()),
+        );
+        out
+    }
+
     /// `sslmode=require`: TLS, the server's certificate verified against
     /// `storage.ca_file`; a certificate that does not chain to it is refused, and said.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -203,7 +203,7 @@ pub fn list(conn: &Sql<'_>, filter: &Filter) -> Result<Vec<Row>, DbError> {
     };
     let sql = format!(
         "SELECT {ROW_COLUMNS} FROM items
-          WHERE state {states} AND (?1 IS NULL OR page_id = ?1) AND (?2 IS NULL OR created_at >= ?2)
+          WHERE state {states} AND (CAST(?1 AS TEXT) IS NULL OR page_id = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR created_at >= ?2)
           ORDER BY id DESC LIMIT ?3"
     );
     let limit = filter.limit.map_or(i64::MAX, |l| l as i64);
@@ -352,7 +352,7 @@ pub(super) fn transaction<R>(
 /// Ids of failed items, oldest first, optionally only those stored since `since_ms`.
 pub fn failed_ids(conn: &Sql<'_>, since_ms: Option<i64>) -> Result<Vec<i64>, DbError> {
     conn.all(
-        "SELECT id FROM items WHERE state = 'failed' AND (?1 IS NULL OR created_at >= ?1) ORDER BY id",
+        "SELECT id FROM items WHERE state = 'failed' AND (CAST(?1 AS BIGINT) IS NULL OR created_at >= ?1) ORDER BY id",
         params![since_ms],
         |r| r.get(0),
     )
