@@ -208,17 +208,12 @@ impl PrivatePostgres {
     /// Makes a new empty database.
     pub fn create_database(&self, name: &str) -> Result<(), String> {
         let url = self.url("postgres");
-        // The client blocks on a runtime of its own: not on a thread that runs tasks.
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let mut client =
-                    postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
-                client
-                    .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-                    .map_err(|e| e.to_string())
-            })
-            .join()
-            .unwrap_or_else(|_| Err("panicked".into()))
+        crate::store::off_runtime(|| {
+            let mut client =
+                postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
+            client
+                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                .map_err(|e| e.to_string())
         })
     }
 

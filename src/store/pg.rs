@@ -227,14 +227,22 @@ pub fn describe(config: &postgres::Config) -> String {
     format!("{host}:{port}/{db}")
 }
 
-/// Connects. The client blocks on a runtime of its own, which tokio forbids on a thread
-/// that runs async tasks: the connection is made on a thread of its own.
-fn connect(target: &Target) -> Result<PgConn, String> {
+/// Runs `f` on a thread of its own and waits for it. PostgreSQL's client blocks on a
+/// runtime of its own, which tokio forbids on a thread that runs async tasks (`doctor`,
+/// the tests, the daemon's start): everything outside the store's workers goes through
+/// here. A panic in `f` is an error.
+pub fn off_runtime<R: Send, E: From<String> + Send>(
+    f: impl FnOnce() -> Result<R, E> + Send,
+) -> Result<R, E> {
     std::thread::scope(|s| {
-        s.spawn(|| connect_here(target))
+        s.spawn(f)
             .join()
-            .unwrap_or_else(|_| Err("the connection attempt panicked".into()))
+            .unwrap_or_else(|_| Err(E::from("PostgreSQL's client panicked".to_owned())))
     })
+}
+
+fn connect(target: &Target) -> Result<PgConn, String> {
+    off_runtime(|| connect_here(target))
 }
 
 fn connect_here(target: &Target) -> Result<PgConn, String> {
@@ -321,12 +329,8 @@ pub fn connect_for_tools(storage: &StorageConfig) -> Result<PgConn, String> {
     let server = describe(&target.config);
     let mut conn = connect(&target)
         .map_err(|e| format!("cannot connect to PostgreSQL at {server} (storage.url): {e}"))?;
-    let version = std::thread::scope(|s| {
-        s.spawn(|| pg_schema::version(&mut conn.client))
-            .join()
-            .unwrap_or(Err(DbError::NoRow))
-    })
-    .map_err(|e| format!("cannot read the queue's schema at {server}: {e}"))?;
+    let version = off_runtime(|| pg_schema::version(&mut conn.client).map_err(|e| e.to_string()))
+        .map_err(|e| format!("cannot read the queue's schema at {server}: {e}"))?;
     if version == 0 {
         return Err(format!(
             "no queue in PostgreSQL at {server} yet: has the daemon run with this storage.url?"
@@ -360,16 +364,13 @@ impl Store {
         let server = describe(&config.config);
         let mut first = connect(&config)
             .map_err(|e| open_err(format!("cannot connect to PostgreSQL at {server}: {e}")))?;
-        std::thread::scope(|s| {
-            s.spawn(|| pg_schema::prepare(&mut first.client))
-                .join()
-                .unwrap_or(Err(DbError::NoRow))
-        })
-        .map_err(|e| {
-            open_err(format!(
-                "cannot prepare the queue in PostgreSQL at {server}: {e}"
-            ))
-        })?;
+        off_runtime(|| pg_schema::prepare(&mut first.client).map_err(|e| e.to_string())).map_err(
+            |e| {
+                open_err(format!(
+                    "cannot prepare the queue in PostgreSQL at {server}: {e}"
+                ))
+            },
+        )?;
         super::engine::make_state_dir(&storage.path).map_err(|reason| StoreError::Open {
             path: storage.path.clone(),
             reason,

@@ -46,11 +46,7 @@ pub fn with_storage<R: Send>(
     storage: &crate::config::StorageConfig,
     f: impl FnOnce(&Sql<'_>) -> R + Send,
 ) -> Result<R, String> {
-    std::thread::scope(|s| {
-        s.spawn(|| open_storage(storage).map(|mut db| f(&db.sql())))
-            .join()
-            .unwrap_or_else(|_| Err("reading the queue panicked".into()))
-    })
+    super::pg::off_runtime(|| open_storage(storage).map(|mut db| f(&db.sql())))
 }
 
 /// Opens an existing state database; never creates one (a typo in the path must not
