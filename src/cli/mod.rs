@@ -345,14 +345,22 @@ fn spawn_memory_trim() {
 }
 
 /// Pings systemd's watchdog at half its period when `WatchdogSec=` is set — but only
-/// while the store answers: a daemon that cannot store webhooks should be restarted.
+/// while the store answers: a daemon whose store thread hangs should be restarted.
 fn spawn_watchdog(shared: std::sync::Arc<crate::relay::Shared>) {
     if let Some(timeout) = sd_notify::watchdog_enabled() {
         let period = timeout / 2;
         tokio::spawn(async move {
             loop {
                 let alive = tokio::time::timeout(period, shared.store.ping()).await;
-                if matches!(alive, Ok(Ok(()))) {
+                // On PostgreSQL an answer that the server is unreachable is an answer:
+                // the workers are alive, a restart would not bring the server back (and
+                // would turn Facebook's 503s into refused connections).
+                let answered = match &alive {
+                    Ok(Ok(())) => true,
+                    Ok(Err(_)) => shared.store.shared().is_some(),
+                    Err(_) => false,
+                };
+                if answered {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 } else {
                     tracing::error!(
