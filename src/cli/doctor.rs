@@ -672,13 +672,7 @@ fn store_check(config: &Config, conn: &crate::store::sql::Sql<'_>) -> Check {
         ok,
         detail,
     };
-    let place = if config.storage.is_postgres() {
-        crate::store::pg_settings(&config.storage)
-            .map(|c| format!("PostgreSQL at {}", crate::store::describe_pg(&c)))
-            .unwrap_or_default()
-    } else {
-        config.storage.path.display().to_string()
-    };
+    let place = crate::store::place(&config.storage);
     let stats = match queue::stats(conn) {
         Ok(s) => s,
         Err(e) => {

@@ -133,20 +133,9 @@ pub fn main(path: &std::path::Path, command: QueueCommand, json: bool) -> ExitCo
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{}: {e}", place(&db));
+            eprintln!("{}: {e}", crate::store::place(&db));
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Where the queue is, for messages: the SQLite file, or the PostgreSQL server.
-fn place(storage: &crate::config::StorageConfig) -> String {
-    if storage.is_postgres() {
-        crate::store::pg_settings(storage)
-            .map(|c| format!("PostgreSQL at {}", crate::store::describe_pg(&c)))
-            .unwrap_or_else(|_| "PostgreSQL (storage.url)".into())
-    } else {
-        storage.path.display().to_string()
     }
 }
 
@@ -206,7 +195,7 @@ fn export(
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{}: export failed: {e}", place(db));
+            eprintln!("{}: export failed: {e}", crate::store::place(db));
             ExitCode::FAILURE
         }
     }

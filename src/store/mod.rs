@@ -45,8 +45,8 @@ pub use items::{CLAIM_LEASE, Enqueued, IntakeOutcome, Item, NewItem, NewState, Q
 use items::{Claims, RecentBodies};
 pub use memory::Profile;
 pub use pg::{
-    PgStatus, Shared, describe as describe_pg, off_runtime, settings as pg_settings,
-    status as pg_status, target as pg_target,
+    PgStatus, Shared, off_runtime, place, settings as pg_settings, status as pg_status,
+    target as pg_target,
 };
 /// One row of the queue, as operators (`queue list`) and tests see it.
 pub use queue::Row as ItemSummary;

@@ -212,6 +212,16 @@ pub fn settings(storage: &StorageConfig) -> Result<postgres::Config, String> {
     Ok(config)
 }
 
+/// Where the queue is, for messages: the SQLite file, or `PostgreSQL at host:port/db`.
+pub fn place(storage: &StorageConfig) -> String {
+    if !storage.is_postgres() {
+        return storage.path.display().to_string();
+    }
+    settings(storage)
+        .map(|c| format!("PostgreSQL at {}", describe(&c)))
+        .unwrap_or_else(|_| "PostgreSQL (storage.url)".into())
+}
+
 /// Where the server is, for people: `host:port/database`, never the password.
 pub fn describe(config: &postgres::Config) -> String {
     let host = match config.get_hosts().first() {
