@@ -325,7 +325,31 @@ impl RecentBodies {
 }
 
 /// The columns of a head, as [`head`] reads them.
-pub(super) const HEAD_COLUMNS: &str = "i.id, i.page_id, i.conversation, i.dedup_key, i.kind, i.event_ts, i.payload, i.attempts, i.steps_done, i.first_failure_at, h.next_attempt_at";
+macro_rules! head_columns {
+    () => {
+        "i.id, i.page_id, i.conversation, i.dedup_key, i.kind, i.event_ts, i.payload, i.attempts, i.steps_done, i.first_failure_at, h.next_attempt_at"
+    };
+}
+pub(super) use head_columns;
+
+/// The due heads of one direction, earliest first, read off `heads_due` in its own order
+/// (no sort: a claim costs the rows it returns, whatever the backlog), each joined to its
+/// item by id. The direction is part of the text, not a parameter: with one statement for
+/// both, SQLite re-planned it at every call.
+macro_rules! claim_sql {
+    ($direction:literal) => {
+        concat!(
+            "SELECT ",
+            head_columns!(),
+            " FROM heads h INDEXED BY heads_due JOIN items i ON i.id = h.item_id
+              WHERE h.direction = '",
+            $direction,
+            "' ORDER BY h.next_attempt_at, h.event_ts, h.item_id LIMIT ?1"
+        )
+    };
+}
+const CLAIM_INBOUND: &str = claim_sql!("in");
+const CLAIM_OUTBOUND: &str = claim_sql!("out");
 
 /// Heads as the queries give them, and (on a shared queue) when another node's first
 /// lease ends.
@@ -460,14 +484,11 @@ impl Store {
                     None => {
                         // The direction is part of the text, not a parameter: with one
                         // statement for both, SQLite re-planned it at every call.
-                        let sql = format!(
-                            "SELECT {HEAD_COLUMNS} FROM heads h JOIN items i ON i.id = h.item_id
-                          WHERE h.direction = '{}'
-                          ORDER BY h.next_attempt_at, i.event_ts, i.id
-                          LIMIT ?1",
-                            direction.as_str()
-                        );
-                        (conn.all(&sql, params![want], head)?, None)
+                        let sql = match direction {
+                            Direction::Inbound => CLAIM_INBOUND,
+                            Direction::Outbound => CLAIM_OUTBOUND,
+                        };
+                        (conn.all(sql, params![want], head)?, None)
                     }
                     Some(shared) => shared.heads(conn, direction, now, want)?,
                 };

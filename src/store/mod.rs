@@ -24,6 +24,8 @@ mod items;
 mod memory;
 mod pg;
 mod pg_schema;
+#[cfg(test)]
+mod plans;
 pub mod queue;
 mod retention;
 mod schema;

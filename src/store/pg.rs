@@ -23,7 +23,7 @@ use rusqlite::params;
 use tokio::sync::mpsc;
 
 use super::engine::{Finish, Request};
-use super::items::{HEAD_COLUMNS, Heads, head};
+use super::items::{Heads, head, head_columns};
 use super::sql::{DbError, PgConn, Sql};
 use super::{Access, Item, Store, StoreError, StoreStats, duration_ms, now_ms, pg_schema};
 use crate::config::StorageConfig;
@@ -104,15 +104,19 @@ impl Shared {
         now: i64,
         want: i64,
     ) -> Result<Heads, DbError> {
+        // Read off heads_due in its order (as on SQLite), each head checked against the
+        // leases by their primary key.
         let rows = conn.all(
-            &format!(
-                "SELECT {HEAD_COLUMNS} FROM heads h JOIN items i ON i.id = h.item_id
+            concat!(
+                "SELECT ",
+                head_columns!(),
+                " FROM heads h JOIN items i ON i.id = h.item_id
                   WHERE h.direction = ?1
                     AND NOT EXISTS (SELECT 1 FROM claims c
                           WHERE c.direction = h.direction AND c.page_id = h.page_id
                             AND c.conversation = h.conversation AND c.until > ?2
                             AND c.holder <> ?3)
-                  ORDER BY h.next_attempt_at, i.event_ts, i.id
+                  ORDER BY h.next_attempt_at, h.event_ts, h.item_id
                   LIMIT ?4
                   FOR UPDATE OF h SKIP LOCKED"
             ),
@@ -260,19 +264,22 @@ fn connect_here(target: &Target) -> Result<PgConn, String> {
         Some(tls) => target.config.connect(tls.clone()),
         None => target.config.connect(postgres::NoTls),
     };
-    connected.map(PgConn::new).map_err(|e| {
-        let mut text = match e.as_db_error() {
-            Some(db) => db.message().to_owned(),
-            None => e.to_string(),
-        };
-        // The TLS error is the source's source: say it.
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            text.push_str(&format!(": {s}"));
-            source = s.source();
-        }
-        text
-    })
+    let database = target.config.get_dbname().unwrap_or("postgres");
+    connected
+        .map(|client| PgConn::new(client, database))
+        .map_err(|e| {
+            let mut text = match e.as_db_error() {
+                Some(db) => db.message().to_owned(),
+                None => e.to_string(),
+            };
+            // The TLS error is the source's source: say it.
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            text
+        })
 }
 
 /// How to reach the server: its settings, and TLS when `sslmode=require`.

@@ -9,7 +9,8 @@
 use super::sql::DbError;
 
 /// Migrations in order; entry N brings the schema from version N to N+1.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE webhooks (
     id          BIGSERIAL PRIMARY KEY,
     received_at BIGINT NOT NULL,
@@ -163,7 +164,35 @@ BEGIN
 END $$ LANGUAGE plpgsql;
 CREATE TRIGGER items_deleted AFTER DELETE ON items
     FOR EACH ROW EXECUTE FUNCTION fb_items_deleted();
-"#];
+"#,
+    r#"
+-- A head carries its item's Facebook time: the claim's ORDER BY … LIMIT is read off
+-- heads_due in order instead of joining and sorting every pending conversation.
+ALTER TABLE heads ADD COLUMN event_ts BIGINT NOT NULL DEFAULT 0;
+UPDATE heads SET event_ts = items.event_ts FROM items WHERE items.id = heads.item_id;
+DROP INDEX heads_due;
+CREATE INDEX heads_due ON heads (direction, next_attempt_at, event_ts, item_id);
+-- SQLite's indexes end with the row's id; these give PostgreSQL the same order.
+DROP INDEX sent_messages_item;
+CREATE INDEX sent_messages_item ON sent_messages (item_id, sent_at, rowid);
+DROP INDEX items_threads;
+CREATE INDEX items_threads ON items (page_id, conversation, event_ts, id)
+    WHERE kind IN ('wall_post', 'wall_comment', 'ig_comment', 'ig_mention');
+CREATE INDEX items_turns ON items (page_id, conversation, event_ts, id)
+    WHERE direction = 'in'
+      AND kind IN ('message', 'postback', 'ig_message', 'ig_postback', 'referral', 'ig_referral');
+CREATE OR REPLACE FUNCTION fb_head_upkeep(d TEXT, p TEXT, c TEXT) RETURNS void AS $$
+BEGIN
+    -- One transaction at a time per conversation: the next one sees this one's items.
+    PERFORM pg_advisory_xact_lock(hashtextextended(d || ' ' || p || ' ' || c, 0));
+    DELETE FROM heads WHERE direction = d AND page_id = p AND conversation = c;
+    INSERT INTO heads (direction, page_id, conversation, item_id, next_attempt_at, event_ts)
+        SELECT direction, page_id, conversation, id, next_attempt_at, event_ts FROM items
+         WHERE state = 'pending' AND direction = d AND page_id = p AND conversation = c
+         ORDER BY event_ts, id LIMIT 1;
+END $$ LANGUAGE plpgsql;
+"#,
+];
 
 /// The advisory lock that makes one node at a time migrate the schema.
 const MIGRATION_LOCK: i64 = 0x6662_6f63_0001;

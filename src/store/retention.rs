@@ -68,8 +68,8 @@ impl Store {
                 // of its parts already sent, or a retry would send them again.
                 "DELETE FROM sent_messages WHERE rowid IN
                     (SELECT rowid FROM sent_messages WHERE sent_at < ?1
-                        AND (item_id IS NULL
-                             OR item_id NOT IN (SELECT id FROM items WHERE state = 'pending'))
+                        AND NOT EXISTS (SELECT 1 FROM items
+                             WHERE items.id = sent_messages.item_id AND items.state = 'pending')
                       LIMIT ?2)",
                 "DELETE FROM private_replies WHERE rowid IN
                     (SELECT rowid FROM private_replies WHERE sent_at < ?1 LIMIT ?2)",

@@ -53,14 +53,17 @@ pub struct PgConn {
     prepared: HashMap<String, postgres::Statement>,
     /// The current request failed: its transaction is rolled back, not committed.
     pub failed: bool,
+    /// The database's name (a test watches the statements run on one database).
+    database: String,
 }
 
 impl PgConn {
-    pub fn new(client: postgres::Client) -> PgConn {
+    pub fn new(client: postgres::Client, database: &str) -> PgConn {
         PgConn {
             client,
             prepared: HashMap::new(),
             failed: false,
+            database: database.to_owned(),
         }
     }
 
@@ -215,9 +218,15 @@ impl Sql<'_> {
     /// Runs a statement; returns how many rows it changed.
     pub fn exec(&self, sql: &str, args: &[&dyn ToSql]) -> Result<usize, DbError> {
         match self {
-            Sql::Lite(c) => Ok(c.prepare_cached(sql)?.execute(args)?),
+            Sql::Lite(c) => {
+                let mut statement = c.prepare_cached(sql)?;
+                let n = statement.execute(args)?;
+                watch::lite(c, &statement, sql);
+                Ok(n)
+            }
             Sql::Pg(c) => {
                 let mut c = c.borrow_mut();
+                watch::pg(&c.database, sql, args);
                 let statement = c.statement(sql)?;
                 let args = pg_args(args)?;
                 let n = c.client.execute(&statement, &pg_refs(&args))?;
@@ -241,10 +250,13 @@ impl Sql<'_> {
                 while let Some(r) = rows.next()? {
                     out.push(f(&Row::Lite(r))?);
                 }
+                drop(rows);
+                watch::lite(c, &statement, sql);
                 Ok(out)
             }
             Sql::Pg(c) => {
                 let mut c = c.borrow_mut();
+                watch::pg(&c.database, sql, args);
                 let statement = c.statement(sql)?;
                 let args = pg_args(args)?;
                 let rows = c.client.query(&statement, &pg_refs(&args))?;
@@ -295,13 +307,17 @@ impl Sql<'_> {
             Sql::Lite(c) => {
                 let mut statement = c.prepare_cached(sql)?;
                 let mut rows = statement.query(args)?;
-                match rows.next()? {
+                let row = match rows.next()? {
                     Some(r) => f(&Row::Lite(r)).map(Some),
                     None => Ok(None),
-                }
+                };
+                drop(rows);
+                watch::lite(c, &statement, sql);
+                row
             }
             Sql::Pg(c) => {
                 let mut c = c.borrow_mut();
+                watch::pg(&c.database, sql, args);
                 let statement = c.statement(sql)?;
                 let args = pg_args(args)?;
                 let rows = c.client.query(&statement, &pg_refs(&args))?;
@@ -327,6 +343,101 @@ impl Sql<'_> {
             Sql::Pg(c) => Ok(c.borrow_mut().client.batch_execute(sql)?),
         }
     }
+}
+
+/// What a test sees of the statements run on one database: each text, how often it ran,
+/// the most SQLite virtual-machine steps one run took (triggers included), and one set of
+/// arguments (to ask PostgreSQL for its plan). Nothing is kept outside the tests.
+#[cfg(test)]
+pub mod watch {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use rusqlite::types::{ToSql, Value};
+
+    #[derive(Debug, Default, Clone)]
+    pub struct Seen {
+        pub calls: u64,
+        pub max_steps: i64,
+        pub args: Vec<Value>,
+    }
+
+    /// The database watched (a SQLite file's path or a PostgreSQL database's name) and
+    /// what ran on it.
+    static WATCHED: Mutex<Option<(String, HashMap<String, Seen>)>> = Mutex::new(None);
+
+    /// Starts watching the statements run on `database`, forgetting what was seen.
+    pub fn start(database: &str) {
+        *WATCHED.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((database.to_owned(), HashMap::new()));
+    }
+
+    /// Stops watching; returns what ran, by SQL text.
+    pub fn stop() -> HashMap<String, Seen> {
+        WATCHED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .map(|(_, seen)| seen)
+            .unwrap_or_default()
+    }
+
+    fn note(database: &str, sql: &str, steps: i64, args: impl FnOnce() -> Vec<Value>) {
+        let mut watched = WATCHED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((db, seen)) = watched.as_mut()
+            && db == database
+        {
+            let entry = seen.entry(sql.to_owned()).or_default();
+            entry.calls += 1;
+            entry.max_steps = entry.max_steps.max(steps);
+            if entry.args.is_empty() {
+                entry.args = args();
+            }
+        }
+    }
+
+    pub(super) fn lite(c: &rusqlite::Connection, statement: &rusqlite::Statement<'_>, sql: &str) {
+        use rusqlite::StatementStatus::VmStep;
+        let steps = statement.reset_status(VmStep);
+        if let Some(path) = c.path() {
+            note(path, sql, steps.into(), Vec::new);
+        }
+    }
+
+    /// PostgreSQL's plan of one of the store's statements with these arguments, a line
+    /// per node.
+    pub fn explain_postgres(
+        client: &mut postgres::Client,
+        sql: &str,
+        args: &[Value],
+    ) -> Result<Vec<String>, super::DbError> {
+        let args: Vec<super::PgArg> = args.iter().cloned().map(super::PgArg).collect();
+        let rows = client.query(
+            &format!("EXPLAIN {}", super::for_postgres(sql)),
+            &super::pg_refs(&args),
+        )?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    pub(super) fn pg(database: &str, sql: &str, args: &[&dyn ToSql]) {
+        note(database, sql, 0, || {
+            args.iter()
+                .map(|a| super::owned(*a).unwrap_or(Value::Null))
+                .collect()
+        });
+    }
+}
+
+/// Outside the tests, watching costs nothing.
+#[cfg(not(test))]
+mod watch {
+    use rusqlite::types::ToSql;
+
+    #[inline(always)]
+    pub(super) fn lite(_: &rusqlite::Connection, _: &rusqlite::Statement<'_>, _: &str) {}
+
+    #[inline(always)]
+    pub(super) fn pg(_: &str, _: &str, _: &[&dyn ToSql]) {}
 }
 
 /// The store's SQL text in PostgreSQL's words: `?N` parameters become `$N` (outside
