@@ -234,6 +234,11 @@ impl SimMotion {
         ))
     }
 
+    /// The number of notifies recorded so far, to wait on.
+    pub fn count_watch(&self) -> watch::Receiver<usize> {
+        self.state.count.subscribe()
+    }
+
     /// Waits until at least `n` notifies have been recorded, or `timeout` passes.
     pub async fn wait_for_notifies(
         &self,

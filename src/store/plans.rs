@@ -319,6 +319,12 @@ async fn hot_statements_are_served_by_indexes_on_sqlite() {
                 problems.push(format!("{line}\n    in: {sql}"));
             }
         }
+        if seen.reprepared > 0 {
+            problems.push(format!(
+                "compiled again at {} of its {} runs (its plan depends on the values bound)\n    in: {sql}",
+                seen.reprepared, seen.calls
+            ));
+        }
         let before = small.get(sql).map_or(0, |s| s.max_steps);
         if seen.max_steps > before * 2 + 200 {
             problems.push(format!(

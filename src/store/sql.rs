@@ -359,6 +359,9 @@ pub mod watch {
     pub struct Seen {
         pub calls: u64,
         pub max_steps: i64,
+        /// Times SQLite compiled the statement again before running it (a plan that
+        /// depends on the values bound: parsing and planning at every call).
+        pub reprepared: i64,
         pub args: Vec<Value>,
     }
 
@@ -382,7 +385,12 @@ pub mod watch {
             .unwrap_or_default()
     }
 
-    fn note(database: &str, sql: &str, steps: i64, args: impl FnOnce() -> Vec<Value>) {
+    fn note(
+        database: &str,
+        sql: &str,
+        (steps, reprepared): (i64, i64),
+        args: impl FnOnce() -> Vec<Value>,
+    ) {
         let mut watched = WATCHED.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((db, seen)) = watched.as_mut()
             && db == database
@@ -390,6 +398,7 @@ pub mod watch {
             let entry = seen.entry(sql.to_owned()).or_default();
             entry.calls += 1;
             entry.max_steps = entry.max_steps.max(steps);
+            entry.reprepared += reprepared;
             if entry.args.is_empty() {
                 entry.args = args();
             }
@@ -397,10 +406,11 @@ pub mod watch {
     }
 
     pub(super) fn lite(c: &rusqlite::Connection, statement: &rusqlite::Statement<'_>, sql: &str) {
-        use rusqlite::StatementStatus::VmStep;
+        use rusqlite::StatementStatus::{RePrepare, VmStep};
         let steps = statement.reset_status(VmStep);
+        let reprepared = statement.reset_status(RePrepare);
         if let Some(path) = c.path() {
-            note(path, sql, steps.into(), Vec::new);
+            note(path, sql, (steps.into(), reprepared.into()), Vec::new);
         }
     }
 
@@ -420,7 +430,7 @@ pub mod watch {
     }
 
     pub(super) fn pg(database: &str, sql: &str, args: &[&dyn ToSql]) {
-        note(database, sql, 0, || {
+        note(database, sql, (0, 0), || {
             args.iter()
                 .map(|a| super::owned(*a).unwrap_or(Value::Null))
                 .collect()

@@ -1,0 +1,183 @@
+//! The release daemon as a child process, its config, and what /proc says about it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fb_openchannel::sim::facebook::SimGraph;
+use fb_openchannel::sim::motion::SimMotion;
+use fb_openchannel::sim::tls::TestCerts;
+
+use crate::{IG, IG_REPLY_TOKEN, PAGE, REPLY_TOKEN, SECRET, TOKEN};
+
+pub struct Daemon {
+    pub child: Child,
+    pub public: SocketAddr,
+    pub local: SocketAddr,
+    /// Time from spawn to the "ready" line.
+    pub ready_after: Duration,
+}
+
+impl Daemon {
+    pub fn start(config: &Path) -> Daemon {
+        let started = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fb-openchannel"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn,fb_openchannel=info")
+            .env("FB_OPENCHANNEL_LOG", "error,fb_openchannel=error")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn the release daemon");
+        // Keep the daemon's (quiet) stderr drained so it never blocks on a full pipe.
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(
+            move || for _ in BufReader::new(stderr).lines().map_while(Result::ok) {},
+        );
+        // The daemon logs only errors here; readiness is seen by connecting: the local
+        // listener is bound after the store is open and the public listener bound.
+        let text = std::fs::read_to_string(config).unwrap();
+        let addr = |section: &str| -> SocketAddr {
+            let part = text.split(section).nth(1).unwrap();
+            let line = part.lines().find(|l| l.starts_with("listen")).unwrap();
+            line.split('"').nth(1).unwrap().parse().unwrap()
+        };
+        let (public, local) = (addr("[public]"), addr("[local]"));
+        loop {
+            if std::net::TcpStream::connect(local).is_ok() {
+                break;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the daemon exited at start"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Daemon {
+            ready_after: started.elapsed(),
+            child,
+            public,
+            local,
+        }
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn rss_mib(&self) -> f64 {
+        self.status_kib("VmRSS:") as f64 / 1024.0
+    }
+
+    pub fn peak_rss_mib(&self) -> f64 {
+        self.status_kib("VmHWM:") as f64 / 1024.0
+    }
+
+    /// CPU time used so far by all the daemon's threads (schedstat: nanoseconds, where
+    /// /proc/PID/stat counts 10 ms ticks). Steadier than a rate on a shared machine.
+    pub fn cpu_time(&self) -> Duration {
+        let mut ns = 0u64;
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id()));
+        for task in tasks.into_iter().flatten().flatten() {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            ns += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Duration::from_nanos(ns)
+    }
+
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    /// A benchmark that stops half way must not leave its daemon running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+pub fn write_config(
+    dir: &Path,
+    certs: &TestCerts,
+    graph: &SimGraph,
+    motion: &SimMotion,
+) -> PathBuf {
+    let text = format!(
+        r#"[public]
+listen = "{public}"
+tls_cert = "{cert}"
+tls_key = "{key}"
+max_connections = 16384
+
+[local]
+listen = "{local}"
+
+[storage]
+path = "{store}"
+
+[facebook]
+app_secret = "{SECRET}"
+verify_token = "bench-verify"
+graph_url = "{graph}"
+media_hosts = ["{media}"]
+subscription_check = "0s"
+
+[motion]
+api_key = "bench-api-key"
+
+[delivery]
+retry_initial = "50ms"
+retry_max = "200ms"
+
+[[page]]
+id = "{PAGE}"
+access_token = "{TOKEN}"
+receive_url = "{receive}"
+reply_token = "{REPLY_TOKEN}"
+
+[[instagram]]
+id = "{IG}"
+page = "{PAGE}"
+receive_url = "{receive_ig}"
+reply_token = "{IG_REPLY_TOKEN}"
+"#,
+        public = free_addr(),
+        local = free_addr(),
+        cert = certs.cert_path.display(),
+        key = certs.key_path.display(),
+        store = dir.join("state.db").display(),
+        graph = graph.url(),
+        media = graph.server.addr,
+        receive = motion.receive_url(1),
+        receive_ig = motion.receive_url(8),
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
