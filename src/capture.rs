@@ -24,12 +24,16 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::config::Config;
+use crate::statedir::{Dir, DirError};
 use crate::store::now_ms;
 
 /// Most bytes one capture writes; then it stops, and says so once.
 pub const MAX_BYTES: u64 = 256 * 1024 * 1024;
 /// Longest body kept in one file (the rest is cut, with its length noted).
 const MAX_BODY: usize = 1024 * 1024;
+/// Largest capture file read back (a request and an answer of [`MAX_BODY`] each, as
+/// escaped JSON, with their headers).
+pub const MAX_FILE: u64 = 16 * 1024 * 1024;
 const MASK: &str = "********";
 
 /// The capture directory beside the state database.
@@ -37,56 +41,53 @@ pub fn dir(store_path: &Path) -> PathBuf {
     crate::store::beside(store_path, "capture")
 }
 
-/// The file whose content (an end time, ms) turns a capture on.
-pub fn control(store_path: &Path) -> PathBuf {
-    dir(store_path).join("until")
+/// The file in the capture directory whose content (an end time, ms) turns a capture on.
+const CONTROL: &str = "until";
+/// Largest control file read (a number).
+const MAX_CONTROL: u64 = 64;
+
+/// The capture directory, opened by descriptor: the CLI runs as root in a directory the
+/// daemon's user can write (see `statedir`).
+fn control_dir(store_path: &Path) -> Result<Dir, DirError> {
+    Dir::state(crate::statedir::of_store(store_path))?.private_subdir("capture")
 }
 
 /// Asks the running daemon to capture until `now + length` (the CLI side).
 pub fn start(store_path: &Path, length: Duration) -> Result<i64, String> {
-    use std::os::unix::fs::DirBuilderExt;
-    let dir = dir(store_path);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let dir = control_dir(store_path).map_err(|e| e.to_string())?;
     let until = now_ms().saturating_add(crate::store::duration_ms(length));
-    let path = control(store_path);
-    std::fs::write(&path, until.to_string())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    // The daemon runs as its own user: let it read the control file and write beside it.
-    chown_like_parent(&dir, store_path);
+    dir.write(CONTROL, until.to_string().as_bytes())
+        .map_err(|e| e.to_string())?;
     Ok(until)
-}
-
-/// The capture directory belongs to the database's owner (the service user), when root
-/// made it.
-fn chown_like_parent(dir: &Path, store_path: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    if let Ok(meta) = std::fs::metadata(store_path) {
-        let _ = std::os::unix::fs::chown(dir, Some(meta.uid()), Some(meta.gid()));
-        let _ = std::os::unix::fs::chown(dir.join("until"), Some(meta.uid()), Some(meta.gid()));
-    }
 }
 
 /// Ends a capture (the CLI side).
 pub fn stop(store_path: &Path) -> Result<(), String> {
-    match std::fs::remove_file(control(store_path)) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!(
-            "cannot remove {}: {e}",
-            control(store_path).display()
-        )),
+    let dir = Dir::state(crate::statedir::of_store(store_path))
+        .and_then(|state| state.existing_subdir("capture"))
+        .map_err(|e| e.to_string())?;
+    match dir {
+        Some(dir) => dir
+            .remove(CONTROL)
+            .map_err(|e| format!("cannot remove {}: {e}", dir.path().join(CONTROL).display())),
+        None => Ok(()),
     }
 }
 
 /// Whether a capture runs, and until when (ms), as the control file says.
 pub fn running_until(store_path: &Path) -> Option<i64> {
-    let text = std::fs::read_to_string(control(store_path)).ok()?;
-    let until: i64 = text.trim().parse().ok()?;
+    let until = read_control(store_path)?;
     (until > now_ms()).then_some(until)
+}
+
+/// The control file's end time, if there is a capture directory with a readable one.
+fn read_control(store_path: &Path) -> Option<i64> {
+    let dir = Dir::state(crate::statedir::of_store(store_path))
+        .ok()?
+        .existing_subdir("capture")
+        .ok()??;
+    let bytes = dir.read(CONTROL, MAX_CONTROL).ok()??;
+    std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
 }
 
 /// The capture files written so far: how many, and their bytes.
@@ -210,16 +211,12 @@ impl Capture {
                 }
             });
         loop {
-            let control = control(&self.store_path);
-            let until = tokio::task::spawn_blocking(move || {
-                std::fs::read_to_string(control)
-                    .ok()
-                    .and_then(|t| t.trim().parse::<i64>().ok())
-            })
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(0);
+            let store_path = self.store_path.clone();
+            let until = tokio::task::spawn_blocking(move || read_control(&store_path))
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0);
             let was = self.until.swap(until, Ordering::Relaxed);
             let now = now_ms();
             if until > now && was <= now {

@@ -17,4 +17,5 @@ pub mod motion;
 pub mod relay;
 pub mod server;
 pub mod sim;
+pub mod statedir;
 pub mod store;

@@ -140,7 +140,9 @@ pub fn certificate_file(store_path: &Path) -> PathBuf {
 
 /// The last status the daemon wrote, if any (for `doctor`).
 pub fn read_status(store_path: &Path) -> Option<Status> {
-    let text = std::fs::read(dir(store_path).join("status.json")).ok()?;
+    // Read by `doctor` as root in the daemon's directory: bounded, never a symlink.
+    let text =
+        crate::statedir::read_bounded(&dir(store_path).join("status.json"), 64 * 1024).ok()??;
     serde_json::from_slice(&text).ok()
 }
 

@@ -358,8 +358,11 @@ pub fn check_dir(dir: &Path, map_key: &dyn Fn(&str) -> String) -> Result<(usize,
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let exchange: Value = match std::fs::read(path)
+        // Written by the daemon's user, read here as root: a regular file of a bounded
+        // size, never through a symlink (see statedir).
+        let exchange: Value = match crate::statedir::read_bounded(path, super::MAX_FILE)
             .ok()
+            .flatten()
             .and_then(|b| serde_json::from_slice(&b).ok())
         {
             Some(v) => v,

@@ -204,21 +204,27 @@ async fn setup(path: &Path, options: Options) -> Result<(), String> {
     };
 
     // 3. The new config, checked like check-config checks it.
-    let mut reply_tokens = Vec::new();
-    let mut doc: DocumentMut = text
-        .parse()
-        .map_err(|e| format!("{} does not parse: {e}", path.display()))?;
-    write_page(&mut doc, page, receive_url.as_deref(), &mut reply_tokens)?;
-    if let Some((id, url)) = &instagram {
-        write_instagram(&mut doc, id, &page.id, url, &mut reply_tokens)?;
-    }
-    let new_text = doc.to_string();
-    let config = Config::from_toml(path, &new_text).map_err(|errors| {
-        format!(
-            "the config would not be valid with Page {} in it; fix these first:\n{errors}",
-            page.id
-        )
-    })?;
+    // The new text, its config, and the reply tokens made for it: (account, token).
+    type Composed = (String, Config, Vec<(String, String)>);
+    let compose = |text: &str| -> Result<Composed, String> {
+        let mut reply_tokens = Vec::new();
+        let mut doc: DocumentMut = text
+            .parse()
+            .map_err(|e| format!("{} does not parse: {e}", path.display()))?;
+        write_page(&mut doc, page, receive_url.as_deref(), &mut reply_tokens)?;
+        if let Some((id, url)) = &instagram {
+            write_instagram(&mut doc, id, &page.id, url, &mut reply_tokens)?;
+        }
+        let new_text = doc.to_string();
+        let config = Config::from_toml(path, &new_text).map_err(|errors| {
+            format!(
+                "the config would not be valid with Page {} in it; fix these first:\n{errors}",
+                page.id
+            )
+        })?;
+        Ok((new_text, config, reply_tokens))
+    };
+    let (_, config, _) = compose(&text)?;
     let page_config = config.page(&page.id).expect("the page was just written");
 
     // 4. Subscribed before anything is written (a failure leaves the file as it was).
@@ -228,9 +234,15 @@ async fn setup(path: &Path, options: Options) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot subscribe the app to Page {}: {e}", page.id))?;
 
-    // 5. Written: a backup, then the new file in its place.
+    // 5. Written: a backup, then the new file in its place — under a lock, from the
+    // file as it is now: another setup may have added its page meanwhile (two at once
+    // each printed a Reply URL, and one page was missing from the file).
+    let _lock = ConfigLock::take(path)?;
+    let now = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let (new_text, config, reply_tokens) = compose(&now)?;
     let backup = backup_path(path);
-    write_like(path, &backup, text.as_bytes())?;
+    write_like(path, &backup, now.as_bytes())?;
     write_like(path, path, new_text.as_bytes())?;
 
     println!(
@@ -328,21 +340,23 @@ async fn login(
         )
     })?;
 
-    let dir = login_callback::dir(&config.storage.path);
-    make_handoff_dir(&dir)?;
-    let _ = std::fs::remove_file(dir.join("callback.json"));
+    // Root meets the daemon in its state directory: by descriptor only (statedir).
+    let dir = login_callback::handoff(&config.storage.path).map_err(|e| {
+        format!("{e}. The login hand-off directory must be the daemon's own: remove what is there and run setup again")
+    })?;
+    dir.remove(login_callback::CALLBACK)
+        .map_err(|e| format!("cannot clear {}: {e}", dir.path().display()))?;
     let state = crate::relay::public_files::random_token()?;
     let now = crate::store::now_ms() / 1000;
     let waiting = Waiting {
         state_sha256: login_callback::sha256_hex(&state),
         until: now + LOGIN_WAIT.as_secs() as i64,
     };
-    let waiting_path = dir.join("waiting.json");
-    crate::acme::write_private(
-        &waiting_path,
+    dir.write(
+        login_callback::WAITING,
         &serde_json::to_vec(&waiting).expect("serializes"),
-    )?;
-    give_to_daemon(&dir, &waiting_path);
+    )
+    .map_err(|e| e.to_string())?;
 
     let mut link = url::Url::parse(config.facebook.dialog_url.get_ref())
         .map_err(|e| format!("facebook.dialog_url: {e}"))?;
@@ -363,16 +377,22 @@ async fn login(
     );
     let _ = std::io::stdout().flush();
 
-    let callback_path = dir.join("callback.json");
     let deadline = tokio::time::Instant::now() + LOGIN_WAIT;
     let callback: Callback = loop {
-        if let Ok(bytes) = std::fs::read(&callback_path) {
-            let _ = std::fs::remove_file(&callback_path);
+        // A regular file of a few KiB, or nothing yet; anything else ends the wait.
+        let handed = dir
+            .read(login_callback::CALLBACK, login_callback::MAX_FILE)
+            .map_err(|e| {
+                let _ = dir.remove(login_callback::WAITING);
+                format!("the login hand-off is not what the daemon writes ({e}); run setup again")
+            })?;
+        if let Some(bytes) = handed {
+            let _ = dir.remove(login_callback::CALLBACK);
             break serde_json::from_slice(&bytes)
                 .map_err(|e| format!("the login handed over by the daemon does not read: {e}"))?;
         }
         if tokio::time::Instant::now() > deadline {
-            let _ = std::fs::remove_file(&waiting_path);
+            let _ = dir.remove(login_callback::WAITING);
             return Err(format!(
                 "no login came back within {} minutes: run setup again and open the new link (the old one no longer works)",
                 LOGIN_WAIT.as_secs() / 60
@@ -397,22 +417,6 @@ async fn login(
             Some(36009) => "the login's code was used already: run setup again".to_owned(),
             _ => format!("Facebook did not take the login's code: {e}"),
         })
-}
-
-/// The hand-off directory, 0700 and owned like the state directory: `setup` runs as
-/// root, the daemon as that directory's owner, and both work in it.
-fn make_handoff_dir(dir: &Path) -> Result<(), String> {
-    crate::acme::make_private_dir(dir)?;
-    give_to_daemon(dir, dir);
-    Ok(())
-}
-
-/// Makes `path` the state directory's owner's (a no-op unless run as root).
-fn give_to_daemon(dir: &Path, path: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    if let Some(meta) = dir.parent().and_then(|state| std::fs::metadata(state).ok()) {
-        let _ = std::os::unix::fs::chown(path, Some(meta.uid()), Some(meta.gid()));
-    }
 }
 
 /// The Page named by `--page`, the only one, or the one picked at the prompt.
@@ -577,6 +581,43 @@ fn is_placeholder(table: &Table) -> bool {
             .and_then(Item::as_str)
             .is_some_and(|v| v.starts_with("CHANGE-ME"))
     })
+}
+
+/// An exclusive lock on the config while `setup` writes it: `flock` on a lock file
+/// beside it (the config itself is replaced by a rename, so its own inode cannot hold the
+/// lock), released when dropped. A second `setup` waits here, then reads the file the
+/// first one wrote.
+struct ConfigLock {
+    /// Holds the `flock` until dropped.
+    _file: std::fs::File,
+}
+
+impl ConfigLock {
+    fn take(path: &Path) -> Result<ConfigLock, String> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut name = std::ffi::OsString::from(".");
+        name.push(path.file_name().unwrap_or_default());
+        name.push(".lock");
+        let lock_path = path.with_file_name(name);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+        // SAFETY: a valid descriptor, held by `file` for as long as the lock.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(format!(
+                "cannot lock {}: {}",
+                lock_path.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(ConfigLock { _file: file })
+    }
 }
 
 /// `config.toml.bak` beside `config.toml`.

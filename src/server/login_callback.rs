@@ -9,7 +9,9 @@
 //! waiting setup the path is 404, like any other; a wrong `state` is 403 and changes
 //! nothing. The code alone is worth nothing without the app secret, and lives minutes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::statedir::{Dir, DirError};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -35,8 +37,17 @@ pub struct Callback {
 /// Largest value taken from the callback's query (codes are a few hundred characters).
 const MAX_VALUE: usize = 2048;
 
-pub fn dir(store_path: &Path) -> PathBuf {
-    crate::store::beside(store_path, "setup")
+/// The hand-off files, in `<state dir>/setup/`.
+pub const WAITING: &str = "waiting.json";
+pub const CALLBACK: &str = "callback.json";
+/// Largest hand-off file read (both are a few hundred bytes).
+pub const MAX_FILE: u64 = 8 * 1024;
+
+/// The hand-off directory `<state dir>/setup/`, 0700 and the daemon's, opened by
+/// descriptor: `setup` runs as root in a directory the daemon's user can write (see
+/// `statedir`).
+pub fn handoff(store_path: &Path) -> Result<Dir, DirError> {
+    Dir::state(crate::statedir::of_store(store_path))?.private_subdir("setup")
 }
 
 pub fn sha256_hex(text: &str) -> String {
@@ -46,11 +57,16 @@ pub fn sha256_hex(text: &str) -> String {
 /// The daemon's side: the answer to the browser, and what it writes (blocking file
 /// work: call it off the runtime).
 pub fn answer(store_path: &Path, query: &str, now_s: i64) -> (u16, &'static str) {
-    let dir = dir(store_path);
-    let waiting_path = dir.join("waiting.json");
-    let waiting: Option<Waiting> = std::fs::read(&waiting_path)
+    // Nothing is made for a request: without a waiting setup there is no directory.
+    let dir = Dir::state(crate::statedir::of_store(store_path))
+        .and_then(|state| state.existing_subdir("setup"));
+    let Ok(Some(dir)) = dir else {
+        return (404, "not found\n");
+    };
+    let waiting: Option<Waiting> = dir
+        .read(WAITING, MAX_FILE)
         .ok()
-        .filter(|bytes| bytes.len() < 4096)
+        .flatten()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     let Some(waiting) = waiting.filter(|w| w.until >= now_s) else {
         return (404, "not found\n");
@@ -79,11 +95,11 @@ pub fn answer(store_path: &Path, query: &str, now_s: i64) -> (u16, &'static str)
         error: param("error_description").or_else(|| param("error_reason")),
     };
     // Taken once: the wait ends before the code is handed over.
-    if std::fs::remove_file(&waiting_path).is_err() {
+    if dir.remove(WAITING).is_err() {
         return (404, "not found\n");
     }
     let bytes = serde_json::to_vec(&callback).expect("serializes");
-    if crate::acme::write_private(&dir.join("callback.json"), &bytes).is_err() {
+    if dir.write(CALLBACK, &bytes).is_err() {
         return (
             503,
             "fb-openchannel could not hand the login to setup (its state directory cannot be written); run setup again.\n",
@@ -107,13 +123,14 @@ mod tests {
     use super::*;
 
     fn waiting(store: &Path, state: &str, until: i64) {
-        let dir = dir(store);
-        std::fs::create_dir_all(&dir).unwrap();
         let w = Waiting {
             state_sha256: sha256_hex(state),
             until,
         };
-        std::fs::write(dir.join("waiting.json"), serde_json::to_vec(&w).unwrap()).unwrap();
+        handoff(store)
+            .unwrap()
+            .write(WAITING, &serde_json::to_vec(&w).unwrap())
+            .unwrap();
     }
 
     #[test]
@@ -133,9 +150,10 @@ mod tests {
             answer(&store, "code=the-code&state=s3cret-state", 100).0,
             200
         );
-        let cb: Callback =
-            serde_json::from_slice(&std::fs::read(dir(&store).join("callback.json")).unwrap())
-                .unwrap();
+        let cb: Callback = serde_json::from_slice(
+            &std::fs::read(store.with_file_name("setup").join(CALLBACK)).unwrap(),
+        )
+        .unwrap();
         assert_eq!(cb.code.as_deref(), Some("the-code"));
         assert_eq!(
             answer(&store, "code=again&state=s3cret-state", 100).0,

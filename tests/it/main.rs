@@ -11,6 +11,7 @@ mod instagram;
 mod intake;
 mod messenger;
 mod operator;
+mod privileged;
 mod process;
 mod replies;
 mod service;

@@ -552,3 +552,105 @@ async fn setup_connects_the_pages_instagram_account_with_its_own_reply_url() {
     ]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// Root's `setup` meets the daemon in a directory the daemon's user owns: a hand-off
+/// directory planted as a symlink to a root directory is refused, and that directory
+/// keeps its owner and mode (before, root's recursive create and path-based chown and
+/// chmod gave it to the daemon's user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_as_root_never_follows_a_planted_hand_off_directory() {
+    use crate::privileged::{RootsFiles, fingerprint, give, give_state_dir, nobody};
+    let Some(nobody) = nobody("setup_as_root_never_follows_a_planted_hand_off_directory") else {
+        return;
+    };
+    let (peers, before, _, mut daemon, _) = login_bench().await;
+    give_state_dir(&peers, nobody);
+    let roots = RootsFiles::new();
+    let dir_before = fingerprint(&roots.dir);
+    let planted = peers.dir.path().join("setup");
+    std::os::unix::fs::symlink(&roots.dir, &planted).unwrap();
+    give(&planted, nobody);
+
+    let receive = peers.motion.receive_url(3);
+    let setup = LoginSetup::start(
+        &peers,
+        &["--page", NEW_PAGE, "--receive-url", &receive, "--yes"],
+    );
+    let (code, out, err) = setup.finish();
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(
+        fingerprint(&roots.dir),
+        dir_before,
+        "root's directory was changed"
+    );
+    assert!(std::fs::read_dir(&roots.dir).unwrap().next().is_none());
+    let path = peers.dir.path().join("config.toml");
+    assert_eq!(std::fs::read_to_string(path).unwrap(), before);
+    daemon.kill();
+}
+
+/// Root's `setup` writes its hand-off as a new file given to the daemon's user by
+/// descriptor, so a symlink planted under its name is replaced, not written through or
+/// chowned; and what it reads back must be a small regular file: a symlink to
+/// `/dev/zero` or a FIFO planted as the daemon's answer ends the wait at once with the
+/// reason (before, root read `/dev/zero` past 1 GiB, and a FIFO blocked it for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_as_root_replaces_planted_files_and_reads_no_device_or_fifo() {
+    use crate::privileged::{RootsFiles, fingerprint, give, give_state_dir, nobody};
+    use std::os::unix::fs::MetadataExt;
+    let Some(nobody) = nobody("setup_as_root_replaces_planted_files_and_reads_no_device_or_fifo")
+    else {
+        return;
+    };
+    let (peers, before, _, mut daemon, _) = login_bench().await;
+    give_state_dir(&peers, nobody);
+    let roots = RootsFiles::new();
+    let file_before = fingerprint(&roots.file);
+    let handoff = peers.dir.path().join("setup");
+    let receive = peers.motion.receive_url(3);
+
+    for planted in ["/dev/zero", "fifo"] {
+        std::fs::create_dir_all(&handoff).unwrap();
+        give(&handoff, nobody);
+        let waiting = handoff.join("waiting.json");
+        let _ = std::fs::remove_file(&waiting);
+        std::os::unix::fs::symlink(&roots.file, &waiting).unwrap();
+        give(&waiting, nobody);
+
+        let mut setup = LoginSetup::start(
+            &peers,
+            &["--page", NEW_PAGE, "--receive-url", &receive, "--yes"],
+        );
+        setup.link();
+        assert_eq!(
+            fingerprint(&roots.file),
+            file_before,
+            "root's file was changed"
+        );
+        let meta = std::fs::symlink_metadata(&waiting).unwrap();
+        assert!(meta.is_file(), "waiting.json is a file of its own");
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (nobody.0, 0o600));
+
+        // The daemon's user hands back something that is not a small file.
+        let callback = handoff.join("callback.json");
+        if planted == "fifo" {
+            let c = std::ffi::CString::new(callback.to_str().unwrap()).unwrap();
+            // SAFETY: a valid C string.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        } else {
+            std::os::unix::fs::symlink(planted, &callback).unwrap();
+        }
+        give(&callback, nobody);
+        let started = std::time::Instant::now();
+        let (code, out, err) = setup.finish();
+        assert!(started.elapsed() < WAIT, "setup kept waiting: {out}\n{err}");
+        assert_ne!(code, 0, "{out}\n{err}");
+        assert!(err.contains("not what the daemon writes"), "{err}");
+        assert_eq!(fingerprint(&roots.file), file_before);
+        std::fs::remove_dir_all(&handoff).unwrap();
+    }
+    let path = peers.dir.path().join("config.toml");
+    assert_eq!(std::fs::read_to_string(path).unwrap(), before);
+    daemon.kill();
+}

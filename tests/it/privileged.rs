@@ -1,0 +1,174 @@
+//! Root never follows the daemon's files (DESIGN §4 rule 14). `setup`, `capture`,
+//! `queue` and `doctor` run as root in a state directory that belongs to the daemon's
+//! user; whatever that user planted there — a symlink to root's files, `/dev/zero`, a
+//! FIFO — is refused or replaced, never followed, and its target stays as it was.
+//!
+//! The state directory and what is planted in it belong to `nobody` here, as they would
+//! to `fb-openchannel` on a real host; the commands run as root. That needs root (CI runs
+//! as root); elsewhere each test says SKIPPED and how to run it.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::harness::{Peers, cli};
+
+/// `nobody`'s uid and gid when this runs as root; `None` (and SKIPPED said) otherwise.
+pub fn nobody(test: &str) -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "SKIPPED {test}: needs root (to give the state directory to another user); run `sudo cargo test {test}`; CI runs it"
+        );
+        return None;
+    }
+    let name = std::ffi::CString::new("nobody").unwrap();
+    // SAFETY: a valid C string; the result is read at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    assert!(!pw.is_null(), "no user nobody on this host");
+    // SAFETY: non-null, as checked.
+    Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+}
+
+/// Gives `path` (itself, not what a symlink points at) to `owner`.
+pub fn give(path: &Path, (uid, gid): (u32, u32)) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+}
+
+/// What must not change: owner, group, mode and, for a file, the bytes.
+pub fn fingerprint(path: &Path) -> (u32, u32, u32, Vec<u8>) {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    let bytes = if meta.is_file() {
+        std::fs::read(path).unwrap()
+    } else {
+        Vec::new()
+    };
+    (meta.uid(), meta.gid(), meta.permissions().mode(), bytes)
+}
+
+/// A file and a directory of root's, outside the state directory: what an attacker
+/// would point a symlink at.
+pub struct RootsFiles {
+    _dir: tempfile::TempDir,
+    pub file: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl RootsFiles {
+    pub fn new() -> RootsFiles {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = dir.path().join("shadow");
+        std::fs::write(&file, b"root:secret\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let sub = dir.path().join("etc");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).unwrap();
+        RootsFiles {
+            file,
+            dir: sub,
+            _dir: dir,
+        }
+    }
+}
+
+/// The state directory (the peers' folder) given to `nobody` with what is in it.
+pub fn give_state_dir(peers: &Peers, owner: (u32, u32)) {
+    for entry in std::fs::read_dir(peers.dir.path()).unwrap().flatten() {
+        give(&entry.path(), owner);
+    }
+    give(peers.dir.path(), owner);
+}
+
+#[tokio::test]
+async fn capture_as_root_never_writes_or_chowns_through_a_planted_symlink() {
+    let Some(nobody) = nobody("capture_as_root_never_writes_or_chowns_through_a_planted_symlink")
+    else {
+        return;
+    };
+    let peers = Peers::start().await;
+    let config = peers.dir.path().join("config.toml");
+    std::fs::write(&config, peers.config_toml("")).unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    give_state_dir(&peers, nobody);
+    let roots = RootsFiles::new();
+    let (file_before, dir_before) = (fingerprint(&roots.file), fingerprint(&roots.dir));
+
+    // `capture/until` planted as a symlink to a root file: replaced, not written through.
+    let capture = peers.dir.path().join("capture");
+    std::fs::create_dir(&capture).unwrap();
+    give(&capture, nobody);
+    std::os::unix::fs::symlink(&roots.file, capture.join("until")).unwrap();
+    give(&capture.join("until"), nobody);
+    let (code, out, err) = cli(&["capture", "--for", "1m", "--config", &config]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        fingerprint(&roots.file),
+        file_before,
+        "root's file was touched"
+    );
+    let until = std::fs::symlink_metadata(capture.join("until")).unwrap();
+    assert!(until.is_file(), "the control file is a file of its own now");
+    assert_eq!((until.uid(), until.mode() & 0o777), (nobody.0, 0o600));
+    let (code, out, err) = cli(&["capture", "--off", "--config", &config]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // `capture/` itself a symlink to a root directory: refused, the directory untouched.
+    std::fs::remove_dir_all(&capture).unwrap();
+    std::os::unix::fs::symlink(&roots.dir, &capture).unwrap();
+    give(&capture, nobody);
+    let (code, out, err) = cli(&["capture", "--for", "1m", "--config", &config]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(
+        fingerprint(&roots.dir),
+        dir_before,
+        "root's directory was touched"
+    );
+    assert!(std::fs::read_dir(&roots.dir).unwrap().next().is_none());
+
+    // A directory of a third user is not used either.
+    std::fs::remove_file(&capture).unwrap();
+    std::fs::create_dir(&capture).unwrap();
+    give(&capture, (nobody.0 + 1, nobody.1));
+    let (code, out, err) = cli(&["capture", "--for", "1m", "--config", &config]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("owned by uid"), "{err}");
+}
+
+#[tokio::test]
+async fn capture_check_and_doctor_read_no_device_or_fifo_planted_for_root() {
+    let Some(nobody) = nobody("capture_check_and_doctor_read_no_device_or_fifo_planted_for_root")
+    else {
+        return;
+    };
+    let peers = Peers::start().await;
+    let config = peers.dir.path().join("config.toml");
+    std::fs::write(&config, peers.config_toml("")).unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    give_state_dir(&peers, nobody);
+    let capture = peers.dir.path().join("capture");
+    std::fs::create_dir(&capture).unwrap();
+    give(&capture, nobody);
+    // An endless "capture file", a FIFO and a symlink to root's file.
+    std::os::unix::fs::symlink("/dev/zero", capture.join("0001-webhook.json")).unwrap();
+    let fifo = std::ffi::CString::new(
+        capture
+            .join("0002-webhook.json")
+            .to_str()
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let roots = RootsFiles::new();
+    std::os::unix::fs::symlink(&roots.file, capture.join("0003-webhook.json")).unwrap();
+    let started = std::time::Instant::now();
+    let (code, out, err) = cli(&["capture", "--check", "--config", &config]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "capture --check hung on a FIFO or read /dev/zero: {out}{err}"
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(!out.contains("root:secret"), "{out}");
+}
