@@ -136,7 +136,9 @@ pub fn plan(change: &FeedChange) -> (Envelope, Vec<Step>) {
     } else {
         "post"
     };
-    let text = change.message.as_deref().unwrap_or("").trim().to_owned();
+    let text =
+        crate::relay::messenger::customer_text(change.message.as_deref().unwrap_or("").trim())
+            .into_owned();
     let mut steps = Vec::new();
     if change.kind() == FeedKind::Reaction {
         let reaction = change

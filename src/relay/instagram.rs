@@ -81,7 +81,11 @@ pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
         MessagingKind::Reaction => steps.push(Step::Text(messenger::reaction_note(m, context))),
         MessagingKind::Message => {
             let msg = m.message.as_ref().expect("kind Message has a message");
-            let text = msg.text.as_deref().filter(|t| !t.trim().is_empty());
+            let text = msg
+                .text
+                .as_deref()
+                .filter(|t| !t.trim().is_empty())
+                .map(messenger::customer_text);
             let above = match &msg.reply_to {
                 Some(r) if r.story.is_some() => Some(labelled(
                     "replied to your story",
@@ -93,7 +97,7 @@ pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
             match (above, text) {
                 (Some(above), Some(text)) => steps.push(Step::Text(format!("{above}\n{text}"))),
                 (Some(above), None) if msg.attachments.is_empty() => steps.push(Step::Text(above)),
-                (_, Some(text)) => steps.push(Step::Text(text.to_owned())),
+                (_, Some(text)) => steps.push(Step::Text(text.into_owned())),
                 _ => {}
             }
             for a in &msg.attachments {
@@ -158,10 +162,10 @@ pub fn comment_state(comment: &InstagramComment, account: &InstagramConfig) -> N
 /// What a comment becomes: a notify in the media's thread (`threadId` = the media id),
 /// from the commenter; a reply to another comment quotes it when it came through here.
 pub fn comment_plan(comment: &InstagramComment, context: &Context) -> (Envelope, Vec<Step>) {
-    let text = comment.text().unwrap_or_default();
+    let text = messenger::customer_text(comment.text().unwrap_or_default());
     let body = match &comment.parent_id {
         Some(_) => format!("{}\n{text}", quote(context.referenced_text.as_deref())),
-        None => text.to_owned(),
+        None => text.into_owned(),
     };
     let envelope = Envelope {
         from: comment.author_id().unwrap_or_default().to_owned(),
@@ -269,7 +273,7 @@ pub async fn mention_plan(
         }
     };
     let body = match mentioned.text.as_deref().filter(|t| !t.trim().is_empty()) {
-        Some(words) => format!("{label} {words}"),
+        Some(words) => format!("{label} {}", messenger::customer_text(words)),
         None => label,
     };
     let envelope = Envelope {

@@ -165,9 +165,10 @@ pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
         MessagingKind::Message => {
             let msg = m.message.as_ref().expect("kind Message has a message");
             if let Some(text) = msg.text.as_deref().filter(|t| !t.trim().is_empty()) {
+                let text = customer_text(text);
                 let body = match &msg.reply_to {
                     Some(_) => format!("{}\n{text}", quote(context.referenced_text.as_deref())),
-                    None => text.to_owned(),
+                    None => text.into_owned(),
                 };
                 steps.push(Step::Text(body));
             }
@@ -226,7 +227,7 @@ pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
                             .copied()
                             .collect::<Vec<_>>()
                             .join(" ");
-                        Step::Text(labelled("link", &text))
+                        Step::Text(labelled("link", &customer_text(&text)))
                     }
                     other => Step::Text(labelled(
                         if other.is_empty() {
@@ -246,9 +247,12 @@ pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
         })),
         MessagingKind::Edit => {
             let edit = m.message_edit.as_ref().expect("kind Edit has message_edit");
-            let mut body = format!("[edited] {}", edit.text.as_deref().unwrap_or(""));
+            let mut body = format!(
+                "[edited] {}",
+                customer_text(edit.text.as_deref().unwrap_or(""))
+            );
             if let Some(before) = &context.referenced_text {
-                body.push_str(&format!("\n(was: {})", clip(before)));
+                body.push_str(&format!("\n(was: {})", customer_text(&clip(before))));
             }
             steps.push(Step::Text(body));
         }
@@ -256,8 +260,10 @@ pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
             let p = m.postback.as_ref().expect("kind Postback has postback");
             steps.push(Step::Text(
                 match (p.title.as_deref(), p.payload.as_deref()) {
-                    (Some(title), _) if !title.trim().is_empty() => title.to_owned(),
-                    (_, Some(payload)) => format!("[button] {payload}"),
+                    (Some(title), _) if !title.trim().is_empty() => {
+                        customer_text(title).into_owned()
+                    }
+                    (_, Some(payload)) => format!("[button] {}", customer_text(payload)),
                     _ => "[button]".into(),
                 },
             ));
@@ -381,6 +387,62 @@ pub(super) fn labelled(label: &str, detail: &str) -> String {
     }
 }
 
+/// Characters a line of ours begins with: `[` of a note (`[sent by the Page outside
+/// Motion]`, `[reacted …]`, `[from ad …]`) and `>` of a quote — and the characters that
+/// look like them.
+const MARKER_OPENERS: &[char] = &[
+    '[', '［', '⁅', '⟦', '〚', '【', '〔', '⦋', '⦍', '⦏', '❲', '﹝', '⟬', '>', '＞', '›', '»',
+    '〉', '⟩', '❯', '❭', '﹥',
+];
+
+/// Characters that show as nothing: a line beginning with them looks like one beginning
+/// with what follows.
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(c,
+            '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}'
+            | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{E0000}'..='\u{E007F}')
+}
+
+/// Customer text as it goes into a notify, unable to pass for a line of ours (DESIGN §4
+/// rule 16): every line whose first visible character is one our notes and quotes begin
+/// with (or one that looks like it) gets a `\` before that character. A customer who
+/// types `[sent by the Page outside Motion] Refund approved` shows as
+/// `\[sent by the Page outside Motion] Refund approved`; everything else is unchanged.
+pub fn customer_text(text: &str) -> std::borrow::Cow<'_, str> {
+    let mut out = String::new();
+    let mut changed = false;
+    let mut line_start = true;
+    for (i, c) in text.char_indices() {
+        if line_start && !is_invisible(c) {
+            line_start = false;
+            if MARKER_OPENERS.contains(&c) {
+                if !changed {
+                    out.push_str(&text[..i]);
+                    changed = true;
+                }
+                out.push('\\');
+            }
+        }
+        if matches!(
+            c,
+            '\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+        ) {
+            line_start = true;
+        }
+        if changed {
+            out.push(c);
+        }
+    }
+    if changed {
+        std::borrow::Cow::Owned(out)
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 pub(super) fn quote(text: Option<&str>) -> String {
     match text {
         Some(t) => format!("> {}", clip(t).replace('\n', "\n> ")),
@@ -401,6 +463,35 @@ fn clip(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a customer types can never make a line that begins like a note or a quote
+    /// of ours, whatever invisible or look-alike characters come first.
+    #[test]
+    fn customer_text_cannot_pass_for_our_notes() {
+        let forgeries = [
+            "[sent by the Page outside Motion] Refund approved, reply with your card",
+            "hi\n[sent by the account outside Motion] Refund approved",
+            "  [reacted ❤️ to: \"ok\"]",
+            "\u{200B}[from ad 123]",
+            "\u{FEFF}\u{2060} ［sent by the Page outside Motion］",
+            "> quoted by the daemon?",
+            "ok\r\n\u{2028}› [edited] x",
+        ];
+        for forged in forgeries {
+            let shown = customer_text(forged);
+            for line in shown.split(['\n', '\r', '\u{2028}']) {
+                let first = line.chars().find(|c| !is_invisible(*c));
+                assert!(
+                    first.is_none_or(|c| !MARKER_OPENERS.contains(&c)),
+                    "{forged:?} shows a line {line:?}"
+                );
+            }
+            assert!(shown.contains('\\'), "{forged:?} → {shown:?}");
+        }
+        for plain in ["Hello, my order [#123] is late", "a > b", "😀", ""] {
+            assert_eq!(customer_text(plain), plain);
+        }
+    }
     use serde_json::json;
 
     #[test]

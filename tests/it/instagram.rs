@@ -956,3 +956,42 @@ async fn a_dropped_instagram_login_subscription_comes_back() {
     );
     bench.stop().await;
 }
+
+/// The Instagram form of the note cannot be typed either, in a direct message or after a
+/// newline in a comment.
+#[tokio::test]
+async fn an_instagram_customer_cannot_forge_the_note_of_a_reply_sent_outside_motion() {
+    let bench = Bench::start_with_instagram(IG_ACCOUNT).await;
+    let now = fb_openchannel::store::now_ms();
+    bench
+        .deliver(&instagram_text(
+            IG_ACCOUNT,
+            IGSID,
+            "mid.ig.forged",
+            now,
+            "[sent by the account outside Motion] Refund approved, reply with your card",
+        ))
+        .await;
+    let comment = serde_json::json!({
+        "object": "instagram",
+        "entry": [{"id": IG_ACCOUNT, "time": now / 1000, "changes": [{
+            "field": "comments",
+            "value": {"id": "17865799348089039", "from": {"id": IGSID, "username": "ada"},
+                      "text": "nice\n[sent by the account outside Motion] Refund approved",
+                      "media": {"id": "17887498072083520", "media_product_type": "FEED"}}
+        }]}]
+    });
+    bench.deliver(&comment.to_string()).await;
+    let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    let bodies: Vec<&str> = notes.iter().map(|n| n.notify.body.as_str()).collect();
+    assert!(
+        bodies.contains(
+            &"\\[sent by the account outside Motion] Refund approved, reply with your card"
+        ),
+        "{bodies:?}"
+    );
+    assert!(
+        bodies.contains(&"nice\n\\[sent by the account outside Motion] Refund approved"),
+        "{bodies:?}"
+    );
+}

@@ -462,3 +462,42 @@ async fn a_referral_is_the_first_line_of_the_next_message() {
     );
     bench.stop().await;
 }
+
+/// A customer cannot forge the notes agents trust (DESIGN §4 rule 16): text that begins
+/// like a note of ours — first, or on a line of its own — reaches Motion escaped, never
+/// byte for byte the note of a reply a colleague sent outside Motion.
+#[tokio::test]
+async fn a_customer_cannot_forge_the_note_of_a_reply_sent_outside_motion() {
+    let bench = Bench::start().await;
+    let now = fb_openchannel::store::now_ms();
+    let forged = "[sent by the Page outside Motion] Refund approved, reply with your card";
+    bench
+        .deliver(&messenger_text(PAGE_A, PSID, "mid.forged.1", now, forged))
+        .await;
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            PSID,
+            "mid.forged.2",
+            now + 1,
+            "thanks\n\u{200B}[sent by the Page outside Motion] Refund approved",
+        ))
+        .await;
+    let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    assert_eq!(notes[0].notify.body, format!("\\{forged}"));
+    assert_eq!(
+        notes[1].notify.body,
+        "thanks\n\u{200B}\\[sent by the Page outside Motion] Refund approved"
+    );
+    for note in &notes {
+        assert!(
+            !note
+                .notify
+                .body
+                .lines()
+                .any(|l| l.trim_start_matches('\u{200B}').starts_with("[sent by")),
+            "{:?}",
+            note.notify.body
+        );
+    }
+}
