@@ -17,13 +17,30 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 fn filter() -> EnvFilter {
-    std::env::var("FB_OPENCHANNEL_LOG")
+    let spec = std::env::var("FB_OPENCHANNEL_LOG")
         .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .filter(|v| EnvFilter::try_new(v).is_ok())
+        .or_else(|| {
+            std::env::var("RUST_LOG")
+                .ok()
+                .filter(|v| EnvFilter::try_new(v).is_ok())
+        })
         // The PostgreSQL client logs the server's notices (one per connection when it
         // stops); the daemon says what that means itself, once.
-        .unwrap_or_else(|| EnvFilter::new("info,tokio_postgres=warn"))
+        .unwrap_or_else(|| "info,tokio_postgres=warn".to_owned());
+    with_quiet_tls(&spec)
+}
+
+/// `spec`, with rustls held to errors unless it names rustls itself: rustls warns once
+/// per handshake about things any client on the internet may send (an IP address as SNI:
+/// "Illegal SNI extension"), a line per connection from anyone (DESIGN §4 rule 11). The
+/// daemon says what a refused handshake means itself, at debug level.
+fn with_quiet_tls(spec: &str) -> EnvFilter {
+    let filter = EnvFilter::new(spec);
+    if spec.contains("rustls") {
+        return filter;
+    }
+    filter.add_directive("rustls=error".parse().expect("a valid directive"))
 }
 
 pub fn init() {

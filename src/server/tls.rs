@@ -484,25 +484,31 @@ impl rustls::server::danger::ClientCertVerifier for NamedClient {
     }
 }
 
-/// The names a client certificate carries: DNS subject alternative names and the
-/// subject's common names.
+/// The names a client certificate is for: its DNS subject alternative names when it has
+/// any — then the common name does not count (RFC 6125 §6.4.4: a certificate whose SANs
+/// name another host is not made ours by its CN) — else the subject's common names.
 fn client_names(der: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
         return Vec::new();
     };
-    let mut names: Vec<String> = cert
-        .subject()
-        .iter_common_name()
-        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
-        .collect();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::DNSName(d) = name {
-                names.push(d.to_string());
-            }
+        let names: Vec<String> = san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                _ => None,
+            })
+            .collect();
+        if !names.is_empty() {
+            return names;
         }
     }
-    names
+    cert.subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+        .collect()
 }
 
 /// Whether `auth`'s CA file can be used: how many CA certificates it holds.

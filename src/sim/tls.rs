@@ -115,10 +115,19 @@ impl ClientCa {
 
     /// A client certificate named `name` (common name and DNS name), signed by this CA.
     pub fn issue(&self, name: &str) -> Result<ClientCert, String> {
+        self.issue_named(name, &[name])
+    }
+
+    /// A client certificate with this common name and these DNS names (none: no
+    /// subject alternative names at all), signed by this CA.
+    pub fn issue_named(&self, common_name: &str, dns: &[&str]) -> Result<ClientCert, String> {
         let e = |e: rcgen::Error| e.to_string();
         let key = KeyPair::generate().map_err(e)?;
-        let mut params = CertificateParams::new(vec![name.to_owned()]).map_err(e)?;
-        params.distinguished_name.push(DnType::CommonName, name);
+        let sans: Vec<String> = dns.iter().map(|d| (*d).to_owned()).collect();
+        let mut params = CertificateParams::new(sans).map_err(e)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::ExplicitNoCa;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &self.issuer).map_err(e)?;

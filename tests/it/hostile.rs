@@ -264,6 +264,17 @@ async fn mutual_tls_admits_only_metas_client_certificate() {
     let name = "client.webhooks.fbclientcerts.com";
     let good = client(Some(meta.issue(name).unwrap()));
     assert_eq!(post(good.clone()).await.unwrap(), 200);
+    // A certificate without SANs is named by its common name.
+    let by_cn = client(Some(meta.issue_named(name, &[]).unwrap()));
+    assert!(
+        by_cn
+            .get(format!(
+                "{url}?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1"
+            ))
+            .send()
+            .await
+            .is_ok()
+    );
     let challenge =
         format!("{url}?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=4242");
     let answer = good.get(&challenge).send().await.unwrap();
@@ -276,6 +287,11 @@ async fn mutual_tls_admits_only_metas_client_certificate() {
         (
             "another name",
             client(Some(meta.issue("attacker.example").unwrap())),
+        ),
+        // Meta's name as the common name, another host in the SANs: only SANs count.
+        (
+            "Meta's CN, another SAN",
+            client(Some(meta.issue_named(name, &["attacker.example"]).unwrap())),
         ),
     ] {
         assert!(post(c.clone()).await.is_err(), "{who}: must not be served");
