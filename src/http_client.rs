@@ -70,6 +70,39 @@ pub fn describe(error: reqwest::Error) -> String {
     text
 }
 
+/// Most of an answer from Motion that is read: its answers are a few hundred bytes
+/// (an attachment's id, its metadata, an error).
+pub const MOTION_ANSWER: usize = 64 * 1024;
+/// Most of an answer from Graph that is read: a page of conversations with their messages
+/// is the largest the daemon asks for.
+pub const GRAPH_ANSWER: usize = 4 * 1024 * 1024;
+
+/// A peer's answer, read up to `max` bytes (DESIGN §4 rule 15: an authenticated peer is
+/// bounded too — Motion answering 40 notifies with 50 MB each took the daemon to
+/// 1.3 GiB). Past `max` the rest is not read (the connection is dropped) and the error
+/// says so; text that is not UTF-8 is read lossily.
+pub async fn text_within(mut response: reqwest::Response, max: usize) -> Result<String, String> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(format!(
+            "an answer of {} bytes, over the {max} read from this peer",
+            response.content_length().unwrap_or(0)
+        ));
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(describe)? {
+        if bytes.len() + chunk.len() > max {
+            return Err(format!(
+                "an answer over the {max} bytes read from this peer"
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
 /// The start of a peer's answer, for an error message.
 pub fn snippet(text: &str) -> String {
     let text = text.trim();

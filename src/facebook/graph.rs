@@ -335,6 +335,8 @@ pub struct Download {
     pub file_name: String,
     pub content_type: String,
     pub bytes: Bytes,
+    /// The room its bytes hold in the file budget, while it lives.
+    pub room: Option<crate::budget::Held>,
 }
 
 /// Why a download did not work.
@@ -890,10 +892,9 @@ impl GraphClient {
             .await
             .map_err(|e| GraphError::network(http_client::describe(e)))?;
         let status = response.status().as_u16();
-        let text = response
-            .text()
+        let text = http_client::text_within(response, http_client::GRAPH_ANSWER)
             .await
-            .map_err(|e| GraphError::network(http_client::describe(e)))?;
+            .map_err(GraphError::network)?;
         if (200..300).contains(&status) {
             Ok(text)
         } else {
@@ -927,10 +928,9 @@ impl GraphClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let headers = response.headers().clone();
-        let text = response
-            .text()
+        let text = http_client::text_within(response, http_client::GRAPH_ANSWER)
             .await
-            .map_err(|e| GraphError::network(http_client::describe(e)))?;
+            .map_err(GraphError::network)?;
         if let (Some(capture), Some(request)) = (&self.capture, captured) {
             capture.record(
                 "graph",
@@ -965,7 +965,13 @@ impl GraphClient {
     /// Fetches an attachment Facebook linked in a webhook (its CDN URLs are signed and
     /// need no token), from Facebook's media hosts only. Files over [`MAX_FILE_BYTES`]
     /// and URLs elsewhere are refused for good.
-    pub async fn download(&self, url: &str) -> Result<Download, DownloadError> {
+    /// Fetches a file (at most 25 MB) from one of the platform's media hosts, holding
+    /// room for it in `budget` before its bytes are read.
+    pub async fn download(
+        &self,
+        url: &str,
+        budget: &crate::budget::FileBudget,
+    ) -> Result<Download, DownloadError> {
         let parsed = Url::parse(url)
             .map_err(|_| DownloadError::Permanent("the file's link is not a URL".into()))?;
         self.media_hosts
@@ -1002,12 +1008,24 @@ impl GraphClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/octet-stream")
             .to_owned();
-        let mut body = Vec::new();
+        let declared = response
+            .content_length()
+            .and_then(|n| usize::try_from(n).ok());
+        let room = budget.hold(declared.unwrap_or(MAX_FILE_BYTES)).await;
+        // A declared length is also the most that is read.
+        let limit = declared.map_or(MAX_FILE_BYTES, |n| n.min(MAX_FILE_BYTES));
+        let mut body = Vec::with_capacity(declared.unwrap_or(0).min(MAX_FILE_BYTES));
         while let Some(chunk) = response.chunk().await.map_err(|e| {
             DownloadError::Transient(format!("download: {}", http_client::describe(e)))
         })? {
-            if body.len() + chunk.len() > MAX_FILE_BYTES {
-                return Err(DownloadError::Permanent("file is larger than 25 MB".into()));
+            if body.len() + chunk.len() > limit {
+                return Err(if limit < MAX_FILE_BYTES {
+                    DownloadError::Transient(format!(
+                        "download: more bytes than the {limit} Facebook's file server declared"
+                    ))
+                } else {
+                    DownloadError::Permanent("file is larger than 25 MB".into())
+                });
             }
             body.extend_from_slice(&chunk);
         }
@@ -1015,6 +1033,7 @@ impl GraphClient {
             file_name: file_name_from_url(url, &content_type),
             content_type,
             bytes: Bytes::from(body),
+            room: Some(room),
         })
     }
 }

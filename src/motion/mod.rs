@@ -194,7 +194,10 @@ impl MotionClient {
         let (response, captured) = self.send(request, what).await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let text = response.text().await.unwrap_or_default();
+        // A 2xx is taken whatever its body; a body past the bound is not read further.
+        let text = http_client::text_within(response, http_client::MOTION_ANSWER)
+            .await
+            .unwrap_or_else(|e| format!("({e})"));
         if let (Some(capture), Some(request)) = (&self.capture, captured) {
             capture.record(
                 "motion",
@@ -249,7 +252,9 @@ impl MotionClient {
         if classify_status(status).is_ok() {
             return Ok(response);
         }
-        let text = response.text().await.unwrap_or_default();
+        let text = http_client::text_within(response, http_client::MOTION_ANSWER)
+            .await
+            .unwrap_or_else(|e| format!("({e})"));
         self.classified(status, text, what)
             .map(|_| unreachable!("not a 2xx"))
     }
@@ -384,6 +389,7 @@ impl MotionClient {
         receive_url: &str,
         id: AttachmentId,
         max_bytes: usize,
+        budget: &crate::budget::FileBudget,
     ) -> Result<AgentFile, MotionError> {
         let base = Self::base(receive_url)?;
         let key = [("apikey", self.api_key.expose())];
@@ -423,13 +429,16 @@ impl MotionClient {
             reason: format!("{name} is larger than {} MB", max_bytes / (1024 * 1024)),
             limit: max_bytes as u64,
         };
-        if meta
-            .get("size")
-            .and_then(|v| v.as_u64())
-            .is_some_and(|n| n > max_bytes as u64)
-        {
+        let size = meta.get("size").and_then(|v| v.as_u64());
+        if size.is_some_and(|n| n > max_bytes as u64) {
             return Err(too_large());
         }
+        // Room for the file before a byte of it is read: the size Motion gives, else the
+        // largest a file may be (checked against what comes, below).
+        let room = budget
+            .hold(size.map_or(max_bytes, |n| usize::try_from(n).unwrap_or(max_bytes)))
+            .await;
+        let declared = size.and_then(|n| usize::try_from(n).ok());
 
         let what = format!("the download of attachment {id}");
         let mut response = self
@@ -449,6 +458,12 @@ impl MotionClient {
             if bytes.len() + chunk.len() > max_bytes {
                 return Err(too_large());
             }
+            if declared.is_some_and(|n| bytes.len() + chunk.len() > n) {
+                return Err(MotionError::Transient(format!(
+                    "{what}: more bytes than the {} Motion's metadata gives",
+                    declared.unwrap_or(0)
+                )));
+            }
             bytes.extend_from_slice(&chunk);
         }
         Ok(AgentFile {
@@ -458,6 +473,7 @@ impl MotionClient {
                 .or(header_type)
                 .unwrap_or_else(|| "application/octet-stream".into()),
             bytes: bytes.into(),
+            room: Some(room),
         })
     }
 }
@@ -470,6 +486,8 @@ pub struct AgentFile {
     pub names: Vec<String>,
     pub content_type: String,
     pub bytes: bytes::Bytes,
+    /// The room its bytes hold in the file budget, while it lives.
+    pub room: Option<crate::budget::Held>,
 }
 
 impl AgentFile {
@@ -489,6 +507,7 @@ impl From<AgentFile> for crate::facebook::graph::Download {
             file_name: f.name,
             content_type: f.content_type,
             bytes: f.bytes,
+            room: f.room,
         }
     }
 }

@@ -170,8 +170,8 @@ async fn notify_steps(
             from: envelope.from.clone(),
             map_key: account.map_key(&live.config.motion).to_owned(),
             body: String::new(),
-            first_name: envelope.first_name.clone(),
-            last_name: envelope.last_name.clone(),
+            first_name: envelope.first_name.as_deref().map(name_for_motion),
+            last_name: envelope.last_name.as_deref().map(name_for_motion),
             thread_id: envelope.thread_id.clone(),
             external_url: envelope.external_url.clone(),
             attachment_id: None,
@@ -182,7 +182,7 @@ async fn notify_steps(
                 url,
                 fallback,
                 label,
-            } => match move_file(live, receive_url, url).await {
+            } => match move_file(shared, live, receive_url, url).await {
                 Ok((id, name)) => {
                     notify.attachment_id = Some(id);
                     notify.body = label.clone().unwrap_or(name);
@@ -260,16 +260,45 @@ async fn customer_plan(
     Ok((envelope, steps))
 }
 
+/// Most characters of a name passed to Motion (a contact's first or last name).
+const NAME_CHARS: usize = 100;
+
+/// A customer's name as Motion gets it: on one line (control characters, line breaks
+/// included, become spaces), trimmed, at most [`NAME_CHARS`] characters. Names come from
+/// Graph and from webhooks and have no bound of their own (a 200,000-character Instagram
+/// name with a newline reached Motion whole).
+fn name_for_motion(name: &str) -> String {
+    name.trim()
+        .chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                ' '
+            } else {
+                c
+            }
+        })
+        .take(NAME_CHARS)
+        .collect::<String>()
+        .trim_end()
+        .to_owned()
+}
+
 /// Downloads a Facebook file and uploads it to Motion: `(attachment id, file name)`.
 async fn move_file(
+    shared: &Shared,
     live: &Live,
     receive_url: &str,
     url: &str,
 ) -> Result<(AttachmentId, String), Failure> {
-    let file = live.graph.download(url).await.map_err(|e| match e {
-        DownloadError::Transient(reason) => Failure::transient(reason),
-        DownloadError::Permanent(reason) => Failure::permanent(reason),
-    })?;
+    // Its room in the file budget is held from before the download until the upload.
+    let file = live
+        .graph
+        .download(url, &shared.files)
+        .await
+        .map_err(|e| match e {
+            DownloadError::Transient(reason) => Failure::transient(reason),
+            DownloadError::Permanent(reason) => Failure::permanent(reason),
+        })?;
     let name = file.file_name.clone();
     let id = live
         .motion

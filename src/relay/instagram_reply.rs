@@ -73,7 +73,7 @@ pub(super) async fn send(
         return answer_comment(shared, &calls, account, item, reply, media).await;
     }
     let messaging_type = may_send(shared, item, Window::Instagram, account.human_agent_tag).await?;
-    let file = fetch_agent_file(live, account.receive_url.get_ref(), reply).await?;
+    let file = fetch_agent_file(shared, live, account.receive_url.get_ref(), reply).await?;
     let file = match file {
         Some(f) => Some(
             instagram_accepts(&f)

@@ -186,7 +186,7 @@ pub(super) async fn send(
     let page_ref = page.page_id();
     let messaging_type = may_send(shared, item, Window::Messenger, page.human_agent_tag).await?;
 
-    let file = fetch_agent_file(live, page.receive_url.get_ref(), reply).await?;
+    let file = fetch_agent_file(shared, live, page.receive_url.get_ref(), reply).await?;
     let mut steps: Vec<Step> = text_pieces(reply, file.as_ref(), MAX_TEXT)
         .into_iter()
         .map(Step::Text)

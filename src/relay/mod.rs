@@ -221,6 +221,8 @@ pub struct Shared {
     pub permalinks: Mutex<HashMap<String, String>>,
     /// Agents' files offered to Meta by URL on the public listener.
     pub public_files: public_files::PublicFiles,
+    /// Room for files in transit (customers' media into Motion, agents' files to Graph).
+    pub files: crate::budget::FileBudget,
     /// Poked by a reload: the subscription check takes its new interval at once.
     pub subscription_wake: Notify,
     /// The public listener's certificate and, with ACME, its keeper (set once the
@@ -274,6 +276,7 @@ impl Shared {
             instagram_tokens: instagram_login::Tokens::default(),
             permalinks: Mutex::new(HashMap::new()),
             public_files: public_files::PublicFiles::default(),
+            files: crate::budget::FileBudget::new(crate::budget::FILE_MEMORY),
             subscription_wake: Notify::new(),
             certificate: std::sync::OnceLock::new(),
         })

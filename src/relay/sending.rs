@@ -16,33 +16,32 @@ use crate::relay::{Live, Shared};
 use crate::store::{Item, Write, now_ms};
 
 /// The file an agent attached, fetched from the Motion of the account's `receive_url`
-/// (refused over 25 MB).
+/// (refused over 25 MB), holding its room in the file budget while it lives.
 pub(super) async fn fetch_agent_file(
+    shared: &Shared,
     live: &Live,
     receive_url: &str,
     reply: &OutboundReply,
 ) -> Result<Option<AgentFile>, Failure> {
-    Ok(match &reply.attachment_id {
-        Some(id) => Some(
-            live.motion
-                .fetch_attachment(receive_url, *id, MAX_FILE_BYTES)
-                .await
-                .map_err(|e| match e {
-                    MotionError::Transient(reason) => Failure::transient(reason),
-                    MotionError::TooLarge { reason, limit } => Failure::TooLarge {
-                        reason: format!("Not sent: {reason}; Facebook accepts files up to 25 MB."),
-                        limit,
-                    },
-                    MotionError::Permanent(reason) => Failure::refused(
-                        Refusal::Peer,
-                        format!(
-                            "Not sent: the attached file could not be read from Motion: {reason}"
-                        ),
-                    ),
-                })?,
-        ),
-        None => None,
-    })
+    let Some(id) = &reply.attachment_id else {
+        return Ok(None);
+    };
+    Ok(Some(
+        live.motion
+            .fetch_attachment(receive_url, *id, MAX_FILE_BYTES, &shared.files)
+            .await
+            .map_err(|e| match e {
+                MotionError::Transient(reason) => Failure::transient(reason),
+                MotionError::TooLarge { reason, limit } => Failure::TooLarge {
+                    reason: format!("Not sent: {reason}; Facebook accepts files up to 25 MB."),
+                    limit,
+                },
+                MotionError::Permanent(reason) => Failure::refused(
+                    Refusal::Peer,
+                    format!("Not sent: the attached file could not be read from Motion: {reason}"),
+                ),
+            })?,
+    ))
 }
 
 /// Sends the agent's file with the Send API, as the attachment type of its MIME type;

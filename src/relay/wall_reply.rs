@@ -32,7 +32,7 @@ pub(super) async fn send(
     let page_ref = page.page_id();
     let transient = |e: crate::store::StoreError| Failure::transient(e.to_string());
 
-    let file = fetch_agent_file(live, page.receive_url.get_ref(), reply).await?;
+    let file = fetch_agent_file(shared, live, page.receive_url.get_ref(), reply).await?;
     let text_is_file_name = file.as_ref().is_some_and(|f| f.is_named(&reply.text));
     let message = if text_is_file_name {
         ""

@@ -15,7 +15,12 @@
 //!   flood is therefore still read, checked and answered;
 //! - only when both are taken is a request answered 503 (Facebook sends it again).
 //!
-//! A verified body is then read into memory whole: it came from Facebook.
+//! A verified body came from Facebook (or from someone with the app secret) and is read
+//! into memory whole and parsed — which holds some six times its size for a moment
+//! (50 signed 7.3 MiB feed batches at once peaked at 1.5 GiB). So a verified body first
+//! holds room for that in a budget shared by all requests ([`VERIFIED_MEMORY`]), waits
+//! for room until the request's deadline, and is answered 503 past it (Meta sends it
+//! again); the room is given back once the body is stored (DESIGN §4 rule 15).
 
 use std::io::SeekFrom;
 use std::path::PathBuf;
@@ -29,7 +34,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::facebook::signature::{SignatureError, Verifier};
 
-/// The shared budgets of bodies not verified yet.
+/// Room for verified bodies being read back, parsed and stored.
+pub const VERIFIED_MEMORY: usize = 96 * 1024 * 1024;
+
+/// What a verified body holds while it is parsed, as a multiple of its size: the bytes,
+/// the JSON tree read from them, and the events taken from it (measured: ~5×).
+const PARSE_COST: usize = 6;
+
+/// The shared budgets of bodies not verified yet, and of verified ones being parsed.
 #[derive(Debug)]
 pub struct Budget {
     memory: Arc<Semaphore>,
@@ -37,6 +49,16 @@ pub struct Budget {
     spool: Arc<Semaphore>,
     spool_bytes: usize,
     spool_dir: PathBuf,
+    verified: Arc<Semaphore>,
+    verified_units: u32,
+}
+
+/// A verified body, with its room in the budget of bodies being parsed: keep it until
+/// the body is stored.
+#[derive(Debug)]
+pub struct Verified {
+    pub bytes: Vec<u8>,
+    pub room: OwnedSemaphorePermit,
 }
 
 /// Permits are counted in KiB: a semaphore takes at most `u32` permits at once.
@@ -48,13 +70,21 @@ fn units(bytes: usize) -> u32 {
 
 impl Budget {
     pub fn new(memory_bytes: usize, spool_bytes: usize, spool_dir: PathBuf) -> Budget {
+        let verified_units = units(VERIFIED_MEMORY);
         Budget {
             memory: Arc::new(Semaphore::new(memory_bytes / UNIT)),
             memory_bytes,
             spool: Arc::new(Semaphore::new(spool_bytes / UNIT)),
             spool_bytes,
             spool_dir,
+            verified: Arc::new(Semaphore::new(verified_units as usize)),
+            verified_units,
         }
+    }
+
+    /// Bytes of verified bodies being parsed now (their room, at [`PARSE_COST`]).
+    pub fn verified_in_use(&self) -> usize {
+        (self.verified_units as usize - self.verified.available_permits()) * UNIT
     }
 
     /// Bytes of unverified bodies held now: `(in memory, in spool files)`.
@@ -85,6 +115,10 @@ pub enum BodyError {
     Busy,
     #[error("cannot spool the body ({0})")]
     Spool(String),
+    #[error(
+        "no room to parse the verified body before the request's deadline: other large webhooks are being parsed (Meta sends it again)"
+    )]
+    NoRoom,
 }
 
 /// Where the body read so far is.
@@ -108,7 +142,7 @@ pub async fn read_signed(
     deadline: tokio::time::Instant,
     app_secret: &[u8],
     signature: Option<&[u8]>,
-) -> Result<Vec<u8>, BodyError> {
+) -> Result<Verified, BodyError> {
     // A request that cannot be Facebook's is refused before its body is read at all.
     let mut verifier = Verifier::start(app_secret, signature)?;
     let mut held = Held::Memory {
@@ -134,14 +168,16 @@ pub async fn read_signed(
         held = keep(budget, held, &chunk).await?;
     }
     verifier.finish()?;
-    // Verified: it is Facebook's, and may be whole in memory now.
-    match held {
+    // Verified: it is Facebook's, and may be whole in memory now — once there is room
+    // for it and its parse (a body larger than the whole budget waits for all of it).
+    let room = room_to_parse(budget, total, deadline).await?;
+    let bytes = match held {
         Held::Memory { chunks, .. } => {
             let mut bytes = Vec::with_capacity(total);
             for c in chunks {
                 bytes.extend_from_slice(&c);
             }
-            Ok(bytes)
+            bytes
         }
         Held::Spooled { mut file, .. } => {
             let mut bytes = Vec::with_capacity(total);
@@ -154,9 +190,23 @@ pub async fn read_signed(
             file.read_to_end(&mut bytes)
                 .await
                 .map_err(|e| BodyError::Spool(e.to_string()))?;
-            Ok(bytes)
+            bytes
         }
-    }
+    };
+    Ok(Verified { bytes, room })
+}
+
+/// Room for a verified body of `total` bytes and its parse, waited for until `deadline`.
+async fn room_to_parse(
+    budget: &Budget,
+    total: usize,
+    deadline: tokio::time::Instant,
+) -> Result<OwnedSemaphorePermit, BodyError> {
+    let want = units(total.saturating_mul(PARSE_COST)).clamp(1, budget.verified_units);
+    tokio::time::timeout_at(deadline, budget.verified.clone().acquire_many_owned(want))
+        .await
+        .map_err(|_| BodyError::NoRoom)?
+        .map_err(|_| BodyError::NoRoom)
 }
 
 /// Adds `chunk` to what is held: in memory while the memory budget allows, else in a
@@ -225,6 +275,32 @@ async fn keep(budget: &Budget, held: Held, chunk: &Bytes) -> Result<Held, BodyEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Verified bodies share the room for their parse: one waits while others hold it,
+    /// gets it when they are stored, and is refused at its deadline; one body larger than
+    /// the whole budget waits for all of it instead of never getting in.
+    #[tokio::test]
+    async fn verified_bodies_wait_for_room_to_parse_and_are_refused_at_their_deadline() {
+        let b = Budget::new(4 * UNIT, 8 * UNIT, std::env::temp_dir());
+        let soon = || tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+        let body = VERIFIED_MEMORY / PARSE_COST / 2;
+        let first = room_to_parse(&b, body, soon()).await.unwrap();
+        let second = room_to_parse(&b, body, soon()).await.unwrap();
+        assert_eq!(b.verified_in_use(), 2 * body * PARSE_COST);
+        assert!(matches!(
+            room_to_parse(&b, body, soon()).await,
+            Err(BodyError::NoRoom)
+        ));
+        drop(first);
+        let third = room_to_parse(&b, body, soon()).await.unwrap();
+        drop((second, third));
+        let huge = room_to_parse(&b, 10 * VERIFIED_MEMORY, soon())
+            .await
+            .unwrap();
+        assert_eq!(b.verified_in_use(), VERIFIED_MEMORY);
+        drop(huge);
+        assert_eq!(b.verified_in_use(), 0);
+    }
 
     #[test]
     fn budgets_count_what_is_held() {

@@ -261,8 +261,9 @@ async fn receive(
         signature_header.as_deref(),
     )
     .await;
-    let body = match read {
-        Ok(body) => body,
+    // The room it holds while parsed lives until this request is answered.
+    let (body, _room) = match read {
+        Ok(verified) => (verified.bytes, verified.room),
         Err(e) => {
             let (status, answer, result, reason) = match &e {
                 BodyError::Signature(s) => {
@@ -271,7 +272,7 @@ async fn receive(
                 BodyError::TooLarge(_) => (413, "payload too large\n", "too_large", "too_large"),
                 BodyError::Timeout => (408, "request timeout\n", "timeout", "timeout"),
                 BodyError::Broken(_) => (400, "bad request body\n", "bad_body", "bad_body"),
-                BodyError::Busy | BodyError::Spool(_) => (
+                BodyError::Busy | BodyError::Spool(_) | BodyError::NoRoom => (
                     503,
                     "too many large requests at once; try again\n",
                     "busy",

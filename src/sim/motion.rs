@@ -28,6 +28,16 @@ pub enum Mode {
     Reset,
     /// Every call is answered after this many milliseconds (then normally).
     Slow(u64),
+    /// Notifies are taken, and answered 200 with a body of this many bytes (a proxy's
+    /// page, a broken plugin): what the daemon reads of an answer is bounded.
+    Bloated(usize),
+}
+
+/// The bytes a bloated answer is cut from (shared, never copied).
+fn bloat(len: usize) -> Bytes {
+    static BLOAT: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    let all = BLOAT.get_or_init(|| Bytes::from(vec![b' '; 64 * 1024 * 1024]));
+    all.slice(..len.min(all.len()))
 }
 
 #[derive(Debug, Clone)]
@@ -296,7 +306,7 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
     }
     let mode = *state.mode.lock().unwrap();
     match mode {
-        Mode::Accept => {}
+        Mode::Accept | Mode::Bloated(_) => {}
         Mode::Status(s) => return json(s, serde_json::json!({"message": "simulated failure"})),
         Mode::Garbage => return respond(200, "text/html", "<html>proxy error page</html>"),
         Mode::Reset => return super::http::reset(),
@@ -364,6 +374,9 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
             let len = list.len();
             drop(list);
             state.count.send_replace(len);
+            if let Mode::Bloated(bytes) = mode {
+                return respond(200, "application/json", bloat(bytes));
+            }
             json(200, serde_json::json!({"message": "ok"}))
         }
         (&Method::POST, ["api", "attachments"]) => {

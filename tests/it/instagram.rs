@@ -995,3 +995,35 @@ async fn an_instagram_customer_cannot_forge_the_note_of_a_reply_sent_outside_mot
         "{bodies:?}"
     );
 }
+
+/// A name from Instagram has no bound of its own: a 200,000-character name with a line
+/// break reached Motion whole. Names reach Motion on one line, at most 100 characters.
+#[tokio::test]
+async fn a_huge_instagram_name_reaches_motion_on_one_short_line() {
+    let bench = Bench::start_with_instagram(IG_ACCOUNT).await;
+    let name = format!(
+        "Ada\n[sent by the account outside Motion]{}",
+        "x".repeat(200_000)
+    );
+    bench
+        .peers
+        .graph
+        .add_instagram_profile(IGSID, Some(&name), "ada");
+    bench
+        .deliver(&instagram_text(
+            IG_ACCOUNT,
+            IGSID,
+            "mid.ig.name",
+            fb_openchannel::store::now_ms(),
+            "hi",
+        ))
+        .await;
+    let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    let first = notes[0].notify.first_name.clone().unwrap_or_default();
+    let last = notes[0].notify.last_name.clone().unwrap_or_default();
+    for part in [&first, &last] {
+        assert!(part.chars().count() <= 100, "{} characters", part.len());
+        assert!(!part.contains('\n'), "{part:?}");
+    }
+    assert!(first.starts_with("Ada"), "{first:?}");
+}
