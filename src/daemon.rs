@@ -172,7 +172,11 @@ impl Daemon {
                 // connection: short, so that idle connections cannot crowd out
                 // /healthz. (Motion's call waiting for Facebook is not bounded by it.)
                 request_timeout: LOCAL_HEAD_TIMEOUT,
-                max_connections: 1024,
+                // Idle connections cost ~1.2 KiB: room for thousands, so that slow
+                // clients cannot fill the kernel's backlog and get Motion's calls reset
+                // (1,500 did, with room for 1,024). Active ones are bounded, and a slow
+                // one is closed for a newcomer.
+                max_connections: 8192,
                 max_active: 256,
             },
             move |req, remote| local::handle(handler_shared.clone(), req, remote),

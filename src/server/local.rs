@@ -141,6 +141,7 @@ async fn reply_route(
         return too_large();
     }
     let timeout = live.config.public.request_timeout;
+    let answering = super::Answering::of(&req);
     let body = match tokio::time::timeout(
         timeout,
         Limited::new(req.into_body(), MAX_REPLY_BYTES).collect(),
@@ -167,6 +168,8 @@ async fn reply_route(
         }
         Ok(Ok(b)) => b.to_bytes(),
     };
+    // The whole call is in: while it waits for Graph, no newcomer closes it.
+    let _answering = answering.as_ref().map(super::Answering::start);
     let (status, answer) = reply::accept_reply(shared, account, &body).await;
     if let Some(mut request) = captured {
         request["body"] = crate::capture::body_json(&body);

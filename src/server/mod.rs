@@ -7,6 +7,7 @@
 //! is disconnected, one that does not finish its body gets 408 (see [`public`]).
 
 pub mod body;
+mod head;
 pub mod local;
 pub mod login_callback;
 pub mod public;
@@ -47,19 +48,28 @@ pub struct Limits {
 /// holds a slot this long is slow or hostile.
 const EVICT_AFTER: Duration = Duration::from_secs(1);
 
+/// An active connection as [`Active`] keeps it: when it became active, how to close it,
+/// and whether a request of it is being answered.
+type OpenConnection = (
+    tokio::time::Instant,
+    tokio::sync::oneshot::Sender<()>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
 /// The active connections: a slot each, and a way to close the oldest.
 struct Active {
+    /// The listener's name, for the log line of a closed connection.
+    listener: &'static str,
     slots: Arc<Semaphore>,
-    /// Activation time and the sender that closes it, by activation order.
-    open: std::sync::Mutex<
-        std::collections::BTreeMap<u64, (tokio::time::Instant, tokio::sync::oneshot::Sender<()>)>,
-    >,
+    /// The open connections by activation order.
+    open: std::sync::Mutex<std::collections::BTreeMap<u64, OpenConnection>>,
     next: std::sync::atomic::AtomicU64,
 }
 
 impl Active {
-    fn new(max: usize) -> Active {
+    fn new(listener: &'static str, max: usize) -> Active {
         Active {
+            listener,
             slots: Arc::new(Semaphore::new(max)),
             open: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             next: std::sync::atomic::AtomicU64::new(0),
@@ -67,9 +77,11 @@ impl Active {
     }
 
     /// A slot for a connection whose client has spoken, by `deadline`. When none is
-    /// free, the connection active for longest (over [`EVICT_AFTER`]) is closed to make
-    /// room: a flood of slow clients cannot keep Facebook out, nor take more memory
-    /// than the slots allow.
+    /// free, the connection active for longest (over [`EVICT_AFTER`]) whose request is
+    /// not being answered is closed to make room: a flood of slow clients cannot keep
+    /// Facebook or Motion out, nor take more memory than the slots allow — and a request
+    /// being answered (Motion's Reply URL call waiting for Graph, a webhook being stored)
+    /// is never cut for a newcomer.
     async fn enter(
         self: &Arc<Self>,
         deadline: tokio::time::Instant,
@@ -82,7 +94,12 @@ impl Active {
             // been active long enough; else wait until it has.
             let (evicted, wait) = {
                 let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-                let first = open.iter().next().map(|(k, (at, _))| (*k, at.elapsed()));
+                let first = open
+                    .iter()
+                    .find(|(_, (_, _, answering))| {
+                        !answering.load(std::sync::atomic::Ordering::Relaxed)
+                    })
+                    .map(|(k, (at, _, _))| (*k, at.elapsed()));
                 match first {
                     Some((key, age)) if age >= EVICT_AFTER => {
                         (open.remove(&key), Duration::from_millis(50))
@@ -91,11 +108,13 @@ impl Active {
                     None => (None, EVICT_AFTER),
                 }
             };
-            if let Some((_, close)) = evicted {
+            if let Some((_, close, _)) = evicted {
                 let _ = close.send(());
                 if crate::logging::EVICTED.admit() {
                     warn!(
-                        "a connection was closed to make room for a new one: all public.max_active_connections are taken, the oldest for over {}s (slow or hostile clients?)",
+                        listener = self.listener,
+                        "a connection was closed to make room for a new one: every active slot of the {} listener is taken, the oldest for over {}s without a request to answer (slow or hostile clients?)",
+                        self.listener,
                         EVICT_AFTER.as_secs()
                     );
                 }
@@ -110,18 +129,49 @@ impl Active {
         };
         let key = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (close, closed) = tokio::sync::oneshot::channel();
+        let answering = Arc::new(std::sync::atomic::AtomicBool::new(false));
         self.open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, (tokio::time::Instant::now(), close));
+            .insert(key, (tokio::time::Instant::now(), close, answering.clone()));
         Some((
             permit,
             Registration {
                 active: self.clone(),
                 key,
                 closed,
+                answering,
             },
         ))
+    }
+}
+
+/// A request's mark on its connection, in its extensions: a handler calls
+/// [`Answering::start`] once the whole request is in (its body read and checked), and
+/// from then until the answer the connection is not closed for a newcomer. Until then
+/// it may be: a client that trickles its body is slow or hostile, whatever its head said.
+#[derive(Clone)]
+pub struct Answering(Arc<std::sync::atomic::AtomicBool>);
+
+impl Answering {
+    /// The mark of `req`'s connection, if it came through [`serve`].
+    pub fn of<B>(req: &Request<B>) -> Option<Answering> {
+        req.extensions().get::<Answering>().cloned()
+    }
+
+    /// Marks the connection as answering a complete request, until the guard is dropped.
+    pub fn start(&self) -> AnsweringGuard {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        AnsweringGuard(self.0.clone())
+    }
+}
+
+/// Ends the mark of [`Answering::start`] when dropped.
+pub struct AnsweringGuard(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for AnsweringGuard {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -131,6 +181,8 @@ struct Registration {
     key: u64,
     /// Fires when a newcomer needs the slot.
     closed: tokio::sync::oneshot::Receiver<()>,
+    /// Set while a request of the connection is being answered: it is not closed then.
+    answering: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drop for Registration {
@@ -169,7 +221,7 @@ pub async fn serve<H, Fut>(
     let graceful = GracefulShutdown::new();
     // A permit per open connection: the semaphore is the connection limit.
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let active = Arc::new(Active::new(limits.max_active));
+    let active = Arc::new(Active::new(name, limits.max_active));
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
@@ -199,21 +251,36 @@ pub async fn serve<H, Fut>(
             // bytes arrive, and only within an active slot. 10,000 idle connections stay
             // cheap, and active ones are bounded.
             let deadline = tokio::time::Instant::now() + limits.request_timeout;
-            if !tokio::time::timeout_at(deadline, client_spoke(&stream))
-                .await
-                .unwrap_or(false)
-            {
-                debug!(listener = name, %remote, "connection closed: nothing sent within the request timeout");
-                return;
-            }
+            let mut stream = stream;
+            // Without TLS, the whole request head before a slot (see `head`); with TLS,
+            // a first byte (its handshake needs the slot's state).
+            let head = if tls.is_none() {
+                match head::read_head(&mut stream, deadline).await {
+                    Some(head) => Some(head),
+                    None => {
+                        debug!(listener = name, %remote, "connection closed: no whole request head within the request timeout");
+                        return;
+                    }
+                }
+            } else {
+                if !tokio::time::timeout_at(deadline, client_spoke(&stream))
+                    .await
+                    .unwrap_or(false)
+                {
+                    debug!(listener = name, %remote, "connection closed: nothing sent within the request timeout");
+                    return;
+                }
+                None
+            };
             let Some((_active, registration)) = active.enter(deadline).await else {
                 debug!(listener = name, %remote, "connection closed: no active slot within the request timeout");
                 return;
             };
             let mut registration = registration;
+            let answering = registration.answering.clone();
             tokio::select! {
                 _ = Box::pin(serve_connection(
-                    name, stream, remote, tls, limits, deadline, handler, watcher,
+                    name, stream, head, remote, tls, limits, deadline, handler, watcher, answering,
                 )) => {}
                 _ = &mut registration.closed => {
                     debug!(listener = name, %remote, "connection closed to make room: active the longest while every slot was taken");
@@ -247,18 +314,21 @@ async fn client_spoke(stream: &tokio::net::TcpStream) -> bool {
 async fn serve_connection<H, Fut>(
     name: &'static str,
     stream: tokio::net::TcpStream,
+    head: Option<Bytes>,
     remote: SocketAddr,
     tls: Option<tls::Acceptor>,
     limits: Limits,
     handshake_deadline: tokio::time::Instant,
     handler: H,
     watcher: hyper_util::server::graceful::Watcher,
+    answering: Arc<std::sync::atomic::AtomicBool>,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = HttpResponse> + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let handler = handler.clone();
+        req.extensions_mut().insert(Answering(answering.clone()));
         async move { Ok::<_, Infallible>(handler(req, remote).await) }
     });
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -291,6 +361,7 @@ async fn serve_connection<H, Fut>(
             }
         }
         None => {
+            let stream = head::Rewind::new(head.unwrap_or_default(), stream);
             watcher
                 .watch(http.serve_connection(TokioIo::new(stream), service))
                 .await

@@ -252,6 +252,7 @@ async fn receive(
         .expose()
         .as_bytes();
     let deadline = tokio::time::Instant::now() + public.request_timeout;
+    let answering = super::Answering::of(&req);
     let read = body::read_signed(
         &shared.bodies,
         req.into_body(),
@@ -292,6 +293,8 @@ async fn receive(
         }
     };
 
+    // Verified and whole: while it is stored, no newcomer closes the connection.
+    let _answering = answering.as_ref().map(super::Answering::start);
     if let Some(mut request) = captured {
         request["body"] = crate::capture::body_json(&body);
         shared

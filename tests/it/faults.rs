@@ -1252,3 +1252,90 @@ async fn a_motion_answering_with_huge_bodies_does_not_grow_memory() {
     println!("{NOTIFIES} notifies answered with 50 MB each: peak RSS +{grew_mib} MiB");
     assert!(grew_mib < 24, "+{grew_mib} MiB");
 }
+
+/// Slow clients on the local listener cannot keep Motion out: 1,500 of them, each
+/// trickling a request head, made half of Motion's Reply URL calls fail with resets (the
+/// listener had room for 1,024 connections; the rest filled the kernel's backlog). Now
+/// idle and slow connections have room by the thousand, a slow one is closed for a
+/// newcomer, and a call being answered is never closed — every call of Motion's gets its
+/// answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_on_the_local_listener_never_cost_motion_a_reply() {
+    const SLOW: usize = 1500;
+    let peers = Peers::start().await;
+    let local_port = free_port();
+    let path = process_config(&peers, local_port);
+    let daemon = Process::start(&path);
+    let sender = WebhookSender::new(
+        &format!("https://127.0.0.1:{}/webhook", daemon.public_port),
+        APP_SECRET,
+        Some(&peers.certs.ca_pem),
+    );
+    let now = fb_openchannel::store::now_ms();
+    sender
+        .send(messenger_text(PAGE_A, PSID, "mid.slow", now, "hello?").as_bytes())
+        .await
+        .unwrap();
+    peers.motion.wait_for_notifies(1, WAIT).await.unwrap();
+
+    // The slow clients: each sends a byte of its head every 300 ms, for as long as it
+    // is let, and connects again when it is closed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..SLOW {
+        let stop = stop.clone();
+        slow.spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", local_port)).await
+                else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                for b in b"POST /reply/1 HTTP/1.1\r\nhost: x\r\nx-slow: "
+                    .iter()
+                    .cycle()
+                {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || s.write_all(&[*b]).await.is_err()
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let reply_url = format!("http://127.0.0.1:{local_port}/reply/{PAGE_A}?token={REPLY_TOKEN_A}");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut answered = Vec::new();
+    for n in 0..20u64 {
+        let result = client
+            .post(&reply_url)
+            .json(&reply_body(
+                30_000 + n,
+                PSID,
+                "Your parcel ships today",
+                None,
+            ))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        answered.push(result.map_err(|e| e.to_string()));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    slow.shutdown().await;
+    assert!(
+        answered.iter().all(|a| matches!(a, Ok(200 | 202))),
+        "Motion's calls beside {SLOW} slow clients: {answered:?}"
+    );
+    wait_until("every reply is sent", WAIT, || async {
+        peers.graph.sent().len() == 20
+    })
+    .await;
+}
