@@ -200,6 +200,55 @@ impl PrivatePostgres {
         .map(drop)
     }
 
+    /// Freezes the server and every process of it (SIGSTOP), as a hung host or a
+    /// partition that drops packets looks from outside: connections stay open, nothing
+    /// answers. [`PrivatePostgres::resume`] lets it go on.
+    pub fn pause(&self) -> Result<(), String> {
+        self.signal_all(libc::SIGSTOP)
+    }
+
+    pub fn resume(&self) -> Result<(), String> {
+        self.signal_all(libc::SIGCONT)
+    }
+
+    /// Sends `signal` to the postmaster and its children.
+    fn signal_all(&self, signal: libc::c_int) -> Result<(), String> {
+        let pid_file = self.data().join("postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file).map_err(|e| e.to_string())?;
+        let pid: i32 = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or("no pid in postmaster.pid")?;
+        let mut pids = vec![pid];
+        for entry in std::fs::read_dir("/proc")
+            .map_err(|e| e.to_string())?
+            .flatten()
+        {
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid …: the parent is the 2nd field after the comm.
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if parent == Some(pid) {
+                pids.push(child);
+            }
+        }
+        for p in pids {
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(p, signal) };
+        }
+        Ok(())
+    }
+
     /// A URL for `database` (made by [`PrivatePostgres::create_database`]).
     pub fn url(&self, database: &str) -> String {
         format!("postgres://fb@127.0.0.1:{}/{database}", self.port)

@@ -12,6 +12,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::sql::{DbError, Sql};
 use super::{Store, StoreError, now_ms, schema};
 
+/// The longest a request waits for PostgreSQL: within the few seconds Facebook gives a
+/// webhook, and a monitoring probe of `/readyz`.
+const PG_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Most requests folded into one transaction. Large enough to absorb a burst, small
 /// enough that one commit never holds callers for long.
 const MAX_BATCH: usize = 512;
@@ -172,7 +176,28 @@ impl Store {
         if !self.send(Request { access, job }) {
             return Err(StoreError::Closed);
         }
-        wait.await.map_err(|_| StoreError::Closed)?
+        let Some(shared) = &self.shared else {
+            return wait.await.map_err(|_| StoreError::Closed)?;
+        };
+        // A server that hangs (stopped, or behind a partition that drops packets) would
+        // hold every webhook, Reply URL call and /readyz for as long as it does (25 and
+        // 60 s were seen, and /readyz then said "ready"): answer within Facebook's wait,
+        // 503 meanwhile. What the request did, if it does run later, is found again by
+        // its dedup key when Facebook sends it again.
+        match tokio::time::timeout(PG_ANSWER, wait).await {
+            Ok(answer) => answer.map_err(|_| StoreError::Closed)?,
+            Err(_) => {
+                let reason = format!(
+                    "PostgreSQL at {} did not answer within {} s (the server hangs, or packets to it are dropped)",
+                    shared.server,
+                    PG_ANSWER.as_secs()
+                );
+                if access != Access::Read {
+                    self.stats.note_write(&Err(reason.clone()));
+                }
+                Err(StoreError::Shared(reason))
+            }
+        }
     }
 
     /// Runs `f` like [`Store::call`] without waiting for it: what it does is not needed

@@ -208,8 +208,14 @@ pub fn settings(storage: &StorageConfig) -> Result<postgres::Config, String> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
+    // A server that stops answering (SIGSTOP, a partition that drops packets) must not
+    // hold a worker for minutes: unacknowledged data or silent keepalives end the
+    // connection within seconds, and the worker connects again.
     config.keepalives(true);
-    config.keepalives_idle(Duration::from_secs(30));
+    config.keepalives_idle(Duration::from_secs(10));
+    config.keepalives_interval(Duration::from_secs(5));
+    config.keepalives_retries(2);
+    config.tcp_user_timeout(Duration::from_secs(15));
     if config.get_application_name().is_none() {
         config.application_name("fb-openchannel");
     }

@@ -240,3 +240,66 @@ async fn a_postgres_restart_under_load_answers_503_and_loses_nothing() {
         );
     }
 }
+
+/// A PostgreSQL that hangs (every process of it stopped, as a frozen host or a partition
+/// that drops packets looks): webhooks used to wait as long as it did (25 s and 60 s
+/// were seen) and /readyz then said "ready". Now a webhook is answered 503 within
+/// seconds, /readyz names the server, and once it goes on nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_postgres_gets_webhooks_a_503_within_seconds_and_readyz_names_it() {
+    let Some(pg) = postgres("hung") else {
+        return;
+    };
+    let peers = Peers::start().await;
+    let url = pg.url("hung");
+    let path = node_config(&peers, &url, "a");
+    let local_port = free_port();
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[local]\nlisten = \"127.0.0.1:0\"",
+        &format!("[local]\nlisten = \"127.0.0.1:{local_port}\""),
+    );
+    std::fs::write(&path, text).unwrap();
+    let node = Process::start(&path);
+    let to = sender(&peers, &node);
+    let mut acknowledged = Vec::new();
+    for n in 0..3 {
+        assert_eq!(to.send(message(0, n).1.as_bytes()).await.unwrap().0, 200);
+        acknowledged.push((0, n));
+    }
+    all_received(&peers, &acknowledged).await;
+
+    pg.pause().unwrap();
+    let started = std::time::Instant::now();
+    let (status, _) = to.send(message(0, 3).1.as_bytes()).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(status, 503, "while PostgreSQL hangs");
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "answered after {took:?}"
+    );
+    let started = std::time::Instant::now();
+    let ready = reqwest::get(format!("http://127.0.0.1:{local_port}/readyz"))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let status = ready.status().as_u16();
+    let text = ready.text().await.unwrap();
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("PostgreSQL at 127.0.0.1:"), "{text}");
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "/readyz after {took:?}"
+    );
+    pg.resume().unwrap();
+
+    // Facebook sends it again until it is taken; nothing is lost or doubled.
+    let mut tries = 0;
+    while to.send(message(0, 3).1.as_bytes()).await.unwrap().0 != 200 {
+        tries += 1;
+        assert!(tries < 100, "never acknowledged after the server went on");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    acknowledged.push((0, 3));
+    all_received(&peers, &acknowledged).await;
+    check_delivery(&peers, &acknowledged);
+}
