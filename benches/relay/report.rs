@@ -129,7 +129,13 @@ pub fn recorded_ratio() -> Option<f64> {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmark.md"))
             .ok()?;
     let line = text.lines().find(|l| l.contains(GATE_ROW))?;
-    line.split('|').nth(2)?.trim().parse().ok()
+    // "0.086" or "0.086 (median of …)".
+    line.split('|')
+        .nth(2)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 pub fn write_reports(plan: &Plan, r: &Results) {

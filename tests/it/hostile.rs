@@ -351,3 +351,46 @@ async fn mutual_tls_admits_only_metas_client_certificate() {
     );
     bench.stop().await;
 }
+
+/// A TLS client that names the host by an IP address in its SNI (rustls: "Illegal SNI
+/// extension", at WARN) wrote a log line per connection, for anyone on the internet.
+/// Now such handshakes leave at most a line or two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_address_as_sni_does_not_write_a_line_per_connection() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "SKIPPED an_ip_address_as_sni_does_not_write_a_line_per_connection: needs the openssl command (apt-get install openssl); CI has it"
+        );
+        return;
+    }
+    let peers = Peers::start().await;
+    let path = peers.dir.path().join("config.toml");
+    std::fs::write(&path, peers.config_toml("")).unwrap();
+    let daemon = Process::start(&path);
+    let port = daemon.public_port;
+    for _ in 0..30 {
+        let out = tokio::process::Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .args(["-servername", "127.0.0.1", "-brief"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("CONNECTION ESTABLISHED") || said.contains("Protocol version"),
+            "{said}"
+        );
+    }
+    // The last handshake is logged (if at all) before its connection ends.
+    let sni_lines = daemon
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("SNI"))
+        .count();
+    assert!(sni_lines <= 1, "{}", daemon.log_text());
+}

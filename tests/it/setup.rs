@@ -654,3 +654,54 @@ async fn setup_as_root_replaces_planted_files_and_reads_no_device_or_fifo() {
     assert_eq!(std::fs::read_to_string(path).unwrap(), before);
     daemon.kill();
 }
+
+/// Two admins run `setup` at the same moment for different Pages: each read the config,
+/// asked Facebook, and wrote its own version — both printed ✓ and a Reply URL, and one
+/// Page was missing from the file. Now the write happens under a lock, from the file as
+/// it is then: every Page is in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setups_at_the_same_moment_each_keep_their_page() {
+    const PAGES: [&str; 4] = [
+        "555000111301",
+        "555000111302",
+        "555000111303",
+        "555000111304",
+    ];
+    let peers = Peers::start().await;
+    peers.graph.set_app_secret(APP_SECRET);
+    peers.graph.add_user(USER_TOKEN, &PAGES, ALL_SCOPES);
+    write_config(&peers);
+    let path = peers.dir.path().join("config.toml");
+    let receive = peers.motion.receive_url(3);
+    let runs: Vec<_> = PAGES
+        .iter()
+        .map(|page| {
+            let (path, receive) = (path.clone(), receive.clone());
+            std::thread::spawn(move || {
+                setup(
+                    &path,
+                    USER_TOKEN,
+                    &["--page", page, "--receive-url", &receive, "--yes"],
+                )
+            })
+        })
+        .collect();
+    for run in runs {
+        let (code, out, err) = run.join().unwrap();
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let after = std::fs::read_to_string(&path).unwrap();
+    for page in PAGES {
+        assert!(
+            after.contains(&format!("id = \"{page}\"")),
+            "{page} lost:\n{after}"
+        );
+    }
+    assert_eq!(
+        after.matches("[[page]]").count(),
+        2 + PAGES.len(),
+        "{after}"
+    );
+    let config = peers.config(&after);
+    assert_eq!(config.pages.len(), 2 + PAGES.len());
+}
