@@ -54,6 +54,14 @@ const USEFUL: &[(&str, &str)] = &[
         "to answer Instagram direct messages",
     ),
     ("instagram_manage_comments", "to answer Instagram comments"),
+    (
+        "business_management",
+        "to see Pages that belong to a business portfolio (since Graph v17 the list of your Pages leaves them out without it)",
+    ),
+    (
+        "ads_read",
+        "to answer Instagram comments and mentions when your role on the Page comes through Business Manager",
+    ),
 ];
 
 /// What the command line says.
@@ -172,10 +180,20 @@ async fn setup(path: &Path, options: Options) -> Result<(), String> {
         .managed_pages(&long_lived)
         .await
         .map_err(|e| format!("cannot list the Pages you manage: {e}"))?;
+    let business = facts.scopes.iter().any(|s| s == "business_management");
     if pages.is_empty() {
+        if !business {
+            return Err("Facebook lists no Page for this user, and the token lacks business_management: since Graph v17 the list leaves out every Page that belongs to a business portfolio (Meta Business Suite) unless business_management is granted. Log in again allowing it (the login link asks for it; in the Graph API Explorer add the permission business_management), then run setup again".into());
+        }
         return Err("this Facebook user manages no Page this app may use: in the login dialog (or the Graph API Explorer) choose the Page when asked, and check the user has full control of it (Page settings → Page access)".into());
     }
-    let page = choose_page(&pages, &options)?;
+    let page = choose_page(&pages, &options).map_err(|e| {
+        if business {
+            e
+        } else {
+            format!("{e}\n(Without business_management, Pages of a business portfolio are not listed: grant it and run setup again if the Page is one.)")
+        }
+    })?;
     if !page.can_message {
         return Err(format!(
             "you cannot answer messages for Page {} ({}): give this user full control or the Messages task (Page settings → Page access)",
@@ -365,12 +383,20 @@ async fn login(
         .pop_if_empty()
         .extend([config.facebook.graph_version.as_str(), "dialog", "oauth"]);
     let scope: Vec<&str> = REQUIRED.iter().chain(USEFUL).map(|(p, _)| *p).collect();
-    link.query_pairs_mut()
-        .append_pair("client_id", app_id)
-        .append_pair("redirect_uri", redirect.as_str())
-        .append_pair("state", &state)
-        .append_pair("response_type", "code")
-        .append_pair("scope", &scope.join(","));
+    {
+        let mut query = link.query_pairs_mut();
+        query
+            .append_pair("client_id", app_id)
+            .append_pair("redirect_uri", redirect.as_str())
+            .append_pair("state", &state)
+            .append_pair("response_type", "code");
+        // Business apps (Messenger, Instagram) log in by a Facebook Login for Business
+        // configuration, which lists the permissions itself; `scope` is for the others.
+        match &config.facebook.login_config_id {
+            Some(id) => query.append_pair("config_id", id),
+            None => query.append_pair("scope", &scope.join(",")),
+        };
+    }
     println!(
         "Open this link in a browser logged in to Facebook as an admin of the Page, choose the Page and allow what it asks:\n\n  {link}\n\n(App Dashboard → Facebook Login → Settings → Valid OAuth Redirect URIs must list {redirect}.)\nWaiting up to {} minutes for Facebook to send the browser back…",
         LOGIN_WAIT.as_secs() / 60

@@ -91,6 +91,8 @@ struct State {
     profiles: Mutex<HashMap<String, (String, String)>>,
     /// Page id → the Instagram professional account linked to it.
     linked_instagram: Mutex<HashMap<String, String>>,
+    /// Pages of a business portfolio (listed only with `business_management`).
+    business_pages: Mutex<std::collections::HashSet<String>>,
     /// Instagram customers (IGSID → display name, username).
     instagram_profiles: Mutex<HashMap<String, (Option<String>, String)>>,
     /// Answer profile lookups with Facebook's "missing permission" error.
@@ -343,6 +345,16 @@ impl SimGraph {
                 long_lived: false,
             },
         );
+    }
+
+    /// `page` belongs to a business portfolio: `/me/accounts` lists it only to a user who
+    /// granted `business_management` (Graph v17 and later).
+    pub fn put_in_business_portfolio(&self, page: &str) {
+        self.state
+            .business_pages
+            .lock()
+            .unwrap()
+            .insert(page.to_owned());
     }
 
     /// The login dialog logs in this user (one added with [`SimGraph::add_user`]).
@@ -679,8 +691,15 @@ fn facebook_login(
         (&Method::GET, [_version, "me", "accounts"]) => {
             let user = state.users.lock().unwrap().get(bearer?).cloned()?;
             let linked = state.linked_instagram.lock().unwrap().clone();
+            // Since Graph v17, Pages of a business portfolio only with business_management.
+            let business = state.business_pages.lock().unwrap().clone();
+            let sees_business = user.scopes.iter().any(|s| s == "business_management");
             let mut data = Vec::new();
-            for page in &user.pages {
+            for page in user
+                .pages
+                .iter()
+                .filter(|p| sees_business || !business.contains(*p))
+            {
                 let token = SimGraph::page_token_for_user(user.long_lived, page);
                 state
                     .tokens
@@ -980,6 +999,37 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                 .unwrap_or_default();
             // mentioned_comment.comment_id(ID){…} or mentioned_media.media_id(ID){…}
             let (edge, rest) = fields.split_once('.').unwrap_or_default();
+            // As Graph: a field the edge does not have fails the whole call (Mentioned
+            // Media documents caption, comments, comments_count, id, like_count,
+            // media_type, media_url, owner, timestamp and username — no permalink).
+            if edge == "mentioned_media" {
+                const DOCUMENTED: &[&str] = &[
+                    "caption",
+                    "comments",
+                    "comments_count",
+                    "id",
+                    "like_count",
+                    "media_type",
+                    "media_url",
+                    "owner",
+                    "timestamp",
+                    "username",
+                ];
+                let asked = rest
+                    .split_once('{')
+                    .map(|(_, f)| f.trim_end_matches('}'))
+                    .unwrap_or_default();
+                if let Some(bad) = asked.split(',').find(|f| !DOCUMENTED.contains(&f.trim())) {
+                    return graph_error(
+                        400,
+                        100,
+                        None,
+                        &format!(
+                            "(#100) Tried accessing nonexisting field ({bad}) on node type (ShadowIGMedia)"
+                        ),
+                    );
+                }
+            }
             let id = rest
                 .split_once('(')
                 .and_then(|(_, r)| r.split_once(')'))

@@ -23,6 +23,8 @@ const ALL_SCOPES: &[&str] = &[
     "pages_read_engagement",
     "pages_manage_engagement",
     "pages_read_user_content",
+    "business_management",
+    "ads_read",
 ];
 
 /// The bench config on fixed ports with our app's id and an admin's comment, mode 0640.
@@ -704,4 +706,77 @@ async fn setups_at_the_same_moment_each_keep_their_page() {
     );
     let config = peers.config(&after);
     assert_eq!(config.pages.len(), 2 + PAGES.len());
+}
+
+/// Since Graph v17, `/me/accounts` leaves out the Pages of a business portfolio unless
+/// the user granted `business_management`: setup says exactly that instead of "manages
+/// no Page", and works once it is granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_names_business_management_when_business_pages_are_hidden() {
+    let peers = Peers::start().await;
+    peers.graph.set_app_secret(APP_SECRET);
+    peers.graph.put_in_business_portfolio(NEW_PAGE);
+    let without: Vec<&str> = ALL_SCOPES
+        .iter()
+        .copied()
+        .filter(|s| *s != "business_management")
+        .collect();
+    peers.graph.add_user(USER_TOKEN, &[NEW_PAGE], &without);
+    let (before, _) = write_config(&peers);
+    let path = peers.dir.path().join("config.toml");
+    let receive = peers.motion.receive_url(3);
+    let args = [
+        "--page",
+        NEW_PAGE,
+        "--receive-url",
+        receive.as_str(),
+        "--yes",
+    ];
+    let (code, out, err) = setup(&path, USER_TOKEN, &args);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("business_management"), "{err}");
+    assert!(err.contains("business portfolio"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+
+    let granted = "EAAB-user-with-business-management";
+    peers.graph.add_user(granted, &[NEW_PAGE], ALL_SCOPES);
+    let (code, out, err) = setup(&path, granted, &args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("✓ page {NEW_PAGE}")), "{out}");
+}
+
+/// Business apps log in by a Facebook Login for Business configuration: with
+/// `facebook.login_config_id` the link carries `config_id` and no `scope`; without it,
+/// the permissions it asks include business_management and ads_read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_link_carries_the_business_login_configuration() {
+    let (peers, _, _, mut daemon, _) = login_bench().await;
+    let receive = peers.motion.receive_url(3);
+    let args = [
+        "--page",
+        NEW_PAGE,
+        "--receive-url",
+        receive.as_str(),
+        "--yes",
+    ];
+    let mut plain = LoginSetup::start(&peers, &args);
+    let link = plain.link();
+    for permission in ["pages_messaging", "business_management", "ads_read"] {
+        assert!(link.contains(permission), "{permission} not asked: {link}");
+    }
+    assert!(!link.contains("config_id"), "{link}");
+    let _ = plain.child.kill();
+
+    let path = peers.dir.path().join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[facebook]\n",
+        "[facebook]\nlogin_config_id = \"1234567890123456\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut business = LoginSetup::start(&peers, &args);
+    let link = business.link();
+    assert!(link.contains("config_id=1234567890123456"), "{link}");
+    assert!(!link.contains("scope="), "{link}");
+    let _ = business.child.kill();
+    daemon.kill();
 }
