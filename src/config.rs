@@ -110,6 +110,10 @@ pub struct PublicConfig {
     /// `client.webhooks.fbclientcerts.com`.
     #[serde(default)]
     pub client_name: Option<Spanned<String>>,
+    /// With `client_ca`: `require` (a webhook without Meta's certificate gets 403) or
+    /// `report` (every webhook is taken, and whether Meta's certificate came is counted).
+    #[serde(default)]
+    pub client_cert: Option<Spanned<crate::server::tls::ClientCertMode>>,
     /// `false` serves plain HTTP, for a TLS-terminating proxy (nginx) in front.
     #[serde(default = "default_true")]
     pub tls: bool,
@@ -259,6 +263,16 @@ pub struct FacebookConfig {
     pub app_id: Option<Spanned<String>>,
     /// Key of the `X-Hub-Signature-256` HMAC (App Dashboard → Settings → Basic).
     pub app_secret: Spanned<Secret>,
+    /// The Instagram app's own secret (App Dashboard → Instagram → API setup with
+    /// Instagram login → App secret): webhooks of Instagram Login accounts may be signed
+    /// with it. A webhook signed with either secret is taken.
+    #[serde(default)]
+    pub instagram_app_secret: Option<Spanned<Secret>>,
+    /// The configuration of Facebook Login for Business that `setup`'s login link uses
+    /// (App Dashboard → Facebook Login for Business → Configurations): Business apps log
+    /// in by configuration, not by a list of permissions.
+    #[serde(default)]
+    pub login_config_id: Option<String>,
     /// What you type into "Verify token" when adding the Callback URL.
     pub verify_token: Spanned<Secret>,
     #[serde(default = "default_graph_url")]
@@ -650,6 +664,9 @@ impl Config {
             self.facebook.verify_token.get_ref().expose().to_owned(),
             self.motion.api_key.get_ref().expose().to_owned(),
         ];
+        if let Some(secret) = &self.facebook.instagram_app_secret {
+            secrets.push(secret.get_ref().expose().to_owned());
+        }
         if let Some(url) = &self.storage.url {
             secrets.push(url.expose().to_owned());
             if let Ok(url) = url::Url::parse(url.expose())
@@ -828,10 +845,29 @@ impl Config {
         ] {
             check_secret(&mut err, key, secret);
         }
+        if let Some(secret) = &self.facebook.instagram_app_secret {
+            check_secret(&mut err, "facebook.instagram_app_secret", secret);
+        }
+        if let Some(id) = &self.facebook.login_config_id
+            && (id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_digit()))
+        {
+            err(
+                key_span(text, "facebook.login_config_id"),
+                "facebook.login_config_id",
+                "must be the configuration's id: digits (App Dashboard → Facebook Login for Business → Configurations)".into(),
+            );
+        }
         if let Some(url) = &self.public.url
             && let Err(m) = check_http_url(url.get_ref())
         {
             err(url.span(), "public.url", m);
+        }
+        if let (None, Some(mode)) = (&self.public.client_ca, &self.public.client_cert) {
+            err(
+                mode.span(),
+                "public.client_cert",
+                "is set without public.client_ca: name the CA of Meta's webhook client certificate first".into(),
+            );
         }
         match (&self.public.client_ca, &self.public.client_name) {
             (None, Some(name)) => err(
@@ -1093,6 +1129,12 @@ impl Config {
                 .as_ref()
                 .map_or(META_CLIENT_NAME, |n| n.get_ref().as_str())
                 .to_owned(),
+            mode: self
+                .public
+                .client_cert
+                .as_ref()
+                .map(|m| *m.get_ref())
+                .unwrap_or_default(),
         })
     }
 

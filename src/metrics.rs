@@ -114,6 +114,9 @@ pub struct Metrics {
     store_waiting: Gauge,
     /// Webhook verification handshakes by result: accepted, refused, throttled.
     pub handshakes: Family<ResultLabels, Counter>,
+    /// Requests to /webhook by the client certificate they came with (meta, none,
+    /// other), with `public.client_ca`.
+    client_certs: Family<ResultLabels, Counter>,
     /// Signed webhook bodies or items in them that could not be read (kept as failed).
     pub unreadable: Counter,
     /// Log lines not written because their topic was flooding (read at scrape time).
@@ -282,6 +285,12 @@ impl Metrics {
             "Webhook verification handshakes (GET /webhook), by result",
             handshakes.clone(),
         );
+        let client_certs = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "webhook_client_certs",
+            "Webhooks (POST /webhook) by the client certificate they came with (meta, none, other), with public.client_ca",
+            client_certs.clone(),
+        );
         let log_suppressed = Family::<TopicLabels, Gauge>::default();
         registry.register(
             "log_lines_suppressed",
@@ -319,6 +328,7 @@ impl Metrics {
             outcomes_kept,
             outcome_write_retries,
             handshakes,
+            client_certs,
             unreadable,
             log_suppressed,
             webhooks,
@@ -357,6 +367,15 @@ impl Metrics {
         self.webhooks
             .get_or_create(&ResultLabels {
                 result: result.into(),
+            })
+            .inc();
+    }
+
+    /// A request to /webhook came with this client certificate (`meta`, `none`, `other`).
+    pub fn client_cert(&self, label: &str) {
+        self.client_certs
+            .get_or_create(&ResultLabels {
+                result: label.into(),
             })
             .inc();
     }

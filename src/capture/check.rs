@@ -342,9 +342,41 @@ fn expected(exchange: &Value, map_key: &dyn Fn(&str) -> String) -> Option<(&'sta
     }
 }
 
+/// What the captured webhooks say beside their bodies, counted by value: which secret
+/// signed each (`signed_by`), and what client certificate came with it (`client_cert`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub webhooks: usize,
+    pub signed_by: std::collections::BTreeMap<String, usize>,
+    pub client_cert: std::collections::BTreeMap<String, usize>,
+}
+
+impl Seen {
+    fn count(&mut self, request: &Value) {
+        self.webhooks += 1;
+        for (key, counts) in [
+            ("signed_by", &mut self.signed_by),
+            ("client_cert", &mut self.client_cert),
+        ] {
+            if let Some(v) = request[key].as_str() {
+                *counts.entry(v.to_owned()).or_default() += 1;
+            }
+        }
+    }
+}
+
 /// Checks every captured file in `dir`: `(file, differences)` for each file that
 /// differs, and how many files were looked at.
 pub fn check_dir(dir: &Path, map_key: &dyn Fn(&str) -> String) -> Result<(usize, Report), String> {
+    check_dir_seen(dir, map_key).map(|(n, report, _)| (n, report))
+}
+
+/// Like [`check_dir`], with what the webhooks say beside their bodies.
+pub fn check_dir_seen(
+    dir: &Path,
+    map_key: &dyn Fn(&str) -> String,
+) -> Result<(usize, Report, Seen), String> {
+    let mut seen = Seen::default();
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
         .flatten()
@@ -378,6 +410,9 @@ pub fn check_dir(dir: &Path, map_key: &dyn Fn(&str) -> String) -> Result<(usize,
                 continue;
             }
         };
+        if name.ends_with("-webhook.json") {
+            seen.count(&exchange["request"]);
+        }
         let Some((at, shape)) = expected(&exchange, map_key) else {
             continue;
         };
@@ -394,7 +429,7 @@ pub fn check_dir(dir: &Path, map_key: &dyn Fn(&str) -> String) -> Result<(usize,
             report.push((name, differences));
         }
     }
-    Ok((paths.len(), report))
+    Ok((paths.len(), report, seen))
 }
 
 #[cfg(test)]

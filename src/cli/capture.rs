@@ -94,12 +94,15 @@ fn check_main(config: Option<Config>, dir: PathBuf) -> ExitCode {
             })
             .unwrap_or_else(|| "facebook".into())
     };
-    match check::check_dir(&dir, &map_key) {
+    match check::check_dir_seen(&dir, &map_key) {
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
-        Ok((seen, report)) => {
+        Ok((seen, report, webhooks)) => {
+            for line in webhook_lines(&webhooks) {
+                println!("{line}");
+            }
             let serious = report
                 .iter()
                 .flat_map(|(_, d)| d)
@@ -129,4 +132,40 @@ fn check_main(config: Option<Config>, dir: PathBuf) -> ExitCode {
             }
         }
     }
+}
+
+/// What the captured webhooks say beside their bodies: which secret signed them, and
+/// whether Meta's client certificate came with them.
+fn webhook_lines(seen: &check::Seen) -> Vec<String> {
+    if seen.webhooks == 0 {
+        return Vec::new();
+    }
+    let list = |counts: &std::collections::BTreeMap<String, usize>,
+                name: &dyn Fn(&str) -> String| {
+        counts
+            .iter()
+            .map(|(k, n)| format!("{n} {}", name(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut lines = Vec::new();
+    if !seen.signed_by.is_empty() {
+        lines.push(format!(
+            "webhooks signed: {} (of {})",
+            list(&seen.signed_by, &|k| format!("with facebook.{k}")),
+            seen.webhooks
+        ));
+    }
+    if !seen.client_cert.is_empty() {
+        lines.push(format!(
+            "client certificates: {} (of {} webhooks)",
+            list(&seen.client_cert, &|k| match k {
+                "meta" => "with Meta's".to_owned(),
+                "none" => "without one".to_owned(),
+                other => format!("with another ({other})"),
+            }),
+            seen.webhooks
+        ));
+    }
+    lines
 }

@@ -117,11 +117,18 @@ async fn run(config: &Config, path: &std::path::Path) -> Vec<Check> {
             Ok(cas) => daemon(
                 "client certificates",
                 true,
-                format!(
-                    "only clients with a certificate from {} ({cas} CA certificate(s)) named {} may connect",
-                    auth.ca.display(),
-                    auth.name
-                ),
+                match auth.mode {
+                    crate::server::tls::ClientCertMode::Require => format!(
+                        "webhooks only with a client certificate from {} ({cas} CA certificate(s)) named {} (public.client_cert = \"require\"; /oauth/callback and /files/ need none)",
+                        auth.ca.display(),
+                        auth.name
+                    ),
+                    crate::server::tls::ClientCertMode::Report => format!(
+                        "every webhook taken; whether it came with a certificate from {} ({cas} CA certificate(s)) named {} is counted (public.client_cert = \"report\")",
+                        auth.ca.display(),
+                        auth.name
+                    ),
+                },
             ),
             Err(e) => daemon(
                 "client certificates",
@@ -134,6 +141,11 @@ async fn run(config: &Config, path: &std::path::Path) -> Vec<Check> {
         Ok(d) => daemon("listener", true, d),
         Err(d) => daemon("listener", false, d),
     });
+    if let Some(auth) = config.client_auth()
+        && let Some(check) = client_certs_seen(config, auth.mode).await
+    {
+        checks.push(check);
+    }
     let local_up = match local_listener(config).await {
         Ok(d) => {
             checks.push(daemon("local", true, d));
@@ -627,6 +639,61 @@ async fn local_listener(config: &Config) -> Result<String, String> {
             "{url} answered {s}: another program holds local.listen?"
         )),
     }
+}
+
+/// What the running daemon counted of client certificates on /webhook since it
+/// started (`fb_openchannel_webhook_client_certs_total`), and what to do about it:
+/// `report` until Meta's deliveries are seen to come with Meta's certificate, then
+/// `require`. `None` when the daemon does not answer.
+async fn client_certs_seen(
+    config: &Config,
+    mode: crate::server::tls::ClientCertMode,
+) -> Option<Check> {
+    use crate::server::tls::ClientCertMode;
+    let (_, answer) = local_get(config, "/metrics").await;
+    let text = answer.ok()?.text().await.ok()?;
+    let count = |label: &str| -> u64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("fb_openchannel_webhook_client_certs_total{")
+                    && l.contains(&format!("result=\"{label}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    let (meta, none, other) = (count("meta"), count("none"), count("other"));
+    let all = meta + none + other;
+    let seen = format!(
+        "the last {all} webhooks since the daemon started: {meta} with Meta's certificate, {none} without one, {other} with another"
+    );
+    let (ok, detail) = match (mode, all) {
+        (_, 0) => (true, format!("{seen} (none yet: nothing to judge by)")),
+        (ClientCertMode::Report, _) if meta == all => (
+            true,
+            format!(
+                "{seen}: Meta sends its certificate with your webhooks; set public.client_cert = \"require\" to take only those"
+            ),
+        ),
+        (ClientCertMode::Report, _) => (
+            true,
+            format!(
+                "{seen}: keep public.client_cert = \"report\" — requiring it would refuse these"
+            ),
+        ),
+        (ClientCertMode::Require, _) if meta == all => (true, seen),
+        (ClientCertMode::Require, _) => (
+            false,
+            format!(
+                "{seen}: those were refused (403); if they were Meta's, set public.client_cert = \"report\" at once — Meta disables a subscription whose deliveries keep failing"
+            ),
+        ),
+    };
+    Some(Check {
+        scope: "daemon".into(),
+        name: "client certificates seen",
+        ok,
+        detail,
+    })
 }
 
 /// What the running daemon knows that no file shows: its `/readyz` (Facebook

@@ -672,9 +672,9 @@ impl GraphClient {
             ),
             None => (
                 "mentioned_media",
-                format!(
-                    "mentioned_media.media_id({media}){{caption,username,permalink,media_type}}"
-                ),
+                // Only the edge's documented fields: one it does not have (permalink)
+                // fails the whole call. The media's link is asked of the media itself.
+                format!("mentioned_media.media_id({media}){{caption,username,media_type}}"),
             ),
         };
         let v = self.get_fields(token, account.as_str(), &fields).await?;

@@ -41,38 +41,87 @@ pub fn verify(app_secret: &[u8], header: Option<&[u8]>, body: &[u8]) -> Result<(
     verifier.finish()
 }
 
+/// Which secret signed a webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedBy {
+    /// `facebook.app_secret`: the Meta app's.
+    App,
+    /// `facebook.instagram_app_secret`: the Instagram app's (Instagram Login).
+    InstagramApp,
+}
+
+impl SignedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignedBy::App => "app_secret",
+            SignedBy::InstagramApp => "instagram_app_secret",
+        }
+    }
+}
+
 /// A signature check fed the body as it arrives, so that the body need not be whole in
 /// memory to be checked — and so that a request without a well-formed signature header
-/// is refused before a byte of its body is read.
+/// is refused before a byte of its body is read. With a second secret (the Instagram
+/// app's), both are computed and either may match.
 pub struct Verifier {
     mac: Hmac<Sha256>,
+    instagram: Option<Hmac<Sha256>>,
     expected: [u8; 32],
 }
 
 impl Verifier {
     /// Reads the header; fails at once when it is missing or malformed.
     pub fn start(app_secret: &[u8], header: Option<&[u8]>) -> Result<Verifier, SignatureError> {
+        Self::start_with(app_secret, None, header)
+    }
+
+    /// Like [`Verifier::start`], taking also a signature made with `instagram_secret`.
+    pub fn start_with(
+        app_secret: &[u8],
+        instagram_secret: Option<&[u8]>,
+        header: Option<&[u8]>,
+    ) -> Result<Verifier, SignatureError> {
         let header = header.ok_or(SignatureError::Missing)?;
         let hex_digest = header
             .strip_prefix(b"sha256=")
             .ok_or(SignatureError::Malformed)?;
         let mut expected = [0u8; 32];
         hex::decode_to_slice(hex_digest, &mut expected).map_err(|_| SignatureError::Malformed)?;
+        let mac = |key: &[u8]| {
+            Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length")
+        };
         Ok(Verifier {
-            mac: Hmac::<Sha256>::new_from_slice(app_secret).expect("HMAC takes keys of any length"),
+            mac: mac(app_secret),
+            instagram: instagram_secret.map(mac),
             expected,
         })
     }
 
     pub fn update(&mut self, bytes: &[u8]) {
         self.mac.update(bytes);
+        if let Some(instagram) = &mut self.instagram {
+            instagram.update(bytes);
+        }
     }
 
-    /// Compares in constant time.
+    /// Compares in constant time (both, when there are two secrets: the time does not
+    /// tell which one matched).
     pub fn finish(self) -> Result<(), SignatureError> {
-        self.mac
-            .verify_slice(&self.expected)
-            .map_err(|_| SignatureError::Mismatch)
+        self.finish_which().map(drop)
+    }
+
+    /// Like [`Verifier::finish`], saying which secret signed.
+    pub fn finish_which(self) -> Result<SignedBy, SignatureError> {
+        let app = self.mac.verify_slice(&self.expected).is_ok();
+        let instagram = self
+            .instagram
+            .map(|m| m.verify_slice(&self.expected).is_ok())
+            .unwrap_or(false);
+        match (app, instagram) {
+            (true, _) => Ok(SignedBy::App),
+            (false, true) => Ok(SignedBy::InstagramApp),
+            _ => Err(SignatureError::Mismatch),
+        }
     }
 }
 
@@ -103,6 +152,31 @@ mod tests {
                 b"The quick brown fox jumps over the lazy dog"
             ),
             Ok(())
+        );
+    }
+
+    /// An Instagram Login webhook may be signed with the Instagram app's secret: either
+    /// secret is taken, and which one signed is told.
+    #[test]
+    fn either_secret_may_sign() {
+        let body = b"{\"object\":\"instagram\"}";
+        for (key, by) in [
+            (&b"app"[..], SignedBy::App),
+            (b"insta", SignedBy::InstagramApp),
+        ] {
+            let sig = sign(key, body);
+            let mut v = Verifier::start_with(b"app", Some(b"insta"), Some(sig.as_bytes())).unwrap();
+            v.update(body);
+            assert_eq!(v.finish_which(), Ok(by));
+        }
+        let sig = sign(b"other", body);
+        let mut v = Verifier::start_with(b"app", Some(b"insta"), Some(sig.as_bytes())).unwrap();
+        v.update(body);
+        assert_eq!(v.finish_which(), Err(SignatureError::Mismatch));
+        let sig = sign(b"insta", body);
+        assert_eq!(
+            verify(b"app", Some(sig.as_bytes()), body),
+            Err(SignatureError::Mismatch)
         );
     }
 

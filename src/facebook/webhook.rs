@@ -536,6 +536,12 @@ fn parse_entry(object: &WebhookObject, raw: &RawValue, items: &mut Vec<Item>) {
         standby: Option<Vec<&'a RawValue>>,
         #[serde(borrow, default)]
         changes: Option<Vec<&'a RawValue>>,
+        /// Instagram Login's comment webhooks, as Meta's examples show them, carry one
+        /// change on the entry itself: `{id, time, field, value}` (no `changes[]`).
+        #[serde(borrow, default)]
+        field: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        value: Option<&'a RawValue>,
     }
     let failed = |why: String| Item {
         object: object.clone(),
@@ -567,10 +573,26 @@ fn parse_entry(object: &WebhookObject, raw: &RawValue, items: &mut Vec<Item>) {
             .and_then(|t| serde_json::from_str::<i64>(t.get()).ok())
             .unwrap_or(0),
     );
+    // A change on the entry itself is one more change.
+    let own_change = match (entry.field, entry.value) {
+        (Some(field), Some(value)) => Some(format!(
+            r#"{{"field":{},"value":{}}}"#,
+            field.get(),
+            value.get()
+        )),
+        _ => None,
+    };
+    let own_change: Option<Box<RawValue>> =
+        own_change.and_then(|text| RawValue::from_string(text).ok());
+    let mut changes = entry.changes.unwrap_or_default();
+    if let Some(change) = &own_change {
+        changes.push(change);
+    }
+    let before = items.len();
     let lists = [
         (entry.messaging, "messaging", Source::Messaging),
         (entry.standby, "standby", Source::Standby),
-        (entry.changes, "changes", Source::Changes),
+        (Some(changes), "changes", Source::Changes),
     ];
     for (list, field, source) in lists {
         for raw in list.into_iter().flatten() {
@@ -593,6 +615,21 @@ fn parse_entry(object: &WebhookObject, raw: &RawValue, items: &mut Vec<Item>) {
                 parsed,
             });
         }
+    }
+    // An entry with nothing the daemon reads is kept as a failed item (counted, logged,
+    // replayable after an upgrade), never dropped in silence.
+    if items.len() == before {
+        let keys: Vec<String> = serde_json::from_str::<serde_json::Map<String, Value>>(raw.get())
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        items.push(Item {
+            page_id,
+            entry_time_ms,
+            ..failed(format!(
+                "an entry carries nothing the daemon reads (its keys: {})",
+                keys.join(", ")
+            ))
+        });
     }
 }
 
@@ -636,6 +673,31 @@ mod tests {
         let mut items = parse(body.as_bytes()).unwrap();
         assert_eq!(items.len(), 1);
         items.remove(0)
+    }
+
+    /// Instagram Login's comment webhooks as Meta's examples show them: the change on
+    /// the entry itself (`field`, `value`), not in `changes[]` — one change all the same.
+    #[test]
+    fn a_change_on_the_entry_itself_is_one_change() {
+        let item = one(
+            r#"{"object":"instagram","entry":[{"id":"17841400000000000","time":1700000000,"field":"comments","value":{"id":"17865799348089039","from":{"id":"1254","username":"ada"},"text":"nice","media":{"id":"17887498072083520","media_product_type":"FEED"}}}]}"#,
+        );
+        assert!(
+            matches!(item.parsed, Ok(Parsed::InstagramComment(_))),
+            "{:?}",
+            item.parsed
+        );
+        assert_eq!(item.page_id, "17841400000000000");
+    }
+
+    /// A verified entry the daemon reads nothing from is kept as a failed item (counted,
+    /// logged, replayable after an upgrade), never dropped in silence.
+    #[test]
+    fn an_entry_with_nothing_readable_is_kept_as_failed() {
+        let item = one(r#"{"object":"page","entry":[{"id":"1","time":5,"surprise":[1]}]}"#);
+        let why = item.parsed.unwrap_err();
+        assert!(why.contains("surprise"), "{why}");
+        assert_eq!(item.page_id, "1");
     }
 
     #[test]

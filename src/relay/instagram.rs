@@ -272,6 +272,12 @@ pub async fn mention_plan(
             }
         }
     };
+    // Mentioned Media gives no link (it is not one of its fields): the media's own, asked
+    // once and kept, when Graph gives it.
+    let mut mentioned = mentioned;
+    if mentioned.permalink.is_none() && mention.comment_id.is_none() {
+        mentioned.permalink = permalink(shared, live, account, &mention.media_id.to_string()).await;
+    }
     let body = match mentioned.text.as_deref().filter(|t| !t.trim().is_empty()) {
         Some(words) => format!("{label} {}", messenger::customer_text(words)),
         None => label,

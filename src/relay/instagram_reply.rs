@@ -36,7 +36,9 @@ use crate::store::{Item, Write, now_ms};
 const PRIVATE_REPLY_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// Instagram's limit for one text message: 1,000 bytes of UTF-8.
-pub const MAX_TEXT: TextLimit = TextLimit::Bytes(1000);
+pub const MAX_TEXT: TextLimit = TextLimit::Bytes(MAX_PRIVATE_REPLY_BYTES);
+/// The same for a private reply to a comment, which cannot be split (one per comment).
+pub const MAX_PRIVATE_REPLY_BYTES: usize = 1000;
 
 /// Sends an agent's answer to the Instagram customer `igsid`; returns the message ids.
 pub(super) async fn send(

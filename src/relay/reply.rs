@@ -153,6 +153,21 @@ pub async fn accept_reply(shared: &Shared, account: Account<'_>, body: &[u8]) ->
             }
         }
     }
+    // An Instagram private reply is one message per comment: it cannot be cut into
+    // pieces like a direct answer. Said now, with the limit, not after Graph refuses it.
+    if let (Account::Instagram(ig), Some(_)) = (account, &reply.thread_id)
+        && ig.comment_reply == crate::config::CommentReply::Private
+        && reply.body.trim().len() > super::instagram_reply::MAX_PRIVATE_REPLY_BYTES
+    {
+        return (
+            422,
+            json!({ "message": format!(
+                "Not sent: an Instagram private reply is one message of at most {} bytes ({} here), and only one is allowed per comment. Shorten it, or answer in the customer's direct messages once they write.",
+                super::instagram_reply::MAX_PRIVATE_REPLY_BYTES,
+                reply.body.trim().len()
+            ) }),
+        );
+    }
     let dedup_key = dedup_key(&reply, body);
     let payload = OutboundReply {
         recipient: recipient.clone(),

@@ -59,6 +59,8 @@ pub struct Budget {
 pub struct Verified {
     pub bytes: Vec<u8>,
     pub room: OwnedSemaphorePermit,
+    /// Which secret signed it.
+    pub signed_by: crate::facebook::signature::SignedBy,
 }
 
 /// Permits are counted in KiB: a semaphore takes at most `u32` permits at once.
@@ -140,11 +142,11 @@ pub async fn read_signed(
     mut body: Incoming,
     max: usize,
     deadline: tokio::time::Instant,
-    app_secret: &[u8],
+    secrets: (&[u8], Option<&[u8]>),
     signature: Option<&[u8]>,
 ) -> Result<Verified, BodyError> {
     // A request that cannot be Facebook's is refused before its body is read at all.
-    let mut verifier = Verifier::start(app_secret, signature)?;
+    let mut verifier = Verifier::start_with(secrets.0, secrets.1, signature)?;
     let mut held = Held::Memory {
         chunks: Vec::new(),
         permits: Vec::new(),
@@ -167,7 +169,7 @@ pub async fn read_signed(
         verifier.update(&chunk);
         held = keep(budget, held, &chunk).await?;
     }
-    verifier.finish()?;
+    let signed_by = verifier.finish_which()?;
     // Verified: it is Facebook's, and may be whole in memory now — once there is room
     // for it and its parse (a body larger than the whole budget waits for all of it).
     let room = room_to_parse(budget, total, deadline).await?;
@@ -193,7 +195,11 @@ pub async fn read_signed(
             bytes
         }
     };
-    Ok(Verified { bytes, room })
+    Ok(Verified {
+        bytes,
+        room,
+        signed_by,
+    })
 }
 
 /// Room for a verified body of `total` bytes and its parse, waited for until `deadline`.

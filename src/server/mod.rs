@@ -326,11 +326,15 @@ async fn serve_connection<H, Fut>(
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = HttpResponse> + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        let handler = handler.clone();
-        req.extensions_mut().insert(Answering(answering.clone()));
-        async move { Ok::<_, Infallible>(handler(req, remote).await) }
-    });
+    // Each request carries its connection's mark and client certificate (extensions).
+    let service = move |cert: tls::ClientCert| {
+        hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            let handler = handler.clone();
+            req.extensions_mut().insert(Answering(answering.clone()));
+            req.extensions_mut().insert(cert.clone());
+            async move { Ok::<_, Infallible>(handler(req, remote).await) }
+        })
+    };
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.request_timeout)
@@ -342,8 +346,9 @@ async fn serve_connection<H, Fut>(
         Some(acceptor) => {
             match tokio::time::timeout_at(handshake_deadline, acceptor.accept(stream)).await {
                 Ok(Ok(Some(tls_stream))) => {
+                    let cert = acceptor.client_cert(tls_stream.get_ref().1.peer_certificates());
                     watcher
-                        .watch(http.serve_connection(TokioIo::new(tls_stream), service))
+                        .watch(http.serve_connection(TokioIo::new(tls_stream), service(cert)))
                         .await
                 }
                 Ok(Ok(None)) => {
@@ -363,7 +368,9 @@ async fn serve_connection<H, Fut>(
         None => {
             let stream = head::Rewind::new(head.unwrap_or_default(), stream);
             watcher
-                .watch(http.serve_connection(TokioIo::new(stream), service))
+                .watch(
+                    http.serve_connection(TokioIo::new(stream), service(tls::ClientCert::NotAsked)),
+                )
                 .await
         }
     };

@@ -20,6 +20,7 @@ use crate::facebook::signature;
 use crate::logging;
 use crate::relay::{Shared, intake};
 use crate::server::body::{self, BodyError};
+use crate::server::tls::{ClientCert, ClientCertMode};
 use crate::server::{HttpResponse, text};
 
 /// Answers one request on the public listener.
@@ -53,6 +54,40 @@ pub async fn handle(
     if req.uri().path() != "/webhook" {
         shared.metrics.request("public", "other", started.elapsed());
         return text(404, "not found\n");
+    }
+    // Meta's client certificate, with `public.client_ca`: asked at every handshake,
+    // required (or only counted, `report`) here, on deliveries (POST /webhook) alone —
+    // the verification GET stores nothing and echoes a challenge only to the verify
+    // token, and Meta's own may come without one.
+    let cert = req
+        .extensions()
+        .get::<ClientCert>()
+        .cloned()
+        .unwrap_or(ClientCert::NotAsked);
+    if cert != ClientCert::NotAsked && req.method() == Method::POST {
+        shared.metrics.client_cert(cert.label());
+        let live = shared.live();
+        let mode = live
+            .config
+            .client_auth()
+            .map(|a| a.mode)
+            .unwrap_or_default();
+        if mode == ClientCertMode::Require && cert != ClientCert::Meta {
+            shared.metrics.webhook("client_cert");
+            if logging::WEBHOOK_REFUSED.admit() {
+                let why = match &cert {
+                    ClientCert::Other(reason) => {
+                        format!("a client certificate that is not Meta's ({reason})")
+                    }
+                    _ => "no client certificate".to_owned(),
+                };
+                warn!(%remote, reason = "client_cert", "webhook refused with 403: {why}; public.client_cert = \"require\" takes only Meta's (public.client_ca, public.client_name). If Meta's own deliveries are refused, set public.client_cert = \"report\" and see fb-openchannel doctor");
+            }
+            shared
+                .metrics
+                .request("public", "webhook", started.elapsed());
+            return text(403, "client certificate required\n");
+        }
     }
     let method = req.method().clone();
     let response = match method {
@@ -244,27 +279,33 @@ async fn receive(
             "remote": remote.to_string(),
         })
     });
-    let secret = live
-        .config
-        .facebook
-        .app_secret
-        .get_ref()
-        .expose()
-        .as_bytes();
+    let facebook = &live.config.facebook;
+    let secrets = (
+        facebook.app_secret.get_ref().expose().as_bytes(),
+        facebook
+            .instagram_app_secret
+            .as_ref()
+            .map(|s| s.get_ref().expose().as_bytes()),
+    );
     let deadline = tokio::time::Instant::now() + public.request_timeout;
     let answering = super::Answering::of(&req);
+    let client_cert = req
+        .extensions()
+        .get::<ClientCert>()
+        .filter(|c| **c != ClientCert::NotAsked)
+        .cloned();
     let read = body::read_signed(
         &shared.bodies,
         req.into_body(),
         max,
         deadline,
-        secret,
+        secrets,
         signature_header.as_deref(),
     )
     .await;
     // The room it holds while parsed lives until this request is answered.
-    let (body, _room) = match read {
-        Ok(verified) => (verified.bytes, verified.room),
+    let (body, _room, signed_by) = match read {
+        Ok(verified) => (verified.bytes, verified.room, verified.signed_by),
         Err(e) => {
             let (status, answer, result, reason) = match &e {
                 BodyError::Signature(s) => {
@@ -297,6 +338,13 @@ async fn receive(
     let _answering = answering.as_ref().map(super::Answering::start);
     if let Some(mut request) = captured {
         request["body"] = crate::capture::body_json(&body);
+        // Which secret signed it: Instagram Login webhooks may come signed with the
+        // Instagram app's (`capture --check` says which); and which client certificate
+        // came with it.
+        request["signed_by"] = signed_by.as_str().into();
+        if let Some(cert) = &client_cert {
+            request["client_cert"] = cert.label().into();
+        }
         shared
             .capture
             .record("webhook", serde_json::json!({ "request": request }));

@@ -238,26 +238,38 @@ impl CertStore {
             }
             None => None,
         };
+        let (main, judge) = self.main_config(client_auth)?;
         Ok(Acceptor {
-            main: Arc::new(ArcSwap::from_pointee(self.main_config(client_auth)?)),
+            main: Arc::new(ArcSwap::from_pointee(main)),
+            judge: Arc::new(ArcSwap::from_pointee(judge)),
             challenges,
             store: self.clone(),
         })
     }
 
-    /// The config of ordinary handshakes: this store's certificate, HTTP/1.1, and
-    /// client certificates checked per `client_auth`.
+    /// The config of ordinary handshakes: this store's certificate, HTTP/1.1, and with
+    /// `client_auth` a client certificate asked for — never required by the handshake
+    /// itself: `/oauth/callback` (an admin's browser) and `/files/` (Meta's fetcher) come
+    /// without one, and a certificate that is not Meta's must not cost a webhook in
+    /// `report` mode. What came is judged per request ([`Acceptor::client_cert`]).
     fn main_config(
         self: &Arc<Self>,
         client_auth: Option<&ClientAuth>,
-    ) -> Result<ServerConfig, String> {
-        let main = match client_auth {
-            Some(auth) => config_builder()?.with_client_cert_verifier(client_verifier(auth)?),
-            None => config_builder()?.with_no_client_auth(),
+    ) -> Result<(ServerConfig, Option<Arc<NamedClient>>), String> {
+        let (main, judge) = match client_auth {
+            Some(auth) => {
+                let judge = client_verifier(auth)?;
+                let asked = Arc::new(Asked(judge.clone()));
+                (
+                    config_builder()?.with_client_cert_verifier(asked),
+                    Some(judge),
+                )
+            }
+            None => (config_builder()?.with_no_client_auth(), None),
         };
         let mut main = main.with_cert_resolver(self.clone());
         main.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(main)
+        Ok((main, judge))
     }
 
     /// Size and modification time of both files (through symlinks), to notice a renewal.
@@ -352,6 +364,8 @@ pub struct Acceptor {
     /// Replaced whole when the client CA changes (a reload): new handshakes use the new
     /// one, open connections keep theirs.
     main: Arc<ArcSwap<ServerConfig>>,
+    /// What judges a client certificate (chain to the CA, the name), with `client_ca`.
+    judge: Arc<ArcSwap<Option<Arc<NamedClient>>>>,
     challenges: Option<Arc<ServerConfig>>,
     store: Arc<CertStore>,
 }
@@ -360,9 +374,28 @@ impl Acceptor {
     /// Checks client certificates per `client_auth` from the next handshake on (the CA
     /// file is read now); on error nothing changes.
     pub fn set_client_auth(&self, client_auth: Option<&ClientAuth>) -> Result<(), String> {
-        let config = self.store.main_config(client_auth)?;
+        let (config, judge) = self.store.main_config(client_auth)?;
         self.main.store(Arc::new(config));
+        self.judge.store(Arc::new(judge));
         Ok(())
+    }
+
+    /// What client certificate a connection came with, judged against `client_ca` and
+    /// `client_name` now.
+    pub fn client_cert(&self, presented: Option<&[CertificateDer<'static>]>) -> ClientCert {
+        let judge = self.judge.load();
+        let Some(judge) = judge.as_ref() else {
+            return ClientCert::NotAsked;
+        };
+        let Some((end_entity, intermediates)) = presented.and_then(|c| c.split_first()) else {
+            return ClientCert::None;
+        };
+        let now = rustls::pki_types::UnixTime::now();
+        use rustls::server::danger::ClientCertVerifier;
+        match judge.verify_client_cert(end_entity, intermediates, now) {
+            Ok(_) => ClientCert::Meta,
+            Err(e) => ClientCert::Other(e.to_string()),
+        }
     }
 
     /// The TLS stream to serve HTTP on, or `None` when the connection was an ACME
@@ -420,13 +453,113 @@ pub async fn watch(
     }
 }
 
-/// Who may open a connection to the public listener: anyone (the default: the webhook
-/// signature is the check), or only a client presenting a certificate from `ca` named
-/// `name` — Meta's webhook client certificate ("mTLS for webhooks").
+/// Who may deliver webhooks: anyone (the default: the webhook signature is the check),
+/// or a client presenting a certificate from `ca` named `name` — Meta's webhook client
+/// certificate ("mTLS for webhooks") — required, or only recorded (`report`).
 #[derive(Debug, Clone)]
 pub struct ClientAuth {
     pub ca: PathBuf,
     pub name: String,
+    pub mode: ClientCertMode,
+}
+
+/// What `/webhook` does with the client certificate (`public.client_cert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertMode {
+    /// A webhook without Meta's certificate is refused (403).
+    #[default]
+    Require,
+    /// Every webhook is taken; whether Meta's certificate came is counted and shown
+    /// (`doctor`, `/metrics`, `capture --check`): the way to learn whether Meta sends one
+    /// for Page and Instagram webhooks before requiring it.
+    Report,
+}
+
+impl ClientCertMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientCertMode::Require => "require",
+            ClientCertMode::Report => "report",
+        }
+    }
+}
+
+/// The client certificate a connection came with, as judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCert {
+    /// No `client_ca`: none is asked for.
+    NotAsked,
+    /// None came.
+    None,
+    /// From the CA, with the name: Meta's.
+    Meta,
+    /// Another one, and why it is not Meta's.
+    Other(String),
+}
+
+impl ClientCert {
+    /// The label of metrics and captures: `meta`, `none`, `other` (or `not_asked`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            ClientCert::NotAsked => "not_asked",
+            ClientCert::None => "none",
+            ClientCert::Meta => "meta",
+            ClientCert::Other(_) => "other",
+        }
+    }
+}
+
+/// The handshake's side of client certificates: one is asked for (with the CA's name
+/// as a hint), none is required, and what comes is let through — only the client's
+/// proof that it holds the certificate's key is checked here. Whether it is Meta's is
+/// judged per request by [`NamedClient`].
+#[derive(Debug)]
+struct Asked(Arc<NamedClient>);
+
+impl rustls::server::danger::ClientCertVerifier for Asked {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// Checks a client's certificate chain against the CA (rustls' WebPKI verifier), then
@@ -521,9 +654,7 @@ pub fn check_client_auth(auth: &ClientAuth) -> Result<usize, String> {
 
 /// The verifier for `auth`: the CA file read now (a file that holds no certificate, or
 /// cannot be read, stops the start with the reason).
-fn client_verifier(
-    auth: &ClientAuth,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+fn client_verifier(auth: &ClientAuth) -> Result<Arc<NamedClient>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&auth.ca)
         .map_err(|e| format!("cannot read public.client_ca {}: {e}", auth.ca.display()))?

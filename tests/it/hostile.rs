@@ -221,12 +221,14 @@ async fn customer_files_come_only_from_facebooks_media_hosts() {
     bench.stop().await;
 }
 
-/// With `public.client_ca`, only Meta's client certificate may open a connection: the
-/// right CA and name are served (webhook and handshake); no certificate, another CA's
-/// with the right name, or the right CA's for another name fail the TLS handshake, and
-/// nothing of theirs is read.
+/// With `public.client_ca`, a webhook needs Meta's client certificate: the right CA and
+/// name are served (webhook and handshake); no certificate, another CA's with the right
+/// name, the right CA's for another name (or with Meta's name only as the CN beside
+/// another host's SAN) get 403 on /webhook, and nothing of theirs is stored — while the
+/// handshake itself asks for a certificate without requiring one, so /oauth/callback (an
+/// admin's browser) and /files/ (Meta's fetcher) stay reachable without one.
 #[tokio::test]
-async fn mutual_tls_admits_only_metas_client_certificate() {
+async fn mutual_tls_requires_metas_client_certificate_on_webhook_only() {
     use fb_openchannel::sim::tls::ClientCa;
     let peers = Peers::start().await;
     let meta = ClientCa::new("Meta outbound API test CA").unwrap();
@@ -245,11 +247,11 @@ async fn mutual_tls_admits_only_metas_client_certificate() {
         }
         builder.build().unwrap()
     };
-    let body = messenger_text(PAGE_A, PSID, "m.mtls", 1_700_000_000_000, "over mTLS");
-    let signature =
-        fb_openchannel::facebook::signature::sign(APP_SECRET.as_bytes(), body.as_bytes());
-    let post = |c: reqwest::Client| {
-        let (url, body, signature) = (url.clone(), body.clone(), signature.clone());
+    let post = |c: reqwest::Client, mid: &'static str| {
+        let url = url.clone();
+        let body = messenger_text(PAGE_A, PSID, mid, 1_700_000_000_000, "over mTLS");
+        let signature =
+            fb_openchannel::facebook::signature::sign(APP_SECRET.as_bytes(), body.as_bytes());
         async move {
             c.post(&url)
                 .header("x-hub-signature-256", signature)
@@ -258,27 +260,20 @@ async fn mutual_tls_admits_only_metas_client_certificate() {
                 .send()
                 .await
                 .map(|r| r.status().as_u16())
+                .unwrap()
         }
     };
 
     let name = "client.webhooks.fbclientcerts.com";
     let good = client(Some(meta.issue(name).unwrap()));
-    assert_eq!(post(good.clone()).await.unwrap(), 200);
-    // A certificate without SANs is named by its common name.
-    let by_cn = client(Some(meta.issue_named(name, &[]).unwrap()));
-    assert!(
-        by_cn
-            .get(format!(
-                "{url}?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1"
-            ))
-            .send()
-            .await
-            .is_ok()
-    );
+    assert_eq!(post(good.clone(), "m.mtls").await, 200);
     let challenge =
         format!("{url}?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=4242");
     let answer = good.get(&challenge).send().await.unwrap();
     assert_eq!(answer.text().await.unwrap(), "4242");
+    // A certificate without SANs is named by its common name.
+    let by_cn = client(Some(meta.issue_named(name, &[]).unwrap()));
+    assert_eq!(by_cn.get(&challenge).send().await.unwrap().status(), 200);
 
     let stranger = ClientCa::new("Someone else's CA").unwrap();
     for (who, c) in [
@@ -294,11 +289,23 @@ async fn mutual_tls_admits_only_metas_client_certificate() {
             client(Some(meta.issue_named(name, &["attacker.example"]).unwrap())),
         ),
     ] {
-        assert!(post(c.clone()).await.is_err(), "{who}: must not be served");
-        assert!(
-            c.get(&challenge).send().await.is_err(),
-            "{who}: handshake too"
+        assert_eq!(post(c.clone(), "m.refused").await, 403, "{who}: refused");
+        // The verification GET stores nothing: answered with or without one.
+        assert_eq!(
+            c.get(&challenge).send().await.unwrap().status(),
+            200,
+            "{who}"
         );
+        // Not Meta's business: the admin's browser and Meta's file fetcher.
+        let base = url.trim_end_matches("/webhook");
+        let oauth = c
+            .get(format!("{base}/oauth/callback?code=x&state=y"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(oauth.status(), 404, "{who}: /oauth/callback reachable");
+        let file = c.get(format!("{base}/files/none/x")).send().await.unwrap();
+        assert_eq!(file.status(), 404, "{who}: /files/ reachable");
     }
     let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
     assert_eq!(notes.len(), 1);
@@ -315,21 +322,9 @@ async fn mutual_tls_admits_only_metas_client_certificate() {
     let summary = bench.daemon().reload(&config_path).await.unwrap();
     assert!(!summary.contains("restart"), "{summary}");
     let next = client(Some(rotated.issue(name).unwrap()));
-    assert_eq!(
-        next.get(&challenge)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "4242"
-    );
+    assert_eq!(post(next, "m.next").await, 200);
     let old = client(Some(meta.issue(name).unwrap()));
-    assert!(
-        old.get(&challenge).send().await.is_err(),
-        "the old CA is out"
-    );
+    assert_eq!(post(old, "m.old").await, 403, "the old CA is out");
     // A broken file at the next reload keeps the CA in force, and says so.
     std::fs::write(&ca_path, "not a certificate").unwrap();
     let summary = bench.daemon().reload(&config_path).await.unwrap();
@@ -338,18 +333,87 @@ async fn mutual_tls_admits_only_metas_client_certificate() {
         "{summary}"
     );
     let fresh = client(Some(rotated.issue(name).unwrap()));
-    assert_eq!(
-        fresh
-            .get(&challenge)
+    assert_eq!(post(fresh, "m.fresh").await, 200);
+    bench.stop().await;
+}
+
+/// `public.client_cert = "report"`: Meta may not send a client certificate with Page and
+/// Instagram webhooks at all, so the daemon can take every webhook and count what came;
+/// `doctor` says what it saw and when `require` is safe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_in_report_mode_takes_every_webhook_and_counts_the_certificates() {
+    use fb_openchannel::sim::tls::ClientCa;
+    let peers = Peers::start().await;
+    let meta = ClientCa::new("Meta outbound API test CA").unwrap();
+    let ca_path = peers.dir.path().join("meta-ca.pem");
+    std::fs::write(&ca_path, &meta.pem).unwrap();
+    let local_port = free_port();
+    let text = peers
+        .config_toml_with(
+            &format!(
+                "client_ca = \"{}\"\nclient_cert = \"report\"",
+                ca_path.display()
+            ),
+            "",
+            "",
+        )
+        .replace(
+            "[local]\nlisten = \"127.0.0.1:0\"",
+            &format!("[local]\nlisten = \"127.0.0.1:{local_port}\""),
+        );
+    let path = peers.dir.path().join("config.toml");
+    std::fs::write(&path, &text).unwrap();
+    let daemon = Process::start(&path);
+    let url = format!("https://127.0.0.1:{}/webhook", daemon.public_port);
+    let ca = peers.certs.ca_pem.clone();
+    let client = |identity: Option<fb_openchannel::sim::tls::ClientCert>| {
+        let mut builder = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
+        if let Some(id) = identity {
+            let pem = format!("{}{}", id.chain_pem, id.key_pem);
+            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
+    };
+    let name = "client.webhooks.fbclientcerts.com";
+    for (n, c) in [
+        client(None),
+        client(Some(meta.issue(name).unwrap())),
+        client(Some(ClientCa::new("Other").unwrap().issue(name).unwrap())),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = messenger_text(
+            PAGE_A,
+            PSID,
+            &format!("m.rep.{n}"),
+            1_700_000_000_000 + n as i64,
+            "hi",
+        );
+        let signature =
+            fb_openchannel::facebook::signature::sign(APP_SECRET.as_bytes(), body.as_bytes());
+        let status = c
+            .post(&url)
+            .header("x-hub-signature-256", signature)
+            .body(body)
             .send()
             .await
             .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "4242"
+            .status();
+        assert_eq!(status, 200, "report mode takes every webhook");
+    }
+    peers.motion.wait_for_notifies(3, WAIT).await.unwrap();
+    let (code, out, err) = cli(&["doctor", "--config", path.to_str().unwrap()]);
+    assert!(
+        out.contains("1 with Meta's certificate, 1 without one, 1 with another"),
+        "{code}\n{out}{err}"
     );
-    bench.stop().await;
+    assert!(
+        out.contains("keep public.client_cert = \"report\""),
+        "{out}"
+    );
+    drop(daemon);
 }
 
 /// A TLS client that names the host by an IP address in its SNI (rustls: "Illegal SNI

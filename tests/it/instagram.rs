@@ -1027,3 +1027,95 @@ async fn a_huge_instagram_name_reaches_motion_on_one_short_line() {
     }
     assert!(first.starts_with("Ada"), "{first:?}");
 }
+
+/// A mention in another account's caption: Mentioned Media documents no `permalink`
+/// (asking for it made Graph refuse the whole call, and the agent got the mention
+/// without its words); the words come from the documented fields, the link from the
+/// media itself.
+#[tokio::test]
+async fn a_caption_mention_has_its_words_and_the_medias_own_link() {
+    let bench = Bench::start_with_instagram(IG_ACCOUNT).await;
+    let graph = &bench.peers.graph;
+    graph.add_mention(
+        "17918195224117999",
+        serde_json::json!({
+            "caption": "Loving my new bag from @shop.example",
+            "username": "ada.travels",
+            "media_type": "IMAGE",
+            "id": "17918195224117999"
+        }),
+    );
+    graph.add_instagram_media("17918195224117999", "https://www.instagram.com/p/DMcap9/");
+    bench
+        .deliver(&instagram_fixture("ig-mention-caption.json"))
+        .await;
+    let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    assert_eq!(
+        notes[0].notify.body,
+        "[mentioned you in a post by @ada.travels] Loving my new bag from @shop.example"
+    );
+    assert_eq!(
+        notes[0].notify.external_url.as_deref(),
+        Some("https://www.instagram.com/p/DMcap9/")
+    );
+    let asked = graph
+        .requests()
+        .into_iter()
+        .find(|r| r.query.contains("mentioned_media"))
+        .unwrap();
+    assert!(!asked.query.contains("permalink"), "{}", asked.query);
+    bench.stop().await;
+}
+
+/// Instagram Login webhooks may be signed with the Instagram app's own secret
+/// (`facebook.instagram_app_secret`): a webhook signed with either secret is taken,
+/// one signed with anything else is not.
+#[tokio::test]
+async fn a_webhook_signed_with_the_instagram_app_secret_is_taken() {
+    const IG_SECRET: &str = "instagram-app-secret-5f1e";
+    let peers = Peers::start().await;
+    let text = peers
+        .config_toml(&peers.instagram_table(IG_ACCOUNT))
+        .replace(
+            "[facebook]\n",
+            &format!("[facebook]\ninstagram_app_secret = \"{IG_SECRET}\"\n"),
+        );
+    let bench = Bench::start_on(peers, &text).await;
+    let url = bench.webhook_url();
+    let ca = bench.peers.certs.ca_pem.clone();
+    let now = fb_openchannel::store::now_ms();
+    for (n, secret, expected) in [
+        (0, IG_SECRET, 200),
+        (1, APP_SECRET, 200),
+        (2, "someone-elses-secret", 403),
+    ] {
+        let sender = fb_openchannel::sim::facebook::WebhookSender::new(&url, secret, Some(&ca));
+        let body = instagram_text(IG_ACCOUNT, IGSID, &format!("mid.ig.sig.{n}"), now + n, "hi");
+        let (status, _) = sender.send(body.as_bytes()).await.unwrap();
+        assert_eq!(status, expected, "signed with {secret}");
+    }
+    let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    assert_eq!(notes.len(), 2);
+    bench.stop().await;
+}
+
+/// An Instagram private reply is one message per comment and cannot be cut in pieces:
+/// one over 1,000 bytes is refused at the Reply URL with the limit, before anything is
+/// stored or sent (it used to fail at Graph after the call).
+#[tokio::test]
+async fn a_private_reply_over_the_limit_is_refused_with_the_limit() {
+    let bench = Bench::start_with_instagram_keys(IG_ACCOUNT, "comment_reply = \"private\"").await;
+    let now_s = (fb_openchannel::store::now_ms() / 1000).to_string();
+    bench
+        .deliver(&instagram_fixture("ig-comment-reply.json").replace("1700000060", &now_s))
+        .await;
+    bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    let long = "é".repeat(501);
+    let (status, body) =
+        answer_ig(&bench, &answer_in_thread(7400, "1254001234567891", &long)).await;
+    assert_eq!(status, 422, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("1000 bytes"), "{message}");
+    assert!(bench.peers.graph.sent().is_empty());
+    bench.stop().await;
+}
