@@ -982,9 +982,14 @@ async fn subscription_checks(
             "subscription",
             false,
             format!(
-                "app {} is not subscribed to {}: run `fb-openchannel subscribe`",
+                "app {} is not subscribed to {} — without {} Meta sends nothing of: {}. Run `fb-openchannel subscribe`",
                 app.id,
-                gone.join(", ")
+                gone.join(", "),
+                if gone.len() == 1 { "it" } else { "them" },
+                gone.iter()
+                    .map(|f| format!("{f} ({})", subscription::what_needs(f)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
         )
     });

@@ -67,6 +67,12 @@ pub struct Messaging {
     pub request_thread_control: Option<Value>,
     #[serde(default)]
     pub app_roles: Option<Value>,
+    /// Meta warned, blocked or unblocked the Page (`messaging_policy_enforcement`):
+    /// `{"action": "warning"|"block"|"unblock", "reason": …}` (Messenger Platform →
+    /// Webhook events → messaging_policy_enforcement; older pages spell the key with a
+    /// hyphen).
+    #[serde(default, alias = "policy-enforcement")]
+    pub policy_enforcement: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -37,6 +37,7 @@ pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutc
                 }
             }
             watch_routing(shared, &items);
+            watch_policy(shared, &items);
             let unreadable = items.iter().filter(|i| i.parsed.is_err()).count();
             shared.metrics.unreadable.inc_by(unreadable as u64);
             for (item, new) in items.iter().zip(&new_items) {
@@ -121,6 +122,45 @@ fn watch_routing(shared: &Shared, items: &[Item]) {
                 }
             }
             Source::Changes => {}
+        }
+    }
+}
+
+/// Meta's policy enforcement (`messaging_policy_enforcement`): a Page blocked from
+/// messaging cannot answer anyone until an admin resolves it — `/readyz` names it and the
+/// journal says it once per change; an `unblock` ends it.
+fn watch_policy(shared: &Shared, items: &[Item]) {
+    let live = shared.live();
+    for item in items {
+        let Ok(Parsed::Messaging(m)) = &item.parsed else {
+            continue;
+        };
+        let Some(policy) = &m.policy_enforcement else {
+            continue;
+        };
+        if live.page(&item.page_id).is_none() {
+            continue;
+        }
+        let action = policy["action"].as_str().unwrap_or_default();
+        // Meta's words, on one bounded line.
+        let reason: String = policy["reason"]
+            .as_str()
+            .unwrap_or("no reason given")
+            .chars()
+            .take(300)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        if action.eq_ignore_ascii_case("unblock") {
+            shared.health.sent(&item.page_id);
+            warn!(page_id = %item.page_id, "page {}: Meta lifted its messaging block (policy enforcement)", item.page_id);
+        } else if action.eq_ignore_ascii_case("warning") {
+            warn!(page_id = %item.page_id, "page {}: Meta warns the Page about its messaging (policy enforcement: {reason}); a block may follow — see Meta Business Suite → Page quality", item.page_id);
+        } else {
+            shared.health.problem(
+                &item.page_id,
+                format!("Meta blocked the Page from messaging (policy enforcement: {reason}): see Meta Business Suite → Page quality and request a review"),
+            );
+            warn!(page_id = %item.page_id, "page {}: Meta blocked the Page from messaging (policy enforcement: {reason}); answers fail until it is resolved in Meta Business Suite → Page quality", item.page_id);
         }
     }
 }

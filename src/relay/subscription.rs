@@ -12,46 +12,99 @@ use crate::config::{Config, PageConfig};
 use crate::facebook::graph::{GraphClient, GraphError, InstalledApp};
 use crate::relay::Shared;
 
-/// Fields every page needs for Messenger.
-pub const MESSENGER_FIELDS: &[&str] = &[
-    "messages",
-    "messaging_postbacks",
-    "message_edits",
-    "message_reactions",
+/// Every Page webhook field whose events the daemon uses, with what stops working without
+/// it: Meta sends only the fields a Page is subscribed to, so a field missing here is a
+/// feature that silently never happens (the routing check waited for `standby` events
+/// that never came).
+pub const MESSENGER_FIELDS: &[(&str, &str)] = &[
+    ("messages", "customers' messages"),
+    ("messaging_postbacks", "buttons the customer taps"),
+    ("message_edits", "edits of a message"),
+    ("message_reactions", "reactions to messages"),
+    (
+        "message_echoes",
+        "telling the daemon's own sends from replies sent from other tools",
+    ),
+    (
+        "standby",
+        "noticing that another app (an old Motion Cloud app, the Page inbox) takes the Page's conversations",
+    ),
+    (
+        "messaging_referrals",
+        "where a customer came from (m.me links, ads, the chat plugin) in an existing conversation",
+    ),
+    ("message_reads", "read receipts (shown by `queue show`)"),
+    (
+        "messaging_optins",
+        "opt-ins (the customer asked to be notified)",
+    ),
+    (
+        "messaging_handovers",
+        "conversations passed between the apps of the Page",
+    ),
+    (
+        "messaging_policy_enforcement",
+        "hearing that Meta blocked the Page from messaging (said in /readyz and the journal)",
+    ),
 ];
-/// Asked for too: lets the daemon tell its own sends from the Page's other tools.
-pub const EXTRA_FIELDS: &[&str] = &["message_echoes"];
+/// The wall (with `wall_posts`).
+pub const FEED_FIELD: (&str, &str) = ("feed", "visitor posts and comments on the Page's wall");
 
-/// The fields a page must be subscribed to.
-pub fn required_fields(page: &PageConfig) -> Vec<&'static str> {
+/// The fields a page must be subscribed to, with what each is for.
+pub fn required_fields_why(page: &PageConfig) -> Vec<(&'static str, &'static str)> {
     let mut fields = MESSENGER_FIELDS.to_vec();
     if page.wall_posts {
-        fields.push("feed");
+        fields.push(FEED_FIELD);
     }
     fields
 }
 
-/// The fields `subscribe` asks for.
-pub fn requested_fields(page: &PageConfig) -> Vec<&'static str> {
-    let mut fields = required_fields(page);
-    fields.extend_from_slice(EXTRA_FIELDS);
-    fields
+/// The fields a page must be subscribed to.
+pub fn required_fields(page: &PageConfig) -> Vec<&'static str> {
+    required_fields_why(page)
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect()
 }
+
+/// The fields `subscribe` asks for: every one the daemon uses.
+pub fn requested_fields(page: &PageConfig) -> Vec<&'static str> {
+    required_fields(page)
+}
+
+/// What stops working without `field` (a Page or Instagram Login field).
+pub fn what_needs(field: &str) -> &'static str {
+    MESSENGER_FIELDS
+        .iter()
+        .chain([&FEED_FIELD])
+        .chain(INSTAGRAM_FIELDS)
+        .find(|(f, _)| *f == field)
+        .map_or("events the daemon uses", |(_, why)| *why)
+}
+
+/// The Instagram Login fields the daemon uses (the account's own subscription, on
+/// graph.instagram.com), with what stops working without each.
+pub const INSTAGRAM_FIELDS: &[(&str, &str)] = &[
+    ("messages", "customers' direct messages"),
+    ("messaging_postbacks", "buttons the customer taps"),
+    ("message_reactions", "reactions to messages"),
+    (
+        "messaging_referral",
+        "where a customer came from (ig.me links, ads)",
+    ),
+    ("messaging_seen", "read receipts (shown by `queue show`)"),
+    ("comments", "comments on the account's media"),
+];
 
 /// The fields an Instagram Login account is subscribed to (on graph.instagram.com,
 /// `POST /{account}/subscribed_apps`). Facebook Login accounts get theirs through the
 /// linked Page and the app's Instagram webhook product.
 pub fn instagram_fields(account: &crate::config::InstagramConfig) -> Vec<&'static str> {
-    let mut fields = vec![
-        "messages",
-        "messaging_postbacks",
-        "message_reactions",
-        "messaging_referral",
-    ];
-    if account.comments {
-        fields.push("comments");
-    }
-    fields
+    INSTAGRAM_FIELDS
+        .iter()
+        .map(|(f, _)| *f)
+        .filter(|f| *f != "comments" || account.comments)
+        .collect()
 }
 
 /// Required fields missing from `have`.

@@ -188,19 +188,31 @@ impl SimGraph {
             .lock()
             .unwrap()
             .insert(token.into(), page_id.into());
+        // A Page set up by the current release: every field it subscribes to.
         let all = [
             "messages",
             "messaging_postbacks",
             "message_edits",
             "message_reactions",
             "message_echoes",
+            "standby",
+            "messaging_referrals",
+            "message_reads",
+            "messaging_optins",
+            "messaging_handovers",
+            "messaging_policy_enforcement",
             "feed",
         ];
-        self.state
-            .subscriptions
-            .lock()
-            .unwrap()
-            .insert(page_id.into(), all.iter().map(|f| f.to_string()).collect());
+        self.set_subscribed(page_id, &all);
+    }
+
+    /// Our app is subscribed to the Page with exactly these fields (an install of an
+    /// earlier release, say).
+    pub fn set_subscribed(&self, page_id: &str, fields: &[&str]) {
+        self.state.subscriptions.lock().unwrap().insert(
+            page_id.into(),
+            fields.iter().map(|f| f.to_string()).collect(),
+        );
     }
 
     /// An Instagram professional account with Instagram Login whose long-lived `token`

@@ -501,3 +501,31 @@ async fn a_customer_cannot_forge_the_note_of_a_reply_sent_outside_motion() {
         );
     }
 }
+
+/// Meta blocks the Page from messaging (`messaging_policy_enforcement`): `/readyz` names
+/// it until Meta lifts the block, and the journal says so.
+#[tokio::test]
+async fn a_policy_block_is_named_by_readyz_until_it_is_lifted() {
+    let bench = Bench::start().await;
+    let event = |action: &str| {
+        serde_json::json!({"object": "page", "entry": [{"id": PAGE_A, "time": 1, "messaging": [{
+            "recipient": {"id": PAGE_A}, "timestamp": 1458692752478u64,
+            "policy_enforcement": {"action": action, "reason": "The bot violated our Platform Policies."}
+        }]}]})
+        .to_string()
+    };
+    let readyz = || async {
+        let url = format!("http://{}/readyz", bench.daemon().local_addr);
+        let r = reqwest::get(url).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    bench.deliver(&event("block")).await;
+    let (status, text) = readyz().await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("blocked the Page from messaging"), "{text}");
+    assert!(text.contains("Platform Policies"), "{text}");
+    bench.deliver(&event("unblock")).await;
+    let (status, text) = readyz().await;
+    assert_eq!(status, 200, "{text}");
+    bench.stop().await;
+}

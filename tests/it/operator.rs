@@ -168,11 +168,19 @@ async fn subscribe_subscribes_every_page() {
     );
     for page in [PAGE_A, PAGE_B] {
         let fields = peers.graph.subscribed(page);
+        // Every field whose events the daemon uses: Meta sends only subscribed ones.
         for f in [
             "messages",
             "messaging_postbacks",
             "message_edits",
             "message_reactions",
+            "message_echoes",
+            "standby",
+            "messaging_referrals",
+            "message_reads",
+            "messaging_optins",
+            "messaging_handovers",
+            "messaging_policy_enforcement",
             "feed",
         ] {
             assert!(
@@ -181,6 +189,52 @@ async fn subscribe_subscribes_every_page() {
             );
         }
     }
+}
+
+/// A Page subscribed by an earlier release lacks fields whose events the daemon now
+/// uses (Meta sends only subscribed fields): `doctor` names each with what stops working,
+/// and `subscribe` adds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_each_missing_field_with_what_stops_working() {
+    let peers = Peers::start().await;
+    std::fs::write(config_path(&peers), fixed_ports_config(&peers)).unwrap();
+    peers.graph.set_subscribed(
+        PAGE_A,
+        &[
+            "messages",
+            "messaging_postbacks",
+            "message_edits",
+            "message_reactions",
+            "message_echoes",
+            "feed",
+        ],
+    );
+    let (_, checks, human) = doctor(&peers);
+    let detail = failing(&checks)
+        .into_iter()
+        .find(|(s, n, _)| s == &format!("page {PAGE_A}") && n == "subscription")
+        .map(|(_, _, d)| d)
+        .unwrap_or_else(|| panic!("{human}"));
+    for (field, why) in [
+        ("standby", "another app"),
+        ("messaging_policy_enforcement", "blocked the Page"),
+        ("messaging_referrals", "m.me links"),
+        ("message_reads", "read receipts"),
+    ] {
+        assert!(
+            detail.contains(field) && detail.contains(why),
+            "{field}: {detail}"
+        );
+    }
+    let (code, out, err) = cli(&["subscribe", "--config", &config_path(&peers)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        peers
+            .graph
+            .subscribed(PAGE_A)
+            .iter()
+            .any(|f| f == "standby")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
