@@ -107,6 +107,27 @@ pub fn plan(m: &Messaging, context: &Context) -> Vec<Step> {
                     Some(t) if !t.trim().is_empty() => labelled(label, &format!("\"{t}\" {url}")),
                     _ => labelled(label, url),
                 };
+                // A customer's photo, video, voice message or file is moved into Motion
+                // like Messenger's (Instagram's CDN links expire within days; an agent
+                // reading the interaction next week still sees it). What is on a story
+                // stays a link: Meta forbids keeping story media (Story Mention page).
+                let kept = match a.kind.as_str() {
+                    "image" => Some("photo"),
+                    "video" => Some("video"),
+                    "audio" => Some("voice message"),
+                    "file" => Some("file"),
+                    _ => None,
+                };
+                if let Some(label) = kept
+                    && !url.is_empty()
+                {
+                    steps.push(Step::File {
+                        url: url.to_owned(),
+                        fallback: labelled(label, url),
+                        label: None,
+                    });
+                    continue;
+                }
                 steps.push(Step::Text(match a.kind.as_str() {
                     "image" => labelled("photo", url),
                     "video" => labelled("video", url),

@@ -1119,3 +1119,37 @@ async fn a_private_reply_over_the_limit_is_refused_with_the_limit() {
     assert!(bench.peers.graph.sent().is_empty());
     bench.stop().await;
 }
+
+/// A customer's photo in an Instagram direct message is moved into Motion like a
+/// Messenger one (Instagram's CDN links expire within days), while the story a customer
+/// mentions the account in stays a link: Meta forbids keeping story media.
+#[tokio::test]
+async fn instagram_media_are_kept_and_stories_stay_links() {
+    let bench = Bench::start_with_instagram(IG_ACCOUNT).await;
+    let graph = &bench.peers.graph;
+    let url = graph.add_file("beach.jpg", "image/jpeg", vec![9u8; 4096]);
+    let now = fb_openchannel::store::now_ms();
+    let dm = |mid: &str, kind: &str, url: &str, ts: i64| {
+        serde_json::json!({"object": "instagram", "entry": [{"id": IG_ACCOUNT, "time": ts, "messaging": [{
+            "sender": {"id": IGSID}, "recipient": {"id": IG_ACCOUNT}, "timestamp": ts,
+            "message": {"mid": mid, "attachments": [{"type": kind, "payload": {"url": url}}]}
+        }]}]})
+        .to_string()
+    };
+    bench.deliver(&dm("mid.ig.photo", "image", &url, now)).await;
+    let story = format!("{url}?story=1");
+    bench
+        .deliver(&dm("mid.ig.story", "story_mention", &story, now + 1))
+        .await;
+    let notes = bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    assert_eq!(notes[0].notify.body, "beach.jpg");
+    assert!(notes[0].notify.attachment_id.is_some(), "moved into Motion");
+    assert_eq!(bench.motion().uploads()[0].bytes.len(), 4096);
+    assert_eq!(
+        notes[1].notify.body,
+        format!("[mentioned you in their story] {story}")
+    );
+    assert_eq!(notes[1].notify.attachment_id, None, "a story stays a link");
+    assert_eq!(bench.motion().uploads().len(), 1);
+    bench.stop().await;
+}
