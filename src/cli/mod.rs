@@ -75,6 +75,10 @@ pub enum Command {
         /// Ask nothing: what is missing is an error (for automation).
         #[arg(long)]
         yes: bool,
+        /// Do not register the app's webhook (Callback URL and verify token) with Meta;
+        /// leave it to the App Dashboard.
+        #[arg(long)]
+        no_webhook: bool,
     },
     /// Subscribe every page to this app's webhooks with the fields it needs.
     Subscribe {
@@ -147,6 +151,7 @@ pub fn main() -> ExitCode {
             receive_url,
             instagram_receive_url,
             yes,
+            no_webhook,
         } => setup::main(
             &cli.config,
             setup::Options {
@@ -155,6 +160,7 @@ pub fn main() -> ExitCode {
                 receive_url,
                 instagram_receive_url,
                 yes,
+                no_webhook,
             },
         ),
         Command::Queue { command, json } => queue::main(&cli.config, command, json),

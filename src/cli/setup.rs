@@ -72,6 +72,8 @@ pub struct Options {
     pub receive_url: Option<String>,
     pub instagram_receive_url: Option<String>,
     pub yes: bool,
+    /// Leave the app's webhook (callback URL, verify token) to the App Dashboard.
+    pub no_webhook: bool,
 }
 
 pub fn main(path: &Path, options: Options) -> ExitCode {
@@ -283,6 +285,12 @@ async fn setup(path: &Path, options: Options) -> Result<(), String> {
         );
     }
     println!("{}", reload());
+    if !options.no_webhook {
+        println!(
+            "{}",
+            register_webhook(&graph, &config, &app_id, app_secret, &fields).await
+        );
+    }
     let local = config.local.listen;
     for (id, reply_token) in &reply_tokens {
         println!(
@@ -298,6 +306,45 @@ async fn setup(path: &Path, options: Options) -> Result<(), String> {
         _ => {}
     }
     Ok(())
+}
+
+/// The last step that used to be copied by hand: the app's webhook for Pages
+/// (`POST /{app-id}/subscriptions`), at `https://<public.name>/webhook` with the
+/// config's verify token. Meta checks it with the verification handshake, which the
+/// running daemon answers. Instagram's object is set in the App Dashboard only (Meta:
+/// "configuration via the App Subscriptions edge is not supported").
+async fn register_webhook(
+    graph: &GraphClient,
+    config: &Config,
+    app_id: &str,
+    app_secret: &Secret,
+    fields: &[&str],
+) -> String {
+    let Some(mut callback) = config.public_base() else {
+        return "  webhook: set public.name (or public.url) to let setup register the Callback URL; meanwhile App Dashboard → Webhooks → Page → Callback URL https://<your host>/webhook, Verify token = facebook.verify_token".into();
+    };
+    if let Ok(mut path) = callback.path_segments_mut() {
+        path.pop_if_empty().push("webhook");
+    }
+    match graph
+        .register_webhook(
+            app_id,
+            app_secret,
+            "page",
+            callback.as_str(),
+            config.facebook.verify_token.get_ref(),
+            fields,
+        )
+        .await
+    {
+        Ok(()) => format!(
+            "✓ webhook: Meta verified {callback} and sends the app's Page events there ({})",
+            fields.join(", ")
+        ),
+        Err(e) => format!(
+            "  webhook: Meta did not register {callback} ({e}): the daemon must be running with this config and reachable there with a valid certificate; or set it by hand: App Dashboard → Webhooks → Page → Callback URL, Verify token = facebook.verify_token (run setup again with --no-webhook to skip this step)"
+        ),
+    }
 }
 
 /// The token from `--user-token` / `$FB_OPENCHANNEL_USER_TOKEN`, or from stdin for `-`.

@@ -150,6 +150,45 @@ impl GraphClient {
         Ok(v["name"].as_str().unwrap_or_default().to_owned())
     }
 
+    /// `POST /{app-id}/subscriptions` as the app: the app's webhook for `object` (`page`)
+    /// at `callback_url` with these fields. Meta first checks the callback with the
+    /// verification handshake (the daemon must answer it with this verify token).
+    pub async fn register_webhook(
+        &self,
+        app_id: &str,
+        app_secret: &Secret,
+        object: &str,
+        callback_url: &str,
+        verify_token: &Secret,
+        fields: &[&str],
+    ) -> Result<(), GraphError> {
+        // In the body, not the URL: the verify token is a secret.
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("object", object)
+            .append_pair("callback_url", callback_url)
+            .append_pair("fields", &fields.join(","))
+            .append_pair("verify_token", verify_token.expose())
+            .append_pair("include_values", "true")
+            .finish();
+        let request = self
+            .http
+            .post(self.url(&[app_id, "subscriptions"]))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+            .bearer_auth(format!("{app_id}|{}", app_secret.expose()));
+        let text = self.call(request).await?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|_| GraphError::from_response(200, &text, None))?;
+        match &v["success"] {
+            Value::Bool(true) => Ok(()),
+            Value::String(s) if s == "true" => Ok(()),
+            _ => Err(GraphError::from_response(200, &text, None)),
+        }
+    }
+
     /// `GET /me/accounts`: every Page the user manages (following Graph's pages of
     /// results, at most 1,000 Pages), each with its Page token and linked Instagram
     /// account.

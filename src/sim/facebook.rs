@@ -93,6 +93,8 @@ struct State {
     linked_instagram: Mutex<HashMap<String, String>>,
     /// Pages of a business portfolio (listed only with `business_management`).
     business_pages: Mutex<std::collections::HashSet<String>>,
+    /// The app's webhooks by object: (callback URL, fields), once verified.
+    app_webhooks: Mutex<HashMap<String, (String, String)>>,
     /// Instagram customers (IGSID → display name, username).
     instagram_profiles: Mutex<HashMap<String, (Option<String>, String)>>,
     /// Answer profile lookups with Facebook's "missing permission" error.
@@ -357,6 +359,12 @@ impl SimGraph {
                 long_lived: false,
             },
         );
+    }
+
+    /// The app's webhook for `object` (`page`) as registered and verified: its callback
+    /// URL and fields.
+    pub fn app_webhook(&self, object: &str) -> Option<(String, String)> {
+        self.state.app_webhooks.lock().unwrap().get(object).cloned()
     }
 
     /// `page` belongs to a business portfolio: `/me/accounts` lists it only to a user who
@@ -769,6 +777,64 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
             Some((content_type, bytes)) => respond(200, content_type, bytes.clone()),
             None => respond(404, "text/plain", "not found"),
         };
+    }
+
+    // The app's webhook (`POST /{app-id}/subscriptions`, as the app): Meta first checks
+    // the callback with the verification handshake, and registers it only when the
+    // challenge comes back.
+    if let (&Method::POST, [_version, app, "subscriptions"]) = (req.method(), segments.as_slice())
+        && *app == SIM_APP_ID
+    {
+        let secret = state.app_secret.lock().unwrap().clone().unwrap_or_default();
+        if authorization.as_deref() != Some(format!("Bearer {SIM_APP_ID}|{secret}").as_str()) {
+            return graph_error(400, 190, None, "Invalid OAuth access token signature.");
+        }
+        let form: HashMap<String, String> = url::form_urlencoded::parse(req.body())
+            .into_owned()
+            .collect();
+        let (Some(object), Some(callback), Some(verify)) = (
+            form.get("object"),
+            form.get("callback_url"),
+            form.get("verify_token"),
+        ) else {
+            return graph_error(
+                400,
+                100,
+                None,
+                "(#100) object, callback_url and verify_token are required",
+            );
+        };
+        let client = state.url_client.lock().unwrap().clone().unwrap_or_default();
+        let challenge = format!("{}", 1_000_000 + state.counter.load(Ordering::Relaxed));
+        let check = client
+            .get(callback.as_str())
+            .query(&[
+                ("hub.mode", "subscribe"),
+                ("hub.challenge", challenge.as_str()),
+                ("hub.verify_token", verify.as_str()),
+            ])
+            .send()
+            .await;
+        let echoed = match check {
+            Ok(r) => r.text().await.unwrap_or_default() == challenge,
+            Err(_) => false,
+        };
+        if !echoed {
+            return graph_error(
+                400,
+                2200,
+                None,
+                "(#2200) callback verification failed: Callback verification failed with the following errors: HTTP Status Code = 403; HTTP Message = Forbidden",
+            );
+        }
+        state.app_webhooks.lock().unwrap().insert(
+            object.clone(),
+            (
+                callback.clone(),
+                form.get("fields").cloned().unwrap_or_default(),
+            ),
+        );
+        return json_response(200, json!({"success": true}));
     }
 
     // graph.instagram.com's token refresh: unversioned, the token in the query.

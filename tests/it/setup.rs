@@ -780,3 +780,43 @@ async fn the_login_link_carries_the_business_login_configuration() {
     let _ = business.child.kill();
     daemon.kill();
 }
+
+/// The last step once copied by hand: setup registers the app's webhook with Meta
+/// (`POST /{app-id}/subscriptions`), which first checks the callback with the
+/// verification handshake the running daemon answers; `--no-webhook` leaves it to the
+/// App Dashboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_registers_the_webhook_meta_verified() {
+    let (peers, _, public, mut daemon, _) = login_bench().await;
+    peers.graph.trust(&peers.certs.ca_pem);
+    let path = peers.dir.path().join("config.toml");
+    let receive = peers.motion.receive_url(3);
+    let args = [
+        "--page",
+        NEW_PAGE,
+        "--receive-url",
+        receive.as_str(),
+        "--yes",
+    ];
+    let mut skipped = args.to_vec();
+    skipped.push("--no-webhook");
+    let (code, out, err) = setup(&path, USER_TOKEN, &skipped);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(peers.graph.app_webhook("page").is_none(), "{out}");
+
+    let (code, out, err) = setup(&path, USER_TOKEN, &args);
+    assert_eq!(code, 0, "{out}{err}");
+    let callback = format!("https://localhost:{public}/webhook");
+    assert!(
+        out.contains(&format!("✓ webhook: Meta verified {callback}")),
+        "{out}"
+    );
+    let (registered, fields) = peers.graph.app_webhook("page").unwrap();
+    assert_eq!(registered, callback);
+    assert!(fields.contains("messaging_policy_enforcement"), "{fields}");
+    assert!(
+        !out.contains(crate::harness::VERIFY_TOKEN),
+        "the verify token is never printed"
+    );
+    daemon.kill();
+}
