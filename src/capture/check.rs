@@ -349,11 +349,25 @@ pub struct Seen {
     pub webhooks: usize,
     pub signed_by: std::collections::BTreeMap<String, usize>,
     pub client_cert: std::collections::BTreeMap<String, usize>,
+    /// Entries carrying their change themselves (`field`/`value` on the entry, as
+    /// Meta's Instagram Login examples show), and mention changes.
+    pub entry_changes: usize,
+    pub mentions: usize,
 }
 
 impl Seen {
     fn count(&mut self, request: &Value) {
         self.webhooks += 1;
+        for entry in request["body"]["entry"].as_array().into_iter().flatten() {
+            if entry.get("field").is_some() {
+                self.entry_changes += 1;
+            }
+            let changes = entry["changes"].as_array().into_iter().flatten();
+            self.mentions += changes
+                .chain(std::iter::once(entry))
+                .filter(|c| c["field"] == "mentions")
+                .count();
+        }
         for (key, counts) in [
             ("signed_by", &mut self.signed_by),
             ("client_cert", &mut self.client_cert),

@@ -167,5 +167,18 @@ fn webhook_lines(seen: &check::Seen) -> Vec<String> {
             seen.webhooks
         ));
     }
+    if seen.entry_changes > 0 {
+        lines.push(format!(
+            "{} entr{} carried their change on the entry itself (field/value, as Meta's Instagram Login examples show): read as one change each",
+            seen.entry_changes,
+            if seen.entry_changes == 1 { "y" } else { "ies" }
+        ));
+    }
+    if seen.mentions > 0 {
+        lines.push(format!(
+            "{} mention(s) of the account came (documented for Instagram with Facebook Login; with Instagram Login, this says they come too)",
+            seen.mentions
+        ));
+    }
     lines
 }
