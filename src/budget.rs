@@ -10,6 +10,7 @@
 //! with 25 MiB files took the daemon past a 512 MiB memory limit: killed, restarted,
 //! killed again, and every restart sent again what was in flight.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -17,8 +18,62 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Room for files in transit: a few at once of the largest kind (25 MB), many small ones.
 pub const FILE_MEMORY: usize = 64 * 1024 * 1024;
 
-/// Permits count KiB: a semaphore takes at most `u32` permits at once.
-const UNIT: usize = 1024;
+/// Room for verified bodies being read back, parsed and stored.
+pub const VERIFIED_MEMORY: usize = 96 * 1024 * 1024;
+
+/// What a verified body holds while it is parsed, as a multiple of its size: the bytes,
+/// the JSON tree read from them, and the events taken from it (measured: ~5×).
+pub const PARSE_COST: usize = 6;
+
+/// The shared budgets of bodies not verified yet, and of verified ones being parsed.
+#[derive(Debug)]
+pub struct BodyBudget {
+    pub(crate) memory: Arc<Semaphore>,
+    pub(crate) memory_bytes: usize,
+    pub(crate) spool: Arc<Semaphore>,
+    pub(crate) spool_bytes: usize,
+    pub(crate) spool_dir: PathBuf,
+    pub(crate) verified: Arc<Semaphore>,
+    pub(crate) verified_units: u32,
+}
+
+/// Permits are counted in KiB: a semaphore takes at most `u32` permits at once.
+pub const UNIT: usize = 1024;
+
+/// `bytes` as permits, rounded up.
+pub fn units(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX)
+}
+
+impl BodyBudget {
+    pub fn new(memory_bytes: usize, spool_bytes: usize, spool_dir: PathBuf) -> BodyBudget {
+        let verified_units = units(VERIFIED_MEMORY);
+        BodyBudget {
+            memory: Arc::new(Semaphore::new(memory_bytes / UNIT)),
+            memory_bytes,
+            spool: Arc::new(Semaphore::new(spool_bytes / UNIT)),
+            spool_bytes,
+            spool_dir,
+            verified: Arc::new(Semaphore::new(verified_units as usize)),
+            verified_units,
+        }
+    }
+
+    /// Bytes of verified bodies being parsed now (their room, at [`PARSE_COST`]).
+    pub fn verified_in_use(&self) -> usize {
+        (self.verified_units as usize - self.verified.available_permits()) * UNIT
+    }
+
+    /// Bytes of unverified bodies held now: `(in memory, in spool files)`.
+    pub fn in_use(&self) -> (usize, usize) {
+        (
+            self.memory_bytes
+                .saturating_sub(self.memory.available_permits() * UNIT),
+            self.spool_bytes
+                .saturating_sub(self.spool.available_permits() * UNIT),
+        )
+    }
+}
 
 /// The memory budget of files in transit.
 #[derive(Debug, Clone)]

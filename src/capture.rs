@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::statedir::{Dir, DirError};
-use crate::store::now_ms;
+use crate::time::now_ms;
 
 /// Most bytes one capture writes; then it stops, and says so once.
 pub const MAX_BYTES: u64 = 256 * 1024 * 1024;
@@ -38,7 +38,7 @@ const MASK: &str = "********";
 
 /// The capture directory beside the state database.
 pub fn dir(store_path: &Path) -> PathBuf {
-    crate::store::beside(store_path, "capture")
+    crate::statedir::of_store(store_path).join("capture")
 }
 
 /// The file in the capture directory whose content (an end time, ms) turns a capture on.
@@ -55,7 +55,7 @@ fn control_dir(store_path: &Path) -> Result<Dir, DirError> {
 /// Asks the running daemon to capture until `now + length` (the CLI side).
 pub fn start(store_path: &Path, length: Duration) -> Result<i64, String> {
     let dir = control_dir(store_path).map_err(|e| e.to_string())?;
-    let until = now_ms().saturating_add(crate::store::duration_ms(length));
+    let until = now_ms().saturating_add(crate::time::duration_ms(length));
     dir.write(CONTROL, until.to_string().as_bytes())
         .map_err(|e| e.to_string())?;
     Ok(until)
@@ -240,6 +240,30 @@ impl Capture {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+/// The daemon's clients record through this (they know only the seam).
+impl crate::http_client::Recorder for Capture {
+    fn request(&self, request: &reqwest::Request) -> Option<Value> {
+        self.on().then(|| request_json(request))
+    }
+
+    fn answer(
+        &self,
+        kind: &'static str,
+        request: Value,
+        status: u16,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) {
+        self.record(
+            kind,
+            json!({
+                "request": request,
+                "response": {"status": status, "headers": headers_json(headers), "body": body_json(body)},
+            }),
+        );
     }
 }
 

@@ -113,7 +113,7 @@ pub struct PublicConfig {
     /// With `client_ca`: `require` (a webhook without Meta's certificate gets 403) or
     /// `report` (every webhook is taken, and whether Meta's certificate came is counted).
     #[serde(default)]
-    pub client_cert: Option<Spanned<crate::server::tls::ClientCertMode>>,
+    pub client_cert: Option<Spanned<ClientCertMode>>,
     /// `false` serves plain HTTP, for a TLS-terminating proxy (nginx) in front.
     #[serde(default = "default_true")]
     pub tls: bool,
@@ -422,8 +422,8 @@ impl PageConfig {
     }
 
     /// The page id as Graph calls take it (checked when the config was loaded).
-    pub fn page_id(&self) -> crate::facebook::ids::PageId {
-        crate::facebook::ids::PageId::parse(self.id.get_ref())
+    pub fn page_id(&self) -> crate::ids::PageId {
+        crate::ids::PageId::parse(self.id.get_ref())
             .expect("page ids are validated when the config is loaded")
     }
 }
@@ -579,7 +579,7 @@ fn default_comment_interval() -> Duration {
 fn default_media_hosts() -> Spanned<Vec<String>> {
     Spanned::new(
         0..0,
-        crate::facebook::media::DEFAULT_MEDIA_HOSTS
+        crate::hosts::DEFAULT_MEDIA_HOSTS
             .iter()
             .map(|h| h.to_string())
             .collect(),
@@ -808,7 +808,19 @@ impl Config {
                 "\"postgres\" needs storage.url = \"postgres://user@host/database\"".into(),
             ),
             (Backend::Postgres, Some(_)) => {
-                if let Err(m) = crate::store::pg_target(&self.storage) {
+                let checked = self.storage.postgres().and_then(|c| {
+                    // With sslmode=require the server is checked against storage.ca_file:
+                    // it must be there to be read.
+                    match (&c.get_ssl_mode(), &self.storage.ca_file) {
+                        (postgres::config::SslMode::Require, Some(file)) => {
+                            std::fs::read(file).map(drop).map_err(|e| {
+                                format!("cannot read storage.ca_file {}: {e}", file.display())
+                            })
+                        }
+                        _ => Ok(()),
+                    }
+                });
+                if let Err(m) = checked {
                     err(key_span(text, "storage.url"), "storage.url", m);
                 }
             }
@@ -898,7 +910,7 @@ impl Config {
             }
         }
         if let Some(app) = &self.facebook.app_id
-            && crate::facebook::ids::PageId::parse(app.get_ref()).is_err()
+            && crate::ids::PageId::parse(app.get_ref()).is_err()
         {
             err(
                 app.span(),
@@ -906,7 +918,7 @@ impl Config {
                 "is not an app id: digits only (App Dashboard → App ID)".into(),
             );
         }
-        if let Err(m) = crate::facebook::media::MediaHosts::parse(
+        if let Err(m) = crate::hosts::MediaHosts::parse(
             self.facebook
                 .media_hosts
                 .get_ref()
@@ -1077,8 +1089,8 @@ impl Config {
     }
 
     /// The hosts customers' files may be downloaded from (validated at load).
-    pub fn media_hosts(&self) -> crate::facebook::media::MediaHosts {
-        crate::facebook::media::MediaHosts::parse(
+    pub fn media_hosts(&self) -> crate::hosts::MediaHosts {
+        crate::hosts::MediaHosts::parse(
             self.facebook
                 .media_hosts
                 .get_ref()
@@ -1119,9 +1131,9 @@ impl Config {
     }
 
     /// Who may connect to the public listener (`public.client_ca` / `client_name`).
-    pub fn client_auth(&self) -> Option<crate::server::tls::ClientAuth> {
+    pub fn client_auth(&self) -> Option<ClientAuth> {
         let ca = self.public.client_ca.as_ref()?;
-        Some(crate::server::tls::ClientAuth {
+        Some(ClientAuth {
             ca: ca.get_ref().clone(),
             name: self
                 .public
@@ -1378,7 +1390,7 @@ fn acme_problems(public: &PublicConfig, acme: &AcmeConfig) -> Vec<String> {
         );
     }
     for domain in &acme.domains {
-        if let Err(why) = crate::acme::Domain::parse(domain) {
+        if let Err(why) = Domain::parse(domain) {
             problems.push(format!("domains: {why}"));
         }
     }
@@ -1652,6 +1664,121 @@ impl Config {
             }
         }
         diff
+    }
+}
+
+// ---- types the other layers take from the config ----
+
+/// A name the certificate covers: a DNS host name, lowercase. No wildcard (TLS-ALPN-01
+/// cannot prove one) and no IP address (Meta calls a host name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain(String);
+
+impl Domain {
+    pub fn parse(raw: &str) -> Result<Domain, String> {
+        let name = raw.trim_end_matches('.').to_ascii_lowercase();
+        if name.starts_with("*.") {
+            return Err(format!(
+                "{raw:?} is a wildcard: the TLS-ALPN-01 check cannot prove one; name each host"
+            ));
+        }
+        if name.parse::<std::net::IpAddr>().is_ok() {
+            return Err(format!(
+                "{raw:?} is an IP address: Meta calls a host name, name that"
+            ));
+        }
+        let label_ok = |label: &str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if name.len() > 253 || !name.contains('.') || !name.split('.').all(label_ok) {
+            return Err(format!(
+                "{raw:?} is not a DNS host name (letters, digits, hyphens and dots; punycode for other scripts)"
+            ));
+        }
+        Ok(Domain(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who may deliver webhooks: anyone (the default: the webhook signature is the check),
+/// or a client presenting a certificate from `ca` named `name` — Meta's webhook client
+/// certificate ("mTLS for webhooks") — required, or only recorded (`report`).
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    pub ca: PathBuf,
+    pub name: String,
+    pub mode: ClientCertMode,
+}
+
+/// What `/webhook` does with the client certificate (`public.client_cert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertMode {
+    /// A webhook without Meta's certificate is refused (403).
+    #[default]
+    Require,
+    /// Every webhook is taken; whether Meta's certificate came is counted and shown
+    /// (`doctor`, `/metrics`, `capture --check`): the way to learn whether Meta sends one
+    /// for Page and Instagram webhooks before requiring it.
+    Report,
+}
+
+impl ClientCertMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientCertMode::Require => "require",
+            ClientCertMode::Report => "report",
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The PostgreSQL server's connection settings: `storage.url`, with the password from
+    /// `storage.password_file` when there is one, a connect timeout and keepalives.
+    pub fn postgres(&self) -> Result<postgres::Config, String> {
+        let Some(url) = &self.url else {
+            return Err("storage.backend = \"postgres\" needs storage.url".into());
+        };
+        let mut config: postgres::Config = url
+            .expose()
+            .parse()
+            .map_err(|e| format!("storage.url is not a PostgreSQL URL: {e}"))?;
+        if let Some(file) = &self.password_file {
+            let password = std::fs::read_to_string(file).map_err(|e| {
+                format!("cannot read storage.password_file {}: {e}", file.display())
+            })?;
+            config.password(password.trim_end_matches(['\n', '\r']));
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        // A server that stops answering (SIGSTOP, a partition that drops packets) must not
+        // hold a worker for minutes: unacknowledged data or silent keepalives end the
+        // connection within seconds, and the worker connects again.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(10));
+        config.keepalives_interval(Duration::from_secs(5));
+        config.keepalives_retries(2);
+        config.tcp_user_timeout(Duration::from_secs(15));
+        if config.get_application_name().is_none() {
+            config.application_name("fb-openchannel");
+        }
+        Ok(config)
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Daemon {
     pub shared: Arc<Shared>,
     /// The public certificate, when TLS is on: reloaded on SIGHUP and when its files change.
     pub certs: Option<Arc<CertStore>>,
+    /// The ACME renewal, when the certificate is ACME's.
+    pub acme: Option<Arc<crate::acme::Acme>>,
     /// The public listener's TLS, for a reload to put a new client CA in force.
     tls: Option<crate::server::tls::Acceptor>,
     shutdown: watch::Sender<bool>,
@@ -70,7 +72,7 @@ impl Daemon {
             }
         })
         .await??;
-        let bodies = crate::server::body::Budget::new(
+        let bodies = crate::budget::BodyBudget::new(
             config.public.body_memory,
             config.public.body_spool,
             spool,
@@ -112,10 +114,10 @@ impl Daemon {
         };
         if let Some(certs) = &certs {
             shared.metrics.cert_expiry.set(certs.not_after() as f64);
-            let _ = shared.certificate.set(crate::server::tls::Served {
+            let _ = shared.certificate.set(Box::new(crate::acme::Served {
                 store: certs.clone(),
                 acme: acme.clone(),
-            });
+            }));
         }
         let tls = match &certs {
             Some(c) => Some(
@@ -265,6 +267,7 @@ impl Daemon {
             public_addr,
             local_addr,
             certs,
+            acme,
             tls,
             shared,
             shutdown,
@@ -328,12 +331,7 @@ impl Daemon {
         let live = Live::new(config, Some(self.shared.capture.clone()))?;
         self.shared.replace_live(live);
         // With ACME the certificate is the renewal task's to replace, not the operator's.
-        let acme = self
-            .shared
-            .certificate
-            .get()
-            .is_some_and(|served| served.acme.is_some());
-        if let Some(certs) = self.certs.as_ref().filter(|_| !acme) {
+        if let Some(certs) = self.certs.as_ref().filter(|_| self.acme.is_none()) {
             match certs.reload() {
                 Ok(not_after) => {
                     self.shared.metrics.cert_expiry.set(not_after as f64);

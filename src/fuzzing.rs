@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use crate::config::{Config, PageConfig};
-use crate::facebook::ids::{ObjectId, UserId};
 use crate::facebook::webhook::{self, Parsed};
+use crate::ids::{ObjectId, UserId};
 use crate::relay::Customer;
 use crate::relay::{feed, messenger, messenger_reply};
 

@@ -4,6 +4,27 @@
 use std::path::Path;
 use std::time::Duration;
 
+/// What records a client's exchanges while asked to: the capture, built above the
+/// clients and handed to them. A client knows only this seam, never the capture itself.
+pub trait Recorder: Send + Sync {
+    /// The request as it will be recorded, when exchanges are recorded now; called
+    /// before the request is sent (its body is gone after).
+    fn request(&self, request: &reqwest::Request) -> Option<serde_json::Value>;
+    /// Records the exchange that `request` (from [`Recorder::request`]) began, with
+    /// the answer's status, headers and body.
+    fn answer(
+        &self,
+        kind: &'static str,
+        request: serde_json::Value,
+        status: u16,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    );
+}
+
+/// A client's recorder, when it has one (the daemon's clients do, the CLI's do not).
+pub type Tap = Option<std::sync::Arc<dyn Recorder>>;
+
 /// `User-Agent` of every outgoing call, so Motion's and Facebook's logs show who called.
 pub const USER_AGENT: &str = concat!("fb-openchannel/", env!("CARGO_PKG_VERSION"));
 

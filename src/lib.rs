@@ -9,8 +9,13 @@ pub mod config;
 pub mod daemon;
 pub mod facebook;
 #[doc(hidden)]
+pub mod files;
 pub mod fuzzing;
+pub mod hosts;
 pub mod http_client;
+pub mod ids;
+#[cfg(test)]
+mod layers;
 pub mod logging;
 pub mod metrics;
 pub mod model;
@@ -20,3 +25,4 @@ pub mod server;
 pub mod sim;
 pub mod statedir;
 pub mod store;
+pub mod time;

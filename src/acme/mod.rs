@@ -41,51 +41,7 @@ const RECHECK: Duration = Duration::from_secs(3600);
 /// 90-day certificates: renew with 30 days left).
 const RENEW_BEFORE_MAX: i64 = 30 * 86_400;
 
-/// A name the certificate covers: a DNS host name, lowercase. No wildcard (TLS-ALPN-01
-/// cannot prove one) and no IP address (Meta calls a host name).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Domain(String);
-
-impl Domain {
-    pub fn parse(raw: &str) -> Result<Domain, String> {
-        let name = raw.trim_end_matches('.').to_ascii_lowercase();
-        if name.starts_with("*.") {
-            return Err(format!(
-                "{raw:?} is a wildcard: the TLS-ALPN-01 check cannot prove one; name each host"
-            ));
-        }
-        if name.parse::<std::net::IpAddr>().is_ok() {
-            return Err(format!(
-                "{raw:?} is an IP address: Meta calls a host name, name that"
-            ));
-        }
-        let label_ok = |label: &str| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        };
-        if name.len() > 253 || !name.contains('.') || !name.split('.').all(label_ok) {
-            return Err(format!(
-                "{raw:?} is not a DNS host name (letters, digits, hyphens and dots; punycode for other scripts)"
-            ));
-        }
-        Ok(Domain(name))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for Domain {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::config::Domain;
 
 /// `public.acme`, parsed.
 #[derive(Debug, Clone)]
@@ -130,7 +86,7 @@ pub struct Status {
 
 /// Where the ACME files live for a state database at `store_path`.
 pub fn dir(store_path: &Path) -> PathBuf {
-    crate::store::beside(store_path, "acme")
+    crate::statedir::of_store(store_path).join("acme")
 }
 
 /// The key and chain the daemon serves, in [`dir`].
@@ -255,7 +211,7 @@ impl Acme {
 
     /// Records an attempt's outcome in memory, in `status.json` and in the metrics.
     fn record(&self, result: &Result<Facts, String>, next: i64, metrics: &Metrics) {
-        let now = crate::store::now_ms() / 1000;
+        let now = crate::time::now_ms() / 1000;
         let status = {
             let mut status = self.status.lock().expect("status lock");
             status.last_attempt = Some(now);
@@ -324,7 +280,7 @@ pub async fn run(
     // After a failure: when to try again (Unix seconds), whatever the certificate says.
     let mut retry_at: Option<i64> = None;
     loop {
-        let now = crate::store::now_ms() / 1000;
+        let now = crate::time::now_ms() / 1000;
         let at = retry_at.unwrap_or_else(|| now + acme.due_in(now).as_secs() as i64);
         acme.set_next(at, metrics);
         if at > now {
@@ -344,7 +300,7 @@ pub async fn run(
                 return;
             }
         };
-        let now = crate::store::now_ms() / 1000;
+        let now = crate::time::now_ms() / 1000;
         match &result {
             Ok(facts) => {
                 failures = 0;
@@ -399,13 +355,7 @@ pub async fn run(
     }
 }
 
-/// A Unix time in seconds for a log line: `2026-12-01 10:00:00 UTC`.
-pub fn when(unix_s: i64) -> String {
-    format!(
-        "{} UTC",
-        crate::cli::output::timestamp(unix_s.saturating_mul(1000))
-    )
-}
+pub use crate::time::when;
 
 /// Creates `dir` (and its parents) with mode 0700, or tightens it to 0700.
 pub(crate) fn make_private_dir(dir: &Path) -> Result<(), String> {
@@ -432,6 +382,72 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(fail)
+}
+
+/// The served certificate and, with ACME, its keeper: what `/readyz` reports on.
+pub struct Served {
+    pub store: Arc<CertStore>,
+    pub acme: Option<Arc<Acme>>,
+}
+
+/// A certificate from files is a problem this close to its end (the operator's renewal
+/// has not happened); one from ACME once its renewal is due and failing.
+const FILE_EXPIRY_WARNING: i64 = 7 * 86_400;
+
+impl crate::relay::CertificateWatch for Served {
+    /// What is wrong with the certificate at `now` (Unix seconds), for `/readyz`.
+    fn problem(&self, now: i64) -> Option<String> {
+        let facts = self.store.facts();
+        let Some(acme) = &self.acme else {
+            return if facts.not_after <= now {
+                Some(format!(
+                    "certificate: {} EXPIRED at {}: Facebook cannot connect; renew it (e.g. certbot renew), the daemon picks it up by itself",
+                    self.store.path().display(),
+                    when(facts.not_after)
+                ))
+            } else if facts.not_after - now < FILE_EXPIRY_WARNING {
+                Some(format!(
+                    "certificate: {} expires at {}: renew it now (e.g. certbot renew), the daemon picks it up by itself",
+                    self.store.path().display(),
+                    when(facts.not_after)
+                ))
+            } else {
+                None
+            };
+        };
+        let status = acme.status();
+        let last = match (&status.last_error, status.last_attempt) {
+            (Some(e), Some(at)) => format!(
+                "the last order, {}, failed ({} in a row): {e}",
+                when(at),
+                status.failures
+            ),
+            _ => "the first order is under way".into(),
+        };
+        let next = status
+            .next_attempt
+            .map(|t| format!("; next try {}", when(t)))
+            .unwrap_or_default();
+        if facts.not_after == 0 {
+            return Some(format!(
+                "certificate: none yet from ACME, so Facebook cannot connect — {last}{next}"
+            ));
+        }
+        if facts.not_after <= now {
+            return Some(format!(
+                "certificate: the ACME certificate EXPIRED at {}, so Facebook cannot connect — {last}{next}",
+                when(facts.not_after)
+            ));
+        }
+        let due = renew_at(facts.not_before, facts.not_after);
+        if now >= due && status.last_error.is_some() {
+            return Some(format!(
+                "certificate: the ACME certificate expires at {} and its renewal fails — {last}{next}",
+                when(facts.not_after)
+            ));
+        }
+        None
+    }
 }
 
 #[cfg(test)]

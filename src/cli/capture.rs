@@ -46,7 +46,7 @@ pub fn main(
         match capture::running_until(store) {
             Some(until) => println!(
                 "a capture runs for {} more, into {}",
-                super::output::age(until - crate::store::now_ms()),
+                super::output::age(until - crate::time::now_ms()),
                 capture::dir(store).display()
             ),
             None => println!("no capture runs; start one with `fb-openchannel capture --for 2h`"),

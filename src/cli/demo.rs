@@ -16,7 +16,7 @@ use crate::model::{Direction, ItemKind, ItemState, MessagingKind};
 use crate::sim::facebook::{SimGraph, WebhookSender, messenger_attachment, messenger_text};
 use crate::sim::motion::{SimMotion, reply_body};
 use crate::sim::tls;
-use crate::store::now_ms;
+use crate::time::now_ms;
 
 const PAGE: &str = "1234567890";
 const PSID: &str = "7700112233";

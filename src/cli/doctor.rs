@@ -170,7 +170,7 @@ async fn run(config: &Config, path: &std::path::Path) -> Vec<Check> {
             true,
             format!(
                 "a capture runs for {} more: {files} file(s), {} KiB in {} (end it with `fb-openchannel capture --off`)",
-                age(until - crate::store::now_ms()),
+                age(until - crate::time::now_ms()),
                 bytes / 1024,
                 crate::capture::dir(&config.storage.path).display()
             ),
@@ -279,7 +279,7 @@ async fn instagram_login_checks(
             format!("cannot ask Instagram about the token: {e}"),
         ),
     }];
-    let now = crate::store::now_ms();
+    let now = crate::time::now_ms();
     checks.push(match stored {
         None => check(
             "token expiry",
@@ -396,7 +396,7 @@ fn certificate(config: &Config) -> Check {
             );
         }
     };
-    let now = crate::store::now_ms() / 1000;
+    let now = crate::time::now_ms() / 1000;
     let days_left = (loaded.not_after - now) / 86_400;
     if loaded.not_after <= now {
         return check(
@@ -470,7 +470,7 @@ fn acme_certificate(config: &Config, check: impl Fn(bool, String) -> Check) -> C
             );
         }
     };
-    let now = crate::store::now_ms() / 1000;
+    let now = crate::time::now_ms() / 1000;
     let renew_at = acme::renew_at(loaded.not_before, loaded.not_after);
     let days_left = (loaded.not_after - now) / 86_400;
     if loaded.not_after <= now {
@@ -595,7 +595,7 @@ async fn public_listener(config: &Config) -> Result<String, String> {
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| e.to_string())?;
-    let challenge = format!("doctor-{}", crate::store::now_ms());
+    let challenge = format!("doctor-{}", crate::time::now_ms());
     let url = listener_url(config.public.listen, config.public.tls, "/webhook");
     let response = client
         .get(url.clone())
@@ -1054,7 +1054,7 @@ async fn routing_check(
     }
     let owner = match conversation
         .strip_prefix("psid:")
-        .and_then(|p| crate::facebook::ids::UserId::parse(p).ok())
+        .and_then(|p| crate::ids::UserId::parse(p).ok())
     {
         Some(psid) => {
             let token = page.access_token.get_ref();

@@ -79,16 +79,7 @@ pub fn age(ms: i64) -> String {
     }
 }
 
-/// A Unix time in ms as UTC `YYYY-MM-DD HH:MM:SS`.
-pub fn timestamp(ms: i64) -> String {
-    humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
-    )
-    .to_string()
-    .replace('T', " ")
-    .trim_end_matches('Z')
-    .to_owned()
-}
+pub use crate::time::timestamp;
 
 #[cfg(test)]
 mod tests {

@@ -412,7 +412,7 @@ async fn login(
     dir.remove(login_callback::CALLBACK)
         .map_err(|e| format!("cannot clear {}: {e}", dir.path().display()))?;
     let state = crate::relay::public_files::random_token()?;
-    let now = crate::store::now_ms() / 1000;
+    let now = crate::time::now_ms() / 1000;
     let waiting = Waiting {
         state_sha256: login_callback::sha256_hex(&state),
         until: now + LOGIN_WAIT.as_secs() as i64,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::facebook::signature;
 use crate::relay::SIMULATED_ID_PREFIX;
-use crate::store::now_ms;
+use crate::time::now_ms;
 
 /// What to simulate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::output::Style;
 use crate::facebook::graph::GraphClient;
-use crate::facebook::ids::InstagramId;
+use crate::ids::InstagramId;
 use crate::relay::subscription;
 
 #[derive(Serialize)]

@@ -329,15 +329,7 @@ impl AttachmentType {
     }
 }
 
-/// A file fetched from a Facebook URL.
-#[derive(Debug, Clone)]
-pub struct Download {
-    pub file_name: String,
-    pub content_type: String,
-    pub bytes: Bytes,
-    /// The room its bytes hold in the file budget, while it lives.
-    pub room: Option<crate::budget::Held>,
-}
+pub use crate::files::Download;
 
 /// Why a download did not work.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -351,7 +343,7 @@ pub enum DownloadError {
 pub struct GraphClient {
     pub(super) http: reqwest::Client,
     /// Records exchanges while `fb-openchannel capture` runs (the daemon's clients).
-    capture: Option<Arc<crate::capture::Capture>>,
+    capture: http_client::Tap,
     /// Fetches customers' files: Facebook's media hosts only (see [`media`]).
     media: reqwest::Client,
     media_hosts: Arc<MediaHosts>,
@@ -370,7 +362,7 @@ impl GraphClient {
         graph_version: &str,
         timeout: Duration,
         media_hosts: MediaHosts,
-        capture: Option<Arc<crate::capture::Capture>>,
+        capture: http_client::Tap,
     ) -> Result<Self, String> {
         let root = Url::parse(graph_url).map_err(|e| format!("graph_url: {e}"))?;
         let mut base = root.clone();
@@ -911,11 +903,7 @@ impl GraphClient {
         let request = request
             .build()
             .map_err(|e| GraphError::network(http_client::describe(e)))?;
-        let captured = self
-            .capture
-            .as_ref()
-            .filter(|c| c.on())
-            .map(|_| crate::capture::request_json(&request));
+        let captured = self.capture.as_ref().and_then(|c| c.request(&request));
         let response = self
             .http
             .execute(request)
@@ -932,13 +920,7 @@ impl GraphClient {
             .await
             .map_err(GraphError::network)?;
         if let (Some(capture), Some(request)) = (&self.capture, captured) {
-            capture.record(
-                "graph",
-                serde_json::json!({
-                    "request": request,
-                    "response": {"status": status, "headers": crate::capture::headers_json(&headers), "body": crate::capture::body_json(text.as_bytes())},
-                }),
-            );
+            capture.answer("graph", request, status, &headers, text.as_bytes());
         }
         if (200..300).contains(&status) {
             Ok(text)

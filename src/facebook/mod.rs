@@ -3,7 +3,8 @@
 
 pub mod feed;
 pub mod graph;
-pub mod ids;
+/// The ids of Meta's objects live below Facebook's and Motion's worlds: both take them.
+pub use crate::ids;
 pub mod ig_comment;
 pub mod login;
 pub mod media;

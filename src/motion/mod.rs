@@ -10,7 +10,6 @@ pub mod reply;
 
 use serde::{Deserialize, Serialize};
 
-use crate::capture;
 use crate::config::{MotionConfig, Secret, redact_url};
 use crate::http_client;
 
@@ -156,16 +155,13 @@ pub struct Upload {
 pub struct MotionClient {
     http: reqwest::Client,
     /// Records exchanges while `fb-openchannel capture` runs (the daemon's clients).
-    capture: Option<std::sync::Arc<crate::capture::Capture>>,
+    capture: http_client::Tap,
     api_key: Secret,
     map_key: String,
 }
 
 impl MotionClient {
-    pub fn new(
-        config: &MotionConfig,
-        capture: Option<std::sync::Arc<crate::capture::Capture>>,
-    ) -> Result<Self, String> {
+    pub fn new(config: &MotionConfig, capture: http_client::Tap) -> Result<Self, String> {
         let http = http_client::build(
             config.timeout,
             config.ca_file.as_ref().map(|p| p.get_ref().as_path()),
@@ -199,13 +195,7 @@ impl MotionClient {
             .await
             .unwrap_or_else(|e| format!("({e})"));
         if let (Some(capture), Some(request)) = (&self.capture, captured) {
-            capture.record(
-                "motion",
-                serde_json::json!({
-                    "request": request,
-                    "response": {"status": status, "headers": capture::headers_json(&headers), "body": capture::body_json(text.as_bytes())},
-                }),
-            );
+            capture.answer("motion", request, status, &headers, text.as_bytes());
         }
         self.classified(status, text, what)
     }
@@ -219,11 +209,7 @@ impl MotionClient {
         let request = request
             .build()
             .map_err(|e| MotionError::Permanent(format!("{what}: {}", http_client::describe(e))))?;
-        let captured = self
-            .capture
-            .as_ref()
-            .filter(|c| c.on())
-            .map(|_| capture::request_json(&request));
+        let captured = self.capture.as_ref().and_then(|c| c.request(&request));
         let response =
             self.http.execute(request).await.map_err(|e| {
                 MotionError::Transient(format!("{what}: {}", http_client::describe(e)))
@@ -241,13 +227,8 @@ impl MotionClient {
         let (response, captured) = self.send(request, what).await?;
         let status = response.status().as_u16();
         if let (Some(capture), Some(request)) = (&self.capture, captured) {
-            capture.record(
-                "motion",
-                serde_json::json!({
-                    "request": request,
-                    "response": {"status": status, "headers": capture::headers_json(response.headers()), "body": "(file bytes: not captured)"},
-                }),
-            );
+            let note = b"(file bytes: not captured)";
+            capture.answer("motion", request, status, response.headers(), note);
         }
         if classify_status(status).is_ok() {
             return Ok(response);
@@ -500,7 +481,7 @@ impl AgentFile {
     }
 }
 
-impl From<AgentFile> for crate::facebook::graph::Download {
+impl From<AgentFile> for crate::files::Download {
     /// An agent's file, as the Graph calls take it.
     fn from(f: AgentFile) -> Self {
         Self {

@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 use super::AttachmentId;
-use crate::facebook::ids::ObjectId;
+use crate::ids::ObjectId;
 
 /// What we take from Motion's reply body.
 #[derive(Debug, Clone, PartialEq, Eq)]

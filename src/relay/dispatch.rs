@@ -65,7 +65,7 @@ pub async fn run<W, WF, D, DF>(
                         });
                     }
                     if let Some(at) = next_due {
-                        wait = crate::store::until(at, now_ms()).min(POLL);
+                        wait = crate::time::until(at, now_ms()).min(POLL);
                     }
                 }
                 Err(e) => {

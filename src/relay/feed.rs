@@ -11,7 +11,7 @@
 
 use crate::config::PageConfig;
 use crate::facebook::feed::{FeedChange, FeedKind};
-use crate::facebook::ids::ObjectId;
+use crate::ids::ObjectId;
 use crate::relay::messenger::Step;
 use crate::store::NewState;
 

@@ -511,7 +511,7 @@ async fn customer_name(
 async fn messenger_names(
     live: &Live,
     token: &crate::config::Secret,
-    id: &crate::facebook::ids::UserId,
+    id: &crate::ids::UserId,
 ) -> Result<Option<(String, String)>, crate::facebook::graph::GraphError> {
     match live.graph.profile(token, id).await {
         Ok(p) if p.first_name.is_some() || p.last_name.is_some() => Ok(Some((

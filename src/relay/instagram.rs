@@ -17,9 +17,9 @@
 
 use crate::config::InstagramConfig;
 use crate::facebook::graph::{Disposition, Mentioned};
-use crate::facebook::ids::InstagramId;
 use crate::facebook::ig_comment::{InstagramComment, InstagramMention};
 use crate::facebook::webhook::{Item, Messaging, MessagingKind, Parsed};
+use crate::ids::InstagramId;
 use crate::relay::feed::Envelope;
 use crate::relay::messenger::{self, Context, Step, labelled, quote};
 use crate::relay::outcome::Failure;
@@ -212,7 +212,7 @@ pub async fn permalink(
     if let Some(link) = shared.permalinks.lock().ok()?.get(media) {
         return Some(link.clone());
     }
-    let media_id = crate::facebook::ids::ObjectId::parse(media).ok()?;
+    let media_id = crate::ids::ObjectId::parse(media).ok()?;
     let calls = super::instagram_login::calls(shared, live, account)
         .await
         .ok()?;

@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{InstagramConfig, InstagramLogin, Secret};
 use crate::facebook::graph::{Disposition, GraphClient};
-use crate::facebook::ids::{InstagramId, PageId, Sender};
+use crate::ids::{InstagramId, PageId, Sender};
 use crate::relay::{Live, Shared};
 use crate::store::{StoreError, StoredToken, now_ms};
 
@@ -188,7 +188,7 @@ async fn upkeep(shared: &Shared, live: &Live, id: &str, seed: &Secret) {
             info!(
                 instagram_id = %id,
                 "Instagram account {id}: access token refreshed, valid until {} (kept in the state database; the config's token stays as it is)",
-                crate::cli::output::timestamp(expires_at)
+                crate::time::timestamp(expires_at)
             );
         }
         Err(e) => {
@@ -197,7 +197,7 @@ async fn upkeep(shared: &Shared, live: &Live, id: &str, seed: &Secret) {
                 .refresh_failed(id.to_owned(), e.message.clone())
                 .await;
             let expiry = match stored.expires_at {
-                Some(at) => format!("it expires {}", crate::cli::output::timestamp(at)),
+                Some(at) => format!("it expires {}", crate::time::timestamp(at)),
                 None => "its expiry is not known (at most 60 days after it was made)".to_owned(),
             };
             if matches!(

@@ -17,10 +17,10 @@
 
 use crate::config::{CommentReply, InstagramConfig};
 use crate::facebook::graph::{AttachmentType, Download, MessagingType, Recipient, Send};
-use crate::facebook::ids::InstagramId;
-use crate::facebook::ids::ObjectId;
-use crate::facebook::ids::UserId;
 use crate::facebook::ig_comment::{InstagramComment, InstagramMention};
+use crate::ids::InstagramId;
+use crate::ids::ObjectId;
+use crate::ids::UserId;
 use crate::model::ItemKind;
 use crate::motion::AgentFile;
 use crate::relay::instagram_login::{self, Calls, From};
@@ -36,9 +36,7 @@ use crate::store::{Item, Write, now_ms};
 const PRIVATE_REPLY_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// Instagram's limit for one text message: 1,000 bytes of UTF-8.
-pub const MAX_TEXT: TextLimit = TextLimit::Bytes(MAX_PRIVATE_REPLY_BYTES);
-/// The same for a private reply to a comment, which cannot be split (one per comment).
-pub const MAX_PRIVATE_REPLY_BYTES: usize = 1000;
+pub const MAX_TEXT: TextLimit = TextLimit::Bytes(super::reply::MAX_PRIVATE_REPLY_BYTES);
 
 /// Sends an agent's answer to the Instagram customer `igsid`; returns the message ids.
 pub(super) async fn send(

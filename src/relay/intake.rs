@@ -5,8 +5,8 @@
 use tracing::{debug, info, warn};
 
 use crate::config::Notes;
-use crate::facebook::ids::{IdError, ObjectId};
 use crate::facebook::webhook::{self, Item, Parsed, Source, WebhookObject};
+use crate::ids::{IdError, ObjectId};
 use crate::metrics::{EventLabels, PageLabels};
 use crate::model::{ItemKind, MessagingKind};
 use crate::relay::{Customer, Shared, feed, instagram, messenger, routing};
@@ -67,7 +67,7 @@ pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutc
                 })
                 .collect();
             let outcome = shared.store.intake(body, None, new_items).await?;
-            let now = crate::store::now_ms() as f64 / 1000.0;
+            let now = crate::time::now_ms() as f64 / 1000.0;
             for (page_id, kind, state) in counts {
                 shared
                     .metrics

@@ -84,7 +84,7 @@ impl Ledger {
             let now = now_ms();
             state.since = Some((now, e.to_string()));
             state.backoff = FIRST_BACKOFF;
-            state.next_try = now.saturating_add(crate::store::duration_ms(FIRST_BACKOFF));
+            state.next_try = now.saturating_add(crate::time::duration_ms(FIRST_BACKOFF));
             drop(state);
             if logging::STORE_FAILED.admit() {
                 error!(
@@ -109,7 +109,7 @@ impl Ledger {
             }
             let now = now_ms();
             if now < state.next_try {
-                return Err(crate::store::until(state.next_try, now));
+                return Err(crate::time::until(state.next_try, now));
             }
             state.flushing = true;
             (state.kept.clone(), now)
@@ -149,7 +149,7 @@ impl Ledger {
                 let mut state = self.lock();
                 let wait = state.backoff;
                 state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
-                state.next_try = now_ms().saturating_add(crate::store::duration_ms(wait));
+                state.next_try = now_ms().saturating_add(crate::time::duration_ms(wait));
                 if let Some(since) = &mut state.since {
                     since.1 = e.to_string();
                 }

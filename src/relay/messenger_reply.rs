@@ -5,7 +5,7 @@
 
 use crate::config::PageConfig;
 use crate::facebook::graph::{MessagingType, Recipient, Send};
-use crate::facebook::ids::UserId;
+use crate::ids::UserId;
 use crate::motion::AgentFile;
 use crate::relay::messenger::OUR_METADATA;
 use crate::relay::outcome::{Failure, Refusal};

@@ -48,7 +48,7 @@ use crate::metrics::Metrics;
 
 use crate::config::{Config, PageConfig};
 use crate::facebook::graph::GraphClient;
-use crate::facebook::ids::{IdError, UserId};
+use crate::ids::{IdError, UserId};
 use crate::motion::MotionClient;
 use crate::store::Store;
 
@@ -110,6 +110,8 @@ impl Live {
         if let Some(c) = &capture {
             c.set_secrets(&config);
         }
+        let capture: crate::http_client::Tap =
+            capture.map(|c| c as Arc<dyn crate::http_client::Recorder>);
         let motion = MotionClient::new(&config.motion, capture.clone())?;
         let graph = GraphClient::new(
             config.facebook.graph_url.get_ref(),
@@ -213,7 +215,7 @@ pub struct Shared {
     /// Records exchanges with the peers while `fb-openchannel capture` runs.
     pub capture: Arc<crate::capture::Capture>,
     /// Memory and spool budgets for webhook bodies not verified yet.
-    pub bodies: crate::server::body::Budget,
+    pub bodies: crate::budget::BodyBudget,
     /// The newest token of each Instagram Login account.
     pub instagram_tokens: instagram_login::Tokens,
     /// Instagram media ids → their permalinks (a comment thread's `externalUrl`);
@@ -227,13 +229,20 @@ pub struct Shared {
     pub subscription_wake: Notify,
     /// The public listener's certificate and, with ACME, its keeper (set once the
     /// listener is up), for `/readyz`.
-    pub certificate: std::sync::OnceLock<crate::server::tls::Served>,
+    pub certificate: std::sync::OnceLock<Box<dyn CertificateWatch>>,
+}
+
+/// What `/readyz` asks of the public listener's certificate (the daemon sets it once the
+/// listener is up: a certificate from files or from ACME, known above this layer).
+pub trait CertificateWatch: Send + Sync {
+    /// What is wrong with the certificate at `now` (Unix seconds), if anything.
+    fn problem(&self, now: i64) -> Option<String>;
 }
 
 impl Shared {
     /// Every metric as Prometheus text, with the queue read from the store now.
     pub async fn metrics_text(&self) -> Result<String, crate::store::StoreError> {
-        let now = crate::store::now_ms();
+        let now = crate::time::now_ms();
         let paused = self
             .pauses
             .all()
@@ -256,7 +265,7 @@ impl Shared {
     pub fn new(
         live: Live,
         store: Store,
-        bodies: crate::server::body::Budget,
+        bodies: crate::budget::BodyBudget,
         capture: Arc<crate::capture::Capture>,
     ) -> Arc<Self> {
         Arc::new(Shared {

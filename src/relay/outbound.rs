@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::facebook::ids::ObjectId;
+use crate::ids::ObjectId;
 use crate::model::{DedupKey, ItemKind};
 use crate::relay::outcome::{self, Delivered, Failure, Refusal, Settled};
 use crate::relay::reply::{FirstAttempt, OutboundReply};
@@ -176,7 +176,7 @@ async fn send_steps(
     if let Some(until) = shared.health.slowed_until(page_id, now_ms()) {
         return Err(Failure::Retry {
             reason: "Facebook rate-limited this page".into(),
-            after: Some(crate::store::until(until, now_ms())),
+            after: Some(crate::time::until(until, now_ms())),
             brief: false,
         });
     }

@@ -11,13 +11,17 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 use tracing::info;
 
-use crate::facebook::ids::ObjectId;
+use crate::ids::ObjectId;
 use crate::model::{ConversationKey, DedupKey, ItemKind, ItemState};
 use crate::motion::AttachmentId;
 use crate::motion::reply::{self, Reply};
 use crate::relay::outcome::{Cause, Refusal};
 use crate::relay::{Account, Customer, Shared};
 use crate::store::{Direction, NewItem, NewState, now_ms};
+
+/// Instagram's limit for a private reply to a comment, which cannot be split (one per
+/// comment); the same 1,000 bytes of UTF-8 as one direct message.
+pub const MAX_PRIVATE_REPLY_BYTES: usize = 1000;
 
 /// An agent's reply as stored in the queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,13 +161,13 @@ pub async fn accept_reply(shared: &Shared, account: Account<'_>, body: &[u8]) ->
     // pieces like a direct answer. Said now, with the limit, not after Graph refuses it.
     if let (Account::Instagram(ig), Some(_)) = (account, &reply.thread_id)
         && ig.comment_reply == crate::config::CommentReply::Private
-        && reply.body.trim().len() > super::instagram_reply::MAX_PRIVATE_REPLY_BYTES
+        && reply.body.trim().len() > MAX_PRIVATE_REPLY_BYTES
     {
         return (
             422,
             json!({ "message": format!(
                 "Not sent: an Instagram private reply is one message of at most {} bytes ({} here), and only one is allowed per comment. Shorten it, or answer in the customer's direct messages once they write.",
-                super::instagram_reply::MAX_PRIVATE_REPLY_BYTES,
+                MAX_PRIVATE_REPLY_BYTES,
                 reply.body.trim().len()
             ) }),
         );

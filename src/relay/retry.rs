@@ -50,7 +50,7 @@ impl RetryPolicy {
 
     /// Whether an item failing since `first_failure_ms` should stop being retried at `now_ms`.
     pub fn exhausted(&self, first_failure_ms: i64, now_ms: i64) -> bool {
-        now_ms.saturating_sub(first_failure_ms) >= crate::store::duration_ms(self.give_up_after)
+        now_ms.saturating_sub(first_failure_ms) >= crate::time::duration_ms(self.give_up_after)
     }
 }
 

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::store::now_ms;
+use crate::time::now_ms;
 
 /// How long the signal looks back: a day without a single `messaging` customer event
 /// while standby ones came means the Page's routing belongs to another app.

@@ -264,7 +264,7 @@ pub(super) fn paused(feature: Feature, pause: &Pause, now: i64) -> Failure {
                     + std::time::Duration::from_millis(u64::try_from(pause.until).unwrap_or(0))
             )
         ),
-        after: crate::store::until(pause.until, now),
+        after: crate::time::until(pause.until, now),
     }
 }
 

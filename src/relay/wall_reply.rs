@@ -4,7 +4,7 @@
 use crate::config::{CommentReply, PageConfig};
 use crate::facebook::feed::FeedChange;
 use crate::facebook::graph::{AttachmentType, Download, MessagingType, Recipient, Send};
-use crate::facebook::ids::ObjectId;
+use crate::ids::ObjectId;
 use crate::model::{ConversationKey, FeedKind, ItemKind};
 use crate::relay::feed::{self, PrivateTo};
 use crate::relay::messenger::OUR_METADATA;
@@ -96,7 +96,7 @@ pub(super) async fn send(
             let slot = shared
                 .pauses
                 .comment_slot(page_id, page.comment_interval, now_ms());
-            tokio::time::sleep(crate::store::until(slot, now_ms())).await;
+            tokio::time::sleep(crate::time::until(slot, now_ms())).await;
             let id = live
                 .graph
                 .comment(token, &target.comment_on, message, photo)

@@ -18,40 +18,20 @@
 //! A verified body came from Facebook (or from someone with the app secret) and is read
 //! into memory whole and parsed — which holds some six times its size for a moment
 //! (50 signed 7.3 MiB feed batches at once peaked at 1.5 GiB). So a verified body first
-//! holds room for that in a budget shared by all requests ([`VERIFIED_MEMORY`]), waits
+//! holds room for that in a budget shared by all requests ([`VERIFIED_MEMORY`](crate::budget::VERIFIED_MEMORY)), waits
 //! for room until the request's deadline, and is answered 503 past it (Meta sends it
 //! again); the room is given back once the body is stored (DESIGN §4 rule 15).
 
 use std::io::SeekFrom;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
+use crate::budget::{BodyBudget as Budget, PARSE_COST, units};
 use crate::facebook::signature::{SignatureError, Verifier};
-
-/// Room for verified bodies being read back, parsed and stored.
-pub const VERIFIED_MEMORY: usize = 96 * 1024 * 1024;
-
-/// What a verified body holds while it is parsed, as a multiple of its size: the bytes,
-/// the JSON tree read from them, and the events taken from it (measured: ~5×).
-const PARSE_COST: usize = 6;
-
-/// The shared budgets of bodies not verified yet, and of verified ones being parsed.
-#[derive(Debug)]
-pub struct Budget {
-    memory: Arc<Semaphore>,
-    memory_bytes: usize,
-    spool: Arc<Semaphore>,
-    spool_bytes: usize,
-    spool_dir: PathBuf,
-    verified: Arc<Semaphore>,
-    verified_units: u32,
-}
 
 /// A verified body, with its room in the budget of bodies being parsed: keep it until
 /// the body is stored.
@@ -61,43 +41,6 @@ pub struct Verified {
     pub room: OwnedSemaphorePermit,
     /// Which secret signed it.
     pub signed_by: crate::facebook::signature::SignedBy,
-}
-
-/// Permits are counted in KiB: a semaphore takes at most `u32` permits at once.
-const UNIT: usize = 1024;
-
-fn units(bytes: usize) -> u32 {
-    u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX)
-}
-
-impl Budget {
-    pub fn new(memory_bytes: usize, spool_bytes: usize, spool_dir: PathBuf) -> Budget {
-        let verified_units = units(VERIFIED_MEMORY);
-        Budget {
-            memory: Arc::new(Semaphore::new(memory_bytes / UNIT)),
-            memory_bytes,
-            spool: Arc::new(Semaphore::new(spool_bytes / UNIT)),
-            spool_bytes,
-            spool_dir,
-            verified: Arc::new(Semaphore::new(verified_units as usize)),
-            verified_units,
-        }
-    }
-
-    /// Bytes of verified bodies being parsed now (their room, at [`PARSE_COST`]).
-    pub fn verified_in_use(&self) -> usize {
-        (self.verified_units as usize - self.verified.available_permits()) * UNIT
-    }
-
-    /// Bytes of unverified bodies held now: `(in memory, in spool files)`.
-    pub fn in_use(&self) -> (usize, usize) {
-        (
-            self.memory_bytes
-                .saturating_sub(self.memory.available_permits() * UNIT),
-            self.spool_bytes
-                .saturating_sub(self.spool.available_permits() * UNIT),
-        )
-    }
 }
 
 /// Why a body was not taken.
@@ -281,6 +224,7 @@ async fn keep(budget: &Budget, held: Held, chunk: &Bytes) -> Result<Held, BodyEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::{UNIT, VERIFIED_MEMORY};
 
     /// Verified bodies share the room for their parse: one waits while others hold it,
     /// gets it when they are stored, and is refused at its deadline; one body larger than

@@ -200,9 +200,9 @@ async fn readyz(shared: &Shared) -> HttpResponse {
     match shared.store.queue_stats().await {
         Err(e) => problems.push(format!("store: {e}")),
         Ok(queue) => {
-            let now = crate::store::now_ms();
+            let now = crate::time::now_ms();
             for q in queue {
-                let age = crate::store::until(now, q.oldest_created_at);
+                let age = crate::time::until(now, q.oldest_created_at);
                 if age > max_age {
                     problems.push(format!(
                         "{}: {} {} item(s) pending, the oldest for {} (over local.ready_max_pending_age = {}); {} is not taking them",
@@ -217,10 +217,10 @@ async fn readyz(shared: &Shared) -> HttpResponse {
             }
         }
     }
-    let now = crate::store::now_ms();
+    let now = crate::time::now_ms();
     let ago = |since: i64| {
         humantime::format_duration(Duration::from_secs(
-            crate::store::until(now, since).as_secs(),
+            crate::time::until(now, since).as_secs(),
         ))
     };
     if let Some((since, why)) = shared.store.stats().write_failure() {
@@ -236,7 +236,7 @@ async fn readyz(shared: &Shared) -> HttpResponse {
             ago(t.since_ms),
             t.kept,
             t.reason,
-            humantime::format_duration(Duration::from_secs(crate::store::until(t.next_try_ms, now).as_secs()))
+            humantime::format_duration(Duration::from_secs(crate::time::until(t.next_try_ms, now).as_secs()))
         ));
     }
     if let Some(problem) = shared
@@ -262,7 +262,7 @@ async fn readyz(shared: &Shared) -> HttpResponse {
                 feature.words(),
                 pause.reason,
                 ago(pause.since),
-                humantime::format_duration(Duration::from_secs(crate::store::until(pause.until, now).as_secs()))
+                humantime::format_duration(Duration::from_secs(crate::time::until(pause.until, now).as_secs()))
             ));
         }
     }

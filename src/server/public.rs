@@ -39,7 +39,7 @@ pub async fn handle(
     if req.uri().path() == "/oauth/callback" && req.method() == Method::GET {
         let store_path = shared.store.path().to_owned();
         let query = req.uri().query().unwrap_or_default().to_owned();
-        let now = crate::store::now_ms() / 1000;
+        let now = crate::time::now_ms() / 1000;
         let (status, body) = tokio::task::spawn_blocking(move || {
             crate::server::login_callback::answer(&store_path, &query, now)
         })

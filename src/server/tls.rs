@@ -283,74 +283,6 @@ impl CertStore {
     }
 }
 
-/// The served certificate and, with ACME, its keeper: what `/readyz` reports on.
-pub struct Served {
-    pub store: Arc<CertStore>,
-    pub acme: Option<Arc<crate::acme::Acme>>,
-}
-
-/// A certificate from files is a problem this close to its end (the operator's renewal
-/// has not happened); one from ACME once its renewal is due and failing.
-const FILE_EXPIRY_WARNING: i64 = 7 * 86_400;
-
-impl Served {
-    /// What is wrong with the certificate at `now` (Unix seconds), for `/readyz`.
-    pub fn problem(&self, now: i64) -> Option<String> {
-        use crate::acme::when;
-        let facts = self.store.facts();
-        let Some(acme) = &self.acme else {
-            return if facts.not_after <= now {
-                Some(format!(
-                    "certificate: {} EXPIRED at {}: Facebook cannot connect; renew it (e.g. certbot renew), the daemon picks it up by itself",
-                    self.store.path().display(),
-                    when(facts.not_after)
-                ))
-            } else if facts.not_after - now < FILE_EXPIRY_WARNING {
-                Some(format!(
-                    "certificate: {} expires at {}: renew it now (e.g. certbot renew), the daemon picks it up by itself",
-                    self.store.path().display(),
-                    when(facts.not_after)
-                ))
-            } else {
-                None
-            };
-        };
-        let status = acme.status();
-        let last = match (&status.last_error, status.last_attempt) {
-            (Some(e), Some(at)) => format!(
-                "the last order, {}, failed ({} in a row): {e}",
-                when(at),
-                status.failures
-            ),
-            _ => "the first order is under way".into(),
-        };
-        let next = status
-            .next_attempt
-            .map(|t| format!("; next try {}", when(t)))
-            .unwrap_or_default();
-        if facts.not_after == 0 {
-            return Some(format!(
-                "certificate: none yet from ACME, so Facebook cannot connect — {last}{next}"
-            ));
-        }
-        if facts.not_after <= now {
-            return Some(format!(
-                "certificate: the ACME certificate EXPIRED at {}, so Facebook cannot connect — {last}{next}",
-                when(facts.not_after)
-            ));
-        }
-        let due = crate::acme::renew_at(facts.not_before, facts.not_after);
-        if now >= due && status.last_error.is_some() {
-            return Some(format!(
-                "certificate: the ACME certificate expires at {} and its renewal fails — {last}{next}",
-                when(facts.not_after)
-            ));
-        }
-        None
-    }
-}
-
-/// A server config builder on ring with the safe protocol versions.
 fn config_builder() -> Result<rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>, String> {
     ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
@@ -453,37 +385,7 @@ pub async fn watch(
     }
 }
 
-/// Who may deliver webhooks: anyone (the default: the webhook signature is the check),
-/// or a client presenting a certificate from `ca` named `name` — Meta's webhook client
-/// certificate ("mTLS for webhooks") — required, or only recorded (`report`).
-#[derive(Debug, Clone)]
-pub struct ClientAuth {
-    pub ca: PathBuf,
-    pub name: String,
-    pub mode: ClientCertMode,
-}
-
-/// What `/webhook` does with the client certificate (`public.client_cert`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientCertMode {
-    /// A webhook without Meta's certificate is refused (403).
-    #[default]
-    Require,
-    /// Every webhook is taken; whether Meta's certificate came is counted and shown
-    /// (`doctor`, `/metrics`, `capture --check`): the way to learn whether Meta sends one
-    /// for Page and Instagram webhooks before requiring it.
-    Report,
-}
-
-impl ClientCertMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClientCertMode::Require => "require",
-            ClientCertMode::Report => "report",
-        }
-    }
-}
+pub use crate::config::{ClientAuth, ClientCertMode};
 
 /// The client certificate a connection came with, as judged.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -257,12 +257,17 @@ impl PrivatePostgres {
     /// Makes a new empty database.
     pub fn create_database(&self, name: &str) -> Result<(), String> {
         let url = self.url("postgres");
-        crate::store::off_runtime(|| {
-            let mut client =
-                postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
-            client
-                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-                .map_err(|e| e.to_string())
+        // The blocking client runs its own runtime: off the caller's, on a thread.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut client =
+                    postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
+                client
+                    .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                    .map_err(|e| e.to_string())
+            })
+            .join()
+            .unwrap_or_else(|_| Err("PostgreSQL's client panicked".to_owned()))
         })
     }
 

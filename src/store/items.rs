@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rusqlite::params;
 use sha2::Digest;
 
-use super::sql::{DbError, Row, Sql};
+use super::sql::{DbError, Row as SqlRow, Sql};
 use super::{Access, ItemSummary, Store, StoreError, now_ms};
 use crate::model::{ConversationKey, DedupKey, Direction, ItemKind, ItemState};
 
@@ -356,7 +356,7 @@ const CLAIM_OUTBOUND: &str = claim_sql!("out");
 pub(super) type Heads = (Vec<(Item, i64)>, Option<i64>);
 
 /// A head: the item, and when it is due.
-pub(super) fn head(r: &Row<'_>) -> Result<(Item, i64), DbError> {
+pub(super) fn head(r: &SqlRow<'_>) -> Result<(Item, i64), DbError> {
     Ok((
         Item {
             id: r.get(0)?,
@@ -659,11 +659,11 @@ impl Store {
     /// Every item, oldest first.
     pub async fn items(&self) -> Result<Vec<ItemSummary>, StoreError> {
         self.call(Access::Read, |conn| {
-            let columns = super::queue::ROW_COLUMNS;
+            let columns = ROW_COLUMNS;
             conn.all(
                 &format!("SELECT {columns} FROM items ORDER BY id"),
                 params![],
-                super::queue::row,
+                row,
             )
         })
         .await
@@ -722,7 +722,7 @@ impl Store {
     }
 }
 
-fn enqueued(r: &Row<'_>, new: bool) -> Result<Enqueued, DbError> {
+fn enqueued(r: &SqlRow<'_>, new: bool) -> Result<Enqueued, DbError> {
     Ok(Enqueued {
         id: r.get(0)?,
         new,
@@ -746,4 +746,40 @@ pub(crate) fn record_attempt(
         params![item, at, outcome, error],
     )
     .map(drop)
+}
+
+/// One item, as `queue list` and the demo show it.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct Row {
+    pub id: i64,
+    pub direction: Direction,
+    pub page_id: String,
+    pub conversation: ConversationKey,
+    pub kind: ItemKind,
+    pub state: ItemState,
+    pub attempts: i64,
+    /// Facebook time of the event (or when the reply came), ms: the delivery order.
+    pub event_ts: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// The columns that [`row`] reads, in its order.
+pub(super) const ROW_COLUMNS: &str = "id, direction, page_id, conversation, kind, state, attempts, created_at, updated_at, last_error, event_ts";
+
+pub(super) fn row(r: &SqlRow<'_>) -> Result<Row, DbError> {
+    Ok(Row {
+        id: r.get(0)?,
+        direction: r.get(1)?,
+        page_id: r.get(2)?,
+        conversation: r.get(3)?,
+        kind: r.get(4)?,
+        state: r.get(5)?,
+        attempts: r.get(6)?,
+        created_at: r.get(7)?,
+        updated_at: r.get(8)?,
+        last_error: r.get(9)?,
+        event_ts: r.get(10)?,
+    })
 }

@@ -35,7 +35,6 @@ pub mod transfer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
@@ -82,25 +81,7 @@ pub fn schema_version(conn: &sql::Sql<'_>) -> Result<i64, DbError> {
     conn.one(query, &[], |r| r.get(0))
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(duration_ms)
-        .unwrap_or(0)
-}
-
-/// A duration in milliseconds, saturating at `i64::MAX` instead of wrapping negative
-/// (a `Duration` holds far more than an `i64` of milliseconds). Every duration that
-/// meets a timestamp goes through here, and the sum or difference saturates too.
-pub fn duration_ms(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// The time span from `now` to `at` (ms), zero when `at` is not in the future.
-pub fn until(at: i64, now: i64) -> std::time::Duration {
-    std::time::Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
-}
+pub use crate::time::{duration_ms, now_ms, until};
 
 /// Handle to the store thread. Cheap to clone.
 #[derive(Clone)]

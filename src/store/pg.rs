@@ -37,9 +37,6 @@ pub const WORKERS: usize = 8;
 /// down costs each request an error at once, not a connection attempt.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
-/// How long a connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// The work done by one node at a time, each under its own advisory lock.
 #[derive(Debug, Clone, Copy)]
 pub enum Periodic {
@@ -190,36 +187,9 @@ impl Shared {
     }
 }
 
-/// The server's connection settings: `storage.url`, with the password from
-/// `storage.password_file` when there is one.
+/// The server's connection settings (see [`StorageConfig::postgres`]).
 pub fn settings(storage: &StorageConfig) -> Result<postgres::Config, String> {
-    let Some(url) = &storage.url else {
-        return Err("storage.backend = \"postgres\" needs storage.url".into());
-    };
-    let mut config: postgres::Config = url
-        .expose()
-        .parse()
-        .map_err(|e| format!("storage.url is not a PostgreSQL URL: {e}"))?;
-    if let Some(file) = &storage.password_file {
-        let password = std::fs::read_to_string(file)
-            .map_err(|e| format!("cannot read storage.password_file {}: {e}", file.display()))?;
-        config.password(password.trim_end_matches(['\n', '\r']));
-    }
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
-    // A server that stops answering (SIGSTOP, a partition that drops packets) must not
-    // hold a worker for minutes: unacknowledged data or silent keepalives end the
-    // connection within seconds, and the worker connects again.
-    config.keepalives(true);
-    config.keepalives_idle(Duration::from_secs(10));
-    config.keepalives_interval(Duration::from_secs(5));
-    config.keepalives_retries(2);
-    config.tcp_user_timeout(Duration::from_secs(15));
-    if config.get_application_name().is_none() {
-        config.application_name("fb-openchannel");
-    }
-    Ok(config)
+    storage.postgres()
 }
 
 /// Where the queue is, for messages: the SQLite file, or `PostgreSQL at host:port/db`.

@@ -10,9 +10,11 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, params};
 use serde::Serialize;
 
-use super::sql::{DbError, PgConn, Row as SqlRow, Sql};
+pub use super::items::Row;
+use super::items::{ROW_COLUMNS, row};
+use super::sql::{DbError, PgConn, Sql};
 use super::{now_ms, record_attempt, schema};
-use crate::model::{ConversationKey, DedupKey, Direction, ItemKind, ItemState};
+use crate::model::{ConversationKey, DedupKey};
 
 /// The queue's database, opened by a command beside the daemon.
 pub enum Database {
@@ -143,23 +145,6 @@ pub fn stats(conn: &Sql<'_>) -> Result<Vec<Stat>, DbError> {
     )
 }
 
-/// One item, as `queue list` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Row {
-    pub id: i64,
-    pub direction: Direction,
-    pub page_id: String,
-    pub conversation: ConversationKey,
-    pub kind: ItemKind,
-    pub state: ItemState,
-    pub attempts: i64,
-    /// Facebook time of the event (or when the reply came), ms: the delivery order.
-    pub event_ts: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub last_error: Option<String>,
-}
-
 /// What `queue list` shows.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -168,24 +153,6 @@ pub struct Filter {
     /// Only items stored at or after this time (ms).
     pub since_ms: Option<i64>,
     pub limit: Option<usize>,
-}
-
-pub(super) const ROW_COLUMNS: &str = "id, direction, page_id, conversation, kind, state, attempts, created_at, updated_at, last_error, event_ts";
-
-pub(super) fn row(r: &SqlRow<'_>) -> Result<Row, DbError> {
-    Ok(Row {
-        id: r.get(0)?,
-        direction: r.get(1)?,
-        page_id: r.get(2)?,
-        conversation: r.get(3)?,
-        kind: r.get(4)?,
-        state: r.get(5)?,
-        attempts: r.get(6)?,
-        created_at: r.get(7)?,
-        updated_at: r.get(8)?,
-        last_error: r.get(9)?,
-        event_ts: r.get(10)?,
-    })
 }
 
 /// Items, newest first. Without `failed_only`, skipped and done items are left out: the
@@ -371,6 +338,7 @@ pub fn drop_items(conn: &Sql<'_>, ids: &[i64]) -> Result<Vec<i64>, DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Direction, ItemState};
     use crate::store::{NewItem, NewState, Store};
 
     #[tokio::test]

@@ -340,15 +340,7 @@ async fn the_acme_certificate_is_obtained_served_renewed_and_kept_through_a_fail
     // The CA goes away: the renewal fails, the current certificate stays served, and
     // /readyz and doctor say so.
     pebble.kill();
-    let acme = bench
-        .daemon()
-        .shared
-        .certificate
-        .get()
-        .unwrap()
-        .acme
-        .clone()
-        .unwrap();
+    let acme = bench.daemon().acme.clone().unwrap();
     crate::wait_until("a renewal failed", ACME_WAIT, || {
         let acme = acme.clone();
         async move { acme.status().failures >= 1 }
@@ -384,15 +376,7 @@ async fn the_acme_certificate_is_obtained_served_renewed_and_kept_through_a_fail
         |_| true,
     )
     .await;
-    let acme = bench
-        .daemon()
-        .shared
-        .certificate
-        .get()
-        .unwrap()
-        .acme
-        .clone()
-        .unwrap();
+    let acme = bench.daemon().acme.clone().unwrap();
     assert_eq!(acme.status().failures, 0);
     assert!(acme.status().last_error.is_none());
     let text = std::fs::read_to_string(&config_path).unwrap();
