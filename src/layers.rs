@@ -7,6 +7,9 @@
 //! store. Test code (`#[cfg(test)]` items and the files only they declare) may reach
 //! anywhere: a test of the store may start a simulated peer.
 
+/// The most lines a file of `src/` may have: past it, split it by what its parts do.
+pub const MAX_LINES: usize = 800;
+
 /// The layers, lowest first: `(name, modules, apart)`.
 pub const LAYERS: &[(&str, &[&str], bool)] = &[
     (
@@ -390,6 +393,24 @@ mod tests {
         // The reading finds what is there: these edges exist and are allowed.
         assert!(edges["relay"].contains_key("store"), "{edges:?}");
         assert!(edges["facebook"].contains_key("http_client"), "{edges:?}");
+    }
+
+    #[test]
+    fn no_file_is_too_long_to_read() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let long: Vec<String> = files
+            .iter()
+            .map(|f| (f, std::fs::read_to_string(f).unwrap().lines().count()))
+            .filter(|(_, n)| *n > super::MAX_LINES)
+            .map(|(f, n)| format!("{} has {n} lines", f.strip_prefix(&src).unwrap().display()))
+            .collect();
+        assert!(
+            long.is_empty(),
+            "files over {} lines; split each by what its parts do: {long:?}",
+            super::MAX_LINES
+        );
     }
 
     /// The checker itself: an import up, one across apart modules, one in a comment,

@@ -1,0 +1,125 @@
+use super::*;
+
+fn one(body: &str) -> Item {
+    let mut items = parse(body.as_bytes()).unwrap();
+    assert_eq!(items.len(), 1);
+    items.remove(0)
+}
+
+/// Instagram Login's comment webhooks as Meta's examples show them: the change on
+/// the entry itself (`field`, `value`), not in `changes[]` — one change all the same.
+#[test]
+fn a_change_on_the_entry_itself_is_one_change() {
+    let item = one(
+        r#"{"object":"instagram","entry":[{"id":"17841400000000000","time":1700000000,"field":"comments","value":{"id":"17865799348089039","from":{"id":"1254","username":"ada"},"text":"nice","media":{"id":"17887498072083520","media_product_type":"FEED"}}}]}"#,
+    );
+    assert!(
+        matches!(item.parsed, Ok(Parsed::InstagramComment(_))),
+        "{:?}",
+        item.parsed
+    );
+    assert_eq!(item.page_id, "17841400000000000");
+}
+
+/// A verified entry the daemon reads nothing from is kept as a failed item (counted,
+/// logged, replayable after an upgrade), never dropped in silence.
+#[test]
+fn an_entry_with_nothing_readable_is_kept_as_failed() {
+    let item = one(r#"{"object":"page","entry":[{"id":"1","time":5,"surprise":[1]}]}"#);
+    let why = item.parsed.unwrap_err();
+    assert!(why.contains("surprise"), "{why}");
+    assert_eq!(item.page_id, "1");
+}
+
+#[test]
+fn numeric_and_string_ids_are_the_same_text() {
+    let a = one(
+        r#"{"object":"page","entry":[{"id":1,"messaging":[{"sender":{"id":2},"recipient":{"id":"1"},"timestamp":5,"message":{"mid":"m","text":"hi"}}]}]}"#,
+    );
+    let b = one(
+        r#"{"object":"page","entry":[{"id":"1","messaging":[{"sender":{"id":"2"},"recipient":{"id":1},"timestamp":5,"message":{"mid":"m","text":"hi"}}]}]}"#,
+    );
+    assert_eq!(a.page_id, b.page_id);
+    assert_eq!(a.conversation().as_str(), "psid:2");
+    assert_eq!(a.conversation(), b.conversation());
+    assert_eq!(a.dedup_key().as_str(), "mid:m");
+}
+
+#[test]
+fn unknown_fields_and_kinds_do_not_fail() {
+    let i = one(
+        r#"{"object":"page","entry":[{"id":1,"future":true,"messaging":[{"sender":{"id":2},"timestamp":5,"brand_new_event":{"x":1}}]}]}"#,
+    );
+    assert_eq!(i.kind().as_str(), "unknown");
+    assert!(i.parsed.is_ok());
+}
+
+#[test]
+fn a_badly_typed_item_fails_alone() {
+    let items = parse(
+        br#"{"object":"page","entry":[{"id":1,"messaging":[
+        {"sender":{"id":2},"timestamp":5,"message":{"mid":"a","text":42}},
+        {"sender":{"id":2},"timestamp":6,"message":{"mid":"b","text":"ok"}}]}]}"#,
+    )
+    .unwrap();
+    assert!(items[0].parsed.is_err());
+    assert!(items[1].parsed.is_ok());
+}
+
+/// A lone UTF-16 surrogate makes the whole body invalid JSON for a strict reader;
+/// only the item that holds it fails, with its text kept.
+#[test]
+fn a_lone_surrogate_fails_its_item_alone() {
+    let body = br#"{"object":"page","entry":[{"id":"1","time":5,"messaging":[
+        {"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":5,"message":{"mid":"a","text":"bad \ud800 text"}},
+        {"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":6,"message":{"mid":"b","text":"fine"}}]},
+        {"id":"3","time":7,"messaging":[{"sender":{"id":"4"},"timestamp":7,"message":{"mid":"c","text":"also fine"}}]},
+        {"no_id":true},
+        "not an entry"]}"#;
+    assert!(
+        serde_json::from_slice::<Value>(body).is_err(),
+        "strictly, the body is invalid"
+    );
+    let items = parse(body).unwrap();
+    assert_eq!(items.len(), 5);
+    assert!(items[0].parsed.is_err());
+    assert!(
+        items[0].raw.as_str().unwrap().contains(r"\ud800"),
+        "its text is kept"
+    );
+    assert_eq!(items[0].page_id, "1");
+    assert_eq!(items[1].dedup_key().as_str(), "mid:b");
+    assert_eq!(
+        (items[2].page_id.as_str(), items[2].dedup_key().as_str()),
+        ("3", "mid:c")
+    );
+    assert!(items[3].parsed.is_err() && items[4].parsed.is_err());
+    assert_eq!(items[3].kind().as_str(), "unparsed");
+}
+
+#[test]
+fn not_a_webhook() {
+    assert!(matches!(parse(b"garbage"), Err(WebhookError::NotJson(_))));
+    assert!(matches!(
+        parse(b"{\"entry\":[]}"),
+        Err(WebhookError::NotWebhook(_))
+    ));
+    assert!(matches!(parse(b"[1,2]"), Err(WebhookError::NotWebhook(_))));
+}
+
+#[test]
+fn echo_conversation_is_the_recipient() {
+    let i = one(
+        r#"{"object":"page","entry":[{"id":1,"messaging":[{"sender":{"id":1},"recipient":{"id":9},"timestamp":5,"message":{"mid":"m","text":"hi","is_echo":true}}]}]}"#,
+    );
+    assert_eq!(i.kind().as_str(), "echo");
+    assert_eq!(i.conversation().as_str(), "psid:9");
+}
+
+#[test]
+fn keyless_events_dedup_on_their_content() {
+    let body = r#"{"object":"page","entry":[{"id":1,"messaging":[{"sender":{"id":2},"timestamp":5,"read":{"watermark":4}}]}]}"#;
+    assert_eq!(one(body).dedup_key(), one(body).dedup_key());
+    let other = body.replace("\"watermark\":4", "\"watermark\":5");
+    assert_ne!(one(body).dedup_key(), one(&other).dedup_key());
+}

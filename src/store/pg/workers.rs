@@ -1,0 +1,131 @@
+//! The worker threads: one connection each, one transaction per request, and what
+//! they do when the server goes away.
+
+use super::*;
+
+/// What the workers of one store share about losing the server.
+pub(super) struct Outage {
+    /// Connections found broken by any worker: a server that restarted broke them all,
+    /// so each worker connects again before its next request instead of failing it.
+    pub(super) lost: Arc<AtomicU64>,
+    /// The loss is in the log: one line when it goes, one when it is back.
+    pub(super) announced: Arc<AtomicBool>,
+    /// See [`Shared::reconnected_at`].
+    pub(super) reconnected_at: Arc<AtomicI64>,
+}
+
+/// One worker: takes requests one at a time and runs each in a transaction on its own
+/// connection.
+pub(super) fn run_worker(
+    mut conn: Option<PgConn>,
+    config: &Target,
+    rx: &Mutex<mpsc::UnboundedReceiver<Request>>,
+    stats: &StoreStats,
+    outage: &Outage,
+) {
+    let Outage {
+        lost,
+        announced,
+        reconnected_at,
+    } = outage;
+    let server = describe(&config.config);
+    let mut connected_at = lost.load(Ordering::Relaxed);
+    let mut last_attempt: Option<Instant> = None;
+    // Why the connection is gone, while it is.
+    let mut down: Option<String> = None;
+    loop {
+        let request = {
+            let mut rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+            match rx.blocking_recv() {
+                Some(r) => r,
+                None => return,
+            }
+        };
+        stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        let access = request.access;
+        let write = access != Access::Read;
+        if conn.as_ref().is_none_or(|c| c.client.is_closed())
+            || lost.load(Ordering::Relaxed) != connected_at
+        {
+            conn = None;
+            connected_at = lost.load(Ordering::Relaxed);
+            if last_attempt.is_none_or(|t| t.elapsed() >= RECONNECT_EVERY) {
+                last_attempt = Some(Instant::now());
+                match connect(config) {
+                    Ok(c) => {
+                        if down.take().is_some() {
+                            reconnected_at.store(now_ms(), Ordering::Relaxed);
+                        }
+                        if announced.swap(false, Ordering::Relaxed) {
+                            tracing::info!(
+                                server = %server,
+                                "connected to PostgreSQL again at {server}: the queue works again"
+                            );
+                        }
+                        conn = Some(c);
+                    }
+                    Err(e) => down = Some(e),
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else {
+            let reason = format!(
+                "PostgreSQL at {server} cannot be reached: {}",
+                down.as_deref().unwrap_or("connection lost")
+            );
+            let finish = (request.job)(None);
+            let outcome = Err(reason);
+            if write {
+                stats.note_write(&outcome);
+            }
+            finish(outcome);
+            continue;
+        };
+        let (finish, outcome) = run_one(c, request);
+        let outcome = outcome.map_err(|e| format!("PostgreSQL at {server}: {e}"));
+        if write {
+            stats.note_write(&outcome);
+            if outcome.is_ok() {
+                let counter = if access == Access::Durable {
+                    &stats.write_commits
+                } else {
+                    &stats.relaxed_commits
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                stats.write_requests.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Err(e) = &outcome
+            && c.client.is_closed()
+        {
+            if !announced.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    server = %server,
+                    error = %e,
+                    "lost the connection to PostgreSQL ({e}): webhooks are answered 503 (Facebook sends them again) and deliveries wait until it is back; the daemon connects again by itself"
+                );
+            }
+            down = Some(e.clone());
+            lost.fetch_add(1, Ordering::Relaxed);
+        }
+        finish(outcome);
+    }
+}
+
+/// Runs one request in a transaction of its own.
+pub(super) fn run_one(c: &mut PgConn, request: Request) -> (Finish, Result<(), String>) {
+    let text = |e: postgres::Error| DbError::Postgres(e).to_string();
+    let begin = match request.access {
+        Access::Read => "BEGIN READ ONLY",
+        Access::Durable => "BEGIN",
+        Access::Relaxed => "BEGIN; SET LOCAL synchronous_commit = off",
+    };
+    c.failed = false;
+    if let Err(e) = c.client.batch_execute(begin) {
+        return ((request.job)(None), Err(text(e)));
+    }
+    let finish = (request.job)(Some(&Sql::Pg(RefCell::new(&mut *c))));
+    let end = if c.failed { "ROLLBACK" } else { "COMMIT" };
+    let outcome = c.client.batch_execute(end).map_err(text);
+    (finish, outcome)
+}
