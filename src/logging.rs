@@ -12,35 +12,35 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-fn filter() -> EnvFilter {
-    let spec = std::env::var("FB_OPENCHANNEL_LOG")
-        .ok()
-        .filter(|v| EnvFilter::try_new(v).is_ok())
-        .or_else(|| {
-            std::env::var("RUST_LOG")
-                .ok()
-                .filter(|v| EnvFilter::try_new(v).is_ok())
-        })
+fn filter() -> Targets {
+    let spec = ["FB_OPENCHANNEL_LOG", "RUST_LOG"]
+        .into_iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|v| v.parse::<Targets>().is_ok())
         // The PostgreSQL client logs the server's notices (one per connection when it
         // stops); the daemon says what that means itself, once.
         .unwrap_or_else(|| "info,tokio_postgres=warn".to_owned());
     with_quiet_tls(&spec)
 }
 
-/// `spec`, with rustls held to errors unless it names rustls itself: rustls warns once
-/// per handshake about things any client on the internet may send (an IP address as SNI:
-/// "Illegal SNI extension"), a line per connection from anyone (DESIGN §4 rule 11). The
-/// daemon says what a refused handshake means itself, at debug level.
-fn with_quiet_tls(spec: &str) -> EnvFilter {
-    let filter = EnvFilter::new(spec);
+/// `spec` (`level` or `target=level`, comma-separated), with rustls held to errors unless
+/// it names rustls itself: rustls warns once per handshake about things any client on the
+/// internet may send (an IP address as SNI: "Illegal SNI extension"), a line per
+/// connection from anyone (DESIGN §4 rule 11). The daemon says what a refused handshake
+/// means itself, at debug level.
+fn with_quiet_tls(spec: &str) -> Targets {
+    let filter: Targets = spec
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(Level::INFO));
     if spec.contains("rustls") {
         return filter;
     }
-    filter.add_directive("rustls=error".parse().expect("a valid directive"))
+    filter.with_target("rustls", Level::ERROR)
 }
 
 pub fn init() {
@@ -62,15 +62,20 @@ pub fn init() {
             .try_init();
         return;
     }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter())
+    let format = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
     let _ = if under_journal {
-        builder.without_time().with_ansi(false).try_init()
+        let format = format.without_time().with_ansi(false);
+        tracing_subscriber::registry()
+            .with(filter())
+            .with(format)
+            .try_init()
     } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        let format = format.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        tracing_subscriber::registry()
+            .with(filter())
+            .with(format)
             .try_init()
     };
 }

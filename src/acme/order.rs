@@ -326,18 +326,22 @@ mod tests {
         crate::http_client::install_crypto_provider();
         let digest = [7u8; 32];
         let cert = challenge_certificate("fb.example.com", &digest).unwrap();
-        let (_, parsed) = x509_parser::parse_x509_certificate(cert.cert[0].as_ref()).unwrap();
+        use x509_cert::der::Decode;
+        let parsed = x509_cert::Certificate::from_der(cert.cert[0].as_ref()).unwrap();
         let acme_identifier =
-            x509_parser::oid_registry::Oid::from(&[1, 3, 6, 1, 5, 5, 7, 1, 31]).unwrap();
+            x509_cert::der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.31");
         let extension = parsed
-            .extensions()
+            .tbs_certificate
+            .extensions
             .iter()
-            .find(|e| e.oid == acme_identifier)
+            .flatten()
+            .find(|e| e.extn_id == acme_identifier)
             .expect("acmeIdentifier extension");
         assert!(extension.critical, "RFC 8737: the extension is critical");
         // An OCTET STRING of the 32-byte SHA-256.
-        assert_eq!(&extension.value[..2], &[0x04, 0x20]);
-        assert_eq!(&extension.value[2..], &digest);
+        let value = extension.extn_value.as_bytes();
+        assert_eq!(&value[..2], &[0x04, 0x20]);
+        assert_eq!(&value[2..], &digest);
         let facts = crate::server::tls::leaf_facts(&cert.cert[0]).unwrap();
         assert_eq!(facts.names, ["fb.example.com"]);
     }

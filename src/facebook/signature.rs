@@ -5,7 +5,7 @@
 //! JSON) and compare in constant time (`Mac::verify_slice`).
 //! Source: <https://developers.facebook.com/docs/messenger-platform/webhooks#validate-payloads>.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 /// The header Facebook puts the signature in.

@@ -31,6 +31,10 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 use tracing::{error, info};
+use x509_cert::der::Decode;
+use x509_cert::der::oid::AssociatedOid;
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::ext::pkix::name::GeneralName;
 
 /// The ALPN protocol of ACME's TLS-ALPN-01 validation (RFC 8737 §6.2).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -81,35 +85,43 @@ pub fn load(cert: &Path, key: &Path) -> Result<Loaded, String> {
 
 /// Validity and names of a leaf certificate.
 pub fn leaf_facts(der: &CertificateDer<'_>) -> Result<Facts, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+    let cert = x509_cert::Certificate::from_der(der.as_ref())
         .map_err(|e| format!("certificate does not parse: {e}"))?;
-    let not_before = cert.validity().not_before.timestamp();
-    let not_after = cert.validity().not_after.timestamp();
+    let validity = &cert.tbs_certificate.validity;
+    let seconds = |t: x509_cert::time::Time| t.to_unix_duration().as_secs() as i64;
     let mut names = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            match name {
-                x509_parser::extensions::GeneralName::DNSName(d) => names.push(d.to_string()),
-                x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
-                    4 => {
-                        names.push(std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string())
+    for name in subject_alt_names(&cert) {
+        match name {
+            GeneralName::DnsName(d) => names.push(d.to_string()),
+            GeneralName::IpAddress(ip) => match ip.as_bytes() {
+                &[a, b, c, d] => names.push(std::net::Ipv4Addr::new(a, b, c, d).to_string()),
+                bytes => {
+                    if let Ok(v6) = <[u8; 16]>::try_from(bytes) {
+                        names.push(std::net::Ipv6Addr::from(v6).to_string());
                     }
-                    16 => {
-                        let mut b = [0u8; 16];
-                        b.copy_from_slice(ip);
-                        names.push(std::net::Ipv6Addr::from(b).to_string());
-                    }
-                    _ => {}
-                },
-                _ => {}
-            }
+                }
+            },
+            _ => {}
         }
     }
     Ok(Facts {
-        not_before,
-        not_after,
+        not_before: seconds(validity.not_before),
+        not_after: seconds(validity.not_after),
         names,
     })
+}
+
+/// The subject alternative names of `cert` (none when the extension is absent or does
+/// not parse).
+fn subject_alt_names(cert: &x509_cert::Certificate) -> Vec<GeneralName> {
+    cert.tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id == SubjectAltName::OID)
+        .and_then(|e| SubjectAltName::from_der(e.extn_value.as_bytes()).ok())
+        .map(|san| san.0)
+        .unwrap_or_default()
 }
 
 /// The certificate currently served, replaceable at any time.
@@ -523,27 +535,47 @@ impl rustls::server::danger::ClientCertVerifier for NamedClient {
 /// any — then the common name does not count (RFC 6125 §6.4.4: a certificate whose SANs
 /// name another host is not made ours by its CN) — else the subject's common names.
 fn client_names(der: &CertificateDer<'_>) -> Vec<String> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+    let Ok(cert) = x509_cert::Certificate::from_der(der.as_ref()) else {
         return Vec::new();
     };
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        let names: Vec<String> = san
-            .value
-            .general_names
-            .iter()
-            .filter_map(|name| match name {
-                x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
-                _ => None,
-            })
-            .collect();
-        if !names.is_empty() {
-            return names;
-        }
+    let names: Vec<String> = subject_alt_names(&cert)
+        .into_iter()
+        .filter_map(|name| match name {
+            GeneralName::DnsName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect();
+    if !names.is_empty() {
+        return names;
     }
-    cert.subject()
-        .iter_common_name()
-        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+    let common_name = x509_cert::der::asn1::ObjectIdentifier::new_unwrap("2.5.4.3");
+    cert.tbs_certificate
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .filter(|atv| atv.oid == common_name)
+        .filter_map(|atv| directory_string(&atv.value))
         .collect()
+}
+
+/// A name attribute's text, in the string types certificates use for it.
+fn directory_string(value: &x509_cert::der::Any) -> Option<String> {
+    use x509_cert::der::asn1::{Ia5StringRef, PrintableStringRef, Utf8StringRef};
+    value
+        .decode_as::<Utf8StringRef<'_>>()
+        .map(|s| s.as_str().to_owned())
+        .or_else(|_| {
+            value
+                .decode_as::<PrintableStringRef<'_>>()
+                .map(|s| s.as_str().to_owned())
+        })
+        .or_else(|_| {
+            value
+                .decode_as::<Ia5StringRef<'_>>()
+                .map(|s| s.as_str().to_owned())
+        })
+        .ok()
 }
 
 /// Whether `auth`'s CA file can be used: how many CA certificates it holds.

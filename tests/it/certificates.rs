@@ -230,10 +230,12 @@ fn doctor_certificate_line(config_path: &Path) -> String {
 
 /// Serial and notAfter of a leaf.
 fn identity(der: &[u8]) -> (String, i64) {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(der).unwrap();
+    let tbs = &cert.tbs_certificate;
     (
-        cert.raw_serial_as_string(),
-        cert.validity().not_after.timestamp(),
+        tbs.serial_number.to_string(),
+        tbs.validity.not_after.to_unix_duration().as_secs() as i64,
     )
 }
 
