@@ -207,6 +207,10 @@ impl Daemon {
             shared.clone(),
             shutdown_rx.clone(),
         )));
+        tasks.push(tokio::spawn(crate::relay::reconcile::run(
+            shared.clone(),
+            shutdown_rx.clone(),
+        )));
 
         // Not in `tasks` either: summaries of flooding log lines, and the capture.
         tokio::spawn(crate::logging::summarise(shutdown_rx.clone()));

@@ -94,6 +94,14 @@ pub struct Metrics {
     pub last_event: Family<PageLabels, FloatGauge>,
     /// Unix time of the last successful delivery to Motion per page.
     pub last_delivery: Family<PageLabels, FloatGauge>,
+    /// Customer messages found in an account's inbox that no webhook brought.
+    pub reconcile_recovered: Family<PageLabels, Counter>,
+    /// When an account's inbox was last compared with the queue, Unix time.
+    pub reconcile_last_run: Family<PageLabels, FloatGauge>,
+    /// Conversations the last comparison looked at, per account.
+    pub reconcile_conversations: Family<PageLabels, Gauge>,
+    /// Messages the last comparison found missing, per account.
+    pub reconcile_missing: Family<PageLabels, Gauge>,
     /// Request latency per listener and route.
     pub request_seconds: HistogramFamily,
     /// notAfter of the public certificate, Unix time.
@@ -213,6 +221,30 @@ impl Metrics {
             "last_delivery_timestamp_seconds",
             "When an item of a page was last delivered to Motion",
             last_delivery.clone(),
+        );
+        let reconcile_recovered = Family::<PageLabels, Counter>::default();
+        registry.register(
+            "reconcile_recovered_messages",
+            "Customer messages found in an account's inbox (Conversations API) that no webhook brought",
+            reconcile_recovered.clone(),
+        );
+        let reconcile_last_run = Family::<PageLabels, FloatGauge>::default();
+        registry.register(
+            "reconcile_last_run_timestamp_seconds",
+            "When an account's inbox was last compared with the queue",
+            reconcile_last_run.clone(),
+        );
+        let reconcile_conversations = Family::<PageLabels, Gauge>::default();
+        registry.register(
+            "reconcile_conversations",
+            "Conversations the last comparison of an account's inbox looked at",
+            reconcile_conversations.clone(),
+        );
+        let reconcile_missing = Family::<PageLabels, Gauge>::default();
+        registry.register(
+            "reconcile_missing_messages",
+            "Messages the last comparison of an account's inbox found missing",
+            reconcile_missing.clone(),
         );
         let request_seconds: HistogramFamily = Family::new_with_constructor(latency_histogram);
         registry.register(
@@ -342,6 +374,10 @@ impl Metrics {
             items,
             last_event,
             last_delivery,
+            reconcile_recovered,
+            reconcile_last_run,
+            reconcile_conversations,
+            reconcile_missing,
             request_seconds,
             cert_expiry,
             cert_reloads,

@@ -20,6 +20,8 @@ use crate::time::now_ms;
 
 const PAGE: &str = "1234567890";
 const PSID: &str = "7700112233";
+/// The customer whose message only the Conversations API shows.
+const LOST_PSID: &str = "7700112299";
 const APP_SECRET: &str = "demo-app-secret";
 const PAGE_TOKEN: &str = "demo-page-token";
 const REPLY_TOKEN: &str = "demo-reply-token";
@@ -285,9 +287,12 @@ async fn run() -> anyhow::Result<()> {
     // 7. Instagram: the Page's Instagram account is its own Openchannel account.
     instagram_step(&facebook, &graph, &motion, &daemon).await?;
 
+    // 8. A message Meta never sent by webhook, found in the Page's inbox.
+    reconcile_step(&graph, &motion, &daemon).await?;
+
     daemon.stop().await;
     println!(
-        "\n✓ All 7 steps happened: 5 customer messages reached Motion, 3 agent replies reached"
+        "\n✓ All 8 steps happened: 6 customer messages reached Motion (one Meta never sent), 3 agent replies reached"
     );
     println!("  the customers, echoes were recognised, and the outage lost nothing.");
     Ok(())
@@ -354,6 +359,67 @@ async fn instagram_step(
     Ok(())
 }
 
+/// A customer message that is in the Page's inbox but never came by webhook: the
+/// comparison with the Conversations API (every 15 minutes in a running daemon) finds it
+/// and it is delivered like the others.
+async fn reconcile_step(
+    graph: &SimGraph,
+    motion: &SimMotion,
+    daemon: &Daemon,
+) -> anyhow::Result<()> {
+    let text = "Hello? I wrote yesterday too.";
+    println!("\n8. Meta never sends the webhook of Heidi's message: \"{text}\"");
+    let at = now_ms() - 60_000;
+    graph.add_inbox_message(
+        PAGE,
+        "messenger",
+        LOST_PSID,
+        crate::sim::facebook::InboxMessage {
+            mid: "m_demo_never_sent".into(),
+            from_customer: true,
+            text: Some(text.into()),
+            at_ms: at / 1000 * 1000,
+            image_url: None,
+        },
+    );
+    let report =
+        crate::relay::reconcile::account(&daemon.shared, PAGE, now_ms() - 3_600_000, false)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(
+        report.customer_missing() == 1 && report.stored == 1,
+        "the comparison found {:?}",
+        report.missing
+    );
+    println!(
+        "   Conversations API → fb-openchannel   {} conversations compared: 1 message no webhook brought, stored",
+        report.conversations
+    );
+    let notes = motion
+        .wait_for_notifies(6, STEP)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let note = &notes[5];
+    ensure!(
+        note.notify.from == LOST_PSID && note.notify.body == text,
+        "Motion got {note:?}"
+    );
+    println!(
+        "   fb-openchannel → Motion     notify from={} body=\"{}\": recovered, once",
+        note.notify.from, note.notify.body
+    );
+    let again = crate::relay::reconcile::account(&daemon.shared, PAGE, now_ms() - 3_600_000, false)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(
+        again.missing.is_empty(),
+        "a second comparison found {:?}",
+        again.missing
+    );
+    println!("   a second comparison finds nothing missing");
+    Ok(())
+}
+
 fn demo_config(
     dir: &Path,
     certs: &tls::TestCerts,
@@ -380,6 +446,9 @@ api_key = "{API_KEY}"
 [delivery]
 retry_initial = "300ms"
 retry_max = "1s"
+[reconcile]
+every = "0s"
+pace = "10ms"
 [[page]]
 id = "{PAGE}"
 access_token = "{PAGE_TOKEN}"

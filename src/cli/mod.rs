@@ -5,6 +5,7 @@ mod demo;
 mod doctor;
 pub mod output;
 mod queue;
+mod reconcile;
 mod setup;
 mod simulate;
 mod subscribe;
@@ -80,6 +81,29 @@ pub enum Command {
         #[arg(long)]
         no_webhook: bool,
     },
+    /// Compare an account's inbox (Meta's Conversations API) with the queue, and store
+    /// the messages no webhook brought: the running daemon delivers them in order.
+    Reconcile {
+        /// The Page whose Messenger inbox to compare.
+        #[arg(
+            long,
+            conflicts_with = "instagram",
+            required_unless_present = "instagram"
+        )]
+        page: Option<String>,
+        /// The Instagram account whose direct messages to compare.
+        #[arg(long)]
+        instagram: Option<String>,
+        /// How far back, e.g. "24h", "3d" (at most 7 days).
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        /// Only list what is missing; store nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Subscribe every page to this app's webhooks with the fields it needs.
     Subscribe {
         #[arg(long)]
@@ -145,6 +169,22 @@ pub fn main() -> ExitCode {
         Command::Demo => demo::main(),
         Command::Doctor { json } => doctor::main(&cli.config, json),
         Command::Subscribe { json } => subscribe::main(&cli.config, json),
+        Command::Reconcile {
+            page,
+            instagram,
+            since,
+            dry_run,
+            json,
+        } => reconcile::main(
+            &cli.config,
+            reconcile::Options {
+                page,
+                instagram,
+                since,
+                dry_run,
+            },
+            json,
+        ),
         Command::Setup {
             user_token,
             page,

@@ -26,6 +26,10 @@ pub struct Config {
     /// How hard and how wide deliveries are retried and run.
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// Comparing each account's inbox (Meta's Conversations API) with what webhooks
+    /// brought, to recover the messages Meta never sent.
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
     /// One table per Facebook Page (one Openchannel account each).
     #[serde(rename = "page", default)]
     pub pages: Vec<PageConfig>,
@@ -292,6 +296,51 @@ impl Default for DeliveryConfig {
             give_up_after: default_give_up_after(),
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// How often each account's inbox is compared with the queue; "0s" turns it off.
+    #[serde(default = "default_reconcile_every", with = "humantime_serde")]
+    pub every: Duration,
+    /// How far back each run looks, past the previous one (so nothing falls between
+    /// two runs). After the daemon was down, the first run looks back to when it last
+    /// received a webhook, at most 7 days (and never past `storage.keep`).
+    #[serde(default = "default_reconcile_lookback", with = "humantime_serde")]
+    pub lookback: Duration,
+    /// Least time between two Conversations API calls of one account (Meta allows
+    /// about 2 a second per Page).
+    #[serde(default = "default_reconcile_pace", with = "humantime_serde")]
+    pub pace: Duration,
+    /// How long a run waits when Meta answers "too many calls" (codes 4, 17, 32, 613)
+    /// without saying how long, before it asks again.
+    #[serde(default = "default_reconcile_pause", with = "humantime_serde")]
+    pub pause: Duration,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            every: default_reconcile_every(),
+            lookback: default_reconcile_lookback(),
+            pace: default_reconcile_pace(),
+            pause: default_reconcile_pause(),
+        }
+    }
+}
+
+fn default_reconcile_every() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_reconcile_lookback() -> Duration {
+    Duration::from_secs(2 * 3600)
+}
+fn default_reconcile_pace() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_reconcile_pause() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]

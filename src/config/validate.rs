@@ -329,6 +329,26 @@ impl Config {
                 Range::new(Duration::ZERO, 30 * DAY).or_zero("\"0s\" turns the check off"),
             ),
             (
+                "reconcile.every",
+                self.reconcile.every,
+                Range::new(MINUTE, DAY).or_zero("\"0s\" turns reconciliation off"),
+            ),
+            (
+                "reconcile.lookback",
+                self.reconcile.lookback,
+                Range::new(MINUTE, 7 * DAY),
+            ),
+            (
+                "reconcile.pace",
+                self.reconcile.pace,
+                Range::new(Duration::ZERO, MINUTE),
+            ),
+            (
+                "reconcile.pause",
+                self.reconcile.pause,
+                Range::new(ms(10), HOUR),
+            ),
+            (
                 "motion.timeout",
                 self.motion.timeout,
                 Range::new(ms(100), HOUR),

@@ -199,7 +199,7 @@ async fn sort_echo(shared: &Shared, item: &Item, new: &mut NewItem) {
     );
 }
 
-fn to_new_item(shared: &Shared, item: &Item) -> NewItem {
+pub(super) fn to_new_item(shared: &Shared, item: &Item) -> NewItem {
     NewItem {
         direction: Direction::Inbound,
         page_id: item.page_id.clone(),

@@ -30,6 +30,7 @@ pub mod outbound;
 pub mod outcome;
 pub mod pauses;
 pub mod public_files;
+pub mod reconcile;
 pub mod reply;
 pub mod retention;
 pub mod retry;

@@ -17,6 +17,44 @@ pub struct Profile {
 }
 
 impl Store {
+    /// Which of `keys` the account's inbound items already hold (delivered, pending,
+    /// skipped or failed): one index look-up per key.
+    pub async fn known_inbound(
+        &self,
+        page_id: String,
+        keys: Vec<DedupKey>,
+    ) -> Result<std::collections::HashSet<DedupKey>, StoreError> {
+        self.call(Access::Read, move |conn| {
+            let mut known = std::collections::HashSet::new();
+            for key in keys {
+                let found: i64 = conn.one(
+                    "SELECT COUNT(*) FROM items
+                      WHERE direction = 'in' AND page_id = ?1 AND dedup_key = ?2",
+                    params![page_id, key.as_str()],
+                    |r| r.get(0),
+                )?;
+                if found > 0 {
+                    known.insert(key);
+                }
+            }
+            Ok(known)
+        })
+        .await
+    }
+
+    /// When the newest webhook body was stored (ms): about when the daemon last ran.
+    pub async fn last_webhook_at(&self) -> Result<Option<i64>, StoreError> {
+        self.call(Access::Read, |conn| {
+            conn.all(
+                "SELECT received_at FROM webhooks ORDER BY id DESC LIMIT 1",
+                params![],
+                |r| r.get::<i64>(0),
+            )
+            .map(|rows| rows.into_iter().next())
+        })
+        .await
+    }
+
     /// Remembers the Graph message id of one of our sends.
     pub async fn record_sent(
         &self,

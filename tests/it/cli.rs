@@ -198,7 +198,7 @@ fn demo_runs_the_whole_loop_and_exits_0() {
         "7. Grace answers the Page's Instagram story",
         "account 2 (Instagram): notify from=1254009876543210 firstName=Grace lastName=Hopper body=\"[replied to your story]",
         "fb-openchannel → Instagram  Send API of page 1234567890 to 1254009876543210",
-        "✓ All 7 steps happened",
+        "✓ All 8 steps happened",
     ] {
         assert!(
             transcript.contains(line),

@@ -129,7 +129,7 @@ timeout = "5s"
 retry_initial = "20ms"
 retry_max = "200ms"
 give_up_after = "1h"
-
+{reconcile}
 [[page]]
 id = "{PAGE_A}"
 access_token = "{TOKEN_A}"
@@ -150,6 +150,13 @@ reply_token = "{REPLY_TOKEN_B}"
             media = self.graph.server.addr,
             receive_a = self.motion.receive_url(1),
             receive_b = self.motion.receive_url(2),
+            // Inbox comparisons only where a test asks for them (they call the
+            // simulated Graph at start).
+            reconcile = if extra.contains("[reconcile]") {
+                ""
+            } else {
+                "\n[reconcile]\nevery = \"0s\"\npace = \"1ms\"\npause = \"50ms\"\n"
+            },
         )
     }
 

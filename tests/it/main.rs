@@ -13,6 +13,7 @@ mod messenger;
 mod operator;
 mod privileged;
 mod process;
+mod reconcile;
 mod replies;
 mod service;
 mod setup;

@@ -155,6 +155,7 @@ async fn run(config: &Config, path: &std::path::Path) -> Vec<Check> {
     {
         checks.push(check);
     }
+    checks.extend(reconcile_seen(config).await);
     let local_up = match local_listener(config).await {
         Ok(d) => {
             checks.push(daemon("local", true, d));

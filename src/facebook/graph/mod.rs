@@ -6,6 +6,7 @@
 //! <https://developers.facebook.com/docs/graph-api/guides/error-handling> and the
 //! Messenger Send API error list).
 
+pub mod conversations;
 mod errors;
 mod instagram;
 mod send;

@@ -1,10 +1,12 @@
 //! A simulated Facebook: a Graph API server (profiles, attachment files) and a webhook
 //! sender that signs payloads with the App Secret as Facebook does.
 
+mod inbox;
 mod login;
 mod routes;
 mod webhooks;
 
+pub use inbox::InboxMessage;
 pub use webhooks::*;
 
 use std::collections::HashMap;
@@ -152,6 +154,10 @@ struct State {
     codes: Mutex<HashMap<String, (String, String, bool)>>,
     /// Every login code has expired (the admin took too long).
     codes_expired: Mutex<bool>,
+    /// The accounts' inboxes (Conversations API).
+    inbox: Mutex<Vec<inbox::Conversation>>,
+    /// Scripted Conversations API failures, one per call.
+    inbox_failures: Mutex<std::collections::VecDeque<SendFailure>>,
 }
 
 /// A Facebook user as Facebook Login knows them.
@@ -465,7 +471,7 @@ impl SimGraph {
     pub fn send_calls(&self) -> usize {
         self.requests()
             .iter()
-            .filter(|r| r.path.ends_with("/messages"))
+            .filter(|r| r.method == "POST" && r.path.ends_with("/messages"))
             .count()
     }
 

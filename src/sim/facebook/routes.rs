@@ -144,6 +144,16 @@ pub(super) async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
 
     let page = page.expect("checked above");
     let instagram_login = state.instagram_logins.lock().unwrap().contains(&page);
+    if let Some(answer) = super::inbox::answer(
+        state,
+        req.method(),
+        &segments,
+        &query,
+        &page,
+        instagram_login,
+    ) {
+        return answer;
+    }
     match (req.method(), segments.as_slice()) {
         // An Instagram Login token: `user_id` is the professional account's id (the one
         // webhooks carry), `id` an app-scoped one.
