@@ -23,13 +23,16 @@ use crate::server::{self, Limits, local, public};
 use crate::store::Store;
 
 /// What each task in `Daemon::tasks` is, in order, for error messages.
-const TASK_NAMES: [&str; 6] = [
+const TASK_NAMES: [&str; 9] = [
     "the public listener",
     "the local listener",
     "the inbound worker",
     "the outbound worker",
     "the subscription checker",
+    "the Instagram Login token refresher",
     "the retention pass (storage.keep)",
+    "the daily token check",
+    "the inbox reconciliation",
 ];
 
 /// The local listener's time for a request head (and idle keep-alive).
@@ -204,6 +207,10 @@ impl Daemon {
             shutdown_rx.clone(),
         )));
         tasks.push(tokio::spawn(retention::run(
+            shared.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::relay::token_health::run(
             shared.clone(),
             shutdown_rx.clone(),
         )));

@@ -94,6 +94,10 @@ pub struct Metrics {
     pub last_event: Family<PageLabels, FloatGauge>,
     /// Unix time of the last successful delivery to Motion per page.
     pub last_delivery: Family<PageLabels, FloatGauge>,
+    /// When each Page token expires, Unix time (0: never, or not checked yet).
+    pub token_expiry: Family<PageLabels, FloatGauge>,
+    /// When the app's data access through each Page token ends, Unix time.
+    pub token_data_access_expiry: Family<PageLabels, FloatGauge>,
     /// Customer messages found in an account's inbox that no webhook brought.
     pub reconcile_recovered: Family<PageLabels, Counter>,
     /// When an account's inbox was last compared with the queue, Unix time.
@@ -221,6 +225,18 @@ impl Metrics {
             "last_delivery_timestamp_seconds",
             "When an item of a page was last delivered to Motion",
             last_delivery.clone(),
+        );
+        let token_expiry = Family::<PageLabels, FloatGauge>::default();
+        registry.register(
+            "page_token_expiry_timestamp_seconds",
+            "When each Page token expires per debug_token (0: never)",
+            token_expiry.clone(),
+        );
+        let token_data_access_expiry = Family::<PageLabels, FloatGauge>::default();
+        registry.register(
+            "page_token_data_access_expiry_timestamp_seconds",
+            "When the app's data access through each Page token ends, per debug_token",
+            token_data_access_expiry.clone(),
         );
         let reconcile_recovered = Family::<PageLabels, Counter>::default();
         registry.register(
@@ -374,6 +390,8 @@ impl Metrics {
             items,
             last_event,
             last_delivery,
+            token_expiry,
+            token_data_access_expiry,
             reconcile_recovered,
             reconcile_last_run,
             reconcile_conversations,

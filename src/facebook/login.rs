@@ -24,6 +24,11 @@ pub struct TokenFacts {
     pub scopes: Vec<String>,
     /// Why it is not valid, when Graph says.
     pub error: Option<String>,
+    /// Unix seconds; `None` when it does not expire (Meta writes 0).
+    pub expires_at: Option<i64>,
+    /// Unix seconds when the app's access to the data ends (renewed when a person uses
+    /// the app again: for a Page token, when an admin runs `setup` again).
+    pub data_access_expires_at: Option<i64>,
 }
 
 /// A Page the user manages, with its token.
@@ -87,7 +92,11 @@ impl GraphClient {
                 .flatten()
                 .filter_map(|s| s.as_str().map(str::to_owned))
                 .collect(),
-            error: data["error"]["message"].as_str().map(str::to_owned),
+            error: data["error"]["message"]
+                .as_str()
+                .map(|m| m.chars().take(300).collect()),
+            expires_at: data["expires_at"].as_i64().filter(|s| *s > 0),
+            data_access_expires_at: data["data_access_expires_at"].as_i64().filter(|s| *s > 0),
         })
     }
 

@@ -9,4 +9,5 @@ pub mod ig_comment;
 pub mod login;
 pub mod media;
 pub mod signature;
+pub mod signed_request;
 pub mod webhook;

@@ -37,6 +37,7 @@ pub mod retry;
 pub mod routing;
 pub mod sending;
 pub mod subscription;
+pub mod token_health;
 pub mod wall_reply;
 
 use std::collections::HashMap;
@@ -228,6 +229,8 @@ pub struct Shared {
     pub files: crate::budget::FileBudget,
     /// Poked by a reload: the subscription check takes its new interval at once.
     pub subscription_wake: Notify,
+    /// The latest `debug_token` verdict on each account's token.
+    pub token_health: token_health::TokenHealth,
     /// The public listener's certificate and, with ACME, its keeper (set once the
     /// listener is up), for `/readyz`.
     pub certificate: std::sync::OnceLock<Box<dyn CertificateWatch>>,
@@ -288,6 +291,7 @@ impl Shared {
             public_files: public_files::PublicFiles::default(),
             files: crate::budget::FileBudget::new(crate::budget::FILE_MEMORY),
             subscription_wake: Notify::new(),
+            token_health: token_health::TokenHealth::default(),
             certificate: std::sync::OnceLock::new(),
         })
     }
@@ -313,5 +317,6 @@ impl Shared {
         self.outbound_wake.notify_one();
         self.instagram_tokens.wake.notify_one();
         self.subscription_wake.notify_one();
+        self.token_health.wake.notify_one();
     }
 }

@@ -270,13 +270,19 @@ async fn readyz(shared: &Shared) -> HttpResponse {
         problems.push(format!("{}: {problem}", account_name(shared, &page)));
     }
     let unreadable = shared.metrics.unreadable.get();
-    let note = if unreadable > 0 {
+    let mut note = if unreadable > 0 {
         format!(
             "note: {unreadable} signed webhook item(s) could not be read since the start; each is kept as failed (fb-openchannel queue list --failed) while its neighbours were delivered\n"
         )
     } else {
         String::new()
     };
+    for (account, warning) in shared.token_health.warnings() {
+        note.push_str(&format!(
+            "warning: {}: {warning}\n",
+            account_name(shared, &account)
+        ));
+    }
     if problems.is_empty() {
         text(200, format!("ready\n{note}"))
     } else {

@@ -6,6 +6,7 @@
 //! keep-alive; a client that does not send its request head within the request timeout
 //! is disconnected, one that does not finish its body gets 408 (see [`public`]).
 
+pub mod app_callbacks;
 pub mod body;
 mod head;
 pub mod local;

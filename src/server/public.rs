@@ -51,6 +51,14 @@ pub async fn handle(
         shared.metrics.request("public", "oauth", started.elapsed());
         return text(status, body);
     }
+    if crate::server::app_callbacks::is_callback(req.uri().path()) {
+        let metrics = shared.clone();
+        let response = crate::server::app_callbacks::handle(shared, req).await;
+        metrics
+            .metrics
+            .request("public", "app_callback", started.elapsed());
+        return response;
+    }
     if req.uri().path() != "/webhook" {
         shared.metrics.request("public", "other", started.elapsed());
         return text(404, "not found\n");

@@ -1,6 +1,7 @@
 //! Integration tests: the real daemon over loopback HTTP(S) against simulated Facebook
 //! and Motion servers. One test binary with modules, to keep build times down.
 
+mod app_review;
 mod certificates;
 mod cli;
 mod delivery;

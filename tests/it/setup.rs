@@ -127,6 +127,14 @@ async fn setup_connects_a_page_from_a_user_token_and_its_reply_url_works() {
     let fields = peers.graph.subscribed(NEW_PAGE);
     assert!(fields.iter().any(|f| f == "messages"), "{fields:?}");
 
+    // App Review's two callbacks, to paste into the App Dashboard.
+    assert!(out.contains("Deauthorize callback URL = https://"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("Data Deletion Request URL = https://")
+                && l.ends_with("/facebook/data-deletion")),
+        "{out}"
+    );
     // The printed Reply URL works once the daemon has the page (a reload).
     let reply_url = out
         .lines()

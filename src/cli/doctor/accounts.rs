@@ -199,6 +199,9 @@ pub(super) async fn page_checks(
         }
     };
     if token_ok {
+        if let Some(c) = token_health_check(page, config, graph, &check).await {
+            checks.push(c);
+        }
         checks.extend(subscription_checks(page, config, graph, &check).await);
         if let Some(c) = routing_check(page, config, graph, &check).await {
             checks.push(c);
@@ -206,6 +209,53 @@ pub(super) async fn page_checks(
     }
     checks.push(receive_url_check(motion, page.receive_url.get_ref(), &check).await);
     checks
+}
+
+/// What `debug_token` says of the Page token: its permissions and when it and its data
+/// access end — a warning 7 days ahead, a failure once it does not work.
+async fn token_health_check(
+    page: &PageConfig,
+    config: &Config,
+    graph: &GraphClient,
+    check: &impl Fn(&'static str, bool, String) -> Check,
+) -> Option<Check> {
+    use crate::relay::token_health::{Verdict, judge, page_needs};
+    let app = crate::relay::subscription::our_app(graph, config, page)
+        .await
+        .ok()?;
+    let facts = match graph
+        .debug_token(
+            &app.id,
+            config.facebook.app_secret.get_ref(),
+            page.access_token.get_ref(),
+        )
+        .await
+    {
+        Ok(facts) => facts,
+        Err(e) => {
+            return Some(check(
+                "token health",
+                true,
+                format!("debug_token could not be asked ({e}): expiry and permissions unchecked"),
+            ));
+        }
+    };
+    let now = crate::time::now_ms() / 1000;
+    let ends = |at: Option<i64>| at.map_or("never".to_owned(), crate::time::when);
+    let summary = format!(
+        "expires {}, data access until {}",
+        ends(facts.expires_at),
+        ends(facts.data_access_expires_at)
+    );
+    Some(match judge(&facts, &page_needs(config, page), now) {
+        Verdict::Fine => check(
+            "token health",
+            true,
+            format!("every permission the daemon uses is granted; {summary}"),
+        ),
+        Verdict::Warning(why) => check("token health", true, format!("warning: {why} ({summary})")),
+        Verdict::Dead(why) => check("token health", false, why),
+    })
 }
 
 /// Whether Motion answers at an account's Receive URL (a GET, which creates nothing).

@@ -301,6 +301,7 @@ async fn setup(path: &Path, options: Options) -> Result<(), String> {
             reply_url(local, id, reply_token)
         );
     }
+    println!("{}", app_review_callbacks(&config));
     match (&page.instagram, &instagram) {
         (Some((id, username)), None) if config.instagram(id).is_none() => println!(
             "Page {} is linked to the Instagram account @{username} ({id}): to connect it, run setup again with --instagram-receive-url <its Motion account's Receive URL>",
@@ -309,6 +310,27 @@ async fn setup(path: &Path, options: Options) -> Result<(), String> {
         _ => {}
     }
     Ok(())
+}
+
+/// The two callbacks App Review asks for, to paste into the App Dashboard (Meta does not
+/// take them through the API).
+pub fn app_review_callbacks(config: &Config) -> String {
+    let url = |path: &str| match config.public_base() {
+        Some(mut base) => {
+            if let Ok(mut segments) = base.path_segments_mut() {
+                segments
+                    .pop_if_empty()
+                    .extend(path.trim_start_matches('/').split('/'));
+            }
+            base.to_string()
+        }
+        None => format!("https://<public.name>{path}"),
+    };
+    format!(
+        "For App Review, App Dashboard → Facebook Login → Settings:\n  Deauthorize callback URL = {}\n  Data Deletion Request URL = {}",
+        url(crate::server::app_callbacks::DEAUTHORIZE_PATH),
+        url(crate::server::app_callbacks::DATA_DELETION_PATH)
+    )
 }
 
 /// The last step that used to be copied by hand: the app's webhook for Pages

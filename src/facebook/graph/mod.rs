@@ -1,7 +1,8 @@
 //! The Facebook Graph API calls we make, and what their errors mean.
 //!
 //! The Page access token always travels in the `Authorization: Bearer` header, never in a
-//! URL that could end up in a log. [`classify`] is the one decision about whether a Graph
+//! URL that could end up in a log — except as `debug_token`'s `input_token`, which Meta
+//! takes only as a parameter (the token check; captures mask it). [`classify`] is the one decision about whether a Graph
 //! error is worth retrying (DESIGN §2, from
 //! <https://developers.facebook.com/docs/graph-api/guides/error-handling> and the
 //! Messenger Send API error list).

@@ -159,17 +159,45 @@ pub(super) fn facebook_login(
                 return Some(refused);
             }
             let input = param("input_token").unwrap_or_default();
-            let data = match state.users.lock().unwrap().get(&input) {
-                Some(user) => json!({
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            let page = state.tokens.lock().unwrap().get(&input).cloned();
+            let mut data = if state.revoked.lock().unwrap().contains(&input) {
+                json!({
+                    "app_id": SIM_APP_ID, "type": "PAGE", "application": SIM_APP_NAME,
+                    "is_valid": false, "scopes": [],
+                    "error": {"code": 190, "subcode": 458, "message": format!("Error validating access token: The user has not authorized application {SIM_APP_ID}.")},
+                })
+            } else if let Some(user) = state.users.lock().unwrap().get(&input) {
+                json!({
                     "app_id": SIM_APP_ID, "type": "USER", "application": SIM_APP_NAME,
                     "data_access_expires_at": 1_800_000_000, "expires_at": if user.long_lived { 1_790_000_000 } else { 1_780_000_000 },
                     "is_valid": true, "scopes": user.scopes, "user_id": "10000000000001",
-                }),
-                None => json!({
+                })
+            } else if let Some(page) = page {
+                // A Page token: never expires; the app's data access for 90 days.
+                json!({
+                    "app_id": SIM_APP_ID, "type": "PAGE", "application": SIM_APP_NAME,
+                    "data_access_expires_at": now + 90 * 86_400, "expires_at": 0,
+                    "is_valid": true, "issued_at": now - 86_400, "profile_id": page,
+                    "scopes": ["pages_messaging", "pages_manage_metadata", "pages_read_engagement",
+                               "pages_manage_engagement", "pages_show_list", "business_management",
+                               "instagram_basic", "instagram_manage_messages", "instagram_manage_comments"],
+                    "user_id": "10000000000001",
+                })
+            } else {
+                json!({
                     "error": {"code": 190, "message": "Invalid OAuth access token."},
                     "is_valid": false, "scopes": [],
-                }),
+                })
             };
+            if let Some(Value::Object(facts)) = state.token_facts.lock().unwrap().get(&input) {
+                for (k, v) in facts {
+                    data[k] = v.clone();
+                }
+            }
             Some(json_response(200, json!({ "data": data })))
         }
         (&Method::GET, [_version, "me", "accounts"]) => {

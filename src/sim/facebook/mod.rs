@@ -158,6 +158,10 @@ struct State {
     inbox: Mutex<Vec<inbox::Conversation>>,
     /// Scripted Conversations API failures, one per call.
     inbox_failures: Mutex<std::collections::VecDeque<SendFailure>>,
+    /// What `debug_token` says of tokens other than a healthy Page token's default.
+    token_facts: Mutex<HashMap<String, Value>>,
+    /// Tokens Meta no longer accepts (a user removed the app): `debug_token` says so.
+    revoked: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A Facebook user as Facebook Login knows them.
@@ -462,6 +466,15 @@ impl SimGraph {
         self.state.requests.lock().unwrap().clone()
     }
 
+    /// Requests received apart from the daemon's token check (`GET /app`,
+    /// `GET /debug_token`: at start, after reloads, daily).
+    pub fn requests_but_token_checks(&self) -> Vec<GraphRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| !(r.path.ends_with("/app") || r.path.ends_with("/debug_token")))
+            .collect()
+    }
+
     /// Messages the Send API accepted, in order.
     pub fn sent(&self) -> Vec<SentMessage> {
         self.state.sent.lock().unwrap().clone()
@@ -510,6 +523,42 @@ impl SimGraph {
     /// Makes `object_id` (a post or comment) gone: commenting on it fails.
     pub fn delete_object(&self, object_id: &str) {
         self.state.deleted.lock().unwrap().push(object_id.into());
+    }
+
+    /// `debug_token` answers these fields for `token` (over a healthy Page token's:
+    /// valid, never expiring, data access for 90 days, every permission).
+    pub fn set_token_facts(&self, token: &str, facts: Value) {
+        self.state
+            .token_facts
+            .lock()
+            .unwrap()
+            .insert(token.into(), facts);
+    }
+
+    /// The user who gave `token` removed the app: Graph refuses it from now on.
+    pub fn revoke_token(&self, token: &str) {
+        self.state.revoked.lock().unwrap().insert(token.into());
+        self.state.tokens.lock().unwrap().remove(token);
+    }
+
+    /// Meta's `signed_request` for a callback about `user_id`, issued `age_s` ago,
+    /// signed with the app secret (or with `secret` when given: a forgery).
+    pub fn signed_request(&self, user_id: &str, age_s: i64, secret: Option<&str>) -> String {
+        let app_secret = self
+            .state
+            .app_secret
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        crate::facebook::signed_request::sign(
+            secret.unwrap_or(&app_secret).as_bytes(),
+            &json!({"algorithm": "HMAC-SHA256", "expires": 0, "issued_at": now - age_s, "user_id": user_id}),
+        )
     }
 
     /// The echo webhook Facebook sends after the Page sent `message`.
