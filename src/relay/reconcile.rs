@@ -408,7 +408,10 @@ pub fn window_start(now: i64, previous: Option<i64>, lookback: Duration, keep: D
 /// `shutdown` turns true. The first run starts from the last webhook stored, so a
 /// daemon that was down looks back over its downtime.
 pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let mut previous: Option<i64> = shared.store.last_webhook_at().await.ok().flatten();
+    // Per account, when its last successful run started: a run that failed (Graph down,
+    // a dead token) does not move its window, so the next one covers it.
+    let started: Option<i64> = shared.store.last_webhook_at().await.ok().flatten();
+    let mut previous: HashMap<String, i64> = HashMap::new();
     loop {
         let config = shared.live().config.clone();
         let every = config.reconcile.every;
@@ -418,13 +421,6 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 _ = shutdown.changed() => return,
             }
         }
-        let now = crate::time::now_ms();
-        let since = window_start(
-            now,
-            previous,
-            config.reconcile.lookback,
-            config.storage.keep,
-        );
         let accounts: Vec<String> = config
             .pages
             .iter()
@@ -432,12 +428,18 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             .chain(config.instagram.iter().map(|a| a.id.get_ref().clone()))
             .collect();
         for account in accounts {
+            let now = crate::time::now_ms();
+            let last = previous.get(&account).copied().or(started);
+            let since = window_start(now, last, config.reconcile.lookback, config.storage.keep);
             tokio::select! {
-                _ = run_once(&shared, &account, since) => {}
+                report = run_once(&shared, &account, since) => {
+                    if report.is_some() {
+                        previous.insert(account, now);
+                    }
+                }
                 _ = shutdown.changed() => return,
             }
         }
-        previous = Some(now);
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,

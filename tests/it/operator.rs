@@ -1156,3 +1156,25 @@ async fn a_broken_export_imports_nothing() {
         "the good line before the broken one was not kept either"
     );
 }
+
+/// The simulated Meta sends only the fields a Page is subscribed to, as Meta does: a test
+/// that delivers an event of a field the daemon does not subscribe fails, as that event
+/// would be lost on a real Page.
+#[tokio::test]
+async fn the_simulated_meta_sends_only_subscribed_fields() {
+    let peers = Peers::start().await;
+    peers
+        .graph
+        .set_subscribed(PAGE_A, &["messages", "message_echoes"]);
+    let standby = serde_json::json!({"object": "page", "entry": [{"id": PAGE_A, "time": 1,
+        "standby": [{"sender": {"id": PSID}, "recipient": {"id": PAGE_A}, "timestamp": 1,
+                     "message": {"mid": "m_standby", "text": "hi"}}]}]})
+    .to_string();
+    let refused = peers.graph.would_send(&standby).unwrap_err();
+    assert!(refused.contains("not subscribed to standby"), "{refused}");
+    let text = fb_openchannel::sim::facebook::messenger_text(PAGE_A, PSID, "m_text", 1, "hi");
+    assert!(peers.graph.would_send(&text).is_ok());
+    // A Page set up by this release (every field the daemon uses) gets them all.
+    peers.graph.add_page(PAGE_A, TOKEN_A);
+    assert!(peers.graph.would_send(&standby).is_ok());
+}

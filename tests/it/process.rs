@@ -98,7 +98,13 @@ async fn the_log_names_page_conversation_and_outcome_and_never_a_secret() {
     s.send(messenger_text(PAGE_A, PSID, "m.3", 3, "works").as_bytes())
         .await
         .unwrap();
-    peers.motion.wait_for_notifies(2, WAIT).await.unwrap();
+    // Motion records refused attempts too: wait for the lines themselves (m.1 delivered
+    // after its retry, m.2 refused for good, m.3 delivered).
+    crate::wait_until("the log tells all three outcomes", WAIT, || async {
+        let log = daemon.log_text();
+        log.contains("failed for good") && log.matches("delivered to Motion").count() >= 2
+    })
+    .await;
 
     let log = daemon.log_text();
     println!("{log}");

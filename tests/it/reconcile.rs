@@ -396,3 +396,34 @@ fn a_run_looks_back_over_the_downtime_but_never_past_seven_days_or_the_history_k
         now - 7 * 24 * hour + hour
     );
 }
+
+/// A recovered photo is moved into Motion like one that came by webhook.
+#[tokio::test]
+async fn a_recovered_photo_is_moved_into_motion() {
+    let bench = Bench::start().await;
+    let graph = &bench.peers.graph;
+    let photo: Vec<u8> = (0..20_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let url = graph.add_file("lost_n.jpg", "image/jpeg", photo.clone());
+    graph.add_inbox_message(
+        PAGE_A,
+        "messenger",
+        PSID,
+        InboxMessage {
+            mid: "m_lost_photo".into(),
+            from_customer: true,
+            text: None,
+            at_ms: (now_ms() - 60_000) / 1000 * 1000,
+            image_url: Some(url),
+        },
+    );
+    let found = reconcile::account(&bench.daemon().shared, PAGE_A, now_ms() - 3_600_000, false)
+        .await
+        .unwrap();
+    assert_eq!(found.stored, 1);
+    let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    let uploads = bench.motion().uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].bytes.as_ref(), photo.as_slice());
+    assert!(notes[0].notify.attachment_id.is_some());
+    bench.stop().await;
+}

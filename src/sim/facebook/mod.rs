@@ -346,6 +346,38 @@ impl SimGraph {
             .unwrap_or_default()
     }
 
+    /// Whether Meta would send this webhook body: every event of a Page this server knows
+    /// must be of a field our app is subscribed to on that Page (Meta sends only those).
+    /// `Err` names the first one that would not be sent. Pages it does not know, and
+    /// other objects, pass.
+    pub fn would_send(&self, body: &str) -> Result<(), String> {
+        let Ok(v) = serde_json::from_str::<Value>(body) else {
+            return Ok(());
+        };
+        if v["object"] != "page" {
+            return Ok(());
+        }
+        let subscriptions = self.state.subscriptions.lock().unwrap();
+        for entry in v["entry"].as_array().into_iter().flatten() {
+            let page = match &entry["id"] {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => continue,
+            };
+            let Some(fields) = subscriptions.get(&page) else {
+                continue;
+            };
+            for field in webhook_fields(entry) {
+                if !fields.iter().any(|f| f == field) {
+                    return Err(format!(
+                        "Meta would not send this: page {page} is not subscribed to {field} (subscribed: {fields:?})"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Pages a subscribe call was made for, in order.
     pub fn subscribe_calls(&self) -> Vec<String> {
         self.state.subscribe_calls.lock().unwrap().clone()
@@ -589,6 +621,56 @@ impl SimGraph {
         })
         .to_string()
     }
+}
+
+/// The webhook fields of a Page entry's events, as Meta names them.
+fn webhook_fields(entry: &Value) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    for event in entry["messaging"].as_array().into_iter().flatten() {
+        let field = if event["message"]["is_echo"] == true {
+            "message_echoes"
+        } else if event.get("message").is_some() {
+            "messages"
+        } else if event.get("postback").is_some() {
+            "messaging_postbacks"
+        } else if event.get("read").is_some() {
+            "message_reads"
+        } else if event.get("delivery").is_some() {
+            "message_deliveries"
+        } else if event.get("reaction").is_some() {
+            "message_reactions"
+        } else if event.get("referral").is_some() {
+            "messaging_referrals"
+        } else if event.get("optin").is_some() {
+            "messaging_optins"
+        } else if event.get("policy_enforcement").is_some() {
+            "messaging_policy_enforcement"
+        } else if event.get("message_edit").is_some() {
+            "message_edits"
+        } else if [
+            "pass_thread_control",
+            "take_thread_control",
+            "request_thread_control",
+            "app_roles",
+        ]
+        .iter()
+        .any(|k| event.get(*k).is_some())
+        {
+            "messaging_handovers"
+        } else {
+            continue;
+        };
+        fields.push(field);
+    }
+    if entry["standby"].as_array().is_some_and(|s| !s.is_empty()) {
+        fields.push("standby");
+    }
+    for change in entry["changes"].as_array().into_iter().flatten() {
+        if change["field"] == "feed" {
+            fields.push("feed");
+        }
+    }
+    fields
 }
 
 fn graph_error(status: u16, code: i64, subcode: Option<i64>, message: &str) -> SimResponse {
