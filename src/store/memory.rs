@@ -46,7 +46,7 @@ impl Store {
     pub async fn last_webhook_at(&self) -> Result<Option<i64>, StoreError> {
         self.call(Access::Read, |conn| {
             conn.all(
-                "SELECT received_at FROM webhooks ORDER BY id DESC LIMIT 1",
+                "SELECT received_at FROM webhooks WHERE id = (SELECT MAX(id) FROM webhooks)",
                 params![],
                 |r| r.get::<i64>(0),
             )

@@ -168,6 +168,18 @@ async fn hot_paths(store: &Store, round: &str) {
         .await
         .unwrap();
     store.profile("1".into(), "c0".into()).await.unwrap();
+    // Reconciliation: which inbox messages the queue holds, and when it last ran.
+    store
+        .known_inbound(
+            "1".into(),
+            vec![
+                DedupKey::message(&format!("b.{round}")),
+                DedupKey::message("m_absent"),
+            ],
+        )
+        .await
+        .unwrap();
+    store.last_webhook_at().await.unwrap();
     store
         .put_profile(
             "1".into(),
