@@ -39,6 +39,8 @@ const MAX_MESSAGE_PAGES: usize = 8;
 const MAX_PAUSES: usize = 6;
 /// The longest pause a run takes at once, whatever Meta estimates.
 const LONGEST_PAUSE: Duration = Duration::from_secs(3600);
+/// Journal lines naming recovered messages, per account and run.
+const MAX_LINES_PER_RUN: usize = 20;
 /// The furthest back a run looks, whatever the daemon's downtime.
 pub const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -365,7 +367,8 @@ pub async fn run_once(shared: &Shared, account: &str, since_ms: i64) -> Option<R
             m.reconcile_recovered
                 .get_or_create(&labels)
                 .inc_by(recovered.min(report.stored) as u64);
-            for missing in &report.missing {
+            // One line per recovered message, up to a bound; then one line for the rest.
+            for missing in report.missing.iter().take(MAX_LINES_PER_RUN) {
                 let who = if missing.from_customer {
                     "a customer message"
                 } else {
@@ -377,6 +380,13 @@ pub async fn run_once(shared: &Shared, account: &str, since_ms: i64) -> Option<R
                     "reconcile: {who} ({}, {}) is in the inbox of {account} but no webhook brought it; stored now and delivered in its conversation's order. Meta dropped a webhook: check the subscription with `fb-openchannel doctor`",
                     missing.mid,
                     crate::time::timestamp(missing.at_ms)
+                );
+            }
+            if report.missing.len() > MAX_LINES_PER_RUN {
+                warn!(
+                    page_id = %account,
+                    "reconcile: {} more messages of {account} no webhook brought were stored (`fb-openchannel queue list --page {account}` shows them)",
+                    report.missing.len() - MAX_LINES_PER_RUN
                 );
             }
             Some(report)
