@@ -177,12 +177,7 @@ async fn data_access_ending_soon_and_a_withdrawn_permission_are_named_before_the
         "{body}"
     );
     assert!(body.contains("lacks pages_read_engagement"), "{body}");
-    let metrics = reqwest::get(format!("http://{}/metrics", bench.daemon().local_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = bench.metrics().await;
     assert!(
         metrics.contains(&format!(
             "fb_openchannel_page_token_data_access_expiry_timestamp_seconds{{page_id=\"{PAGE_A}\"}} {ends}"

@@ -281,6 +281,12 @@ impl Bench {
         assert_eq!(status, 200, "webhook not acknowledged: {text}");
     }
 
+    /// The daemon's `/metrics` text, from its local listener.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.daemon().local_addr);
+        reqwest::get(url).await.unwrap().text().await.unwrap()
+    }
+
     pub async fn items(&self) -> Vec<ItemSummary> {
         self.daemon().shared.store.items().await.unwrap()
     }

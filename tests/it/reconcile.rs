@@ -334,23 +334,13 @@ async fn the_daemon_reconciles_by_itself_at_start_and_counts_what_it_recovered()
     let bench = Bench::start_on(peers, &text).await;
     bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
     assert_eq!(bodies(&bench), ["written while we were down"]);
-    let metrics_url = format!("http://{}/metrics", bench.daemon().local_addr);
     let recovered =
         format!("fb_openchannel_reconcile_recovered_messages_total{{page_id=\"{PAGE_A}\"}} 1");
-    crate::wait_until("the run's metrics are set", WAIT, || {
-        let (url, recovered) = (metrics_url.clone(), recovered.clone());
-        async move {
-            let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-            text.contains(&recovered)
-        }
+    crate::wait_until("the run's metrics are set", WAIT, || async {
+        bench.metrics().await.contains(&recovered)
     })
     .await;
-    let metrics = reqwest::get(&metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = bench.metrics().await;
     assert!(
         metrics.contains(&format!(
             "fb_openchannel_reconcile_missing_messages{{page_id=\"{PAGE_A}\"}} 1"
