@@ -126,6 +126,31 @@ mod tests {
             .unwrap()
     }
 
+    /// The bundled SQLite is built as `.cargo/config.toml` says: without full-text search,
+    /// R-trees or extension loading, which the daemon never uses.
+    #[test]
+    fn sqlite_has_only_what_it_needs() {
+        let conn = Connection::open_in_memory().unwrap();
+        let options = all_rows(&conn, "PRAGMA compile_options", |r| r.get::<_, String>(0));
+        for absent in [
+            "ENABLE_FTS3",
+            "ENABLE_FTS5",
+            "ENABLE_RTREE",
+            "ENABLE_DBSTAT_VTAB",
+        ] {
+            assert!(
+                !options.iter().any(|o| o == absent),
+                "{absent} in {options:?}"
+            );
+        }
+        for present in ["OMIT_LOAD_EXTENSION", "OMIT_SHARED_CACHE", "THREADSAFE=1"] {
+            assert!(
+                options.iter().any(|o| o == present),
+                "{present} not in {options:?}"
+            );
+        }
+    }
+
     fn event(n: u64) -> NewItem {
         NewItem {
             direction: Direction::Inbound,
