@@ -30,7 +30,9 @@ pub(super) fn run_worker(
     } = outage;
     let server = describe(&config.config);
     let mut connected_at = lost.load(Ordering::Relaxed);
-    let mut last_attempt: Option<Instant> = None;
+    // When this worker last tried to connect (for the pace), and on the clock the
+    // workers share (to tell whether another one got through since).
+    let mut last_attempt: Option<(Instant, i64)> = None;
     // Why the connection is gone, while it is.
     let mut down: Option<String> = None;
     loop {
@@ -49,8 +51,14 @@ pub(super) fn run_worker(
         {
             conn = None;
             connected_at = lost.load(Ordering::Relaxed);
-            if last_attempt.is_none_or(|t| t.elapsed() >= RECONNECT_EVERY) {
-                last_attempt = Some(Instant::now());
+            // Paced while the server is away; at once when another worker has reached it
+            // since this one last tried: the server is back, and failing this request
+            // for the pace alone would answer a webhook 503 for nothing.
+            let due = last_attempt.is_none_or(|(at, at_ms)| {
+                at.elapsed() >= RECONNECT_EVERY || reconnected_at.load(Ordering::Relaxed) >= at_ms
+            });
+            if due {
+                last_attempt = Some((Instant::now(), now_ms()));
                 match connect(config) {
                     Ok(c) => {
                         if down.take().is_some() {
@@ -106,7 +114,14 @@ pub(super) fn run_worker(
                 );
             }
             down = Some(e.clone());
-            lost.fetch_add(1, Ordering::Relaxed);
+            // A connection made before the last loss tells nothing new; one made since
+            // says the server went away again, and the others' connections with it.
+            let _ = lost.compare_exchange(
+                connected_at,
+                connected_at + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
         finish(outcome);
     }
