@@ -150,7 +150,7 @@ async fn a_deauthorize_that_killed_a_page_token_makes_readyz_name_the_page() {
     bench.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_access_ending_soon_and_a_withdrawn_permission_are_named_before_they_fail() {
     let bench = Bench::start().await;
     let graph = &bench.peers.graph;
@@ -177,6 +177,29 @@ async fn data_access_ending_soon_and_a_withdrawn_permission_are_named_before_the
         "{body}"
     );
     assert!(body.contains("lacks pages_read_engagement"), "{body}");
+    // doctor, asked by an admin, says the same from the same Graph answers.
+    let config = bench.peers.dir.path().join("doctor.toml");
+    std::fs::write(&config, bench.peers.config_toml("")).unwrap();
+    let (_, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        cli(&["doctor", "--json", "--config", config.to_str().unwrap()])
+    })
+    .await
+    .unwrap();
+    let checks: Vec<serde_json::Value> =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let health = |page: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == "token health" && c["scope"] == format!("page {page}"))
+            .unwrap_or_else(|| panic!("no token health check for {page}: {stdout}"))
+    };
+    let a = health(PAGE_A);
+    assert_eq!(a["ok"], true, "a warning is not a failure: {a}");
+    let detail = a["detail"].as_str().unwrap();
+    assert!(detail.starts_with("warning: "), "{detail}");
+    assert!(detail.contains("ends in 3.0 days"), "{detail}");
+    let b = health(PAGE_B)["detail"].as_str().unwrap().to_owned();
+    assert!(b.contains("lacks pages_read_engagement"), "{b}");
     let metrics = bench.metrics().await;
     assert!(
         metrics.contains(&format!(

@@ -614,7 +614,9 @@ const IG_LOGIN_TOKEN: &str = "IGAA-login-token-31f7";
 
 /// The bench with the fixtures' account on Instagram Login (its own token, no Page),
 /// and the simulated graph.instagram.com it talks to; `public` goes into `[public]`.
-async fn instagram_login_bench(public: &str) -> (Bench, fb_openchannel::sim::facebook::SimGraph) {
+pub(crate) async fn instagram_login_bench(
+    public: &str,
+) -> (Bench, fb_openchannel::sim::facebook::SimGraph) {
     let peers = Peers::start().await;
     let instagram = fb_openchannel::sim::facebook::SimGraph::start()
         .await

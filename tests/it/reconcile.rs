@@ -417,3 +417,89 @@ async fn a_recovered_photo_is_moved_into_motion() {
     assert!(notes[0].notify.attachment_id.is_some());
     bench.stop().await;
 }
+
+/// A subscription that lapsed for a day leaves hundreds of messages to recover: the
+/// journal names the first 20 of an account's run, then says how many more in one line,
+/// while every one of them still reaches Motion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_recovery_writes_a_bounded_number_of_journal_lines() {
+    let peers = Peers::start().await;
+    let start = now_ms() - 3_000_000;
+    for n in 0..35 {
+        let psid = format!("{}", 7_100_000_000_000_000u64 + n);
+        peers.graph.add_inbox_message(
+            PAGE_A,
+            "messenger",
+            &psid,
+            customer(
+                &format!("m_lapsed_{n}"),
+                "written while lapsed",
+                start + n as i64 * 60_000,
+            ),
+        );
+    }
+    let text = peers.config_toml(
+        "\n[reconcile]\nevery = \"1h\"\nlookback = \"2h\"\npace = \"1ms\"\npause = \"50ms\"\n",
+    );
+    let path = peers.dir.path().join("config.toml");
+    std::fs::write(&path, &text).unwrap();
+    let daemon = Process::start(&path);
+    peers.motion.wait_for_notifies(35, WAIT).await.unwrap();
+    daemon.wait_for_log("15 more messages of").await;
+    let log = daemon.log_text();
+    let named = log
+        .lines()
+        .filter(|l| l.contains("no webhook brought it"))
+        .count();
+    assert_eq!(named, 20, "{log}");
+    let reconcile_lines = log.lines().filter(|l| l.contains("reconcile:")).count();
+    assert_eq!(reconcile_lines, 21, "{log}");
+    assert_eq!(peers.motion.notifies().len(), 35, "each once");
+    drop(daemon);
+}
+
+/// An Instagram Login account has no Page: its inbox is read on its own host
+/// (graph.instagram.com) as `/me/conversations` with its own token, and what no webhook
+/// brought reaches Motion in order, once.
+#[tokio::test]
+async fn an_instagram_login_accounts_inbox_is_read_on_its_own_host() {
+    let (bench, instagram) = crate::instagram::instagram_login_bench("").await;
+    let t = now_ms() - 300_000;
+    for (mid, text, at) in [
+        ("m_igl1", "came by webhook", t),
+        ("m_igl2", "never came", t + 30_000),
+    ] {
+        instagram.add_inbox_message(IG_ACCOUNT, "instagram", IGSID, customer(mid, text, at));
+    }
+    bench
+        .deliver(&instagram_text(
+            IG_ACCOUNT,
+            IGSID,
+            "m_igl1",
+            t / 1000 * 1000,
+            "came by webhook",
+        ))
+        .await;
+    bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    let shared = &bench.daemon().shared;
+    let since = now_ms() - 3_600_000;
+    let found = reconcile::account(shared, IG_ACCOUNT, since, false)
+        .await
+        .unwrap();
+    let mids: Vec<&str> = found.missing.iter().map(|m| m.mid.as_str()).collect();
+    assert_eq!(mids, ["m_igl2"]);
+    bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    assert_eq!(bodies(&bench), ["came by webhook", "never came"]);
+    assert!(instagram.inbox_calls() > 0, "read on the Instagram host");
+    assert_eq!(
+        bench.peers.graph.inbox_calls(),
+        0,
+        "nothing asked through a Page"
+    );
+    let again = reconcile::account(shared, IG_ACCOUNT, since, false)
+        .await
+        .unwrap();
+    assert!(again.missing.is_empty(), "{:?}", again.missing);
+    assert_eq!(bench.motion().notifies().len(), 2);
+    bench.stop().await;
+}
