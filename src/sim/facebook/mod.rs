@@ -623,44 +623,37 @@ impl SimGraph {
     }
 }
 
+/// The key of a `messaging` event and the webhook field Meta sends it under, in the
+/// order they are tried (an echo is a `message` too, and is told apart first).
+const EVENT_FIELDS: [(&str, &str); 13] = [
+    ("message", "messages"),
+    ("postback", "messaging_postbacks"),
+    ("read", "message_reads"),
+    ("delivery", "message_deliveries"),
+    ("reaction", "message_reactions"),
+    ("referral", "messaging_referrals"),
+    ("optin", "messaging_optins"),
+    ("policy_enforcement", "messaging_policy_enforcement"),
+    ("message_edit", "message_edits"),
+    ("pass_thread_control", "messaging_handovers"),
+    ("take_thread_control", "messaging_handovers"),
+    ("request_thread_control", "messaging_handovers"),
+    ("app_roles", "messaging_handovers"),
+];
+
 /// The webhook fields of a Page entry's events, as Meta names them.
 fn webhook_fields(entry: &Value) -> Vec<&'static str> {
     let mut fields = Vec::new();
     for event in entry["messaging"].as_array().into_iter().flatten() {
         let field = if event["message"]["is_echo"] == true {
-            "message_echoes"
-        } else if event.get("message").is_some() {
-            "messages"
-        } else if event.get("postback").is_some() {
-            "messaging_postbacks"
-        } else if event.get("read").is_some() {
-            "message_reads"
-        } else if event.get("delivery").is_some() {
-            "message_deliveries"
-        } else if event.get("reaction").is_some() {
-            "message_reactions"
-        } else if event.get("referral").is_some() {
-            "messaging_referrals"
-        } else if event.get("optin").is_some() {
-            "messaging_optins"
-        } else if event.get("policy_enforcement").is_some() {
-            "messaging_policy_enforcement"
-        } else if event.get("message_edit").is_some() {
-            "message_edits"
-        } else if [
-            "pass_thread_control",
-            "take_thread_control",
-            "request_thread_control",
-            "app_roles",
-        ]
-        .iter()
-        .any(|k| event.get(*k).is_some())
-        {
-            "messaging_handovers"
+            Some("message_echoes")
         } else {
-            continue;
+            EVENT_FIELDS
+                .iter()
+                .find(|(key, _)| event.get(*key).is_some())
+                .map(|(_, field)| *field)
         };
-        fields.push(field);
+        fields.extend(field);
     }
     if entry["standby"].as_array().is_some_and(|s| !s.is_empty()) {
         fields.push("standby");
