@@ -1,6 +1,6 @@
 //! The release daemon as a child process, its config, and what /proc says about it.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,11 +32,21 @@ impl Daemon {
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn the release daemon");
-        // Keep the daemon's (quiet) stderr drained so it never blocks on a full pipe.
+        // Keep the daemon's (quiet) stderr drained so it never blocks on a full pipe, and
+        // kept: a figure far off its usual range is read beside what the daemon said.
         let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(
-            move || for _ in BufReader::new(stderr).lines().map_while(Result::ok) {},
-        );
+        let log = log_path();
+        let mut kept = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
+        let _ = writeln!(kept, "--- daemon started with {}", config.display());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(kept, "{line}");
+            }
+        });
         // The daemon logs only errors here; readiness is seen by connecting: the local
         // listener is bound after the store is open and the public listener bound.
         let text = std::fs::read_to_string(config).unwrap();
@@ -120,6 +130,13 @@ fn free_addr() -> SocketAddr {
         .unwrap()
         .local_addr()
         .unwrap()
+}
+
+/// Where the daemons' error lines of this run are kept (emptied at each run's start).
+pub fn log_path() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("daemon.log")
 }
 
 pub fn write_config(

@@ -136,12 +136,14 @@ async fn run(plan: Plan) -> Option<String> {
     let config = write_config(dir.path(), &certs, &graph, &motion);
     let tls = load::connector(&certs.ca_pem);
     let mut r = Results::new();
+    let _ = std::fs::remove_file(daemon::log_path());
     println!(
-        "fb-openchannel benchmark ({} run) on {} core(s)\n",
+        "fb-openchannel benchmark ({} run) on {} core(s); the daemons' errors go to {}\n",
         if plan.short { "short" } else { "full" },
         std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(0)
+            .unwrap_or(0),
+        daemon::log_path().display()
     );
 
     let daemon = Daemon::start(&config);
