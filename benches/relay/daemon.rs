@@ -27,13 +27,14 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "warn,fb_openchannel=info")
-            .env("FB_OPENCHANNEL_LOG", "error,fb_openchannel=error")
+            .env("FB_OPENCHANNEL_LOG", "error,fb_openchannel=warn")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn the release daemon");
         // Keep the daemon's (quiet) stderr drained so it never blocks on a full pipe, and
-        // kept: a figure far off its usual range is read beside what the daemon said.
+        // kept (warnings and errors, a few dozen lines a run): a figure far off its usual
+        // range is read beside what the daemon said.
         let stderr = child.stderr.take().unwrap();
         let log = log_path();
         let mut kept = std::fs::OpenOptions::new()
