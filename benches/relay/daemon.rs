@@ -48,8 +48,8 @@ impl Daemon {
                 let _ = writeln!(kept, "{line}");
             }
         });
-        // The daemon logs only errors here; readiness is seen by connecting: the local
-        // listener is bound after the store is open and the public listener bound.
+        // The daemon logs only warnings and errors here; readiness is seen by connecting:
+        // the local listener is bound after the store is open and the public listener bound.
         let text = std::fs::read_to_string(config).unwrap();
         let addr = |section: &str| -> SocketAddr {
             let part = text.split(section).nth(1).unwrap();
@@ -133,7 +133,7 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
-/// Where the daemons' error lines of this run are kept (emptied at each run's start).
+/// Where the daemons' warnings and errors of this run are kept (emptied at its start).
 pub fn log_path() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench");
     std::fs::create_dir_all(&dir).unwrap();
