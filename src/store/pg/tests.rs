@@ -559,6 +559,18 @@ async fn a_server_restart_fails_requests_meanwhile_and_the_store_recovers() {
     }
     assert_eq!(recovered.expect("recovers by itself").new, 1);
     assert!(store.stats().write_failure().is_none());
+    // Every worker's connection from before the restart is broken, and most of them
+    // are found so only by using it: none of that reaches a request once the server is
+    // back (requests at once, to reach every worker).
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..4 * WORKERS {
+        let store = store.clone();
+        reads.spawn(async move { store.count_by_state().await });
+    }
+    while let Some(read) = reads.join_next().await {
+        read.unwrap()
+            .expect("no request fails once the server is back");
+    }
     let states = store.count_by_state().await.unwrap();
     assert_eq!(states, vec![("pending".to_owned(), 2)]);
 }

@@ -30,13 +30,13 @@ pub(super) fn run_worker(
     } = outage;
     let server = describe(&config.config);
     let mut connected_at = lost.load(Ordering::Relaxed);
-    // When this worker last tried to connect (for the pace), and on the clock the
+    // When this worker last failed to connect (for the pace), and on the clock the
     // workers share (to tell whether another one got through since).
-    let mut last_attempt: Option<(Instant, i64)> = None;
+    let mut last_failure: Option<(Instant, i64)> = None;
     // Why the connection is gone, while it is.
     let mut down: Option<String> = None;
     loop {
-        let request = {
+        let mut request = {
             let mut rx = rx.lock().unwrap_or_else(|e| e.into_inner());
             match rx.blocking_recv() {
                 Some(r) => r,
@@ -46,51 +46,76 @@ pub(super) fn run_worker(
         stats.waiting.fetch_sub(1, Ordering::Relaxed);
         let access = request.access;
         let write = access != Access::Read;
-        if conn.as_ref().is_none_or(|c| c.client.is_closed())
-            || lost.load(Ordering::Relaxed) != connected_at
-        {
-            conn = None;
-            connected_at = lost.load(Ordering::Relaxed);
-            // Paced while the server is away; at once when another worker has reached it
-            // since this one last tried: the server is back, and failing this request
-            // for the pace alone would answer a webhook 503 for nothing.
-            let due = last_attempt.is_none_or(|(at, at_ms)| {
-                at.elapsed() >= RECONNECT_EVERY || reconnected_at.load(Ordering::Relaxed) >= at_ms
-            });
-            if due {
-                last_attempt = Some((Instant::now(), now_ms()));
-                match connect(config) {
-                    Ok(c) => {
-                        if down.take().is_some() {
-                            reconnected_at.store(now_ms(), Ordering::Relaxed);
+        // A connection that a restart of the server broke is mostly found so only by
+        // using it: a request it fails before any of it ran goes once more on a new
+        // connection, at once, instead of failing for a server that is back.
+        let mut again = false;
+        let (finish, outcome) = loop {
+            if conn.as_ref().is_none_or(|c| c.client.is_closed())
+                || lost.load(Ordering::Relaxed) != connected_at
+            {
+                if conn.take().is_some() && down.is_none() {
+                    down = Some("connection lost".into());
+                }
+                connected_at = lost.load(Ordering::Relaxed);
+                // Paced while the server is away; at once when another worker has reached
+                // it since this one last failed to (the server is back, and failing this
+                // request for the pace alone would answer a webhook 503 for nothing).
+                let due = last_failure.is_none_or(|(at, at_ms)| {
+                    at.elapsed() >= RECONNECT_EVERY
+                        || reconnected_at.load(Ordering::Relaxed) >= at_ms
+                });
+                if due {
+                    match connect(config) {
+                        Ok(c) => {
+                            last_failure = None;
+                            let announced = announced.swap(false, Ordering::Relaxed);
+                            if down.take().is_some() || announced {
+                                reconnected_at.store(now_ms(), Ordering::Relaxed);
+                            }
+                            if announced {
+                                tracing::info!(
+                                    server = %server,
+                                    "connected to PostgreSQL again at {server}: the queue works again"
+                                );
+                            }
+                            conn = Some(c);
                         }
-                        if announced.swap(false, Ordering::Relaxed) {
-                            tracing::info!(
-                                server = %server,
-                                "connected to PostgreSQL again at {server}: the queue works again"
-                            );
+                        Err(e) => {
+                            last_failure = Some((Instant::now(), now_ms()));
+                            down = Some(e);
                         }
-                        conn = Some(c);
                     }
-                    Err(e) => down = Some(e),
                 }
             }
-        }
-        let Some(c) = conn.as_mut() else {
-            let reason = format!(
-                "PostgreSQL at {server} cannot be reached: {}",
-                down.as_deref().unwrap_or("connection lost")
-            );
-            let finish = (request.job)(None);
-            let outcome = Err(reason);
-            if write {
-                stats.note_write(&outcome);
+            let Some(c) = conn.as_mut() else {
+                let reason = format!(
+                    "PostgreSQL at {server} cannot be reached: {}",
+                    down.as_deref().unwrap_or("connection lost")
+                );
+                break ((request.job)(None), Err(reason));
+            };
+            match run_one(c, request) {
+                Ran::Done(finish, outcome) => {
+                    break (
+                        finish,
+                        outcome.map_err(|e| format!("PostgreSQL at {server}: {e}")),
+                    );
+                }
+                Ran::Unbegun(back, e) => {
+                    conn = None;
+                    if again {
+                        break (
+                            (back.job)(None),
+                            Err(format!("PostgreSQL at {server}: {e}")),
+                        );
+                    }
+                    down = Some(e);
+                    again = true;
+                    request = back;
+                }
             }
-            finish(outcome);
-            continue;
         };
-        let (finish, outcome) = run_one(c, request);
-        let outcome = outcome.map_err(|e| format!("PostgreSQL at {server}: {e}"));
         if write {
             stats.note_write(&outcome);
             if outcome.is_ok() {
@@ -104,7 +129,7 @@ pub(super) fn run_worker(
             }
         }
         if let Err(e) = &outcome
-            && c.client.is_closed()
+            && conn.as_ref().is_none_or(|c| c.client.is_closed())
         {
             if !announced.swap(true, Ordering::Relaxed) {
                 tracing::error!(
@@ -127,8 +152,17 @@ pub(super) fn run_worker(
     }
 }
 
+/// What became of a request on a connection.
+pub(super) enum Ran {
+    /// It ran: what answers its caller, and how its transaction ended.
+    Done(Finish, Result<(), String>),
+    /// The connection was found broken before any of it ran: the request, untouched,
+    /// and why.
+    Unbegun(Request, String),
+}
+
 /// Runs one request in a transaction of its own.
-pub(super) fn run_one(c: &mut PgConn, request: Request) -> (Finish, Result<(), String>) {
+pub(super) fn run_one(c: &mut PgConn, request: Request) -> Ran {
     let text = |e: postgres::Error| DbError::Postgres(e).to_string();
     let begin = match request.access {
         Access::Read => "BEGIN READ ONLY",
@@ -137,10 +171,15 @@ pub(super) fn run_one(c: &mut PgConn, request: Request) -> (Finish, Result<(), S
     };
     c.failed = false;
     if let Err(e) = c.client.batch_execute(begin) {
-        return ((request.job)(None), Err(text(e)));
+        // The server's own refusal is the request's answer; anything else (a closed
+        // socket, a reset) is the connection's.
+        if e.as_db_error().is_none() || c.client.is_closed() {
+            return Ran::Unbegun(request, text(e));
+        }
+        return Ran::Done((request.job)(None), Err(text(e)));
     }
     let finish = (request.job)(Some(&Sql::Pg(RefCell::new(&mut *c))));
     let end = if c.failed { "ROLLBACK" } else { "COMMIT" };
     let outcome = c.client.batch_execute(end).map_err(text);
-    (finish, outcome)
+    Ran::Done(finish, outcome)
 }
