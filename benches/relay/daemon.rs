@@ -110,6 +110,17 @@ impl Daemon {
         Duration::from_nanos(ns)
     }
 
+    /// Bytes the daemon had written to the disk (the WAL, the database, what the page
+    /// cache flushed of them): the write amplification of the store, per event.
+    pub fn disk_written(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/io", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("write_bytes:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     pub fn stop(mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

@@ -182,6 +182,7 @@ async fn run(plan: Plan) -> Option<String> {
             // phase would otherwise compete with this one's intake.
             drained(&motion).await;
             let cpu_before = daemon.cpu_time();
+            let written_before = daemon.disk_written();
             let taken = load(
                 daemon.public,
                 &tls,
@@ -194,8 +195,9 @@ async fn run(plan: Plan) -> Option<String> {
             acked(taken.latencies.len());
             // The anchor runs alone too: not beside the daemon delivering what it took.
             drained(&motion).await;
-            let cpu = (daemon.cpu_time() - cpu_before).as_secs_f64() * 1e6
-                / taken.latencies.len().max(1) as f64;
+            let events = taken.latencies.len().max(1) as f64;
+            let cpu = (daemon.cpu_time() - cpu_before).as_secs_f64() * 1e6 / events;
+            let written = (daemon.disk_written() - written_before) as f64 / 1024.0 / events;
             let a = load(
                 anchor,
                 &tls,
@@ -205,10 +207,10 @@ async fn run(plan: Plan) -> Option<String> {
                 load::messenger,
             )
             .await;
-            measured.push((taken.rate, a.rate, cpu));
+            measured.push((taken.rate, a.rate, cpu, written));
         }
         measured.sort_by(|x, y| (x.0 / x.1).total_cmp(&(y.0 / y.1)));
-        let (d, a, cpu) = measured[measured.len() / 2];
+        let (d, a, cpu, written) = measured[measured.len() / 2];
         r.intake.push((conns, d, a));
         let (target, met) = match conns {
             16 => ("≥ 0.15", Some(d / a >= 0.15)),
@@ -222,7 +224,7 @@ async fn run(plan: Plan) -> Option<String> {
         let value = if rounds > 1 {
             let all: Vec<String> = measured
                 .iter()
-                .map(|(d, a, _)| format!("{:.3}", d / a))
+                .map(|(d, a, _, _)| format!("{:.3}", d / a))
                 .collect();
             format!("{:.3} (median of {})", d / a, all.join(", "))
         } else {
@@ -238,6 +240,12 @@ async fn run(plan: Plan) -> Option<String> {
         r.add(
             &format!("daemon CPU per event taken and delivered, {conns} conn."),
             format!("{cpu:.0} µs"),
+            "",
+            None,
+        );
+        r.add(
+            &format!("daemon disk writes per event taken and delivered, {conns} conn."),
+            format!("{written:.1} KiB"),
             "",
             None,
         );
