@@ -193,6 +193,16 @@ impl ItemKind {
         ItemKind::ALL.into_iter().find(|k| k.as_str() == text)
     }
 
+    /// A referral: where a customer came from (an m.me link, an ad), on Messenger or
+    /// Instagram.
+    pub fn is_referral(self) -> bool {
+        matches!(
+            self,
+            ItemKind::Messaging(MessagingKind::Referral)
+                | ItemKind::Instagram(MessagingKind::Referral)
+        )
+    }
+
     /// The channel of the conversation the item belongs to; `None` for what belongs to
     /// none (a note follows its customer wherever they are; page changes, unreadable
     /// items).

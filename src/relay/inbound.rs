@@ -314,10 +314,10 @@ async fn move_file(
     Ok((id, name))
 }
 
-/// Earlier texts an event refers to (the message replied to, edited or deleted).
 /// Where the customer came from, for their message or button: a referral in the event
 /// itself (an ad's first message, "Get Started" with a `ref`), else the latest referral
-/// event of the conversation since their previous message.
+/// event of the conversation since their previous message — asked of the store only in
+/// a conversation that has had one.
 async fn referral_for(shared: &Shared, item: &Item, event: &Messaging) -> Option<String> {
     use crate::model::MessagingKind as K;
     if !matches!(event.kind(), K::Message | K::Postback) {
@@ -330,6 +330,7 @@ async fn referral_for(shared: &Shared, item: &Item, event: &Messaging) -> Option
         .cloned();
     let referral = match inline {
         Some(r) => r,
+        None if !item.after_referral => return None,
         None => {
             let stored = shared
                 .store
@@ -367,6 +368,7 @@ async fn echo_is_ours(shared: &Shared, live: &Live, page_id: &str, event: &Messa
             .unwrap_or(false)
 }
 
+/// Earlier texts an event refers to (the message replied to, edited or deleted).
 async fn context_for(shared: &Shared, page_id: &str, event: &Messaging) -> Context {
     let Some(mid) = messenger::referenced_mid(event) else {
         return Context::default();

@@ -48,6 +48,9 @@ pub struct Item {
     /// Steps (notify calls) of this item already done: a retry resumes after them.
     pub steps_done: i64,
     pub first_failure_at: Option<i64>,
+    /// A message or button of a conversation that has had a referral (as the item was
+    /// claimed): only then may one have come since the customer's previous message.
+    pub after_referral: bool,
 }
 
 /// The state of an item after [`Store::enqueue`].
@@ -203,73 +206,6 @@ fn write_one(conn: &Sql<'_>, write: &Write) -> Result<(), DbError> {
     }
 }
 
-/// How long a claim on a conversation lasts when its holder never releases it (a
-/// holder that died). Longer than any attempt: Motion's and Graph's timeouts are
-/// seconds.
-pub const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Conversations with an item in flight, each until its lease ends (ms). With SQLite
-/// the store belongs to one process, so they live beside the store thread, and a
-/// restart ends them all; a store shared by two hosts keeps them in its database
-/// instead, behind the same `claim_heads` and `release`. Each claim has a token: the
-/// database row of a lease is removed only with its own token, never a later lease of
-/// the same conversation by this node.
-#[derive(Default)]
-pub(super) struct Claims {
-    held: std::sync::Mutex<std::collections::HashMap<ClaimKey, Held>>,
-}
-
-/// A claimed conversation.
-type ClaimKey = (Direction, String, ConversationKey);
-/// Until when (ms) it is held, and the claim's token.
-type Held = (i64, i64);
-
-impl Claims {
-    fn held(
-        &self,
-        direction: Direction,
-        now: i64,
-    ) -> std::collections::HashSet<(String, ConversationKey)> {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.retain(|_, (until, _)| *until > now);
-        held.keys()
-            .filter(|(d, _, _)| *d == direction)
-            .map(|(_, p, c)| (p.clone(), c.clone()))
-            .collect()
-    }
-
-    /// Claims the item's conversation unless it is held (by another worker that asked
-    /// at the same moment: on PostgreSQL, requests run side by side).
-    /// Returns the claim's token.
-    fn try_take(&self, direction: Direction, item: &Item, now: i64) -> Option<i64> {
-        let until = now.saturating_add(super::duration_ms(CLAIM_LEASE));
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (direction, item.page_id.clone(), item.conversation.clone());
-        match held.get(&key) {
-            Some((end, _)) if *end > now => None,
-            _ => {
-                let token = fastrand::i64(..);
-                held.insert(key, (until, token));
-                Some(token)
-            }
-        }
-    }
-
-    /// Ends a claim; returns its token.
-    pub(super) fn release(
-        &self,
-        direction: Direction,
-        page_id: &str,
-        conversation: &ConversationKey,
-    ) -> Option<i64> {
-        self.held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(direction, page_id.to_owned(), conversation.clone()))
-            .map(|(_, token)| token)
-    }
-}
-
 /// How many of the latest webhook bodies are found again by their digest.
 pub(super) const RECENT_BODIES: usize = 4096;
 
@@ -324,10 +260,36 @@ impl RecentBodies {
     }
 }
 
+/// An inbound item's `turn` at intake (the parameters are the insert's): 2 for a
+/// referral; 1 for a message or button in a conversation that has had a referral, so
+/// that `referral_before` can tell whether the customer wrote since it; NULL for every
+/// other item, which the turns index then leaves out (most conversations never have a
+/// referral, and a leaf of that index written per message was a quarter of the intake's
+/// WAL frames).
+macro_rules! turn_sql {
+    () => {
+        "CASE WHEN ?1 <> 'in' THEN NULL
+              WHEN ?5 IN ('referral', 'ig_referral') THEN 2
+              WHEN ?5 IN ('message', 'postback', 'ig_message', 'ig_postback')
+               AND EXISTS (SELECT 1 FROM items INDEXED BY items_turns
+                            WHERE page_id = ?2 AND conversation = ?3 AND turn = 2) THEN 1
+         END"
+    };
+}
+
+/// When a referral is stored, the conversation's pending messages and buttons become
+/// turns: one of them (stored first, with a later Facebook time) may be the message the
+/// referral brought. Delivered ones are past asking.
+const MARK_TURNS: &str = "UPDATE items SET turn = 1
+     WHERE id IN (SELECT id FROM items INDEXED BY items_pending
+                   WHERE state = 'pending' AND direction = 'in' AND page_id = ?1
+                     AND conversation = ?2)
+       AND kind IN ('message', 'postback', 'ig_message', 'ig_postback') AND turn IS NULL";
+
 /// The columns of a head, as [`head`] reads them.
 macro_rules! head_columns {
     () => {
-        "i.id, i.page_id, i.conversation, i.dedup_key, i.kind, i.event_ts, i.payload, i.attempts, i.steps_done, i.first_failure_at, h.next_attempt_at"
+        "i.id, i.page_id, i.conversation, i.dedup_key, i.kind, i.event_ts, i.payload, i.attempts, i.steps_done, i.first_failure_at, h.next_attempt_at, i.turn"
     };
 }
 pub(super) use head_columns;
@@ -369,6 +331,7 @@ pub(super) fn head(r: &SqlRow<'_>) -> Result<(Item, i64), DbError> {
             attempts: r.get(7)?,
             steps_done: r.get(8)?,
             first_failure_at: r.get(9)?,
+            after_referral: r.get::<Option<i64>>(11)? == Some(1),
         },
         r.get(10)?,
     ))
@@ -408,11 +371,14 @@ impl Store {
                 duplicates: 0,
                 pending: 0,
             };
-            let insert = "INSERT INTO items
+            let insert = concat!(
+                "INSERT INTO items
                    (direction, page_id, conversation, dedup_key, kind, event_ts, payload,
-                    webhook_id, state, last_error, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
-                 ON CONFLICT DO NOTHING";
+                    webhook_id, state, last_error, created_at, updated_at, turn)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ",
+                turn_sql!(),
+                ") ON CONFLICT DO NOTHING"
+            );
             for item in items {
                 let (state, reason) = match &item.state {
                     NewState::Pending => ("pending", None),
@@ -438,6 +404,9 @@ impl Store {
                 if inserted == 0 {
                     outcome.duplicates += 1;
                 } else {
+                    if item.direction == Direction::Inbound && item.kind.is_referral() {
+                        conn.exec(MARK_TURNS, params![item.page_id, item.conversation])?;
+                    }
                     outcome.new += 1;
                     if item.state == NewState::Pending {
                         outcome.pending += 1;

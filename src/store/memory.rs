@@ -163,19 +163,14 @@ impl Store {
         before_ts: i64,
     ) -> Result<Option<String>, StoreError> {
         self.call(Access::Read, move |conn| {
-            // Both walk `items_turns` back from the message: the previous message, then
-            // the referrals between it and this one — never the rest of the history.
-            // (The index's own condition is repeated word for word: SQLite uses a
-            // partial index only for a query that says its WHERE.)
+            // Both walk `items_turns` back from the message: the previous message (turn
+            // 1), then the referrals (turn 2) between it and this one — never the rest of
+            // the history, and nothing at all in a conversation that never had a referral.
             conn.opt(
                 "SELECT payload FROM items INDEXED BY items_turns
-                  WHERE page_id = ?1 AND conversation = ?2 AND direction = 'in'
-                    AND kind IN ('message', 'postback', 'ig_message', 'ig_postback', 'referral', 'ig_referral')
-                    AND kind IN ('referral', 'ig_referral') AND event_ts <= ?3
+                  WHERE page_id = ?1 AND conversation = ?2 AND turn = 2 AND event_ts <= ?3
                     AND event_ts > COALESCE((SELECT event_ts FROM items INDEXED BY items_turns
-                          WHERE page_id = ?1 AND conversation = ?2 AND direction = 'in'
-                            AND kind IN ('message', 'postback', 'ig_message', 'ig_postback', 'referral', 'ig_referral')
-                            AND kind IN ('message', 'postback', 'ig_message', 'ig_postback')
+                          WHERE page_id = ?1 AND conversation = ?2 AND turn = 1
                             AND event_ts < ?3
                           ORDER BY event_ts DESC LIMIT 1), -1)
                   ORDER BY event_ts DESC, id DESC LIMIT 1",

@@ -19,6 +19,7 @@
 //! [`queue`] (the operator's view, from another process). No SQL runs outside this
 //! folder.
 
+mod claims;
 mod engine;
 mod items;
 mod memory;
@@ -39,11 +40,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub use crate::model::Direction;
+pub use claims::CLAIM_LEASE;
+use claims::Claims;
 use engine::Request;
 pub use engine::{Access, StoreStats, beside, spool_dir};
+use items::RecentBodies;
 pub(crate) use items::record_attempt;
-pub use items::{CLAIM_LEASE, Enqueued, IntakeOutcome, Item, NewItem, NewState, QueueStat, Write};
-use items::{Claims, RecentBodies};
+pub use items::{Enqueued, IntakeOutcome, Item, NewItem, NewState, QueueStat, Write};
 pub use memory::Profile;
 pub use pg::{
     PgStatus, Shared, off_runtime, place, settings as pg_settings, status as pg_status,
@@ -162,6 +165,72 @@ mod tests {
             payload: "{}".into(),
             state: NewState::Pending,
         }
+    }
+
+    /// Where a customer came from: the latest referral since their previous message, also
+    /// when the referral is stored after the message it brought. Messages of a
+    /// conversation that never had a referral stay out of the turns index (a leaf written
+    /// per message otherwise).
+    #[tokio::test]
+    async fn a_referral_belongs_to_the_next_message_and_costs_nothing_elsewhere() {
+        use crate::model::{ConversationKey, DedupKey, ItemKind, MessagingKind};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let message = |customer: &str, n: u64, ts: i64| NewItem {
+            conversation: ConversationKey::customer(customer),
+            dedup_key: DedupKey::message(&format!("{customer}.{n}")),
+            event_ts: ts,
+            ..event(n)
+        };
+        let referral = |n: u64, ts: i64| NewItem {
+            dedup_key: DedupKey::message(&format!("ref.{n}")),
+            kind: ItemKind::Messaging(MessagingKind::Referral),
+            payload: format!("{{\"referral\":{n}}}"),
+            ..message("a", 100 + n, ts)
+        };
+        let before = |customer: &str, ts: i64| {
+            let store = store.clone();
+            let conversation = ConversationKey::customer(customer);
+            async move {
+                store
+                    .referral_before("1".into(), conversation, ts)
+                    .await
+                    .unwrap()
+            }
+        };
+        let one = Some("{\"referral\":1}".to_owned());
+        let two = Some("{\"referral\":2}".to_owned());
+        let intake = |items: Vec<NewItem>| {
+            let store = store.clone();
+            async move { store.intake(b"{}".to_vec(), None, items).await.unwrap() }
+        };
+
+        intake(vec![message("a", 1, 100), message("b", 1, 100)]).await;
+        assert_eq!(before("a", 100).await, None);
+        // Facebook delivered the referral after the message it brought.
+        intake(vec![referral(1, 90)]).await;
+        assert_eq!(before("a", 100).await, one, "the pending message gets it");
+        intake(vec![message("a", 2, 120)]).await;
+        assert_eq!(before("a", 120).await, None, "the customer wrote since");
+        intake(vec![referral(2, 130), message("a", 3, 140)]).await;
+        assert_eq!(before("a", 140).await, two, "the latest one since then");
+        assert_eq!(before("a", 100).await, one, "asked again, the same answer");
+        assert_eq!(before("b", 100).await, None);
+
+        let turns: Vec<(String, Option<i64>)> = store
+            .call(Access::Read, |c| {
+                c.all(
+                    "SELECT dedup_key, turn FROM items ORDER BY id",
+                    params![],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+            })
+            .await
+            .unwrap();
+        let turn = |key: &str| turns.iter().find(|(k, _)| k == key).unwrap().1;
+        assert_eq!(turn("mid:b.1"), None, "no referral, no turn: {turns:?}");
+        assert_eq!(turn("mid:a.1"), Some(1), "{turns:?}");
+        assert_eq!(turn("mid:ref.1"), Some(2), "{turns:?}");
     }
 
     /// A body received again points at its stored copy, unless that copy is gone (pruned,

@@ -192,6 +192,19 @@ BEGIN
          ORDER BY event_ts, id LIMIT 1;
 END $$ LANGUAGE plpgsql;
 "#,
+    r#"
+-- Turns: only referrals and the messages of conversations that had one (see schema.rs).
+ALTER TABLE items ADD COLUMN turn INTEGER;
+UPDATE items SET turn = 2 WHERE direction = 'in' AND kind IN ('referral', 'ig_referral');
+DROP INDEX items_turns;
+CREATE INDEX items_turns ON items (page_id, conversation, turn, event_ts, id)
+    WHERE turn IS NOT NULL;
+UPDATE items SET turn = 1
+ WHERE direction = 'in' AND kind IN ('message', 'postback', 'ig_message', 'ig_postback')
+   AND EXISTS (SELECT 1 FROM items r
+                WHERE r.page_id = items.page_id AND r.conversation = items.conversation
+                  AND r.turn = 2);
+"#,
 ];
 
 /// The advisory lock that makes one node at a time migrate the schema.

@@ -61,8 +61,13 @@ async fn hot_paths(store: &Store, round: &str) {
     wall.conversation = ConversationKey::post("1_2");
     wall.kind = ItemKind::Feed(FeedKind::Comment);
     wall.dedup_key = DedupKey::motion_message(&format!("wall.{round}"));
+    // A referral (an ad) before the known customer's message: it makes the
+    // conversation's messages turns.
+    let mut referral = message("c0", &format!("ref.{round}"), ts);
+    referral.kind = ItemKind::Messaging(MessagingKind::Referral);
     let batch = vec![
         message(&format!("new.{round}"), &format!("a.{round}"), ts),
+        referral,
         message("c0", &format!("b.{round}"), ts + 1),
         echo,
         wall,

@@ -350,6 +350,23 @@ BEGIN
          ORDER BY event_ts, id LIMIT 1;
 END;
 "#,
+    r#"
+-- The customers' turns index held every message and button of every conversation, to find
+-- a referral since the customer's previous message: a leaf written per event (a quarter
+-- of the WAL frames at intake) for conversations that never had a referral. An item now
+-- says whether it is a turn that matters: 2 for a referral, 1 for a message or button in
+-- a conversation that has had one (set at intake, and on the pending ones when a
+-- referral comes later), NULL otherwise; the index holds only those.
+ALTER TABLE items ADD COLUMN turn INTEGER;
+UPDATE items SET turn = 2 WHERE direction = 'in' AND kind IN ('referral', 'ig_referral');
+DROP INDEX items_turns;
+CREATE INDEX items_turns ON items (page_id, conversation, turn, event_ts) WHERE turn IS NOT NULL;
+UPDATE items SET turn = 1
+ WHERE direction = 'in' AND kind IN ('message', 'postback', 'ig_message', 'ig_postback')
+   AND EXISTS (SELECT 1 FROM items r INDEXED BY items_turns
+                WHERE r.page_id = items.page_id AND r.conversation = items.conversation
+                  AND r.turn = 2);
+"#,
 ];
 
 /// Durability settings and schema migrations. Run once when the database is opened.
@@ -419,6 +436,48 @@ mod tests {
             head(&conn),
             (3, 0),
             "the earlier message is the head, due now"
+        );
+    }
+
+    /// A queue stored before turns were marked gets them when it is migrated: its
+    /// referrals, and the messages of their conversations, so that a message still
+    /// waiting gets its referral; other conversations' messages stay out of the index.
+    #[test]
+    fn a_queue_from_before_gets_its_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("state.db")).unwrap();
+        let (last, before) = MIGRATIONS.split_last().unwrap();
+        for migration in before {
+            conn.execute_batch(migration).unwrap();
+        }
+        let insert = "INSERT INTO items (direction, page_id, conversation, dedup_key, kind,
+                        event_ts, payload, state, created_at, updated_at)
+                      VALUES ('in', 'p', ?1, ?2, ?3, ?4, '{}', 'pending', 0, 0)";
+        for (conversation, key, kind, ts) in [
+            ("psid:a", "r", "referral", 1),
+            ("psid:a", "m1", "message", 2),
+            ("psid:a", "m2", "reaction", 3),
+            ("psid:b", "m3", "message", 2),
+        ] {
+            conn.execute(insert, params![conversation, key, kind, ts])
+                .unwrap();
+        }
+        conn.execute_batch(last).unwrap();
+        let turns: Vec<(String, Option<i64>)> = conn
+            .prepare("SELECT dedup_key, turn FROM items ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            turns,
+            [
+                ("r".to_owned(), Some(2)),
+                ("m1".to_owned(), Some(1)),
+                ("m2".to_owned(), None),
+                ("m3".to_owned(), None)
+            ]
         );
     }
 

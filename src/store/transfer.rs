@@ -450,5 +450,21 @@ fn import_records(tx: &Sql<'_>, input: impl BufRead) -> Result<Counts, String> {
             counts.already_there += 1;
         }
     }
+    // Which items are turns (see `items::turn_sql!`) is the receiving queue's own
+    // bookkeeping, set for what came in: referrals, then the messages of their
+    // conversations. Once per import, over the whole table.
+    for mark in [
+        "UPDATE items SET turn = 2
+          WHERE direction = 'in' AND kind IN ('referral', 'ig_referral') AND turn IS NULL",
+        "UPDATE items SET turn = 1
+          WHERE direction = 'in' AND kind IN ('message', 'postback', 'ig_message', 'ig_postback')
+            AND turn IS NULL
+            AND EXISTS (SELECT 1 FROM items r
+                         WHERE r.page_id = items.page_id AND r.conversation = items.conversation
+                           AND r.turn = 2)",
+    ] {
+        tx.exec(mark, params![])
+            .map_err(|e| format!("marking the imported conversations' turns: {e}"))?;
+    }
     Ok(counts)
 }

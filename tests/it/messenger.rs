@@ -3,8 +3,10 @@
 //! "What reaches Motion" table.
 
 use fb_openchannel::sim::facebook::{messenger_attachment, messenger_text};
+use fb_openchannel::sim::motion::Mode;
 
 use crate::harness::*;
+use crate::wait_until;
 use fb_openchannel::model::ItemState;
 
 /// `(fixture, page, notify bodies in order)`; no bodies = recorded but not forwarded.
@@ -463,6 +465,41 @@ async fn a_referral_is_the_first_line_of_the_next_message() {
             "Anyone?",
             "[from ad 6045246247433: \"Winter sale\"]\nIs it on?"
         ]
+    );
+    bench.stop().await;
+}
+
+/// Facebook's webhooks are not ordered: a referral may arrive after the message it
+/// brought. While that message still waits for Motion, the referral opens it all the same.
+#[tokio::test]
+async fn a_referral_that_arrives_after_its_message_still_opens_it() {
+    let bench = Bench::start().await;
+    bench.motion().set_mode(Mode::Status(503));
+    // The fixture's referral is at 1457764197627, the message just after it.
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            PSID,
+            "m.before.link",
+            1457764198000,
+            "Hi!",
+        ))
+        .await;
+    bench
+        .deliver(&fixture("messenger-referral-restfb.json"))
+        .await;
+    // Attempts are one at a time per conversation: the second one Motion receives from
+    // now was claimed after the referral was stored, and so is every later one.
+    let n = bench.motion().requests();
+    wait_until("two more refused attempts", WAIT, || async {
+        bench.motion().requests() >= n + 2
+    })
+    .await;
+    bench.motion().set_mode(Mode::Accept);
+    let notes = bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    assert_eq!(
+        notes[0].notify.body,
+        "[via m.me link ref=ref_data_in_m_dot_me_param]\nHi!"
     );
     bench.stop().await;
 }

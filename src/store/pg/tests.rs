@@ -275,6 +275,33 @@ async fn script(
                 .unwrap()
         ),
     );
+    // Referrals: one stored after the message it brought (an earlier Facebook time), one
+    // before a second message, none in another conversation.
+    let referral = |n: u64, ts: i64| NewItem {
+        dedup_key: DedupKey::message(&format!("ref.{n}")),
+        kind: ItemKind::Messaging(MessagingKind::Referral),
+        payload: format!("{{\"referral\":{n}}}"),
+        ..message(3, 100 + n, ts)
+    };
+    let customer3 = ConversationKey::customer("3");
+    let mut referrals = Vec::new();
+    for (items, ts) in [
+        (vec![message(3, 1, 100), message(4, 1, 100)], 100),
+        (vec![referral(1, 90)], 100),
+        (vec![message(3, 2, 120)], 120),
+        (vec![referral(2, 130), message(3, 3, 140)], 140),
+    ] {
+        store.intake(b"{r}".to_vec(), None, items).await.unwrap();
+        for conversation in [customer3.clone(), ConversationKey::customer("4")] {
+            referrals.push(
+                store
+                    .referral_before("1".into(), conversation, ts)
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    note("referrals", format!("{referrals:?}"));
     let reply = NewItem {
         direction: Direction::Outbound,
         page_id: "1".into(),
