@@ -98,11 +98,16 @@ impl Pebble {
             .spawn()
             .expect("start pebble");
         self.pebble = Some(child);
-        let port = self.port;
+        // Its ACME and management listeners open one after the other: the root is read
+        // from the second (a test once asked it while only the first was up).
+        let (port, management) = (self.port, self.management);
         crate::wait_until("pebble answers", ACME_WAIT, || async move {
             tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
+                && tokio::net::TcpStream::connect(("127.0.0.1", management))
+                    .await
+                    .is_ok()
         })
         .await;
     }
