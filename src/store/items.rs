@@ -268,23 +268,45 @@ impl RecentBodies {
 /// WAL frames).
 macro_rules! turn_sql {
     () => {
-        "CASE WHEN ?1 <> 'in' THEN NULL
-              WHEN ?5 IN ('referral', 'ig_referral') THEN 2
-              WHEN ?5 IN ('message', 'postback', 'ig_message', 'ig_postback')
-               AND EXISTS (SELECT 1 FROM items INDEXED BY items_turns
-                            WHERE page_id = ?2 AND conversation = ?3 AND turn = 2) THEN 1
-         END"
+        concat!(
+            "CASE WHEN ?1 <> 'in' THEN NULL WHEN ?5 IN ",
+            referral_kinds!(),
+            " THEN 2 WHEN ?5 IN ",
+            message_kinds!(),
+            " AND EXISTS (SELECT 1 FROM items INDEXED BY items_turns
+                           WHERE page_id = ?2 AND conversation = ?3 AND turn = 2) THEN 1
+             END"
+        )
     };
 }
+
+/// The kinds of a customer's referral, as an SQL list.
+macro_rules! referral_kinds {
+    () => {
+        "('referral', 'ig_referral')"
+    };
+}
+pub(super) use referral_kinds;
+
+/// The kinds of a customer's message or button (their turns), as an SQL list.
+macro_rules! message_kinds {
+    () => {
+        "('message', 'postback', 'ig_message', 'ig_postback')"
+    };
+}
+pub(super) use message_kinds;
 
 /// When a referral is stored, the conversation's pending messages and buttons become
 /// turns: one of them (stored first, with a later Facebook time) may be the message the
 /// referral brought. Delivered ones are past asking.
-const MARK_TURNS: &str = "UPDATE items SET turn = 1
-     WHERE id IN (SELECT id FROM items INDEXED BY items_pending
-                   WHERE state = 'pending' AND direction = 'in' AND page_id = ?1
-                     AND conversation = ?2)
-       AND kind IN ('message', 'postback', 'ig_message', 'ig_postback') AND turn IS NULL";
+const MARK_TURNS: &str = concat!(
+    "UPDATE items SET turn = 1
+      WHERE id IN (SELECT id FROM items INDEXED BY items_pending
+                    WHERE state = 'pending' AND direction = 'in' AND page_id = ?1
+                      AND conversation = ?2)
+        AND turn IS NULL AND kind IN ",
+    message_kinds!()
+);
 
 /// The columns of a head, as [`head`] reads them.
 macro_rules! head_columns {

@@ -454,14 +454,19 @@ fn import_records(tx: &Sql<'_>, input: impl BufRead) -> Result<Counts, String> {
     // bookkeeping, set for what came in: referrals, then the messages of their
     // conversations. Once per import, over the whole table.
     for mark in [
-        "UPDATE items SET turn = 2
-          WHERE direction = 'in' AND kind IN ('referral', 'ig_referral') AND turn IS NULL",
-        "UPDATE items SET turn = 1
-          WHERE direction = 'in' AND kind IN ('message', 'postback', 'ig_message', 'ig_postback')
-            AND turn IS NULL
-            AND EXISTS (SELECT 1 FROM items r
-                         WHERE r.page_id = items.page_id AND r.conversation = items.conversation
-                           AND r.turn = 2)",
+        concat!(
+            "UPDATE items SET turn = 2 WHERE direction = 'in' AND turn IS NULL AND kind IN ",
+            super::items::referral_kinds!()
+        ),
+        concat!(
+            "UPDATE items SET turn = 1
+              WHERE direction = 'in' AND turn IS NULL
+                AND EXISTS (SELECT 1 FROM items r
+                             WHERE r.page_id = items.page_id AND r.conversation = items.conversation
+                               AND r.turn = 2)
+                AND kind IN ",
+            super::items::message_kinds!()
+        ),
     ] {
         tx.exec(mark, params![])
             .map_err(|e| format!("marking the imported conversations' turns: {e}"))?;
