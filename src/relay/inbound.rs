@@ -323,13 +323,15 @@ async fn referral_for(shared: &Shared, item: &Item, event: &Messaging) -> Option
     if !matches!(event.kind(), K::Message | K::Postback) {
         return None;
     }
-    let raw: serde_json::Value = serde_json::from_str(&item.payload).ok()?;
-    let inline = [&raw["message"]["referral"], &raw["postback"]["referral"]]
-        .into_iter()
-        .find(|r| r.is_object())
-        .cloned();
+    let inline = [
+        event.message.as_ref().and_then(|m| m.referral.as_ref()),
+        event.postback.as_ref().and_then(|p| p.referral.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|r| r.is_object());
     let referral = match inline {
-        Some(r) => r,
+        Some(r) => r.clone(),
         None if !item.after_referral => return None,
         None => {
             let stored = shared

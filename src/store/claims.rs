@@ -25,17 +25,25 @@ type ClaimKey = (Direction, String, ConversationKey);
 type Held = (i64, i64);
 
 impl Claims {
-    pub(super) fn held(
-        &self,
-        direction: Direction,
-        now: i64,
-    ) -> std::collections::HashSet<(String, ConversationKey)> {
+    /// How many conversations of `direction` are held (those whose lease ran out are
+    /// forgotten).
+    pub(super) fn held_count(&self, direction: Direction, now: i64) -> usize {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         held.retain(|_, (until, _)| *until > now);
-        held.keys()
-            .filter(|(d, _, _)| *d == direction)
-            .map(|(_, p, c)| (p.clone(), c.clone()))
-            .collect()
+        held.keys().filter(|(d, _, _)| *d == direction).count()
+    }
+
+    /// Whether a conversation is held.
+    pub(super) fn holds(
+        &self,
+        direction: Direction,
+        page_id: &str,
+        conversation: &ConversationKey,
+        now: i64,
+    ) -> bool {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (direction, page_id.to_owned(), conversation.clone());
+        held.get(&key).is_some_and(|(until, _)| *until > now)
     }
 
     /// Claims the item's conversation unless it is held (by another worker that asked

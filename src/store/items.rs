@@ -317,15 +317,17 @@ macro_rules! head_columns {
 pub(super) use head_columns;
 
 /// The due heads of one direction, earliest first, read off `heads_due` in its own order
-/// (no sort: a claim costs the rows it returns, whatever the backlog), each joined to its
-/// item by id. The direction is part of the text, not a parameter: with one statement for
-/// both, SQLite re-planned it at every call.
+/// (no sort: a claim costs the rows it returns, whatever the backlog). The index holds
+/// the table's key beside its own columns, so the conversations come from it alone: the
+/// heads of conversations in flight, which a claim passes over (up to
+/// `delivery.concurrency` of them at every claim), cost an index entry each, not their
+/// item's row. The direction is part of the text, not a parameter: with one statement
+/// for both, SQLite re-planned it at every call.
 macro_rules! claim_sql {
     ($direction:literal) => {
         concat!(
-            "SELECT ",
-            head_columns!(),
-            " FROM heads h INDEXED BY heads_due JOIN items i ON i.id = h.item_id
+            "SELECT h.item_id, h.page_id, h.conversation, h.next_attempt_at
+               FROM heads h INDEXED BY heads_due
               WHERE h.direction = '",
             $direction,
             "' ORDER BY h.next_attempt_at, h.event_ts, h.item_id LIMIT ?1"
@@ -335,9 +337,39 @@ macro_rules! claim_sql {
 const CLAIM_INBOUND: &str = claim_sql!("in");
 const CLAIM_OUTBOUND: &str = claim_sql!("out");
 
+/// The item of a head being handed out, by its id: the columns of [`head`].
+const CLAIMED_ITEM: &str = "SELECT i.id, i.page_id, i.conversation, i.dedup_key, i.kind,
+        i.event_ts, i.payload, i.attempts, i.steps_done, i.first_failure_at,
+        i.next_attempt_at, i.turn
+   FROM items i WHERE i.id = ?1";
+
+/// A due head as a claim reads it: the item itself (PostgreSQL reads it with its head),
+/// or only its id and conversation (SQLite reads the item of those it hands out).
+pub(super) enum HeadRow {
+    Item(Item),
+    Key {
+        item_id: i64,
+        page_id: String,
+        conversation: ConversationKey,
+    },
+}
+
+impl HeadRow {
+    fn conversation(&self) -> (&str, &ConversationKey) {
+        match self {
+            HeadRow::Item(item) => (&item.page_id, &item.conversation),
+            HeadRow::Key {
+                page_id,
+                conversation,
+                ..
+            } => (page_id, conversation),
+        }
+    }
+}
+
 /// Heads as the queries give them, and (on a shared queue) when another node's first
 /// lease ends.
-pub(super) type Heads = (Vec<(Item, i64)>, Option<i64>);
+pub(super) type Heads = (Vec<(HeadRow, i64)>, Option<i64>);
 
 /// A head: the item, and when it is due.
 pub(super) fn head(r: &SqlRow<'_>) -> Result<(Item, i64), DbError> {
@@ -467,26 +499,32 @@ impl Store {
         let record = taken.clone();
         let outcome = self
             .call(access, move |conn| {
-                let held = claims.held(direction, now);
                 // Enough rows to fill `limit` after skipping the claimed ones, plus one more
                 // to learn when the next retry is due.
-                let want = (limit + held.len() + 1) as i64;
+                let want = (limit + claims.held_count(direction, now) + 1) as i64;
                 let (rows, foreign) = match &shared {
                     None => {
-                        // The direction is part of the text, not a parameter: with one
-                        // statement for both, SQLite re-planned it at every call.
                         let sql = match direction {
                             Direction::Inbound => CLAIM_INBOUND,
                             Direction::Outbound => CLAIM_OUTBOUND,
                         };
-                        (conn.all(sql, params![want], head)?, None)
+                        let key = |r: &SqlRow<'_>| {
+                            let row = HeadRow::Key {
+                                item_id: r.get(0)?,
+                                page_id: r.get(1)?,
+                                conversation: r.get(2)?,
+                            };
+                            Ok((row, r.get(3)?))
+                        };
+                        (conn.all(sql, params![want], key)?, None)
                     }
                     Some(shared) => shared.heads(conn, direction, now, want)?,
                 };
                 let mut items = Vec::new();
                 let mut next_due = None;
-                for (item, next_attempt_at) in rows {
-                    if held.contains(&(item.page_id.clone(), item.conversation.clone())) {
+                for (row, next_attempt_at) in rows {
+                    let (page_id, conversation) = row.conversation();
+                    if claims.holds(direction, page_id, conversation, now) {
                         continue;
                     }
                     if next_attempt_at > now {
@@ -496,6 +534,12 @@ impl Store {
                     if items.len() == limit {
                         break;
                     }
+                    let item = match row {
+                        HeadRow::Item(item) => item,
+                        HeadRow::Key { item_id, .. } => {
+                            conn.one(CLAIMED_ITEM, params![item_id], head)?.0
+                        }
+                    };
                     let Some(token) = claims.try_take(direction, &item, now) else {
                         continue;
                     };

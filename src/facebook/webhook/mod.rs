@@ -104,6 +104,9 @@ pub struct Message {
     /// Echoes carry back the `metadata` the sender set; ours start with `fb-openchannel:`.
     #[serde(default)]
     pub metadata: Option<String>,
+    /// Where the customer came from, on the first message after an ad (`ADS`).
+    #[serde(default)]
+    pub referral: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -190,6 +193,9 @@ pub struct Postback {
     pub title: Option<String>,
     #[serde(default)]
     pub payload: Option<String>,
+    /// Where the customer came from, on "Get Started" or a link's button.
+    #[serde(default)]
+    pub referral: Option<Value>,
 }
 
 /// A Facebook time in milliseconds. Messenger's `timestamp` is in ms, but some events

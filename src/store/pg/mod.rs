@@ -31,7 +31,7 @@ use rusqlite::params;
 use tokio::sync::mpsc;
 
 use super::engine::{Finish, Request};
-use super::items::{Heads, head, head_columns};
+use super::items::{HeadRow, Heads, head, head_columns};
 use super::sql::{DbError, PgConn, Sql};
 use super::{Access, Item, Store, StoreError, StoreStats, duration_ms, now_ms, pg_schema};
 use crate::config::StorageConfig;
@@ -131,7 +131,7 @@ impl Shared {
                 self.node,
                 want
             ],
-            head,
+            |r| head(r).map(|(item, due)| (HeadRow::Item(item), due)),
         )?;
         let foreign = conn.one(
             "SELECT MIN(until) FROM claims WHERE direction = ?1 AND holder <> ?2 AND until > ?3",
