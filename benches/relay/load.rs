@@ -377,3 +377,32 @@ pub async fn anchor(certs: &TestCerts) -> SocketAddr {
     });
     addr
 }
+
+/// The disk's anchor: the middle time of 64 writes of 32 KiB, each followed by an
+/// fsync, to a file beside the daemon's database (about what one group commit of the
+/// WAL costs the daemon). Webhooks are acknowledged after their fsync, so a disk that is
+/// slower for a while makes the daemon slower, and only the daemon: this tells the two
+/// apart.
+pub async fn disk_anchor(dir: &std::path::Path) -> Duration {
+    let path = dir.join("disk-anchor");
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::File::create(&path).unwrap();
+        let block = vec![0x5a_u8; 32 * 1024];
+        let mut took = Vec::with_capacity(64);
+        for n in 0..64u64 {
+            let started = Instant::now();
+            // Appended like WAL frames, the file started over every 16 writes.
+            file.seek(SeekFrom::Start((n % 16) * block.len() as u64))
+                .unwrap();
+            file.write_all(&block).unwrap();
+            file.sync_all().unwrap();
+            took.push(started.elapsed());
+        }
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        percentiles(took).0
+    })
+    .await
+    .unwrap()
+}

@@ -12,6 +12,9 @@ use crate::load::DAEMON_ACKED;
 
 /// The row the regression gate reads back from docs/benchmark.md.
 pub const GATE_ROW: &str = "intake, 16 connections: ratio to the anchor";
+/// The disk's anchor beside the gate's figure, also read back.
+pub const DISK_ROW: &str =
+    "disk anchor: 32 KiB written and fsynced beside the database, middle of 64 (16-conn. rounds)";
 
 pub struct Results {
     pub rows: Vec<(String, String, String, Option<bool>)>,
@@ -19,6 +22,8 @@ pub struct Results {
     pub intake: Vec<(usize, f64, f64)>,
     /// Targets that were not met.
     pub missed: Vec<String>,
+    /// The disk anchor of the 16-connection rounds (their middle).
+    pub disk: Option<std::time::Duration>,
 }
 
 impl Results {
@@ -27,6 +32,7 @@ impl Results {
             rows: Vec::new(),
             intake: Vec::new(),
             missed: Vec::new(),
+            disk: None,
         }
     }
 
@@ -125,11 +131,21 @@ pub fn audit(motion: &SimMotion) -> Result<usize, String> {
 
 /// The 16-connection ratio recorded by the last full run, in docs/benchmark.md.
 pub fn recorded_ratio() -> Option<f64> {
+    recorded(GATE_ROW)
+}
+
+/// The disk anchor (ms) recorded beside it.
+pub fn recorded_disk_ms() -> Option<f64> {
+    recorded(DISK_ROW)
+}
+
+/// The first number of a row of docs/benchmark.md.
+fn recorded(row: &str) -> Option<f64> {
     let text =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmark.md"))
             .ok()?;
-    let line = text.lines().find(|l| l.contains(GATE_ROW))?;
-    // "0.086" or "0.086 (median of …)".
+    let line = text.lines().find(|l| l.contains(row))?;
+    // "0.086", "0.086 (median of …)", "0.21 ms".
     line.split('|')
         .nth(2)?
         .split_whitespace()
