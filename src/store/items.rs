@@ -1,7 +1,5 @@
-//! The queue: webhooks and the items taken from them, agent replies, their heads (the
-//! next item of each conversation), attempts and outcomes, and the operator's figures.
-
-use std::sync::Arc;
+//! The queue: webhooks and the items taken from them, agent replies, attempts and
+//! outcomes, and the operator's figures (the heads, claimed for delivery: `heads`).
 
 use rusqlite::params;
 use sha2::Digest;
@@ -173,12 +171,22 @@ fn write_one(conn: &Sql<'_>, write: &Write) -> Result<(), DbError> {
             params![*page_id, *object_id, *item, *at],
             None,
         ),
-        Write::Delivered { item, result, at } => (
-            "UPDATE items SET state = 'done', attempts = attempts + 1, result = ?2,
-                    updated_at = ?3 WHERE id = ?1",
-            params![*item, *result, *at],
-            Some(("delivered", None, *item, *at)),
-        ),
+        Write::Delivered { item, result, at } => {
+            // Delivered at the first attempt, the item's own row says all an attempt row
+            // would (when: `updated_at`), and `queue show` reads it from there; the row is
+            // written when earlier attempts are on record, to end their story. That is
+            // an insert less per event, the commonest case by far.
+            let attempts = conn.opt(
+                "UPDATE items SET state = 'done', attempts = attempts + 1, result = ?2,
+                        updated_at = ?3 WHERE id = ?1 RETURNING attempts",
+                params![*item, *result, *at],
+                |r| r.get::<i64>(0),
+            )?;
+            return match attempts {
+                Some(n) if n > 1 => record_attempt(conn, *item, *at, "delivered", None),
+                _ => Ok(()),
+            };
+        }
         Write::RetryAt {
             item,
             next_at,
@@ -308,89 +316,6 @@ const MARK_TURNS: &str = concat!(
     message_kinds!()
 );
 
-/// The columns of a head, as [`head`] reads them.
-macro_rules! head_columns {
-    () => {
-        "i.id, i.page_id, i.conversation, i.dedup_key, i.kind, i.event_ts, i.payload, i.attempts, i.steps_done, i.first_failure_at, h.next_attempt_at, i.turn"
-    };
-}
-pub(super) use head_columns;
-
-/// The due heads of one direction, earliest first, read off `heads_due` in its own order
-/// (no sort: a claim costs the rows it returns, whatever the backlog). The index holds
-/// the table's key beside its own columns, so the conversations come from it alone: the
-/// heads of conversations in flight, which a claim passes over (up to
-/// `delivery.concurrency` of them at every claim), cost an index entry each, not their
-/// item's row. The direction is part of the text, not a parameter: with one statement
-/// for both, SQLite re-planned it at every call.
-macro_rules! claim_sql {
-    ($direction:literal) => {
-        concat!(
-            "SELECT h.item_id, h.page_id, h.conversation, h.next_attempt_at
-               FROM heads h INDEXED BY heads_due
-              WHERE h.direction = '",
-            $direction,
-            "' ORDER BY h.next_attempt_at, h.event_ts, h.item_id LIMIT ?1"
-        )
-    };
-}
-const CLAIM_INBOUND: &str = claim_sql!("in");
-const CLAIM_OUTBOUND: &str = claim_sql!("out");
-
-/// The item of a head being handed out, by its id: the columns of [`head`].
-const CLAIMED_ITEM: &str = "SELECT i.id, i.page_id, i.conversation, i.dedup_key, i.kind,
-        i.event_ts, i.payload, i.attempts, i.steps_done, i.first_failure_at,
-        i.next_attempt_at, i.turn
-   FROM items i WHERE i.id = ?1";
-
-/// A due head as a claim reads it: the item itself (PostgreSQL reads it with its head),
-/// or only its id and conversation (SQLite reads the item of those it hands out).
-pub(super) enum HeadRow {
-    Item(Item),
-    Key {
-        item_id: i64,
-        page_id: String,
-        conversation: ConversationKey,
-    },
-}
-
-impl HeadRow {
-    fn conversation(&self) -> (&str, &ConversationKey) {
-        match self {
-            HeadRow::Item(item) => (&item.page_id, &item.conversation),
-            HeadRow::Key {
-                page_id,
-                conversation,
-                ..
-            } => (page_id, conversation),
-        }
-    }
-}
-
-/// Heads as the queries give them, and (on a shared queue) when another node's first
-/// lease ends.
-pub(super) type Heads = (Vec<(HeadRow, i64)>, Option<i64>);
-
-/// A head: the item, and when it is due.
-pub(super) fn head(r: &SqlRow<'_>) -> Result<(Item, i64), DbError> {
-    Ok((
-        Item {
-            id: r.get(0)?,
-            page_id: r.get(1)?,
-            conversation: r.get(2)?,
-            dedup_key: r.get(3)?,
-            kind: r.get(4)?,
-            event_ts: r.get(5)?,
-            payload: r.get(6)?,
-            attempts: r.get(7)?,
-            steps_done: r.get(8)?,
-            first_failure_at: r.get(9)?,
-            after_referral: r.get::<Option<i64>>(11)? == Some(1),
-        },
-        r.get(10)?,
-    ))
-}
-
 impl Store {
     /// Stores one verified webhook: its raw bytes and every event in it, in one
     /// transaction. Events already stored (same direction, page and dedup key) count as
@@ -470,114 +395,6 @@ impl Store {
             Ok(outcome)
         })
         .await
-    }
-
-    /// Claims the next deliverable item of each conversation that has one due (its head:
-    /// the oldest pending item by Facebook time, then arrival), at most `limit`, leaving
-    /// out conversations claimed already (they have an item in flight) — and says when
-    /// the next unclaimed head becomes due, if one is waiting for a retry (or, on a
-    /// shared queue, for another node's lease to end). Each claim is a lease on its
-    /// conversation until [`Store::release`] (or [`CLAIM_LEASE`] passes): no two workers
-    /// ever hold one conversation.
-    pub async fn claim_heads(
-        &self,
-        direction: Direction,
-        now: i64,
-        limit: usize,
-    ) -> Result<(Vec<Item>, Option<i64>), StoreError> {
-        let claims = self.claims.clone();
-        let shared = self.shared.clone();
-        // On a shared queue a claim is written to the database (a lease the other nodes
-        // see); alone, it lives in this process and the query only reads.
-        let access = if shared.is_some() {
-            Access::Relaxed
-        } else {
-            Access::Read
-        };
-        // What this request claimed, to give back if its transaction does not commit.
-        let taken = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let record = taken.clone();
-        let outcome = self
-            .call(access, move |conn| {
-                // Enough rows to fill `limit` after skipping the claimed ones, plus one more
-                // to learn when the next retry is due.
-                let want = (limit + claims.held_count(direction, now) + 1) as i64;
-                let (rows, foreign) = match &shared {
-                    None => {
-                        let sql = match direction {
-                            Direction::Inbound => CLAIM_INBOUND,
-                            Direction::Outbound => CLAIM_OUTBOUND,
-                        };
-                        let key = |r: &SqlRow<'_>| {
-                            let row = HeadRow::Key {
-                                item_id: r.get(0)?,
-                                page_id: r.get(1)?,
-                                conversation: r.get(2)?,
-                            };
-                            Ok((row, r.get(3)?))
-                        };
-                        (conn.all(sql, params![want], key)?, None)
-                    }
-                    Some(shared) => shared.heads(conn, direction, now, want)?,
-                };
-                let mut items = Vec::new();
-                let mut next_due = None;
-                for (row, next_attempt_at) in rows {
-                    let (page_id, conversation) = row.conversation();
-                    if claims.holds(direction, page_id, conversation, now) {
-                        continue;
-                    }
-                    if next_attempt_at > now {
-                        next_due = Some(next_attempt_at);
-                        break;
-                    }
-                    if items.len() == limit {
-                        break;
-                    }
-                    let item = match row {
-                        HeadRow::Item(item) => item,
-                        HeadRow::Key { item_id, .. } => {
-                            conn.one(CLAIMED_ITEM, params![item_id], head)?.0
-                        }
-                    };
-                    let Some(token) = claims.try_take(direction, &item, now) else {
-                        continue;
-                    };
-                    record
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((item.page_id.clone(), item.conversation.clone()));
-                    if let Some(shared) = &shared
-                        && !shared.lease(conn, direction, &item, now, token)?
-                    {
-                        claims.release(direction, &item.page_id, &item.conversation);
-                        continue;
-                    }
-                    items.push(item);
-                }
-                // Another node delivers some conversations: look again when its first lease
-                // ends (if it died, its conversations are ours then).
-                if let Some(until) = foreign {
-                    next_due = Some(next_due.map_or(until, |due: i64| due.min(until)));
-                }
-                Ok((items, next_due))
-            })
-            .await;
-        if outcome.is_err() {
-            for (page_id, conversation) in taken.lock().unwrap_or_else(|e| e.into_inner()).drain(..)
-            {
-                self.claims.release(direction, &page_id, &conversation);
-            }
-        }
-        outcome
-    }
-
-    /// Ends the claim on a conversation: its next item may go out.
-    pub fn release(&self, direction: Direction, page_id: &str, conversation: &ConversationKey) {
-        let token = self.claims.release(direction, page_id, conversation);
-        if let (Some(shared), Some(token)) = (&self.shared, token) {
-            shared.release(self, direction, page_id, conversation, token);
-        }
     }
 
     /// Records that the first `steps_done` steps of an item are done.

@@ -21,6 +21,7 @@
 
 mod claims;
 mod engine;
+mod heads;
 mod items;
 mod memory;
 mod pg;

@@ -14,7 +14,7 @@ pub use super::items::Row;
 use super::items::{ROW_COLUMNS, row};
 use super::sql::{DbError, PgConn, Sql};
 use super::{now_ms, record_attempt, schema};
-use crate::model::{ConversationKey, DedupKey};
+use crate::model::{ConversationKey, DedupKey, ItemState};
 
 /// The queue's database, opened by a command beside the daemon.
 pub enum Database {
@@ -259,6 +259,15 @@ pub fn show(conn: &Sql<'_>, id: i64) -> Result<Option<Detail>, DbError> {
             })
         },
     )?;
+    // An item delivered at its first attempt has no attempt row: its own row is it.
+    let mut attempt_history = attempt_history;
+    if row.state == ItemState::Done && !attempt_history.iter().any(|a| a.outcome == "delivered") {
+        attempt_history.push(Attempt {
+            at: row.updated_at,
+            outcome: "delivered".to_owned(),
+            error: None,
+        });
+    }
     let receipts = receipts(conn, &row.page_id, &row.conversation)?;
     Ok(Some(Detail {
         receipts,
@@ -340,6 +349,59 @@ mod tests {
     use super::*;
     use crate::model::{Direction, ItemState};
     use crate::store::{NewItem, NewState, Store};
+
+    /// The commonest outcome, a delivery at the first attempt, writes no attempt row:
+    /// the item's own row tells it, and `queue show` reads it from there. A delivery
+    /// after earlier attempts is on record with them.
+    #[tokio::test]
+    async fn a_first_attempt_delivery_is_told_by_its_item_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path).unwrap();
+        let new = |key: &str, customer: &str| NewItem {
+            direction: Direction::Inbound,
+            page_id: "1".into(),
+            conversation: crate::model::ConversationKey::customer(customer),
+            dedup_key: crate::model::DedupKey::message(key),
+            kind: crate::model::ItemKind::Messaging(crate::model::MessagingKind::Message),
+            event_ts: 1,
+            payload: "{}".into(),
+            state: NewState::Pending,
+        };
+        store
+            .intake(b"{}".to_vec(), None, vec![new("a", "2"), new("b", "3")])
+            .await
+            .unwrap();
+        store.complete(1, None).await.unwrap();
+        store
+            .retry_later(2, 0, "Motion answered 503".into())
+            .await
+            .unwrap();
+        store.complete(2, None).await.unwrap();
+
+        let conn = open(&path).unwrap();
+        let rows = |id: i64| -> i64 {
+            conn.query_row(
+                "SELECT COUNT(*) FROM attempts WHERE item_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!((rows(1), rows(2)), (0, 2));
+        let conn = Sql::Lite(&conn);
+        let history = |id: i64| -> Vec<(String, bool)> {
+            let detail = show(&conn, id).unwrap().unwrap();
+            detail
+                .attempt_history
+                .iter()
+                .map(|a| (a.outcome.clone(), a.at == detail.row.updated_at))
+                .collect()
+        };
+        assert_eq!(history(1), [("delivered".to_owned(), true)]);
+        let outcomes: Vec<String> = history(2).into_iter().map(|(o, _)| o).collect();
+        assert_eq!(outcomes, ["retry", "delivered"]);
+    }
 
     #[tokio::test]
     async fn retry_and_drop_change_only_what_they_should() {

@@ -31,7 +31,7 @@ use rusqlite::params;
 use tokio::sync::mpsc;
 
 use super::engine::{Finish, Request};
-use super::items::{HeadRow, Heads, head, head_columns};
+use super::heads::{HeadRow, Heads, head, head_columns};
 use super::sql::{DbError, PgConn, Sql};
 use super::{Access, Item, Store, StoreError, StoreStats, duration_ms, now_ms, pg_schema};
 use crate::config::StorageConfig;
