@@ -158,8 +158,14 @@ impl Store {
                     }
                     let item = match row {
                         HeadRow::Item(item) => item,
+                        // Read in the same transaction as its head, so it is there; were
+                        // it not, that head is passed over (as a join would), never a
+                        // claim that fails at every call.
                         HeadRow::Key { item_id, .. } => {
-                            conn.one(CLAIMED_ITEM, params![item_id], head)?.0
+                            match conn.opt(CLAIMED_ITEM, params![item_id], head)? {
+                                Some((item, _)) => item,
+                                None => continue,
+                            }
                         }
                     };
                     let Some(token) = claims.try_take(direction, &item, now) else {
