@@ -20,6 +20,7 @@
 
 mod daemon;
 mod load;
+mod nginx;
 mod report;
 
 use std::path::Path;
@@ -267,6 +268,36 @@ async fn run(plan: Plan) -> Option<String> {
     }
     if plan.intake_only.is_some() {
         return None;
+    }
+    // nginx beside the anchor where it is installed: issue 25 first measured against it.
+    match nginx::start(&certs, dir.path()) {
+        Some(server) => {
+            let n = load(
+                server.addr,
+                &tls,
+                16,
+                plan.throughput_secs,
+                None,
+                load::messenger,
+            )
+            .await;
+            drop(server);
+            let (d, a) = r
+                .intake
+                .iter()
+                .find(|(c, _, _)| *c == 16)
+                .map(|(_, d, a)| (*d, *a))
+                .unwrap_or_default();
+            r.add(
+                "nginx answering 200 over TLS, 16 conn.: requests/s; the anchor's rate / nginx's; the daemon's / nginx's",
+                format!("{:.0}; {:.2}; {:.3}", n.rate, a / n.rate, d / n.rate),
+                "",
+                None,
+            );
+        }
+        None => println!(
+            "(no nginx on this machine: the comparison with it is skipped; `apt install nginx` to run it)"
+        ),
     }
     // The same at 16 connections with Instagram in the mix: a third Messenger, a third
     // Instagram direct messages (names from Instagram's profile API), a third comments
