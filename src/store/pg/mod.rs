@@ -131,7 +131,7 @@ impl Shared {
                 self.node,
                 want
             ],
-            |r| head(r).map(|(item, due)| (HeadRow::Item(item), due)),
+            |r| head(r).map(|(item, due)| (HeadRow::Item(Box::new(item)), due)),
         )?;
         let foreign = conn.one(
             "SELECT MIN(until) FROM claims WHERE direction = ?1 AND holder <> ?2 AND until > ?3",
