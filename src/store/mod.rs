@@ -343,6 +343,40 @@ mod tests {
         assert_eq!(ids, want, "leases ran out");
     }
 
+    /// A head whose item is not there (a database edited by hand, an older version's
+    /// leftover) is passed over; the claim still hands out the others, at every call.
+    #[tokio::test]
+    async fn a_head_without_its_item_does_not_stop_the_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .intake(b"{}".to_vec(), None, vec![event(1), event(2)])
+            .await
+            .unwrap();
+        let side = rusqlite::Connection::open(&path).unwrap();
+        side.execute(
+            "INSERT INTO heads (direction, page_id, conversation, item_id, next_attempt_at, event_ts)
+             VALUES ('in', '1', 'psid:gone', 999999, 0, 0)",
+            [],
+        )
+        .unwrap();
+        for _ in 0..2 {
+            let (items, _) = store
+                .claim_heads(Direction::Inbound, now_ms(), 10)
+                .await
+                .unwrap();
+            let conversations: Vec<&str> = items.iter().map(|i| i.conversation.as_str()).collect();
+            assert!(!conversations.contains(&"psid:gone"), "{conversations:?}");
+            for item in &items {
+                store.release(Direction::Inbound, &item.page_id, &item.conversation);
+            }
+            let mut conversations = conversations;
+            conversations.sort();
+            assert_eq!(conversations, ["psid:1", "psid:2"]);
+        }
+    }
+
     /// Outside systemd the umask used to leave the database readable by everyone.
     #[tokio::test]
     async fn the_database_and_its_spool_are_private() {
