@@ -119,7 +119,10 @@ impl Store {
             Access::Read
         };
         // What this request claimed, to give back if its transaction does not commit.
-        let taken = Arc::new(std::sync::Mutex::new(Vec::new()));
+        // Once the caller has stopped waiting (a PostgreSQL that hangs answers after the
+        // caller's time is up), the request takes nothing more: a conversation claimed
+        // then would have been held, undelivered, for the whole claim lease.
+        let taken = Arc::new(std::sync::Mutex::new((false, Vec::new())));
         let record = taken.clone();
         let outcome = self
             .call(access, move |conn| {
@@ -170,13 +173,18 @@ impl Store {
                             }
                         }
                     };
-                    let Some(token) = claims.try_take(direction, &item, now) else {
-                        continue;
+                    let token = {
+                        let mut record = record.lock().unwrap_or_else(|e| e.into_inner());
+                        let (gone, keys) = &mut *record;
+                        if *gone {
+                            break;
+                        }
+                        let Some(token) = claims.try_take(direction, &item, now) else {
+                            continue;
+                        };
+                        keys.push((item.page_id.clone(), item.conversation.clone()));
+                        token
                     };
-                    record
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((item.page_id.clone(), item.conversation.clone()));
                     if let Some(shared) = &shared
                         && !shared.lease(conn, direction, &item, now, token)?
                     {
@@ -194,8 +202,9 @@ impl Store {
             })
             .await;
         if outcome.is_err() {
-            for (page_id, conversation) in taken.lock().unwrap_or_else(|e| e.into_inner()).drain(..)
-            {
+            let mut taken = taken.lock().unwrap_or_else(|e| e.into_inner());
+            taken.0 = true;
+            for (page_id, conversation) in taken.1.drain(..) {
                 self.claims.release(direction, &page_id, &conversation);
             }
         }
