@@ -350,15 +350,9 @@ mod tests {
     use crate::model::{Direction, ItemState};
     use crate::store::{NewItem, NewState, Store};
 
-    /// The commonest outcome, a delivery at the first attempt, writes no attempt row:
-    /// the item's own row tells it, and `queue show` reads it from there. A delivery
-    /// after earlier attempts is on record with them.
-    #[tokio::test]
-    async fn a_first_attempt_delivery_is_told_by_its_item_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let store = Store::open(&path).unwrap();
-        let new = |key: &str, customer: &str| NewItem {
+    /// A pending Messenger message `key` from `customer` on page 1.
+    fn message(key: &str, customer: &str) -> NewItem {
+        NewItem {
             direction: Direction::Inbound,
             page_id: "1".into(),
             conversation: crate::model::ConversationKey::customer(customer),
@@ -367,9 +361,23 @@ mod tests {
             event_ts: 1,
             payload: "{}".into(),
             state: NewState::Pending,
-        };
+        }
+    }
+
+    /// The commonest outcome, a delivery at the first attempt, writes no attempt row:
+    /// the item's own row tells it, and `queue show` reads it from there. A delivery
+    /// after earlier attempts is on record with them.
+    #[tokio::test]
+    async fn a_first_attempt_delivery_is_told_by_its_item_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path).unwrap();
         store
-            .intake(b"{}".to_vec(), None, vec![new("a", "2"), new("b", "3")])
+            .intake(
+                b"{}".to_vec(),
+                None,
+                vec![message("a", "2"), message("b", "3")],
+            )
             .await
             .unwrap();
         store.complete(1, None).await.unwrap();
@@ -408,16 +416,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let store = Store::open(&path).unwrap();
-        let new = |key: &str| NewItem {
-            direction: Direction::Inbound,
-            page_id: "1".into(),
-            conversation: crate::model::ConversationKey::customer("2"),
-            dedup_key: crate::model::DedupKey::message(key),
-            kind: crate::model::ItemKind::Messaging(crate::model::MessagingKind::Message),
-            event_ts: 1,
-            payload: "{}".into(),
-            state: NewState::Pending,
-        };
+        let new = |key: &str| message(key, "2");
         store
             .intake(b"{}".to_vec(), None, vec![new("a"), new("b"), new("c")])
             .await
