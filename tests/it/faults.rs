@@ -110,7 +110,10 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
+        // Lazily: a store thread of the stopped daemon may still hold its files, and a
+        // plain umount then fails and leaves the mount behind on the test machine.
         let _ = std::process::Command::new("umount")
+            .arg("--lazy")
             .arg(&self.path)
             .status();
         let _ = std::fs::remove_dir_all(&self.path);
