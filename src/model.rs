@@ -203,6 +203,16 @@ impl ItemKind {
         )
     }
 
+    /// A customer's turn in a conversation: a message or a button, on Messenger or
+    /// Instagram (what a referral is told apart by, see `store::items::turn_sql!`).
+    pub fn is_turn(self) -> bool {
+        matches!(
+            self,
+            ItemKind::Messaging(MessagingKind::Message | MessagingKind::Postback)
+                | ItemKind::Instagram(MessagingKind::Message | MessagingKind::Postback)
+        )
+    }
+
     /// The channel of the conversation the item belongs to; `None` for what belongs to
     /// none (a note follows its customer wherever they are; page changes, unreadable
     /// items).

@@ -175,17 +175,20 @@ fn write_one(conn: &Sql<'_>, write: &Write) -> Result<(), DbError> {
             // Delivered at the first attempt, the item's own row says all an attempt row
             // would (when: `updated_at`), and `queue show` reads it from there; the row is
             // written when earlier attempts are on record, to end their story. That is
-            // an insert less per event, the commonest case by far.
-            let attempts = conn.opt(
+            // an insert less per event, the commonest case by far. (Not `RETURNING`:
+            // SQLite builds a temporary B-tree for it at every run.)
+            conn.exec(
                 "UPDATE items SET state = 'done', attempts = attempts + 1, result = ?2,
-                        updated_at = ?3 WHERE id = ?1 RETURNING attempts",
+                        updated_at = ?3 WHERE id = ?1",
                 params![*item, *result, *at],
-                |r| r.get::<i64>(0),
             )?;
-            return match attempts {
-                Some(n) if n > 1 => record_attempt(conn, *item, *at, "delivered", None),
-                _ => Ok(()),
-            };
+            return conn
+                .exec(
+                    "INSERT INTO attempts (item_id, at, outcome, error)
+                     SELECT id, ?2, 'delivered', NULL FROM items WHERE id = ?1 AND attempts > 1",
+                    params![*item, *at],
+                )
+                .map(drop);
         }
         Write::RetryAt {
             item,
@@ -268,24 +271,30 @@ impl RecentBodies {
     }
 }
 
-/// An inbound item's `turn` at intake (the parameters are the insert's): 2 for a
-/// referral; 1 for a message or button in a conversation that has had a referral, so
-/// that `referral_before` can tell whether the customer wrote since it; NULL for every
-/// other item, which the turns index then leaves out (most conversations never have a
-/// referral, and a leaf of that index written per message was a quarter of the intake's
-/// WAL frames).
+/// An inbound item's `turn` at intake (the parameters are the insert's; `?12` is
+/// [`turn_class`]): 2 for a referral; 1 for a message or button in a conversation that
+/// has had a referral, so that `referral_before` can tell whether the customer wrote
+/// since it; NULL for every other item, which the turns index then leaves out (most
+/// conversations never have a referral, and a leaf of that index written per message was
+/// a quarter of the intake's WAL frames). The kind is told in Rust: SQLite evaluates
+/// `x IN (three or more constants)` by building a temporary B-tree at every execution.
 macro_rules! turn_sql {
     () => {
-        concat!(
-            "CASE WHEN ?1 <> 'in' THEN NULL WHEN ?5 IN ",
-            referral_kinds!(),
-            " THEN 2 WHEN ?5 IN ",
-            message_kinds!(),
-            " AND EXISTS (SELECT 1 FROM items INDEXED BY items_turns
-                           WHERE page_id = ?2 AND conversation = ?3 AND turn = 2) THEN 1
-             END"
-        )
+        "CASE CAST(?12 AS BIGINT) WHEN 2 THEN 2
+                  WHEN 1 THEN (SELECT 1 FROM items INDEXED BY items_turns
+                                WHERE page_id = ?2 AND conversation = ?3 AND turn = 2 LIMIT 1)
+         END"
     };
+}
+
+/// What [`turn_sql!`] needs of an item: 2 for a customer's referral, 1 for a customer's
+/// message or button, none for everything else.
+fn turn_class(item: &NewItem) -> Option<i64> {
+    match item.direction {
+        Direction::Inbound if item.kind.is_referral() => Some(2),
+        Direction::Inbound if item.kind.is_turn() => Some(1),
+        _ => None,
+    }
 }
 
 /// The kinds of a customer's referral, as an SQL list.
@@ -307,14 +316,11 @@ pub(super) use message_kinds;
 /// When a referral is stored, the conversation's pending messages and buttons become
 /// turns: one of them (stored first, with a later Facebook time) may be the message the
 /// referral brought. Delivered ones are past asking.
-const MARK_TURNS: &str = concat!(
-    "UPDATE items SET turn = 1
-      WHERE id IN (SELECT id FROM items INDEXED BY items_pending
-                    WHERE state = 'pending' AND direction = 'in' AND page_id = ?1
-                      AND conversation = ?2)
-        AND turn IS NULL AND kind IN ",
-    message_kinds!()
-);
+const MARK_TURNS: &str = "UPDATE items INDEXED BY items_pending SET turn = 1
+      WHERE state = 'pending' AND direction = 'in' AND page_id = ?1 AND conversation = ?2
+        AND turn IS NULL
+        AND (kind = 'message' OR kind = 'postback' OR kind = 'ig_message'
+             OR kind = 'ig_postback')";
 
 impl Store {
     /// Stores one verified webhook: its raw bytes and every event in it, in one
@@ -334,11 +340,10 @@ impl Store {
             let webhook_id = match recent.stored(conn, &digest)? {
                 Some(id) => id,
                 None => {
-                    let id = conn.one(
+                    let id = conn.insert_id(
                         "INSERT INTO webhooks (received_at, body, parse_error, digest)
-                         VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                         VALUES (?1, ?2, ?3, ?4)",
                         params![now, body, parse_error, &digest[..]],
-                        |r| r.get(0),
                     )?;
                     recent.remember(digest, id);
                     id
@@ -377,7 +382,8 @@ impl Store {
                         webhook_id,
                         state,
                         reason,
-                        now
+                        now,
+                        turn_class(&item)
                     ],
                 )?;
                 if inserted == 0 {

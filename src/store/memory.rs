@@ -81,7 +81,8 @@ impl Store {
         self.call(Access::Read, move |conn| {
             conn.all(
                 "SELECT kind, payload, event_ts FROM items
-                  WHERE kind IN ('wall_post', 'wall_comment', 'ig_comment', 'ig_mention') AND direction = 'in'
+                  WHERE (kind = 'wall_post' OR kind = 'wall_comment' OR kind = 'ig_comment'
+                         OR kind = 'ig_mention') AND direction = 'in'
                     AND page_id = ?1 AND conversation = ?2
                   ORDER BY event_ts DESC, id DESC",
                 params![page_id, conversation],
@@ -101,7 +102,8 @@ impl Store {
         self.call(Access::Read, move |conn| {
             conn.one(
                 "SELECT EXISTS (SELECT 1 FROM items
-                  WHERE kind IN ('wall_post', 'wall_comment', 'ig_comment', 'ig_mention') AND direction = 'in'
+                  WHERE (kind = 'wall_post' OR kind = 'wall_comment' OR kind = 'ig_comment'
+                         OR kind = 'ig_mention') AND direction = 'in'
                     AND page_id = ?1 AND conversation = ?2)",
                 params![page_id, conversation],
                 |r| r.get(0),

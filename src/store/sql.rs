@@ -235,6 +235,19 @@ impl Sql<'_> {
         }
     }
 
+    /// Runs an `INSERT` into a table keyed by `id` and returns the new row's id. SQLite
+    /// reads it off the connection: a `RETURNING` there collects its rows in a temporary
+    /// B-tree, built at every run.
+    pub fn insert_id(&self, sql: &str, args: &[&dyn ToSql]) -> Result<i64, DbError> {
+        match self {
+            Sql::Lite(c) => {
+                self.exec(sql, args)?;
+                Ok(c.last_insert_rowid())
+            }
+            Sql::Pg(_) => self.one(&format!("{sql} RETURNING id"), args, |r| r.get(0)),
+        }
+    }
+
     /// Every row of a query, each as `f` makes it.
     pub fn all<T>(
         &self,
