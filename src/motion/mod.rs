@@ -8,6 +8,8 @@
 
 pub mod reply;
 
+use std::fmt::Display;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::{MotionConfig, Secret, redact_url};
@@ -152,6 +154,15 @@ pub struct Upload {
     pub bytes: bytes::Bytes,
 }
 
+/// "the notify at <Receive URL>", its query's values masked (they may hold a key).
+struct NotifyAt<'a>(&'a str);
+
+impl Display for NotifyAt<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the notify at {}", redact_url(self.0))
+    }
+}
+
 pub struct MotionClient {
     http: reqwest::Client,
     /// Records exchanges while `fb-openchannel capture` runs (the daemon's clients).
@@ -185,16 +196,17 @@ impl MotionClient {
     async fn call(
         &self,
         request: reqwest::RequestBuilder,
-        what: &str,
+        what: &(dyn Display + Sync),
     ) -> Result<String, MotionError> {
         let (response, captured) = self.send(request, what).await?;
         let status = response.status().as_u16();
-        let headers = response.headers().clone();
+        // Kept only for a capture: the body is read below, which takes the response.
+        let headers = captured.is_some().then(|| response.headers().clone());
         // A 2xx is taken whatever its body; a body past the bound is not read further.
         let text = http_client::text_within(response, http_client::MOTION_ANSWER)
             .await
             .unwrap_or_else(|e| format!("({e})"));
-        if let (Some(capture), Some(request)) = (&self.capture, captured) {
+        if let (Some(capture), Some(request), Some(headers)) = (&self.capture, captured, headers) {
             capture.answer("motion", request, status, &headers, text.as_bytes());
         }
         self.classified(status, text, what)
@@ -204,7 +216,7 @@ impl MotionClient {
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
-        what: &str,
+        what: &(dyn Display + Sync),
     ) -> Result<(reqwest::Response, Option<serde_json::Value>), MotionError> {
         let request = request
             .build()
@@ -222,7 +234,7 @@ impl MotionClient {
     async fn call_stream(
         &self,
         request: reqwest::RequestBuilder,
-        what: &str,
+        what: &(dyn Display + Sync),
     ) -> Result<reqwest::Response, MotionError> {
         let (response, captured) = self.send(request, what).await?;
         let status = response.status().as_u16();
@@ -241,7 +253,12 @@ impl MotionClient {
     }
 
     /// The body of a 2xx answer, else the error it means.
-    fn classified(&self, status: u16, text: String, what: &str) -> Result<String, MotionError> {
+    fn classified(
+        &self,
+        status: u16,
+        text: String,
+        what: &(dyn Display + Sync),
+    ) -> Result<String, MotionError> {
         match classify_status(status) {
             Ok(()) => Ok(text),
             Err(transient) => {
@@ -275,7 +292,8 @@ impl MotionClient {
 
     /// POSTs one notify to the Receive URL (kept whole, query string included).
     pub async fn notify(&self, receive_url: &str, notify: &Notify) -> Result<(), MotionError> {
-        let what = format!("the notify at {}", redact_url(receive_url));
+        // Written out only when an error names it: a notify goes out at every message.
+        let what = NotifyAt(receive_url);
         self.call(self.http.post(receive_url).json(notify), &what)
             .await
             .map(drop)
