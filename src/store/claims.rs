@@ -16,21 +16,61 @@ pub const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(3600
 /// the same conversation by this node.
 #[derive(Default)]
 pub(super) struct Claims {
-    held: std::sync::Mutex<std::collections::HashMap<ClaimKey, Held>>,
+    held: std::sync::Mutex<Held>,
 }
 
 /// A claimed conversation.
 type ClaimKey = (Direction, String, ConversationKey);
-/// Until when (ms) it is held, and the claim's token.
-type Held = (i64, i64);
+
+/// The claims, by conversation: until when (ms) each is held, its token and the item
+/// handed out; and the same claims by that item, which a claim passes over without
+/// reading the conversation of its head (the heads of conversations in flight are read
+/// again at every claim, up to `delivery.concurrency` of them).
+#[derive(Default)]
+struct Held {
+    conversations: std::collections::HashMap<ClaimKey, (i64, i64, i64)>,
+    items: std::collections::HashSet<(Direction, i64)>,
+}
+
+impl Held {
+    fn remove(&mut self, key: &ClaimKey) -> Option<i64> {
+        let (_, token, item) = self.conversations.remove(key)?;
+        self.items.remove(&(key.0, item));
+        Some(token)
+    }
+}
 
 impl Claims {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// How many conversations of `direction` are held (those whose lease ran out are
     /// forgotten).
     pub(super) fn held_count(&self, direction: Direction, now: i64) -> usize {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.retain(|_, (until, _)| *until > now);
-        held.keys().filter(|(d, _, _)| *d == direction).count()
+        let mut held = self.lock();
+        let Held {
+            conversations,
+            items,
+        } = &mut *held;
+        conversations.retain(|(d, _, _), (until, _, item)| {
+            let live = *until > now;
+            if !live {
+                items.remove(&(*d, *item));
+            }
+            live
+        });
+        conversations
+            .keys()
+            .filter(|(d, _, _)| *d == direction)
+            .count()
+    }
+
+    /// Whether this item was handed out and its conversation is still held: its head
+    /// is then passed over as it is, conversation unread. (A conversation held for
+    /// another of its items is found by [`Claims::holds`].)
+    pub(super) fn holds_item(&self, direction: Direction, item: i64) -> bool {
+        self.lock().items.contains(&(direction, item))
     }
 
     /// Whether a conversation is held.
@@ -41,9 +81,11 @@ impl Claims {
         conversation: &ConversationKey,
         now: i64,
     ) -> bool {
-        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let held = self.lock();
         let key = (direction, page_id.to_owned(), conversation.clone());
-        held.get(&key).is_some_and(|(until, _)| *until > now)
+        held.conversations
+            .get(&key)
+            .is_some_and(|(until, _, _)| *until > now)
     }
 
     /// Claims the item's conversation unless it is held (by another worker that asked
@@ -51,13 +93,15 @@ impl Claims {
     /// Returns the claim's token.
     pub(super) fn try_take(&self, direction: Direction, item: &Item, now: i64) -> Option<i64> {
         let until = now.saturating_add(super::duration_ms(CLAIM_LEASE));
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self.lock();
         let key = (direction, item.page_id.clone(), item.conversation.clone());
-        match held.get(&key) {
-            Some((end, _)) if *end > now => None,
+        match held.conversations.get(&key) {
+            Some((end, _, _)) if *end > now => None,
             _ => {
+                held.remove(&key);
                 let token = fastrand::i64(..);
-                held.insert(key, (until, token));
+                held.conversations.insert(key, (until, token, item.id));
+                held.items.insert((direction, item.id));
                 Some(token)
             }
         }
@@ -70,10 +114,7 @@ impl Claims {
         page_id: &str,
         conversation: &ConversationKey,
     ) -> Option<i64> {
-        self.held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.lock()
             .remove(&(direction, page_id.to_owned(), conversation.clone()))
-            .map(|(_, token)| token)
     }
 }

@@ -56,17 +56,20 @@ pub(super) enum HeadRow {
         page_id: String,
         conversation: ConversationKey,
     },
+    /// The head of a conversation whose item is in flight (SQLite): passed over.
+    InFlight,
 }
 
 impl HeadRow {
-    fn conversation(&self) -> (&str, &ConversationKey) {
+    fn conversation(&self) -> Option<(&str, &ConversationKey)> {
         match self {
-            HeadRow::Item(item) => (&item.page_id, &item.conversation),
+            HeadRow::Item(item) => Some((&item.page_id, &item.conversation)),
             HeadRow::Key {
                 page_id,
                 conversation,
                 ..
-            } => (page_id, conversation),
+            } => Some((page_id, conversation)),
+            HeadRow::InFlight => None,
         }
     }
 }
@@ -136,10 +139,15 @@ impl Store {
                             Direction::Outbound => CLAIM_OUTBOUND,
                         };
                         let key = |r: &SqlRow<'_>| {
-                            let row = HeadRow::Key {
-                                item_id: r.get(0)?,
-                                page_id: r.get(1)?,
-                                conversation: r.get(2)?,
+                            let item_id = r.get(0)?;
+                            let row = if claims.holds_item(direction, item_id) {
+                                HeadRow::InFlight
+                            } else {
+                                HeadRow::Key {
+                                    item_id,
+                                    page_id: r.get(1)?,
+                                    conversation: r.get(2)?,
+                                }
                             };
                             Ok((row, r.get(3)?))
                         };
@@ -150,7 +158,9 @@ impl Store {
                 let mut items = Vec::new();
                 let mut next_due = None;
                 for (row, next_attempt_at) in rows {
-                    let (page_id, conversation) = row.conversation();
+                    let Some((page_id, conversation)) = row.conversation() else {
+                        continue;
+                    };
                     if claims.holds(direction, page_id, conversation, now) {
                         continue;
                     }
@@ -172,6 +182,7 @@ impl Store {
                                 None => continue,
                             }
                         }
+                        HeadRow::InFlight => continue,
                     };
                     let token = {
                         let mut record = record.lock().unwrap_or_else(|e| e.into_inner());

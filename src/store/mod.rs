@@ -377,6 +377,47 @@ mod tests {
         }
     }
 
+    /// A conversation in flight is passed over whichever of its items heads it: the one
+    /// handed out, or an earlier one (by Facebook time) that arrived meanwhile and took
+    /// the head; once released, the earlier one goes next.
+    #[tokio::test]
+    async fn a_conversation_in_flight_is_passed_over_whatever_heads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let claim = || async {
+            let (items, _) = store
+                .claim_heads(Direction::Inbound, now_ms(), 10)
+                .await
+                .unwrap();
+            items.iter().map(|i| i.event_ts).collect::<Vec<_>>()
+        };
+        // Events 17 and 1 are both of conversation "1"; event 2 is of "2".
+        store
+            .intake(b"a".to_vec(), None, vec![event(17), event(2)])
+            .await
+            .unwrap();
+        let mut first = claim().await;
+        first.sort();
+        assert_eq!(first, [2, 17]);
+        assert_eq!(claim().await, Vec::<i64>::new(), "both in flight");
+        store
+            .intake(b"b".to_vec(), None, vec![event(1)])
+            .await
+            .unwrap();
+        assert_eq!(
+            claim().await,
+            Vec::<i64>::new(),
+            "the earlier message heads a conversation in flight"
+        );
+        let one = crate::model::ConversationKey::customer("1");
+        store.release(Direction::Inbound, "1", &one);
+        assert_eq!(
+            claim().await,
+            [1],
+            "released: the earlier message goes next"
+        );
+    }
+
     /// Outside systemd the umask used to leave the database readable by everyone.
     #[tokio::test]
     async fn the_database_and_its_spool_are_private() {
