@@ -165,6 +165,9 @@ impl Display for NotifyAt<'_> {
 
 pub struct MotionClient {
     http: reqwest::Client,
+    /// Receive URLs as parsed once: parsing one took about as long as the rest of
+    /// a notify's own work (some 8,000 instructions, its host through IDNA).
+    targets: std::sync::Mutex<std::collections::HashMap<String, url::Url>>,
     /// Records exchanges while `fb-openchannel capture` runs (the daemon's clients).
     capture: http_client::Tap,
     api_key: Secret,
@@ -179,6 +182,7 @@ impl MotionClient {
         )?;
         Ok(Self {
             http,
+            targets: std::sync::Mutex::default(),
             capture,
             api_key: config.api_key.get_ref().clone(),
             map_key: config.map_key.clone(),
@@ -294,9 +298,27 @@ impl MotionClient {
     pub async fn notify(&self, receive_url: &str, notify: &Notify) -> Result<(), MotionError> {
         // Written out only when an error names it: a notify goes out at every message.
         let what = NotifyAt(receive_url);
-        self.call(self.http.post(receive_url).json(notify), &what)
-            .await
-            .map(drop)
+        let request = match self.target(receive_url) {
+            Some(url) => self.http.post(url),
+            // Not a URL: reqwest says why, as for any request.
+            None => self.http.post(receive_url),
+        };
+        self.call(request.json(notify), &what).await.map(drop)
+    }
+
+    /// A Receive URL, parsed; `None` when it is not a URL. The URLs kept are the
+    /// accounts' (a handful); past 64 they are parsed anew (the config changed often).
+    fn target(&self, receive_url: &str) -> Option<url::Url> {
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(url) = targets.get(receive_url) {
+            return Some(url.clone());
+        }
+        let url = url::Url::parse(receive_url).ok()?;
+        if targets.len() >= 64 {
+            targets.clear();
+        }
+        targets.insert(receive_url.to_owned(), url.clone());
+        Some(url)
     }
 
     /// Uploads a file to Motion and returns its attachment id.
