@@ -863,10 +863,11 @@ async fn a_flood_of_large_unverified_bodies_keeps_memory_bounded_and_webhooks_an
     // (it took over 3 s once beside a full build), still well within Facebook's wait.
     assert!(took < Duration::from_secs(10), "{took:?}");
     // The 32 MiB body budget and the active connections' own buffers (TLS, HTTP: the
-    // README's 160 KiB each), whatever the number of attackers, plus 4 MiB for the
-    // allocator: alone this grows +42–44 MiB, but +48 was seen in a CI run with the
-    // other tests loading both cores (more threads touching more malloc arenas).
-    let bound = 32 + (ACTIVE * 160 / 1024) as u64 + 4;
+    // README's 160 KiB each), whatever the number of attackers, plus 8 MiB for the
+    // allocator: alone this grows +44 MiB, but CI runs with the other tests loading both
+    // cores saw +48 and +51 (more threads touching more malloc arenas, each keeping what
+    // it freed). Without the budget the same flood grows by hundreds of MiB.
+    let bound = 32 + (ACTIVE * 160 / 1024) as u64 + 8;
     assert!(
         grew_mib < bound,
         "+{grew_mib} MiB (bound {bound}) with {ATTACKERS} attackers"
