@@ -120,9 +120,10 @@ pub struct Metrics {
     pub acme_next_attempt: FloatGauge,
     /// When each Instagram Login token expires, Unix time (0: not known yet).
     instagram_token_expiry: Family<PageLabels, FloatGauge>,
-    /// Store transactions that wrote (each one fsync), read at scrape time.
+    /// Store transactions that wrote, and fsyncs of the WAL, read at scrape time.
     store_commits: Gauge,
     store_relaxed_commits: Gauge,
+    store_wal_syncs: Gauge,
     /// Requests waiting for the store thread, read at scrape time.
     store_waiting: Gauge,
     /// Webhook verification handshakes by result: accepted, refused, throttled.
@@ -307,8 +308,14 @@ impl Metrics {
         let store_commits = Gauge::default();
         registry.register(
             "store_write_commits",
-            "Store transactions that wrote something acknowledged to a peer (one fsync each)",
+            "Store transactions that wrote something acknowledged to a peer (each answered after an fsync of the WAL)",
             store_commits.clone(),
+        );
+        let store_wal_syncs = Gauge::default();
+        registry.register(
+            "store_wal_syncs",
+            "Fsyncs of the SQLite WAL, each shared by the acknowledged transactions committed while the one before it ran (0 on PostgreSQL)",
+            store_wal_syncs.clone(),
         );
         let store_relaxed_commits = Gauge::default();
         registry.register(
@@ -405,6 +412,7 @@ impl Metrics {
             instagram_token_expiry,
             store_commits,
             store_relaxed_commits,
+            store_wal_syncs,
             store_waiting,
         }
     }
@@ -536,6 +544,8 @@ impl Metrics {
                 .write_commits
                 .load(std::sync::atomic::Ordering::Relaxed) as i64,
         );
+        self.store_wal_syncs
+            .set(store.wal_syncs.load(std::sync::atomic::Ordering::Relaxed) as i64);
         self.store_waiting
             .set(store.waiting.load(std::sync::atomic::Ordering::Relaxed) as i64);
         for (topic, n) in crate::logging::suppressed_totals() {

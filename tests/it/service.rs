@@ -309,6 +309,7 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
     assert!(m("fb_openchannel_store_write_commits", &[]).await >= 2.0);
     // The two deliveries were recorded without an fsync of their own.
     assert!(m("fb_openchannel_store_relaxed_commits", &[]).await >= 1.0);
+    assert!(m("fb_openchannel_store_wal_syncs", &[]).await >= 1.0);
     // An idle store has (next to) nothing in line.
     assert!(m("fb_openchannel_store_waiting_requests", &[]).await < 10.0);
     assert!(
