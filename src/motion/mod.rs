@@ -470,7 +470,9 @@ impl MotionClient {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let mut bytes = Vec::new();
+        // The declared size at once: growing by doubling held the old and the new buffer
+        // at every step, up to twice the file at the last one.
+        let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
         while let Some(chunk) = response
             .chunk()
             .await
