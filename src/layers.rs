@@ -15,6 +15,7 @@ pub const LAYERS: &[(&str, &[&str], bool)] = &[
     (
         "base",
         &[
+            "allocator",
             "model",
             "time",
             "ids",

@@ -2,6 +2,7 @@
 //! Openchannel, self-hosted beside Motion. See DESIGN.md and README.md.
 
 pub mod acme;
+pub mod allocator;
 pub mod budget;
 pub mod capture;
 pub mod cli;
