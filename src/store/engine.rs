@@ -58,27 +58,53 @@ pub struct StoreStats {
     /// writer copies that short tail between two batches (see [`run_checkpoints`]).
     tail_checkpoint: AtomicBool,
     /// Since when (ms) and why writes fail, until one succeeds again: `/readyz`.
-    write_failure: std::sync::Mutex<Option<(i64, String)>>,
+    write_failure: std::sync::Mutex<Failures>,
+}
+
+/// What fails, by step: a commit, and the fsync of the WAL after it. Each is cleared by
+/// a success of the same step only: with a disk that takes writes but fails every fsync,
+/// commits kept clearing the fsync's failure, and `/readyz` flapped between ready and
+/// not ready while every webhook was answered 503.
+#[derive(Debug, Default)]
+struct Failures {
+    commit: Option<(i64, String)>,
+    sync: Option<(i64, String)>,
+}
+
+fn note(slot: &mut Option<(i64, String)>, outcome: &Result<(), String>) {
+    match outcome {
+        Ok(()) => *slot = None,
+        Err(e) => {
+            let since = slot.as_ref().map_or_else(now_ms, |(since, _)| *since);
+            *slot = Some((since, e.clone()));
+        }
+    }
 }
 
 impl StoreStats {
-    /// Since when (ms) and why the store refuses writes, if it does.
-    pub fn write_failure(&self) -> Option<(i64, String)> {
-        self.write_failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    fn failures(&self) -> std::sync::MutexGuard<'_, Failures> {
+        self.write_failure.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Since when (ms) and why the store refuses writes, if it does: the older of a
+    /// failing commit and a failing fsync.
+    pub fn write_failure(&self) -> Option<(i64, String)> {
+        let failures = self.failures();
+        [&failures.commit, &failures.sync]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(since, _)| *since)
+            .cloned()
+    }
+
+    /// The outcome of a commit (or, on PostgreSQL, of a write).
     pub(super) fn note_write(&self, outcome: &Result<(), String>) {
-        let mut failure = self.write_failure.lock().unwrap_or_else(|e| e.into_inner());
-        match outcome {
-            Ok(()) => *failure = None,
-            Err(e) => {
-                let since = failure.as_ref().map_or_else(now_ms, |(since, _)| *since);
-                *failure = Some((since, e.clone()));
-            }
-        }
+        note(&mut self.failures().commit, outcome);
+    }
+
+    /// The outcome of an fsync of the WAL.
+    fn note_sync(&self, outcome: &Result<(), String>) {
+        note(&mut self.failures().sync, outcome);
     }
 }
 
@@ -564,6 +590,7 @@ fn run_wal_syncs(wal: &Path, batches: &std::sync::mpsc::Receiver<Vec<Finish>>, s
             waiting.extend(more);
         }
         let outcome = sync_wal(wal, &mut file);
+        stats.note_sync(&outcome);
         match &outcome {
             Ok(()) => {
                 stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
@@ -571,7 +598,6 @@ fn run_wal_syncs(wal: &Path, batches: &std::sync::mpsc::Receiver<Vec<Finish>>, s
             Err(e) => {
                 // Opened again at the next sync.
                 file = None;
-                stats.note_write(&outcome);
                 if crate::logging::STORE_FAILED.admit() {
                     tracing::error!(error = %e, "state database could not be synced to disk ({e}); the webhooks waiting for it were answered 503, so Facebook sends them again. Check the disk and the kernel log (dmesg)");
                 }
@@ -601,4 +627,43 @@ fn sync_wal(wal: &Path, file: &mut Option<std::fs::File>) -> Result<(), String> 
     file.as_ref()
         .map_or(Ok(()), |f| f.sync_data())
         .map_err(cannot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A disk that takes writes and fails every fsync: the commits in between do not
+    /// make the store look healthy (`/readyz` stayed not ready, not flapping); the
+    /// first fsync that works does.
+    #[test]
+    fn a_failing_fsync_is_cleared_by_an_fsync_not_by_a_commit() {
+        let stats = StoreStats::default();
+        stats.note_sync(&Err("cannot sync state.db-wal: EIO".into()));
+        let (since, why) = stats.write_failure().expect("the failing fsync");
+        assert!(why.contains("EIO"), "{why}");
+        stats.note_write(&Ok(()));
+        assert_eq!(stats.write_failure(), Some((since, why.clone())));
+        stats.note_sync(&Err("cannot sync state.db-wal: EIO again".into()));
+        assert_eq!(
+            stats.write_failure().map(|(s, _)| s),
+            Some(since),
+            "failing since the first one"
+        );
+        stats.note_sync(&Ok(()));
+        assert_eq!(stats.write_failure(), None);
+    }
+
+    /// Both failing: the older is what `/readyz` reports, and each clears alone.
+    #[test]
+    fn the_older_failure_is_reported_and_each_step_clears_its_own() {
+        let stats = StoreStats::default();
+        stats.note_write(&Err("disk full".into()));
+        stats.note_sync(&Err("EIO".into()));
+        assert_eq!(stats.write_failure().unwrap().1, "disk full");
+        stats.note_write(&Ok(()));
+        assert_eq!(stats.write_failure().unwrap().1, "EIO");
+        stats.note_sync(&Ok(()));
+        assert_eq!(stats.write_failure(), None);
+    }
 }
