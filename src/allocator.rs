@@ -30,6 +30,7 @@ const MI_OPTION_PURGE_DELAY: c_int = 15;
 
 unsafe extern "C" {
     fn mi_option_set(option: c_int, value: c_long);
+    #[cfg(test)]
     fn mi_option_get(option: c_int) -> c_long;
 }
 
@@ -49,12 +50,6 @@ impl Allocator {
             mi_option_set(MI_OPTION_PURGE_DELAY, 0);
             mi_option_set(MI_OPTION_ABANDONED_PAGE_PURGE, 1);
         }
-    }
-
-    /// mimalloc's purge delay in milliseconds, as [`Allocator::tune`] sets it.
-    pub fn purge_delay_ms() -> c_long {
-        // SAFETY: reads a parameter.
-        unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) }
     }
 }
 
@@ -124,6 +119,12 @@ unsafe impl GlobalAlloc for Allocator {
 mod tests {
     use super::*;
 
+    /// mimalloc's purge delay in milliseconds, as [`Allocator::tune`] sets it.
+    fn purge_delay_ms() -> c_long {
+        // SAFETY: reads a parameter.
+        unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) }
+    }
+
     /// A block grown and shrunk across the threshold, each way, keeps its bytes, and each
     /// side frees what it made (a block freed by the wrong allocator aborts the process).
     #[test]
@@ -180,9 +181,9 @@ mod tests {
     fn the_purge_delay_is_the_option_tune_sets() {
         // No other test calls `tune`; the neighbouring options' defaults are 1 and 0.
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-            assert_eq!(Allocator::purge_delay_ms(), 10);
+            assert_eq!(purge_delay_ms(), 10);
         }
         Allocator::tune();
-        assert_eq!(Allocator::purge_delay_ms(), 0);
+        assert_eq!(purge_delay_ms(), 0);
     }
 }
