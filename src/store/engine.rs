@@ -466,6 +466,16 @@ fn run_store_thread(
         );
         let _ = run_cached(&conn, "PRAGMA synchronous = FULL");
     }
+    // Without the sync thread, only a commit that syncs itself makes an acknowledgement
+    // safe: should FULL not have taken either, nothing durable is taken (each webhook is
+    // answered 503 and Facebook sends it again), rather than acknowledged unsynced.
+    let unsynced = (syncer.is_err() && !commits_sync(&conn)).then(|| {
+        let reason = "the state database cannot sync its commits (no sync thread, and synchronous = FULL did not take); nothing is acknowledged until the daemon is restarted".to_owned();
+        tracing::error!("{reason}");
+        // Kept by /readyz: no fsync ever clears it.
+        stats.note_sync(&Err(reason.clone()));
+        reason
+    });
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -483,7 +493,11 @@ fn run_store_thread(
             batch.drain(..).partition(|r| r.access == Access::Durable);
         let (reads, relaxed): (Vec<Request>, Vec<Request>) =
             rest.into_iter().partition(|r| r.access == Access::Read);
-        if !durable.is_empty() {
+        if let Some(reason) = &unsynced {
+            for request in durable {
+                (request.job)(None)(Err(reason.clone()));
+            }
+        } else if !durable.is_empty() {
             write(
                 &conn,
                 durable,
@@ -566,6 +580,13 @@ fn write(
             }
         }
     }
+}
+
+/// Whether a commit on this connection fsyncs the WAL itself (`synchronous` FULL or
+/// EXTRA).
+fn commits_sync(conn: &Connection) -> bool {
+    conn.pragma_query_value(None, "synchronous", |r| r.get::<_, i64>(0))
+        .is_ok_and(|level| level >= 2)
 }
 
 /// Syncs the WAL for the durable batches the store thread committed, and answers them.
@@ -665,5 +686,22 @@ mod tests {
         assert_eq!(stats.write_failure().unwrap().1, "EIO");
         stats.note_sync(&Ok(()));
         assert_eq!(stats.write_failure(), None);
+    }
+
+    /// What decides whether webhooks may be acknowledged without the sync thread.
+    #[test]
+    fn only_a_commit_at_full_or_extra_syncs_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("state.db")).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        for (level, syncs) in [
+            ("OFF", false),
+            ("NORMAL", false),
+            ("FULL", true),
+            ("EXTRA", true),
+        ] {
+            conn.pragma_update(None, "synchronous", level).unwrap();
+            assert_eq!(commits_sync(&conn), syncs, "{level}");
+        }
     }
 }
