@@ -245,6 +245,10 @@ impl Capture {
 
 /// The daemon's clients record through this (they know only the seam).
 impl crate::http_client::Recorder for Capture {
+    fn recording(&self) -> bool {
+        self.on()
+    }
+
     fn request(&self, request: &reqwest::Request) -> Option<Value> {
         self.on().then(|| request_json(request))
     }

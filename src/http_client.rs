@@ -7,6 +7,8 @@ use std::time::Duration;
 /// What records a client's exchanges while asked to: the capture, built above the
 /// clients and handed to them. A client knows only this seam, never the capture itself.
 pub trait Recorder: Send + Sync {
+    /// Whether exchanges are recorded now.
+    fn recording(&self) -> bool;
     /// The request as it will be recorded, when exchanges are recorded now; called
     /// before the request is sent (its body is gone after).
     fn request(&self, request: &reqwest::Request) -> Option<serde_json::Value>;

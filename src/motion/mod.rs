@@ -6,6 +6,7 @@
 //! the shapes come from XCALLY's own open-source connectors (DESIGN §3); anything 2xx is
 //! success, 5xx / 408 / 429 / network errors are retried, other 4xx are permanent.
 
+mod notifier;
 pub mod reply;
 
 use std::fmt::Display;
@@ -163,11 +164,21 @@ impl Display for NotifyAt<'_> {
     }
 }
 
+/// A Receive URL as parsed once, with its address for the notify's own client when
+/// that client may send there.
+#[derive(Clone)]
+struct Target {
+    url: url::Url,
+    direct: Option<http::Uri>,
+}
+
 pub struct MotionClient {
     http: reqwest::Client,
     /// Receive URLs as parsed once: parsing one took about as long as the rest of
     /// a notify's own work (some 8,000 instructions, its host through IDNA).
-    targets: std::sync::Mutex<std::collections::HashMap<String, url::Url>>,
+    targets: std::sync::Mutex<std::collections::HashMap<String, Target>>,
+    /// The notify's own client, beside `http` for the rest.
+    notifier: notifier::Notifier,
     /// Records exchanges while `fb-openchannel capture` runs (the daemon's clients).
     capture: http_client::Tap,
     api_key: Secret,
@@ -180,8 +191,13 @@ impl MotionClient {
             config.timeout,
             config.ca_file.as_ref().map(|p| p.get_ref().as_path()),
         )?;
+        let notifier = notifier::Notifier::new(
+            config.timeout,
+            config.ca_file.as_ref().map(|p| p.get_ref().as_path()),
+        )?;
         Ok(Self {
             http,
+            notifier,
             targets: std::sync::Mutex::default(),
             capture,
             api_key: config.api_key.get_ref().clone(),
@@ -298,8 +314,24 @@ impl MotionClient {
     pub async fn notify(&self, receive_url: &str, notify: &Notify) -> Result<(), MotionError> {
         // Written out only when an error names it: a notify goes out at every message.
         let what = NotifyAt(receive_url);
-        let request = match self.target(receive_url) {
-            Some(url) => self.http.post(url),
+        let target = self.target(receive_url);
+        let recording = self.capture.as_ref().is_some_and(|c| c.recording());
+        if let Some(Target {
+            direct: Some(uri), ..
+        }) = &target
+            && !recording
+        {
+            let body = serde_json::to_vec(notify)
+                .map_err(|e| MotionError::Permanent(format!("{what}: {e}")))?;
+            let (status, text) = self
+                .notifier
+                .post_json(uri.clone(), body)
+                .await
+                .map_err(|e| MotionError::Transient(format!("{what}: {e}")))?;
+            return self.classified(status, text, &what).map(drop);
+        }
+        let request = match target {
+            Some(target) => self.http.post(target.url),
             // Not a URL: reqwest says why, as for any request.
             None => self.http.post(receive_url),
         };
@@ -308,17 +340,21 @@ impl MotionClient {
 
     /// A Receive URL, parsed; `None` when it is not a URL. The URLs kept are the
     /// accounts' (a handful); past 64 they are parsed anew (the config changed often).
-    fn target(&self, receive_url: &str) -> Option<url::Url> {
+    fn target(&self, receive_url: &str) -> Option<Target> {
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(url) = targets.get(receive_url) {
-            return Some(url.clone());
+        if let Some(target) = targets.get(receive_url) {
+            return Some(target.clone());
         }
         let url = url::Url::parse(receive_url).ok()?;
+        let target = Target {
+            direct: self.notifier.direct(&url),
+            url,
+        };
         if targets.len() >= 64 {
             targets.clear();
         }
-        targets.insert(receive_url.to_owned(), url.clone());
-        Some(url)
+        targets.insert(receive_url.to_owned(), target.clone());
+        Some(target)
     }
 
     /// Uploads a file to Motion and returns its attachment id.

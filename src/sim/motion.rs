@@ -89,6 +89,21 @@ pub struct SimMotion {
 
 impl SimMotion {
     pub async fn start(api_key: &str) -> std::io::Result<SimMotion> {
+        Self::start_with(api_key, None).await
+    }
+
+    /// Motion behind TLS (`https` Receive URLs), with the certificate of `tls`.
+    pub async fn start_tls(
+        api_key: &str,
+        tls: tokio_rustls::TlsAcceptor,
+    ) -> std::io::Result<SimMotion> {
+        Self::start_with(api_key, Some(tls)).await
+    }
+
+    async fn start_with(
+        api_key: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<SimMotion> {
         let state = Arc::new(State {
             api_key: api_key.to_owned(),
             mode: Mutex::new(Mode::Accept),
@@ -110,7 +125,7 @@ impl SimMotion {
             let state = handler_state.clone();
             Box::pin(async move { handle(&state, req).await })
         });
-        let server = SimServer::start(handler, None).await?;
+        let server = SimServer::start(handler, tls).await?;
         Ok(SimMotion { server, state })
     }
 
