@@ -84,13 +84,17 @@ pub fn describe(error: reqwest::Error) -> String {
     };
     let error = error.without_url();
     let mut text = kind.to_owned();
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&error);
+    push_causes(&mut text, std::error::Error::source(&error));
+    text
+}
+
+/// Appends `": cause"` for `source` and each cause behind it.
+pub fn push_causes(text: &mut String, mut source: Option<&(dyn std::error::Error + 'static)>) {
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    text
 }
 
 /// Most of an answer from Motion that is read: its answers are a few hundred bytes

@@ -98,7 +98,12 @@ impl Notifier {
                 Err(e) if e.is::<LengthLimitError>() => {
                     format!("(an answer over the {max} bytes read from this peer)")
                 }
-                Err(e) => format!("(bad response body: {})", chain(&*e)),
+                Err(e) => {
+                    let mut text = "(bad response body".to_owned();
+                    http_client::push_causes(&mut text, Some(&*e));
+                    text.push(')');
+                    text
+                }
             };
             Ok((status, text))
         };
@@ -116,17 +121,8 @@ fn describe(error: hyper_util::client::legacy::Error) -> String {
     } else {
         "request failed"
     };
-    format!("{kind}: {}", chain(&error))
-}
-
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    let mut text = kind.to_owned();
+    http_client::push_causes(&mut text, Some(&error));
     text
 }
 
