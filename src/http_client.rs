@@ -118,16 +118,24 @@ pub async fn text_within(mut response: reqwest::Response, max: usize) -> Result<
     let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(describe)? {
         if bytes.len() + chunk.len() > max {
-            return Err(format!(
-                "an answer over the {max} bytes read from this peer"
-            ));
+            return Err(over_bound(max));
         }
         bytes.extend_from_slice(&chunk);
     }
-    Ok(match String::from_utf8(bytes) {
+    Ok(lossy_text(bytes))
+}
+
+/// What is said of an answer longer than the `max` bytes read from a peer.
+pub fn over_bound(max: usize) -> String {
+    format!("an answer over the {max} bytes read from this peer")
+}
+
+/// A peer's answer as text, bytes that are not UTF-8 replaced (copied only then).
+pub fn lossy_text(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
+    }
 }
 
 /// The start of a peer's answer, for an error message.

@@ -91,12 +91,9 @@ impl Notifier {
             let status = response.status().as_u16();
             let max = http_client::MOTION_ANSWER;
             let text = match Limited::new(response.into_body(), max).collect().await {
-                Ok(body) => match String::from_utf8(body.to_bytes().into()) {
-                    Ok(text) => text,
-                    Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                },
+                Ok(body) => http_client::lossy_text(body.to_bytes().into()),
                 Err(e) if e.is::<LengthLimitError>() => {
-                    format!("(an answer over the {max} bytes read from this peer)")
+                    format!("({})", http_client::over_bound(max))
                 }
                 Err(e) => {
                     let mut text = "(bad response body".to_owned();

@@ -297,11 +297,11 @@ async fn watch_twice(
     hot_paths(store, "warm-up").await;
     watch::start(database);
     hot_paths(store, "small").await;
-    let small = watch::stop();
+    let small = watch::stop(database);
     grow(store).await;
     watch::start(database);
     hot_paths(store, "big").await;
-    let big = watch::stop();
+    let big = watch::stop(database);
     (small, big)
 }
 

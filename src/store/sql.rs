@@ -378,23 +378,27 @@ pub mod watch {
         pub args: Vec<Value>,
     }
 
-    /// The database watched (a SQLite file's path or a PostgreSQL database's name) and
-    /// what ran on it.
-    static WATCHED: Mutex<Option<(String, HashMap<String, Seen>)>> = Mutex::new(None);
+    /// What ran on each database watched (a SQLite file's path or a PostgreSQL
+    /// database's name). Keyed by database, so tests watching different databases at
+    /// the same time each see only their own.
+    static WATCHED: Mutex<Option<HashMap<String, HashMap<String, Seen>>>> = Mutex::new(None);
 
     /// Starts watching the statements run on `database`, forgetting what was seen.
     pub fn start(database: &str) {
-        *WATCHED.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((database.to_owned(), HashMap::new()));
-    }
-
-    /// Stops watching; returns what ran, by SQL text.
-    pub fn stop() -> HashMap<String, Seen> {
         WATCHED
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .map(|(_, seen)| seen)
+            .get_or_insert_with(HashMap::new)
+            .insert(database.to_owned(), HashMap::new());
+    }
+
+    /// Stops watching `database`; returns what ran on it, by SQL text.
+    pub fn stop(database: &str) -> HashMap<String, Seen> {
+        WATCHED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .and_then(|watched| watched.remove(database))
             .unwrap_or_default()
     }
 
@@ -405,9 +409,7 @@ pub mod watch {
         args: impl FnOnce() -> Vec<Value>,
     ) {
         let mut watched = WATCHED.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((db, seen)) = watched.as_mut()
-            && db == database
-        {
+        if let Some(seen) = watched.as_mut().and_then(|w| w.get_mut(database)) {
             let entry = seen.entry(sql.to_owned()).or_default();
             entry.calls += 1;
             entry.max_steps = entry.max_steps.max(steps);
