@@ -117,7 +117,7 @@ pub fn webhook(data: &[u8]) {
             }
             Err(_) => {}
         }
-        let _ = messenger::text_of(&item.raw.to_string());
+        let _ = messenger::text_of(&item.raw);
     }
 }
 

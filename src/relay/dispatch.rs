@@ -58,7 +58,11 @@ pub async fn run<W, WF, D, DF>(
                 Ok((items, next_due)) => {
                     for item in items {
                         let key = (item.page_id.clone(), item.conversation.clone());
-                        let work = deliver(shared.clone(), item);
+                        // On the heap, so that the task's own future is small: a
+                        // delivery's state (the notify's request and client futures
+                        // within) is large, and a task's future is moved as a whole
+                        // when it is spawned and again when it ends.
+                        let work = Box::pin(deliver(shared.clone(), item));
                         tasks.spawn(async move {
                             work.await;
                             key

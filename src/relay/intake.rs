@@ -207,7 +207,7 @@ pub(super) fn to_new_item(shared: &Shared, item: &Item) -> NewItem {
         dedup_key: item.dedup_key(),
         kind: item.kind().to_owned(),
         event_ts: item.timestamp_ms(),
-        payload: item.raw.to_string(),
+        payload: item.raw.clone(),
         state: fate(shared, item),
     }
 }

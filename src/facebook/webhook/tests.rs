@@ -84,7 +84,9 @@ fn a_lone_surrogate_fails_its_item_alone() {
     assert_eq!(items.len(), 5);
     assert!(items[0].parsed.is_err());
     assert!(
-        items[0].raw.as_str().unwrap().contains(r"\ud800"),
+        serde_json::from_str::<String>(&items[0].raw)
+            .unwrap()
+            .contains(r"\ud800"),
         "its text is kept"
     );
     assert_eq!(items[0].page_id, "1");
@@ -122,4 +124,53 @@ fn keyless_events_dedup_on_their_content() {
     assert_eq!(one(body).dedup_key(), one(body).dedup_key());
     let other = body.replace("\"watermark\":4", "\"watermark\":5");
     assert_ne!(one(body).dedup_key(), one(&other).dedup_key());
+}
+
+/// A keyless event's digest is of its content, not of how Facebook spelt it: the same
+/// read receipt with its keys in another order and spaced out is the same event. (Digests
+/// stored before an event's text was kept as it came stay the same.)
+#[test]
+fn keyless_events_dedup_on_their_content_not_their_spelling() {
+    let body = r#"{"object":"page","entry":[{"id":1,"messaging":[{"sender":{"id":2},"timestamp":5,"read":{"watermark":4}}]}]}"#;
+    let respelt = r#"{"object":"page","entry":[{"id":1,"messaging":[ { "read" : {"watermark":4}, "timestamp":5, "sender":{"id":2} } ]}]}"#;
+    assert_eq!(one(body).dedup_key(), one(respelt).dedup_key());
+    assert_eq!(
+        one(body).dedup_key().as_str(),
+        "read:478146a110bd853729caa64720a84f74",
+        "the digest stored by earlier versions"
+    );
+}
+
+/// A Messenger event is stored as Facebook sent it (its escapes and key order kept); one
+/// that names a key twice, which only a tree reads (the last one counts), is read the
+/// tree's way and stored as the tree prints it, as before.
+#[test]
+fn a_messenger_event_keeps_its_text_and_a_repeated_key_still_reads() {
+    let event = r#"{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":5,"message":{"mid":"m.1","text":"caf\u00e9"}}"#;
+    let item = one(&format!(
+        r#"{{"object":"page","entry":[{{"id":"1","time":5,"messaging":[{event}]}}]}}"#
+    ));
+    assert_eq!(item.raw, event);
+    let Ok(Parsed::Messaging(m)) = &item.parsed else {
+        panic!("{:?}", item.parsed)
+    };
+    assert_eq!(m.message.as_ref().unwrap().text.as_deref(), Some("café"));
+
+    let twice = r#"{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":5,"message":{"mid":"m.2","text":"first","text":"second"}}"#;
+    let item = one(&format!(
+        r#"{{"object":"page","entry":[{{"id":"1","time":5,"messaging":[{twice}]}}]}}"#
+    ));
+    let Ok(Parsed::Messaging(m)) = &item.parsed else {
+        panic!("{:?}", item.parsed)
+    };
+    assert_eq!(m.message.as_ref().unwrap().text.as_deref(), Some("second"));
+    assert_eq!(
+        item.raw,
+        r#"{"message":{"mid":"m.2","text":"second"},"recipient":{"id":"1"},"sender":{"id":"2"},"timestamp":5}"#
+    );
+    assert_eq!(
+        crate::relay::messenger::text_of(&item.raw).as_deref(),
+        Some("second"),
+        "what delivery reads back"
+    );
 }
