@@ -453,7 +453,32 @@ pub fn cli_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String
 }
 
 /// A loopback port nothing listens on right now (for configs that need a fixed port).
+///
+/// Taken below the kernel's ephemeral range, each at most once per run of the suite:
+/// a port that `bind(0)` hands out and the test lets go of comes from the range every
+/// outgoing connection takes its own port from, and with the whole suite running, one
+/// was sometimes taken by another test's connection before the daemon bound it (the
+/// daemon then says "cannot listen" and never becomes ready). Where that range starts
+/// too low to leave room below it, `bind(0)` as before.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const ROOM: u16 = 10_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(0);
+    if ephemeral_start > ROOM + 1024 {
+        // Another run of the suite at the same time starts elsewhere in the room.
+        let offset = (std::process::id() % u32::from(ROOM)) as u16;
+        for _ in 0..ROOM {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = ephemeral_start - ROOM + (offset.wrapping_add(n) % ROOM);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
