@@ -456,10 +456,11 @@ pub fn cli_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String
 ///
 /// Taken below the kernel's ephemeral range, each at most once per run of the suite:
 /// a port that `bind(0)` hands out and the test lets go of comes from the range every
-/// outgoing connection takes its own port from, and with the whole suite running, one
-/// was sometimes taken by another test's connection before the daemon bound it (the
-/// daemon then says "cannot listen" and never becomes ready). Where that range starts
-/// too low to leave room below it, `bind(0)` as before.
+/// outgoing connection takes its own port from, so with the whole suite running another
+/// test's connection can take it before the daemon binds it (the daemon then says
+/// "cannot listen" and never becomes ready). That is the likely cause of one "did not
+/// become ready" seen in a full local run, whose log was not kept. Where that range
+/// starts too low to leave room below it, `bind(0)` as before.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     const ROOM: u16 = 10_000;
