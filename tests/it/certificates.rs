@@ -312,13 +312,28 @@ async fn the_acme_certificate_is_obtained_served_renewed_and_kept_through_a_fail
     for file in ["certificate.pem", "account.json", "status.json"] {
         assert_eq!(mode(&acme_dir.join(file)), 0o600, "{file}");
     }
+    // The attempt is recorded (status file, then the gauges) just after the certificate
+    // is served: a handshake can win that race (CI once read the expiry gauge at 0).
+    let expiry =
+        format!("fb_openchannel_tls_certificate_expiry_timestamp_seconds {first_not_after}");
+    crate::wait_until(
+        "the expiry gauge shows the served certificate",
+        ACME_WAIT,
+        || {
+            let daemon = bench.daemon();
+            let expiry = expiry.clone();
+            async move {
+                daemon
+                    .shared
+                    .metrics_text()
+                    .await
+                    .is_ok_and(|m| m.contains(&expiry))
+            }
+        },
+    )
+    .await;
     let metrics = bench.daemon().shared.metrics_text().await.unwrap();
-    assert!(
-        metrics.contains(&format!(
-            "fb_openchannel_tls_certificate_expiry_timestamp_seconds {first_not_after}"
-        )),
-        "{metrics}"
-    );
+    assert!(metrics.contains(&expiry), "{metrics}");
     assert!(
         metrics.contains("fb_openchannel_acme_attempts_total{result=\"ok\"} 1"),
         "{metrics}"
