@@ -126,6 +126,12 @@ pub struct Metrics {
     store_wal_syncs: Gauge,
     /// Requests waiting for the store thread, read at scrape time.
     store_waiting: Gauge,
+    /// Where acknowledged requests spent their time in the store, by stage, summed over
+    /// requests; the requests counted; the writer's WAL-tail checkpoints and their time.
+    store_durable_seconds: Family<StageLabels, FloatGauge>,
+    store_durable_requests: Gauge,
+    store_tail_checkpoints: Gauge,
+    store_tail_checkpoint_seconds: FloatGauge,
     /// Webhook verification handshakes by result: accepted, refused, throttled.
     pub handshakes: Family<ResultLabels, Counter>,
     /// Requests to /webhook by the client certificate they came with (meta, none,
@@ -150,6 +156,11 @@ pub struct Metrics {
 pub struct FeatureLabels {
     pub page_id: String,
     pub feature: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -329,6 +340,30 @@ impl Metrics {
             "Requests waiting for the store thread; a number that stays up means a slow or stalled disk, or another process holding the database's lock",
             store_waiting.clone(),
         );
+        let store_durable_seconds = Family::<StageLabels, FloatGauge>::default();
+        registry.register(
+            "store_durable_seconds",
+            "Time the acknowledged requests (webhooks, Reply URL calls) spent in each stage of the store, summed over requests: queue (waiting for the store thread), commit (their transaction), sync_wait (for the fsync already running), sync (their own fsync of the WAL). Divided by store_durable_requests, the mean per request; on PostgreSQL only queue",
+            store_durable_seconds.clone(),
+        );
+        let store_durable_requests = Gauge::default();
+        registry.register(
+            "store_durable_requests",
+            "Acknowledged requests (webhooks, Reply URL calls) the store has taken",
+            store_durable_requests.clone(),
+        );
+        let store_tail_checkpoints = Gauge::default();
+        registry.register(
+            "store_tail_checkpoints",
+            "Checkpoints of the WAL's tail by the store thread itself (about 5 a second under load), during which no request is taken",
+            store_tail_checkpoints.clone(),
+        );
+        let store_tail_checkpoint_seconds = FloatGauge::default();
+        registry.register(
+            "store_tail_checkpoint_seconds",
+            "Time the store thread spent in those checkpoints: each is an fsync of the database file, so a slow disk shows here",
+            store_tail_checkpoint_seconds.clone(),
+        );
         let unreadable = Counter::default();
         registry.register(
             "webhook_items_unreadable",
@@ -414,6 +449,10 @@ impl Metrics {
             store_relaxed_commits,
             store_wal_syncs,
             store_waiting,
+            store_durable_seconds,
+            store_durable_requests,
+            store_tail_checkpoints,
+            store_tail_checkpoint_seconds,
         }
     }
 
@@ -548,6 +587,26 @@ impl Metrics {
             .set(store.wal_syncs.load(std::sync::atomic::Ordering::Relaxed) as i64);
         self.store_waiting
             .set(store.waiting.load(std::sync::atomic::Ordering::Relaxed) as i64);
+        let read = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let durable = &store.durable;
+        for (stage, us) in [
+            ("queue", &durable.queue_us),
+            ("commit", &durable.commit_us),
+            ("sync_wait", &durable.sync_wait_us),
+            ("sync", &durable.sync_us),
+        ] {
+            self.store_durable_seconds
+                .get_or_create(&StageLabels {
+                    stage: stage.into(),
+                })
+                .set(read(us) as f64 / 1e6);
+        }
+        self.store_durable_requests
+            .set(i64::try_from(read(&durable.requests)).unwrap_or(i64::MAX));
+        self.store_tail_checkpoints
+            .set(i64::try_from(read(&store.tail_checkpoints)).unwrap_or(i64::MAX));
+        self.store_tail_checkpoint_seconds
+            .set(read(&store.tail_checkpoint_us) as f64 / 1e6);
         for (topic, n) in crate::logging::suppressed_totals() {
             self.log_suppressed
                 .get_or_create(&TopicLabels {

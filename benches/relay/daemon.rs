@@ -12,6 +12,22 @@ use fb_openchannel::sim::tls::TestCerts;
 
 use crate::{IG, IG_REPLY_TOKEN, PAGE, REPLY_TOKEN, SECRET, TOKEN};
 
+/// The daemon's store's account of acknowledged requests: how many it took, and the
+/// seconds they spent in each stage (queue, commit, fsync wait, fsync), summed.
+#[derive(Clone, Copy, Default)]
+pub struct StoreTimes {
+    pub requests: f64,
+    pub stages: [f64; 4],
+}
+
+impl StoreTimes {
+    /// The mean seconds per request of each stage between `self` and a later reading.
+    pub fn mean_since(&self, later: &StoreTimes) -> [f64; 4] {
+        let n = (later.requests - self.requests).max(1.0);
+        std::array::from_fn(|i| (later.stages[i] - self.stages[i]) / n)
+    }
+}
+
 pub struct Daemon {
     pub child: Child,
     pub public: SocketAddr,
@@ -119,6 +135,32 @@ impl Daemon {
             .find_map(|l| l.strip_prefix("write_bytes:"))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Where the store says acknowledged requests waited, from `/metrics`.
+    pub async fn store_times(&self) -> StoreTimes {
+        let url = format!("http://{}/metrics", self.local);
+        let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let stage = |name: &str| {
+            value(&format!(
+                "fb_openchannel_store_durable_seconds{{stage=\"{name}\"}}"
+            ))
+        };
+        StoreTimes {
+            requests: value("fb_openchannel_store_durable_requests"),
+            stages: [
+                stage("queue"),
+                stage("commit"),
+                stage("sync_wait"),
+                stage("sync"),
+            ],
+        }
     }
 
     pub fn stop(mut self) {

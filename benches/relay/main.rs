@@ -185,6 +185,7 @@ async fn run(plan: Plan) -> Option<String> {
             let disk = load::disk_anchor(dir.path()).await;
             let cpu_before = daemon.cpu_time();
             let written_before = daemon.disk_written();
+            let times_before = daemon.store_times().await;
             let taken = load(
                 daemon.public,
                 &tls,
@@ -195,6 +196,9 @@ async fn run(plan: Plan) -> Option<String> {
             )
             .await;
             acked(taken.latencies.len());
+            let stages = times_before.mean_since(&daemon.store_times().await);
+            let round_trip = taken.latencies.iter().sum::<Duration>().as_secs_f64()
+                / taken.latencies.len().max(1) as f64;
             // The anchor runs alone too: not beside the daemon delivering what it took.
             drained(&motion).await;
             let events = taken.latencies.len().max(1) as f64;
@@ -209,10 +213,10 @@ async fn run(plan: Plan) -> Option<String> {
                 load::messenger,
             )
             .await;
-            measured.push((taken.rate, a.rate, cpu, written, disk));
+            measured.push((taken.rate, a.rate, cpu, written, disk, (round_trip, stages)));
         }
         measured.sort_by(|x, y| (x.0 / x.1).total_cmp(&(y.0 / y.1)));
-        let (d, a, cpu, written, _) = measured[measured.len() / 2];
+        let (d, a, cpu, written, _, (round_trip, stages)) = measured[measured.len() / 2];
         let mut disks: Vec<Duration> = measured.iter().map(|m| m.4).collect();
         disks.sort();
         let disk = disks[disks.len() / 2];
@@ -232,7 +236,7 @@ async fn run(plan: Plan) -> Option<String> {
         let value = if rounds > 1 {
             let all: Vec<String> = measured
                 .iter()
-                .map(|(d, a, _, _, _)| format!("{:.3}", d / a))
+                .map(|(d, a, ..)| format!("{:.3}", d / a))
                 .collect();
             format!("{:.3} (median of {})", d / a, all.join(", "))
         } else {
@@ -258,6 +262,24 @@ async fn run(plan: Plan) -> Option<String> {
             None,
         );
         if conns == 16 {
+            // Where a webhook's round trip went: the store's stages as it counts them,
+            // and the rest (TLS, HTTP, reading and checking the body, the load's client).
+            let share = |s: f64| s / round_trip.max(f64::EPSILON);
+            let rest = 1.0 - stages.iter().map(|s| share(*s)).sum::<f64>();
+            r.add(
+                report::BREAKDOWN_ROW,
+                format!(
+                    "{:.2} ms: queue {:.2}, commit {:.2}, fsync wait {:.2}, fsync {:.2}, rest {:.2}",
+                    round_trip * 1000.0,
+                    share(stages[0]),
+                    share(stages[1]),
+                    share(stages[2]),
+                    share(stages[3]),
+                    rest
+                ),
+                "",
+                None,
+            );
             r.add(
                 report::DISK_ROW,
                 format!("{:.2} ms", disk.as_secs_f64() * 1000.0),

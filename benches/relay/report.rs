@@ -16,6 +16,10 @@ pub const GATE_ROW: &str = "intake, 16 connections: ratio to the anchor";
 pub const DISK_ROW: &str =
     "disk anchor: 32 KiB written and fsynced beside the database, middle of 64 (16-conn. rounds)";
 
+/// A webhook's mean round trip at 16 connections (the gate's median round) and the
+/// share of it each stage of the store took, as the daemon's `/metrics` count them.
+pub const BREAKDOWN_ROW: &str = "webhook round trip, 16 conn.: share in each store stage";
+
 pub struct Results {
     pub rows: Vec<(String, String, String, Option<bool>)>,
     /// Connections, daemon and anchor events/s.

@@ -54,11 +54,54 @@ pub struct StoreStats {
     /// Requests sent to the store thread and not taken by it yet: a slow or stalled
     /// disk (or another process holding the database's lock) shows here first.
     pub waiting: AtomicU64,
+    /// Where acknowledged requests spent their time in the store (`/metrics`, the
+    /// benchmark's breakdown of an acknowledgement).
+    pub durable: DurableTimes,
+    /// The writer's checkpoints of a WAL tail, and the time they held it (µs): every
+    /// request that came in meanwhile waited that long.
+    pub tail_checkpoints: AtomicU64,
+    pub tail_checkpoint_us: AtomicU64,
     /// Set by the checkpoint thread when frames written during its pass are left: the
     /// writer copies that short tail between two batches (see [`run_checkpoints`]).
     tail_checkpoint: AtomicBool,
     /// Since when (ms) and why writes fail, until one succeeds again: `/readyz`.
     write_failure: std::sync::Mutex<Failures>,
+}
+
+/// Where the requests acknowledged to a peer (webhooks, Reply URL calls) spent their
+/// time in the store, each stage summed over the requests in it, in microseconds: the
+/// mean of a stage is its sum over `requests`. A request waits for the whole of its
+/// batch's commit and of its fsync, so those count once per request in them. On SQLite
+/// the four stages are the store's whole part of an acknowledgement; on PostgreSQL only
+/// `queue` is kept (the server's commit is one step the daemon does not see into).
+#[derive(Debug, Default)]
+pub struct DurableTimes {
+    /// Requests taken by the store thread (or a PostgreSQL worker).
+    pub requests: AtomicU64,
+    /// Waiting to be taken: the store thread was running other batches.
+    pub queue_us: AtomicU64,
+    /// Their transaction, from its start to its commit.
+    pub commit_us: AtomicU64,
+    /// Committed, waiting for the fsync already running when they committed to end.
+    pub sync_wait_us: AtomicU64,
+    /// Their own fsync of the WAL.
+    pub sync_us: AtomicU64,
+}
+
+fn add_us(total: &AtomicU64, took: std::time::Duration, requests: usize) {
+    let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    total.fetch_add(us.saturating_mul(requests as u64), Ordering::Relaxed);
+}
+
+impl DurableTimes {
+    /// Requests taken now, sent at `sent`.
+    pub(super) fn taken(&self, sent: impl Iterator<Item = std::time::Instant>) {
+        let now = std::time::Instant::now();
+        for sent in sent {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            add_us(&self.queue_us, now.saturating_duration_since(sent), 1);
+        }
+    }
 }
 
 /// What fails, by step: a commit, and the fsync of the WAL after it. Each is cleared by
@@ -116,6 +159,8 @@ pub(super) type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 pub(super) struct Request {
     pub(super) access: Access,
     pub(super) job: Job,
+    /// When it was handed to the store.
+    pub(super) sent: std::time::Instant,
 }
 
 impl Store {
@@ -209,7 +254,8 @@ impl Store {
                 let _ = answer.send(outcome);
             })
         });
-        if !self.send(Request { access, job }) {
+        let sent = std::time::Instant::now();
+        if !self.send(Request { access, job, sent }) {
             return Err(StoreError::Closed);
         }
         let Some(shared) = &self.shared else {
@@ -248,7 +294,8 @@ impl Store {
             }
             Box::new(|_| {})
         });
-        self.send(Request { access, job });
+        let sent = std::time::Instant::now();
+        self.send(Request { access, job, sent });
     }
 
     /// A handle that does not keep the store open.
@@ -396,9 +443,12 @@ fn run_checkpoints(conn: Connection, alive: std::sync::Weak<StoreStats>) {
 /// The writer's part of checkpointing: the frames the checkpoint thread could not copy.
 fn checkpoint_tail(conn: &Connection, stats: &StoreStats) {
     if stats.tail_checkpoint.swap(false, Ordering::Relaxed) {
+        let started = std::time::Instant::now();
         let _ = conn
             .prepare_cached("PRAGMA wal_checkpoint(PASSIVE)")
             .and_then(|mut s| s.query_row([], |_| Ok(())));
+        stats.tail_checkpoints.fetch_add(1, Ordering::Relaxed);
+        add_us(&stats.tail_checkpoint_us, started.elapsed(), 1);
     }
 }
 
@@ -455,7 +505,7 @@ fn run_store_thread(
     // acknowledge runs on the sync thread, beside the next batches (see [`run_wal_syncs`]).
     // Should NORMAL not take, FULL stays: every commit syncs, slower and as safe.
     let _ = run_cached(&conn, "PRAGMA synchronous = NORMAL");
-    let (to_sync, synced) = std::sync::mpsc::channel::<Vec<Finish>>();
+    let (to_sync, synced) = std::sync::mpsc::channel::<Committed>();
     let sync_stats = stats.clone();
     let syncer = std::thread::Builder::new()
         .name("store-sync".into())
@@ -498,6 +548,7 @@ fn run_store_thread(
                 (request.job)(None)(Err(reason.clone()));
             }
         } else if !durable.is_empty() {
+            stats.durable.taken(durable.iter().map(|r| r.sent));
             write(
                 &conn,
                 durable,
@@ -537,8 +588,9 @@ fn write(
     conn: &Connection,
     requests: Vec<Request>,
     stats: &StoreStats,
-    sync: Option<&std::sync::mpsc::Sender<Vec<Finish>>>,
+    sync: Option<&std::sync::mpsc::Sender<Committed>>,
 ) {
+    let started = std::time::Instant::now();
     let durable = requests.iter().any(|r| r.access == Access::Durable);
     let writes = requests.len() as u64;
     let begin = run_cached(conn, "BEGIN IMMEDIATE").map_err(|e| e.to_string());
@@ -553,6 +605,7 @@ fn write(
     });
     if outcome.is_ok() {
         if durable {
+            add_us(&stats.durable.commit_us, started.elapsed(), finishers.len());
             stats.write_commits.fetch_add(1, Ordering::Relaxed);
         } else {
             stats.relaxed_commits.fetch_add(1, Ordering::Relaxed);
@@ -568,8 +621,12 @@ fn write(
     match sync {
         // Answered once a sync that began after this commit is done.
         Some(sync) if durable && outcome.is_ok() => {
-            if let Err(unsent) = sync.send(finishers) {
-                for finish in unsent.0 {
+            let committed = Committed {
+                at: std::time::Instant::now(),
+                finishers,
+            };
+            if let Err(unsent) = sync.send(committed) {
+                for finish in unsent.0.finishers {
                     finish(Err("the store's sync thread stopped".into()));
                 }
             }
@@ -580,6 +637,12 @@ fn write(
             }
         }
     }
+}
+
+/// A durable batch, committed and waiting for an fsync of the WAL.
+struct Committed {
+    at: std::time::Instant,
+    finishers: Vec<Finish>,
 }
 
 /// Whether a commit on this connection fsyncs the WAL itself (`synchronous` FULL or
@@ -604,16 +667,25 @@ fn commits_sync(conn: &Connection) -> bool {
 /// that window loses the event and Facebook, never told 200, sends it again: Motion
 /// may see it twice after a power cut, never lose it. A killed process loses nothing:
 /// the frames are in the kernel's page cache.
-fn run_wal_syncs(wal: &Path, batches: &std::sync::mpsc::Receiver<Vec<Finish>>, stats: &StoreStats) {
+fn run_wal_syncs(wal: &Path, batches: &std::sync::mpsc::Receiver<Committed>, stats: &StoreStats) {
     let mut file: Option<std::fs::File> = None;
-    while let Ok(mut waiting) = batches.recv() {
-        while let Ok(more) = batches.try_recv() {
-            waiting.extend(more);
+    let mut waiting: Vec<Finish> = Vec::new();
+    while let Ok(first) = batches.recv() {
+        let started = std::time::Instant::now();
+        for batch in std::iter::once(first).chain(batches.try_iter()) {
+            let n = batch.finishers.len();
+            add_us(
+                &stats.durable.sync_wait_us,
+                started.saturating_duration_since(batch.at),
+                n,
+            );
+            waiting.extend(batch.finishers);
         }
         let outcome = sync_wal(wal, &mut file);
         stats.note_sync(&outcome);
         match &outcome {
             Ok(()) => {
+                add_us(&stats.durable.sync_us, started.elapsed(), waiting.len());
                 stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
@@ -624,7 +696,7 @@ fn run_wal_syncs(wal: &Path, batches: &std::sync::mpsc::Receiver<Vec<Finish>>, s
                 }
             }
         }
-        for finish in waiting {
+        for finish in waiting.drain(..) {
             finish(outcome.clone());
         }
     }

@@ -494,6 +494,49 @@ mod tests {
         assert_eq!(sync, 1, "NORMAL");
     }
 
+    /// The time an acknowledged request spends in the store is kept by stage, for it
+    /// alone: the stages add up to no more than the wait its caller saw, the commit is
+    /// counted, and delivery outcomes and reads are not requests of this kind.
+    #[tokio::test]
+    async fn an_acknowledged_request_is_timed_by_stage_and_nothing_else_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let times = &store.stats().durable;
+        let us = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        store
+            .intake(b"{}".to_vec(), None, vec![event(1)])
+            .await
+            .unwrap();
+        let waited = started.elapsed().as_micros() as u64;
+        assert_eq!(us(&times.requests), 1);
+        let stages = [
+            &times.queue_us,
+            &times.commit_us,
+            &times.sync_wait_us,
+            &times.sync_us,
+        ];
+        let total: u64 = stages.iter().map(|a| us(a)).sum();
+        assert!(us(&times.commit_us) > 0, "a transaction takes time");
+        assert!(
+            total <= waited,
+            "{total} µs in the stages, {waited} µs seen by the caller"
+        );
+
+        let (items, _) = store
+            .claim_heads(Direction::Inbound, now_ms(), 10)
+            .await
+            .unwrap();
+        store.complete(items[0].id, None).await.unwrap();
+        assert_eq!(
+            us(&times.requests),
+            1,
+            "a delivery outcome and a read are not counted"
+        );
+        let after: u64 = stages.iter().map(|a| us(a)).sum();
+        assert_eq!(after, total);
+    }
+
     /// Old delivered and skipped items go with their history and webhook bodies; pending
     /// and failed items, unreadable bodies and anything recent stay.
     #[tokio::test]

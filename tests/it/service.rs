@@ -312,6 +312,28 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
     assert!(m("fb_openchannel_store_wal_syncs", &[]).await >= 1.0);
     // An idle store has (next to) nothing in line.
     assert!(m("fb_openchannel_store_waiting_requests", &[]).await < 10.0);
+    // Where the webhooks waited in the store: two taken, each commit timed; the other
+    // stages are there for a dashboard to divide by the requests.
+    assert!(m("fb_openchannel_store_durable_requests", &[]).await >= 2.0);
+    assert!(
+        m(
+            "fb_openchannel_store_durable_seconds",
+            &[("stage", "commit")]
+        )
+        .await
+            > 0.0
+    );
+    let text = shared.metrics_text().await.unwrap();
+    for stage in ["queue", "commit", "sync_wait", "sync"] {
+        let series = format!("fb_openchannel_store_durable_seconds{{stage=\"{stage}\"}} ");
+        assert!(text.contains(&series), "no {series} in:\n{text}");
+    }
+    for series in ["store_tail_checkpoints ", "store_tail_checkpoint_seconds "] {
+        assert!(
+            text.contains(&format!("fb_openchannel_{series}")),
+            "{series}"
+        );
+    }
     assert!(
         m(
             "fb_openchannel_last_delivery_timestamp_seconds",

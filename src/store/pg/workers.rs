@@ -45,6 +45,9 @@ pub(super) fn run_worker(
         };
         stats.waiting.fetch_sub(1, Ordering::Relaxed);
         let access = request.access;
+        if access == Access::Durable {
+            stats.durable.taken(std::iter::once(request.sent));
+        }
         let write = access != Access::Read;
         // A connection that a restart of the server broke is mostly found so only by
         // using it: a request it fails before any of it ran goes once more on a new
