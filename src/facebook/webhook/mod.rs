@@ -542,6 +542,12 @@ pub fn parse(body: &[u8]) -> Result<Vec<Item>, WebhookError> {
     Ok(items)
 }
 
+/// Text that did not read as what it should be, kept whole as a JSON string (the
+/// payload of the failed item that holds it).
+fn quoted(raw: &RawValue) -> String {
+    serde_json::to_string(raw.get()).unwrap_or_default()
+}
+
 fn parse_entry(object: &WebhookObject, raw: &RawValue, items: &mut Vec<Item>) {
     #[derive(Deserialize)]
     struct Entry<'a> {
@@ -567,7 +573,7 @@ fn parse_entry(object: &WebhookObject, raw: &RawValue, items: &mut Vec<Item>) {
         page_id: "unknown".into(),
         entry_time_ms: 0,
         source: Source::Changes,
-        raw: Value::String(raw.get().to_owned()).to_string(),
+        raw: quoted(raw),
         parsed: Err(why),
     };
     let entry: Entry = match serde_json::from_str(raw.get()) {
@@ -668,7 +674,7 @@ fn read_item(
             (value.to_string(), parsed)
         }
         Err(e) => (
-            Value::String(raw.get().to_owned()).to_string(),
+            quoted(raw),
             Err(format!("{field} item is not valid JSON text ({e})")),
         ),
     }

@@ -97,6 +97,8 @@ fn a_lone_surrogate_fails_its_item_alone() {
     );
     assert!(items[3].parsed.is_err() && items[4].parsed.is_err());
     assert_eq!(items[3].kind().as_str(), "unparsed");
+    // An entry that is not an object is kept as its text, quoted.
+    assert_eq!(items[4].raw, r#""\"not an entry\"""#);
 }
 
 #[test]
