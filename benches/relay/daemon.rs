@@ -12,19 +12,27 @@ use fb_openchannel::sim::tls::TestCerts;
 
 use crate::{IG, IG_REPLY_TOKEN, PAGE, REPLY_TOKEN, SECRET, TOKEN};
 
-/// The daemon's store's account of acknowledged requests: how many it took, and the
-/// seconds they spent in each stage (queue, commit, fsync wait, fsync), summed.
+/// The daemon's account of its webhooks: how many the store took and the seconds they
+/// spent in each of its stages (queue, commit, fsync wait, fsync), summed; and the
+/// handler's (from the request's head read to its answer made), summed and counted.
 #[derive(Clone, Copy, Default)]
 pub struct StoreTimes {
     pub requests: f64,
     pub stages: [f64; 4],
+    pub handled: f64,
+    pub handler_seconds: f64,
 }
 
 impl StoreTimes {
-    /// The mean seconds per request of each stage between `self` and a later reading.
-    pub fn mean_since(&self, later: &StoreTimes) -> [f64; 4] {
+    /// The mean seconds per request of each store stage, then of the whole handler,
+    /// between `self` and a later reading.
+    pub fn mean_since(&self, later: &StoreTimes) -> ([f64; 4], f64) {
         let n = (later.requests - self.requests).max(1.0);
-        std::array::from_fn(|i| (later.stages[i] - self.stages[i]) / n)
+        let handled = (later.handled - self.handled).max(1.0);
+        (
+            std::array::from_fn(|i| (later.stages[i] - self.stages[i]) / n),
+            (later.handler_seconds - self.handler_seconds) / handled,
+        )
     }
 }
 
@@ -137,7 +145,7 @@ impl Daemon {
             .unwrap_or(0)
     }
 
-    /// Where the store says acknowledged requests waited, from `/metrics`.
+    /// Where the daemon says its webhooks waited, from `/metrics`.
     pub async fn store_times(&self) -> StoreTimes {
         let url = format!("http://{}/metrics", self.local);
         let text = reqwest::get(url).await.unwrap().text().await.unwrap();
@@ -152,7 +160,14 @@ impl Daemon {
                 "fb_openchannel_store_durable_seconds{{stage=\"{name}\"}}"
             ))
         };
+        let webhook = r#"{listener="public",route="webhook"}"#;
         StoreTimes {
+            handled: value(&format!(
+                "fb_openchannel_request_duration_seconds_count{webhook}"
+            )),
+            handler_seconds: value(&format!(
+                "fb_openchannel_request_duration_seconds_sum{webhook}"
+            )),
             requests: value("fb_openchannel_store_durable_requests"),
             stages: [
                 stage("queue"),
