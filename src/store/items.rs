@@ -567,18 +567,26 @@ impl Store {
         .await
     }
 
-    /// Number of items per state, e.g. `[("done", 3), ("pending", 1)]`.
+    /// Number of items per state, e.g. `[("done", 3), ("pending", 1)]`: on SQLite read
+    /// off the counts the schema keeps (a few rows, whatever the history), on PostgreSQL
+    /// counted.
     pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.call(Access::Read, |conn| {
-            conn.all(
-                "SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state",
-                params![],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            let sql = if conn.is_postgres() {
+                "SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state"
+            } else {
+                KEPT_COUNTS
+            };
+            conn.all(sql, params![], |r| Ok((r.get(0)?, r.get(1)?)))
         })
         .await
     }
 }
+
+/// The items per state as SQLite's schema keeps them (states with none left out, as a
+/// count leaves them out).
+pub(super) const KEPT_COUNTS: &str =
+    "SELECT state, items FROM item_states WHERE items > 0 ORDER BY state";
 
 fn enqueued(r: &SqlRow<'_>, new: bool) -> Result<Enqueued, DbError> {
     Ok(Enqueued {

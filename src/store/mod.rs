@@ -641,6 +641,89 @@ mod tests {
         );
     }
 
+    /// The items per state that /metrics shows are kept by the schema, in the transaction
+    /// that changes an item, whichever connection makes it (the daemon's or the `queue`
+    /// tools'): after intake, outcomes, a redelivery, a retry, a drop and a prune they are
+    /// what counting every item says; and reading them reads no item (it read them all, at
+    /// every scrape, on the store thread).
+    #[tokio::test]
+    async fn the_counts_per_state_are_kept_exact_and_read_without_the_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).unwrap();
+        let side = Connection::open(&path).unwrap();
+        let counted = || -> Vec<(String, i64)> {
+            all_rows(
+                &side,
+                "SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state",
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        };
+        let states = |pairs: &[(&str, i64)]| -> Vec<(String, i64)> {
+            pairs.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect()
+        };
+
+        let mut skipped = event(3);
+        skipped.state = NewState::Skipped("an echo of our own".into());
+        let mut failed = event(4);
+        failed.state = NewState::Failed("not deliverable".into());
+        let items = vec![event(1), event(2), skipped, failed, event(5)];
+        store.intake(b"{}".to_vec(), None, items).await.unwrap();
+        let kept = store.count_by_state().await.unwrap();
+        assert_eq!(
+            kept,
+            states(&[("failed", 1), ("pending", 3), ("skipped", 1)])
+        );
+        assert_eq!(kept, counted());
+
+        store.complete(1, None).await.unwrap();
+        store.fail(2, "Motion said 400".into()).await.unwrap();
+        store
+            .intake(b"{}".to_vec(), None, vec![event(1), event(5)])
+            .await
+            .unwrap();
+        let kept = store.count_by_state().await.unwrap();
+        assert_eq!(
+            kept,
+            states(&[("done", 1), ("failed", 2), ("pending", 1), ("skipped", 1)])
+        );
+        assert_eq!(kept, counted());
+
+        let operator = sql::Sql::Lite(&side);
+        assert_eq!(queue::retry(&operator, &[2]).unwrap(), [2]);
+        assert_eq!(queue::drop_items(&operator, &[4]).unwrap(), [4]);
+        let kept = store.count_by_state().await.unwrap();
+        assert_eq!(
+            kept,
+            states(&[("done", 1), ("pending", 2), ("skipped", 1)]),
+            "no state is shown with none left"
+        );
+        assert_eq!(kept, counted());
+
+        let old = now_ms() - 365 * 86_400_000;
+        side.execute(
+            "UPDATE items SET created_at = ?1, updated_at = ?1 WHERE id <= 3",
+            [old],
+        )
+        .unwrap();
+        let pruned = store.prune(now_ms() - 86_400_000, 100).await.unwrap();
+        assert_eq!(pruned.items, 2, "{pruned:?}");
+        let kept = store.count_by_state().await.unwrap();
+        assert_eq!(kept, states(&[("pending", 2)]));
+        assert_eq!(kept, counted());
+
+        let plan: Vec<String> = all_rows(
+            &side,
+            &format!("EXPLAIN QUERY PLAN {}", items::KEPT_COUNTS),
+            |r| r.get(3),
+        );
+        assert!(
+            plan.iter()
+                .all(|step| step.split_whitespace().all(|word| word != "items")),
+            "the counts are read without the items: {plan:?}"
+        );
+    }
+
     /// Under writes that never pause, the WAL still starts over: it holds about one
     /// checkpoint interval of frames, not every frame since the store was opened.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
