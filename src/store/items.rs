@@ -547,24 +547,36 @@ impl Store {
         .await
     }
 
-    /// Pending items per page and direction, with the creation time of the oldest.
+    /// Pending items per page and direction, with the creation time of the first of
+    /// them stored, ordered by page and direction. On SQLite read off the counts the
+    /// schema keeps and one step down `items_waiting` per page and direction, whatever
+    /// the backlog: it runs on the store thread at every probe of `/readyz` and scrape of
+    /// `/metrics`. On PostgreSQL counted, on a connection of the pool.
     pub async fn queue_stats(&self) -> Result<Vec<QueueStat>, StoreError> {
-        self.call(Access::Read, |conn| {
-            conn.all(
-                "SELECT page_id, direction, COUNT(*), MIN(created_at) FROM items
-                  WHERE state = 'pending' GROUP BY page_id, direction ORDER BY page_id, direction",
-                params![],
-                |r| {
-                    Ok(QueueStat {
+        let counted: Vec<Option<QueueStat>> = self
+            .call(Access::Read, |conn| {
+                let sql = if conn.is_postgres() {
+                    PG_QUEUE_STATS
+                } else {
+                    KEPT_QUEUE
+                };
+                conn.all(sql, params![], |r| {
+                    let Some(oldest_created_at) = r.get(3)? else {
+                        return Ok(None);
+                    };
+                    Ok(Some(QueueStat {
                         page_id: r.get(0)?,
                         direction: r.get(1)?,
                         pending: r.get(2)?,
-                        oldest_created_at: r.get(3)?,
-                    })
-                },
-            )
-        })
-        .await
+                        oldest_created_at,
+                    }))
+                })
+            })
+            .await?;
+        // A count that no pending item bears out (the triggers keep none) is left out.
+        let mut stats: Vec<QueueStat> = counted.into_iter().flatten().collect();
+        stats.sort_by(|a, b| (&a.page_id, &a.direction).cmp(&(&b.page_id, &b.direction)));
+        Ok(stats)
     }
 
     /// Number of items per state, e.g. `[("done", 3), ("pending", 1)]`: on SQLite read
@@ -573,7 +585,7 @@ impl Store {
     pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.call(Access::Read, |conn| {
             let sql = if conn.is_postgres() {
-                "SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state"
+                PG_COUNT_BY_STATE
             } else {
                 KEPT_COUNTS
             };
@@ -585,8 +597,25 @@ impl Store {
 
 /// The items per state as SQLite's schema keeps them (states with none left out, as a
 /// count leaves them out).
-pub(super) const KEPT_COUNTS: &str =
-    "SELECT state, items FROM item_states WHERE items > 0 ORDER BY state";
+pub(super) const KEPT_COUNTS: &str = "SELECT state, SUM(items) FROM item_counts
+  GROUP BY state HAVING SUM(items) > 0 ORDER BY state";
+
+/// The pending items per page and direction as SQLite's schema keeps them, and when the
+/// first of them was stored: ids grow as items are stored, so it is the first in
+/// `items_waiting` (its condition word for word, so that the index serves it).
+pub(super) const KEPT_QUEUE: &str = "SELECT c.page_id, c.direction, c.items,
+       (SELECT i.created_at FROM items i INDEXED BY items_waiting
+         WHERE i.state = 'pending' AND i.direction = c.direction AND i.page_id = c.page_id
+         ORDER BY i.id LIMIT 1)
+  FROM item_counts c WHERE c.state = 'pending' AND c.items > 0";
+
+/// PostgreSQL counts the items per state and the pending ones per page, at each scrape,
+/// on one connection of its pool: no single thread waits behind it, and a kept count
+/// there would be one row that every writer of both hosts updates.
+pub(super) const PG_COUNT_BY_STATE: &str =
+    "SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state";
+pub(super) const PG_QUEUE_STATS: &str = "SELECT page_id, direction, COUNT(*), MIN(created_at)
+   FROM items WHERE state = 'pending' GROUP BY page_id, direction";
 
 fn enqueued(r: &SqlRow<'_>, new: bool) -> Result<Enqueued, DbError> {
     Ok(Enqueued {

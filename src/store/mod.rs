@@ -641,13 +641,15 @@ mod tests {
         );
     }
 
-    /// The items per state that /metrics shows are kept by the schema, in the transaction
-    /// that changes an item, whichever connection makes it (the daemon's or the `queue`
-    /// tools'): after intake, outcomes, a redelivery, a retry, a drop and a prune they are
-    /// what counting every item says; and reading them reads no item (it read them all, at
-    /// every scrape, on the store thread).
+    /// The items per state that /metrics shows, and the pending items per page and
+    /// direction that /readyz and /metrics show, are kept by the schema in the
+    /// transaction that changes an item, whichever connection makes it (the daemon's or
+    /// the `queue` tools'): after intake, outcomes, a redelivery, a retry, a drop and a
+    /// prune they are what counting every item says; and reading them reads no item but
+    /// the first pending one of each page and direction (they read them all, at every
+    /// probe and scrape, on the store thread).
     #[tokio::test]
-    async fn the_counts_per_state_are_kept_exact_and_read_without_the_items() {
+    async fn the_counts_are_kept_exact_and_read_without_the_items() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let store = Store::open(&path).unwrap();
@@ -659,6 +661,22 @@ mod tests {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
         };
+        let queued = || -> Vec<(String, String, i64, i64)> {
+            all_rows(
+                &side,
+                "SELECT page_id, direction, COUNT(*), MIN(created_at) FROM items
+                  WHERE state = 'pending' GROUP BY page_id, direction ORDER BY 1, 2",
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+        };
+        let check = |kept: Vec<(String, i64)>, queue: Vec<QueueStat>| {
+            assert_eq!(kept, counted());
+            let queue: Vec<_> = queue
+                .into_iter()
+                .map(|q| (q.page_id, q.direction, q.pending, q.oldest_created_at))
+                .collect();
+            assert_eq!(queue, queued());
+        };
         let states = |pairs: &[(&str, i64)]| -> Vec<(String, i64)> {
             pairs.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect()
         };
@@ -667,17 +685,32 @@ mod tests {
         skipped.state = NewState::Skipped("an echo of our own".into());
         let mut failed = event(4);
         failed.state = NewState::Failed("not deliverable".into());
-        let items = vec![event(1), event(2), skipped, failed, event(5)];
+        let mut other_page = event(6);
+        other_page.page_id = "2".into();
+        let items = vec![event(1), event(2), skipped, failed, event(5), other_page];
         store.intake(b"{}".to_vec(), None, items).await.unwrap();
+        let mut reply = event(7);
+        reply.direction = Direction::Outbound;
+        reply.dedup_key = crate::model::DedupKey::motion_message("7");
+        let reply = store.enqueue(reply).await.unwrap().id;
         let kept = store.count_by_state().await.unwrap();
         assert_eq!(
             kept,
-            states(&[("failed", 1), ("pending", 3), ("skipped", 1)])
+            states(&[("failed", 1), ("pending", 5), ("skipped", 1)])
         );
-        assert_eq!(kept, counted());
-
+        check(kept, store.queue_stats().await.unwrap());
+        // Each item stored a millisecond after the one before; the first stored of a
+        // page's pending items leaves, and the next one is shown.
+        side.execute("UPDATE items SET created_at = created_at - 1000 + id", [])
+            .unwrap();
         store.complete(1, None).await.unwrap();
+        check(
+            store.count_by_state().await.unwrap(),
+            store.queue_stats().await.unwrap(),
+        );
+
         store.fail(2, "Motion said 400".into()).await.unwrap();
+        store.complete(reply, None).await.unwrap();
         store
             .intake(b"{}".to_vec(), None, vec![event(1), event(5)])
             .await
@@ -685,9 +718,9 @@ mod tests {
         let kept = store.count_by_state().await.unwrap();
         assert_eq!(
             kept,
-            states(&[("done", 1), ("failed", 2), ("pending", 1), ("skipped", 1)])
+            states(&[("done", 2), ("failed", 2), ("pending", 2), ("skipped", 1)])
         );
-        assert_eq!(kept, counted());
+        check(kept, store.queue_stats().await.unwrap());
 
         let operator = sql::Sql::Lite(&side);
         assert_eq!(queue::retry(&operator, &[2]).unwrap(), [2]);
@@ -695,10 +728,10 @@ mod tests {
         let kept = store.count_by_state().await.unwrap();
         assert_eq!(
             kept,
-            states(&[("done", 1), ("pending", 2), ("skipped", 1)]),
+            states(&[("done", 2), ("pending", 3), ("skipped", 1)]),
             "no state is shown with none left"
         );
-        assert_eq!(kept, counted());
+        check(kept, store.queue_stats().await.unwrap());
 
         let old = now_ms() - 365 * 86_400_000;
         side.execute(
@@ -709,19 +742,29 @@ mod tests {
         let pruned = store.prune(now_ms() - 86_400_000, 100).await.unwrap();
         assert_eq!(pruned.items, 2, "{pruned:?}");
         let kept = store.count_by_state().await.unwrap();
-        assert_eq!(kept, states(&[("pending", 2)]));
-        assert_eq!(kept, counted());
+        assert_eq!(kept, states(&[("done", 1), ("pending", 3)]));
+        check(kept, store.queue_stats().await.unwrap());
+        side.execute("DELETE FROM items WHERE page_id = '2'", [])
+            .unwrap();
+        let queue = store.queue_stats().await.unwrap();
+        assert_eq!(
+            queue.len(),
+            1,
+            "a page with none pending is left out: {queue:?}"
+        );
+        check(store.count_by_state().await.unwrap(), queue);
 
-        let plan: Vec<String> = all_rows(
-            &side,
-            &format!("EXPLAIN QUERY PLAN {}", items::KEPT_COUNTS),
-            |r| r.get(3),
-        );
-        assert!(
-            plan.iter()
-                .all(|step| step.split_whitespace().all(|word| word != "items")),
-            "the counts are read without the items: {plan:?}"
-        );
+        for read in [items::KEPT_COUNTS, items::KEPT_QUEUE] {
+            let plan: Vec<String> =
+                all_rows(&side, &format!("EXPLAIN QUERY PLAN {read}"), |r| r.get(3));
+            assert!(
+                plan.iter().all(|step| {
+                    step.split_whitespace().all(|word| word != "items")
+                        && (!step.contains("SCAN") || step == "SCAN item_counts")
+                }),
+                "the counts are read without the items, the first pending one by its index: {plan:?}"
+            );
+        }
     }
 
     /// Under writes that never pause, the WAL still starts over: it holds about one

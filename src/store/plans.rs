@@ -94,9 +94,15 @@ async fn hot_paths(store: &Store, round: &str) {
 
     // The dispatcher claims, the workers deliver, retry, fail, and release.
     let now = super::now_ms();
+    let mut outcomes = 0;
     for direction in [Direction::Inbound, Direction::Outbound] {
         let (items, _) = store.claim_heads(direction, now, 4).await.unwrap();
-        for (n, item) in items.iter().enumerate() {
+        for item in &items {
+            // Counted over both directions: a claim may hand out fewer items than asked
+            // (the small round's inbound claim gets two), and each round must run every
+            // outcome's statements.
+            let n = outcomes;
+            outcomes += 1;
             let writes = match n % 4 {
                 0 => vec![
                     Write::Progress {
@@ -199,6 +205,9 @@ async fn hot_paths(store: &Store, round: &str) {
         .await
         .unwrap();
     store.ping().await.unwrap();
+    // What a monitor reads meanwhile: /readyz and /metrics, every few seconds.
+    store.queue_stats().await.unwrap();
+    store.count_by_state().await.unwrap();
 }
 
 /// Adds [`BACKLOG`] pending conversations (inbound and some outbound), as many delivered
@@ -306,6 +315,10 @@ async fn watch_twice(
     (small, big)
 }
 
+/// Tables with a row per state, direction and page at most: read whole, whatever the
+/// queue holds.
+const SMALL_TABLES: &[&str] = &["item_counts"];
+
 /// Tables that grow with the backlog, the history or the conversations.
 const QUEUE_TABLES: &[&str] = &[
     "items",
@@ -344,7 +357,9 @@ async fn hot_statements_are_served_by_indexes_on_sqlite() {
             .collect::<Result<_, _>>()
             .unwrap();
         for line in &plan {
-            let scan = line.starts_with("SCAN ") && line != "SCAN CONSTANT ROW";
+            let scan = line
+                .strip_prefix("SCAN ")
+                .is_some_and(|table| table != "CONSTANT ROW" && !SMALL_TABLES.contains(&table));
             if scan || line.contains("TEMP B-TREE") {
                 problems.push(format!("{line}\n    in: {sql}"));
             }
@@ -414,7 +429,16 @@ async fn hot_statements_are_served_by_indexes_on_postgres() {
             .batch_execute("SET enable_seqscan = off; SET enable_sort = off")
             .map_err(|e| e.to_string())?;
         let mut problems = Vec::new();
-        for (sql, seen) in &big {
+        // The counts /readyz and /metrics show are counted there, on a connection of
+        // the pool (`store::items`): no single thread waits behind them.
+        let counted = [
+            super::items::PG_COUNT_BY_STATE,
+            super::items::PG_QUEUE_STATS,
+        ];
+        for (sql, seen) in big
+            .iter()
+            .filter(|(sql, _)| !counted.contains(&sql.as_str()))
+        {
             let plan = watch::explain_postgres(client, sql, &seen.args)
                 .map_err(|e| format!("{e}\n    in: {sql}"))?;
             for line in &plan {

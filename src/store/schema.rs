@@ -436,6 +436,50 @@ BEGIN
     UPDATE item_states SET items = items - 1 WHERE state = OLD.state;
 END;
 "#,
+    r#"
+-- What /readyz and /metrics show of the queue: the pending items of each page and
+-- direction, and the first of them stored. Counted by reading and sorting every pending
+-- item on the store thread at every probe and scrape, 0.04 s at 30,000 pending while
+-- every webhook waited, in the middle of a burst. The counts per state are kept per page
+-- and direction now, by the same triggers, and the first pending item of a page is one
+-- step down an index that holds the pending items alone.
+DROP TRIGGER item_states_after_insert;
+DROP TRIGGER item_states_after_update;
+DROP TRIGGER item_states_after_delete;
+DROP TABLE item_states;
+CREATE TABLE item_counts (
+    state     TEXT    NOT NULL,
+    direction TEXT    NOT NULL,
+    page_id   TEXT    NOT NULL,
+    items     INTEGER NOT NULL,
+    PRIMARY KEY (state, direction, page_id)
+) WITHOUT ROWID;
+INSERT INTO item_counts (state, direction, page_id, items)
+    SELECT state, direction, page_id, COUNT(*) FROM items GROUP BY state, direction, page_id;
+CREATE TRIGGER item_counts_after_insert AFTER INSERT ON items
+BEGIN
+    INSERT INTO item_counts (state, direction, page_id, items)
+        VALUES (NEW.state, NEW.direction, NEW.page_id, 1)
+        ON CONFLICT (state, direction, page_id) DO UPDATE SET items = items + 1;
+END;
+CREATE TRIGGER item_counts_after_update AFTER UPDATE OF state, direction, page_id ON items
+    WHEN OLD.state <> NEW.state OR OLD.direction <> NEW.direction
+      OR OLD.page_id <> NEW.page_id
+BEGIN
+    UPDATE item_counts SET items = items - 1
+     WHERE state = OLD.state AND direction = OLD.direction AND page_id = OLD.page_id;
+    INSERT INTO item_counts (state, direction, page_id, items)
+        VALUES (NEW.state, NEW.direction, NEW.page_id, 1)
+        ON CONFLICT (state, direction, page_id) DO UPDATE SET items = items + 1;
+END;
+CREATE TRIGGER item_counts_after_delete AFTER DELETE ON items
+BEGIN
+    UPDATE item_counts SET items = items - 1
+     WHERE state = OLD.state AND direction = OLD.direction AND page_id = OLD.page_id;
+END;
+-- Queries reach this index by the same condition, word for word (`store::items`).
+CREATE INDEX items_waiting ON items (direction, page_id, id) WHERE state = 'pending';
+"#,
 ];
 
 /// Durability settings and schema migrations. Run once when the database is opened.
@@ -594,36 +638,46 @@ mod tests {
         );
     }
 
-    /// A database from before the counts per state were kept gets them counted once,
-    /// when it is migrated; from then on the triggers keep them.
+    /// A database from before the counts were kept gets them counted once, when it is
+    /// migrated (through the counts per state alone, then per page and direction); from
+    /// then on the triggers keep them.
     #[test]
-    fn a_database_from_before_gets_its_counts_per_state() {
+    fn a_database_from_before_gets_its_counts() {
         let dir = tempfile::tempdir().unwrap();
         let (conn, kept_at) = migrated_up_to(dir.path(), "CREATE TABLE item_states");
         let insert = "INSERT INTO items (direction, page_id, conversation, dedup_key, kind,
                         event_ts, payload, state, created_at, updated_at)
-                      VALUES ('in', 'p', 'psid:a', ?1, 'message', 1, '{}', ?2, 0, 0)";
-        for (key, state) in [
-            ("m1", "done"),
-            ("m2", "done"),
-            ("m3", "pending"),
-            ("m4", "failed"),
+                      VALUES (?1, ?2, 'psid:a', ?3, 'message', 1, '{}', ?4, 0, 0)";
+        for (direction, page, key, state) in [
+            ("in", "p", "m1", "done"),
+            ("in", "p", "m2", "done"),
+            ("in", "p", "m3", "pending"),
+            ("in", "p", "m4", "failed"),
+            ("out", "p", "r1", "pending"),
+            ("in", "q", "m5", "pending"),
         ] {
-            conn.execute(insert, params![key, state]).unwrap();
+            conn.execute(insert, params![direction, page, key, state])
+                .unwrap();
         }
         for migration in &MIGRATIONS[kept_at..] {
             conn.execute_batch(migration).unwrap();
         }
         conn.execute("UPDATE items SET state = 'done' WHERE dedup_key = 'm3'", [])
             .unwrap();
-        let kept: Vec<(String, i64)> =
-            pairs(&conn, "SELECT state, items FROM item_states ORDER BY state");
+        let kept: Vec<(String, i64)> = pairs(
+            &conn,
+            "SELECT state || ' ' || direction || ' ' || page_id, items FROM item_counts
+              ORDER BY 1",
+        );
+        let count = |key: &str, n: i64| (key.to_owned(), n);
         assert_eq!(
             kept,
             [
-                ("done".to_owned(), 3),
-                ("failed".to_owned(), 1),
-                ("pending".to_owned(), 0)
+                count("done in p", 3),
+                count("failed in p", 1),
+                count("pending in p", 0),
+                count("pending in q", 1),
+                count("pending out p", 1),
             ]
         );
     }
