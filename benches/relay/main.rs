@@ -670,17 +670,22 @@ async fn backlog(
             stop.store(true, Ordering::Relaxed);
         })
     };
+    // A site's monitoring meanwhile: a probe of /readyz every second, Prometheus every
+    // 5 s. Each reads the queue on the store thread, between the webhooks' commits.
+    let monitor = tokio::spawn(monitor(daemon.local, stop.clone()));
     let during = load(
         daemon.public,
         tls,
         64,
         if plan.short { 3.0 } else { 10.0 },
-        Some(stop),
+        Some(stop.clone()),
         load::messenger,
     )
     .await;
     acked(during.latencies.len());
+    stop.store(true, Ordering::Relaxed);
     watcher.abort();
+    let probes = monitor.await.unwrap();
     drained(motion).await;
     let (target, met) = if column.is_empty() {
         ("≥ 0.5", Some(rate / versus.max(1.0) >= 0.5))
@@ -700,12 +705,41 @@ async fn backlog(
         ("", None)
     };
     r.add(
-        &format!("{column}webhooks during the drain, 64 conn.: events/s, ack p99 / max"),
+        &format!("{column}webhooks during the drain, 64 conn., /readyz probed every 1 s and /metrics every 5 s: events/s, ack p99 / max"),
         format!("{:.0}, {} / {}", during.rate, ms(p99), ms(max)),
         target,
         met,
     );
+    let (_, _, slowest) = percentiles(probes);
+    r.add(
+        &format!("{column}monitoring during the drain: slowest /readyz or /metrics answer"),
+        ms(slowest),
+        "",
+        None,
+    );
     daemon
+}
+
+/// Probes `/readyz` every second and reads `/metrics` every fifth, as a site's monitoring
+/// does, until `stop`; returns how long each answer took.
+async fn monitor(local: std::net::SocketAddr, stop: Arc<AtomicBool>) -> Vec<Duration> {
+    let client = reqwest::Client::new();
+    let mut took = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    for n in 0u64.. {
+        tick.tick().await;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let path = if n % 5 == 4 { "metrics" } else { "readyz" };
+        let started = Instant::now();
+        // Timed whatever it says: a 503 (a page not ready) costs the store the same read.
+        if let Ok(r) = client.get(format!("http://{local}/{path}")).send().await {
+            let _ = r.bytes().await;
+            took.push(started.elapsed());
+        }
+    }
+    took
 }
 
 /// The same intake, burst and drain with the queue in PostgreSQL (a private server on
