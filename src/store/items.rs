@@ -548,19 +548,14 @@ impl Store {
     }
 
     /// Pending items per page and direction, with the creation time of the first of
-    /// them stored, ordered by page and direction. On SQLite read off the counts the
-    /// schema keeps and one step down `items_waiting` per page and direction, whatever
-    /// the backlog: it runs on the store thread at every probe of `/readyz` and scrape of
-    /// `/metrics`. On PostgreSQL counted, on a connection of the pool.
+    /// them stored, ordered by page and direction: read off the counts the schema keeps
+    /// and one step down `items_waiting` per page and direction, whatever the backlog.
+    /// It runs at every probe of `/readyz` and scrape of `/metrics`, on SQLite on the
+    /// store thread between the webhooks' commits.
     pub async fn queue_stats(&self) -> Result<Vec<QueueStat>, StoreError> {
         let counted: Vec<Option<QueueStat>> = self
             .call(Access::Read, |conn| {
-                let sql = if conn.is_postgres() {
-                    PG_QUEUE_STATS
-                } else {
-                    KEPT_QUEUE
-                };
-                conn.all(sql, params![], |r| {
+                conn.all(KEPT_QUEUE, params![], |r| {
                     let Some(oldest_created_at) = r.get(3)? else {
                         return Ok(None);
                     };
@@ -579,43 +574,45 @@ impl Store {
         Ok(stats)
     }
 
-    /// Number of items per state, e.g. `[("done", 3), ("pending", 1)]`: on SQLite read
-    /// off the counts the schema keeps (a few rows, whatever the history), on PostgreSQL
-    /// counted.
+    /// Number of items per state, e.g. `[("done", 3), ("pending", 1)]`, read off the
+    /// counts the schema keeps: a few rows, whatever the history.
     pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.call(Access::Read, |conn| {
-            let sql = if conn.is_postgres() {
-                PG_COUNT_BY_STATE
-            } else {
-                KEPT_COUNTS
-            };
-            conn.all(sql, params![], |r| Ok((r.get(0)?, r.get(1)?)))
+            conn.all(KEPT_COUNTS, params![], |r| Ok((r.get(0)?, r.get(1)?)))
         })
         .await
     }
 }
 
-/// The items per state as SQLite's schema keeps them (states with none left out, as a
-/// count leaves them out).
-pub(super) const KEPT_COUNTS: &str = "SELECT state, SUM(items) FROM item_counts
+/// The items per state as the schema keeps them (states with none left out, as a count
+/// leaves them out). On PostgreSQL a count has a row per server process that changed
+/// it: they add up.
+pub(super) const KEPT_COUNTS: &str = "SELECT state, CAST(SUM(items) AS BIGINT) FROM item_counts
   GROUP BY state HAVING SUM(items) > 0 ORDER BY state";
 
-/// The pending items per page and direction as SQLite's schema keeps them, and when the
-/// first of them was stored: ids grow as items are stored, so it is the first in
-/// `items_waiting` (its condition word for word, so that the index serves it).
-pub(super) const KEPT_QUEUE: &str = "SELECT c.page_id, c.direction, c.items,
+/// The pending items per page and direction as the schema keeps them, and when the first
+/// of them was stored: ids grow as items are stored, so it is the first in
+/// `items_waiting` (its condition word for word, so that SQLite's index serves it).
+pub(super) const KEPT_QUEUE: &str = "SELECT c.page_id, c.direction, CAST(SUM(c.items) AS BIGINT),
        (SELECT i.created_at FROM items i INDEXED BY items_waiting
          WHERE i.state = 'pending' AND i.direction = c.direction AND i.page_id = c.page_id
          ORDER BY i.id LIMIT 1)
-  FROM item_counts c WHERE c.state = 'pending' AND c.items > 0";
+  FROM item_counts c WHERE c.state = 'pending'
+ GROUP BY c.direction, c.page_id HAVING SUM(c.items) > 0";
 
-/// PostgreSQL counts the items per state and the pending ones per page, at each scrape,
-/// on one connection of its pool: no single thread waits behind it, and a kept count
-/// there would be one row that every writer of both hosts updates.
-pub(super) const PG_COUNT_BY_STATE: &str =
-    "SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state";
-pub(super) const PG_QUEUE_STATS: &str = "SELECT page_id, direction, COUNT(*), MIN(created_at)
-   FROM items WHERE state = 'pending' GROUP BY page_id, direction";
+/// PostgreSQL: the rows of the counts kept by server processes that are gone (a host's
+/// connection closed), moved into the row of none, so that they stay as many as the
+/// connections open. A process that takes a gone one's id meanwhile waits for this on
+/// the row, and its change is moved with it.
+pub(super) const FOLD_GONE_BACKENDS: &str = "WITH gone AS (
+         DELETE FROM item_counts
+          WHERE backend <> 0 AND backend NOT IN (SELECT pid FROM pg_stat_activity)
+          RETURNING state, direction, page_id, items)
+     INSERT INTO item_counts (state, direction, page_id, backend, items)
+     SELECT state, direction, page_id, 0, SUM(items) FROM gone
+      GROUP BY state, direction, page_id
+     ON CONFLICT (state, direction, page_id, backend)
+     DO UPDATE SET items = item_counts.items + excluded.items";
 
 fn enqueued(r: &SqlRow<'_>, new: bool) -> Result<Enqueued, DbError> {
     Ok(Enqueued {

@@ -205,6 +205,78 @@ UPDATE items SET turn = 1
                 WHERE r.page_id = items.page_id AND r.conversation = items.conversation
                   AND r.turn = 2);
 "#,
+    r#"
+-- What /readyz and /metrics show: the items per state, direction and page, and the first
+-- pending item of a page. Counted at every probe and scrape (0.34 s with 130,000 items in
+-- the benchmark's drain, and growing with the history kept). One count that every
+-- writer of both hosts updated would make them wait for each other, and could deadlock
+-- two that change items of two states in opposite orders: each server process (a
+-- connection of a host's pool) keeps its own row of each count instead, so no two
+-- transactions ever write one row; a read sums them, and the prune moves the rows of
+-- processes gone into the row of none (0).
+CREATE TABLE item_counts (
+    state     TEXT    NOT NULL,
+    direction TEXT    NOT NULL,
+    page_id   TEXT    NOT NULL,
+    backend   INTEGER NOT NULL,
+    items     BIGINT  NOT NULL,
+    PRIMARY KEY (state, direction, page_id, backend)
+);
+-- Writers (another host still on the release before) wait until this commits, so the
+-- count below misses no change.
+LOCK TABLE items IN SHARE ROW EXCLUSIVE MODE;
+-- Kept by the triggers that already run for each item written: a trigger more would cost
+-- its call at every row. (An item's direction and page never change.)
+CREATE OR REPLACE FUNCTION fb_items_inserted() RETURNS trigger AS $$
+BEGIN
+    IF NEW.state = 'pending' THEN
+        PERFORM fb_head_upkeep(NEW.direction, NEW.page_id, NEW.conversation);
+    END IF;
+    IF NEW.direction = 'in' AND NEW.kind IN ('message', 'postback', 'edit', 'deleted',
+            'reaction', 'referral', 'optin', 'standby', 'ig_message', 'ig_postback',
+            'ig_edit', 'ig_deleted', 'ig_reaction', 'ig_referral', 'ig_optin') THEN
+        INSERT INTO customer_activity (page_id, conversation, last_ts)
+            VALUES (NEW.page_id, NEW.conversation, NEW.event_ts)
+            ON CONFLICT (page_id, conversation)
+            DO UPDATE SET last_ts = GREATEST(customer_activity.last_ts, excluded.last_ts);
+    END IF;
+    INSERT INTO item_counts (state, direction, page_id, backend, items)
+        VALUES (NEW.state, NEW.direction, NEW.page_id, pg_backend_pid(), 1)
+        ON CONFLICT (state, direction, page_id, backend)
+        DO UPDATE SET items = item_counts.items + 1;
+    RETURN NULL;
+END $$ LANGUAGE plpgsql;
+CREATE OR REPLACE FUNCTION fb_items_updated() RETURNS trigger AS $$
+BEGIN
+    PERFORM fb_head_upkeep(NEW.direction, NEW.page_id, NEW.conversation);
+    IF OLD.state <> NEW.state THEN
+        INSERT INTO item_counts (state, direction, page_id, backend, items)
+            VALUES (OLD.state, OLD.direction, OLD.page_id, pg_backend_pid(), -1)
+            ON CONFLICT (state, direction, page_id, backend)
+            DO UPDATE SET items = item_counts.items - 1;
+        INSERT INTO item_counts (state, direction, page_id, backend, items)
+            VALUES (NEW.state, NEW.direction, NEW.page_id, pg_backend_pid(), 1)
+            ON CONFLICT (state, direction, page_id, backend)
+            DO UPDATE SET items = item_counts.items + 1;
+    END IF;
+    RETURN NULL;
+END $$ LANGUAGE plpgsql;
+CREATE OR REPLACE FUNCTION fb_items_deleted() RETURNS trigger AS $$
+BEGIN
+    IF OLD.state = 'pending' THEN
+        PERFORM fb_head_upkeep(OLD.direction, OLD.page_id, OLD.conversation);
+    END IF;
+    INSERT INTO item_counts (state, direction, page_id, backend, items)
+        VALUES (OLD.state, OLD.direction, OLD.page_id, pg_backend_pid(), -1)
+        ON CONFLICT (state, direction, page_id, backend)
+        DO UPDATE SET items = item_counts.items - 1;
+    RETURN NULL;
+END $$ LANGUAGE plpgsql;
+INSERT INTO item_counts (state, direction, page_id, backend, items)
+    SELECT state, direction, page_id, 0, COUNT(*) FROM items
+     GROUP BY state, direction, page_id;
+CREATE INDEX items_waiting ON items (direction, page_id, id) WHERE state = 'pending';
+"#,
 ];
 
 /// The advisory lock that makes one node at a time migrate the schema.
@@ -251,4 +323,122 @@ fn migrate(client: &mut postgres::Client) -> Result<(), DbError> {
 pub fn version(client: &mut postgres::Client) -> Result<i64, DbError> {
     let row = client.query_opt("SELECT version FROM fb_openchannel_schema", &[])?;
     Ok(row.map_or(0, |r| r.get(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A queue stored before the counts were kept gets them counted once, when it is
+    /// migrated; from then on each server process keeps its own rows of them, which the
+    /// prune moves into the row of none once the process is gone.
+    #[test]
+    fn a_database_from_before_gets_its_counts() {
+        use crate::sim::postgres::{PrivatePostgres, SKIPPED};
+        let Some(pg) = PrivatePostgres::start().unwrap() else {
+            eprintln!("{SKIPPED}");
+            return;
+        };
+        pg.create_database("counts").unwrap();
+        let connect = || postgres::Client::connect(&pg.url("counts"), postgres::NoTls).unwrap();
+        let mut client = connect();
+        let kept_at = MIGRATIONS
+            .iter()
+            .position(|m| m.contains("CREATE TABLE item_counts"))
+            .unwrap();
+        client
+            .batch_execute("CREATE TABLE fb_openchannel_schema (version BIGINT NOT NULL)")
+            .unwrap();
+        for migration in &MIGRATIONS[..kept_at] {
+            client.batch_execute(migration).unwrap();
+        }
+        client
+            .execute(
+                "INSERT INTO fb_openchannel_schema (version) VALUES ($1)",
+                &[&(kept_at as i64)],
+            )
+            .unwrap();
+        for (direction, page, key, state) in [
+            ("in", "p", "m1", "done"),
+            ("in", "p", "m2", "pending"),
+            ("out", "p", "r1", "pending"),
+            ("in", "q", "m3", "failed"),
+        ] {
+            client
+                .execute(
+                    "INSERT INTO items (direction, page_id, conversation, dedup_key, kind,
+                        event_ts, payload, state, created_at, updated_at)
+                     VALUES ($1, $2, 'psid:a', $3, 'message', 1, '{}', $4, 0, 0)",
+                    &[&direction, &page, &key, &state],
+                )
+                .unwrap();
+        }
+        prepare(&mut client).unwrap();
+        // Another connection (another server process) changes an item, and goes.
+        let mut other = connect();
+        let other_pid: i32 = other
+            .query_one("SELECT pg_backend_pid()", &[])
+            .unwrap()
+            .get(0);
+        other
+            .execute(
+                "UPDATE items SET state = 'done' WHERE dedup_key = 'm2'",
+                &[],
+            )
+            .unwrap();
+        let ended: bool = client
+            .query_one("SELECT pg_terminate_backend($1, 10000)", &[&other_pid])
+            .unwrap()
+            .get(0);
+        assert!(ended);
+        drop(other);
+        client
+            .execute("DELETE FROM items WHERE dedup_key = 'r1'", &[])
+            .unwrap();
+        let counts = |client: &mut postgres::Client| -> Vec<(String, i64)> {
+            client
+                .query(
+                    "SELECT state || ' ' || direction || ' ' || page_id,
+                            CAST(SUM(items) AS BIGINT)
+                       FROM item_counts GROUP BY 1 ORDER BY 1",
+                    &[],
+                )
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()
+        };
+        let count = |key: &str, n: i64| (key.to_owned(), n);
+        let expected = [
+            count("done in p", 2),
+            count("failed in q", 1),
+            count("pending in p", 0),
+            count("pending out p", 0),
+        ];
+        assert_eq!(counts(&mut client), expected);
+
+        // The gone process's rows move into the row of none; this one's stay its own.
+        let live: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .unwrap()
+            .get(0);
+        let backends = |client: &mut postgres::Client| -> Vec<i32> {
+            client
+                .query("SELECT DISTINCT backend FROM item_counts ORDER BY 1", &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        };
+        assert_eq!(
+            backends(&mut client).len(),
+            3,
+            "none, the gone one, this one"
+        );
+        client
+            .execute(crate::store::items::FOLD_GONE_BACKENDS, &[])
+            .unwrap();
+        assert_eq!(backends(&mut client), [0, live]);
+        assert_eq!(counts(&mut client), expected);
+    }
 }

@@ -429,16 +429,7 @@ async fn hot_statements_are_served_by_indexes_on_postgres() {
             .batch_execute("SET enable_seqscan = off; SET enable_sort = off")
             .map_err(|e| e.to_string())?;
         let mut problems = Vec::new();
-        // The counts /readyz and /metrics show are counted there, on a connection of
-        // the pool (`store::items`): no single thread waits behind them.
-        let counted = [
-            super::items::PG_COUNT_BY_STATE,
-            super::items::PG_QUEUE_STATS,
-        ];
-        for (sql, seen) in big
-            .iter()
-            .filter(|(sql, _)| !counted.contains(&sql.as_str()))
-        {
+        for (sql, seen) in &big {
             let plan = watch::explain_postgres(client, sql, &seen.args)
                 .map_err(|e| format!("{e}\n    in: {sql}"))?;
             for line in &plan {

@@ -62,6 +62,9 @@ impl Store {
                      ORDER BY w.id LIMIT ?2)",
                 params![webhook_bound, chunk],
             )?;
+            if conn.is_postgres() {
+                conn.exec(super::items::FOLD_GONE_BACKENDS, params![])?;
+            }
             let mut other = 0;
             for sql in [
                 // A reply still pending (give_up_after may exceed keep) needs the ids

@@ -418,9 +418,18 @@ async fn script(
     note("operator", operator);
     let pruned = store.prune(i64::MAX, 100).await.unwrap();
     note("pruned", format!("{pruned:?}"));
+    // The counts kept (folded, on PostgreSQL) after the operator's retry and drop from
+    // another connection, and the prune.
+    let queue: Vec<_> = store
+        .queue_stats()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| (q.page_id, q.direction, q.pending))
+        .collect();
     note(
         "after",
-        format!("{:?}", store.count_by_state().await.unwrap()),
+        format!("{:?} {queue:?}", store.count_by_state().await.unwrap()),
     );
     out
 }
