@@ -669,6 +669,33 @@ mod tests {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
         };
+        // What `queue stats` and `doctor` showed by reading every item, an hour from now.
+        let now = now_ms() + 3_600_000;
+        let per_page = || -> Vec<queue::Stat> {
+            let mut statement = side
+                .prepare(
+                    "SELECT page_id, direction,
+                            COUNT(*) FILTER (WHERE state = 'pending'),
+                            COUNT(*) FILTER (WHERE state = 'pending' AND attempts > 0),
+                            COUNT(*) FILTER (WHERE state = 'failed'),
+                            COUNT(*) FILTER (WHERE state = 'done'),
+                            ?1 - MIN(CASE WHEN state = 'pending' THEN created_at END)
+                       FROM items GROUP BY page_id, direction ORDER BY page_id, direction",
+                )
+                .unwrap();
+            let rows = statement.query_map([now], |r| {
+                Ok(queue::Stat {
+                    page_id: r.get(0)?,
+                    direction: r.get(1)?,
+                    pending: r.get(2)?,
+                    retrying: r.get(3)?,
+                    failed: r.get(4)?,
+                    done: r.get(5)?,
+                    oldest_pending_ms: r.get(6)?,
+                })
+            });
+            rows.unwrap().collect::<Result<_, _>>().unwrap()
+        };
         let check = |kept: Vec<(String, i64)>, queue: Vec<QueueStat>| {
             assert_eq!(kept, counted());
             let queue: Vec<_> = queue
@@ -676,6 +703,8 @@ mod tests {
                 .map(|q| (q.page_id, q.direction, q.pending, q.oldest_created_at))
                 .collect();
             assert_eq!(queue, queued());
+            let operator = queue::stats_at(&sql::Sql::Lite(&side), now).unwrap();
+            assert_eq!(operator, per_page());
         };
         let states = |pairs: &[(&str, i64)]| -> Vec<(String, i64)> {
             pairs.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect()
@@ -709,6 +738,10 @@ mod tests {
             store.queue_stats().await.unwrap(),
         );
 
+        store
+            .retry_later(5, now_ms() + 60_000, "Motion is down".into())
+            .await
+            .unwrap();
         store.fail(2, "Motion said 400".into()).await.unwrap();
         store.complete(reply, None).await.unwrap();
         store
@@ -721,6 +754,12 @@ mod tests {
             states(&[("done", 2), ("failed", 2), ("pending", 2), ("skipped", 1)])
         );
         check(kept, store.queue_stats().await.unwrap());
+        let operator = queue::stats(&sql::Sql::Lite(&side)).unwrap();
+        assert_eq!(
+            operator.iter().map(|s| s.retrying).sum::<i64>(),
+            1,
+            "the item waiting for another attempt: {operator:?}"
+        );
 
         let operator = sql::Sql::Lite(&side);
         assert_eq!(queue::retry(&operator, &[2]).unwrap(), [2]);
@@ -765,6 +804,20 @@ mod tests {
                 "the counts are read without the items, the first pending one by its index: {plan:?}"
             );
         }
+        // The operator's figures read the counts whole (a row per state, direction and
+        // page) and, of the items, the pending ones alone.
+        let plan: Vec<String> = all_rows(
+            &side,
+            &format!("EXPLAIN QUERY PLAN {}", queue::KEPT_PAGES),
+            |r| r.get(3),
+        );
+        assert!(
+            plan.iter().all(|step| {
+                (!step.contains("SCAN") || step == "SCAN c")
+                    && (!step.contains(" i ") || step.contains("USING INDEX items_waiting"))
+            }),
+            "`queue stats` reads the counts and the pending items, not the history: {plan:?}"
+        );
     }
 
     /// Under writes that never pause, the WAL still starts over: it holds about one

@@ -120,29 +120,44 @@ pub struct Stat {
     pub oldest_pending_ms: Option<i64>,
 }
 
+/// Per page and direction, as the schema keeps them: the items pending, failed and done
+/// (summed over the count's rows: PostgreSQL keeps one per server process), and of the
+/// pending ones, how many wait for another attempt and when the first of them was stored.
+/// Read off the counts and the pending items alone (`items_waiting`, its condition word
+/// for word), not the whole history: on a box that keeps months of it, `queue stats` and
+/// `doctor` read every item kept, payloads included.
+pub(super) const KEPT_PAGES: &str = "SELECT c.page_id, c.direction,
+       CAST(SUM(CASE WHEN c.state = 'pending' THEN c.items ELSE 0 END) AS BIGINT),
+       (SELECT COUNT(*) FROM items i INDEXED BY items_waiting
+         WHERE i.state = 'pending' AND i.direction = c.direction AND i.page_id = c.page_id
+           AND i.attempts > 0),
+       CAST(SUM(CASE WHEN c.state = 'failed' THEN c.items ELSE 0 END) AS BIGINT),
+       CAST(SUM(CASE WHEN c.state = 'done' THEN c.items ELSE 0 END) AS BIGINT),
+       (SELECT i.created_at FROM items i INDEXED BY items_waiting
+         WHERE i.state = 'pending' AND i.direction = c.direction AND i.page_id = c.page_id
+         ORDER BY i.id LIMIT 1)
+  FROM item_counts c
+ GROUP BY c.page_id, c.direction HAVING SUM(c.items) > 0
+ ORDER BY c.page_id, c.direction";
+
 pub fn stats(conn: &Sql<'_>) -> Result<Vec<Stat>, DbError> {
-    let now = now_ms();
-    conn.all(
-        "SELECT page_id, direction,
-                COUNT(*) FILTER (WHERE state = 'pending'),
-                COUNT(*) FILTER (WHERE state = 'pending' AND attempts > 0),
-                COUNT(*) FILTER (WHERE state = 'failed'), COUNT(*) FILTER (WHERE state = 'done'),
-                MIN(CASE WHEN state = 'pending' THEN created_at END)
-           FROM items GROUP BY page_id, direction ORDER BY page_id, direction",
-        params![],
-        |r| {
-            let oldest: Option<i64> = r.get(6)?;
-            Ok(Stat {
-                page_id: r.get(0)?,
-                direction: r.get(1)?,
-                pending: r.get(2)?,
-                retrying: r.get(3)?,
-                failed: r.get(4)?,
-                done: r.get(5)?,
-                oldest_pending_ms: oldest.map(|t| (now - t).max(0)),
-            })
-        },
-    )
+    stats_at(conn, now_ms())
+}
+
+/// [`stats`], with the ages counted to `now` (ms).
+pub(super) fn stats_at(conn: &Sql<'_>, now: i64) -> Result<Vec<Stat>, DbError> {
+    conn.all(KEPT_PAGES, params![], |r| {
+        let oldest: Option<i64> = r.get(6)?;
+        Ok(Stat {
+            page_id: r.get(0)?,
+            direction: r.get(1)?,
+            pending: r.get(2)?,
+            retrying: r.get(3)?,
+            failed: r.get(4)?,
+            done: r.get(5)?,
+            oldest_pending_ms: oldest.map(|t| (now - t).max(0)),
+        })
+    })
 }
 
 /// What `queue list` shows.
