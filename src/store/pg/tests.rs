@@ -434,6 +434,84 @@ async fn script(
     out
 }
 
+/// The counts that server processes now gone kept in rows of their own are folded by
+/// the retention pass, at its end: the rows stay as many as the connections open, and
+/// the sums are what they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_pass_folds_the_counts_of_gone_connections() {
+    let Some((pg, storage)) = server("fold") else {
+        return;
+    };
+    let store = Store::open_postgres(&storage).unwrap();
+    store
+        .intake(
+            b"{1}".to_vec(),
+            None,
+            vec![message(1, 1, 10), message(2, 1, 10)],
+        )
+        .await
+        .unwrap();
+    // An operator's connection changes an item, and goes. (The blocking client runs
+    // off the test's runtime.)
+    let url = pg.url("fold");
+    // Rows kept by server processes that are gone.
+    let rows_of_gone = move || {
+        let url = url.clone();
+        move || -> i64 {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            client
+                .query_one(
+                    "SELECT COUNT(*) FROM item_counts
+                      WHERE backend <> 0 AND backend NOT IN (SELECT pid FROM pg_stat_activity)",
+                    &[],
+                )
+                .unwrap()
+                .get(0)
+        }
+    };
+    let url = pg.url("fold");
+    tokio::task::spawn_blocking(move || {
+        let mut other = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let gone: i32 = other
+            .query_one("SELECT pg_backend_pid()", &[])
+            .unwrap()
+            .get(0);
+        other
+            .execute(
+                "UPDATE items SET state = 'failed' WHERE dedup_key = 'mid:2.1'",
+                &[],
+            )
+            .unwrap();
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let ended: bool = client
+            .query_one("SELECT pg_terminate_backend($1, 10000)", &[&gone])
+            .unwrap()
+            .get(0);
+        assert!(ended);
+    })
+    .await
+    .unwrap();
+    let left = tokio::task::spawn_blocking(rows_of_gone()).await.unwrap();
+    assert_eq!(
+        left, 2,
+        "pending -1 and failed +1, kept by the gone connection"
+    );
+    let before = store.count_by_state().await.unwrap();
+
+    let mut steps = 0;
+    while store.prune(0, 100).await.unwrap().total() > 0 {
+        steps += 1;
+    }
+    assert_eq!(steps, 0, "nothing is old enough to go");
+    let left = tokio::task::spawn_blocking(rows_of_gone()).await.unwrap();
+    assert_eq!(left, 0, "folded at the pass's end");
+    assert_eq!(store.count_by_state().await.unwrap(), before);
+    assert_eq!(
+        before,
+        vec![("failed".to_owned(), 1), ("pending".to_owned(), 1)]
+    );
+}
+
 /// `sslmode=require`: TLS, the server's certificate verified against
 /// `storage.ca_file`; a certificate that does not chain to it is refused, and said.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
