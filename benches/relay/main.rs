@@ -9,14 +9,15 @@
 //!                                                # prints the daemon's pid to profile
 //!
 //! Phases, each against the daemon with an instant Motion: webhook intake at 1/16/64
-//! keep-alive connections from 1,000 customers, beside the **anchor** (`load::anchor`:
-//! hyper + rustls, the HMAC checked, 200, nothing stored) at the same connections; the
-//! Instagram mix; ack latency at a fixed 1,000 events/s; end to end (webhook → notify,
-//! Reply URL → Graph) at 100/s; a **burst** of new conversations (intake per window, its
-//! last against its first); a **backlog** of new conversations queued while Motion is
-//! down, then drained (against the 16-connection intake) while webhooks keep coming (their
-//! p99); footprint. Then the same on PostgreSQL when it is installed. At the end Motion's
-//! record is audited: every acknowledged message delivered once, each customer's in order.
+//! keep-alive connections from 1,000 customers, beside the **anchor** (`load::Anchor`, a
+//! process of its own: hyper + rustls, the HMAC checked, 200, nothing stored) at the same
+//! connections; the Instagram mix; ack latency at a fixed 1,000 events/s; end to end
+//! (webhook → notify, Reply URL → Graph) at 100/s; a **burst** of new conversations
+//! (intake per window, its last against its first); a **backlog** of new conversations
+//! queued while Motion is down, then drained (against the 16-connection intake) while
+//! webhooks keep coming (their p99); footprint. Then the same on PostgreSQL when it is
+//! installed. At the end Motion's record is audited: every acknowledged message delivered
+//! once, each customer's in order.
 
 mod daemon;
 mod load;
@@ -60,6 +61,13 @@ pub struct Plan {
 }
 
 fn main() {
+    if let (Some(cert), Some(key)) = (
+        std::env::var_os(load::ANCHOR_CERT),
+        std::env::var_os(load::ANCHOR_KEY),
+    ) {
+        load::run_anchor(Path::new(&cert), Path::new(&key));
+        return;
+    }
     let args: Vec<String> = std::env::args().collect();
     let short = args.iter().any(|a| a == "--short");
     let intake_only = args
@@ -155,7 +163,8 @@ async fn run(plan: Plan) -> Option<String> {
         "≤ 25 MiB",
         Some(daemon.rss_mib() <= 25.0),
     );
-    let anchor = load::anchor(&certs).await;
+    let anchor_process = load::Anchor::start(&certs);
+    let anchor = anchor_process.addr;
 
     // Intake, beside the anchor at the same connections.
     let phases = match plan.intake_only {
