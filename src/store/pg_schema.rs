@@ -373,7 +373,23 @@ mod tests {
                 )
                 .unwrap();
         }
+        // The operator's tools on a queue no daemon of this release has upgraded yet
+        // (`doctor` between installing and restarting) count from the items, and read
+        // the same from the counts once it is upgraded.
+        let storage = crate::config::StorageConfig {
+            backend: crate::config::Backend::Postgres,
+            url: Some(crate::config::Secret::new(pg.url("counts"))),
+            path: pg.dir().join("state/state.db"),
+            ..crate::config::StorageConfig::default()
+        };
+        let operator = || {
+            let mut db = crate::store::queue::open_storage(&storage).unwrap();
+            crate::store::queue::stats_at(&db.sql(), 1_000).unwrap()
+        };
+        let before_upgrade = operator();
+        assert_eq!(before_upgrade.len(), 3, "{before_upgrade:?}");
         prepare(&mut client).unwrap();
+        assert_eq!(operator(), before_upgrade);
         // Another connection (another server process) changes an item, and goes.
         let mut other = connect();
         let other_pid: i32 = other

@@ -144,9 +144,27 @@ pub fn stats(conn: &Sql<'_>) -> Result<Vec<Stat>, DbError> {
     stats_at(conn, now_ms())
 }
 
+/// The same figures counted from every item: for a PostgreSQL queue whose schema this
+/// release's daemon has not upgraded yet (the tools do not upgrade a shared schema; the
+/// first daemon started does), as `doctor` run between installing a release and
+/// restarting the daemon finds it.
+const COUNTED_PAGES: &str = "SELECT page_id, direction,
+        COUNT(*) FILTER (WHERE state = 'pending'),
+        COUNT(*) FILTER (WHERE state = 'pending' AND attempts > 0),
+        COUNT(*) FILTER (WHERE state = 'failed'), COUNT(*) FILTER (WHERE state = 'done'),
+        MIN(CASE WHEN state = 'pending' THEN created_at END)
+   FROM items GROUP BY page_id, direction ORDER BY page_id, direction";
+
 /// [`stats`], with the ages counted to `now` (ms).
 pub(super) fn stats_at(conn: &Sql<'_>, now: i64) -> Result<Vec<Stat>, DbError> {
-    conn.all(KEPT_PAGES, params![], |r| {
+    let kept = !conn.is_postgres()
+        || conn.one(
+            "SELECT to_regclass('item_counts') IS NOT NULL",
+            params![],
+            |r| r.get::<bool>(0),
+        )?;
+    let sql = if kept { KEPT_PAGES } else { COUNTED_PAGES };
+    conn.all(sql, params![], |r| {
         let oldest: Option<i64> = r.get(6)?;
         Ok(Stat {
             page_id: r.get(0)?,
