@@ -148,7 +148,7 @@ pub fn stats(conn: &Sql<'_>) -> Result<Vec<Stat>, DbError> {
 /// release's daemon has not upgraded yet (the tools do not upgrade a shared schema; the
 /// first daemon started does), as `doctor` run between installing a release and
 /// restarting the daemon finds it.
-const COUNTED_PAGES: &str = "SELECT page_id, direction,
+pub(super) const COUNTED_PAGES: &str = "SELECT page_id, direction,
         COUNT(*) FILTER (WHERE state = 'pending'),
         COUNT(*) FILTER (WHERE state = 'pending' AND attempts > 0),
         COUNT(*) FILTER (WHERE state = 'failed'), COUNT(*) FILTER (WHERE state = 'done'),
@@ -163,7 +163,11 @@ pub(super) fn stats_at(conn: &Sql<'_>, now: i64) -> Result<Vec<Stat>, DbError> {
             params![],
             |r| r.get::<bool>(0),
         )?;
-    let sql = if kept { KEPT_PAGES } else { COUNTED_PAGES };
+    stats_by(conn, if kept { KEPT_PAGES } else { COUNTED_PAGES }, now)
+}
+
+/// The figures `sql` reads ([`KEPT_PAGES`] or [`COUNTED_PAGES`]), ages counted to `now`.
+pub(super) fn stats_by(conn: &Sql<'_>, sql: &str, now: i64) -> Result<Vec<Stat>, DbError> {
     conn.all(sql, params![], |r| {
         let oldest: Option<i64> = r.get(6)?;
         Ok(Stat {

@@ -560,31 +560,7 @@ async fn the_counts_are_kept_exact_and_read_without_the_items() {
     };
     // What `queue stats` and `doctor` showed by reading every item, an hour from now.
     let now = now_ms() + 3_600_000;
-    let per_page = || -> Vec<queue::Stat> {
-        let mut statement = side
-            .prepare(
-                "SELECT page_id, direction,
-                        COUNT(*) FILTER (WHERE state = 'pending'),
-                        COUNT(*) FILTER (WHERE state = 'pending' AND attempts > 0),
-                        COUNT(*) FILTER (WHERE state = 'failed'),
-                        COUNT(*) FILTER (WHERE state = 'done'),
-                        ?1 - MIN(CASE WHEN state = 'pending' THEN created_at END)
-                   FROM items GROUP BY page_id, direction ORDER BY page_id, direction",
-            )
-            .unwrap();
-        let rows = statement.query_map([now], |r| {
-            Ok(queue::Stat {
-                page_id: r.get(0)?,
-                direction: r.get(1)?,
-                pending: r.get(2)?,
-                retrying: r.get(3)?,
-                failed: r.get(4)?,
-                done: r.get(5)?,
-                oldest_pending_ms: r.get(6)?,
-            })
-        });
-        rows.unwrap().collect::<Result<_, _>>().unwrap()
-    };
+    let per_page = || queue::stats_by(&sql::Sql::Lite(&side), queue::COUNTED_PAGES, now).unwrap();
     let check = |kept: Vec<(String, i64)>, queue: Vec<QueueStat>| {
         assert_eq!(kept, counted());
         let queue: Vec<_> = queue
