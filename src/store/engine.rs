@@ -62,8 +62,8 @@ pub struct StoreStats {
     pub tail_checkpoints: AtomicU64,
     pub tail_checkpoint_us: AtomicU64,
     /// Set by the checkpoint thread when frames written during its pass are left: the
-    /// writer copies that short tail between two batches (see [`run_checkpoints`]).
-    tail_checkpoint: AtomicBool,
+    /// writer copies that short tail between two batches (see [`super::checkpoints::run_checkpoints`]).
+    pub(super) tail_checkpoint: AtomicBool,
     /// Since when (ms) and why writes fail, until one succeeds again: `/readyz`.
     write_failure: std::sync::Mutex<Failures>,
 }
@@ -88,7 +88,7 @@ pub struct DurableTimes {
     pub sync_us: AtomicU64,
 }
 
-fn add_us(total: &AtomicU64, took: std::time::Duration, requests: usize) {
+pub(super) fn add_us(total: &AtomicU64, took: std::time::Duration, requests: usize) {
     let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
     total.fetch_add(us.saturating_mul(requests as u64), Ordering::Relaxed);
 }
@@ -208,7 +208,7 @@ impl Store {
         let alive = Arc::downgrade(&stats);
         std::thread::Builder::new()
             .name("store-checkpoint".into())
-            .spawn(move || run_checkpoints(checkpointer, alive))
+            .spawn(move || super::checkpoints::run_checkpoints(checkpointer, alive))
             .map_err(|e| open_err(e.to_string()))?;
         Ok(Store {
             tx,
@@ -413,45 +413,6 @@ fn private_files(path: &Path) -> Result<(), String> {
     }
 }
 
-/// How often the WAL is copied back into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// Checkpoints the WAL in PASSIVE mode (never blocking the writer) until the store is
-/// dropped.
-///
-/// SQLite starts the WAL over only when a write transaction begins with every frame
-/// copied back. Under steady load a checkpoint beside the writer never gets there (frames
-/// keep coming while it copies) and the WAL grew without end: 2 GB in 12 s in the
-/// benchmark, every commit appending to a growing file. So this thread copies the bulk,
-/// and when frames written meanwhile are left, asks the writer to copy that short tail
-/// itself between two batches; its next transaction then rewrites the WAL from the start.
-fn run_checkpoints(conn: Connection, alive: std::sync::Weak<StoreStats>) {
-    let _ = conn.busy_timeout(std::time::Duration::from_millis(100));
-    while let Some(stats) = alive.upgrade() {
-        drop(stats);
-        std::thread::sleep(CHECKPOINT_EVERY);
-        let pass = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
-        let Some(stats) = alive.upgrade() else { break };
-        stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-        // What it reports is as of its start; whatever came in meanwhile is the tail.
-        if pass.is_ok_and(|frames| frames > 0) {
-            stats.tail_checkpoint.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
-/// The writer's part of checkpointing: the frames the checkpoint thread could not copy.
-fn checkpoint_tail(conn: &Connection, stats: &StoreStats) {
-    if stats.tail_checkpoint.swap(false, Ordering::Relaxed) {
-        let started = std::time::Instant::now();
-        let _ = conn
-            .prepare_cached("PRAGMA wal_checkpoint(PASSIVE)")
-            .and_then(|mut s| s.query_row([], |_| Ok(())));
-        stats.tail_checkpoints.fetch_add(1, Ordering::Relaxed);
-        add_us(&stats.tail_checkpoint_us, started.elapsed(), 1);
-    }
-}
-
 /// Runs one SQL statement without arguments, prepared once per connection: the store
 /// thread runs these thousands of times a second.
 fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
@@ -577,7 +538,7 @@ fn run_store_thread(
         if !relaxed.is_empty() {
             write(&conn, relaxed, stats, None);
         }
-        checkpoint_tail(&conn, stats);
+        super::checkpoints::checkpoint_tail(&conn, stats);
     }
 }
 

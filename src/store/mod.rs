@@ -21,6 +21,7 @@
 //! [`queue`] (the operator's view, from another process). No SQL runs outside this
 //! folder.
 
+mod checkpoints;
 mod claims;
 mod engine;
 mod heads;

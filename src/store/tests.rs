@@ -60,6 +60,43 @@ fn event(n: u64) -> NewItem {
     }
 }
 
+/// A database this version creates has small pages, and a payload larger than one of
+/// them is stored and handed out whole; one an earlier version made with SQLite's 4 KiB
+/// pages keeps them (WAL mode fixes the size) and works on.
+#[tokio::test]
+async fn a_new_database_has_small_pages_and_an_old_one_keeps_its_own() {
+    let page_size = |path: &Path| -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.db");
+    let earlier = Connection::open(&old).unwrap();
+    earlier.pragma_update(None, "journal_mode", "WAL").unwrap();
+    earlier.execute_batch("CREATE TABLE earlier (x)").unwrap();
+    drop(earlier);
+    assert_eq!(page_size(&old), 4096);
+    for (path, pages) in [(dir.path().join("new.db"), 2048), (old, 4096)] {
+        let store = Store::open(&path).unwrap();
+        let mut long = event(1);
+        long.payload = format!(r#"{{"text":"{}"}}"#, "é".repeat(3000));
+        store
+            .intake(b"{}".to_vec(), None, vec![long.clone()])
+            .await
+            .unwrap();
+        let (claimed, _) = store
+            .claim_heads(Direction::Inbound, now_ms(), 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].payload, long.payload);
+        drop(store);
+        assert_eq!(page_size(&path), pages, "{}", path.display());
+    }
+}
+
 /// Where a customer came from: the latest referral since their previous message, also
 /// when the referral is stored after the message it brought. Messages of a
 /// conversation that never had a referral stay out of the turns index (a leaf written
@@ -685,8 +722,8 @@ async fn the_counts_are_kept_exact_and_read_without_the_items() {
     );
 }
 
-/// Under writes that never pause, the WAL still starts over: it holds about one
-/// checkpoint interval of frames, not every frame since the store was opened.
+/// Under writes that never pause, the WAL still starts over: it holds about a second of
+/// frames, not every frame since the store was opened.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wal_starts_over_under_steady_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -709,8 +746,9 @@ async fn the_wal_starts_over_under_steady_writes() {
     // The WAL header's checkpoint sequence number counts the times it started over.
     let wal = std::fs::read(dir.path().join("state.db-wal")).unwrap();
     let restarts = u32::from_be_bytes(wal[12..16].try_into().unwrap());
+    // The writer copies the tail once a second: at every fifth pass.
     assert!(
-        restarts >= 10,
+        restarts >= 2,
         "the WAL started over {restarts} times in 15 checkpoint passes"
     );
 }
