@@ -250,18 +250,19 @@ pub fn new_customers(count: u64) -> u64 {
     NEW_CUSTOMERS.fetch_add(count, Ordering::Relaxed)
 }
 
-/// `total` new conversations — one message each from customers never seen before — as
-/// fast as `conns` connections get them acknowledged: an ad sending thousands of people
-/// to Messenger at once.
+/// New conversations — one message each from customers never seen before — as fast as
+/// `conns` connections get them acknowledged, at least `total` of them and for at least
+/// `lasting`: an ad sending thousands of people to Messenger at once. Bounded by time as
+/// well as by count so that a fast machine still reads it over several windows.
 pub async fn burst(
     addr: SocketAddr,
     tls: &tokio_rustls::TlsConnector,
     conns: usize,
     total: u64,
+    lasting: Duration,
     window: Duration,
 ) -> Burst {
-    let first = new_customers(total);
-    let next = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
     let mut senders = Vec::new();
     for _ in 0..conns {
         senders.push(connect(addr, tls).await);
@@ -269,18 +270,14 @@ pub async fn burst(
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for mut sender in senders {
-        let next = next.clone();
+        let sent = sent.clone();
         tasks.spawn(async move {
             let mut acks = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
-                let (body, sig) = webhook(first + i, "b");
-                let sent = Instant::now();
+            while sent.fetch_add(1, Ordering::Relaxed) < total || started.elapsed() < lasting {
+                let (body, sig) = webhook(new_customers(1), "b");
+                let at = Instant::now();
                 assert_eq!(post(&mut sender, body, &sig).await, 200);
-                acks.push((started.elapsed(), sent.elapsed()));
+                acks.push((started.elapsed(), at.elapsed()));
             }
             acks
         });
