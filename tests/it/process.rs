@@ -165,6 +165,27 @@ async fn under_the_journal_lines_carry_no_timestamp_of_their_own() {
     assert!(daemon.log_text().starts_with("20"), "{}", daemon.log_text());
 }
 
+/// A number of runtime threads the environment asks for (`systemctl edit`, as the
+/// README says) is read; one that is not a number of threads is said in the log, and
+/// the daemon starts with its default.
+#[tokio::test]
+async fn runtime_threads_from_the_environment_and_a_wrong_number_said() {
+    let peers = Peers::start().await;
+    let config = peers.dir.path().join("config.toml");
+    std::fs::write(&config, peers.config_toml("")).unwrap();
+    let said = "TOKIO_WORKER_THREADS is not a number of threads from 1 to 512";
+    let mut daemon = Process::start_with_env(&config, &[("TOKIO_WORKER_THREADS", "3")]);
+    assert!(daemon.terminate().success());
+    assert!(!daemon.log_text().contains(said), "{}", daemon.log_text());
+    let mut daemon = Process::start_with_env(&config, &[("TOKIO_WORKER_THREADS", "all")]);
+    assert!(daemon.terminate().success());
+    let log = daemon.log_text();
+    assert_eq!(log.matches(said).count(), 1, "{log}");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let default = format!("using {} runtime thread(s)", cores.saturating_sub(1).max(1));
+    assert!(log.contains(&default), "{default}: {log}");
+}
+
 #[tokio::test]
 async fn plain_http_behind_a_proxy_with_tls_false() {
     let peers = Peers::start().await;
