@@ -286,7 +286,7 @@ fn check_config(path: &std::path::Path, quiet: bool) -> ExitCode {
 /// The daemon's async runtime threads on `cores` cores: one per core but one, which the
 /// store's writer thread has to itself (at least one), unless `TOKIO_WORKER_THREADS`
 /// (`asked`) says how many. With one per core, as tokio does by default, the writer and
-/// the runtime took turns on the same cores: on 2 cores one runtime thread took 4–8 %
+/// the runtime took turns on the same cores: on 2 cores one runtime thread took 3–7 %
 /// more webhooks at 16 and at 64 connections than two (alternated benchmark rounds,
 /// 2026-12-05).
 fn runtime_workers(cores: usize, asked: Option<&str>) -> Result<usize, String> {
