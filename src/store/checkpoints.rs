@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use rusqlite::Connection;
 
-use super::engine::{StoreStats, add_us};
+use super::stats::{StoreStats, add_us};
 
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);

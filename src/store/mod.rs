@@ -35,6 +35,7 @@ pub mod queue;
 mod retention;
 mod schema;
 pub mod sql;
+mod stats;
 pub mod tokens;
 pub mod transfer;
 
@@ -47,7 +48,7 @@ pub use crate::model::Direction;
 pub use claims::CLAIM_LEASE;
 use claims::Claims;
 use engine::Request;
-pub use engine::{Access, StoreStats, beside, spool_dir};
+pub use engine::{Access, beside, spool_dir};
 use items::RecentBodies;
 pub(crate) use items::record_attempt;
 pub use items::{Enqueued, IntakeOutcome, Item, NewItem, NewState, QueueStat, Write};
@@ -60,6 +61,7 @@ pub use pg::{
 pub use queue::Row as ItemSummary;
 pub use retention::Pruned;
 pub use sql::DbError;
+pub use stats::StoreStats;
 pub use tokens::StoredToken;
 
 #[derive(Debug, thiserror::Error)]
