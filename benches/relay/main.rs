@@ -4,7 +4,8 @@
 //!
 //!     cargo bench --bench relay             # full run (minutes); writes docs/benchmark.md and .svg
 //!     cargo bench --bench relay -- --short  # for CI; writes target/tmp/bench/, and fails when the
-//!                                           # 16-connection ratio is under half of docs/benchmark.md's
+//!                                           # 16-connection ratio is under half of the one
+//!                                           # docs/benchmark.md records for this CPU model
 //!     cargo bench --bench relay -- --intake 64   # only intake at 64 connections, 20 s:
 //!                                                # prints the daemon's pid to profile
 //!
@@ -23,6 +24,7 @@
 mod daemon;
 mod load;
 mod nginx;
+mod records;
 mod report;
 
 use std::path::Path;
@@ -443,35 +445,14 @@ async fn run(plan: Plan) -> Option<String> {
         }
     }
     if plan.short {
-        // The daemon acknowledges a webhook after its fsync and the anchor writes nothing:
-        // a disk slower than at the recorded run by more than the gate's margin slows the
-        // daemon alone, and the gate cannot tell that from a slower daemon.
-        let disk = match (report::recorded_disk_ms(), r.disk) {
-            (Some(recorded), Some(now)) => Some((recorded, now.as_secs_f64() * 1000.0)),
-            _ => None,
-        };
-        match (report::recorded_ratio(), r.ratio(16)) {
-            (Some(recorded), Some(now)) if now < recorded / 2.0 => match disk {
-                Some((was, is)) if is > was * 2.0 => println!(
-                    "\nregression gate: NOT DECIDED. 16-connection ratio {now:.3}, under half of the {recorded:.3} recorded, but the disk anchor took {is:.2} ms against {was:.2} ms recorded ({:.1}x): the disk, not the daemon, may be what is slower. Run the short bench again.",
-                    is / was
-                ),
-                _ => failures.push(format!(
-                    "REGRESSION: intake at 16 connections is {now:.3} of the anchor, under half of the {recorded:.3} recorded in docs/benchmark.md{}",
-                    disk.map(|(was, is)| format!(" (disk anchor {is:.2} ms, recorded {was:.2} ms)"))
-                        .unwrap_or_default()
-                )),
-            },
-            (Some(recorded), Some(now)) => println!(
-                "\nregression gate: 16-connection ratio {now:.3}, recorded {recorded:.3} (fails under {:.3}){}",
-                recorded / 2.0,
-                disk.map(|(was, is)| format!("; disk anchor {is:.2} ms, recorded {was:.2} ms"))
-                    .unwrap_or_default()
-            ),
-            _ => failures.push(format!(
-                "docs/benchmark.md has no '{}' row to compare with: run the full benchmark (cargo bench --bench relay) and commit what it writes",
-                report::GATE_ROW
-            )),
+        let disk_ms = r.disk.map(|d| d.as_secs_f64() * 1000.0);
+        match r
+            .ratio(16)
+            .map(|ratio| records::judge(&report::recorded(), &report::cpu_model(), ratio, disk_ms))
+        {
+            Some(Ok(line)) => println!("\n{line}"),
+            Some(Err(failure)) => failures.push(failure),
+            None => failures.push("the 16-connection intake was not measured".into()),
         }
     }
     report::write_reports(&plan, &r);

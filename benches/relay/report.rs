@@ -9,10 +9,11 @@ use fb_openchannel::sim::motion::SimMotion;
 
 use crate::Plan;
 use crate::load::DAEMON_ACKED;
+use crate::records::{self, Record};
 
-/// The row the regression gate reads back from docs/benchmark.md.
+/// The row of the regression gate's figure (recorded by CPU model: see [`crate::records`]).
 pub const GATE_ROW: &str = "intake, 16 connections: ratio to the anchor";
-/// The disk's anchor beside the gate's figure, also read back.
+/// The disk's anchor beside the gate's figure.
 pub const DISK_ROW: &str =
     "disk anchor: 32 KiB written and fsynced beside the database, middle of 64 (16-conn. rounds)";
 
@@ -133,29 +134,23 @@ pub fn audit(motion: &SimMotion) -> Result<usize, String> {
     }
 }
 
-/// The 16-connection ratio recorded by the last full run, in docs/benchmark.md.
-pub fn recorded_ratio() -> Option<f64> {
-    recorded(GATE_ROW)
+/// The records of the last full run on each CPU model, in docs/benchmark.md.
+pub fn recorded() -> Vec<Record> {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmark.md"))
+        .map(|text| records::parse(&text))
+        .unwrap_or_default()
 }
 
-/// The disk anchor (ms) recorded beside it.
-pub fn recorded_disk_ms() -> Option<f64> {
-    recorded(DISK_ROW)
-}
-
-/// The first number of a row of docs/benchmark.md.
-fn recorded(row: &str) -> Option<f64> {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmark.md"))
-            .ok()?;
-    let line = text.lines().find(|l| l.contains(row))?;
-    // "0.086", "0.086 (median of …)", "0.21 ms".
-    line.split('|')
-        .nth(2)?
-        .split_whitespace()
-        .next()?
-        .parse()
+/// This machine's CPU model, as /proc/cpuinfo names it.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
         .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default()
 }
 
 pub fn write_reports(plan: &Plan, r: &Results) {
@@ -165,14 +160,7 @@ pub fn write_reports(plan: &Plan, r: &Results) {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("docs")
     };
     std::fs::create_dir_all(&out).unwrap();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
+    let cpu = cpu_model();
     let mut md = String::new();
     md.push_str("# Benchmark\n\n");
     md.push_str(&format!(
@@ -190,6 +178,24 @@ pub fn write_reports(plan: &Plan, r: &Results) {
         md.push_str(&format!("| {what} | {value} | {target}{mark} |\n"));
     }
     md.push_str("\n![intake throughput](benchmark.svg)\n");
+    // A full run replaces its CPU model's record for the gate and keeps the others'.
+    let kept = recorded();
+    let table = match (plan.short, r.ratio(16)) {
+        (false, Some(ratio)) => records::with(
+            kept,
+            Record {
+                cpu,
+                ratio,
+                disk_ms: r.disk.map(|d| d.as_secs_f64() * 1000.0),
+                when: fb_openchannel::time::timestamp(fb_openchannel::time::now_ms())
+                    .chars()
+                    .take(16)
+                    .collect(),
+            },
+        ),
+        _ => kept,
+    };
+    md.push_str(&records::render(&table));
     std::fs::write(out.join("benchmark.md"), md).unwrap();
     std::fs::write(out.join("benchmark.svg"), svg(&r.intake)).unwrap();
     println!("\nwritten: {}", out.join("benchmark.md").display());

@@ -6,6 +6,7 @@ mod certificates;
 mod cli;
 mod delivery;
 mod faults;
+mod gate_records;
 mod harness;
 mod hostile;
 mod instagram;
@@ -14,7 +15,10 @@ mod messenger;
 mod operator;
 mod privileged;
 mod process;
+// The benchmark's record for its regression gate: tested in gate_records.rs.
 mod reconcile;
+#[path = "../../benches/relay/records.rs"]
+mod records;
 mod replies;
 mod service;
 mod setup;
