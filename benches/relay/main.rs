@@ -119,7 +119,7 @@ fn main() {
 async fn drained(motion: &SimMotion) {
     let acked = DAEMON_ACKED.load(Ordering::Relaxed) as usize;
     motion
-        .wait_for_notifies(acked, Duration::from_secs(600))
+        .wait_for_count(acked, Duration::from_secs(600))
         .await
         .unwrap();
 }
@@ -472,7 +472,7 @@ async fn end_to_end(
     tls: &tokio_rustls::TlsConnector,
 ) {
     drained(motion).await;
-    let before = motion.notifies().len();
+    let before = motion.count();
     let n = (100.0 * plan.e2e_secs) as usize;
     let mut sender = connect(daemon.public, tls).await;
     let mut sent_at = Vec::new();
@@ -484,12 +484,13 @@ async fn end_to_end(
         acked(1);
         tokio::time::sleep_until(due.into()).await;
     }
-    let notes = motion
-        .wait_for_notifies(before + n, Duration::from_secs(60))
+    motion
+        .wait_for_count(before + n, Duration::from_secs(60))
         .await
         .unwrap();
+    let notes = motion.notifies_from(before);
     let mut e2e = Vec::new();
-    for note in &notes[before..] {
+    for note in &notes {
         if let Some(i) = note
             .notify
             .body
@@ -655,12 +656,12 @@ async fn backlog(
     }
 
     // The first half drains alone; during the second, 64 connections keep sending.
-    let before = motion.notifies().len();
+    let before = motion.count();
     motion.set_mode(Mode::Accept);
     motion.up().await;
     let drain_started = Instant::now();
     motion
-        .wait_for_notifies(before + queued as usize / 2, Duration::from_secs(600))
+        .wait_for_count(before + queued as usize / 2, Duration::from_secs(600))
         .await
         .unwrap();
     let half = drain_started.elapsed();

@@ -202,8 +202,21 @@ impl SimMotion {
             .expect("rebind the simulated Motion's port");
     }
 
+    /// Every notify recorded so far: a copy of the whole record, so not for a loop or
+    /// a timed wait (see [`SimMotion::count`], [`SimMotion::wait_for_count`]).
     pub fn notifies(&self) -> Vec<RecordedNotify> {
         self.state.notifies.lock().unwrap().clone()
+    }
+
+    /// The recorded notifies from the `from`-th on (a copy of those only).
+    pub fn notifies_from(&self, from: usize) -> Vec<RecordedNotify> {
+        let list = self.state.notifies.lock().unwrap();
+        list.get(from..).unwrap_or_default().to_vec()
+    }
+
+    /// How many notifies have been recorded, without copying them.
+    pub fn count(&self) -> usize {
+        *self.state.count.borrow()
     }
 
     pub fn uploads(&self) -> Vec<StoredFile> {
@@ -270,16 +283,24 @@ impl SimMotion {
         n: usize,
         timeout: Duration,
     ) -> Result<Vec<RecordedNotify>, String> {
+        self.wait_for_count(n, timeout).await?;
+        Ok(self.notifies())
+    }
+
+    /// Waits until at least `n` notifies have been recorded, or `timeout` passes, and
+    /// copies nothing: a timed wait measures the daemon, not a copy of the whole record
+    /// (over a million notifies by the benchmark's drain, a good part of a second).
+    pub async fn wait_for_count(&self, n: usize, timeout: Duration) -> Result<(), String> {
         let mut rx = self.state.count.subscribe();
         match tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await {
-            Ok(_) => Ok(self.notifies()),
+            Ok(_) => Ok(()),
             Err(_) => {
-                let got = self.notifies();
+                let list = self.state.notifies.lock().unwrap();
                 let last: Vec<&String> =
-                    got.iter().rev().take(10).map(|n| &n.notify.body).collect();
+                    list.iter().rev().take(10).map(|n| &n.notify.body).collect();
                 Err(format!(
                     "expected {n} notifies within {timeout:?}, got {}; the last ones: {last:?}",
-                    got.len()
+                    list.len()
                 ))
             }
         }
@@ -469,4 +490,48 @@ async fn read_multipart_file(req: &Request<Bytes>) -> Option<StoredFile> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counting and waiting read the number recorded and copy nothing; a wait that is
+    /// not met says how many came and which were last.
+    #[tokio::test]
+    async fn counts_and_waits_without_copying_the_record() {
+        crate::http_client::install_crypto_provider();
+        let motion = SimMotion::start("key").await.unwrap();
+        let client = reqwest::Client::new();
+        for body in ["one", "two", "three"] {
+            let sent = client
+                .post(motion.receive_url(1))
+                .json(&serde_json::json!({"from": "42", "mapKey": "facebook", "body": body}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(sent.status(), 200);
+        }
+        assert_eq!(motion.count(), 3);
+        motion
+            .wait_for_count(3, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let later: Vec<String> = motion
+            .notifies_from(1)
+            .into_iter()
+            .map(|n| n.notify.body)
+            .collect();
+        assert_eq!(later, ["two", "three"]);
+        assert!(motion.notifies_from(9).is_empty());
+
+        let error = motion
+            .wait_for_count(4, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(
+            error.contains("got 3") && error.contains(r#"["three", "two", "one"]"#),
+            "{error}"
+        );
+    }
 }
