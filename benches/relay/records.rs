@@ -40,21 +40,45 @@ pub fn parse(text: &str) -> Vec<Record> {
         .skip(2)
         .take_while(|l| l.starts_with('|'));
     rows.filter_map(|row| {
-        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let cells = cells(row);
         // "", cpu, ratio, disk, when, "".
         if cells.len() != 6 || cells[1].is_empty() {
             return None;
         }
         let number = |cell: &str| cell.split_whitespace().next()?.parse::<f64>().ok();
-        let ratio = number(cells[2]).filter(|r| r.is_finite() && *r > 0.0)?;
+        let ratio = number(&cells[2]).filter(|r| r.is_finite() && *r > 0.0)?;
         Some(Record {
-            cpu: cells[1].to_owned(),
+            cpu: cells[1].clone(),
             ratio,
-            disk_ms: number(cells[3]),
-            when: cells[4].to_owned(),
+            disk_ms: number(&cells[3]),
+            when: cells[4].clone(),
         })
     })
     .collect()
+}
+
+/// A table row's cells, trimmed: split at each `|` that is not written `\|` (a `|` in
+/// the text of a cell, as [`cell`] writes it), which becomes `|` again.
+fn cells(row: &str) -> Vec<String> {
+    let mut cells = vec![String::new()];
+    let mut chars = row.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'|') => {
+                chars.next();
+                cells.last_mut().expect("never empty").push('|');
+            }
+            '|' => cells.push(String::new()),
+            c => cells.last_mut().expect("never empty").push(c),
+        }
+    }
+    cells.iter().map(|c| c.trim().to_owned()).collect()
+}
+
+/// Text as a table cell writes it: a `|` in it as `\|`, so that it does not end the cell
+/// (and a CPU model whose name has one still finds its own row).
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
 }
 
 /// The records with `new` in place of the one of its CPU model (or added), by model.
@@ -74,9 +98,9 @@ pub fn render(records: &[Record]) -> String {
         let disk = r.disk_ms.map(|d| format!("{d:.2} ms")).unwrap_or_default();
         md.push_str(&format!(
             "| {} | {:.3} | {disk} | {} |\n",
-            r.cpu.replace('|', "/"),
+            cell(&r.cpu),
             r.ratio,
-            r.when.replace('|', "/")
+            cell(&r.when)
         ));
     }
     md

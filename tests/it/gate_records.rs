@@ -95,3 +95,17 @@ fn a_disk_twice_as_slow_as_recorded_leaves_a_low_ratio_undecided() {
         "{fail}"
     );
 }
+
+#[test]
+fn a_cpu_model_with_a_bar_in_its_name_finds_its_own_row() {
+    let odd = "Vendor | Model 9";
+    let records = with(
+        vec![record(INTEL, 0.134, None)],
+        record(odd, 0.2, Some(0.1)),
+    );
+    let file = format!("# Benchmark\n{}", render(&records));
+    assert!(file.contains(r"| Vendor \| Model 9 | 0.200 |"), "{file}");
+    assert_eq!(parse(&file), records);
+    // Judged against its own 0.2 (fails under 0.1), not Intel's 0.134.
+    assert!(judge(&parse(&file), odd, 0.09, None).is_err());
+}
