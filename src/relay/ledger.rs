@@ -249,6 +249,7 @@ mod tests {
                     item,
                     result: None,
                     at: 6,
+                    earlier_attempts: false,
                 },
             )
             .await;

@@ -170,6 +170,7 @@ pub async fn record(
                         item: item.id,
                         result: delivered.result,
                         at: now,
+                        earlier_attempts: item.attempts > 0,
                     },
                 )
                 .await;

@@ -107,10 +107,14 @@ pub enum Write {
         at: i64,
     },
     /// The item is delivered, with what it produced (JSON), if anything.
+    /// `earlier_attempts`: whether attempts before this one may be on record, whose
+    /// story this delivery ends (false when the claim said this was the first: its
+    /// attempt row is then not looked for, a statement less per event).
     Delivered {
         item: i64,
         result: Option<String>,
         at: i64,
+        earlier_attempts: bool,
     },
     /// Another attempt at `next_at` (ms).
     RetryAt {
@@ -171,17 +175,27 @@ fn write_one(conn: &Sql<'_>, write: &Write) -> Result<(), DbError> {
             params![*page_id, *object_id, *item, *at],
             None,
         ),
-        Write::Delivered { item, result, at } => {
+        Write::Delivered {
+            item,
+            result,
+            at,
+            earlier_attempts,
+        } => {
             // Delivered at the first attempt, the item's own row says all an attempt row
             // would (when: `updated_at`), and `queue show` reads it from there; the row is
             // written when earlier attempts are on record, to end their story. That is
-            // an insert less per event, the commonest case by far. (Not `RETURNING`:
-            // SQLite builds a temporary B-tree for it at every run.)
+            // an insert less per event, the commonest case by far, and when the claim
+            // said it was the first attempt, the statement that looks for them does not
+            // run either. (Not `RETURNING`: SQLite builds a temporary B-tree for it at
+            // every run.)
             conn.exec(
                 "UPDATE items SET state = 'done', attempts = attempts + 1, result = ?2,
                         updated_at = ?3 WHERE id = ?1",
                 params![*item, *result, *at],
             )?;
+            if !earlier_attempts {
+                return Ok(());
+            }
             return conn
                 .exec(
                     "INSERT INTO attempts (item_id, at, outcome, error)
@@ -419,6 +433,7 @@ impl Store {
             item: id,
             result,
             at: now_ms(),
+            earlier_attempts: true,
         }])
         .await
     }

@@ -120,6 +120,8 @@ async fn hot_paths(store: &Store, round: &str) {
                         item: item.id,
                         result: Some("{}".into()),
                         at: now,
+                        // So that the attempt row's statement runs, and is watched.
+                        earlier_attempts: true,
                     },
                 ],
                 1 => vec![Write::RetryAt {
