@@ -26,6 +26,7 @@ mod load;
 mod nginx;
 mod records;
 mod report;
+mod rundirs;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -127,10 +128,13 @@ async fn drained(motion: &SimMotion) {
 /// Runs every phase; returns why the run must fail (a regression against the recorded
 /// ratio, or a message lost, doubled or out of order), if it must.
 async fn run(plan: Plan) -> Option<String> {
-    let dir = tempfile::Builder::new()
-        .prefix("fbo-bench")
-        .tempdir()
-        .unwrap();
+    let (dir, removed) = rundirs::create(&std::env::temp_dir()).unwrap();
+    for gone in removed {
+        println!(
+            "removed {}, left by a run that was interrupted",
+            gone.display()
+        );
+    }
     let certs = tls::generate(dir.path()).unwrap();
     let graph = SimGraph::start().await.unwrap();
     graph.add_page(PAGE, TOKEN);

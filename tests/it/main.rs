@@ -2,6 +2,7 @@
 //! and Motion servers. One test binary with modules, to keep build times down.
 
 mod app_review;
+mod bench_dirs;
 mod certificates;
 mod cli;
 mod delivery;
@@ -20,6 +21,9 @@ mod reconcile;
 #[path = "../../benches/relay/records.rs"]
 mod records;
 mod replies;
+// The benchmark's working directories: tested in bench_dirs.rs.
+#[path = "../../benches/relay/rundirs.rs"]
+mod rundirs;
 mod service;
 mod setup;
 mod shared_queue;
