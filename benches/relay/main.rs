@@ -26,7 +26,6 @@ mod load;
 mod nginx;
 mod records;
 mod report;
-mod rundirs;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,12 +34,15 @@ use std::time::{Duration, Instant};
 
 use fb_openchannel::sim::facebook::SimGraph;
 use fb_openchannel::sim::motion::{Mode, SimMotion, reply_body};
-use fb_openchannel::sim::tls;
+use fb_openchannel::sim::{rundirs, tls};
 
 use daemon::{Daemon, write_config};
 use load::{DAEMON_ACKED, acked, connect, load, percentiles, post};
 use report::{Results, ms};
 
+/// How the benchmark's working directories begin, in the system's temporary directory: a
+/// run keeps its databases there, and removes those that interrupted runs left.
+const BENCH_DIRS: &str = "fbo-bench";
 const SECRET: &str = "bench-app-secret";
 const PAGE: &str = "1234567890";
 const TOKEN: &str = "bench-page-token";
@@ -128,7 +130,7 @@ async fn drained(motion: &SimMotion) {
 /// Runs every phase; returns why the run must fail (a regression against the recorded
 /// ratio, or a message lost, doubled or out of order), if it must.
 async fn run(plan: Plan) -> Option<String> {
-    let (dir, removed) = rundirs::create(&std::env::temp_dir()).unwrap();
+    let (dir, removed) = rundirs::create(&std::env::temp_dir(), BENCH_DIRS).unwrap();
     for gone in removed {
         println!(
             "removed {}, left by a run that was interrupted",

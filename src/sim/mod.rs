@@ -7,4 +7,5 @@ pub mod facebook;
 pub mod http;
 pub mod motion;
 pub mod postgres;
+pub mod rundirs;
 pub mod tls;

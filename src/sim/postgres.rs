@@ -10,6 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::rundirs;
+
+/// How the private servers' directories begin, in the system's temporary directory.
+pub const PREFIX: &str = "fbo-pg";
+
 /// A running private server.
 pub struct PrivatePostgres {
     dir: tempfile::TempDir,
@@ -65,10 +70,23 @@ impl PrivatePostgres {
         };
         let root = unsafe { libc::geteuid() } == 0;
         let run_as = root.then(|| "postgres".to_owned());
-        let dir = tempfile::Builder::new()
-            .prefix("fbo-pg")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        // A test or benchmark that was killed left its server running: stop it, and
+        // remove its directory, before making another.
+        let left = rundirs::sweep(&std::env::temp_dir(), PREFIX, |dir| {
+            let data = dir.join("data");
+            if data.join("postmaster.pid").exists() {
+                let data = data.to_str().unwrap_or_default();
+                let stop = ["-D", data, "-m", "immediate", "-w", "stop"];
+                let _ = run_program(&bin, run_as.as_deref(), dir, "pg_ctl", &stop);
+            }
+        });
+        for dir in left {
+            eprintln!(
+                "stopped the PostgreSQL server of {} and removed it: its test or benchmark was interrupted",
+                dir.display()
+            );
+        }
+        let (dir, _) = rundirs::create(&std::env::temp_dir(), PREFIX).map_err(|e| e.to_string())?;
         if let Some(user) = &run_as {
             chown_to(dir.path(), user)?;
         }
@@ -123,28 +141,13 @@ impl PrivatePostgres {
 
     /// Runs one of the server's programs (as the server's user when we are root).
     fn run(&self, program: &str, args: &[&str]) -> Result<String, String> {
-        let exe = self.bin.join(program);
-        let mut command = match &self.run_as {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(&exe);
-                c
-            }
-            None => Command::new(&exe),
-        };
-        let out = command
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{program} failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        run_program(
+            &self.bin,
+            self.run_as.as_deref(),
+            self.dir.path(),
+            program,
+            args,
+        )
     }
 
     /// Starts the server (again, after [`PrivatePostgres::crash`]); returns once it
@@ -285,6 +288,38 @@ impl Drop for PrivatePostgres {
     fn drop(&mut self) {
         let _ = self.crash();
     }
+}
+
+/// Runs `program` of the server's binaries in `dir` (as `run_as` when given).
+fn run_program(
+    bin: &Path,
+    run_as: Option<&str>,
+    dir: &Path,
+    program: &str,
+    args: &[&str],
+) -> Result<String, String> {
+    let exe = bin.join(program);
+    let mut command = match run_as {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--"]).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let out = command
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{program} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn chown_to(dir: &Path, user: &str) -> Result<(), String> {

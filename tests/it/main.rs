@@ -2,7 +2,6 @@
 //! and Motion servers. One test binary with modules, to keep build times down.
 
 mod app_review;
-mod bench_dirs;
 mod certificates;
 mod cli;
 mod delivery;
@@ -16,14 +15,12 @@ mod messenger;
 mod operator;
 mod privileged;
 mod process;
-// The benchmark's record for its regression gate: tested in gate_records.rs.
 mod reconcile;
+// The benchmark's record for its regression gate: tested in gate_records.rs.
 #[path = "../../benches/relay/records.rs"]
 mod records;
 mod replies;
-// The benchmark's working directories: tested in bench_dirs.rs.
-#[path = "../../benches/relay/rundirs.rs"]
-mod rundirs;
+mod run_dirs;
 mod service;
 mod setup;
 mod shared_queue;

@@ -1,9 +1,13 @@
-//! The benchmark's working directories (benches/relay/rundirs.rs): a run removes what
-//! interrupted runs left, and nothing else.
+//! Working directories that name their owner (`sim::rundirs`): the benchmark's, and the
+//! private PostgreSQL servers'. A new one removes what interrupted runs left, stopping a
+//! server still running from it, and touches nothing else.
 
 use std::path::Path;
 
-use crate::rundirs::{OWNER, PREFIX, create, sweep};
+use fb_openchannel::sim::postgres::{PrivatePostgres, SKIPPED};
+use fb_openchannel::sim::rundirs::{OWNER, create, sweep};
+
+const PREFIX: &str = "fbo-bench";
 
 /// A process id that no longer runs: a child that has exited and been waited for.
 fn gone_pid() -> u32 {
@@ -45,7 +49,7 @@ fn a_run_removes_the_directories_of_interrupted_runs_and_nothing_else() {
     let file = p.join(format!("{PREFIX}file"));
     std::fs::write(&file, gone.as_bytes()).unwrap();
 
-    let (mine, removed) = create(p).unwrap();
+    let (mine, removed) = create(p, PREFIX).unwrap();
     assert_eq!(removed, std::slice::from_ref(&interrupted));
     assert!(!interrupted.exists());
     for kept in [&running, &unmarked, &garbled, &someone_elses, &target] {
@@ -67,6 +71,52 @@ fn a_run_removes_the_directories_of_interrupted_runs_and_nothing_else() {
             .to_string_lossy()
             .starts_with(PREFIX)
     );
-    assert!(sweep(p).is_empty());
+    let mut stopped = Vec::new();
+    assert!(sweep(p, PREFIX, |d| stopped.push(d.to_owned())).is_empty());
+    assert!(stopped.is_empty(), "{stopped:?}");
     assert!(mine.path().exists());
+}
+
+/// Whether process `pid` has ended (gone, or a zombie its parent has not reaped yet).
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+#[test]
+fn a_private_postgresql_left_running_by_an_interrupted_test_is_stopped_and_removed() {
+    let Some(left) = PrivatePostgres::start().unwrap() else {
+        eprintln!("{SKIPPED}");
+        return;
+    };
+    let dir = left.dir().to_owned();
+    let postmaster: u32 = std::fs::read_to_string(dir.join("data/postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!ended(postmaster));
+    // Its owner was killed: nothing stopped the server or removed the directory.
+    std::fs::write(dir.join(OWNER), gone_pid().to_string()).unwrap();
+    std::mem::forget(left);
+
+    let next = PrivatePostgres::start().unwrap().unwrap();
+    assert!(!dir.exists(), "{} was left", dir.display());
+    // `pg_ctl -w stop` returned once the server removed its pid file, on its way out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ended(postmaster) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(ended(postmaster), "the server {postmaster} still runs");
+    // The new server is this process's, and runs.
+    let owner = std::fs::read_to_string(next.dir().join(OWNER)).unwrap();
+    assert_eq!(owner, std::process::id().to_string());
+    next.create_database("after").unwrap();
 }
