@@ -374,6 +374,17 @@ impl Daemon {
         for task in self.tasks {
             let _ = task.await;
         }
+        // On a shared queue, what this node still leases would wait out its leases.
+        match self.shared.store.end_leases().await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                leases = n,
+                "stopping: ended this node's {n} lease(s) on the shared queue; the other nodes (or this one started again) take those conversations at once"
+            ),
+            Err(e) => warn!(
+                "stopping: cannot end this node's leases on the shared queue ({e}); the other nodes take those conversations when the leases run out (storage.lease)"
+            ),
+        }
         info!("stopped cleanly");
     }
 }

@@ -222,6 +222,19 @@ impl Store {
         outcome
     }
 
+    /// Ends every lease this node holds on a shared queue (none on SQLite), once its
+    /// deliveries have ended at a clean stop: another node, or this one started again,
+    /// takes those conversations at once instead of after `storage.lease`. Returns how
+    /// many there were: those of deliveries cut at the stop, and of releases still on
+    /// their way.
+    pub async fn end_leases(&self) -> Result<u64, StoreError> {
+        let Some(shared) = self.shared.clone() else {
+            return Ok(0);
+        };
+        self.call(Access::Durable, move |conn| shared.end_leases(conn))
+            .await
+    }
+
     /// Ends the claim on a conversation: its next item may go out.
     pub fn release(&self, direction: Direction, page_id: &str, conversation: &ConversationKey) {
         let token = self.claims.release(direction, page_id, conversation);

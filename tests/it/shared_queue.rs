@@ -303,3 +303,65 @@ async fn a_hung_postgres_gets_webhooks_a_503_within_seconds_and_readyz_names_it(
     all_received(&peers, &acknowledged).await;
     check_delivery(&peers, &acknowledged);
 }
+
+/// A node stopped while a delivery was in flight (a rolling restart, an upgrade): its
+/// lease on that conversation used to stay until `storage.lease` ran out, and the
+/// conversation waited that long on the other node (21 conversations for 30 s in the
+/// benchmark's PostgreSQL column). A clean stop now ends its leases, and the other node
+/// delivers at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_cleanly_hands_its_conversations_on_at_once() {
+    use fb_openchannel::sim::motion::Mode;
+    let Some(pg) = postgres("handover") else {
+        return;
+    };
+    let peers = Peers::start().await;
+    let url = pg.url("handover");
+    // A lease far longer than the test waits: what is handed on is not waited out.
+    let long_lease = |name: &str| {
+        let path = node_config(&peers, &url, name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("lease = \"3s\"", "lease = \"10m\"")).unwrap();
+        path
+    };
+    let (a_config, b_config) = (long_lease("a"), long_lease("b"));
+    let mut a = Process::start(&a_config);
+    // Motion takes the notify and never answers: A's delivery is in flight as it stops.
+    peers.motion.set_mode(Mode::Hang);
+    let (text, body) = message(0, 0);
+    assert_eq!(
+        sender(&peers, &a).send(body.as_bytes()).await.unwrap().0,
+        200
+    );
+    crate::wait_until("A's notify reaches Motion", WAIT, || async {
+        peers.motion.requests() >= 1
+    })
+    .await;
+    // Its delivery is cut at the end of the stop's drain, with the conversation leased.
+    assert!(a.terminate().success(), "{}", a.log_text());
+    assert!(
+        a.log_text()
+            .contains("ended this node's 1 lease(s) on the shared queue"),
+        "{}",
+        a.log_text()
+    );
+    let leases = tokio::task::spawn_blocking(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client
+            .query_one("SELECT COUNT(*) FROM claims", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+    })
+    .await
+    .unwrap();
+    assert_eq!(leases, 0, "leases left by a node that stopped cleanly");
+
+    peers.motion.set_mode(Mode::Accept);
+    let b = Process::start(&b_config);
+    peers
+        .motion
+        .wait_for_count(1, std::time::Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|e| panic!("not handed on: {e}; B's log:\n{}", b.log_text()));
+    assert_eq!(peers.motion.notifies()[0].notify.body, text);
+}

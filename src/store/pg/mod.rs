@@ -195,6 +195,14 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Removes every lease of this node (see [`Store::end_leases`]).
+    pub(super) fn end_leases(&self, conn: &Sql<'_>) -> Result<u64, DbError> {
+        let ended = conn.exec("DELETE FROM claims WHERE holder = ?1", params![self.node])?;
+        Ok(ended as u64)
+    }
+}
+
 /// Which leases each node holds now, for `doctor`.
 pub fn status(conn: &Sql<'_>, server: String) -> Result<PgStatus, DbError> {
     let schema = super::schema_version(conn)?;
