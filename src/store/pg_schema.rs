@@ -277,6 +277,17 @@ INSERT INTO item_counts (state, direction, page_id, backend, items)
      GROUP BY state, direction, page_id;
 CREATE INDEX items_waiting ON items (direction, page_id, id) WHERE state = 'pending';
 "#,
+    r#"
+-- A conversation's first pending item is read from items_pending in its order. Before
+-- the planner has statistics of items (a new database until autovacuum's first ANALYZE;
+-- perhaps also a backlog grown since the last one, not measured), both partial indexes
+-- look one page long and it took items_waiting, the smaller: every pending item of the
+-- page read and sorted to find one conversation's first, at every item written (4,400
+-- index entries a call in the benchmark's drain of 5,000). Without a sort, items_pending
+-- in order is the only plan.
+-- (A later CREATE OR REPLACE of the function must say it again: it replaces the SET.)
+ALTER FUNCTION fb_head_upkeep(TEXT, TEXT, TEXT) SET enable_sort = off;
+"#,
 ];
 
 /// The advisory lock that makes one node at a time migrate the schema.
