@@ -74,9 +74,8 @@ impl HeadRow {
     }
 }
 
-/// Heads as the queries give them, and (on a shared queue) when another node's first
-/// lease ends.
-pub(super) type Heads = (Vec<(HeadRow, i64)>, Option<i64>);
+/// Heads as the queries give them, with when each is due.
+pub(super) type Heads = Vec<(HeadRow, i64)>;
 
 /// A head: the item, and when it is due.
 pub(super) fn head(r: &SqlRow<'_>) -> Result<(Item, i64), DbError> {
@@ -102,8 +101,7 @@ impl Store {
     /// Claims the next deliverable item of each conversation that has one due (its head:
     /// the oldest pending item by Facebook time, then arrival), at most `limit`, leaving
     /// out conversations claimed already (they have an item in flight) — and says when
-    /// the next unclaimed head becomes due, if one is waiting for a retry (or, on a
-    /// shared queue, for another node's lease to end). Each claim is a lease on its
+    /// the next unclaimed head becomes due, if one is waiting for a retry. Each claim is a lease on its
     /// conversation until [`Store::release`] (or [`CLAIM_LEASE`] passes): no two workers
     /// ever hold one conversation.
     pub async fn claim_heads(
@@ -132,7 +130,7 @@ impl Store {
                 // Enough rows to fill `limit` after skipping the claimed ones, plus one more
                 // to learn when the next retry is due.
                 let want = (limit + claims.held_count(direction, now) + 1) as i64;
-                let (rows, foreign) = match &shared {
+                let rows = match &shared {
                     None => {
                         let sql = match direction {
                             Direction::Inbound => CLAIM_INBOUND,
@@ -151,7 +149,7 @@ impl Store {
                             };
                             Ok((row, r.get(3)?))
                         };
-                        (conn.all(sql, params![want], key)?, None)
+                        conn.all(sql, params![want], key)?
                     }
                     Some(shared) => shared.heads(conn, direction, now, want)?,
                 };
@@ -203,11 +201,6 @@ impl Store {
                         continue;
                     }
                     items.push(item);
-                }
-                // Another node delivers some conversations: look again when its first lease
-                // ends (if it died, its conversations are ours then).
-                if let Some(until) = foreign {
-                    next_due = Some(next_due.map_or(until, |due: i64| due.min(until)));
                 }
                 Ok((items, next_due))
             })

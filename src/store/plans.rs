@@ -434,6 +434,7 @@ async fn hot_statements_are_served_by_indexes_on_postgres() {
         let mut conn = super::pg::connect_for_tools(&storage)?;
         let client = &mut conn.client;
         let mut problems = head_upkeep_reads(client).map_err(|e| e.to_string())?;
+        problems.extend(claim_lease_reads(client, &big)?);
         // Scans and sorts priced out of reach: a plan that still has one has no index
         // to do without it. (Tables this small would otherwise be scanned anyway.)
         client
@@ -467,18 +468,14 @@ async fn hot_statements_are_served_by_indexes_on_postgres() {
 /// with no statistics: a few, whatever the backlog, or a problem.
 fn head_upkeep_reads(client: &mut postgres::Client) -> Result<Vec<String>, postgres::Error> {
     let mut tx = client.transaction()?;
+    let pending = ["items_waiting", "items_pending"];
+    let before = entries_read(&mut tx, &pending)?;
     tx.execute(
         "UPDATE items SET state = 'delivered'
           WHERE id = (SELECT item_id FROM heads WHERE direction = 'in' LIMIT 1)",
         &[],
     )?;
-    let read: i64 = tx
-        .query_one(
-            "SELECT pg_stat_get_xact_tuples_returned('items_waiting'::regclass)
-                  + pg_stat_get_xact_tuples_returned('items_pending'::regclass)",
-            &[],
-        )?
-        .get(0);
+    let read = entries_read(&mut tx, &pending)? - before;
     tx.rollback()?;
     Ok(if read > 10 {
         vec![format!(
@@ -487,4 +484,67 @@ fn head_upkeep_reads(client: &mut postgres::Client) -> Result<Vec<String>, postg
     } else {
         Vec::new()
     })
+}
+
+/// The lease index entries each hot statement that reads the leases (a lease taken,
+/// ended, renewed) reads once many leases have come and gone (a lease is a row written and deleted
+/// per item), before any VACUUM: those of the conversations it looks at, not of every
+/// lease ended since.
+fn claim_lease_reads(
+    client: &mut postgres::Client,
+    big: &HashMap<String, Seen>,
+) -> Result<Vec<String>, String> {
+    const ENDED: i64 = 5_000;
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE claims SET (autovacuum_enabled = off);
+             INSERT INTO claims (direction, page_id, conversation, holder, until, token)
+                  SELECT 'in', '1', 'ended.' || n, 'gone', 0, n FROM generate_series(1, {ENDED}) n;
+             DELETE FROM claims WHERE holder = 'gone';"
+        ))
+        .map_err(|e| e.to_string())?;
+    // The claim's own anti-join still reads them all until a VACUUM (see `Shared::heads`).
+    let leases: Vec<_> = big
+        .iter()
+        .filter(|(sql, _)| sql.contains("claims") && !sql.contains("FROM heads h JOIN items i"))
+        .collect();
+    if !leases
+        .iter()
+        .any(|(sql, _)| sql.contains("INSERT INTO claims"))
+    {
+        return Err("no lease among the hot statements on PostgreSQL".into());
+    }
+    let mut problems = Vec::new();
+    for (sql, seen) in leases {
+        let read = (|| -> Result<i64, super::DbError> {
+            let mut tx = client.transaction()?;
+            let before = entries_read(&mut tx, &["claims_pkey", "claims_holder"])?;
+            watch::run_postgres(&mut tx, sql, &seen.args)?;
+            let read = entries_read(&mut tx, &["claims_pkey", "claims_holder"])? - before;
+            tx.rollback()?;
+            Ok(read)
+        })()
+        .map_err(|e| format!("{e}\n    in: {sql}"))?;
+        if read >= ENDED {
+            problems.push(format!(
+                "read {read} lease index entries, {ENDED} leases having ended since the last VACUUM\n    in: {sql}"
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// Index entries this connection has read from these indexes and not yet reported to
+/// the server's statistics: the difference across a statement is what it read.
+fn entries_read(
+    tx: &mut postgres::Transaction<'_>,
+    indexes: &[&str],
+) -> Result<i64, postgres::Error> {
+    let names: Vec<String> = indexes.iter().map(|i| i.to_string()).collect();
+    let row = tx.query_one(
+        "SELECT COALESCE(SUM(pg_stat_get_xact_tuples_returned(n::regclass)), 0)::BIGINT
+           FROM unnest($1::TEXT[]) n",
+        &[&names],
+    )?;
+    Ok(row.get(0))
 }

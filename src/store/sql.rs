@@ -444,6 +444,17 @@ pub mod watch {
         Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
     }
 
+    /// Runs a statement as the store ran it (a test counts what it reads).
+    pub fn run_postgres(
+        client: &mut impl postgres::GenericClient,
+        sql: &str,
+        args: &[Value],
+    ) -> Result<u64, super::DbError> {
+        let args: Vec<super::PgArg> = args.iter().cloned().map(super::PgArg).collect();
+        let rows = client.query(&super::for_postgres(sql), &super::pg_refs(&args))?;
+        Ok(rows.len() as u64)
+    }
+
     pub(super) fn pg(database: &str, sql: &str, args: &[&dyn ToSql]) {
         note(database, sql, (0, 0), || {
             args.iter()
