@@ -72,7 +72,15 @@ impl PrivatePostgres {
         let run_as = root.then(|| "postgres".to_owned());
         // A test or benchmark that was killed left its server running: stop it, and
         // remove its directory, before making another.
-        let left = rundirs::sweep(&std::env::temp_dir(), PREFIX, |dir| {
+        // Ours, or (as root) the server user's, to whom they are given.
+        let mut uids = vec![rundirs::effective_uid()];
+        uids.extend(
+            run_as
+                .as_deref()
+                .and_then(|user| user_ids(user).ok())
+                .map(|(uid, _)| uid),
+        );
+        let left = rundirs::sweep(&std::env::temp_dir(), PREFIX, &uids, |dir| {
             let data = dir.join("data");
             if data.join("postmaster.pid").exists() {
                 let data = data.to_str().unwrap_or_default();
@@ -323,14 +331,19 @@ fn run_program(
 }
 
 fn chown_to(dir: &Path, user: &str) -> Result<(), String> {
+    let (uid, gid) = user_ids(user)?;
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| e.to_string())
+}
+
+/// A user's uid and gid.
+fn user_ids(user: &str) -> Result<(u32, u32), String> {
     let name = std::ffi::CString::new(user).map_err(|e| e.to_string())?;
     // SAFETY: getpwnam with a valid C string; the record is read at once.
     let entry = unsafe { libc::getpwnam(name.as_ptr()) };
     if entry.is_null() {
         return Err(format!("no user {user} to run PostgreSQL as"));
     }
-    let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
-    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| e.to_string())
+    Ok(unsafe { ((*entry).pw_uid, (*entry).pw_gid) })
 }
 
 fn free_port() -> Result<u16, String> {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use fb_openchannel::sim::postgres::{PrivatePostgres, SKIPPED};
-use fb_openchannel::sim::rundirs::{OWNER, create, sweep};
+use fb_openchannel::sim::rundirs::{OWNER, create, effective_uid, sweep};
 
 const PREFIX: &str = "fbo-bench";
 
@@ -48,11 +48,23 @@ fn a_run_removes_the_directories_of_interrupted_runs_and_nothing_else() {
     // A plain file with our name.
     let file = p.join(format!("{PREFIX}file"));
     std::fs::write(&file, gone.as_bytes()).unwrap();
+    // Another user's directory of our name, looking interrupted (the temporary directory
+    // is everyone's): given away only where this test may (as root, as CI runs it).
+    let planted = (effective_uid() == 0).then(|| {
+        let dir = run_dir(p, &format!("{PREFIX}Uv12Wx"), Some(gone.clone()));
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        dir
+    });
+    if planted.is_none() {
+        eprintln!("not root: the case of another user's directory is not checked");
+    }
 
     let (mine, removed) = create(p, PREFIX).unwrap();
     assert_eq!(removed, std::slice::from_ref(&interrupted));
     assert!(!interrupted.exists());
-    for kept in [&running, &unmarked, &garbled, &someone_elses, &target] {
+    let mut kept_all = vec![&running, &unmarked, &garbled, &someone_elses, &target];
+    kept_all.extend(planted.as_ref());
+    for kept in kept_all {
         assert!(
             kept.join("state.db").exists(),
             "{} was removed",
@@ -72,7 +84,11 @@ fn a_run_removes_the_directories_of_interrupted_runs_and_nothing_else() {
             .starts_with(PREFIX)
     );
     let mut stopped = Vec::new();
-    assert!(sweep(p, PREFIX, |d| stopped.push(d.to_owned())).is_empty());
+    assert!(
+        sweep(p, PREFIX, &[effective_uid()], |d| stopped
+            .push(d.to_owned()))
+        .is_empty()
+    );
     assert!(stopped.is_empty(), "{stopped:?}");
     assert!(mine.path().exists());
 }
