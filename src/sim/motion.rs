@@ -82,6 +82,17 @@ struct State {
     requests: AtomicU64,
 }
 
+impl State {
+    /// Records a notify and counts it. The count is set while the record is still
+    /// locked: set after, a handler that pushed first could set it last, back below the
+    /// record's length, and a wait for the last notify would never end.
+    fn record(&self, notify: RecordedNotify) {
+        let mut list = self.notifies.lock().unwrap();
+        list.push(notify);
+        self.count.send_replace(list.len());
+    }
+}
+
 pub struct SimMotion {
     pub server: Arc<SimServer>,
     state: Arc<State>,
@@ -400,16 +411,12 @@ async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                     serde_json::json!({"message": "from and body are required"}),
                 );
             }
-            let mut list = state.notifies.lock().unwrap();
-            list.push(RecordedNotify {
+            state.record(RecordedNotify {
                 received_at: std::time::Instant::now(),
                 account: (*account).to_owned(),
                 query,
                 notify,
             });
-            let len = list.len();
-            drop(list);
-            state.count.send_replace(len);
             if let Mode::Bloated(bytes) = mode {
                 return respond(200, "application/json", bloat(bytes));
             }
@@ -533,5 +540,36 @@ mod tests {
             error.contains("got 3") && error.contains(r#"["three", "two", "one"]"#),
             "{error}"
         );
+    }
+
+    /// Notifies recorded at once by several handlers leave the count at the number
+    /// recorded: a handler that read the length before another's push must not set the
+    /// count back after it, or a wait for the last notify never ends (the benchmark's
+    /// drain waited its 600 s with every notify recorded).
+    #[tokio::test]
+    async fn the_count_never_falls_behind_the_record_under_concurrent_notifies() {
+        let motion = SimMotion::start("key").await.unwrap();
+        let notify = |from: usize| RecordedNotify {
+            received_at: std::time::Instant::now(),
+            account: "1".into(),
+            query: String::new(),
+            notify: serde_json::from_value(
+                serde_json::json!({"from": from.to_string(), "mapKey": "facebook", "body": "hi"}),
+            )
+            .unwrap(),
+        };
+        for round in 0..20_000 {
+            std::thread::scope(|s| {
+                for i in 0..2 {
+                    let state = &motion.state;
+                    s.spawn(move || state.record(notify(round * 2 + i)));
+                }
+            });
+            assert_eq!(
+                motion.count(),
+                motion.state.notifies.lock().unwrap().len(),
+                "round {round}: the count fell behind the record"
+            );
+        }
     }
 }

@@ -266,9 +266,10 @@ pub(super) async fn handle(state: &State, req: Request<Bytes>) -> SimResponse {
                     let recipient_id = message.recipient.get("id").cloned().unwrap_or(json!(null));
                     let id = message.message_id.clone();
                     sent.push(message);
-                    let n = sent.len();
+                    // Counted under the lock, as Motion's notifies are: counted after it,
+                    // two sends at once could leave the count one short for good.
+                    state.sent_count.send_replace(sent.len());
                     drop(sent);
-                    state.sent_count.send_replace(n);
                     json_response(200, json!({"recipient_id": recipient_id, "message_id": id}))
                 }
                 Err(why) => graph_error(400, 100, None, &why),
