@@ -288,6 +288,22 @@ CREATE INDEX items_waiting ON items (direction, page_id, id) WHERE state = 'pend
 -- (A later CREATE OR REPLACE of the function must say it again: it replaces the SET.)
 ALTER FUNCTION fb_head_upkeep(TEXT, TEXT, TEXT) SET enable_sort = off;
 "#,
+    r#"
+-- Whether another node holds a conversation: one step down the leases' key. A claim asks
+-- it of each head it reads in heads_due's order. Written in the claim as NOT EXISTS, the
+-- planner made it an anti-join that read every lease index entry of the direction, those
+-- of every lease ended since the last VACUUM included (a lease is a row written and
+-- deleted per item); written as a subquery per head, it read and sorted every head
+-- instead. A function the planner cannot see into leaves it one plan: the heads in
+-- order, each asked once, until the claim has enough.
+CREATE FUNCTION fb_leased_elsewhere(d TEXT, p TEXT, c TEXT, after BIGINT, node TEXT)
+RETURNS boolean STABLE AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM claims
+                    WHERE direction = d AND page_id = p AND conversation = c
+                      AND until > after AND holder <> node);
+END $$ LANGUAGE plpgsql;
+"#,
 ];
 
 /// The advisory lock that makes one node at a time migrate the schema.
