@@ -336,6 +336,11 @@ const MARK_TURNS: &str = "UPDATE items INDEXED BY items_pending SET turn = 1
         AND (kind = 'message' OR kind = 'postback' OR kind = 'ig_message'
              OR kind = 'ig_postback')";
 
+/// [`MARK_TURNS`] on PostgreSQL, which has no `INDEXED BY`: a function that reads the
+/// conversation's pending items in `items_pending`'s order whatever the planner knows
+/// (see the schema's migration).
+const MARK_TURNS_PG: &str = "SELECT fb_mark_turns(?1, ?2)";
+
 impl Store {
     /// Stores one verified webhook: its raw bytes and every event in it, in one
     /// transaction. Events already stored (same direction, page and dedup key) count as
@@ -404,7 +409,12 @@ impl Store {
                     outcome.duplicates += 1;
                 } else {
                     if item.direction == Direction::Inbound && item.kind.is_referral() {
-                        conn.exec(MARK_TURNS, params![item.page_id, item.conversation])?;
+                        let mark = if conn.is_postgres() {
+                            MARK_TURNS_PG
+                        } else {
+                            MARK_TURNS
+                        };
+                        conn.exec(mark, params![item.page_id, item.conversation])?;
                     }
                     outcome.new += 1;
                     if item.state == NewState::Pending {
