@@ -101,9 +101,9 @@ impl Store {
     /// Claims the next deliverable item of each conversation that has one due (its head:
     /// the oldest pending item by Facebook time, then arrival), at most `limit`, leaving
     /// out conversations claimed already (they have an item in flight) — and says when
-    /// the next unclaimed head becomes due, if one is waiting for a retry. Each claim is a lease on its
-    /// conversation until [`Store::release`] (or [`CLAIM_LEASE`] passes): no two workers
-    /// ever hold one conversation.
+    /// the next unclaimed head becomes due, if one is waiting for a retry. Each claim is
+    /// a lease on its conversation until [`Store::release`] (or [`CLAIM_LEASE`] passes):
+    /// no two workers ever hold one conversation.
     pub async fn claim_heads(
         &self,
         direction: Direction,
