@@ -500,14 +500,6 @@ fn replayed_reads(
 ) -> Result<Vec<String>, String> {
     const ENDED: i64 = 5_000;
     const MOST: i64 = 1_000;
-    client
-        .batch_execute(&format!(
-            "ALTER TABLE claims SET (autovacuum_enabled = off);
-             INSERT INTO claims (direction, page_id, conversation, holder, until, token)
-                  SELECT 'in', '1', 'ended.' || n, 'gone', 0, n FROM generate_series(1, {ENDED}) n;
-             DELETE FROM claims WHERE holder = 'gone';"
-        ))
-        .map_err(|e| e.to_string())?;
     for needed in [
         "INSERT INTO claims",
         "FROM heads h JOIN items i",
@@ -519,6 +511,26 @@ fn replayed_reads(
             ));
         }
     }
+    // Leases of this node that came and went, as its deliveries leave them.
+    let node = big
+        .iter()
+        .find(|(sql, _)| sql.contains("INSERT INTO claims"))
+        .and_then(|(_, seen)| match seen.args.get(3) {
+            Some(rusqlite::types::Value::Text(node)) => Some(node.clone()),
+            _ => None,
+        })
+        .ok_or("no node's name in the lease statement's arguments")?;
+    client
+        .batch_execute("ALTER TABLE claims SET (autovacuum_enabled = off)")
+        .and_then(|()| {
+            client.execute(
+                "INSERT INTO claims (direction, page_id, conversation, holder, until, token)
+                 SELECT 'in', '1', 'ended.' || n, $1, 0, n FROM generate_series(1, $2::BIGINT) n",
+                &[&node, &ENDED],
+            )
+        })
+        .and_then(|_| client.execute("DELETE FROM claims WHERE conversation LIKE 'ended.%'", &[]))
+        .map_err(|e| e.to_string())?;
     let tables: Vec<String> = QUEUE_TABLES.iter().map(|t| t.to_string()).collect();
     let indexes: Vec<String> = client
         .query(
