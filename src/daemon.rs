@@ -89,9 +89,13 @@ impl Daemon {
             (Some(acme_cfg), true) => {
                 let file = crate::acme::certificate_file(&config.storage.path);
                 let (certs, loaded) = CertStore::open_acme(&file);
-                let keeper =
-                    crate::acme::Acme::new(acme_cfg.get_ref(), &config.storage.path, certs.clone())
-                        .map_err(anyhow::Error::msg)?;
+                let keeper = crate::acme::Acme::new(
+                    acme_cfg.get_ref(),
+                    &config.storage.path,
+                    certs.clone(),
+                    &shared.store,
+                )
+                .map_err(anyhow::Error::msg)?;
                 match loaded {
                     Ok(()) => info!(
                         "ACME: serving the certificate in {}, valid until {}",

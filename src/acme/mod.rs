@@ -15,9 +15,12 @@
 //! `account.json` (the ACME account's key and URL, for the directory it belongs to),
 //! `certificate.pem` (the private key and the chain in one file, so that they are only
 //! ever replaced together), `status.json` (the last attempt and its failure, for
-//! `doctor`, which runs as another process).
+//! `doctor`, which runs as another process). On a shared queue (PostgreSQL) the account
+//! and the newest certificate are kept in the queue's database instead, for every node
+//! ([`shared`]); each node still serves its own copy of the certificate from the file.
 
 pub mod order;
+mod shared;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -129,17 +132,22 @@ pub fn retry_bounds(life: Option<Duration>) -> (Duration, Duration) {
 pub struct Acme {
     settings: Settings,
     dir: PathBuf,
+    /// Where the account and the proofs are kept: files, or the shared queue.
+    keeper: order::Keeper,
     certs: Arc<CertStore>,
     status: Mutex<Status>,
 }
 
 impl Acme {
     /// Makes the ACME directory (0700) beside the state database and reads the last
-    /// status; `certs` serves [`certificate_file`].
+    /// status; `certs` serves [`certificate_file`]. On a shared queue (`store` on
+    /// PostgreSQL) the nodes share the account, the certificate and the proofs through
+    /// it, and one orders at a time.
     pub fn new(
         config: &AcmeConfig,
         store_path: &Path,
         certs: Arc<CertStore>,
+        store: &crate::store::Store,
     ) -> Result<Acme, String> {
         let settings = Settings::from_config(config)?;
         let dir = dir(store_path);
@@ -149,9 +157,24 @@ impl Acme {
             .unwrap_or_default();
         status.directory = settings.directory.clone();
         status.next_attempt = None;
+        let keeper = match store.acme_node() {
+            Some(_) => {
+                certs.set_challenge_lookup(
+                    settings
+                        .domains
+                        .iter()
+                        .map(|d| d.as_str().to_owned())
+                        .collect(),
+                    shared::proof_lookup(store.clone()),
+                );
+                order::Keeper::Shared(store.clone())
+            }
+            None => order::Keeper::Files(dir.clone()),
+        };
         Ok(Acme {
             settings,
             dir,
+            keeper,
             certs,
             status: Mutex::new(status),
         })
@@ -174,18 +197,22 @@ impl Acme {
     /// does not cover every configured name, or when its renewal time has come.
     pub fn due_in(&self, now: i64) -> Duration {
         let facts = self.certs.facts();
-        let covers = self.settings.domains.iter().all(|d| {
-            facts
-                .names
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(d.as_str()))
-        });
-        if facts.not_after == 0 || !covers {
+        if facts.not_after == 0 || !self.covers(&facts) {
             return Duration::ZERO;
         }
         Duration::from_secs(
             u64::try_from(renew_at(facts.not_before, facts.not_after) - now).unwrap_or(0),
         )
+    }
+
+    /// Whether a certificate is for every configured name.
+    fn covers(&self, facts: &Facts) -> bool {
+        self.settings.domains.iter().all(|d| {
+            facts
+                .names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(d.as_str()))
+        })
     }
 
     fn life(&self) -> Option<Duration> {
@@ -197,7 +224,7 @@ impl Acme {
 
     /// One order: a new certificate written and served, or why not (the old one stays).
     async fn renew(&self) -> Result<Facts, String> {
-        let issued = order::obtain(&self.settings, &self.dir, &self.certs).await;
+        let issued = order::obtain(&self.settings, &self.keeper, &self.certs).await;
         self.certs.clear_challenges();
         let issued = issued?;
         let file = self.dir.join("certificate.pem");
@@ -279,12 +306,40 @@ pub async fn run(
     let mut failures = 0u32;
     // After a failure: when to try again (Unix seconds), whatever the certificate says.
     let mut retry_at: Option<i64> = None;
+    let mut told = shared::Told::default();
+    // On a shared queue the nodes' certificates are compared at every pass.
+    let recheck = match acme.shared_store() {
+        Some(_) => shared::RECHECK,
+        None => RECHECK,
+    };
     loop {
+        if let Some(store) = acme.shared_store()
+            && let Some(facts) = acme.look_shared(store, &names, &mut told).await
+        {
+            failures = 0;
+            retry_at = None;
+            info!(
+                domains = %names,
+                not_after = facts.not_after,
+                "ACME: serving the certificate for {names} that another node of the shared queue obtained, valid until {}",
+                when(facts.not_after)
+            );
+            metrics.cert_expiry.set(facts.not_after as f64);
+        }
         let now = crate::time::now_ms() / 1000;
         let at = retry_at.unwrap_or_else(|| now + acme.due_in(now).as_secs() as i64);
         acme.set_next(at, metrics);
-        if at > now {
-            let wait = Duration::from_secs((at - now) as u64).min(RECHECK);
+        let ours = at <= now
+            && match acme.shared_store() {
+                Some(store) => acme.take_order(store, &names, &mut told).await,
+                None => true,
+            };
+        if !ours {
+            // Not yet due, or due while another node orders (or none can be asked).
+            let wait = match at > now {
+                true => Duration::from_secs((at - now) as u64).min(recheck),
+                false => shared::RECHECK,
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,
@@ -314,6 +369,7 @@ pub async fn run(
                     when(next)
                 );
                 acme.record(&result, next, metrics);
+                acme.hand_on(&result, now, &names).await;
             }
             Err(e) => {
                 failures += 1;
@@ -350,6 +406,7 @@ pub async fn run(
                     when(next)
                 );
                 acme.record(&result, next, metrics);
+                acme.hand_on(&result, next, &names).await;
             }
         }
     }

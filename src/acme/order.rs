@@ -9,9 +9,8 @@
 //! `directory_ca` besides for a private ACME server.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,13 +19,12 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
     Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use super::{Settings, write_private};
 use crate::server::tls::CertStore;
+use crate::store::Store;
 
 /// How long the CA may take to check the names, and then to sign.
 const POLL: RetryPolicy = RetryPolicy::new()
@@ -35,6 +33,9 @@ const POLL: RetryPolicy = RetryPolicy::new()
 
 /// Timeout of one call to the CA.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the other nodes show a proof: past the longest an order can take.
+const PROOF_SHOWN: Duration = Duration::from_secs(600);
 
 /// The outcome of an order: the new private key and the chain, both PEM.
 pub struct Issued {
@@ -49,21 +50,81 @@ struct SavedAccount {
     credentials: AccountCredentials,
 }
 
-/// Orders a certificate for `settings.domains`; `certs` answers the CA's checks.
-pub async fn obtain(settings: &Settings, dir: &Path, certs: &CertStore) -> Result<Issued, String> {
+/// Orders a certificate for `settings.domains`; `certs` answers the CA's checks (and
+/// on a shared queue, every node: `keeper`).
+pub async fn obtain(
+    settings: &Settings,
+    keeper: &Keeper,
+    certs: &CertStore,
+) -> Result<Issued, String> {
     let http = Http::new(settings)?;
-    let file = dir.join("account.json");
-    let account = load_account(&http, settings, &file, false).await?;
-    match order(&account, settings, certs).await {
+    let account = load_account(&http, settings, keeper, false).await?;
+    let issued = match order(&account, settings, keeper, certs).await {
         Err(Failed::NoAccount(why)) => {
             // The CA forgot the account (deactivated, or a test CA restarted): a new one.
             info!(directory = %settings.directory, "ACME: the CA no longer knows our account ({why}); registering a new one");
-            let account = load_account(&http, settings, &file, true).await?;
-            order(&account, settings, certs)
+            let account = load_account(&http, settings, keeper, true).await?;
+            order(&account, settings, keeper, certs)
                 .await
                 .map_err(Failed::into_text)
         }
         other => other.map_err(Failed::into_text),
+    };
+    keeper.end_proofs().await;
+    issued
+}
+
+/// Where the ACME account and the proofs of an order are kept: in the state directory
+/// (one host), or in the shared queue (several nodes, any of which the CA may reach).
+pub enum Keeper {
+    Files(PathBuf),
+    Shared(Store),
+}
+
+impl Keeper {
+    /// The saved account, if any. An error only when the shared queue cannot say: a new
+    /// account then would replace the other nodes' one.
+    async fn saved_account(&self) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            Keeper::Files(dir) => Ok(std::fs::read(dir.join("account.json")).ok()),
+            Keeper::Shared(store) => store
+                .acme_row("account")
+                .await
+                .map(|row| row.map(|row| row.body.into_bytes()))
+                .map_err(|e| format!("cannot read the ACME account from the shared queue: {e}")),
+        }
+    }
+
+    async fn save_account(&self, json: String) -> Result<(), String> {
+        match self {
+            Keeper::Files(dir) => write_private(&dir.join("account.json"), json.as_bytes()),
+            Keeper::Shared(store) => store
+                .put_acme_row("account", json, 0)
+                .await
+                .map_err(|e| format!("cannot keep the ACME account in the shared queue: {e}")),
+        }
+    }
+
+    async fn show_proof(&self, name: &str, digest: &[u8]) -> Result<(), String> {
+        match self {
+            Keeper::Files(_) => Ok(()),
+            Keeper::Shared(store) => store
+                .put_acme_challenge(name, hex::encode(digest), PROOF_SHOWN.as_millis() as i64)
+                .await
+                .map_err(|e| format!("cannot show the proof for {name} to the other nodes: {e}")),
+        }
+    }
+
+    async fn end_proofs(&self) {
+        if let Keeper::Shared(store) = self
+            && let Err(e) = store.end_acme_challenges().await
+        {
+            // They go stale by themselves.
+            tracing::warn!(
+                "ACME: cannot remove this order's proofs from the shared queue ({e}); they go stale in {} minutes",
+                PROOF_SHOWN.as_secs() / 60
+            );
+        }
     }
 }
 
@@ -86,13 +147,14 @@ impl Failed {
 async fn load_account(
     http: &Http,
     settings: &Settings,
-    file: &Path,
+    keeper: &Keeper,
     fresh: bool,
 ) -> Result<Account, String> {
     let saved = match fresh {
         true => None,
-        false => std::fs::read(file)
-            .ok()
+        false => keeper
+            .saved_account()
+            .await?
             .and_then(|bytes| serde_json::from_slice::<SavedAccount>(&bytes).ok())
             .filter(|s| s.directory == settings.directory),
     };
@@ -121,8 +183,8 @@ async fn load_account(
         directory: settings.directory.clone(),
         credentials,
     };
-    let bytes = serde_json::to_vec(&saved).map_err(|e| e.to_string())?;
-    write_private(file, &bytes)?;
+    let json = serde_json::to_string(&saved).map_err(|e| e.to_string())?;
+    keeper.save_account(json).await?;
     info!(directory = %settings.directory, account = account.id(), "ACME: registered an account with the CA");
     Ok(account)
 }
@@ -130,6 +192,7 @@ async fn load_account(
 async fn order(
     account: &Account,
     settings: &Settings,
+    keeper: &Keeper,
     certs: &CertStore,
 ) -> Result<Issued, Failed> {
     let fail = |e: instant_acme::Error| match &e {
@@ -175,8 +238,16 @@ async fn order(
                 ))
             })?;
         let proof = challenge.key_authorization();
-        let cert = challenge_certificate(&name, proof.digest().as_ref()).map_err(Failed::Other)?;
+        let digest = proof.digest();
+        let cert = crate::server::challenges::certificate(&name, digest.as_ref())
+            .map_err(Failed::Other)?;
         certs.set_challenge(&name, cert);
+        // On a shared queue the CA may reach another node: it must find the proof there
+        // before the CA is told to look.
+        keeper
+            .show_proof(&name, digest.as_ref())
+            .await
+            .map_err(Failed::Other)?;
         challenge.set_ready().await.map_err(fail)?;
     }
     let status = order.poll_ready(&POLL).await.map_err(fail)?;
@@ -218,27 +289,6 @@ async fn why_invalid(order: &mut instant_acme::Order, settings: &Settings) -> St
             reasons.join("; ")
         }
     )
-}
-
-/// The self-signed certificate that proves `name` (RFC 8737 §3): the name as its only
-/// SAN and the SHA-256 of the key authorization in the critical acmeIdentifier extension.
-fn challenge_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, String> {
-    let fail = |e: rcgen::Error| format!("cannot make the TLS-ALPN-01 certificate for {name}: {e}");
-    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(fail)?;
-    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
-    let key = rcgen::KeyPair::generate().map_err(fail)?;
-    let cert = params.self_signed(&key).map_err(fail)?;
-    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    // Not `CertifiedKey::from_der`: its key check parses the certificate with WebPKI,
-    // which refuses the critical acmeIdentifier extension it does not know.
-    let signing = rustls::crypto::ring::default_provider()
-        .key_provider
-        .load_private_key(private)
-        .map_err(|e| format!("cannot serve the TLS-ALPN-01 certificate for {name}: {e}"))?;
-    Ok(Arc::new(CertifiedKey::new(
-        vec![CertificateDer::from(cert.der().to_vec())],
-        signing,
-    )))
 }
 
 /// A CA's words for a log line: one line, at most 300 characters.
@@ -314,35 +364,5 @@ impl instant_acme::HttpClient for Http {
                 .map_err(|e| instant_acme::Error::Other(crate::http_client::describe(e).into()))?;
             Ok(BytesResponse::from(http::Response::from(response)))
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_challenge_certificate_carries_the_proof_for_its_name_only() {
-        crate::http_client::install_crypto_provider();
-        let digest = [7u8; 32];
-        let cert = challenge_certificate("fb.example.com", &digest).unwrap();
-        use x509_cert::der::Decode;
-        let parsed = x509_cert::Certificate::from_der(cert.cert[0].as_ref()).unwrap();
-        let acme_identifier =
-            x509_cert::der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.31");
-        let extension = parsed
-            .tbs_certificate
-            .extensions
-            .iter()
-            .flatten()
-            .find(|e| e.extn_id == acme_identifier)
-            .expect("acmeIdentifier extension");
-        assert!(extension.critical, "RFC 8737: the extension is critical");
-        // An OCTET STRING of the 32-byte SHA-256.
-        let value = extension.extn_value.as_bytes();
-        assert_eq!(&value[..2], &[0x04, 0x20]);
-        assert_eq!(&value[2..], &digest);
-        let facts = crate::server::tls::leaf_facts(&cert.cert[0]).unwrap();
-        assert_eq!(facts.names, ["fb.example.com"]);
     }
 }

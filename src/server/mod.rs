@@ -8,6 +8,7 @@
 
 pub mod app_callbacks;
 pub mod body;
+pub mod challenges;
 mod head;
 pub mod local;
 pub mod login_callback;

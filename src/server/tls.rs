@@ -13,10 +13,9 @@
 //! those and is closed once done; it never reaches HTTP, and no client certificate is
 //! asked of it.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -35,6 +34,8 @@ use x509_cert::der::Decode;
 use x509_cert::der::oid::AssociatedOid;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
+
+use super::challenges::{Challenges, Lookup, Proof};
 
 /// The ALPN protocol of ACME's TLS-ALPN-01 validation (RFC 8737 §6.2).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -68,14 +69,41 @@ pub fn load(cert: &Path, key: &Path) -> Result<Loaded, String> {
     }
     let private = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
-    let provider = rustls::crypto::ring::default_provider();
-    let certified = CertifiedKey::from_der(chain, private, &provider).map_err(|e| {
+    let certified = together(chain, private).map_err(|e| {
         format!(
             "{} and {} do not go together: {e}",
             cert.display(),
             key.display()
         )
     })?;
+    loaded(certified)
+}
+
+/// A private key and its chain in one PEM text (as ACME's certificate file holds them).
+pub fn parse_pem(pem: &[u8]) -> Result<Loaded, String> {
+    crate::http_client::install_crypto_provider();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("the certificate does not read: {e}"))?;
+    if chain.is_empty() {
+        return Err("no PEM certificate".into());
+    }
+    let private = PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|e| format!("the private key does not read: {e}"))?;
+    let certified = together(chain, private)
+        .map_err(|e| format!("the key and the chain do not go together: {e}"))?;
+    loaded(certified)
+}
+
+fn together(
+    chain: Vec<CertificateDer<'static>>,
+    private: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey, String> {
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(chain, private, &provider).map_err(|e| e.to_string())
+}
+
+fn loaded(certified: CertifiedKey) -> Result<Loaded, String> {
     let facts = leaf_facts(&certified.cert[0])?;
     Ok(Loaded {
         key: Arc::new(certified),
@@ -131,8 +159,8 @@ pub struct CertStore {
     /// Nothing only with ACME, until its first certificate: handshakes then fail.
     current: ArcSwapOption<CertifiedKey>,
     facts: ArcSwap<Facts>,
-    /// With ACME: TLS-ALPN-01 certificates by domain, while the CA checks them.
-    challenges: Option<RwLock<HashMap<String, Arc<CertifiedKey>>>>,
+    /// With ACME: the TLS-ALPN-01 proofs, while the CA checks the names.
+    challenges: Option<Challenges>,
 }
 
 impl fmt::Debug for CertStore {
@@ -146,19 +174,6 @@ impl fmt::Debug for CertStore {
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.current.load_full()
-    }
-}
-
-/// The TLS-ALPN-01 side of a [`CertStore`]: the challenge certificate for the name the
-/// CA asks (SNI), or none.
-#[derive(Debug)]
-struct ChallengeCerts(Arc<CertStore>);
-
-impl ResolvesServerCert for ChallengeCerts {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let name = hello.server_name()?.to_ascii_lowercase();
-        let challenges = self.0.challenges.as_ref()?;
-        challenges.read().ok()?.get(&name).cloned()
     }
 }
 
@@ -183,7 +198,7 @@ impl CertStore {
             key_path: file.to_owned(),
             current: ArcSwapOption::empty(),
             facts: ArcSwap::from_pointee(Facts::default()),
-            challenges: Some(RwLock::new(HashMap::new())),
+            challenges: Some(Challenges::default()),
         });
         let loaded = if file.exists() {
             store.reload().map(drop)
@@ -220,15 +235,23 @@ impl CertStore {
 
     /// Answers the CA's TLS-ALPN-01 handshakes for `domain` with `cert` from now on.
     pub fn set_challenge(&self, domain: &str, cert: Arc<CertifiedKey>) {
-        if let Some(Ok(mut challenges)) = self.challenges.as_ref().map(RwLock::write) {
-            challenges.insert(domain.to_ascii_lowercase(), cert);
+        if let Some(challenges) = &self.challenges {
+            challenges.set(domain, cert);
         }
     }
 
-    /// Forgets every TLS-ALPN-01 certificate (the order is over).
+    /// Forgets every TLS-ALPN-01 certificate of this node's order (the order is over).
     pub fn clear_challenges(&self) {
-        if let Some(Ok(mut challenges)) = self.challenges.as_ref().map(RwLock::write) {
+        if let Some(challenges) = &self.challenges {
             challenges.clear();
+        }
+    }
+
+    /// On a shared queue: where to find the proof of an order another node runs for one
+    /// of `names`, for a check of the CA that reaches this node (set once).
+    pub fn set_challenge_lookup(&self, names: Vec<String>, lookup: Lookup) {
+        if let Some(challenges) = &self.challenges {
+            challenges.set_lookup(names, lookup);
         }
     }
 
@@ -240,21 +263,10 @@ impl CertStore {
         self: &Arc<Self>,
         client_auth: Option<&ClientAuth>,
     ) -> Result<Acceptor, String> {
-        let challenges = match self.challenges {
-            Some(_) => {
-                let mut config = config_builder()?
-                    .with_no_client_auth()
-                    .with_cert_resolver(Arc::new(ChallengeCerts(self.clone())));
-                config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
-                Some(Arc::new(config))
-            }
-            None => None,
-        };
         let (main, judge) = self.main_config(client_auth)?;
         Ok(Acceptor {
             main: Arc::new(ArcSwap::from_pointee(main)),
             judge: Arc::new(ArcSwap::from_pointee(judge)),
-            challenges,
             store: self.clone(),
         })
     }
@@ -310,7 +322,6 @@ pub struct Acceptor {
     main: Arc<ArcSwap<ServerConfig>>,
     /// What judges a client certificate (chain to the CA, the name), with `client_ca`.
     judge: Arc<ArcSwap<Option<Arc<NamedClient>>>>,
-    challenges: Option<Arc<ServerConfig>>,
     store: Arc<CertStore>,
 }
 
@@ -346,16 +357,30 @@ impl Acceptor {
     /// validation (answered and closed here).
     pub async fn accept(&self, stream: TcpStream) -> std::io::Result<Option<TlsStream<TcpStream>>> {
         let main = self.main.load_full();
-        let Some(challenges) = &self.challenges else {
+        let Some(challenges) = &self.store.challenges else {
             return TlsAcceptor::from(main).accept(stream).await.map(Some);
         };
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
-        let validation = start
-            .client_hello()
+        let hello = start.client_hello();
+        let validation = hello
             .alpn()
             .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
         if validation {
-            let mut tls = start.into_stream(challenges.clone()).await?;
+            // The CA checking a name: its proof, or the connection closed.
+            let name = hello.server_name().map(str::to_ascii_lowercase);
+            let proof = match name {
+                Some(name) => challenges.find(&name).await,
+                None => None,
+            };
+            let Some(proof) = proof else {
+                return Ok(None);
+            };
+            let mut config = config_builder()
+                .map_err(std::io::Error::other)?
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(Proof(proof)));
+            config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
+            let mut tls = start.into_stream(Arc::new(config)).await?;
             let _ = tls.shutdown().await;
             return Ok(None);
         }

@@ -21,6 +21,7 @@
 //! [`queue`] (the operator's view, from another process). No SQL runs outside this
 //! folder.
 
+mod acme_rows;
 mod checkpoints;
 mod claims;
 mod engine;
@@ -45,6 +46,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub use crate::model::Direction;
+pub use acme_rows::{AcmeRow, OrderHeld};
 pub use claims::CLAIM_LEASE;
 use claims::Claims;
 use engine::Request;

@@ -332,6 +332,17 @@ END $$ LANGUAGE plpgsql SET enable_sort = off;
 -- last VACUUM, a few times a minute at most.
 DROP INDEX claims_holder;
 "#,
+    r#"
+-- The ACME side the nodes hold in common (src/store/acme_rows.rs): the CA account, the
+-- newest certificate, the proofs of an order in progress (the CA may reach any node) and
+-- which node orders. A few rows, read by key.
+CREATE TABLE acme (
+    name   TEXT PRIMARY KEY,
+    body   TEXT NOT NULL,
+    holder TEXT,
+    until  BIGINT NOT NULL DEFAULT 0
+);
+"#,
 ];
 
 /// The advisory lock that makes one node at a time migrate the schema.

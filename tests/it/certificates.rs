@@ -47,7 +47,7 @@ struct Pebble {
 impl Pebble {
     /// Starts pebble, checking names on `tls_port`, with its HTTPS certificate from
     /// `cert`/`key` (for `localhost`).
-    async fn start(dir: &Path, cert: &Path, key: &Path, tls_port: u16) -> Pebble {
+    async fn start(dir: &Path, cert: &Path, key: &Path, tls_port: u16, validity_s: u64) -> Pebble {
         let dns_port = free_port();
         let dns = Command::new("pebble-challtestsrv")
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
@@ -69,7 +69,7 @@ impl Pebble {
             "tlsPort": tls_port,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
-            "certificateValidityPeriod": VALIDITY_S,
+            "certificateValidityPeriod": validity_s,
         }});
         std::fs::write(&config, json.to_string()).unwrap();
         let mut pebble = Pebble {
@@ -278,6 +278,7 @@ async fn the_acme_certificate_is_obtained_served_renewed_and_kept_through_a_fail
         &peers.certs.cert_path,
         &peers.certs.key_path,
         port,
+        VALIDITY_S,
     )
     .await;
     let ca = peers.dir.path().join("ca.pem");
@@ -553,4 +554,140 @@ async fn the_cas_check_gets_the_challenge_certificate_even_with_mtls_and_nobody_
         .unwrap();
     assert!(!summary.contains("certificate"), "{summary}");
     bench.stop().await;
+}
+
+/// Two nodes on one queue in PostgreSQL, ACME on both. One orders; the CA's check goes to
+/// the other (as the floating IP on the standby would send it) and finds the proof there,
+/// through the shared queue; both serve the one certificate, and a node started afresh
+/// serves it too without ordering one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_postgres_share_one_acme_certificate_proved_on_either() {
+    use fb_openchannel::sim::postgres::{PrivatePostgres, SKIPPED};
+    if !pebble_installed() {
+        eprintln!(
+            "SKIPPED the shared ACME test: pebble is not installed. Run `apt-get install pebble` (Debian's package), then `cargo test certificates`; .ci/run installs it."
+        );
+        return;
+    }
+    let Some(pg) = PrivatePostgres::start().unwrap() else {
+        eprintln!("{SKIPPED}");
+        return;
+    };
+    pg.create_database("acme").unwrap();
+    let url = pg.url("acme");
+    fb_openchannel::http_client::install_crypto_provider();
+    let peers = Peers::start().await;
+    // Where the CA checks the name: the floating IP, in front of both nodes.
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pebble = Pebble::start(
+        peers.dir.path(),
+        &peers.certs.cert_path,
+        &peers.certs.key_path,
+        front.local_addr().unwrap().port(),
+        3600,
+    )
+    .await;
+    let text = peers.config_toml_with(
+        &format!(
+            "acme = {{ domains = [\"{DOMAIN}\"], directory = \"{}\", directory_ca = \"{}\" }}\nname = \"{DOMAIN}\"",
+            pebble.directory(),
+            peers.dir.path().join("ca.pem").display()
+        ),
+        "",
+        "",
+    );
+    let text = without_certificate_files(&text);
+    let config = |name| crate::shared_queue::on_postgres(&peers, &text, &url, name);
+    let (config_a, config_b) = (config("a"), config("b"));
+
+    // Each check goes to the node that is not ordering, as the shared queue says.
+    let (nodes_tx, nodes) = tokio::sync::watch::channel(Vec::<(u32, u16)>::new());
+    let checks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let proxy_checks = checks.clone();
+    let proxy_url = url.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut inbound, _) = front.accept().await.unwrap();
+            let (mut nodes, url) = (nodes.clone(), proxy_url.clone());
+            let checks = proxy_checks.clone();
+            tokio::spawn(async move {
+                let nodes = nodes.wait_for(|n| n.len() == 2).await.unwrap().clone();
+                let holder: String = tokio::task::spawn_blocking(move || {
+                    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                    client
+                        .query_one("SELECT holder FROM acme WHERE name = 'order'", &[])
+                        .unwrap()
+                        .get(0)
+                })
+                .await
+                .unwrap();
+                // A node's name is host/pid/random.
+                let pid: u32 = holder.split('/').nth(1).unwrap().parse().unwrap();
+                let (_, port) = nodes.iter().find(|(p, _)| *p != pid).unwrap();
+                checks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut outbound = tokio::net::TcpStream::connect(("127.0.0.1", *port))
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    let a = crate::harness::Process::start(&config_a);
+    let mut b = crate::harness::Process::start(&config_b);
+    nodes_tx.send_replace(vec![
+        (a.child.id(), a.public_port),
+        (b.child.id(), b.public_port),
+    ]);
+
+    let root = pebble.root().await;
+    let on_a = wait_for_leaf(
+        "node a serves the certificate",
+        a.public_port,
+        &root,
+        |_| true,
+    )
+    .await;
+    let on_b = wait_for_leaf("node b serves it too", b.public_port, &root, |_| true).await;
+    assert_eq!(on_a, on_b, "one certificate for both nodes");
+    assert!(
+        checks.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the CA checked the name"
+    );
+    let ordered =
+        |p: &crate::harness::Process| p.log_text().matches("ACME: ordering a certificate").count();
+    assert_eq!(
+        ordered(&a) + ordered(&b),
+        1,
+        "one order:\n{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    let (orderer, other) = if ordered(&a) == 1 { (&a, &b) } else { (&b, &a) };
+    assert!(
+        orderer
+            .log_text()
+            .contains("ACME: new certificate for fb.acme.test served")
+    );
+    assert!(
+        other
+            .log_text()
+            .contains("that another node of the shared queue obtained"),
+        "{}",
+        other.log_text()
+    );
+
+    // A node started afresh (a new standby, its state directory empty) serves the
+    // shared certificate at once and orders none.
+    b.kill();
+    std::fs::remove_dir_all(peers.dir.path().join("b")).unwrap();
+    let b = crate::harness::Process::start(&config_b);
+    let again = wait_for_leaf(
+        "the new node serves the certificate",
+        b.public_port,
+        &root,
+        |_| true,
+    )
+    .await;
+    assert_eq!(again, on_a);
+    assert_eq!(ordered(&b), 0, "{}", b.log_text());
 }

@@ -24,7 +24,12 @@ fn postgres(db: &str) -> Option<PrivatePostgres> {
 /// The bench's config for node `name`: its own state directory, the shared queue, and
 /// a short lease so that a dead node's conversations pass on within seconds.
 fn node_config(peers: &Peers, url: &str, name: &str) -> PathBuf {
-    let text = peers.config_toml("").replace(
+    on_postgres(peers, &peers.config_toml(""), url, name)
+}
+
+/// `text` (a config of the bench) for node `name`, as [`node_config`] makes it.
+pub fn on_postgres(peers: &Peers, text: &str, url: &str, name: &str) -> PathBuf {
+    let text = text.replace(
         &format!("[storage]\npath = \"{}\"", peers.store_path().display()),
         &format!(
             "[storage]\npath = \"{}\"\nbackend = \"postgres\"\nurl = \"{url}\"\nlease = \"3s\"",

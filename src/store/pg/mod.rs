@@ -16,7 +16,7 @@
 
 mod connect;
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 mod workers;
 
 pub use connect::*;

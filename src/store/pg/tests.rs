@@ -5,7 +5,7 @@ use crate::store::{NewItem, NewState};
 
 /// A private server with one database, or `None` (and the reason printed) when
 /// PostgreSQL is not installed.
-fn server(db: &str) -> Option<(PrivatePostgres, StorageConfig)> {
+pub(in crate::store) fn server(db: &str) -> Option<(PrivatePostgres, StorageConfig)> {
     let Some(pg) = PrivatePostgres::start().unwrap() else {
         eprintln!("{SKIPPED}");
         return None;
