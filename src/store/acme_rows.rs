@@ -8,6 +8,7 @@
 
 use rusqlite::params;
 
+use super::sql::{DbError, Sql};
 use super::{Access, Store, StoreError, now_ms};
 
 /// One row of the `acme` table.
@@ -31,6 +32,21 @@ pub struct OrderHeld {
 
 const CHALLENGE: &str = "challenge:";
 
+/// The `acme` row `name`, if any.
+pub fn row(conn: &Sql<'_>, name: &str) -> Result<Option<AcmeRow>, DbError> {
+    conn.opt(
+        "SELECT body, holder, until FROM acme WHERE name = ?1",
+        params![name],
+        |r| {
+            Ok(AcmeRow {
+                body: r.get(0)?,
+                holder: r.get(1)?,
+                until: r.get(2)?,
+            })
+        },
+    )
+}
+
 impl Store {
     /// This node's name on the shared queue; `None` on SQLite (one host: the ACME state
     /// stays in files).
@@ -41,20 +57,7 @@ impl Store {
     /// The `acme` row `name`, if any.
     pub async fn acme_row(&self, name: &str) -> Result<Option<AcmeRow>, StoreError> {
         let name = name.to_owned();
-        self.call(Access::Read, move |conn| {
-            conn.opt(
-                "SELECT body, holder, until FROM acme WHERE name = ?1",
-                params![name],
-                |r| {
-                    Ok(AcmeRow {
-                        body: r.get(0)?,
-                        holder: r.get(1)?,
-                        until: r.get(2)?,
-                    })
-                },
-            )
-        })
-        .await
+        self.call(Access::Read, move |conn| row(conn, &name)).await
     }
 
     /// Writes the `acme` row `name` as this node's, on the server before it returns.

@@ -21,7 +21,7 @@
 //! [`queue`] (the operator's view, from another process). No SQL runs outside this
 //! folder.
 
-mod acme_rows;
+pub mod acme_rows;
 mod checkpoints;
 mod claims;
 mod engine;

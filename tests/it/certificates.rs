@@ -676,6 +676,15 @@ async fn two_nodes_on_one_postgres_share_one_acme_certificate_proved_on_either()
         other.log_text()
     );
 
+    // doctor on either node tells what the nodes share.
+    let line = doctor_certificate_line(&config_b);
+    println!("{line}");
+    assert!(
+        line.contains("the nodes' shared certificate is valid until"),
+        "{line}"
+    );
+    assert!(line.contains(", the last ordered by node "), "{line}");
+
     // A node started afresh (a new standby, its state directory empty) serves the
     // shared certificate at once and orders none.
     b.kill();

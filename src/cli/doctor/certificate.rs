@@ -80,7 +80,8 @@ pub(super) fn acme_certificate(config: &Config, check: impl Fn(bool, String) -> 
     let next = status
         .next_attempt
         .map(|t| format!("; next order {}", acme::when(t)))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + &shared_acme(config);
     let loaded = match crate::server::tls::load(&file, &file) {
         Ok(l) => l.facts,
         Err(_) if !file.exists() => {
@@ -141,6 +142,45 @@ pub(super) fn acme_certificate(config: &Config, check: impl Fn(bool, String) -> 
             acme::when(renew_at)
         ),
     )
+}
+
+/// On a shared queue, what the nodes hold in common: the newest certificate, and which
+/// node orders (the status file tells only this node's own orders).
+fn shared_acme(config: &Config) -> String {
+    use crate::acme::when;
+    use crate::store::acme_rows::row;
+    if !config.storage.is_postgres() {
+        return String::new();
+    }
+    let rows = queue::with_storage(&config.storage, |conn| {
+        Ok::<_, crate::store::DbError>((row(conn, "certificate")?, row(conn, "order")?))
+    });
+    let (certificate, order) = match rows {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => return format!("; the shared queue cannot say what the nodes share ({e})"),
+        Err(e) => return format!("; the shared queue cannot say what the nodes share ({e})"),
+    };
+    let mut note = match certificate {
+        Some(c) => format!(
+            "; the nodes' shared certificate is valid until {}",
+            when(c.until / 1000)
+        ),
+        None => "; no certificate shared by the nodes yet".to_owned(),
+    };
+    if let Some(order) = order {
+        let node = order.holder.unwrap_or_default();
+        let held = order.until > crate::time::now_ms();
+        note.push_str(&match (held, order.body.is_empty()) {
+            (true, false) => format!(
+                ", node {node}'s last order FAILED ({}), no node tries again before {}",
+                order.body,
+                when(order.until / 1000)
+            ),
+            (true, true) => format!(", node {node} is ordering one now"),
+            (false, _) => format!(", the last ordered by node {node}"),
+        });
+    }
+    note
 }
 
 /// Whether the certificate misses `public.name` (or, with ACME, a configured domain).
