@@ -223,7 +223,12 @@ impl Daemon {
             shutdown_rx.clone(),
         )));
 
-        // Not in `tasks` either: summaries of flooding log lines, and the capture.
+        // Not in `tasks` either: summaries of flooding log lines, the capture, and the
+        // other nodes' pauses (which ends at once on one host).
+        tokio::spawn(crate::relay::sending::hear_other_nodes(
+            shared.clone(),
+            shutdown_rx.clone(),
+        ));
         tokio::spawn(crate::logging::summarise(shutdown_rx.clone()));
         tokio::spawn(capture.watch(shutdown_rx.clone()));
         if let Some(acme) = &acme {

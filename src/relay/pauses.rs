@@ -10,11 +10,16 @@
 //!
 //! Comments are also paced per Page ([`Pauses::comment_slot`]): an agent answering a
 //! dozen comments in a minute must not look like the bursts that trigger the throttle.
+//!
+//! On a shared queue (two hosts) both are shared by the nodes, through the database: a
+//! pause one node meets holds on the other ([`Pauses::merge`]), and the comments keep one
+//! pace (`Store::comment_slot`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::store::SharedPause;
 use crate::time::duration_ms;
 
 /// A feature of a Page that Facebook may throttle on its own.
@@ -59,6 +64,11 @@ impl Feature {
         Feature::Comments,
         Feature::PrivateReplies,
     ];
+
+    /// The feature named by [`Feature::as_str`].
+    pub fn parse(name: &str) -> Option<Feature> {
+        Feature::ALL.into_iter().find(|f| f.as_str() == name)
+    }
 }
 
 /// One paused feature of one Page.
@@ -138,6 +148,43 @@ impl Pauses {
         all
     }
 
+    /// Takes in the pauses the nodes of a shared queue met (`rows`): a pause this node
+    /// does not know yet, or knows shorter, holds here too; one it knows that another
+    /// node's call has ended since (`until` past, begun no later than this node's) ends
+    /// here. Returns what changed: `(page, feature, pause, started)`.
+    pub fn merge(&self, rows: &[SharedPause], now: i64) -> Vec<(String, Feature, Pause, bool)> {
+        let mut paused = self.lock();
+        let mut changed = Vec::new();
+        for row in rows {
+            let Some(feature) = Feature::parse(&row.feature) else {
+                continue;
+            };
+            let key = (row.page_id.clone(), feature);
+            let known = paused.get(&key).filter(|p| p.until > now);
+            let pause = Pause {
+                since: row.since,
+                until: row.until,
+                length: Duration::from_millis(u64::try_from(row.length_ms).unwrap_or(0)),
+                reason: row.reason.clone(),
+            };
+            match known {
+                None if row.until > now => {
+                    paused.insert(key, pause.clone());
+                    changed.push((row.page_id.clone(), feature, pause, true));
+                }
+                Some(p) if row.until > p.until => {
+                    paused.insert(key, pause);
+                }
+                Some(p) if row.until <= now && p.since <= row.since => {
+                    let ended = paused.remove(&key).expect("known");
+                    changed.push((row.page_id.clone(), feature, ended, false));
+                }
+                _ => {}
+            }
+        }
+        changed
+    }
+
     /// The time (ms) at which the next comment of `page` may go out, at least
     /// `interval` after the one before; reserves it.
     pub fn comment_slot(&self, page: &str, interval: Duration, now: i64) -> i64 {
@@ -184,6 +231,53 @@ mod tests {
         assert_eq!(lengths, [30, 60, 120, 240, 240, 240]);
         assert!(p.clear("1", Feature::Comments).is_some());
         assert!(p.active("1", Feature::Comments, now).is_none());
+    }
+
+    /// On a shared queue: a pause another node met holds here; one this node knows
+    /// ends when another node's call went through, unless it began here after that.
+    #[test]
+    fn another_nodes_pauses_start_and_end_here() {
+        let p = Pauses::default();
+        let row = |page: &str, since, until| SharedPause {
+            page_id: page.into(),
+            feature: "comments".into(),
+            since,
+            until,
+            length_ms: 15 * 60_000,
+            reason: "(#368) blocked".into(),
+        };
+        let odd = SharedPause {
+            feature: "pokes".into(),
+            ..row("9", 0, 99_000)
+        };
+        let changed = p.merge(&[row("1", 1_000, 901_000), odd, row("2", 0, 500)], 2_000);
+        assert_eq!(changed.len(), 1, "{changed:?}");
+        assert_eq!(
+            (changed[0].0.as_str(), changed[0].1, changed[0].3),
+            ("1", Feature::Comments, true)
+        );
+        assert_eq!(
+            p.active("1", Feature::Comments, 2_000).unwrap().until,
+            901_000
+        );
+        assert!(
+            p.active("2", Feature::Comments, 2_000).is_none(),
+            "over already"
+        );
+        assert!(
+            p.merge(&[row("1", 1_000, 901_000)], 3_000).is_empty(),
+            "known"
+        );
+
+        // Another node's call went through at 5,000: the pause ends here too.
+        let ended = p.merge(&[row("1", 1_000, 5_000)], 6_000);
+        assert_eq!((ended.len(), ended[0].3), (1, false));
+        assert!(p.active("1", Feature::Comments, 6_000).is_none());
+
+        // A pause that began here after that call stays.
+        p.block("1", Feature::Comments, 7_000, MIN, "368".into());
+        assert!(p.merge(&[row("1", 1_000, 5_000)], 8_000).is_empty());
+        assert!(p.active("1", Feature::Comments, 8_000).is_some());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::relay::reply::OutboundReply;
 use crate::relay::sending::*;
 use crate::relay::{Live, Shared};
 use crate::store::{Item, Write, now_ms};
+use crate::time::duration_ms;
 
 /// Facebook's limit for private replies: 7 days after the customer's post or comment.
 const PRIVATE_REPLY_WINDOW_S: i64 = 7 * 24 * 3600;
@@ -92,10 +93,18 @@ pub(super) async fn send(
                 ));
             }
             check_pause(shared, page_id, Feature::Comments)?;
-            // Comments of a page go out at a pace: bursts are what Facebook throttles.
-            let slot = shared
-                .pauses
-                .comment_slot(page_id, page.comment_interval, now_ms());
+            // Comments of a page go out at a pace: bursts are what Facebook throttles. On
+            // a shared queue, one pace for every node that sends them.
+            let slot = match shared.store.shared() {
+                Some(_) => shared
+                    .store
+                    .comment_slot(page_id, duration_ms(page.comment_interval), now_ms())
+                    .await
+                    .map_err(|e| Failure::transient(e.to_string()))?,
+                None => shared
+                    .pauses
+                    .comment_slot(page_id, page.comment_interval, now_ms()),
+            };
             tokio::time::sleep(crate::time::until(slot, now_ms())).await;
             let id = live
                 .graph

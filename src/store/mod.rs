@@ -35,6 +35,7 @@ mod plans;
 pub mod queue;
 mod retention;
 mod schema;
+mod shared_pauses;
 pub mod sql;
 mod stats;
 pub mod tokens;
@@ -62,6 +63,7 @@ pub use pg::{
 /// One row of the queue, as operators (`queue list`) and tests see it.
 pub use queue::Row as ItemSummary;
 pub use retention::Pruned;
+pub use shared_pauses::SharedPause;
 pub use sql::DbError;
 pub use stats::StoreStats;
 pub use tokens::StoredToken;

@@ -343,6 +343,23 @@ CREATE TABLE acme (
     until  BIGINT NOT NULL DEFAULT 0
 );
 "#,
+    r#"
+-- Facebook's throttling of a Page's feature, and the pace of its comments, shared by the
+-- nodes (src/store/shared_pauses.rs): a row per Page and feature, a row per Page.
+CREATE TABLE pauses (
+    page_id   TEXT NOT NULL,
+    feature   TEXT NOT NULL,
+    since     BIGINT NOT NULL,
+    until     BIGINT NOT NULL,
+    length_ms BIGINT NOT NULL,
+    reason    TEXT NOT NULL,
+    PRIMARY KEY (page_id, feature)
+);
+CREATE TABLE comment_pace (
+    page_id TEXT PRIMARY KEY,
+    next    BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The advisory lock that makes one node at a time migrate the schema.

@@ -370,3 +370,87 @@ async fn a_node_that_stops_cleanly_hands_its_conversations_on_at_once() {
         .unwrap_or_else(|e| panic!("not handed on: {e}; B's log:\n{}", b.log_text()));
     assert_eq!(peers.motion.notifies()[0].notify.body, text);
 }
+
+/// Facebook throttles a Page's comments (code 368) for the node that sent one: the
+/// other node, where another agent answers, holds its comments too instead of meeting
+/// the throttle itself; and the Page's comments keep one pace between the two nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_one_node_met_holds_on_the_other_and_comments_keep_one_pace() {
+    use crate::wall::{
+        VISITOR, a_thread, told_comments_are_throttled, two_answers_at_once_go_out_a_second_apart,
+        visitor_post, wall_reply,
+    };
+    use fb_openchannel::sim::facebook::SendFailure;
+    let Some(pg) = postgres("pauses") else {
+        return;
+    };
+    let peers = Peers::start().await;
+    let url = pg.url("pauses");
+    let text = peers
+        .config_toml("")
+        .replace("[facebook]\n", "[facebook]\nblock_pause = \"10m\"\n")
+        .replacen(
+            &format!("reply_token = \"{REPLY_TOKEN_B}\""),
+            &format!("reply_token = \"{REPLY_TOKEN_B}\"\ncomment_interval = \"1s\""),
+            1,
+        );
+    let text_b = std::fs::read_to_string(on_postgres(&peers, &text, &url, "b")).unwrap();
+    let text_a = std::fs::read_to_string(on_postgres(&peers, &text, &url, "a")).unwrap();
+    let a = Bench::start_on(peers, &text_a).await;
+    let b = fb_openchannel::daemon::Daemon::start(a.peers.config(&text_b))
+        .await
+        .unwrap();
+    let reply_url = |local: std::net::SocketAddr| {
+        format!("http://{local}/reply/{PAGE_B}?token={REPLY_TOKEN_B}")
+    };
+    let (on_a, on_b) = (reply_url(a.daemon().local_addr), reply_url(b.local_addr));
+    let (post, t) = a_thread(&a).await;
+    // Another visitor's post: a conversation of its own, not held behind the first.
+    let other = format!("{PAGE_B}_778");
+    a.deliver(&visitor_post(&other, "5550009", t, "Parking?"))
+        .await;
+    a.motion().wait_for_notifies(5, WAIT).await.unwrap();
+    let graph = &a.peers.graph;
+    let comment_calls = || {
+        graph
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/comments"))
+            .count()
+    };
+
+    // One agent on each node answers at once: one pace for the Page.
+    two_answers_at_once_go_out_a_second_apart(&a, [&on_a, &on_b], &post).await;
+
+    // Node A meets the throttle.
+    graph.fail_sends(vec![SendFailure::graph(
+        400,
+        368,
+        Some(1390008),
+        "(#368) The action attempted has been deemed abusive or is otherwise disallowed",
+    )]);
+    let (status, answer) = a
+        .motion()
+        .agent_reply(&on_a, &wall_reply(7503, VISITOR, &post, "Third.", None))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{answer}");
+    let calls = comment_calls();
+
+    // Node B hears of it and holds its own agent's comment, without calling Graph.
+    let readyz = format!("http://{}/readyz", b.local_addr);
+    crate::wait_until("node b holds the Page's comments", WAIT, || async {
+        let text = reqwest::get(&readyz).await.unwrap().text().await.unwrap();
+        text.contains(&format!("page {PAGE_B}: Facebook throttles comments"))
+    })
+    .await;
+    let (status, answer) = a
+        .motion()
+        .agent_reply(&on_b, &wall_reply(7504, "5550009", &other, "Fourth.", None))
+        .await
+        .unwrap();
+    told_comments_are_throttled(status, &answer);
+    assert_eq!(comment_calls(), calls, "node b made no call meanwhile");
+    b.stop().await;
+    a.stop().await;
+}

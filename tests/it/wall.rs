@@ -10,7 +10,7 @@ use crate::wait_until;
 use fb_openchannel::model::{FeedKind, ItemKind, ItemState};
 
 /// The Page of the feed fixtures is PAGE_B.
-const VISITOR: &str = "5550001";
+pub const VISITOR: &str = "5550001";
 
 /// `(fixture, notify bodies as sent, notify bodies when a visitor is the author)`.
 /// `FILE:name` stands for an uploaded attachment with that file name.
@@ -243,7 +243,7 @@ fn comment(
     )
 }
 
-fn visitor_post(post: &str, author: &str, time: i64, text: &str) -> String {
+pub fn visitor_post(post: &str, author: &str, time: i64, text: &str) -> String {
     feed_change(
         PAGE_B,
         time,
@@ -259,14 +259,14 @@ fn wall_reply_url(bench: &Bench) -> String {
     )
 }
 
-fn wall_reply(id: u64, author: &str, post: &str, text: &str, attachment: Option<u64>) -> Value {
+pub fn wall_reply(id: u64, author: &str, post: &str, text: &str, attachment: Option<u64>) -> Value {
     let mut body = reply_body(id, author, text, attachment);
     body["Interaction"]["threadId"] = json!(post);
     body
 }
 
 /// A visitor post, two comments on it and a reply to the first comment.
-async fn a_thread(bench: &Bench) -> (String, i64) {
+pub async fn a_thread(bench: &Bench) -> (String, i64) {
     let post = format!("{PAGE_B}_777");
     let t = now_ms() / 1000 - 600;
     bench
@@ -692,12 +692,8 @@ async fn a_throttled_comment_pauses_comments_only_and_resumes_by_itself() {
         )
         .await
         .unwrap();
-    assert_eq!(status, 202, "{answer}");
+    told_comments_are_throttled(status, &answer);
     let told = answer["message"].as_str().unwrap();
-    assert!(
-        told.contains("Facebook is throttling comments on this Page"),
-        "{told}"
-    );
     assert!(told.contains("next try at"), "{told}");
     let ready = reqwest::get(format!("http://{}/readyz", bench.daemon().local_addr))
         .await
@@ -750,13 +746,20 @@ async fn comments_of_a_page_are_paced() {
     let (post, _) = a_thread(&bench).await;
     bench.motion().wait_for_notifies(4, WAIT).await.unwrap();
     let url = wall_reply_url(&bench);
+    two_answers_at_once_go_out_a_second_apart(&bench, [&url, &url], &post).await;
+    bench.stop().await;
+}
+
+/// Two agents answer the thread of `post` at once, through the Reply URLs `urls`: the
+/// two comments go out at least `comment_interval` (1 s) apart.
+pub async fn two_answers_at_once_go_out_a_second_apart(bench: &Bench, urls: [&str; 2], post: &str) {
     let (first, second) = (
-        wall_reply(7501, VISITOR, &post, "First.", None),
-        wall_reply(7502, "6660002", &post, "Second.", None),
+        wall_reply(7501, VISITOR, post, "First.", None),
+        wall_reply(7502, "6660002", post, "Second.", None),
     );
     let (a, b) = tokio::join!(
-        bench.motion().agent_reply(&url, &first),
-        bench.motion().agent_reply(&url, &second),
+        bench.motion().agent_reply(urls[0], &first),
+        bench.motion().agent_reply(urls[1], &second),
     );
     assert_eq!(a.unwrap().0, 200);
     assert_eq!(b.unwrap().0, 200);
@@ -767,7 +770,6 @@ async fn comments_of_a_page_are_paced() {
         gap >= std::time::Duration::from_millis(950),
         "{gap:?} between two comments"
     );
-    bench.stop().await;
 }
 
 /// Reactions on the wall stay out of Motion unless the page sets `wall_reactions`:
@@ -816,4 +818,14 @@ async fn wall_reactions_are_notes_only_when_the_page_asks() {
         Some(format!("{PAGE_A}_777").as_str())
     );
     bench.stop().await;
+}
+
+/// A Reply URL's answer for a comment held while Facebook throttles the Page's comments.
+pub fn told_comments_are_throttled(status: u16, answer: &Value) {
+    assert_eq!(status, 202, "{answer}");
+    let told = answer["message"].as_str().unwrap();
+    assert!(
+        told.contains("Facebook is throttling comments on this Page"),
+        "{told}"
+    );
 }
