@@ -328,13 +328,13 @@ pub async fn run(
         }
         let now = crate::time::now_ms() / 1000;
         let at = retry_at.unwrap_or_else(|| now + acme.due_in(now).as_secs() as i64);
-        acme.set_next(at, metrics);
-        let ours = at <= now
-            && match acme.shared_store() {
-                Some(store) => acme.take_order(store, &names, &mut told).await,
-                None => true,
-            };
-        if !ours {
+        // Due on a shared queue: this node's turn, or another node's until a time.
+        let held = match acme.shared_store() {
+            Some(store) if at <= now => acme.take_order(store, &names, &mut told).await,
+            _ => None,
+        };
+        acme.set_next(held.unwrap_or(at), metrics);
+        if at > now || held.is_some() {
             // Not yet due, or due while another node orders (or none can be asked).
             let wait = match at > now {
                 true => Duration::from_secs((at - now) as u64).min(recheck),

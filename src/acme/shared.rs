@@ -86,15 +86,23 @@ impl Acme {
         Ok(None)
     }
 
-    /// Takes the order for this node, or says which node holds it (once per holder).
-    /// `false`: not this node's turn.
-    pub(super) async fn take_order(&self, store: &Store, names: &str, told: &mut Told) -> bool {
-        let until = crate::time::now_ms() + ORDER_HOLD.as_millis() as i64;
-        match store.take_acme_order(until).await {
+    /// Takes the order for this node (`None`), or says which node holds it (once per
+    /// holder and failure) and until when (Unix seconds): not this node's turn before.
+    pub(super) async fn take_order(
+        &self,
+        store: &Store,
+        names: &str,
+        told: &mut Told,
+    ) -> Option<i64> {
+        let now = crate::time::now_ms();
+        match store
+            .take_acme_order(now + ORDER_HOLD.as_millis() as i64)
+            .await
+        {
             Ok(None) => {
                 told.holder = None;
                 told.unreachable = false;
-                true
+                None
             }
             Ok(Some(OrderHeld {
                 holder,
@@ -113,14 +121,14 @@ impl Acme {
                     info!(domains = %names, node = %holder, "ACME: node {holder} orders the certificate for {names} for the nodes of the shared queue{last}; this node serves it once it is there");
                     told.holder = said;
                 }
-                false
+                Some(until.max(now) / 1000)
             }
             Err(e) => {
                 if !told.unreachable {
                     warn!(domains = %names, "ACME: the certificate for {names} is due, but the shared queue cannot say which node orders it ({e}); this node asks again every {} s", RECHECK.as_secs());
                     told.unreachable = true;
                 }
-                false
+                Some(now / 1000)
             }
         }
     }
