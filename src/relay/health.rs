@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use crate::store::SharedPause;
+
 /// One page's health.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageHealth {
@@ -51,6 +53,41 @@ impl Health {
             .filter(|&until| until > now)
     }
 
+    /// Takes in the slow-downs the nodes of a shared queue met (`rows` named `name`):
+    /// one that lasts longer than this node's holds here too. Returns the pages slowed
+    /// here by them and until when.
+    pub fn merge_slow_downs(
+        &self,
+        rows: &[SharedPause],
+        name: &str,
+        now: i64,
+    ) -> Vec<(String, i64)> {
+        let mut slowed = Vec::new();
+        self.with(|pages| {
+            for row in rows.iter().filter(|r| r.feature == name && r.until > now) {
+                let health = pages.entry(row.page_id.clone()).or_default();
+                let known = health.slowed_until.filter(|&until| until > now);
+                if known.is_none_or(|until| until < row.until) {
+                    health.slowed_until = Some(row.until);
+                    if known.is_none() {
+                        slowed.push((row.page_id.clone(), row.until));
+                    }
+                }
+            }
+        });
+        slowed
+    }
+
+    /// Pages asked to slow down at `now`, and until when (ms), by page id.
+    pub fn slowed(&self, now: i64) -> Vec<(String, i64)> {
+        self.with(|pages| {
+            pages
+                .iter()
+                .filter_map(|(page, h)| Some((page.clone(), h.slowed_until.filter(|&u| u > now)?)))
+                .collect()
+        })
+    }
+
     /// Pages with a problem and why, by page id.
     pub fn problems(&self) -> Vec<(String, String)> {
         self.with(|pages| {
@@ -94,5 +131,45 @@ mod tests {
         health.problem("2", "blocked".into());
         health.keep_problems(|page| page != "2");
         assert!(health.problems().is_empty());
+    }
+
+    /// On a shared queue: another node's slow-down holds here when it lasts longer.
+    #[test]
+    fn another_nodes_slow_down_holds_here() {
+        let health = Health::default();
+        let row = |page: &str, what: &str, until| SharedPause {
+            page_id: page.into(),
+            feature: what.into(),
+            since: 0,
+            until,
+            length_ms: until,
+            reason: "rate-limited".into(),
+        };
+        let rows = [
+            row("1", "slow", 9_000),
+            row("2", "comments", 9_000),
+            row("3", "slow", 500),
+        ];
+        assert_eq!(
+            health.merge_slow_downs(&rows, "slow", 1_000),
+            [("1".to_owned(), 9_000)]
+        );
+        assert_eq!(health.slowed_until("1", 1_000), Some(9_000));
+        assert_eq!(health.slowed(1_000), [("1".to_owned(), 9_000)]);
+        assert_eq!(
+            health.slowed_until("2", 1_000),
+            None,
+            "a feature's pause is not the page's"
+        );
+        assert_eq!(health.slowed_until("3", 1_000), None, "over already");
+        // Known, then longer elsewhere: longer here, not said again; shorter: kept.
+        assert!(
+            health
+                .merge_slow_downs(&[row("1", "slow", 20_000)], "slow", 2_000)
+                .is_empty()
+        );
+        assert_eq!(health.slowed_until("1", 2_000), Some(20_000));
+        health.merge_slow_downs(&[row("1", "slow", 5_000)], "slow", 3_000);
+        assert_eq!(health.slowed_until("1", 3_000), Some(20_000));
     }
 }

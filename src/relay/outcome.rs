@@ -240,8 +240,9 @@ pub async fn record(
             )
             .await;
             if let Settled::Retry { next_at, .. } = &settled {
-                // Every item of this page waits, not only this one.
+                // Every item of this page waits, not only this one, on every node.
                 shared.health.slow_down(&item.page_id, *next_at);
+                crate::relay::sending::tell_slow_down(shared, &item.page_id, *next_at);
             }
             settled
         }

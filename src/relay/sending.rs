@@ -226,7 +226,12 @@ pub(super) fn graph_failure(
             let (pause, fresh) = shared
                 .pauses
                 .block(page_id, feature, now, first, e.to_string());
-            tell_other_nodes(shared, page_id, feature, Some(&pause));
+            tell_other_nodes(
+                shared,
+                page_id,
+                feature.as_str(),
+                Some(shared_pause(page_id, feature.as_str(), &pause)),
+            );
             if fresh {
                 warn!(
                     page_id,
@@ -282,7 +287,7 @@ pub(super) fn check_pause(shared: &Shared, page_id: &str, feature: Feature) -> R
 /// A call of `feature` went through: a pause of it, if any, is over.
 pub(super) fn feature_works(shared: &Shared, page_id: &str, feature: Feature) {
     if let Some(pause) = shared.pauses.clear(page_id, feature) {
-        tell_other_nodes(shared, page_id, feature, None);
+        tell_other_nodes(shared, page_id, feature.as_str(), None);
         info!(
             page_id,
             feature = feature.as_str(),
@@ -295,33 +300,57 @@ pub(super) fn feature_works(shared: &Shared, page_id: &str, feature: Feature) {
     }
 }
 
-/// On a shared queue, tells the other nodes that `feature` of the Page is paused, or that
-/// it works again (`None`). In the background: a node that does not hear of it meets the
-/// throttle itself, as it would alone.
-fn tell_other_nodes(shared: &Shared, page_id: &str, feature: Feature, pause: Option<&Pause>) {
+/// A Page's slow-down (Facebook's rate limit: every call of the Page waits) as a row of
+/// the shared `pauses` table.
+pub(super) const SLOW_DOWN: &str = "slow_down";
+
+fn shared_pause(page_id: &str, what: &str, p: &Pause) -> SharedPause {
+    SharedPause {
+        page_id: page_id.to_owned(),
+        feature: what.to_owned(),
+        since: p.since,
+        until: p.until,
+        length_ms: duration_ms(p.length),
+        reason: p.reason.clone(),
+    }
+}
+
+/// On a shared queue, tells the other nodes that Facebook asked the Page to slow down
+/// until `until` (ms): they use the same app and Page token, so the same limit.
+pub(super) fn tell_slow_down(shared: &Shared, page_id: &str, until: i64) {
+    let now = now_ms();
+    let pause = Pause {
+        since: now,
+        until,
+        length: crate::time::until(until, now),
+        reason: "Facebook rate-limited this page".into(),
+    };
+    tell_other_nodes(
+        shared,
+        page_id,
+        SLOW_DOWN,
+        Some(shared_pause(page_id, SLOW_DOWN, &pause)),
+    );
+}
+
+/// On a shared queue, tells the other nodes that `what` (a feature, or [`SLOW_DOWN`]) of
+/// the Page is paused, or that it works again (`None`). In the background: a node that
+/// does not hear of it meets the throttle itself, as it would alone.
+fn tell_other_nodes(shared: &Shared, page_id: &str, what: &'static str, row: Option<SharedPause>) {
     if shared.store.shared().is_none() {
         return;
     }
     let store = shared.store.clone();
     let page_id = page_id.to_owned();
-    let row = pause.map(|p| SharedPause {
-        page_id: page_id.clone(),
-        feature: feature.as_str().to_owned(),
-        since: p.since,
-        until: p.until,
-        length_ms: duration_ms(p.length),
-        reason: p.reason.clone(),
-    });
     tokio::spawn(async move {
         let told = match row {
             Some(row) => store.put_pause(row).await,
-            None => store.end_pause(&page_id, feature.as_str(), now_ms()).await,
+            None => store.end_pause(&page_id, what, now_ms()).await,
         };
         if let Err(e) = told {
             debug!(
                 page_id,
-                feature = feature.as_str(),
-                "cannot tell the other nodes about the pause ({e})"
+                what, "cannot tell the other nodes about the pause ({e})"
             );
         }
     });
@@ -349,6 +378,13 @@ pub async fn hear_other_nodes(
             continue;
         };
         let now = now_ms();
+        for (page_id, until) in shared.health.merge_slow_downs(&rows, SLOW_DOWN, now) {
+            info!(
+                page_id,
+                "Facebook rate-limited page {page_id} for another node of the shared queue: this node's calls for the page wait too, until {}",
+                crate::time::when(until / 1000)
+            );
+        }
         for (page_id, feature, pause, started) in shared.pauses.merge(&rows, now) {
             if started {
                 warn!(

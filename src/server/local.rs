@@ -277,6 +277,13 @@ async fn readyz(shared: &Shared) -> HttpResponse {
     } else {
         String::new()
     };
+    for (page, until) in shared.health.slowed(now) {
+        note.push_str(&format!(
+            "warning: {}: Facebook rate-limits the page's calls; replies wait and go out by themselves, next try in {}\n",
+            account_name(shared, &page),
+            humantime::format_duration(Duration::from_secs(crate::time::until(until, now).as_secs()))
+        ));
+    }
     for (account, warning) in shared.token_health.warnings() {
         note.push_str(&format!(
             "warning: {}: {warning}\n",

@@ -375,12 +375,14 @@ async fn a_node_that_stops_cleanly_hands_its_conversations_on_at_once() {
 /// other node, where another agent answers, holds its comments too instead of meeting
 /// the throttle itself; and the Page's comments keep one pace between the two nodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_throttle_one_node_met_holds_on_the_other_and_comments_keep_one_pace() {
+async fn a_throttle_or_rate_limit_one_node_met_holds_on_the_other_and_comments_keep_one_pace() {
     use crate::wall::{
         VISITOR, a_thread, told_comments_are_throttled, two_answers_at_once_go_out_a_second_apart,
         visitor_post, wall_reply,
     };
     use fb_openchannel::sim::facebook::SendFailure;
+    use fb_openchannel::sim::motion::reply_body;
+    use fb_openchannel::store::now_ms;
     let Some(pg) = postgres("pauses") else {
         return;
     };
@@ -451,6 +453,51 @@ async fn a_throttle_one_node_met_holds_on_the_other_and_comments_keep_one_pace()
         .unwrap();
     told_comments_are_throttled(status, &answer);
     assert_eq!(comment_calls(), calls, "node b made no call meanwhile");
+
+    // Facebook rate-limits the Page (code 32, 5 minutes) for node A's Messenger reply:
+    // node B's replies to the Page wait too, without a call of their own.
+    for (customer, mid) in [(VISITOR, "mid.rl1"), ("5550009", "mid.rl2")] {
+        a.deliver(&messenger_text(
+            PAGE_B,
+            customer,
+            mid,
+            now_ms() - 1000,
+            "hi",
+        ))
+        .await;
+    }
+    a.motion().wait_for_notifies(7, WAIT).await.unwrap();
+    graph.fail_sends(vec![SendFailure {
+        headers: vec![(
+            "x-business-use-case-usage".into(),
+            format!(
+                r#"{{"{PAGE_B}":[{{"type":"pages","call_count":100,"estimated_time_to_regain_access":5}}]}}"#
+            ),
+        )],
+        ..SendFailure::graph(400, 32, None, "(#32) Page request limit reached")
+    }]);
+    let sends = graph.send_calls();
+    let (status, answer) = a
+        .motion()
+        .agent_reply(&on_a, &reply_body(7601, VISITOR, "Hello.", None))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(graph.send_calls(), sends + 1);
+    crate::wait_until("node b's calls for the Page wait", WAIT, || async {
+        let text = reqwest::get(&readyz).await.unwrap().text().await.unwrap();
+        text.contains(&format!(
+            "page {PAGE_B}: Facebook rate-limits the page's calls"
+        ))
+    })
+    .await;
+    let (status, answer) = a
+        .motion()
+        .agent_reply(&on_b, &reply_body(7602, "5550009", "Hello too.", None))
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(graph.send_calls(), sends + 1, "node b made no call");
     b.stop().await;
     a.stop().await;
 }
