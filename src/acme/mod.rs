@@ -22,6 +22,8 @@
 pub mod order;
 mod shared;
 
+pub use shared::certificate_row;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -85,6 +87,11 @@ pub struct Status {
     pub failures: u32,
     /// When the daemon asks the CA next, Unix seconds.
     pub next_attempt: Option<i64>,
+    /// The directory the certificate served came from (`None`: obtained before this was
+    /// kept). Another than the configured one (staging while trying things out, then
+    /// production) makes the certificate due at once.
+    #[serde(default)]
+    pub served_from: Option<String>,
 }
 
 /// Where the ACME files live for a state database at `store_path`.
@@ -152,11 +159,22 @@ impl Acme {
         let settings = Settings::from_config(config)?;
         let dir = dir(store_path);
         make_private_dir(&dir)?;
-        let mut status = read_status(store_path)
+        let saved = read_status(store_path);
+        let served_from = saved.as_ref().and_then(|s| s.served_from.clone());
+        let mut status = saved
             .filter(|s| s.directory == settings.directory)
             .unwrap_or_default();
         status.directory = settings.directory.clone();
         status.next_attempt = None;
+        if let Some(other) = served_from.as_ref().filter(|d| **d != settings.directory)
+            && certs.not_after() > 0
+        {
+            info!(
+                "ACME: the certificate served came from {other}, not from public.acme.directory {}: ordering one from there at once; the old one is served until it comes",
+                settings.directory
+            );
+        }
+        status.served_from = served_from;
         let keeper = match store.acme_node() {
             Some(_) => {
                 certs.set_challenge_lookup(
@@ -197,12 +215,29 @@ impl Acme {
     /// does not cover every configured name, or when its renewal time has come.
     pub fn due_in(&self, now: i64) -> Duration {
         let facts = self.certs.facts();
-        if facts.not_after == 0 || !self.covers(&facts) {
+        if facts.not_after == 0 || !self.covers(&facts) || self.served_from_elsewhere() {
             return Duration::ZERO;
         }
         Duration::from_secs(
             u64::try_from(renew_at(facts.not_before, facts.not_after) - now).unwrap_or(0),
         )
+    }
+
+    /// Whether the certificate served came from another directory than the configured.
+    fn served_from_elsewhere(&self) -> bool {
+        self.status()
+            .served_from
+            .is_some_and(|d| d != self.settings.directory)
+    }
+
+    /// The certificate served now comes from the configured directory (recorded).
+    fn served_from_here(&self) {
+        let status = {
+            let mut status = self.status.lock().expect("status lock");
+            status.served_from = Some(self.settings.directory.clone());
+            status.clone()
+        };
+        self.write_status(&status);
     }
 
     /// Whether a certificate is for every configured name.
@@ -247,6 +282,7 @@ impl Acme {
                     status.last_success = Some(now);
                     status.last_error = None;
                     status.failures = 0;
+                    status.served_from = Some(self.settings.directory.clone());
                 }
                 Err(e) => {
                     status.last_error = Some(e.clone());

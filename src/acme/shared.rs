@@ -34,6 +34,12 @@ pub(super) fn proof_lookup(store: Store) -> Lookup {
     })
 }
 
+/// The row of the newest certificate from `directory` (the nodes share only one from
+/// the directory they are configured with).
+pub fn certificate_row(directory: &str) -> String {
+    format!("certificate {directory}")
+}
+
 /// Log lines said once until what they say changes.
 #[derive(Default)]
 pub(super) struct Told {
@@ -56,10 +62,8 @@ impl Acme {
     /// it is newer (one ordered before the nodes shared, or put there while the server
     /// was away).
     pub(super) async fn sync_shared(&self, store: &Store) -> Result<Option<Facts>, String> {
-        let row = store
-            .acme_row("certificate")
-            .await
-            .map_err(|e| e.to_string())?;
+        let name = certificate_row(&self.settings.directory);
+        let row = store.acme_row(&name).await.map_err(|e| e.to_string())?;
         let served = self.certs.facts();
         let shared_until = row.as_ref().map_or(0, |r| r.until);
         if let Some(row) = row.filter(|r| r.until > served.not_after * 1000) {
@@ -73,13 +77,17 @@ impl Acme {
             self.certs
                 .reload()
                 .map_err(|e| format!("the shared queue's certificate cannot be served: {e}"))?;
+            self.served_from_here();
             return Ok(Some(self.certs.facts().as_ref().clone()));
         }
-        if served.not_after * 1000 > shared_until && self.covers(&served) {
+        if served.not_after * 1000 > shared_until
+            && self.covers(&served)
+            && !self.served_from_elsewhere()
+        {
             let text = std::fs::read_to_string(self.certs.path())
                 .map_err(|e| format!("cannot read {}: {e}", self.certs.path().display()))?;
             store
-                .put_acme_row("certificate", text, served.not_after * 1000)
+                .put_acme_row(&name, text, served.not_after * 1000)
                 .await
                 .map_err(|e| e.to_string())?;
         }

@@ -407,6 +407,68 @@ async fn the_acme_certificate_is_obtained_served_renewed_and_kept_through_a_fail
     bench.stop().await;
 }
 
+/// A certificate from another directory (Let's Encrypt's staging while trying things
+/// out, then production) is replaced at once after the change, not at its renewal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_directory_gets_a_certificate_from_the_new_one_at_once() {
+    if !pebble_installed() {
+        eprintln!(
+            "SKIPPED the ACME directory test: pebble is not installed. Run `apt-get install pebble` (Debian's package), then `cargo test certificates`; .ci/run installs it."
+        );
+        return;
+    }
+    let peers = Peers::start().await;
+    let port = free_port();
+    let pebble = Pebble::start(
+        peers.dir.path(),
+        &peers.certs.cert_path,
+        &peers.certs.key_path,
+        port,
+        3600,
+    )
+    .await;
+    // The same CA under two names: two directories to the daemon.
+    let first_directory = pebble.directory();
+    let second_directory = first_directory.replacen("localhost", "127.0.0.1", 1);
+    let text = peers
+        .config_toml_with(
+            &format!(
+                "acme = {{ domains = [\"{DOMAIN}\"], directory = \"{first_directory}\", directory_ca = \"{}\" }}",
+                peers.dir.path().join("ca.pem").display()
+            ),
+            "",
+            "",
+        )
+        .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""), 1);
+    let text = without_certificate_files(&text);
+    let bench = Bench::start_on(peers, &text).await;
+    let root = pebble.root().await;
+    let first = wait_for_leaf("the first directory's certificate", port, &root, |_| true).await;
+    let acme = bench.daemon().acme.clone().unwrap();
+    assert_eq!(
+        acme.status().served_from.as_deref(),
+        Some(first_directory.as_str())
+    );
+
+    let config_path = bench.peers.dir.path().join("config.toml");
+    std::fs::write(
+        &config_path,
+        text.replace(&first_directory, &second_directory),
+    )
+    .unwrap();
+    let bench = bench.restart().await;
+    wait_for_leaf("the new directory's certificate", port, &root, |leaf| {
+        identity(leaf).0 != identity(&first).0
+    })
+    .await;
+    let acme = bench.daemon().acme.clone().unwrap();
+    assert_eq!(
+        acme.status().served_from.as_deref(),
+        Some(second_directory.as_str())
+    );
+    bench.stop().await;
+}
+
 /// Accepts any server certificate: the test looks at what is served, not whether it
 /// is trusted (a TLS-ALPN-01 certificate is self-signed by design).
 #[derive(Debug)]

@@ -152,8 +152,12 @@ fn shared_acme(config: &Config) -> String {
     if !config.storage.is_postgres() {
         return String::new();
     }
+    let Some(acme) = &config.public.acme else {
+        return String::new();
+    };
+    let certificate = crate::acme::certificate_row(&acme.get_ref().directory);
     let rows = queue::with_storage(&config.storage, |conn| {
-        Ok::<_, crate::store::DbError>((row(conn, "certificate")?, row(conn, "order")?))
+        Ok::<_, crate::store::DbError>((row(conn, &certificate)?, row(conn, "order")?))
     });
     let (certificate, order) = match rows {
         Ok(Ok(rows)) => rows,
