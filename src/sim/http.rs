@@ -108,6 +108,8 @@ async fn accept_loop(
             a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
             _ = stopped.changed() => break,
         };
+        // Finished connections leave the set, so a peer that churns them costs nothing.
+        while connections.try_join_next().is_some() {}
         let handler = handler.clone();
         let tls = tls.clone();
         connections.spawn(async move {
