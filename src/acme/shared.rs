@@ -65,12 +65,17 @@ impl Acme {
         let name = certificate_row(&self.settings.directory);
         let row = store.acme_row(&name).await.map_err(|e| e.to_string())?;
         let served = self.certs.facts();
+        // One from another directory (staging's) counts as none: any shared one is better.
+        let served_until = match self.served_from_elsewhere() {
+            true => 0,
+            false => served.not_after * 1000,
+        };
         let shared_until = row.as_ref().map_or(0, |r| r.until);
-        if let Some(row) = row.filter(|r| r.until > served.not_after * 1000) {
+        if let Some(row) = row.filter(|r| r.until > served_until) {
             let loaded = tls::parse_pem(row.body.as_bytes()).map_err(|e| {
                 format!("the certificate in the shared queue cannot be served: {e}")
             })?;
-            if loaded.facts.not_after <= served.not_after || !self.covers(&loaded.facts) {
+            if loaded.facts.not_after * 1000 <= served_until || !self.covers(&loaded.facts) {
                 return Ok(None);
             }
             write_private(&self.dir.join("certificate.pem"), row.body.as_bytes())?;
@@ -80,10 +85,7 @@ impl Acme {
             self.served_from_here();
             return Ok(Some(self.certs.facts().as_ref().clone()));
         }
-        if served.not_after * 1000 > shared_until
-            && self.covers(&served)
-            && !self.served_from_elsewhere()
-        {
+        if served_until > shared_until && self.covers(&served) {
             let text = std::fs::read_to_string(self.certs.path())
                 .map_err(|e| format!("cannot read {}: {e}", self.certs.path().display()))?;
             store
