@@ -225,7 +225,7 @@ impl Daemon {
 
         // Not in `tasks` either: summaries of flooding log lines, the capture, and the
         // other nodes' pauses (which ends at once on one host).
-        tokio::spawn(crate::relay::sending::hear_other_nodes(
+        tokio::spawn(crate::relay::nodes::hear_other_nodes(
             shared.clone(),
             shutdown_rx.clone(),
         ));

@@ -26,6 +26,7 @@ pub mod intake;
 pub mod ledger;
 pub mod messenger;
 pub mod messenger_reply;
+pub mod nodes;
 pub mod outbound;
 pub mod outcome;
 pub mod pauses;

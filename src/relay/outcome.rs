@@ -242,7 +242,7 @@ pub async fn record(
             if let Settled::Retry { next_at, .. } = &settled {
                 // Every item of this page waits, not only this one, on every node.
                 shared.health.slow_down(&item.page_id, *next_at);
-                crate::relay::sending::tell_slow_down(shared, &item.page_id, *next_at);
+                crate::relay::nodes::tell_slow_down(shared, &item.page_id, *next_at);
             }
             settled
         }

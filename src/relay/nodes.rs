@@ -1,0 +1,131 @@
+//! What the nodes of a shared queue (PostgreSQL, two hosts) tell each other of Facebook's
+//! throttling: a feature of a Page paused, working again, or the whole Page slowed down
+//! by a rate limit. Both nodes call Graph with the same app and Page tokens, so what one
+//! meets holds for the other; it is told through the `pauses` table and taken in every
+//! 10 s ([`hear_other_nodes`]). On SQLite (one host) nothing is told.
+
+use tracing::{debug, info, warn};
+
+use crate::relay::Shared;
+use crate::relay::pauses::{Feature, Pause};
+use crate::store::{SharedPause, now_ms};
+use crate::time::duration_ms;
+
+/// Tells the other nodes that `feature` of the Page is paused.
+pub fn tell_pause(shared: &Shared, page_id: &str, feature: Feature, pause: &Pause) {
+    let row = shared_pause(page_id, feature.as_str(), pause);
+    tell_other_nodes(shared, page_id, feature.as_str(), Some(row));
+}
+
+/// Tells the other nodes that a call of `feature` of the Page went through.
+pub fn tell_works(shared: &Shared, page_id: &str, feature: Feature) {
+    tell_other_nodes(shared, page_id, feature.as_str(), None);
+}
+
+/// A Page's slow-down (Facebook's rate limit: every call of the Page waits) as a row of
+/// the shared `pauses` table.
+const SLOW_DOWN: &str = "slow_down";
+
+fn shared_pause(page_id: &str, what: &str, p: &Pause) -> SharedPause {
+    SharedPause {
+        page_id: page_id.to_owned(),
+        feature: what.to_owned(),
+        since: p.since,
+        until: p.until,
+        length_ms: duration_ms(p.length),
+        reason: p.reason.clone(),
+    }
+}
+
+/// On a shared queue, tells the other nodes that Facebook asked the Page to slow down
+/// until `until` (ms): they use the same app and Page token, so the same limit.
+pub fn tell_slow_down(shared: &Shared, page_id: &str, until: i64) {
+    let now = now_ms();
+    let pause = Pause {
+        since: now,
+        until,
+        length: crate::time::until(until, now),
+        reason: "Facebook rate-limited this page".into(),
+    };
+    tell_other_nodes(
+        shared,
+        page_id,
+        SLOW_DOWN,
+        Some(shared_pause(page_id, SLOW_DOWN, &pause)),
+    );
+}
+
+/// On a shared queue, tells the other nodes that `what` (a feature, or [`SLOW_DOWN`]) of
+/// the Page is paused, or that it works again (`None`). In the background: a node that
+/// does not hear of it meets the throttle itself, as it would alone.
+fn tell_other_nodes(shared: &Shared, page_id: &str, what: &'static str, row: Option<SharedPause>) {
+    if shared.store.shared().is_none() {
+        return;
+    }
+    let store = shared.store.clone();
+    let page_id = page_id.to_owned();
+    tokio::spawn(async move {
+        let told = match row {
+            Some(row) => store.put_pause(row).await,
+            None => store.end_pause(&page_id, what, now_ms()).await,
+        };
+        if let Err(e) = told {
+            debug!(
+                page_id,
+                what, "cannot tell the other nodes about the pause ({e})"
+            );
+        }
+    });
+}
+
+/// How often a node of a shared queue takes in the pauses the other nodes met.
+const HEAR_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// On a shared queue: takes in, every 10 s until `shutdown`, the pauses the other nodes
+/// met and the ones their calls ended (see [`Pauses::merge`](super::pauses::Pauses::merge)).
+pub async fn hear_other_nodes(
+    shared: std::sync::Arc<Shared>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    if shared.store.shared().is_none() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(HEAR_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+        // The server away: the other nodes' pauses wait for it, as everything does.
+        let Ok(rows) = shared.store.pauses().await else {
+            continue;
+        };
+        let now = now_ms();
+        for (page_id, until) in shared.health.merge_slow_downs(&rows, SLOW_DOWN, now) {
+            info!(
+                page_id,
+                "Facebook rate-limited page {page_id} for another node of the shared queue: this node's calls for the page wait too, until {}",
+                crate::time::when(until / 1000)
+            );
+        }
+        for (page_id, feature, pause, started) in shared.pauses.merge(&rows, now) {
+            if started {
+                warn!(
+                    page_id,
+                    feature = feature.as_str(),
+                    "Facebook throttles {} on page {page_id} ({}), as another node of the shared queue met; {} are paused here too until {}, other features go on",
+                    feature.words(),
+                    pause.reason,
+                    feature.words(),
+                    crate::time::when(pause.until / 1000)
+                );
+            } else {
+                info!(
+                    page_id,
+                    feature = feature.as_str(),
+                    "{} work again on page {page_id}: a call of another node of the shared queue went through",
+                    feature.words()
+                );
+            }
+        }
+    }
+}
