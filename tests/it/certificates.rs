@@ -224,6 +224,33 @@ fn without_certificate_files(text: &str) -> String {
         .join("\n")
 }
 
+/// pebble checking names on `tls_port`, its certificates valid `validity_s`; `None`
+/// (the test `what` said to be skipped) where it is not installed.
+async fn pebble_for(peers: &Peers, what: &str, tls_port: u16, validity_s: u64) -> Option<Pebble> {
+    if !pebble_installed() {
+        eprintln!(
+            "SKIPPED {what}: pebble is not installed. Run `apt-get install pebble` (Debian's package), then `cargo test certificates`; .ci/run installs it."
+        );
+        return None;
+    }
+    let (cert, key) = (&peers.certs.cert_path, &peers.certs.key_path);
+    Some(Pebble::start(peers.dir.path(), cert, key, tls_port, validity_s).await)
+}
+
+/// The bench's config with the certificate from ACME at `directory` (pebble's HTTPS
+/// trusted), `acme_keys` more keys of `acme`, `public` more keys of `[public]`.
+fn acme_config(peers: &Peers, directory: &str, acme_keys: &str, public: &str) -> String {
+    let text = peers.config_toml_with(
+        &format!(
+            "acme = {{ domains = [\"{DOMAIN}\"], directory = \"{directory}\", directory_ca = \"{}\"{acme_keys} }}\n{public}",
+            peers.dir.path().join("ca.pem").display()
+        ),
+        "",
+        "",
+    );
+    without_certificate_files(&text)
+}
+
 /// `doctor`'s line about the certificate.
 fn doctor_certificate_line(config_path: &Path) -> String {
     let (_, out, _) = crate::harness::cli(&["doctor", "--config", config_path.to_str().unwrap()]);
@@ -265,35 +292,22 @@ async fn readyz(bench: &Bench) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_acme_certificate_is_obtained_served_renewed_and_kept_through_a_failed_renewal() {
-    if !pebble_installed() {
-        eprintln!(
-            "SKIPPED the ACME test: pebble is not installed. Run `apt-get install pebble` (Debian's package), then `cargo test certificates`; .ci/run installs it."
-        );
-        return;
-    }
     let peers = Peers::start().await;
     let port = free_port();
-    let mut pebble = Pebble::start(
-        peers.dir.path(),
-        &peers.certs.cert_path,
-        &peers.certs.key_path,
-        port,
-        VALIDITY_S,
+    let Some(mut pebble) = pebble_for(&peers, "the ACME test", port, VALIDITY_S).await else {
+        return;
+    };
+    let text = acme_config(
+        &peers,
+        &pebble.directory(),
+        ", email = \"ops@example.com\"",
+        &format!("name = \"{DOMAIN}\""),
     )
-    .await;
-    let ca = peers.dir.path().join("ca.pem");
-    let text = peers
-        .config_toml_with(
-            &format!(
-                "acme = {{ domains = [\"{DOMAIN}\"], email = \"ops@example.com\", directory = \"{}\", directory_ca = \"{}\" }}\nname = \"{DOMAIN}\"",
-                pebble.directory(),
-                ca.display()
-            ),
-            "",
-            "",
-        )
-        .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""), 1);
-    let text = without_certificate_files(&text);
+    .replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+        1,
+    );
     let bench = Bench::start_on(peers, &text).await;
     let store = bench.peers.store_path();
     let acme_dir = store.parent().unwrap().join("acme");
@@ -411,36 +425,19 @@ async fn the_acme_certificate_is_obtained_served_renewed_and_kept_through_a_fail
 /// out, then production) is replaced at once after the change, not at its renewal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_directory_gets_a_certificate_from_the_new_one_at_once() {
-    if !pebble_installed() {
-        eprintln!(
-            "SKIPPED the ACME directory test: pebble is not installed. Run `apt-get install pebble` (Debian's package), then `cargo test certificates`; .ci/run installs it."
-        );
-        return;
-    }
     let peers = Peers::start().await;
     let port = free_port();
-    let pebble = Pebble::start(
-        peers.dir.path(),
-        &peers.certs.cert_path,
-        &peers.certs.key_path,
-        port,
-        3600,
-    )
-    .await;
+    let Some(pebble) = pebble_for(&peers, "the ACME directory test", port, 3600).await else {
+        return;
+    };
     // The same CA under two names: two directories to the daemon.
     let first_directory = pebble.directory();
     let second_directory = first_directory.replacen("localhost", "127.0.0.1", 1);
-    let text = peers
-        .config_toml_with(
-            &format!(
-                "acme = {{ domains = [\"{DOMAIN}\"], directory = \"{first_directory}\", directory_ca = \"{}\" }}",
-                peers.dir.path().join("ca.pem").display()
-            ),
-            "",
-            "",
-        )
-        .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""), 1);
-    let text = without_certificate_files(&text);
+    let text = acme_config(&peers, &first_directory, "", "").replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+        1,
+    );
     let bench = Bench::start_on(peers, &text).await;
     let root = pebble.root().await;
     let first = wait_for_leaf("the first directory's certificate", port, &root, |_| true).await;
@@ -625,12 +622,6 @@ async fn the_cas_check_gets_the_challenge_certificate_even_with_mtls_and_nobody_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_postgres_share_one_acme_certificate_proved_on_either() {
     use fb_openchannel::sim::postgres::{PrivatePostgres, SKIPPED};
-    if !pebble_installed() {
-        eprintln!(
-            "SKIPPED the shared ACME test: pebble is not installed. Run `apt-get install pebble` (Debian's package), then `cargo test certificates`; .ci/run installs it."
-        );
-        return;
-    }
     let Some(pg) = PrivatePostgres::start().unwrap() else {
         eprintln!("{SKIPPED}");
         return;
@@ -641,24 +632,16 @@ async fn two_nodes_on_one_postgres_share_one_acme_certificate_proved_on_either()
     let peers = Peers::start().await;
     // Where the CA checks the name: the floating IP, in front of both nodes.
     let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let pebble = Pebble::start(
-        peers.dir.path(),
-        &peers.certs.cert_path,
-        &peers.certs.key_path,
-        front.local_addr().unwrap().port(),
-        3600,
-    )
-    .await;
-    let text = peers.config_toml_with(
-        &format!(
-            "acme = {{ domains = [\"{DOMAIN}\"], directory = \"{}\", directory_ca = \"{}\" }}\nname = \"{DOMAIN}\"",
-            pebble.directory(),
-            peers.dir.path().join("ca.pem").display()
-        ),
+    let front_port = front.local_addr().unwrap().port();
+    let Some(pebble) = pebble_for(&peers, "the shared ACME test", front_port, 3600).await else {
+        return;
+    };
+    let text = acme_config(
+        &peers,
+        &pebble.directory(),
         "",
-        "",
+        &format!("name = \"{DOMAIN}\""),
     );
-    let text = without_certificate_files(&text);
     let config = |name| crate::shared_queue::on_postgres(&peers, &text, &url, name);
     let (config_a, config_b) = (config("a"), config("b"));
 
