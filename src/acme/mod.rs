@@ -488,6 +488,15 @@ pub struct Served {
 const FILE_EXPIRY_WARNING: i64 = 7 * 86_400;
 
 impl crate::relay::CertificateWatch for Served {
+    fn unusable(&self, now: i64) -> Option<String> {
+        let not_after = self.store.facts().not_after;
+        if not_after <= now {
+            self.problem(now)
+        } else {
+            None
+        }
+    }
+
     /// What is wrong with the certificate at `now` (Unix seconds), for `/readyz`.
     fn problem(&self, now: i64) -> Option<String> {
         let facts = self.store.facts();

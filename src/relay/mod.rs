@@ -242,6 +242,9 @@ pub struct Shared {
 pub trait CertificateWatch: Send + Sync {
     /// What is wrong with the certificate at `now` (Unix seconds), if anything.
     fn problem(&self, now: i64) -> Option<String>;
+    /// Whether Facebook cannot connect at `now`: no certificate yet, or an expired one
+    /// (its `problem`); one that merely ends soon still serves.
+    fn unusable(&self, now: i64) -> Option<String>;
 }
 
 impl Shared {

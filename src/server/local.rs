@@ -1,5 +1,5 @@
 //! The loopback routes: Motion's Reply URL (`POST /reply/{page_id}?token=…`) and the
-//! health endpoints (`GET /healthz`, `GET /readyz`).
+//! health endpoints (`GET /healthz`, `GET /readyz`, `GET /readyz/node`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,6 +55,7 @@ async fn route_local(
     match (segments.as_slice(), req.method()) {
         (["healthz"], &Method::GET) => text(200, "ok\n"),
         (["readyz"], &Method::GET) => readyz(shared).await,
+        (["readyz", "node"], &Method::GET) => node_ready(shared).await,
         (["metrics"], &Method::GET) => match shared.metrics_text().await {
             Ok(body) => Response::builder()
                 .status(200)
@@ -70,7 +71,7 @@ async fn route_local(
             let page_id = (*page_id).to_owned();
             reply_route(shared, req, &page_id, remote).await
         }
-        (["healthz"] | ["readyz"] | ["metrics"] | ["reply", _], _) => {
+        (["healthz"] | ["readyz"] | ["readyz", "node"] | ["metrics"] | ["reply", _], _) => {
             text(405, "method not allowed\n")
         }
         _ => text(404, "not found\n"),
@@ -192,48 +193,32 @@ fn account_name(shared: &Shared, id: &str) -> String {
     }
 }
 
-/// 200 when the store answers, every page can send and no pending item is older than
-/// `local.ready_max_pending_age`; 503 with the reasons otherwise.
-async fn readyz(shared: &Shared) -> HttpResponse {
+/// What keeps this node itself from taking webhooks and Reply URL calls, with the queue
+/// as read for the check: a store that does not answer or cannot write, deliveries paused
+/// for it, a certificate Facebook cannot connect with. The rest of `/readyz` (tokens,
+/// throttles, a backlog Motion does not take) holds for every node of a shared queue
+/// alike, so a floating IP must not move for it (`GET /readyz/node`).
+async fn node_problems(shared: &Shared) -> (Vec<String>, Vec<crate::store::QueueStat>) {
     let mut problems = Vec::new();
-    let max_age = shared.live().config.local.ready_max_pending_age;
-    match shared.store.queue_stats().await {
-        Err(e) => problems.push(format!("store: {e}")),
-        Ok(queue) => {
-            let now = crate::time::now_ms();
-            for q in queue {
-                let age = crate::time::until(now, q.oldest_created_at);
-                if age > max_age {
-                    problems.push(format!(
-                        "{}: {} {} item(s) pending, the oldest for {} (over local.ready_max_pending_age = {}); {} is not taking them",
-                        account_name(shared, &q.page_id),
-                        q.pending,
-                        if q.direction == "in" { "inbound" } else { "outbound" },
-                        humantime::format_duration(Duration::from_secs(age.as_secs())),
-                        humantime::format_duration(max_age),
-                        if q.direction == "in" { "Motion" } else { "Facebook" },
-                    ));
-                }
-            }
+    let queue = match shared.store.queue_stats().await {
+        Ok(queue) => queue,
+        Err(e) => {
+            problems.push(format!("store: {e}"));
+            Vec::new()
         }
-    }
-    let now = crate::time::now_ms();
-    let ago = |since: i64| {
-        humantime::format_duration(Duration::from_secs(
-            crate::time::until(now, since).as_secs(),
-        ))
     };
+    let now = crate::time::now_ms();
     if let Some((since, why)) = shared.store.stats().write_failure() {
         problems.push(format!(
             "store: the state database cannot write since {} ago ({why}): webhooks and replies are answered 503 (Facebook sends them again); free disk space on {}",
-            ago(since),
+            ago(now, since),
             shared.store.path().display()
         ));
     }
     if let Some(t) = shared.ledger.trouble() {
         problems.push(format!(
             "delivery: paused for {}: {} outcome(s) of deliveries already made are kept in memory until the state database takes them ({}); next try in {}",
-            ago(t.since_ms),
+            ago(now, t.since_ms),
             t.kept,
             t.reason,
             humantime::format_duration(Duration::from_secs(crate::time::until(t.next_try_ms, now).as_secs()))
@@ -242,10 +227,58 @@ async fn readyz(shared: &Shared) -> HttpResponse {
     if let Some(problem) = shared
         .certificate
         .get()
-        .and_then(|served| served.problem(now / 1000))
+        .and_then(|served| served.unusable(now / 1000))
     {
         problems.push(problem);
     }
+    (problems, queue)
+}
+
+/// How long ago `since` was at `now` (both Unix milliseconds), in words.
+fn ago(now: i64, since: i64) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_secs(
+        crate::time::until(now, since).as_secs(),
+    ))
+}
+
+/// `GET /readyz/node`: 200 while this node can take webhooks and Reply URL calls, for
+/// a floating IP's check (keepalived) or a load balancer; 503 with the reasons.
+async fn node_ready(shared: &Shared) -> HttpResponse {
+    let (problems, _) = node_problems(shared).await;
+    if problems.is_empty() {
+        text(200, "ready\n")
+    } else {
+        text(503, format!("not ready\n{}\n", problems.join("\n")))
+    }
+}
+
+/// 200 when the node is ready (`node_problems`), every page can send and no pending item
+/// is older than `local.ready_max_pending_age`; 503 with the reasons otherwise.
+async fn readyz(shared: &Shared) -> HttpResponse {
+    let (mut problems, queue) = node_problems(shared).await;
+    let max_age = shared.live().config.local.ready_max_pending_age;
+    let now = crate::time::now_ms();
+    for q in queue {
+        let age = crate::time::until(now, q.oldest_created_at);
+        if age > max_age {
+            problems.push(format!(
+                "{}: {} {} item(s) pending, the oldest for {} (over local.ready_max_pending_age = {}); {} is not taking them",
+                account_name(shared, &q.page_id),
+                q.pending,
+                if q.direction == "in" { "inbound" } else { "outbound" },
+                humantime::format_duration(Duration::from_secs(age.as_secs())),
+                humantime::format_duration(max_age),
+                if q.direction == "in" { "Motion" } else { "Facebook" },
+            ));
+        }
+    }
+    // One that ends soon (the node's check left it out; an unusable one is named there).
+    if let Some(served) = shared.certificate.get()
+        && served.unusable(now / 1000).is_none()
+    {
+        problems.extend(served.problem(now / 1000));
+    }
+    let ago = |since: i64| ago(now, since);
     for (page, elsewhere) in shared.routing.all_elsewhere() {
         problems.push(format!(
             "page {page}: conversation routing belongs to another app — {} customer message(s) came only as standby events, the last {} ago: {}",

@@ -284,7 +284,11 @@ fn mode(path: &Path) -> u32 {
 }
 
 async fn readyz(bench: &Bench) -> (u16, String) {
-    let response = reqwest::get(format!("http://{}/readyz", bench.daemon().local_addr))
+    local_get(bench, "/readyz").await
+}
+
+async fn local_get(bench: &Bench, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://{}{path}", bench.daemon().local_addr))
         .await
         .unwrap();
     (response.status().as_u16(), response.text().await.unwrap())
@@ -393,6 +397,11 @@ async fn the_acme_certificate_is_obtained_served_renewed_and_kept_through_a_fail
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("its renewal fails"), "{body}");
     assert!(body.contains("cannot talk to the ACME directory"), "{body}");
+    // The node still serves a valid certificate: no reason to move a floating IP.
+    assert_eq!(
+        local_get(&bench, "/readyz/node").await,
+        (200, "ready\n".into())
+    );
     let line = doctor_certificate_line(&config_path);
     assert!(line.contains("✗") && line.contains("FAILED"), "{line}");
 
@@ -602,6 +611,9 @@ async fn the_cas_check_gets_the_challenge_certificate_even_with_mtls_and_nobody_
     assert!(served(port, None).await.is_err());
     let (status, body) = readyz(&bench).await;
     assert_eq!(status, 503);
+    assert!(body.contains("certificate: none yet from ACME"), "{body}");
+    let (status, body) = local_get(&bench, "/readyz/node").await;
+    assert_eq!(status, 503, "Facebook cannot connect to this node: {body}");
     assert!(body.contains("certificate: none yet from ACME"), "{body}");
     certs.clear_challenges();
     assert!(acme_handshake(port, DOMAIN).await.is_err());

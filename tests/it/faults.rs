@@ -322,12 +322,14 @@ async fn a_full_disk_under_traffic_both_ways_never_sends_anything_twice() {
     assert_eq!(motion.notifies().len(), 2, "each notify once");
     assert_eq!(graph.sent().len(), 1, "the reply once");
     assert!(metric(local_port, "fb_openchannel_delivery_outcomes_kept").await >= 2.0);
-    let (status, ready) = local_get(local_port, "/readyz").await;
-    assert_eq!(status, 503);
-    assert!(
-        ready.contains("cannot write") && ready.contains("paused"),
-        "{ready}"
-    );
+    for path in ["/readyz", "/readyz/node"] {
+        let (status, ready) = local_get(local_port, path).await;
+        assert_eq!(status, 503, "{path}");
+        assert!(
+            ready.contains("cannot write") && ready.contains("paused"),
+            "{path}: {ready}"
+        );
+    }
     let lines: Vec<String> = daemon.log.lock().unwrap()[log_before..].to_vec();
     assert!(
         lines.len() <= 12,

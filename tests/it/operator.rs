@@ -117,6 +117,11 @@ async fn doctor_names_each_problem_and_fails() {
         readyz.contains("certificate:") && readyz.contains("renew it now"),
         "{readyz}"
     );
+    // It still serves: the node itself is ready (a floating IP stays).
+    let node = reqwest::get(format!("http://{local}/readyz/node"))
+        .await
+        .unwrap();
+    assert_eq!(node.status().as_u16(), 200);
     peers.graph.expire_token(TOKEN_A);
     peers.graph.unsubscribe(PAGE_B);
     peers.motion.down().await;

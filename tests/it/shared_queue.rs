@@ -295,6 +295,12 @@ async fn a_hung_postgres_gets_webhooks_a_503_within_seconds_and_readyz_names_it(
         took < std::time::Duration::from_secs(15),
         "/readyz after {took:?}"
     );
+    let node = reqwest::get(format!("http://127.0.0.1:{local_port}/readyz/node"))
+        .await
+        .unwrap();
+    assert_eq!(node.status().as_u16(), 503);
+    let text = node.text().await.unwrap();
+    assert!(text.contains("PostgreSQL at 127.0.0.1:"), "{text}");
     pg.resume().unwrap();
 
     // Facebook sends it again until it is taken; nothing is lost or doubled.
@@ -453,6 +459,14 @@ async fn a_throttle_or_rate_limit_one_node_met_holds_on_the_other_and_comments_k
         .unwrap();
     told_comments_are_throttled(status, &answer);
     assert_eq!(comment_calls(), calls, "node b made no call meanwhile");
+    // Both nodes are throttled alike: each node's own check stays ready, so a floating
+    // IP that follows it does not leave both nodes.
+    for local in [a.daemon().local_addr, b.local_addr] {
+        let url = format!("http://{local}/readyz");
+        assert_eq!(reqwest::get(&url).await.unwrap().status().as_u16(), 503);
+        let body = reqwest::get(format!("{url}/node")).await.unwrap();
+        assert_eq!(body.status().as_u16(), 200, "{url}/node");
+    }
 
     // Facebook rate-limits the Page (code 32, 5 minutes) for node A's Messenger reply:
     // node B's replies to the Page wait too, without a call of their own.
