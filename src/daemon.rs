@@ -224,11 +224,12 @@ impl Daemon {
         )));
 
         // Not in `tasks` either: summaries of flooding log lines, the capture, and the
-        // other nodes' pauses (which ends at once on one host).
+        // other nodes' pauses and work (which end at once on one host).
         tokio::spawn(crate::relay::nodes::hear_other_nodes(
             shared.clone(),
             shutdown_rx.clone(),
         ));
+        tokio::spawn(shared.store.clone().wake_other_nodes(shutdown_rx.clone()));
         tokio::spawn(crate::logging::summarise(shutdown_rx.clone()));
         tokio::spawn(capture.watch(shutdown_rx.clone()));
         if let Some(acme) = &acme {

@@ -90,10 +90,15 @@ impl StorageConfig {
     /// The PostgreSQL server's connection settings: `storage.url`, with the password from
     /// `storage.password_file` when there is one, a connect timeout and keepalives.
     pub fn postgres(&self) -> Result<postgres::Config, String> {
+        self.postgres_async().map(postgres::Config::from)
+    }
+
+    /// The same settings for the asynchronous client (the wake-ups between nodes).
+    pub fn postgres_async(&self) -> Result<tokio_postgres::Config, String> {
         let Some(url) = &self.url else {
             return Err("storage.backend = \"postgres\" needs storage.url".into());
         };
-        let mut config: postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .expose()
             .parse()
             .map_err(|e| format!("storage.url is not a PostgreSQL URL: {e}"))?;

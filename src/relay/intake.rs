@@ -97,7 +97,7 @@ pub async fn accept_webhook(shared: &Shared, body: Vec<u8>) -> Result<IntakeOutc
         "webhook stored"
     );
     if outcome.pending > 0 {
-        shared.inbound_wake.notify_one();
+        shared.store.new_work(crate::store::Direction::Inbound);
     }
     Ok(outcome)
 }

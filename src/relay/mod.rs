@@ -196,9 +196,10 @@ pub struct Shared {
     live: ArcSwap<Live>,
     pub store: Store,
     pub metrics: Metrics,
-    /// Poked when new inbound work is stored, so the worker does not wait for its timer.
+    /// Poked when new inbound work is stored (here, or on another node of a shared
+    /// queue), so the worker does not wait for its timer.
     pub inbound_wake: Arc<Notify>,
-    /// Poked when an agent's reply is stored.
+    /// Poked when an agent's reply is stored (here, or another node let go of work).
     pub outbound_wake: Arc<Notify>,
     /// Reply URL calls waiting for the first attempt of their item, by (page, dedup key).
     pub reply_waiters:
@@ -276,14 +277,17 @@ impl Shared {
         bodies: crate::budget::BodyBudget,
         capture: Arc<crate::capture::Capture>,
     ) -> Arc<Self> {
+        // The store's: on a shared queue, the other nodes' work wakes them too.
+        let inbound = store.wake(crate::store::Direction::Inbound);
+        let outbound = store.wake(crate::store::Direction::Outbound);
         Arc::new(Shared {
             bodies,
             capture,
             live: ArcSwap::from_pointee(live),
             store,
             metrics: Metrics::new(),
-            inbound_wake: Arc::new(Notify::new()),
-            outbound_wake: Arc::new(Notify::new()),
+            inbound_wake: inbound,
+            outbound_wake: outbound,
             reply_waiters: Mutex::new(HashMap::new()),
             health: health::Health::default(),
             profiles: Mutex::new(HashMap::new()),

@@ -131,7 +131,7 @@ async fn tell_agent(shared: &Shared, item: &Item, why: &str) {
         })
         .await;
     match stored {
-        Ok(_) => shared.inbound_wake.notify_one(),
+        Ok(_) => shared.store.new_work(crate::store::Direction::Inbound),
         Err(e) => {
             error!(page_id = %item.page_id, conversation = %item.conversation, item = item.id, "cannot tell the agent in Motion that the reply failed ({e}); it is kept as failed: `fb-openchannel queue list --failed`")
         }

@@ -104,6 +104,7 @@ impl Store {
             recent_bodies: Arc::default(),
             claims: Arc::default(),
             shared: None,
+            wakes: Arc::default(),
         })
     }
 
@@ -194,6 +195,7 @@ impl Store {
             recent_bodies: self.recent_bodies.clone(),
             claims: self.claims.clone(),
             shared: self.shared.clone(),
+            wakes: self.wakes.clone(),
         }
     }
 
@@ -216,6 +218,7 @@ pub(super) struct WeakStore {
     recent_bodies: Arc<super::RecentBodies>,
     claims: Arc<super::Claims>,
     shared: Option<Arc<super::Shared>>,
+    wakes: Arc<super::wakes::Wakes>,
 }
 
 impl WeakStore {
@@ -227,6 +230,7 @@ impl WeakStore {
             recent_bodies: self.recent_bodies.clone(),
             claims: self.claims.clone(),
             shared: self.shared.clone(),
+            wakes: self.wakes.clone(),
         })
     }
 }

@@ -40,6 +40,7 @@ pub mod sql;
 mod stats;
 pub mod tokens;
 pub mod transfer;
+pub mod wakes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -107,6 +108,8 @@ pub struct Store {
     /// Set when the queue is shared by several daemons (PostgreSQL): who this node is,
     /// and the leases it holds in the database.
     shared: Option<Arc<Shared>>,
+    /// What wakes the dispatchers, here and on the other nodes.
+    wakes: Arc<wakes::Wakes>,
 }
 
 impl From<rusqlite::Error> for StoreError {

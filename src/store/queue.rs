@@ -336,6 +336,10 @@ pub fn retry(conn: &Sql<'_>, ids: &[i64]) -> Result<Vec<i64>, DbError> {
                 changed.push(id);
             }
         }
+        // The daemons look at once, not at their next look (on a shared queue).
+        if !changed.is_empty() {
+            super::wakes::tell_in_transaction(tx, "operator")?;
+        }
         Ok(changed)
     })
 }

@@ -77,7 +77,9 @@ pub(super) fn connect_here(target: &Target) -> Result<PgConn, String> {
 #[derive(Clone)]
 pub struct Target {
     pub config: postgres::Config,
-    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    /// The same settings for the asynchronous client (the wake-ups between nodes).
+    pub(in crate::store) listen: tokio_postgres::Config,
+    pub(in crate::store) tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
 
 /// The server's settings and, with `sslmode=require` in `storage.url`, TLS with the
@@ -85,12 +87,16 @@ pub struct Target {
 /// `sslmode=prefer` (the default) and `disable` connect without TLS: a certificate this
 /// daemon cannot verify must not pass for one it did.
 pub fn target(storage: &StorageConfig) -> Result<Target, String> {
-    let config = settings(storage)?;
-    let tls = match config.get_ssl_mode() {
-        postgres::config::SslMode::Require => Some(client_tls(storage.ca_file.as_deref())?),
+    let listen = storage.postgres_async()?;
+    let tls = match listen.get_ssl_mode() {
+        tokio_postgres::config::SslMode::Require => Some(client_tls(storage.ca_file.as_deref())?),
         _ => None,
     };
-    Ok(Target { config, tls })
+    Ok(Target {
+        config: listen.clone().into(),
+        listen,
+        tls,
+    })
 }
 
 pub(super) fn client_tls(

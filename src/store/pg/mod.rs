@@ -37,8 +37,9 @@ use super::{Access, Item, Store, StoreError, StoreStats, duration_ms, now_ms, pg
 use crate::config::StorageConfig;
 use crate::model::{ConversationKey, Direction};
 
-/// Connections (and threads) per daemon. Requests wait for a free one; the server's
-/// `max_connections` must leave room for this many per node, plus the `queue` commands.
+/// Connections (and threads) per daemon for its requests, which wait for a free one. The
+/// server's `max_connections` must leave room for this many per node and one more (the
+/// wake-ups between nodes, [`super::wakes`]), plus the `queue` commands.
 pub const WORKERS: usize = 8;
 
 /// A worker whose connection is gone tries again at most this often: a server that is
@@ -75,6 +76,8 @@ pub struct Shared {
     /// theirs (a living node renews them within a third of a lease, and writes the
     /// outcomes it kept in memory), so a restart of the server makes nothing go twice.
     reconnected_at: Arc<AtomicI64>,
+    /// How to reach the server, for the wake-ups between nodes.
+    pub(in crate::store) target: Target,
 }
 
 /// What `doctor` says about the PostgreSQL queue.
@@ -193,6 +196,8 @@ impl Shared {
     /// Removes every lease of this node (see [`Store::end_leases`]).
     pub(super) fn end_leases(&self, conn: &Sql<'_>) -> Result<u64, DbError> {
         let ended = conn.exec("DELETE FROM claims WHERE holder = ?1", params![self.node])?;
+        // The other nodes take those conversations at once, not at their next look.
+        super::wakes::tell_in_transaction(conn, &self.node)?;
         Ok(ended as u64)
     }
 }
@@ -271,7 +276,9 @@ impl Store {
                 lease: storage.lease,
                 server,
                 reconnected_at,
+                target: config,
             })),
+            wakes: Arc::default(),
         };
         start_renewals(&store);
         Ok(store)

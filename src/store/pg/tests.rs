@@ -690,3 +690,58 @@ async fn a_server_restart_fails_requests_meanwhile_and_the_store_recovers() {
     let states = store.count_by_state().await.unwrap();
     assert_eq!(states, vec![("pending".to_owned(), 2)]);
 }
+
+/// Work one node stores, the leases it ends at a stop and an operator's retry wake the
+/// other node's dispatchers at once (`LISTEN`/`NOTIFY`), not at their next
+/// once-a-second look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_on_one_node_wakes_the_other_at_once() {
+    let Some((_pg, storage)) = server("wakes") else {
+        return;
+    };
+    let a = Store::open_postgres(&storage).unwrap();
+    let b = Store::open_postgres(&storage).unwrap();
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(a.clone().wake_other_nodes(stopping.clone()));
+    tokio::spawn(b.clone().wake_other_nodes(stopping));
+    let (b_in, b_out) = (b.wake(Direction::Inbound), b.wake(Direction::Outbound));
+    let woken = |wake: Arc<tokio::sync::Notify>, what: &'static str| async move {
+        tokio::time::timeout(Duration::from_secs(10), wake.notified())
+            .await
+            .unwrap_or_else(|_| panic!("node b was not woken: {what}"));
+    };
+    // Once listening, a node looks at the queue for what was stored meanwhile.
+    woken(b_in.clone(), "its first look").await;
+    woken(b_out.clone(), "its first look").await;
+
+    // A webhook stored on node A.
+    a.intake(b"{1}".to_vec(), None, vec![message(1, 1, 10)])
+        .await
+        .unwrap();
+    a.new_work(Direction::Inbound);
+    woken(b_in.clone(), "a webhook stored on node a").await;
+
+    // Node A takes the conversation, then stops cleanly: its leases end, and B looks.
+    let (taken, _) = a
+        .claim_heads(Direction::Inbound, now_ms(), 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(a.end_leases().await.unwrap(), 1);
+    woken(b_out.clone(), "node a's leases ended").await;
+    woken(b_in.clone(), "node a's leases ended").await;
+
+    // An operator retries a failed item (`queue retry`, a process of its own).
+    a.fail(taken[0].id, "Motion refused it".into())
+        .await
+        .unwrap();
+    let (id, shared) = (taken[0].id, storage.clone());
+    let retried = tokio::task::spawn_blocking(move || {
+        let mut db = crate::store::queue::open_storage(&shared).unwrap();
+        crate::store::queue::retry(&db.sql(), &[id]).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(retried, [id]);
+    woken(b_in, "an operator's retry").await;
+}
