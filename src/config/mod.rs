@@ -10,6 +10,7 @@
 //! says what a reload changes; `shared.rs` holds the types other layers read from the
 //! config (`Domain`, `ClientAuth`, the PostgreSQL target).
 
+mod digest;
 mod dump;
 mod errors;
 mod file;
@@ -24,6 +25,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use digest::{Digest, differences, digest};
 pub use dump::redact_url;
 pub use errors::{ConfigError, ConfigErrors};
 pub use file::*;

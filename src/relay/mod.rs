@@ -233,6 +233,8 @@ pub struct Shared {
     pub subscription_wake: Notify,
     /// The latest `debug_token` verdict on each account's token.
     pub token_health: token_health::TokenHealth,
+    /// What the other nodes of a shared queue run that differs from this node's config.
+    pub config_drift: nodes::Drift,
     /// The public listener's certificate and, with ACME, its keeper (set once the
     /// listener is up), for `/readyz`.
     pub certificate: std::sync::OnceLock<Box<dyn CertificateWatch>>,
@@ -300,6 +302,7 @@ impl Shared {
             files: crate::budget::FileBudget::new(crate::budget::FILE_MEMORY),
             subscription_wake: Notify::new(),
             token_health: token_health::TokenHealth::default(),
+            config_drift: nodes::Drift::default(),
             certificate: std::sync::OnceLock::new(),
         })
     }
@@ -326,5 +329,6 @@ impl Shared {
         self.instagram_tokens.wake.notify_one();
         self.subscription_wake.notify_one();
         self.token_health.wake.notify_one();
+        self.config_drift.wake.notify_one();
     }
 }

@@ -4,6 +4,8 @@
 //! meets holds for the other; it is told through the `pauses` table and taken in every
 //! 10 s ([`hear_other_nodes`]). On SQLite (one host) nothing is told.
 
+use std::sync::Mutex;
+
 use tracing::{debug, info, warn};
 
 use crate::relay::Shared;
@@ -82,7 +84,8 @@ fn tell_other_nodes(shared: &Shared, page_id: &str, what: &'static str, row: Opt
 const HEAR_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// On a shared queue: takes in, every 10 s until `shutdown`, the pauses the other nodes
-/// met and the ones their calls ended (see [`Pauses::merge`](super::pauses::Pauses::merge)).
+/// met and the ones their calls ended (see [`Pauses::merge`](super::pauses::Pauses::merge)),
+/// and compares this node's config with theirs ([`compare_configs`]).
 pub async fn hear_other_nodes(
     shared: std::sync::Arc<Shared>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -91,8 +94,10 @@ pub async fn hear_other_nodes(
         return;
     }
     loop {
+        compare_configs(&shared).await;
         tokio::select! {
             _ = tokio::time::sleep(HEAR_EVERY) => {}
+            _ = shared.config_drift.wake.notified() => continue,
             _ = shutdown.changed() => return,
         }
         // The server away: the other nodes' pauses wait for it, as everything does.
@@ -126,6 +131,76 @@ pub async fn hear_other_nodes(
                     feature.words()
                 );
             }
+        }
+    }
+}
+
+/// A node that has not written its config's row for this long is gone (stopped, or
+/// cut from the server).
+const ALIVE_MS: i64 = 3 * HEAR_EVERY.as_millis() as i64;
+
+/// What the other living nodes run that differs from this node's config, by node.
+#[derive(Default)]
+pub struct Drift {
+    known: Mutex<Vec<(String, Vec<String>)>>,
+    /// Poked by a reload: the nodes compare the new config at once.
+    pub wake: tokio::sync::Notify,
+}
+
+impl Drift {
+    pub fn all(&self) -> Vec<(String, Vec<String>)> {
+        self.known.lock().expect("drift lock").clone()
+    }
+}
+
+/// What to do about another config, in the journal and `/readyz`.
+pub const SAME_CONFIG: &str = "copy the same config file to every node and reload them (systemctl reload fb-openchannel): a webhook or a Reply URL call is handled by whichever node gets it";
+
+/// Writes this node's config digests to the shared queue and compares the other living
+/// nodes' with them; says in the journal when what differs changes. The server away:
+/// what was known stays.
+async fn compare_configs(shared: &Shared) {
+    let mine = crate::config::digest(&shared.live().config);
+    let text = serde_json::to_string(&mine).expect("a map of strings serialises");
+    let Ok(rows) = shared
+        .store
+        .exchange_configs(text, now_ms() - ALIVE_MS)
+        .await
+    else {
+        return;
+    };
+    let mut drift = Vec::new();
+    for row in &rows {
+        let Ok(theirs) = serde_json::from_str::<crate::config::Digest>(&row.digest) else {
+            debug!(node = %row.node, "another node's config digests are unreadable");
+            continue;
+        };
+        let differs = crate::config::differences(&mine, &theirs);
+        if !differs.is_empty() {
+            drift.push((row.node.clone(), differs));
+        }
+    }
+    let before = std::mem::replace(
+        &mut *shared.config_drift.known.lock().expect("drift lock"),
+        drift.clone(),
+    );
+    for (node, differs) in &drift {
+        if !before.iter().any(|(n, d)| n == node && d == differs) {
+            warn!(
+                node = %node,
+                "node {node} of the shared queue runs another config than this node: {}; {SAME_CONFIG}",
+                differs.join("; ")
+            );
+        }
+    }
+    for (node, _) in &before {
+        if drift.iter().any(|(n, _)| n == node) {
+            continue;
+        }
+        if rows.iter().any(|r| &r.node == node) {
+            info!(node = %node, "node {node} of the shared queue runs the same config as this node now");
+        } else {
+            info!(node = %node, "node {node} of the shared queue stopped (or lost the server): its config is no longer compared");
         }
     }
 }

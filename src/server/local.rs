@@ -317,6 +317,13 @@ async fn readyz(shared: &Shared) -> HttpResponse {
             humantime::format_duration(Duration::from_secs(crate::time::until(until, now).as_secs()))
         ));
     }
+    for (node, differs) in shared.config_drift.all() {
+        note.push_str(&format!(
+            "warning: node {node} of the shared queue runs another config than this node: {}; {}\n",
+            differs.join("; "),
+            crate::relay::nodes::SAME_CONFIG
+        ));
+    }
     for (account, warning) in shared.token_health.warnings() {
         note.push_str(&format!(
             "warning: {}: {warning}\n",

@@ -28,6 +28,7 @@ mod engine;
 mod heads;
 mod items;
 mod memory;
+pub mod node_configs;
 mod pg;
 mod pg_schema;
 #[cfg(test)]

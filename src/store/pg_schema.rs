@@ -360,6 +360,15 @@ CREATE TABLE comment_pace (
     next    BIGINT NOT NULL
 );
 "#,
+    r#"
+-- What each node runs (src/store/node_configs.rs): the digests of the config parts
+-- every node must hold alike, a row per living node.
+CREATE TABLE node_configs (
+    node    TEXT PRIMARY KEY,
+    digest  TEXT NOT NULL,
+    seen_at BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The advisory lock that makes one node at a time migrate the schema.

@@ -515,3 +515,69 @@ async fn a_throttle_or_rate_limit_one_node_met_holds_on_the_other_and_comments_k
     b.stop().await;
     a.stop().await;
 }
+
+/// The nodes hold one config: `setup` on one node gave it a new Page token that the
+/// other node's file lacks. Each node's `/readyz` warns of the other (still ready: it
+/// takes webhooks) and `doctor` on the stale node names the part, never its value; once
+/// the file is copied and the node reloaded, the warnings end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_run_different_configs_say_so_until_the_file_is_copied() {
+    let Some(pg) = postgres("configs") else {
+        return;
+    };
+    let peers = Peers::start().await;
+    let url = pg.url("configs");
+    let text = peers.config_toml("");
+    let text_a = std::fs::read_to_string(on_postgres(&peers, &text, &url, "a")).unwrap();
+    let old_token = text.replace(TOKEN_B, "EAAG-page-token-b-before-setup");
+    let path_b = on_postgres(&peers, &old_token, &url, "b");
+    let text_b = std::fs::read_to_string(&path_b).unwrap();
+    let a = Bench::start_on(peers, &text_a).await;
+    let b = fb_openchannel::daemon::Daemon::start(a.peers.config(&text_b))
+        .await
+        .unwrap();
+    let differs = format!("page {PAGE_B}'s access_token differs");
+    for local in [a.daemon().local_addr, b.local_addr] {
+        let url = format!("http://{local}/readyz");
+        crate::wait_until("each node names the other's config", WAIT, || async {
+            let r = reqwest::get(&url).await.unwrap();
+            let ok = r.status().as_u16() == 200;
+            let text = r.text().await.unwrap();
+            ok && text.contains("warning: node ") && text.contains(&differs)
+        })
+        .await;
+    }
+    let doctor = |path: &std::path::Path| {
+        let (_, out, _) = crate::harness::cli(&["doctor", "--config", path.to_str().unwrap()]);
+        out.lines()
+            .find(|l| l.contains("nodes"))
+            .unwrap_or_else(|| panic!("{out}"))
+            .to_owned()
+    };
+    let line = doctor(&path_b);
+    assert!(
+        line.contains("✗") && line.contains(&differs) && line.contains("copy the same config"),
+        "{line}"
+    );
+    assert!(
+        !line.contains(TOKEN_B) && !line.contains("before-setup"),
+        "{line}"
+    );
+
+    // The file is copied to node B (its own state folder kept) and B reloaded.
+    let path_b = on_postgres(&a.peers, &text, &url, "b");
+    b.reload(&path_b).await.unwrap();
+    for local in [a.daemon().local_addr, b.local_addr] {
+        let url = format!("http://{local}/readyz");
+        crate::wait_until("the nodes run one config", WAIT, || async {
+            let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            !text.contains("runs another config")
+        })
+        .await;
+    }
+    let line = doctor(&path_b);
+    assert!(
+        line.contains("✓") && line.contains("every node runs this config file"),
+        "{line}"
+    );
+}

@@ -173,6 +173,7 @@ async fn run(config: &Config, path: &std::path::Path) -> Vec<Check> {
         });
     }
     checks.push(store(config));
+    checks.extend(nodes(config));
     if let Some(until) = crate::capture::running_until(&config.storage.path) {
         let (files, bytes) = crate::capture::files(&config.storage.path);
         checks.push(daemon(
@@ -254,6 +255,62 @@ fn store(config: &Config) -> Check {
         Ok(c) => c,
         Err(e) => check(false, e),
     }
+}
+
+/// On a shared queue: whether every living node runs what this config file says (each
+/// daemon writes the digests of the parts that must be alike every 10 s).
+fn nodes(config: &Config) -> Option<Check> {
+    if !config.storage.is_postgres() {
+        return None;
+    }
+    let check = |ok, detail| {
+        Some(Check {
+            scope: "daemon".into(),
+            name: "nodes",
+            ok,
+            detail,
+        })
+    };
+    let since = crate::time::now_ms() - 30_000;
+    let rows = match queue::with_storage(&config.storage, |conn| {
+        crate::store::node_configs::rows(conn, since)
+    }) {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => return check(false, format!("cannot read what the nodes run: {e}")),
+        Err(e) => return check(false, format!("cannot read what the nodes run: {e}")),
+    };
+    if rows.is_empty() {
+        return check(
+            true,
+            "no daemon of the shared queue said what it runs in the last 30 s".into(),
+        );
+    }
+    let mine = crate::config::digest(config);
+    let mut same = Vec::new();
+    let mut other = Vec::new();
+    for row in rows {
+        let theirs = serde_json::from_str(&row.digest).unwrap_or_default();
+        let differs = crate::config::differences(&mine, &theirs);
+        if differs.is_empty() {
+            same.push(row.node);
+        } else {
+            other.push(format!(
+                "node {} runs another config than this file: {}",
+                row.node,
+                differs.join("; ")
+            ));
+        }
+    }
+    if other.is_empty() {
+        return check(
+            true,
+            format!("every node runs this config file: {}", same.join(", ")),
+        );
+    }
+    check(
+        false,
+        format!("{}; {}", other.join(". "), crate::relay::nodes::SAME_CONFIG),
+    )
 }
 
 fn store_check(config: &Config, conn: &crate::store::sql::Sql<'_>) -> Check {
