@@ -42,15 +42,23 @@ impl Store {
         .await
     }
 
-    /// When the newest webhook body was stored (ms): about when the daemon last ran.
+    /// When the newest webhook body was stored (ms): about when the daemon last ran. A
+    /// queue imported from another host (`queue import`: a move, a restored backup)
+    /// holds no webhook bodies: then when its newest item was stored there.
     pub async fn last_webhook_at(&self) -> Result<Option<i64>, StoreError> {
         self.call(Access::Read, |conn| {
-            conn.all(
+            let newest = |sql: &str| {
+                conn.all(sql, params![], |r| r.get::<i64>(0))
+                    .map(|rows| rows.into_iter().next())
+            };
+            match newest(
                 "SELECT received_at FROM webhooks WHERE id = (SELECT MAX(id) FROM webhooks)",
-                params![],
-                |r| r.get::<i64>(0),
-            )
-            .map(|rows| rows.into_iter().next())
+            )? {
+                Some(at) => Ok(Some(at)),
+                None => {
+                    newest("SELECT created_at FROM items WHERE id = (SELECT MAX(id) FROM items)")
+                }
+            }
         })
         .await
     }

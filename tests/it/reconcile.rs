@@ -503,3 +503,84 @@ async fn an_instagram_login_accounts_inbox_is_read_on_its_own_host() {
     assert_eq!(bench.motion().notifies().len(), 2);
     bench.stop().await;
 }
+
+/// A backup taken while the daemon runs, restored on a new host hours later (or a move
+/// that took hours): the new host has no webhook bodies (they stay behind), so its first
+/// run looks back to the newest item it imported, not only `reconcile.lookback`: a
+/// message Meta stopped redelivering meanwhile still reaches Motion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restore_or_a_long_move_the_first_run_looks_back_to_the_imported_queue() {
+    let peers = Peers::start().await;
+    let text = peers.config_toml(
+        "\n[reconcile]\nevery = \"1h\"\nlookback = \"2h\"\npace = \"1ms\"\npause = \"50ms\"\n",
+    );
+    let mut bench = Bench::start_on(peers, &text).await;
+    let t = now_ms();
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            PSID,
+            "m.before.move",
+            t,
+            "before the move",
+        ))
+        .await;
+    bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    // A backup, taken while the daemon runs; then the host is lost.
+    let config = bench.peers.dir.path().join("config.toml");
+    let file = bench.peers.dir.path().join("queue.jsonl");
+    let (code, _, err) = cli(&[
+        "queue",
+        "export",
+        "--out",
+        file.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("exported 1 item(s)"), "{err}");
+    bench.daemon.take().unwrap().stop().await;
+    // Restored five hours later: what the old host stored, it stored then.
+    let hours = |n: i64| n * 3_600_000;
+    let exported = std::fs::read_to_string(&file).unwrap();
+    let mut moved = String::new();
+    let mut rest = exported.as_str();
+    while let Some(at) = rest.find("\"created_at\":") {
+        let (before, after) = rest.split_at(at + "\"created_at\":".len());
+        moved.push_str(before);
+        moved.push_str(&(t - hours(5)).to_string());
+        rest = after.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    moved.push_str(rest);
+    assert_ne!(moved, exported, "the export has its items' times");
+    std::fs::write(&file, moved).unwrap();
+    // Meanwhile a customer wrote, three hours ago, and Meta gave up redelivering it.
+    bench.peers.graph.add_inbox_message(
+        PAGE_A,
+        "messenger",
+        "5550077",
+        customer("m_during_move", "written during the move", t - hours(3)),
+    );
+
+    let Bench { peers, .. } = bench;
+    let old_db = peers.store_path();
+    let new_db = peers.dir.path().join("new-host").join("state.db");
+    let text = text.replace(old_db.to_str().unwrap(), new_db.to_str().unwrap());
+    let new_config = peers.dir.path().join("new-host.toml");
+    std::fs::write(&new_config, &text).unwrap();
+    let (code, out, err) = cli(&[
+        "queue",
+        "import",
+        file.to_str().unwrap(),
+        "--config",
+        new_config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let bench = Bench::start_on(peers, &text).await;
+    bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
+    assert_eq!(
+        bodies(&bench),
+        ["before the move", "written during the move"]
+    );
+    bench.stop().await;
+}
