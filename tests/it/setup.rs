@@ -828,3 +828,36 @@ async fn setup_registers_the_webhook_meta_verified() {
     );
     daemon.kill();
 }
+
+/// On a shared queue, `setup` wrote this node's file only: it says to copy it to the
+/// other nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_on_a_shared_queue_says_to_copy_the_config_to_every_node() {
+    let peers = Peers::start().await;
+    peers.graph.set_app_secret(APP_SECRET);
+    peers
+        .graph
+        .add_user(USER_TOKEN, &["555000111401"], ALL_SCOPES);
+    let (text, _) = write_config(&peers);
+    let path = peers.dir.path().join("config.toml");
+    let shared = text.replace(
+        "[storage]\n",
+        "[storage]\nbackend = \"postgres\"\nurl = \"postgres://fb_openchannel@127.0.0.1:9/fb_openchannel\"\n",
+    );
+    assert_ne!(shared, text);
+    std::fs::write(&path, shared).unwrap();
+    let receive = peers.motion.receive_url(4);
+    let (code, out, err) = setup(
+        &path,
+        USER_TOKEN,
+        &["--page", "555000111401", "--receive-url", &receive, "--yes"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "a shared queue: copy {} to every other node and reload it there",
+            path.display()
+        )),
+        "{out}"
+    );
+}

@@ -288,6 +288,12 @@ async fn setup(path: &Path, options: Options) -> Result<(), String> {
         );
     }
     println!("{}", reload());
+    if config.storage.is_postgres() {
+        println!(
+            "  a shared queue: copy {} to every other node and reload it there (systemctl reload fb-openchannel) — a webhook or a Reply URL call goes to whichever node gets it; until then each node names the other's config as different (`fb-openchannel doctor`, /readyz)",
+            path.display()
+        );
+    }
     if !options.no_webhook {
         println!(
             "{}",
