@@ -150,6 +150,8 @@ pub struct Metrics {
     outcomes_kept: Gauge,
     /// Tries to write them that failed (scrape time).
     outcome_write_retries: Gauge,
+    /// Parts of the config another node of the shared queue holds otherwise (scrape time).
+    config_differences: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -412,8 +414,15 @@ impl Metrics {
             "Tries to write kept delivery outcomes that the state database refused, since the start",
             outcome_write_retries.clone(),
         );
+        let config_differences = Gauge::default();
+        registry.register(
+            "shared_queue_config_differences",
+            "Parts of the config (a token, a Receive URL, an account, settings) that other living nodes of the shared queue hold otherwise than this node, summed over them; 0 on one host",
+            config_differences.clone(),
+        );
         Metrics {
             registry,
+            config_differences,
             feature_paused,
             unverified_bytes,
             outcomes_kept,
@@ -555,6 +564,8 @@ impl Metrics {
             .set(i64::try_from(now.outcomes_kept).unwrap_or(i64::MAX));
         self.outcome_write_retries
             .set(i64::try_from(now.outcome_write_retries).unwrap_or(i64::MAX));
+        self.config_differences
+            .set(i64::try_from(now.config_differences).unwrap_or(i64::MAX));
         let (queue, states, store) = (now.queue, now.states, now.store);
         let now = now_ms();
         self.queue_depth.clear();
@@ -629,6 +640,8 @@ pub struct Now<'a> {
     pub unverified: (usize, usize),
     pub outcomes_kept: usize,
     pub outcome_write_retries: u64,
+    /// Parts of the config other nodes hold otherwise, summed over them.
+    pub config_differences: usize,
     pub queue: Vec<QueueStat>,
     pub states: Vec<(String, i64)>,
     pub store: &'a StoreStats,

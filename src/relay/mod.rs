@@ -266,6 +266,7 @@ impl Shared {
             unverified: self.bodies.in_use(),
             outcomes_kept: self.ledger.kept(),
             outcome_write_retries: self.ledger.failed_flushes(),
+            config_differences: self.config_drift.all().iter().map(|(_, d)| d.len()).sum(),
             queue: self.store.queue_stats().await?,
             states: self.store.count_by_state().await?,
             store: self.store.stats(),

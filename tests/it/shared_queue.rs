@@ -554,6 +554,16 @@ async fn nodes_that_run_different_configs_say_so_until_the_file_is_copied() {
             .unwrap_or_else(|| panic!("{out}"))
             .to_owned()
     };
+    let metrics = reqwest::get(format!("http://{}/metrics", b.local_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("fb_openchannel_shared_queue_config_differences 1\n"),
+        "{metrics}"
+    );
     let line = doctor(&path_b);
     assert!(
         line.contains("✗") && line.contains(&differs) && line.contains("copy the same config"),
