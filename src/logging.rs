@@ -169,8 +169,16 @@ pub static NAME_LOOKUP_FAILED: Topic = Topic::warn(
     MINUTE,
 );
 
+/// Items left to another node of a shared queue (their account is not in this config).
+pub static HANDED_OVER: Topic = Topic::warn(
+    "items left to another node of the shared queue (their account is not in this node's config)",
+    5,
+    MINUTE,
+);
+
 /// Every topic, for [`summarise`].
-pub static TOPICS: [&Topic; 10] = [
+pub static TOPICS: [&Topic; 11] = [
+    &HANDED_OVER,
     &NAME_LOOKUP_FAILED,
     &ITEM_FAILED,
     &EVICTED,

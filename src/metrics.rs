@@ -139,6 +139,8 @@ pub struct Metrics {
     client_certs: Family<ResultLabels, Counter>,
     /// Signed webhook bodies or items in them that could not be read (kept as failed).
     pub unreadable: Counter,
+    /// Items left to another node of a shared queue: their account is not in this config.
+    pub left_to_other_nodes: Counter,
     /// Log lines not written because their topic was flooding (read at scrape time).
     log_suppressed: Family<TopicLabels, Gauge>,
     /// 1 for each feature of a page Facebook throttles now (scrape time).
@@ -372,6 +374,12 @@ impl Metrics {
             "Signed webhook bodies, or items in them, that could not be read; each is kept as failed while its neighbours are delivered",
             unreadable.clone(),
         );
+        let left_to_other_nodes = Counter::default();
+        registry.register(
+            "items_left_to_other_nodes",
+            "Times this node left an item to another node of the shared queue because the item's account is not in this node's config (its config differs: copy the same file to every node)",
+            left_to_other_nodes.clone(),
+        );
         let handshakes = Family::<ResultLabels, Counter>::default();
         registry.register(
             "handshakes",
@@ -422,6 +430,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            left_to_other_nodes,
             config_differences,
             feature_paused,
             unverified_bytes,

@@ -107,6 +107,11 @@ fn account(name: &str) -> Option<&str> {
     (account.starts_with("page ") || account.starts_with("instagram ")).then_some(account)
 }
 
+/// Whether a part's name is a whole account (`page 123`, `instagram 1784…`).
+pub fn is_account(name: &str) -> bool {
+    account(name) == Some(name)
+}
+
 /// What differs between this node's digests and another node's, in words: an account
 /// configured on one node only, a part whose value differs.
 pub fn differences(mine: &Digest, theirs: &Digest) -> Vec<String> {

@@ -410,7 +410,25 @@ pub struct PageConfig {
     pub wall_reactions: bool,
 }
 
+/// An account's table with every setting at its default, for `id` (the credentials and
+/// the Receive URL empty): what decides which events of an account another node of a
+/// shared queue has are delivered, on a node whose config lacks it.
+fn stand_in<T: serde::de::DeserializeOwned>(id: &str, required: &[&str]) -> T {
+    let mut table = toml::Table::new();
+    table.insert("id".into(), id.into());
+    for key in required {
+        table.insert((*key).into(), "".into());
+    }
+    let text = toml::to_string(&table).expect("a table of strings serialises");
+    toml::from_str(&text).expect("an account's table with its required keys parses")
+}
+
 impl PageConfig {
+    /// This page with the default settings (see [`stand_in`]).
+    pub fn stand_in(id: &str) -> PageConfig {
+        stand_in(id, &["access_token", "receive_url", "reply_token"])
+    }
+
     /// This account's map key: its own, else `[motion] map_key`.
     pub fn map_key<'a>(&'a self, motion: &'a MotionConfig) -> &'a str {
         self.map_key.as_deref().unwrap_or(&motion.map_key)
@@ -469,6 +487,11 @@ pub enum InstagramLogin<'a> {
 }
 
 impl InstagramConfig {
+    /// This account with the default settings (see [`stand_in`]).
+    pub fn stand_in(id: &str) -> InstagramConfig {
+        stand_in(id, &["receive_url", "reply_token"])
+    }
+
     /// This account's map key: its own, else `[motion] map_key`.
     pub fn map_key<'a>(&'a self, motion: &'a MotionConfig) -> &'a str {
         self.map_key.as_deref().unwrap_or(&motion.map_key)

@@ -25,7 +25,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-pub use digest::{Digest, differences, digest};
+pub use digest::{Digest, differences, digest, is_account};
 pub use dump::redact_url;
 pub use errors::{ConfigError, ConfigErrors};
 pub use file::*;

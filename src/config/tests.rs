@@ -535,3 +535,19 @@ fn a_short_or_url_unsafe_reply_token_is_refused_with_how_to_make_one() {
         }
     }
 }
+
+/// A node of a shared queue that lacks an account another node has decides its events
+/// with the default settings: the stand-in tables parse, whatever the id's characters.
+#[test]
+fn an_accounts_stand_in_has_the_default_settings() {
+    let page = PageConfig::stand_in("123");
+    assert_eq!(page.id.get_ref(), "123");
+    assert!(page.wall_posts);
+    assert_eq!(page.standby, Standby::Forward);
+    assert_eq!(page.comment_reply, CommentReply::Public);
+    let account = InstagramConfig::stand_in("17841400000000001");
+    assert!(account.comments);
+    assert!(account.page.is_none() && account.access_token.is_none());
+    let odd = PageConfig::stand_in("1\"2\n[x]");
+    assert_eq!(odd.id.get_ref(), "1\"2\n[x]");
+}

@@ -47,6 +47,9 @@ pub async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>, drain: Du
 /// Delivers one item and records the outcome.
 async fn deliver(shared: &Shared, item: Item) {
     let live = shared.live();
+    if crate::relay::nodes::left_to_another_node(shared, &live, Direction::Inbound, &item) {
+        return;
+    }
     let result = deliver_steps(shared, &live, &item)
         .await
         .map(|steps| Delivered {

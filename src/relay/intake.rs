@@ -229,13 +229,28 @@ fn fate(shared: &Shared, item: &Item) -> NewState {
         return NewState::Failed(reason.clone());
     }
     let live = shared.live();
+    // An account another node of a shared queue has, though this node's config lacks it
+    // (copied to one node only): kept and decided with the default settings, for that
+    // node to deliver, rather than skipped here.
+    let stand_in_page;
+    let stand_in_instagram;
     let state = match &item.object {
         WebhookObject::Page => {
-            let Some(page) = live.page(&item.page_id) else {
-                return NewState::Skipped(format!(
-                    "page {} is not configured (add a [[page]] for it, or unsubscribe the app from it)",
-                    item.page_id
-                ));
+            let page = match live.page(&item.page_id) {
+                Some(page) => page,
+                None if shared
+                    .config_drift
+                    .elsewhere(&["page", &item.page_id].join(" ")) =>
+                {
+                    stand_in_page = crate::config::PageConfig::stand_in(&item.page_id);
+                    &stand_in_page
+                }
+                None => {
+                    return NewState::Skipped(format!(
+                        "page {} is not configured (add a [[page]] for it, or unsubscribe the app from it)",
+                        item.page_id
+                    ));
+                }
             };
             match &item.parsed {
                 Ok(Parsed::Messaging(_)) => messenger::intake_state(
@@ -254,11 +269,21 @@ fn fate(shared: &Shared, item: &Item) -> NewState {
             }
         }
         WebhookObject::Instagram => {
-            let Some(account) = live.config.instagram(&item.page_id) else {
-                return NewState::Skipped(format!(
-                    "Instagram account {} is not configured (add an [[instagram]] for it, or unsubscribe the app from it)",
-                    item.page_id
-                ));
+            let account = match live.config.instagram(&item.page_id) {
+                Some(account) => account,
+                None if shared
+                    .config_drift
+                    .elsewhere(&["instagram", &item.page_id].join(" ")) =>
+                {
+                    stand_in_instagram = crate::config::InstagramConfig::stand_in(&item.page_id);
+                    &stand_in_instagram
+                }
+                None => {
+                    return NewState::Skipped(format!(
+                        "Instagram account {} is not configured (add an [[instagram]] for it, or unsubscribe the app from it)",
+                        item.page_id
+                    ));
+                }
             };
             match &item.parsed {
                 Ok(Parsed::Messaging(_)) => instagram::intake_state(

@@ -143,6 +143,8 @@ const ALIVE_MS: i64 = 3 * HEAR_EVERY.as_millis() as i64;
 #[derive(Default)]
 pub struct Drift {
     known: Mutex<Vec<(String, Vec<String>)>>,
+    /// The accounts (`page 123`, `instagram 1784…`) in the config of another living node.
+    elsewhere: Mutex<std::collections::HashSet<String>>,
     /// Poked by a reload: the nodes compare the new config at once.
     pub wake: tokio::sync::Notify,
 }
@@ -151,6 +153,52 @@ impl Drift {
     pub fn all(&self) -> Vec<(String, Vec<String>)> {
         self.known.lock().expect("drift lock").clone()
     }
+
+    /// Whether another living node of the shared queue has `account` (`page 123`,
+    /// `instagram 1784…`) in its config.
+    pub fn elsewhere(&self, account: &str) -> bool {
+        self.elsewhere.lock().expect("drift lock").contains(account)
+    }
+
+    /// Whether another living node has the page or Instagram account `id`.
+    pub fn elsewhere_id(&self, id: &str) -> bool {
+        let elsewhere = self.elsewhere.lock().expect("drift lock");
+        ["page", "instagram"]
+            .iter()
+            .any(|kind| elsewhere.contains(&[*kind, id].join(" ")))
+    }
+}
+
+/// How long a node leaves to the others a conversation whose account it lacks (then it
+/// looks again: the other node may have stopped, or this node's config may have it).
+pub const HAND_OVER_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether this node leaves the item to another node of the shared queue: its account
+/// is not in this node's config but is in another living node's (a config copied to
+/// one node only, after `setup`). Its conversation is passed over here for
+/// [`HAND_OVER_HOLD`], and the other nodes are told; nothing is recorded of it.
+pub fn left_to_another_node(
+    shared: &Shared,
+    live: &crate::relay::Live,
+    direction: crate::store::Direction,
+    item: &crate::store::Item,
+) -> bool {
+    if live.account(&item.page_id).is_some() || !shared.config_drift.elsewhere_id(&item.page_id) {
+        return false;
+    }
+    if crate::logging::HANDED_OVER.admit() {
+        warn!(
+            page_id = %item.page_id,
+            conversation = %item.conversation,
+            item = item.id,
+            "account {} is not in this node's config but another node of the shared queue has it: item {} is left to that node; {SAME_CONFIG}",
+            item.page_id,
+            item.id
+        );
+    }
+    shared.store.hand_over(direction, item, HAND_OVER_HOLD);
+    shared.metrics.left_to_other_nodes.inc();
+    true
 }
 
 /// What to do about another config, in the journal and `/readyz`.
@@ -170,16 +218,24 @@ async fn compare_configs(shared: &Shared) {
         return;
     };
     let mut drift = Vec::new();
+    let mut elsewhere = std::collections::HashSet::new();
     for row in &rows {
         let Ok(theirs) = serde_json::from_str::<crate::config::Digest>(&row.digest) else {
             debug!(node = %row.node, "another node's config digests are unreadable");
             continue;
         };
+        elsewhere.extend(
+            theirs
+                .keys()
+                .filter(|k| crate::config::is_account(k))
+                .cloned(),
+        );
         let differs = crate::config::differences(&mine, &theirs);
         if !differs.is_empty() {
             drift.push((row.node.clone(), differs));
         }
     }
+    *shared.config_drift.elsewhere.lock().expect("drift lock") = elsewhere;
     let before = std::mem::replace(
         &mut *shared.config_drift.known.lock().expect("drift lock"),
         drift.clone(),

@@ -38,6 +38,9 @@ pub async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>, drain: Du
 /// Sends one reply, records the outcome, and tells a waiting Reply URL call.
 async fn send(shared: &Shared, item: Item) {
     let live = shared.live();
+    if crate::relay::nodes::left_to_another_node(shared, &live, Direction::Outbound, &item) {
+        return;
+    }
     let result = match live.account(&item.page_id) {
         Some(account) => send_steps(shared, &live, account, &item).await,
         None => Err(Failure::refused(

@@ -30,6 +30,9 @@ type ClaimKey = (Direction, String, ConversationKey);
 struct Held {
     conversations: std::collections::HashMap<ClaimKey, (i64, i64, i64)>,
     items: std::collections::HashSet<(Direction, i64)>,
+    /// Conversations this node leaves to the other nodes of a shared queue until a time
+    /// (ms): their account is not in its config ([`Claims::hand_over`]).
+    handed_over: std::collections::HashMap<ClaimKey, i64>,
 }
 
 impl Held {
@@ -52,6 +55,7 @@ impl Claims {
         let Held {
             conversations,
             items,
+            handed_over,
         } = &mut *held;
         conversations.retain(|(d, _, _), (until, _, item)| {
             let live = *until > now;
@@ -60,8 +64,10 @@ impl Claims {
             }
             live
         });
+        handed_over.retain(|_, until| *until > now);
         conversations
             .keys()
+            .chain(handed_over.keys())
             .filter(|(d, _, _)| *d == direction)
             .count()
     }
@@ -86,6 +92,21 @@ impl Claims {
         held.conversations
             .get(&key)
             .is_some_and(|(until, _, _)| *until > now)
+            || held.handed_over.get(&key).is_some_and(|until| *until > now)
+    }
+
+    /// Leaves a conversation to the other nodes until `until` (ms): this node's claims
+    /// pass over it meanwhile, while its lease in the database ends with its claim.
+    pub(super) fn hand_over(
+        &self,
+        direction: Direction,
+        page_id: &str,
+        conversation: &ConversationKey,
+        until: i64,
+    ) {
+        self.lock()
+            .handed_over
+            .insert((direction, page_id.to_owned(), conversation.clone()), until);
     }
 
     /// Claims the item's conversation unless it is held (by another worker that asked
@@ -95,6 +116,9 @@ impl Claims {
         let until = now.saturating_add(super::duration_ms(CLAIM_LEASE));
         let mut held = self.lock();
         let key = (direction, item.page_id.clone(), item.conversation.clone());
+        if held.handed_over.get(&key).is_some_and(|end| *end > now) {
+            return None;
+        }
         match held.conversations.get(&key) {
             Some((end, _, _)) if *end > now => None,
             _ => {

@@ -228,11 +228,24 @@ impl Store {
             .await
     }
 
+    /// Leaves the conversation of a claimed item to the other nodes of a shared queue for
+    /// `hold` (its account is not in this node's config): this node's claims pass over it
+    /// meanwhile, and its lease ends with the claim ([`Store::release`]), which tells the
+    /// other nodes so that one of them takes it at once.
+    pub fn hand_over(&self, direction: Direction, item: &Item, hold: std::time::Duration) {
+        let until = super::now_ms().saturating_add(super::duration_ms(hold));
+        self.claims
+            .hand_over(direction, &item.page_id, &item.conversation, until);
+    }
+
     /// Ends the claim on a conversation: its next item may go out.
     pub fn release(&self, direction: Direction, page_id: &str, conversation: &ConversationKey) {
         let token = self.claims.release(direction, page_id, conversation);
         if let (Some(shared), Some(token)) = (&self.shared, token) {
-            shared.release(self, direction, page_id, conversation, token);
+            let handed_over = self
+                .claims
+                .holds(direction, page_id, conversation, super::now_ms());
+            shared.release(self, direction, page_id, conversation, token, handed_over);
         }
     }
 }

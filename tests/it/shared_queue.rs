@@ -591,3 +591,90 @@ async fn nodes_that_run_different_configs_say_so_until_the_file_is_copied() {
         "{line}"
     );
 }
+
+/// `setup` added page B to node A's config only, and the floating IP is on node B: a
+/// customer's message to page B reaches node B. Node B keeps it (it used to skip it as
+/// "not configured", lost) and leaves its delivery to node A, which has the page, without
+/// a failed attempt of its own; an agent's answer on node A is not refused by node B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_only_one_node_has_is_delivered_by_that_node_whichever_node_took_it() {
+    use fb_openchannel::sim::motion::reply_body;
+    let Some(pg) = postgres("handover") else {
+        return;
+    };
+    let peers = Peers::start().await;
+    let url = pg.url("handover");
+    let text = peers.config_toml("");
+    let text_a = std::fs::read_to_string(on_postgres(&peers, &text, &url, "a")).unwrap();
+    let start = text.find(&format!("[[page]]\nid = \"{PAGE_B}\"")).unwrap();
+    let end = start + text[start..].find("reply_token").unwrap();
+    let end = end + text[end..].find('\n').unwrap() + 1;
+    let without_b = format!("{}{}", &text[..start], &text[end..]);
+    let text_b = std::fs::read_to_string(on_postgres(&peers, &without_b, &url, "b")).unwrap();
+    let mut a = Bench::start_on(peers, &text_a).await;
+    let b = fb_openchannel::daemon::Daemon::start(a.peers.config(&text_b))
+        .await
+        .unwrap();
+    let readyz = format!("http://{}/readyz", b.local_addr);
+    crate::wait_until("node b knows node a has page b", WAIT, || async {
+        let text = reqwest::get(&readyz).await.unwrap().text().await.unwrap();
+        text.contains(&format!("page {PAGE_B} is configured only there"))
+    })
+    .await;
+
+    // Node A restarts (its row stays in the shared queue meanwhile): the message reaches
+    // node B, which leaves it to the node that has the page instead of trying it.
+    a.daemon.take().unwrap().stop().await;
+    let to_b = WebhookSender::new(
+        &format!("https://127.0.0.1:{}/webhook", b.public_addr.port()),
+        APP_SECRET,
+        Some(&a.peers.certs.ca_pem),
+    );
+    let body = messenger_text(
+        PAGE_B,
+        "5550042",
+        "mid.handover.1",
+        fb_openchannel::store::now_ms() - 1000,
+        "Hello B",
+    );
+    let (status, answer) = to_b.send(body.as_bytes()).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let metrics = format!("http://{}/metrics", b.local_addr);
+    crate::wait_until("node b leaves the message to node a", WAIT, || async {
+        let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        text.contains("fb_openchannel_items_left_to_other_nodes_total 1")
+            || text.contains("fb_openchannel_items_left_to_other_nodes_total 2")
+    })
+    .await;
+    let a = a.restart().await;
+    let notes = a.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    assert_eq!(notes[0].notify.body, "Hello B");
+    let page_b = |i: &fb_openchannel::store::ItemSummary| {
+        i.page_id == PAGE_B && i.direction == fb_openchannel::store::Direction::Inbound
+    };
+    a.wait_items("the message is delivered", |items| {
+        items
+            .iter()
+            .any(|i| page_b(i) && i.state == fb_openchannel::model::ItemState::Done)
+    })
+    .await;
+    let item = a.items().await.into_iter().find(page_b).unwrap();
+    assert_eq!(item.attempts, 1, "no failed attempt on node b: {item:?}");
+
+    // An agent answers on node A: node B leaves the reply to node A as well.
+    let reply_url = format!(
+        "http://{}/reply/{PAGE_B}?token={REPLY_TOKEN_B}",
+        a.daemon().local_addr
+    );
+    let (status, answer) = a
+        .motion()
+        .agent_reply(&reply_url, &reply_body(7801, "5550042", "Hi!", None))
+        .await
+        .unwrap();
+    assert!(status == 200 || status == 202, "{status} {answer}");
+    crate::wait_until("the reply is sent once", WAIT, || async {
+        a.peers.graph.sent().len() == 1
+    })
+    .await;
+    assert_eq!(a.motion().notifies().len(), 1, "nothing doubled");
+}

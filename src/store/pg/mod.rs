@@ -171,7 +171,8 @@ impl Shared {
     }
 
     /// Ends this node's lease on a conversation (not waited for: if it is lost, the
-    /// lease runs out by itself).
+    /// lease runs out by itself). A conversation `handed_over` to the other nodes (its
+    /// account is not in this node's config): they are told once the lease is gone.
     pub(super) fn release(
         &self,
         store: &Store,
@@ -179,6 +180,7 @@ impl Shared {
         page_id: &str,
         conversation: &ConversationKey,
         token: i64,
+        handed_over: bool,
     ) {
         let (page_id, conversation, node) =
             (page_id.to_owned(), conversation.clone(), self.node.clone());
@@ -188,8 +190,11 @@ impl Shared {
                   WHERE direction = ?1 AND page_id = ?2 AND conversation = ?3 AND holder = ?4
                     AND token = ?5",
                 params![direction.as_str(), page_id, conversation, node, token],
-            )
-            .map(drop)
+            )?;
+            if handed_over {
+                super::wakes::tell_in_transaction(conn, &node)?;
+            }
+            Ok(())
         });
     }
 
