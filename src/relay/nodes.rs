@@ -143,7 +143,8 @@ const ALIVE_MS: i64 = 3 * HEAR_EVERY.as_millis() as i64;
 #[derive(Default)]
 pub struct Drift {
     known: Mutex<Vec<(String, Vec<String>)>>,
-    /// The accounts (`page 123`, `instagram 1784…`) in the config of another living node.
+    /// The accounts (`page 123`, `instagram 1784…`) in the config of another node that
+    /// wrote its row within the last hour.
     elsewhere: Mutex<std::collections::HashSet<String>>,
     /// Poked by a reload: the nodes compare the new config at once.
     pub wake: tokio::sync::Notify,
@@ -154,13 +155,13 @@ impl Drift {
         self.known.lock().expect("drift lock").clone()
     }
 
-    /// Whether another living node of the shared queue has `account` (`page 123`,
-    /// `instagram 1784…`) in its config.
+    /// Whether another node of the shared queue (alive within the hour) has `account`
+    /// (`page 123`, `instagram 1784…`) in its config.
     pub fn elsewhere(&self, account: &str) -> bool {
         self.elsewhere.lock().expect("drift lock").contains(account)
     }
 
-    /// Whether another living node has the page or Instagram account `id`.
+    /// Whether another node (alive within the hour) has the page or Instagram account `id`.
     pub fn elsewhere_id(&self, id: &str) -> bool {
         let elsewhere = self.elsewhere.lock().expect("drift lock");
         ["page", "instagram"]
@@ -174,8 +175,8 @@ impl Drift {
 pub const HAND_OVER_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Whether this node leaves the item to another node of the shared queue: its account
-/// is not in this node's config but is in another living node's (a config copied to
-/// one node only, after `setup`). Its conversation is passed over here for
+/// is not in this node's config but is in another node's, alive within the hour (a
+/// config copied to one node only, after `setup`). Its conversation is passed over here for
 /// [`HAND_OVER_HOLD`], and the other nodes are told; nothing is recorded of it.
 pub fn left_to_another_node(
     shared: &Shared,
@@ -210,11 +211,9 @@ pub const SAME_CONFIG: &str = "copy the same config file to every node and reloa
 async fn compare_configs(shared: &Shared) {
     let mine = crate::config::digest(&shared.live().config);
     let text = serde_json::to_string(&mine).expect("a map of strings serialises");
-    let Ok(rows) = shared
-        .store
-        .exchange_configs(text, now_ms() - ALIVE_MS)
-        .await
-    else {
+    // Every row kept (an hour): an account a node had that recently is not skipped
+    // here while that node is down; its items wait for it.
+    let Ok(mut rows) = shared.store.exchange_configs(text, 0).await else {
         return;
     };
     let mut drift = Vec::new();
@@ -230,12 +229,16 @@ async fn compare_configs(shared: &Shared) {
                 .filter(|k| crate::config::is_account(k))
                 .cloned(),
         );
+        if row.seen_at < now_ms() - ALIVE_MS {
+            continue;
+        }
         let differs = crate::config::differences(&mine, &theirs);
         if !differs.is_empty() {
             drift.push((row.node.clone(), differs));
         }
     }
     *shared.config_drift.elsewhere.lock().expect("drift lock") = elsewhere;
+    rows.retain(|r| r.seen_at >= now_ms() - ALIVE_MS);
     let before = std::mem::replace(
         &mut *shared.config_drift.known.lock().expect("drift lock"),
         drift.clone(),
