@@ -436,6 +436,28 @@ pub fn cli(args: &[&str]) -> (i32, String, String) {
     cli_with_env(args, &[])
 }
 
+/// `fb-openchannel queue export --out FILE` (or `import FILE`) with the config at
+/// `config`, asserted to succeed; its stdout and stderr.
+pub fn queue_transfer(verb: &str, file: &Path, config: &Path) -> (String, String) {
+    let file = file.to_str().unwrap();
+    let mut args = vec!["queue", verb];
+    if verb == "export" {
+        args.push("--out");
+    }
+    args.extend([file, "--config", config.to_str().unwrap()]);
+    let (code, out, err) = cli(&args);
+    assert_eq!(code, 0, "queue {verb}: {out}{err}");
+    (out, err)
+}
+
+/// The bench config `text` for a new host: the same peers, its state database in a
+/// folder of its own.
+pub fn on_new_host(peers: &Peers, text: &str) -> String {
+    let old_db = peers.store_path();
+    let new_db = peers.dir.path().join("new-host").join("state.db");
+    text.replace(old_db.to_str().unwrap(), new_db.to_str().unwrap())
+}
+
 /// [`cli`] with these environment variables set.
 pub fn cli_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(binary())

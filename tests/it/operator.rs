@@ -1013,15 +1013,7 @@ async fn queue_moves(postgres: Option<String>) {
 
     let config_a = config_path(&bench.peers);
     let file = bench.peers.dir.path().join("queue.jsonl");
-    let (code, _, err) = cli(&[
-        "queue",
-        "export",
-        "--out",
-        file.to_str().unwrap(),
-        "--config",
-        &config_a,
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let (_, err) = queue_transfer("export", &file, std::path::Path::new(&config_a));
     assert!(
         err.contains("exported 2 item(s) (1 pending, 0 failed)"),
         "{err}"
@@ -1034,11 +1026,7 @@ async fn queue_moves(postgres: Option<String>) {
 
     // The new host: another state database, the same Motion and Facebook.
     let Bench { peers, .. } = bench;
-    let old_db = peers.store_path();
-    let new_db = peers.dir.path().join("new-host").join("state.db");
-    let mut text = std::fs::read_to_string(&config_a)
-        .unwrap()
-        .replace(old_db.to_str().unwrap(), new_db.to_str().unwrap());
+    let mut text = on_new_host(&peers, &std::fs::read_to_string(&config_a).unwrap());
     if let Some(url) = &postgres {
         text = text.replace(
             "[storage]\n",
@@ -1047,26 +1035,12 @@ async fn queue_moves(postgres: Option<String>) {
     }
     let config_b = peers.dir.path().join("config-b.toml");
     std::fs::write(&config_b, &text).unwrap();
-    let (code, out, err) = cli(&[
-        "queue",
-        "import",
-        file.to_str().unwrap(),
-        "--config",
-        config_b.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    let (out, _) = queue_transfer("import", &file, &config_b);
     assert!(
         out.contains("imported 2 item(s) (1 pending, 0 failed)"),
         "{out}"
     );
-    let (code, out, _) = cli(&[
-        "queue",
-        "import",
-        file.to_str().unwrap(),
-        "--config",
-        config_b.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0);
+    let (out, _) = queue_transfer("import", &file, &config_b);
     assert!(
         out.contains("imported 0 item(s)"),
         "importing twice adds nothing: {out}"

@@ -529,15 +529,7 @@ async fn after_a_restore_or_a_long_move_the_first_run_looks_back_to_the_imported
     // A backup, taken while the daemon runs; then the host is lost.
     let config = bench.peers.dir.path().join("config.toml");
     let file = bench.peers.dir.path().join("queue.jsonl");
-    let (code, _, err) = cli(&[
-        "queue",
-        "export",
-        "--out",
-        file.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let (_, err) = queue_transfer("export", &file, &config);
     assert!(err.contains("exported 1 item(s)"), "{err}");
     bench.daemon.take().unwrap().stop().await;
     // Restored five hours later: what the old host stored, it stored then.
@@ -563,19 +555,10 @@ async fn after_a_restore_or_a_long_move_the_first_run_looks_back_to_the_imported
     );
 
     let Bench { peers, .. } = bench;
-    let old_db = peers.store_path();
-    let new_db = peers.dir.path().join("new-host").join("state.db");
-    let text = text.replace(old_db.to_str().unwrap(), new_db.to_str().unwrap());
+    let text = on_new_host(&peers, &text);
     let new_config = peers.dir.path().join("new-host.toml");
     std::fs::write(&new_config, &text).unwrap();
-    let (code, out, err) = cli(&[
-        "queue",
-        "import",
-        file.to_str().unwrap(),
-        "--config",
-        new_config.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    queue_transfer("import", &file, &new_config);
     let bench = Bench::start_on(peers, &text).await;
     bench.motion().wait_for_notifies(2, WAIT).await.unwrap();
     assert_eq!(
