@@ -108,6 +108,17 @@ async fn reply_route(
 ) -> HttpResponse {
     let live = shared.live();
     let Some(account) = live.account(page_id) else {
+        // Known to another node of the shared queue (so a page id of ours, not the
+        // caller's text): this node's config lacks it.
+        if shared.config_drift.elsewhere_id(page_id) {
+            if logging::REPLY_REFUSED.admit() {
+                warn!(%remote, page_id, "Reply URL call for page {page_id}, which another node of the shared queue has but this node's config lacks: answered 404; {}", crate::relay::nodes::SAME_CONFIG);
+            }
+            return json(
+                404,
+                serde_json::json!({"message": format!("Not sent: page {page_id} is configured on another node of fb-openchannel but not on this one; an administrator must copy the config to every node. Send it again then.")}),
+            );
+        }
         if logging::REPLY_REFUSED.admit() {
             warn!(%remote, "Reply URL call for an account that is not configured: answered 404 (check the Reply URL in the Openchannel account)");
         }

@@ -677,4 +677,24 @@ async fn a_page_only_one_node_has_is_delivered_by_that_node_whichever_node_took_
     })
     .await;
     assert_eq!(a.motion().notifies().len(), 1, "nothing doubled");
+
+    // An agent on node B's Motion answers page B: node B cannot check the reply token
+    // it lacks, and says why.
+    let on_b = format!(
+        "http://{}/reply/{PAGE_B}?token={REPLY_TOKEN_B}",
+        b.local_addr
+    );
+    let (status, answer) = a
+        .motion()
+        .agent_reply(&on_b, &reply_body(7802, "5550042", "Hi again!", None))
+        .await
+        .unwrap();
+    assert_eq!(status, 404, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("configured on another node of fb-openchannel but not on this one"),
+        "{answer}"
+    );
 }
