@@ -2,8 +2,9 @@
 //! per living node, the digests of the parts of its config that every node must hold
 //! alike (`crate::config::digest`, as JSON) and when it last wrote them (Unix ms). Each
 //! node writes its row every few seconds and compares the others' with its own;
-//! `doctor` compares them with the config file. A row not written for an hour (a node
-//! stopped, or started again under a new name) is deleted.
+//! `doctor` compares them with the config file. A node is named by its host and an id
+//! kept in its state folder (`node-id`), so a restarted daemon writes the same row. A
+//! row not written for an hour (a node stopped) is deleted.
 
 use rusqlite::params;
 
@@ -54,14 +55,14 @@ impl Store {
                 "INSERT INTO node_configs (node, digest, seen_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (node) DO UPDATE SET digest = excluded.digest,
                    seen_at = excluded.seen_at",
-                params![shared.node, digest, now],
+                params![shared.config_node, digest, now],
             )?;
             conn.exec(
                 "DELETE FROM node_configs WHERE seen_at < ?1",
                 params![now - FORGET_MS],
             )?;
             let mut rows = rows(conn, since)?;
-            rows.retain(|r| r.node != shared.node);
+            rows.retain(|r| r.node != shared.config_node);
             Ok(rows)
         })
         .await
@@ -79,7 +80,9 @@ mod tests {
             return;
         };
         let a = Store::open_postgres(&storage).unwrap();
-        let b = Store::open_postgres(&storage).unwrap();
+        let mut other = storage.clone();
+        other.path = storage.path.with_file_name("b").join("state.db");
+        let b = Store::open_postgres(&other).unwrap();
         let start = now_ms();
         assert_eq!(
             a.exchange_configs("{\"x\":\"1\"}".into(), start)
@@ -92,7 +95,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0].node, a.shared().unwrap().node);
+        assert_eq!(seen[0].node, a.shared().unwrap().config_node);
         assert_eq!(seen[0].digest, "{\"x\":\"1\"}");
         let seen = a
             .exchange_configs("{\"x\":\"1\"}".into(), start)
@@ -101,5 +104,16 @@ mod tests {
         assert_eq!(seen[0].digest, "{\"x\":\"2\"}");
         let later = now_ms() + 1;
         assert_eq!(a.exchange_configs("{}".into(), later).await.unwrap(), []);
+
+        // Node a restarted (the same state folder): its row is replaced, not another
+        // node's.
+        drop(a);
+        let a = Store::open_postgres(&storage).unwrap();
+        let seen = a
+            .exchange_configs("{\"x\":\"3\"}".into(), start)
+            .await
+            .unwrap();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].node, b.shared().unwrap().config_node);
     }
 }

@@ -78,6 +78,10 @@ pub struct Shared {
     reconnected_at: Arc<AtomicI64>,
     /// How to reach the server, for the wake-ups between nodes.
     pub(in crate::store) target: Target,
+    /// This node's name in `node_configs`: the host and an id kept in the state folder,
+    /// so that a restarted daemon replaces its own row (its old config is not another
+    /// node's).
+    pub(in crate::store) config_node: String,
 }
 
 /// What `doctor` says about the PostgreSQL queue.
@@ -282,6 +286,7 @@ impl Store {
                 server,
                 reconnected_at,
                 target: config,
+                config_node: [hostname(), state_id(&storage.path)].join("/"),
             })),
             wakes: Arc::default(),
         };
@@ -302,6 +307,26 @@ fn hostname() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".into())
+}
+
+/// The id of the state folder of `store_path` (`node-id` in it, made once: 8 random hex
+/// digits); a random one when the file cannot be read or made. Read and written through
+/// the state directory's descriptor: `queue import` and `reconcile` may run as root.
+fn state_id(store_path: &std::path::Path) -> String {
+    let fresh = || format!("{:08x}", fastrand::u32(..));
+    let Ok(dir) = crate::statedir::Dir::state(crate::statedir::of_store(store_path)) else {
+        return fresh();
+    };
+    if let Ok(Some(bytes)) = dir.read("node-id", 64) {
+        let id = String::from_utf8_lossy(&bytes).trim().to_owned();
+        if id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return id;
+        }
+    }
+    let id = fresh();
+    // Not kept (a read-only folder): this run's rows are its own, under a new name.
+    let _ = dir.write("node-id", format!("{id}\n").as_bytes());
+    id
 }
 
 /// Renews this node's leases every third of their length until the store is dropped.
