@@ -220,7 +220,7 @@ fn moved(c: &crate::store::transfer::Counts) -> String {
 fn import(db: &crate::config::StorageConfig, file: &std::path::Path, json: bool) -> ExitCode {
     // A new host or database: the queue is made as the daemon makes it (mode, schema).
     let made = if db.is_postgres() {
-        crate::store::Store::open_postgres(db).map(drop)
+        crate::store::prepare_postgres(db)
     } else if !db.path.exists() {
         crate::store::Store::open(&db.path).map(drop)
     } else {

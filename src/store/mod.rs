@@ -59,8 +59,8 @@ pub(crate) use items::record_attempt;
 pub use items::{Enqueued, IntakeOutcome, Item, NewItem, NewState, QueueStat, Write};
 pub use memory::Profile;
 pub use pg::{
-    PgStatus, Shared, off_runtime, place, settings as pg_settings, status as pg_status,
-    target as pg_target,
+    PgStatus, Shared, off_runtime, place, prepare_postgres, settings as pg_settings,
+    status as pg_status, target as pg_target,
 };
 /// One row of the queue, as operators (`queue list`) and tests see it.
 pub use queue::Row as ItemSummary;

@@ -172,3 +172,54 @@ async fn capture_check_and_doctor_read_no_device_or_fifo_planted_for_root() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(!out.contains("root:secret"), "{out}");
 }
+
+/// `queue import` as root into PostgreSQL on a new host (README: "Moving to another
+/// host", "Two hosts"): it makes the queue's schema and nothing in the state folder,
+/// which is the daemon's to make (a folder root made, with its spool, would be one the
+/// daemon cannot write).
+#[tokio::test]
+async fn queue_import_as_root_into_postgres_makes_nothing_in_the_state_folder() {
+    use fb_openchannel::sim::postgres::{PrivatePostgres, SKIPPED};
+    if nobody("queue_import_as_root_into_postgres_makes_nothing_in_the_state_folder").is_none() {
+        return;
+    }
+    let Some(pg) = PrivatePostgres::start().unwrap() else {
+        eprintln!("{SKIPPED}");
+        return;
+    };
+    pg.create_database("rootimport").unwrap();
+    let peers = Peers::start().await;
+    let new_host = peers.dir.path().join("new-host");
+    let text = peers
+        .config_toml("")
+        .replace(
+            peers.store_path().to_str().unwrap(),
+            new_host.join("state.db").to_str().unwrap(),
+        )
+        .replace(
+            "[storage]\n",
+            &format!(
+                "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\n",
+                pg.url("rootimport")
+            ),
+        );
+    assert!(text.contains("new-host") && text.contains("postgres"));
+    let config = peers.dir.path().join("config.toml");
+    std::fs::write(&config, text).unwrap();
+    let file = peers.dir.path().join("queue.jsonl");
+    std::fs::write(
+        &file,
+        "{\"format\":\"fb-openchannel-queue\",\"version\":1,\"schema\":15,\"exported_at\":0}\n",
+    )
+    .unwrap();
+    let (code, out, err) = cli(&[
+        "queue",
+        "import",
+        file.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("imported 0 item(s)"), "{out}");
+    assert!(!new_host.exists(), "root made the daemon's state folder");
+}

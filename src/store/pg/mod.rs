@@ -232,17 +232,7 @@ impl Store {
     /// local state directory (spool, ACME files) is its folder, as with SQLite.
     pub fn open_postgres(storage: &StorageConfig) -> Result<Store, StoreError> {
         let open_err = StoreError::Shared;
-        let config = target(storage).map_err(open_err)?;
-        let server = describe(&config.config);
-        let mut first = connect(&config)
-            .map_err(|e| open_err(format!("cannot connect to PostgreSQL at {server}: {e}")))?;
-        off_runtime(|| pg_schema::prepare(&mut first.client).map_err(|e| e.to_string())).map_err(
-            |e| {
-                open_err(format!(
-                    "cannot prepare the queue in PostgreSQL at {server}: {e}"
-                ))
-            },
-        )?;
+        let (config, server, first) = prepared(storage)?;
         super::engine::make_state_dir(&storage.path).map_err(|reason| StoreError::Open {
             path: storage.path.clone(),
             reason,
@@ -298,6 +288,30 @@ impl Store {
     pub fn shared(&self) -> Option<&Shared> {
         self.shared.as_deref()
     }
+}
+
+/// Makes or migrates the queue's schema in PostgreSQL, one node at a time: all that
+/// `queue import` needs on a new host, which may run as root (the state folder is the
+/// daemon's to make: root making it would leave the daemon a folder it cannot write).
+pub fn prepare_postgres(storage: &StorageConfig) -> Result<(), StoreError> {
+    prepared(storage).map(drop)
+}
+
+/// The server's settings, its place in words, and a connection on a prepared schema.
+fn prepared(storage: &StorageConfig) -> Result<(Target, String, PgConn), StoreError> {
+    let open_err = StoreError::Shared;
+    let config = target(storage).map_err(open_err)?;
+    let server = describe(&config.config);
+    let mut first = connect(&config)
+        .map_err(|e| open_err(format!("cannot connect to PostgreSQL at {server}: {e}")))?;
+    off_runtime(|| pg_schema::prepare(&mut first.client).map_err(|e| e.to_string())).map_err(
+        |e| {
+            open_err(format!(
+                "cannot prepare the queue in PostgreSQL at {server}: {e}"
+            ))
+        },
+    )?;
+    Ok((config, server, first))
 }
 
 /// The host's name, for a node's name in `claims`.
