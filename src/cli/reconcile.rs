@@ -68,7 +68,7 @@ pub fn main(path: &std::path::Path, options: Options, json: bool) -> ExitCode {
         let live = Live::new(config, None)?;
         let store = tokio::task::spawn_blocking(move || {
             if storage.is_postgres() {
-                Store::open_postgres(&storage)
+                Store::open_postgres_for_command(&storage)
             } else {
                 Store::open(&store_path)
             }

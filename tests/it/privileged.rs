@@ -179,33 +179,16 @@ async fn capture_check_and_doctor_read_no_device_or_fifo_planted_for_root() {
 /// daemon cannot write).
 #[tokio::test]
 async fn queue_import_as_root_into_postgres_makes_nothing_in_the_state_folder() {
-    use fb_openchannel::sim::postgres::{PrivatePostgres, SKIPPED};
-    if nobody("queue_import_as_root_into_postgres_makes_nothing_in_the_state_folder").is_none() {
-        return;
-    }
-    let Some(pg) = PrivatePostgres::start().unwrap() else {
-        eprintln!("{SKIPPED}");
+    let Some(NewNode {
+        peers,
+        config,
+        new_host,
+        _pg,
+    }) = NewNode::start("queue_import_as_root_into_postgres_makes_nothing_in_the_state_folder")
+        .await
+    else {
         return;
     };
-    pg.create_database("rootimport").unwrap();
-    let peers = Peers::start().await;
-    let new_host = peers.dir.path().join("new-host");
-    let text = peers
-        .config_toml("")
-        .replace(
-            peers.store_path().to_str().unwrap(),
-            new_host.join("state.db").to_str().unwrap(),
-        )
-        .replace(
-            "[storage]\n",
-            &format!(
-                "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\n",
-                pg.url("rootimport")
-            ),
-        );
-    assert!(text.contains("new-host") && text.contains("postgres"));
-    let config = peers.dir.path().join("config.toml");
-    std::fs::write(&config, text).unwrap();
     let file = peers.dir.path().join("queue.jsonl");
     std::fs::write(
         &file,
@@ -222,4 +205,102 @@ async fn queue_import_as_root_into_postgres_makes_nothing_in_the_state_folder() 
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("imported 0 item(s)"), "{out}");
     assert!(!new_host.exists(), "root made the daemon's state folder");
+}
+
+/// `reconcile` as root on a node of a shared queue: what it finds is stored in
+/// PostgreSQL, and the node's state folder is neither made nor written (no spool, no
+/// `node-id` of root's), so the daemon started after it owns all of its folder. The
+/// command runs as a process while this runtime serves the simulated peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_as_root_on_postgres_makes_nothing_in_the_state_folder() {
+    use crate::harness::{PAGE_A, PSID};
+    use fb_openchannel::sim::facebook::InboxMessage;
+    let test = "reconcile_as_root_on_postgres_makes_nothing_in_the_state_folder";
+    let Some(NewNode {
+        peers,
+        config,
+        new_host,
+        _pg,
+    }) = NewNode::start(test).await
+    else {
+        return;
+    };
+    let at_ms = (fb_openchannel::time::now_ms() - 120_000) / 1000 * 1000;
+    let found = InboxMessage {
+        mid: "m_root".into(),
+        from_customer: true,
+        text: Some("found by root".into()),
+        at_ms,
+        image_url: None,
+    };
+    peers
+        .graph
+        .add_inbox_message(PAGE_A, "messenger", PSID, found);
+    let reconcile = || {
+        let args = ["reconcile", "--page", PAGE_A, "--since", "1h", "--config"];
+        let (code, out, err) = cli(&[&args[..], &[config.to_str().unwrap()]].concat());
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+    let out = reconcile();
+    assert!(out.contains("1 stored"), "{out}");
+    assert!(!new_host.exists(), "root made the daemon's state folder");
+
+    // The folder the daemon made: root adds nothing to it either.
+    std::fs::create_dir(&new_host).unwrap();
+    give(&new_host, nobody(test).unwrap());
+    let out = reconcile();
+    assert!(out.contains("0 messages Meta did not send"), "{out}");
+    let left: Vec<_> = std::fs::read_dir(&new_host).unwrap().flatten().collect();
+    assert!(
+        left.is_empty(),
+        "root wrote in the daemon's folder: {left:?}"
+    );
+}
+
+/// A node of a shared queue on a new host, for a command run as root: a private
+/// PostgreSQL, the simulated peers, a config whose queue is in PostgreSQL and whose state
+/// folder (`new-host` in the peers' folder) does not exist yet. `None` (and SKIPPED said)
+/// without root or PostgreSQL.
+struct NewNode {
+    peers: Peers,
+    config: PathBuf,
+    new_host: PathBuf,
+    _pg: fb_openchannel::sim::postgres::PrivatePostgres,
+}
+
+impl NewNode {
+    async fn start(test: &str) -> Option<NewNode> {
+        use fb_openchannel::sim::postgres::{PrivatePostgres, SKIPPED};
+        nobody(test)?;
+        let Some(pg) = PrivatePostgres::start().unwrap() else {
+            eprintln!("{SKIPPED}");
+            return None;
+        };
+        pg.create_database("newnode").unwrap();
+        let peers = Peers::start().await;
+        let new_host = peers.dir.path().join("new-host");
+        let text = peers
+            .config_toml("")
+            .replace(
+                peers.store_path().to_str().unwrap(),
+                new_host.join("state.db").to_str().unwrap(),
+            )
+            .replace(
+                "[storage]\n",
+                &format!(
+                    "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\n",
+                    pg.url("newnode")
+                ),
+            );
+        assert!(text.contains("new-host") && text.contains("postgres"));
+        let config = peers.dir.path().join("config.toml");
+        std::fs::write(&config, text).unwrap();
+        Some(NewNode {
+            peers,
+            config,
+            new_host,
+            _pg: pg,
+        })
+    }
 }

@@ -231,12 +231,26 @@ impl Store {
     /// time) and starts the workers. `path` is the local state database's path: the
     /// local state directory (spool, ACME files) is its folder, as with SQLite.
     pub fn open_postgres(storage: &StorageConfig) -> Result<Store, StoreError> {
+        Store::open_postgres_as(storage, Opener::Daemon)
+    }
+
+    /// Opens the queue in PostgreSQL for a command an operator runs (`reconcile`),
+    /// perhaps as root: the local state folder is only read, never made or written (it
+    /// is the daemon's to make; a spool folder root made would be one the daemon cannot
+    /// write).
+    pub fn open_postgres_for_command(storage: &StorageConfig) -> Result<Store, StoreError> {
+        Store::open_postgres_as(storage, Opener::Command)
+    }
+
+    fn open_postgres_as(storage: &StorageConfig, opener: Opener) -> Result<Store, StoreError> {
         let open_err = StoreError::Shared;
         let (config, server, first) = prepared(storage)?;
-        super::engine::make_state_dir(&storage.path).map_err(|reason| StoreError::Open {
-            path: storage.path.clone(),
-            reason,
-        })?;
+        if opener == Opener::Daemon {
+            super::engine::make_state_dir(&storage.path).map_err(|reason| StoreError::Open {
+                path: storage.path.clone(),
+                reason,
+            })?;
+        }
 
         let (tx, rx) = mpsc::unbounded_channel::<Request>();
         let rx = Arc::new(Mutex::new(rx));
@@ -276,7 +290,7 @@ impl Store {
                 server,
                 reconnected_at,
                 target: config,
-                config_node: [hostname(), state_id(&storage.path)].join("/"),
+                config_node: [hostname(), state_id(&storage.path, opener)].join("/"),
             })),
             wakes: Arc::default(),
         };
@@ -323,10 +337,17 @@ fn hostname() -> String {
         .unwrap_or_else(|| "host".into())
 }
 
-/// The id of the state folder of `store_path` (`node-id` in it, made once: 8 random hex
-/// digits); a random one when the file cannot be read or made. Read and written through
-/// the state directory's descriptor: `queue import` and `reconcile` may run as root.
-fn state_id(store_path: &std::path::Path) -> String {
+/// Who opens the store: the daemon makes its state folder; a command only reads it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Opener {
+    Daemon,
+    Command,
+}
+
+/// The id of the state folder of `store_path` (`node-id` in it, made once by the daemon:
+/// 8 random hex digits); a random one when the file cannot be read or made. Read and
+/// written through the state directory's descriptor; a command never writes it.
+fn state_id(store_path: &std::path::Path, opener: Opener) -> String {
     let fresh = || format!("{:08x}", fastrand::u32(..));
     let Ok(dir) = crate::statedir::Dir::state(crate::statedir::of_store(store_path)) else {
         return fresh();
@@ -338,6 +359,9 @@ fn state_id(store_path: &std::path::Path) -> String {
         }
     }
     let id = fresh();
+    if opener == Opener::Command {
+        return id;
+    }
     // Not kept (a read-only folder): this run's rows are its own, under a new name.
     let _ = dir.write("node-id", format!("{id}\n").as_bytes());
     id
