@@ -52,17 +52,43 @@ pub fn with_storage<R: Send>(
 }
 
 /// Opens an existing state database; never creates one (a typo in the path must not
-/// look like an empty queue).
+/// look like an empty queue). The commands that call it may run as root in a folder of
+/// the daemon's user (DESIGN §4 rule 14): the database must be a regular file, and
+/// neither it nor its WAL is opened through a symbolic link (a database of root's, which
+/// the schema's upkeep would write into; a FIFO, whose read never ends).
 pub fn open(path: &Path) -> Result<Connection, String> {
-    if !path.exists() {
+    if std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
         return Err(format!(
             "no state database at {} (storage.path): has the daemon run yet, and is this the right config?",
             path.display()
         ));
     }
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    for (file, must_exist) in [
+        (path, true),
+        (Path::new(&wal), false),
+        (Path::new(&shm), false),
+    ] {
+        match std::fs::symlink_metadata(file) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {}
+            Err(e) => return Err(format!("cannot open {}: {e}", file.display())),
+            Ok(meta) if !meta.file_type().is_file() => {
+                return Err(format!(
+                    "{} is not a regular file (a symbolic link, a FIFO or a device): refused; the daemon makes its database files as plain files, so something else put this one there",
+                    file.display()
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
     )
     .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     schema::prepare(&conn).map_err(|e| format!("cannot use {}: {e}", path.display()))?;

@@ -304,3 +304,90 @@ impl NewNode {
         })
     }
 }
+
+/// `queue` and `doctor` as root open the daemon's SQLite file, never what its user put in
+/// its place: a symlink to a database of root's (which the schema's upkeep would write
+/// into), a FIFO (a read that never ends), or a symlink planted as its WAL (which SQLite
+/// would write through). The commands run as processes while this runtime serves the
+/// simulated peers (`doctor` asks them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_and_doctor_as_root_open_no_database_planted_for_them() {
+    let Some(nobody) = nobody("queue_and_doctor_as_root_open_no_database_planted_for_them") else {
+        return;
+    };
+    // A state database the daemon made, the daemon stopped.
+    let mut bench = crate::harness::Bench::start().await;
+    bench.daemon.take().unwrap().stop().await;
+    let peers = &bench.peers;
+    let dir = peers.dir.path().to_owned();
+    let config = dir.join("config.toml").to_str().unwrap().to_owned();
+    let db = dir.join("state.db");
+    let (code, out, err) = cli(&["queue", "stats", "--config", &config]);
+    assert_eq!(code, 0, "the genuine database: {out}{err}");
+
+    let roots = RootsFiles::new();
+    let theirs = roots.dir.join("other.db");
+    rusqlite::Connection::open(&theirs)
+        .unwrap()
+        .execute_batch("CREATE TABLE precious(x); INSERT INTO precious VALUES ('keep');")
+        .unwrap();
+    let before = fingerprint(&theirs);
+    std::fs::rename(&db, dir.join("moved.db")).unwrap();
+    for (what, plant) in [
+        ("a symlink", Plant::Symlink(theirs.clone())),
+        ("a FIFO", Plant::Fifo),
+    ] {
+        plant.at(&db);
+        give_state_dir(peers, nobody);
+        for args in [&["queue", "stats"][..], &["queue", "list"], &["doctor"]] {
+            let started = std::time::Instant::now();
+            let (code, out, err) = cli(&[args, &["--config", &config]].concat());
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "{args:?} hung on {what}: {out}{err}"
+            );
+            assert_ne!(code, 0, "{args:?} used {what}: {out}{err}");
+            assert!(
+                format!("{out}{err}").contains("not a regular file"),
+                "{args:?} on {what}: {out}{err}"
+            );
+        }
+        assert_eq!(fingerprint(&theirs), before, "root's database was touched");
+        assert_eq!(std::fs::read_dir(&roots.dir).unwrap().count(), 1);
+        std::fs::remove_file(&db).unwrap();
+    }
+
+    // The genuine database back, its WAL a symlink to root's file: refused, not written.
+    std::fs::rename(dir.join("moved.db"), &db).unwrap();
+    let _ = std::fs::remove_file(dir.join("state.db-wal"));
+    std::os::unix::fs::symlink(&roots.file, dir.join("state.db-wal")).unwrap();
+    give_state_dir(peers, nobody);
+    let file_before = fingerprint(&roots.file);
+    let (code, out, err) = cli(&["queue", "stats", "--config", &config]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("state.db-wal is not a regular file"), "{err}");
+    assert_eq!(
+        fingerprint(&roots.file),
+        file_before,
+        "root's file was touched"
+    );
+}
+
+/// What the daemon's user puts where its database was.
+enum Plant {
+    Symlink(PathBuf),
+    Fifo,
+}
+
+impl Plant {
+    fn at(&self, path: &Path) {
+        match self {
+            Plant::Symlink(to) => std::os::unix::fs::symlink(to, path).unwrap(),
+            Plant::Fifo => {
+                let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+                // SAFETY: a valid C string.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            }
+        }
+    }
+}
