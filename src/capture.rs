@@ -82,25 +82,28 @@ pub fn running_until(store_path: &Path) -> Option<i64> {
 
 /// The control file's end time, if there is a capture directory with a readable one.
 fn read_control(store_path: &Path) -> Option<i64> {
-    let dir = Dir::state(crate::statedir::of_store(store_path))
-        .ok()?
-        .existing_subdir("capture")
-        .ok()??;
+    let dir = open_dir(store_path).ok()??;
     let bytes = dir.read(CONTROL, MAX_CONTROL).ok()??;
     std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
 }
 
+/// The capture directory of the state database at `store_path`, opened as root may
+/// open it (see statedir: never through a symlink, only root's or the daemon's user's);
+/// `None` when there is none.
+pub fn open_dir(store_path: &Path) -> Result<Option<Dir>, DirError> {
+    crate::statedir::existing_subdir(store_path, "capture")
+}
+
 /// The capture files written so far: how many, and their bytes.
 pub fn files(store_path: &Path) -> (usize, u64) {
-    let Ok(entries) = std::fs::read_dir(dir(store_path)) else {
+    let Ok(Some(dir)) = open_dir(store_path) else {
         return (0, 0);
     };
-    entries
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .fold((0, 0), |(n, bytes), e| {
-            (n + 1, bytes + e.metadata().map(|m| m.len()).unwrap_or(0))
-        })
+    dir.names()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|name| name.ends_with(".json").then(|| dir.file_size(name))?)
+        .fold((0, 0), |(n, bytes), size| (n + 1, bytes + size))
 }
 
 /// A file to write: its path and bytes.

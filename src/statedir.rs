@@ -100,6 +100,13 @@ pub fn of_store(store_path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// The existing subdirectory `name` of the state folder of the database at
+/// `store_path`, opened as root may open it (see [`Dir::existing_subdir`]); `None` when
+/// there is none.
+pub fn existing_subdir(store_path: &Path, name: &str) -> Result<Option<Dir>, DirError> {
+    Dir::state(of_store(store_path))?.existing_subdir(name)
+}
+
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -247,7 +254,13 @@ impl Dir {
 
     /// What `name` is, without following it.
     fn kind(&self, name: &str) -> Option<&'static str> {
+        self.lstat(name).map(|st| kind_of(st.st_mode))
+    }
+
+    /// `name`'s own status (a symlink's, not its target's); `None` when there is none.
+    fn lstat(&self, name: &str) -> Option<libc::stat> {
         let c = name_c(name);
+        // SAFETY: plain data, filled in by fstatat below.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: a valid directory descriptor, C string and out pointer.
         let ok = unsafe {
@@ -258,7 +271,28 @@ impl Dir {
                 libc::AT_SYMLINK_NOFOLLOW,
             )
         } == 0;
-        ok.then(|| kind_of(st.st_mode))
+        ok.then_some(st)
+    }
+
+    /// The names in this directory (`.` and `..` left out), listed through its
+    /// descriptor: the directory opened, whatever its path names now.
+    pub fn names(&self) -> Result<Vec<String>, DirError> {
+        let io = |source| DirError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let own = Path::new("/proc/self/fd").join(self.fd.as_raw_fd().to_string());
+        Ok(std::fs::read_dir(own)
+            .map_err(io)?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect())
+    }
+
+    /// The size of `name` when it is a regular file (not followed); `None` otherwise.
+    pub fn file_size(&self, name: &str) -> Option<u64> {
+        let st = self.lstat(name)?;
+        (st.st_mode & libc::S_IFMT == libc::S_IFREG).then(|| u64::try_from(st.st_size).unwrap_or(0))
     }
 
     /// Writes `name` whole (mode 0600, the daemon's): a new file, synced, renamed over
@@ -368,45 +402,6 @@ impl Dir {
         }
         Ok(())
     }
-}
-
-/// Reads the file at `path` (a file the daemon wrote, read by root: a capture, the
-/// ACME status) if it is a regular file of at most `max` bytes — its last component
-/// not followed, a FIFO or a device never opened for reading. `None` when there is none.
-pub fn read_bounded(path: &Path, max: u64) -> Result<Option<Vec<u8>>, DirError> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-        return Ok(None);
-    };
-    let c = CString::new(parent.as_os_str().as_bytes()).map_err(|e| DirError::Io {
-        path: path.to_owned(),
-        source: e.into(),
-    })?;
-    // SAFETY: a valid C string; the descriptor is owned below.
-    let raw = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if raw < 0 {
-        let e = last_error();
-        if e.kind() == std::io::ErrorKind::NotFound {
-            return Ok(None);
-        }
-        return Err(DirError::Io {
-            path: path.to_owned(),
-            source: e,
-        });
-    }
-    // SAFETY: a descriptor we just opened.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let dir = Dir {
-        fd,
-        path: parent.to_owned(),
-        owner: (0, 0),
-    };
-    dir.read(name, max)
 }
 
 /// Gives an open file or directory to `owner`, by its descriptor (a no-op unless root).

@@ -107,9 +107,22 @@ pub fn certificate_file(store_path: &Path) -> PathBuf {
 /// The last status the daemon wrote, if any (for `doctor`).
 pub fn read_status(store_path: &Path) -> Option<Status> {
     // Read by `doctor` as root in the daemon's directory: bounded, never a symlink.
-    let text =
-        crate::statedir::read_bounded(&dir(store_path).join("status.json"), 64 * 1024).ok()??;
+    let acme = crate::statedir::existing_subdir(store_path, "acme").ok()??;
+    let text = acme.read("status.json", 64 * 1024).ok()??;
     serde_json::from_slice(&text).ok()
+}
+
+/// The key and chain the daemon serves (`certificate.pem` in [`dir`]), read as `doctor`
+/// reads it as root in the daemon's directory: a regular file of at most 1 MiB, never
+/// through a symlink, a FIFO or a device. `None` when there is none yet.
+pub fn read_certificate(store_path: &Path) -> Result<Option<Vec<u8>>, String> {
+    let Some(acme) =
+        crate::statedir::existing_subdir(store_path, "acme").map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    acme.read("certificate.pem", 1024 * 1024)
+        .map_err(|e| e.to_string())
 }
 
 /// When a certificate valid from `not_before` to `not_after` (Unix seconds) is due for

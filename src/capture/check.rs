@@ -8,8 +8,6 @@
 //! read — harmless, but worth knowing on a first install). Objects marked open (a
 //! Motion Contact, whose fields are each site's own) report no unknown fields.
 
-use std::path::Path;
-
 use serde_json::Value;
 
 /// What a JSON value is expected to be.
@@ -379,34 +377,26 @@ impl Seen {
     }
 }
 
-/// Checks every captured file in `dir`: `(file, differences)` for each file that
-/// differs, and how many files were looked at.
-pub fn check_dir(dir: &Path, map_key: &dyn Fn(&str) -> String) -> Result<(usize, Report), String> {
-    check_dir_seen(dir, map_key).map(|(n, report, _)| (n, report))
-}
-
-/// Like [`check_dir`], with what the webhooks say beside their bodies.
+/// Checks every captured file in `dir`: `(files looked at, a report of the files that
+/// differ, what the webhooks say beside their bodies)`. The directory is read through
+/// its descriptor and each file as [`crate::statedir::Dir::read`] reads it (a regular file of a bounded
+/// size, never through a symlink): the daemon's user wrote them, root reads them.
 pub fn check_dir_seen(
-    dir: &Path,
+    dir: &crate::statedir::Dir,
     map_key: &dyn Fn(&str) -> String,
 ) -> Result<(usize, Report, Seen), String> {
     let mut seen = Seen::default();
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+    let mut names: Vec<String> = dir
+        .names()
+        .map_err(|e| format!("cannot read {e}"))?
+        .into_iter()
+        .filter(|n| n.ends_with(".json"))
         .collect();
-    paths.sort();
+    names.sort();
     let mut report = Vec::new();
-    for path in &paths {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // Written by the daemon's user, read here as root: a regular file of a bounded
-        // size, never through a symlink (see statedir).
-        let exchange: Value = match crate::statedir::read_bounded(path, super::MAX_FILE)
+    for name in names.iter().cloned() {
+        let exchange: Value = match dir
+            .read(&name, super::MAX_FILE)
             .ok()
             .flatten()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -443,7 +433,7 @@ pub fn check_dir_seen(
             report.push((name, differences));
         }
     }
-    Ok((paths.len(), report, seen))
+    Ok((names.len(), report, seen))
 }
 
 #[cfg(test)]

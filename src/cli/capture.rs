@@ -73,16 +73,36 @@ pub fn main(
 }
 
 fn check_main(config: Option<Config>, dir: PathBuf) -> ExitCode {
-    let dir = if dir.as_os_str().is_empty() {
+    // The state folder's own capture directory is the daemon's user's: opened as root
+    // may (never through a symlink). A directory named here is the operator's choice.
+    let opened = if dir.as_os_str().is_empty() {
         match &config {
-            Some(c) => capture::dir(&c.storage.path),
+            Some(c) => capture::open_dir(&c.storage.path).map(|d| {
+                d.ok_or_else(|| {
+                    format!(
+                        "no capture in {}: start one with `fb-openchannel capture --for 2h`",
+                        capture::dir(&c.storage.path).display()
+                    )
+                })
+            }),
             None => {
                 eprintln!("name the capture directory: `fb-openchannel capture --check DIR`");
                 return ExitCode::FAILURE;
             }
         }
     } else {
-        dir
+        crate::statedir::Dir::state(&dir).map(Ok)
+    };
+    let dir = match opened {
+        Ok(Ok(dir)) => dir,
+        Ok(Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("cannot read the capture directory: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     // Each page's map key says which Contact field a Reply URL body must carry.
     let map_key = |page: &str| {
@@ -122,7 +142,7 @@ fn check_main(config: Option<Config>, dir: PathBuf) -> ExitCode {
             }
             println!(
                 "{seen} file(s) checked in {}: {} differ, {serious} field(s) the daemon cannot read as it expects (✗), other differences are fields it does not read (·)",
-                dir.display(),
+                dir.path().display(),
                 report.len()
             );
             if serious == 0 {

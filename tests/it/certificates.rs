@@ -217,7 +217,7 @@ async fn wait_for_leaf(
 }
 
 /// The bench config without `tls_cert` / `tls_key` (which `acme` excludes).
-fn without_certificate_files(text: &str) -> String {
+pub fn without_certificate_files(text: &str) -> String {
     text.lines()
         .filter(|line| !line.starts_with("tls_cert") && !line.starts_with("tls_key"))
         .collect::<Vec<_>>()

@@ -474,6 +474,37 @@ pub fn cli_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String
     )
 }
 
+/// Like [`cli`], for a command that a planted FIFO or device could make wait forever:
+/// killed, and the test failed naming `what`, when it has not ended within `limit`.
+pub fn cli_within(args: &[&str], limit: Duration, what: &str) -> (i32, String, String) {
+    let child = Command::new(binary())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(limit) {
+        Ok(out) => {
+            let out = out.unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+        Err(_) => {
+            // SAFETY: a plain signal to our own child, not yet reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("{args:?} did not end within {limit:?}: it hung on {what}");
+        }
+    }
+}
+
 /// A loopback port nothing listens on right now (for configs that need a fixed port).
 ///
 /// Taken below the kernel's ephemeral range, each at most once per run of the suite:

@@ -9,8 +9,9 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::harness::{Peers, cli};
+use crate::harness::{Peers, cli, cli_within};
 
 /// `nobody`'s uid and gid when this runs as root; `None` (and SKIPPED said) otherwise.
 pub fn nobody(test: &str) -> Option<(u32, u32)> {
@@ -163,11 +164,10 @@ async fn capture_check_and_doctor_read_no_device_or_fifo_planted_for_root() {
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     let roots = RootsFiles::new();
     std::os::unix::fs::symlink(&roots.file, capture.join("0003-webhook.json")).unwrap();
-    let started = std::time::Instant::now();
-    let (code, out, err) = cli(&["capture", "--check", "--config", &config]);
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(10),
-        "capture --check hung on a FIFO or read /dev/zero: {out}{err}"
+    let (code, out, err) = cli_within(
+        &["capture", "--check", "--config", &config],
+        Duration::from_secs(10),
+        "a FIFO or /dev/zero",
     );
     assert_eq!(code, 1, "{out}{err}");
     assert!(!out.contains("root:secret"), "{out}");
@@ -340,12 +340,8 @@ async fn queue_and_doctor_as_root_open_no_database_planted_for_them() {
         plant.at(&db);
         give_state_dir(peers, nobody);
         for args in [&["queue", "stats"][..], &["queue", "list"], &["doctor"]] {
-            let started = std::time::Instant::now();
-            let (code, out, err) = cli(&[args, &["--config", &config]].concat());
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(20),
-                "{args:?} hung on {what}: {out}{err}"
-            );
+            let args = [args, &["--config", &config]].concat();
+            let (code, out, err) = cli_within(&args, Duration::from_secs(20), what);
             assert_ne!(code, 0, "{args:?} used {what}: {out}{err}");
             assert!(
                 format!("{out}{err}").contains("not a regular file"),
@@ -389,5 +385,74 @@ impl Plant {
                 assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
             }
         }
+    }
+}
+
+/// `doctor` and `capture --check` as root read nothing through a `capture/` or `acme/`
+/// folder the daemon's user turned into a symlink to a directory of root's, and `doctor`
+/// reads no FIFO or `/dev/zero` planted as ACME's certificate (it would wait, or read,
+/// forever). The commands run as processes while this runtime serves the peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_and_capture_check_read_nothing_through_a_planted_folder() {
+    let Some(nobody) = nobody("doctor_and_capture_check_read_nothing_through_a_planted_folder")
+    else {
+        return;
+    };
+    let peers = Peers::start().await;
+    let acme = "acme = { domains = [\"fb.example.com\"], directory = \"https://127.0.0.1:9/d\" }";
+    let text =
+        crate::certificates::without_certificate_files(&peers.config_toml_with(acme, "", ""));
+    let config = peers.dir.path().join("config.toml");
+    std::fs::write(&config, text).unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let roots = RootsFiles::new();
+    let secret = "{\"request\":{\"body\":\"root:secret\"}}";
+    std::fs::write(roots.dir.join("0001-webhook.json"), secret).unwrap();
+    std::fs::write(roots.dir.join("status.json"), "{\"failures\": 77}").unwrap();
+    std::fs::copy(&peers.certs.cert_path, roots.dir.join("certificate.pem")).unwrap();
+    for name in ["capture", "acme"] {
+        std::os::unix::fs::symlink(&roots.dir, peers.dir.path().join(name)).unwrap();
+    }
+    give_state_dir(&peers, nobody);
+
+    let (code, out, err) = cli(&["capture", "--check", "--config", &config]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(!out.contains("file(s) checked"), "{out}");
+    let (_, out, err) = cli(&["doctor", "--config", &config]);
+    let certificate = out
+        .lines()
+        .find(|l| l.contains("certificate"))
+        .unwrap_or("");
+    assert!(certificate.contains("symbolic link"), "{out}{err}");
+    assert!(
+        !out.contains("77 in a row"),
+        "root's status.json was read: {out}"
+    );
+
+    // A real folder, with a FIFO and then /dev/zero as its certificate.
+    let acme_dir = peers.dir.path().join("acme");
+    std::fs::remove_file(&acme_dir).unwrap();
+    std::fs::create_dir(&acme_dir).unwrap();
+    give(&acme_dir, nobody);
+    let pem = acme_dir.join("certificate.pem");
+    let fifo = std::ffi::CString::new(pem.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    for planted in ["a FIFO", "/dev/zero"] {
+        if planted == "/dev/zero" {
+            std::fs::remove_file(&pem).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", &pem).unwrap();
+        }
+        let doctor = ["doctor", "--config", &config];
+        let (_, out, err) = cli_within(&doctor, Duration::from_secs(30), planted);
+        let certificate = out
+            .lines()
+            .find(|l| l.contains("certificate"))
+            .unwrap_or("");
+        assert!(
+            certificate.contains("not a regular file"),
+            "{planted}: {out}{err}"
+        );
     }
 }

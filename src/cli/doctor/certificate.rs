@@ -82,9 +82,12 @@ pub(super) fn acme_certificate(config: &Config, check: impl Fn(bool, String) -> 
         .map(|t| format!("; next order {}", acme::when(t)))
         .unwrap_or_default()
         + &shared_acme(config);
-    let loaded = match crate::server::tls::load(&file, &file) {
-        Ok(l) => l.facts,
-        Err(_) if !file.exists() => {
+    let loaded = match acme::read_certificate(&config.storage.path).and_then(|pem| {
+        pem.map(|pem| crate::server::tls::parse_pem(&pem))
+            .transpose()
+    }) {
+        Ok(Some(l)) => l.facts,
+        Ok(None) => {
             return check(
                 false,
                 format!(
@@ -96,7 +99,10 @@ pub(super) fn acme_certificate(config: &Config, check: impl Fn(bool, String) -> 
         Err(e) => {
             return check(
                 false,
-                format!("{e}: the daemon orders a new one when it starts ({last}{next})"),
+                format!(
+                    "{}: {e}: the daemon orders a new one when it starts ({last}{next})",
+                    file.display()
+                ),
             );
         }
     };
