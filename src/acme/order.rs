@@ -323,12 +323,21 @@ fn describe(error: &instant_acme::Error, settings: &Settings) -> String {
         instant_acme::Error::Timeout(_) => {
             "the CA did not finish checking the names or signing within 2 minutes".into()
         }
+        instant_acme::Error::Other(e) if e.is::<http_body_util::LengthLimitError>() => format!(
+            "the ACME directory {} sent {}: is directory the CA's URL?",
+            settings.directory,
+            crate::http_client::over_bound(ACME_ANSWER)
+        ),
         other => format!(
             "cannot talk to the ACME directory {} ({other})",
             settings.directory
         ),
     }
 }
+
+/// Most of an answer from the ACME directory that is read: a certificate chain of a few
+/// KiB is the largest it sends.
+const ACME_ANSWER: usize = 1024 * 1024;
 
 /// `instant-acme`'s HTTP, through reqwest.
 #[derive(Clone)]
@@ -362,7 +371,11 @@ impl instant_acme::HttpClient for Http {
                 .send()
                 .await
                 .map_err(|e| instant_acme::Error::Other(crate::http_client::describe(e).into()))?;
-            Ok(BytesResponse::from(http::Response::from(response)))
+            // Bounded like every peer's answer (DESIGN §4 rule 15): past it the order
+            // fails with an error that names the bound, and the rest is not read.
+            let response = http::Response::from(response)
+                .map(|body| http_body_util::Limited::new(body, ACME_ANSWER));
+            Ok(BytesResponse::from(response))
         })
     }
 }

@@ -757,3 +757,35 @@ async fn two_nodes_on_one_postgres_share_one_acme_certificate_proved_on_either()
     assert_eq!(again, on_a);
     assert_eq!(ordered(&b), 0, "{}", b.log_text());
 }
+
+/// An ACME directory that answers far more than a CA ever sends (DESIGN §4 rule 15): the
+/// order fails with the bound named, the rest of the answer unread, and the daemon goes
+/// on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acme_directory_answering_without_end_fails_the_order_naming_the_bound() {
+    use fb_openchannel::sim::http::{Handler, SimServer, respond};
+    let peers = Peers::start().await;
+    let huge = bytes::Bytes::from(vec![b' '; 16 * 1024 * 1024]);
+    let handler: Handler = std::sync::Arc::new(move |_| {
+        let huge = huge.clone();
+        Box::pin(async move { respond(200, "application/json", huge) })
+    });
+    let acceptor = fb_openchannel::sim::tls::acceptor(&peers.certs).unwrap();
+    let ca = SimServer::start(handler, Some(acceptor)).await.unwrap();
+    let directory = format!("https://127.0.0.1:{}/dir", ca.addr.port());
+    let text = acme_config(&peers, &directory, "", "");
+    let bench = Bench::start_on(peers, &text).await;
+    let acme = bench.daemon().acme.clone().unwrap();
+    crate::wait_until("the order failed", ACME_WAIT, || {
+        let acme = acme.clone();
+        async move { acme.status().failures >= 1 }
+    })
+    .await;
+    let error = acme.status().last_error.unwrap_or_default();
+    assert!(error.contains("over the 1048576 bytes"), "{error}");
+    let (status, body) = readyz(&bench).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("over the 1048576 bytes"), "{body}");
+    assert_eq!(local_get(&bench, "/healthz").await.0, 200);
+    bench.stop().await;
+}
