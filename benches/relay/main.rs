@@ -56,6 +56,9 @@ pub struct Plan {
     short: bool,
     /// `--intake N`: only the intake phase at N connections, long enough to profile.
     intake_only: Option<usize>,
+    /// `--burst`: only the burst of new conversations, twice (the second on the first's
+    /// history), to compare two binaries' bursts without the rest of the run.
+    burst_only: bool,
     throughput_secs: f64,
     fixed_rate_secs: f64,
     e2e_secs: f64,
@@ -82,10 +85,12 @@ fn main() {
         .iter()
         .position(|a| a == "--intake")
         .map(|i| args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(64));
+    let burst_only = args.iter().any(|a| a == "--burst");
     let plan = if short {
         Plan {
             short,
             intake_only,
+            burst_only,
             throughput_secs: 2.0,
             fixed_rate_secs: 1.0,
             e2e_secs: 1.0,
@@ -98,6 +103,7 @@ fn main() {
         Plan {
             short,
             intake_only,
+            burst_only,
             throughput_secs: if intake_only.is_some() { 20.0 } else { 5.0 },
             fixed_rate_secs: 10.0,
             e2e_secs: 10.0,
@@ -176,6 +182,13 @@ async fn run(plan: Plan) -> Option<String> {
         "≤ 25 MiB",
         Some(daemon.rss_mib() <= 25.0),
     );
+    if plan.burst_only {
+        for _ in 0..2 {
+            drained(&motion).await;
+            burst(&plan, &mut r, &daemon, &tls, "").await;
+        }
+        return None;
+    }
     let anchor_process = load::Anchor::start(&certs);
     let anchor = anchor_process.addr;
 
