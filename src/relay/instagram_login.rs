@@ -170,7 +170,7 @@ async fn upkeep(shared: &Shared, live: &Live, id: &str, seed: &Secret) {
         .await
     {
         Ok((token, lifetime)) => {
-            let expires_at = now_ms() + lifetime.as_millis() as i64;
+            let expires_at = now_ms().saturating_add(crate::time::duration_ms(lifetime));
             // On disk before use: after a crash the daemon must not be left holding
             // only a token Meta may have retired.
             if let Err(e) = shared

@@ -330,8 +330,12 @@ async fn retry(
         return park(shared, item, now, Cause::GaveUp, reason).await;
     }
     let failures = u32::try_from(item.attempts.saturating_add(1)).unwrap_or(u32::MAX);
+    // Never past the end of the window, whatever a peer's hint said: the last try is
+    // made then, and an item still refused is parked with the reason.
     let delay = live.retry.delay(failures, after);
-    let next_at = now.saturating_add(duration_ms(delay));
+    let give_up_at = first_failure.saturating_add(duration_ms(window));
+    let next_at = now.saturating_add(duration_ms(delay)).min(give_up_at);
+    let delay = crate::time::until(next_at, now);
     if logging::RETRYING.admit() {
         item_log!(
             warn,

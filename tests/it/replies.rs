@@ -171,6 +171,89 @@ async fn a_rate_limit_answers_202_then_the_reply_goes_out_after_backoff() {
     bench.stop().await;
 }
 
+/// A rate limit whose `x-business-use-case-usage` says to come back in
+/// `estimated_time_to_regain_access` minutes.
+fn rate_limited_for(minutes: &str) -> SendFailure {
+    SendFailure {
+        headers: vec![(
+            "x-business-use-case-usage".into(),
+            format!(
+                r#"{{"{PAGE_A}":[{{"type":"pages","call_count":100,"estimated_time_to_regain_access":{minutes}}}]}}"#
+            ),
+        )],
+        ..SendFailure::graph(400, 32, None, "(#32) Page request limit reached")
+    }
+}
+
+/// Graph's "come back in" is believed up to a day, Meta's longest rate-limit window (a
+/// Page's 24-hour sliding one): a header naming years, or more minutes than a u64 of
+/// seconds holds, pauses the page's replies for a day, not for ever.
+#[tokio::test]
+async fn a_rate_limit_hint_of_years_pauses_the_page_for_a_day_at_most() {
+    let bench = Bench::start_edited(|text| {
+        text.replace(r#"give_up_after = "1h""#, r#"give_up_after = "72h""#)
+    })
+    .await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    let readyz = format!("http://{}/readyz", bench.daemon().local_addr);
+    for (n, minutes) in [(1u64, "10000000"), (2, "18446744073709551615")] {
+        bench
+            .peers
+            .graph
+            .fail_sends(vec![rate_limited_for(minutes)]);
+        let (status, answer) =
+            agent(&bench, reply_body(9100 + n, PSID, "After the limit", None)).await;
+        assert_eq!(status, 202, "{answer}");
+        let text = reqwest::get(&readyz).await.unwrap().text().await.unwrap();
+        let next = text
+            .lines()
+            .find_map(|l| l.split_once("next try in ").map(|(_, d)| d.to_owned()))
+            .unwrap_or_else(|| panic!("no slow-down in /readyz: {text}"));
+        let next = humantime::parse_duration(&next).unwrap();
+        assert!(
+            next > std::time::Duration::from_secs(23 * 3600)
+                && next <= std::time::Duration::from_secs(24 * 3600),
+            "{minutes} minutes: next try in {next:?}"
+        );
+    }
+    bench.stop().await;
+}
+
+/// Nor does a hint keep a reply past `give_up_after`: the last try is made when the
+/// operator's window ends, and a reply still refused then is parked with the reason,
+/// not left waiting in silence for the day Graph named.
+#[tokio::test]
+async fn a_rate_limit_hint_past_giving_up_is_cut_to_the_give_up_time() {
+    let bench = Bench::start_edited(|text| {
+        text.replace(r#"give_up_after = "1h""#, r#"give_up_after = "2s""#)
+    })
+    .await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    bench
+        .peers
+        .graph
+        .fail_sends(vec![rate_limited_for("60"), rate_limited_for("60")]);
+    let (status, answer) = agent(&bench, reply_body(9110, PSID, "Still limited", None)).await;
+    assert_eq!(status, 202, "{answer}");
+    bench
+        .wait_items("the reply is parked when its window ends", |items| {
+            items.iter().any(|i| {
+                i.direction == Direction::Outbound
+                    && i.state == ItemState::Failed
+                    && i.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("gave up after 2s"))
+            })
+        })
+        .await;
+    assert_eq!(
+        bench.peers.graph.send_calls(),
+        2,
+        "the first try and the last"
+    );
+    bench.stop().await;
+}
+
 #[tokio::test]
 async fn an_invalid_token_marks_the_page_not_ready_until_a_send_succeeds() {
     let bench = Bench::start().await;

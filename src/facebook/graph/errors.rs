@@ -169,9 +169,16 @@ impl GraphError {
     }
 }
 
+/// The longest wait a rate limit's header is believed for: a Page's rate limit is
+/// counted over a 24-hour sliding window (Meta, "Page-level rate limits"), so no honest
+/// estimate is longer. A longer one (years were tried, and more minutes than a `u64` of
+/// seconds holds) would pause the page's replies for as long.
+pub const LONGEST_REGAIN: Duration = Duration::from_secs(24 * 3600);
+
 /// The longest `estimated_time_to_regain_access` (minutes) in an
 /// `X-Business-Use-Case-Usage` header, e.g.
-/// `{"112":[{"type":"pages","call_count":100,"estimated_time_to_regain_access":5}]}`.
+/// `{"112":[{"type":"pages","call_count":100,"estimated_time_to_regain_access":5}]}`,
+/// at most [`LONGEST_REGAIN`].
 pub fn regain_access_after(header: &str) -> Option<Duration> {
     let value: Value = serde_json::from_str(header).ok()?;
     let minutes = value
@@ -181,5 +188,5 @@ pub fn regain_access_after(header: &str) -> Option<Duration> {
         .flatten()
         .filter_map(|u| u.get("estimated_time_to_regain_access")?.as_u64())
         .max()?;
-    (minutes > 0).then(|| Duration::from_secs(minutes * 60))
+    (minutes > 0).then(|| Duration::from_secs(minutes.saturating_mul(60)).min(LONGEST_REGAIN))
 }

@@ -631,6 +631,11 @@ mod tests {
             None
         );
         assert_eq!(regain_access_after("garbage"), None);
+        // A day at most, and no overflow of the minutes turned into seconds.
+        for minutes in ["1440", "1441", "10000000", "18446744073709551615"] {
+            let h = format!(r#"{{"1":[{{"estimated_time_to_regain_access":{minutes}}}]}}"#);
+            assert_eq!(regain_access_after(&h), Some(LONGEST_REGAIN), "{minutes}");
+        }
     }
 
     #[test]
