@@ -185,16 +185,25 @@ fn rate_limited_for(minutes: &str) -> SendFailure {
     }
 }
 
+/// A bench whose items are parked after `window`, where the customer wrote an hour ago.
+async fn giving_up_after(window: &str) -> Bench {
+    let bench = Bench::start_edited(|text| {
+        text.replace(
+            r#"give_up_after = "1h""#,
+            &format!(r#"give_up_after = "{window}""#),
+        )
+    })
+    .await;
+    customer_wrote(&bench, PSID, HOUR).await;
+    bench
+}
+
 /// Graph's "come back in" is believed up to a day, Meta's longest rate-limit window (a
 /// Page's 24-hour sliding one): a header naming years, or more minutes than a u64 of
 /// seconds holds, pauses the page's replies for a day, not for ever.
 #[tokio::test]
 async fn a_rate_limit_hint_of_years_pauses_the_page_for_a_day_at_most() {
-    let bench = Bench::start_edited(|text| {
-        text.replace(r#"give_up_after = "1h""#, r#"give_up_after = "72h""#)
-    })
-    .await;
-    customer_wrote(&bench, PSID, HOUR).await;
+    let bench = giving_up_after("72h").await;
     let readyz = format!("http://{}/readyz", bench.daemon().local_addr);
     for (n, minutes) in [(1u64, "10000000"), (2, "18446744073709551615")] {
         bench
@@ -224,11 +233,7 @@ async fn a_rate_limit_hint_of_years_pauses_the_page_for_a_day_at_most() {
 /// not left waiting in silence for the day Graph named.
 #[tokio::test]
 async fn a_rate_limit_hint_past_giving_up_is_cut_to_the_give_up_time() {
-    let bench = Bench::start_edited(|text| {
-        text.replace(r#"give_up_after = "1h""#, r#"give_up_after = "2s""#)
-    })
-    .await;
-    customer_wrote(&bench, PSID, HOUR).await;
+    let bench = giving_up_after("2s").await;
     bench
         .peers
         .graph
