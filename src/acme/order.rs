@@ -320,8 +320,12 @@ fn describe(error: &instant_acme::Error, settings: &Settings) -> String {
                 None => format!("the CA refused: {detail}"),
             }
         }
-        instant_acme::Error::Timeout(_) => {
+        instant_acme::Error::Timeout(None) => {
             "the CA did not finish checking the names or signing within 2 minutes".into()
+        }
+        // The CA's Retry-After named a time past the poll's end.
+        instant_acme::Error::Timeout(Some(_)) => {
+            "the CA asked (Retry-After) to be asked again later than the 2 minutes an order waits; the daemon tries again later by itself".into()
         }
         instant_acme::Error::Other(e) if e.is::<http_body_util::LengthLimitError>() => format!(
             "the ACME directory {} sent {}: is directory the CA's URL?",
@@ -338,6 +342,27 @@ fn describe(error: &instant_acme::Error, settings: &Settings) -> String {
 /// Most of an answer from the ACME directory that is read: a certificate chain of a few
 /// KiB is the largest it sends.
 const ACME_ANSWER: usize = 1024 * 1024;
+
+/// The longest `Retry-After` (seconds) passed on to instant-acme, which adds it to the
+/// clock unchecked: 2^64 − 1 panicked there, and the daemon stopped with the ACME task.
+/// Far past the two minutes an order is polled for, so a CA asking for more still fails
+/// the order, which is tried again later.
+const LONGEST_RETRY_AFTER_S: u64 = 24 * 3600;
+
+/// Cuts a CA's `Retry-After` in seconds to [`LONGEST_RETRY_AFTER_S`]. (An HTTP date is
+/// at most in the year 9999, which the clock holds.)
+fn bound_retry_after(headers: &mut http::HeaderMap) {
+    let seconds = headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if seconds.is_some_and(|s| s > LONGEST_RETRY_AFTER_S) {
+        headers.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from(LONGEST_RETRY_AFTER_S),
+        );
+    }
+}
 
 /// `instant-acme`'s HTTP, through reqwest.
 #[derive(Clone)]
@@ -373,8 +398,9 @@ impl instant_acme::HttpClient for Http {
                 .map_err(|e| instant_acme::Error::Other(crate::http_client::describe(e).into()))?;
             // Bounded like every peer's answer (DESIGN §4 rule 15): past it the order
             // fails with an error that names the bound, and the rest is not read.
-            let response = http::Response::from(response)
+            let mut response = http::Response::from(response)
                 .map(|body| http_body_util::Limited::new(body, ACME_ANSWER));
+            bound_retry_after(response.headers_mut());
             Ok(BytesResponse::from(response))
         })
     }

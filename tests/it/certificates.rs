@@ -758,20 +758,20 @@ async fn two_nodes_on_one_postgres_share_one_acme_certificate_proved_on_either()
     assert_eq!(ordered(&b), 0, "{}", b.log_text());
 }
 
-/// An ACME directory that answers far more than a CA ever sends (DESIGN §4 rule 15): the
-/// order fails with the bound named, the rest of the answer unread, and the daemon goes
-/// on serving.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_acme_directory_answering_without_end_fails_the_order_naming_the_bound() {
-    use fb_openchannel::sim::http::{Handler, SimServer, respond};
+/// The daemon ordering from a CA that `handler` plays (its directory at `/dir`), once
+/// its first order failed: the bench, the order's error, and the CA (kept running).
+async fn first_failed_order(
+    handler: fb_openchannel::sim::http::Handler,
+) -> (
+    Bench,
+    String,
+    std::sync::Arc<fb_openchannel::sim::http::SimServer>,
+) {
     let peers = Peers::start().await;
-    let huge = bytes::Bytes::from(vec![b' '; 16 * 1024 * 1024]);
-    let handler: Handler = std::sync::Arc::new(move |_| {
-        let huge = huge.clone();
-        Box::pin(async move { respond(200, "application/json", huge) })
-    });
     let acceptor = fb_openchannel::sim::tls::acceptor(&peers.certs).unwrap();
-    let ca = SimServer::start(handler, Some(acceptor)).await.unwrap();
+    let ca = fb_openchannel::sim::http::SimServer::start(handler, Some(acceptor))
+        .await
+        .unwrap();
     let directory = format!("https://127.0.0.1:{}/dir", ca.addr.port());
     let text = acme_config(&peers, &directory, "", "");
     let bench = Bench::start_on(peers, &text).await;
@@ -782,10 +782,83 @@ async fn an_acme_directory_answering_without_end_fails_the_order_naming_the_boun
     })
     .await;
     let error = acme.status().last_error.unwrap_or_default();
+    (bench, error, ca)
+}
+
+/// An ACME directory that answers far more than a CA ever sends (DESIGN §4 rule 15): the
+/// order fails with the bound named, the rest of the answer unread, and the daemon goes
+/// on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acme_directory_answering_without_end_fails_the_order_naming_the_bound() {
+    use fb_openchannel::sim::http::{Handler, respond};
+    let huge = bytes::Bytes::from(vec![b' '; 16 * 1024 * 1024]);
+    let handler: Handler = std::sync::Arc::new(move |_| {
+        let huge = huge.clone();
+        Box::pin(async move { respond(200, "application/json", huge) })
+    });
+    let (bench, error, _ca) = first_failed_order(handler).await;
     assert!(error.contains("over the 1048576 bytes"), "{error}");
     let (status, body) = readyz(&bench).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("over the 1048576 bytes"), "{body}");
+    assert_eq!(local_get(&bench, "/healthz").await.0, 200);
+    bench.stop().await;
+}
+
+/// A CA that answers the order's poll with a `Retry-After` of 2^64 − 1 seconds:
+/// instant-acme adds it to the clock unchecked, which panicked, and the ACME task with
+/// it (the daemon then stopped, and restarted into the same answer). The order now
+/// fails saying the CA asked to come back later than an order waits, and the daemon
+/// goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_asking_to_come_back_in_2_pow_64_seconds_fails_the_order_not_the_daemon() {
+    use fb_openchannel::sim::http::{Handler, json};
+    let handler: Handler = std::sync::Arc::new(|req| {
+        Box::pin(async move {
+            let host = req.headers()["host"].to_str().unwrap().to_owned();
+            let url = |path: &str| format!("https://{host}/{path}");
+            let order = serde_json::json!({
+                "status": "pending",
+                "identifiers": [{"type": "dns", "value": DOMAIN}],
+                "authorizations": [],
+                "finalize": url("finalize/1"),
+            });
+            let (mut response, location) = match req.uri().path() {
+                "/dir" => (
+                    json(
+                        200,
+                        serde_json::json!({
+                            "newNonce": url("nonce"),
+                            "newAccount": url("account"),
+                            "newOrder": url("order"),
+                        }),
+                    ),
+                    None,
+                ),
+                "/nonce" => (json(200, serde_json::json!({})), None),
+                "/account" => (
+                    json(201, serde_json::json!({"status": "valid"})),
+                    Some(url("account/1")),
+                ),
+                "/order" => (json(201, order), Some(url("order/1"))),
+                "/order/1" => {
+                    let mut r = json(200, order);
+                    r.headers_mut()
+                        .insert("retry-after", u64::MAX.to_string().parse().unwrap());
+                    (r, None)
+                }
+                _ => (json(404, serde_json::json!({})), None),
+            };
+            let headers = response.headers_mut();
+            headers.insert("replay-nonce", "bm9uY2U".parse().unwrap());
+            if let Some(location) = location {
+                headers.insert("location", location.parse().unwrap());
+            }
+            response
+        })
+    });
+    let (bench, error, _ca) = first_failed_order(handler).await;
+    assert!(error.contains("Retry-After"), "{error}");
     assert_eq!(local_get(&bench, "/healthz").await.0, 200);
     bench.stop().await;
 }
