@@ -25,9 +25,15 @@ pub fn until(at: i64, now: i64) -> Duration {
     Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
 }
 
-/// A Unix time in ms as UTC `YYYY-MM-DD HH:MM:SS`.
+/// The last second the time formatter writes (the year 9999's): a peer may name any
+/// time an i64 holds, and past this one the formatter fails (`format!` then panics).
+const LAST_WRITTEN_MS: i64 = 253_402_300_799_000;
+
+/// A Unix time in ms as UTC `YYYY-MM-DD HH:MM:SS`; before 1970 as its start, past the
+/// year 9999 as its last second.
 pub fn timestamp(ms: i64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+    let ms = ms.clamp(0, LAST_WRITTEN_MS).unsigned_abs();
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms))
         .to_string()
         .replace('T', " ")
         .trim_end_matches('Z')
@@ -50,5 +56,16 @@ mod tests {
         assert_eq!(duration_ms(Duration::MAX), i64::MAX);
         assert_eq!(until(5, 10), Duration::ZERO);
         assert_eq!(until(10, 5), Duration::from_millis(5));
+    }
+
+    /// Times a peer names (a token's expiry, a webhook's or an inbox message's time) can
+    /// be anything an i64 holds; past the year 9999 the formatter fails, and a failing
+    /// `Display` panics in `format!`.
+    #[test]
+    fn any_time_an_i64_holds_is_written() {
+        assert_eq!(timestamp(253_402_300_799_000), "9999-12-31 23:59:59");
+        assert_eq!(timestamp(i64::MAX), "9999-12-31 23:59:59");
+        assert_eq!(timestamp(i64::MIN), "1970-01-01 00:00:00");
+        assert_eq!(when(i64::MAX), "9999-12-31 23:59:59 UTC");
     }
 }

@@ -261,10 +261,7 @@ pub(super) fn paused(feature: Feature, pause: &Pause, now: i64) -> Failure {
         reason: format!(
             "Facebook is throttling {} on this Page; queued, next try at {} UTC",
             feature.words(),
-            humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH
-                    + std::time::Duration::from_millis(u64::try_from(pause.until).unwrap_or(0))
-            )
+            crate::time::timestamp(pause.until)
         ),
         after: crate::time::until(pause.until, now),
     }

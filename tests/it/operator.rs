@@ -671,6 +671,33 @@ async fn queue_retry_while_the_daemon_runs_delivers_once_and_drop_removes() {
     bench.stop().await;
 }
 
+/// A signed webhook may carry any time an i64 holds. Past the year 9999 the time
+/// formatter fails, and a failing `Display` panics in `format!`: `queue show` did, and
+/// so would the daemon's log lines that write a peer's time (an inbox message's, an
+/// Instagram token's expiry). Such a time is written as the year 9999's last second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_show_writes_an_event_time_past_the_year_9999() {
+    let bench = Bench::start().await;
+    let config = config_path(&bench.peers);
+    bench
+        .deliver(&messenger_text(
+            PAGE_A,
+            PSID,
+            "far.1",
+            i64::MAX,
+            "from far ahead",
+        ))
+        .await;
+    bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    let (code, shown, err) = cli(&["queue", "show", "1", "--config", &config]);
+    assert_eq!(code, 0, "{shown}{err}");
+    assert!(
+        shown.contains("event time 9999-12-31 23:59:59 UTC"),
+        "{shown}"
+    );
+    bench.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_reaches_motion_and_the_reply_is_acknowledged_without_facebook() {
     let bench = Bench::start().await;
