@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-60}
-targets=${2:-"webhook reply config"}
+targets=${2:-"webhook reply config graph"}
 export RUSTC_BOOTSTRAP=1
 for target in $targets; do
     mkdir -p "corpus/$target"

@@ -168,6 +168,43 @@ pub fn reply(data: &[u8]) {
     );
 }
 
+/// An answer of Graph's: a page of the Conversations API, each message as `reconcile`
+/// stores it (the webhook it would have been, through everything a webhook goes
+/// through) and writes it in its log line; and the answer as an error, with its
+/// rate-limit header.
+pub fn graph(data: &[u8]) {
+    use crate::facebook::graph::GraphError;
+    use crate::facebook::graph::conversations::{conversations_page, messages_page};
+    use crate::relay::reconcile::{body_of, event_of};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut messages = Vec::new();
+    if let Ok(page) = conversations_page(text) {
+        for conversation in page.entries {
+            let _ = crate::time::timestamp(conversation.updated_ms);
+            messages.extend(conversation.messages.entries);
+        }
+    }
+    if let Ok(page) = messages_page(text) {
+        messages.extend(page.entries);
+    }
+    let account = page().id.get_ref().as_str();
+    let events: Vec<serde_json::Value> = messages
+        .iter()
+        .filter_map(|m| event_of(account, m))
+        .map(|(event, missing)| {
+            let _ = crate::time::timestamp(missing.at_ms);
+            event
+        })
+        .collect();
+    for object in ["page", "instagram"] {
+        webhook(&body_of(object, account, events.iter()));
+    }
+    let e = GraphError::from_response(400, text, Some(text));
+    let _ = (e.to_string(), e.hint());
+}
+
 /// A config file: loads or fails with errors that name the file, a line and a key.
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -200,9 +237,11 @@ mod tests {
             ("fuzz/seeds/webhook", super::webhook),
             ("fuzz/seeds/reply", super::reply),
             ("fuzz/seeds/config", super::config),
+            ("fuzz/seeds/graph", super::graph),
             ("fuzz/regressions/webhook", super::webhook),
             ("fuzz/regressions/reply", super::reply),
             ("fuzz/regressions/config", super::config),
+            ("fuzz/regressions/graph", super::graph),
         ] {
             let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
                 continue;

@@ -220,7 +220,12 @@ pub async fn account(
     }
 
     // What the queue already holds, by the keys the intake gives these events.
-    let items = webhook::parse(&body_of(&inbox, events.iter().map(|(e, _)| e))).unwrap_or_default();
+    let items = webhook::parse(&body_of(
+        inbox.object,
+        &inbox.account,
+        events.iter().map(|(e, _)| e),
+    ))
+    .unwrap_or_default();
     let keys: HashMap<String, DedupKey> = items
         .iter()
         .filter_map(|item| {
@@ -243,19 +248,24 @@ pub async fn account(
         .collect();
     report.missing = missing.iter().map(|(_, m)| m.clone()).collect();
     if !dry_run && !missing.is_empty() {
-        let body = body_of(&inbox, missing.iter().map(|(e, _)| e));
+        let body = body_of(inbox.object, &inbox.account, missing.iter().map(|(e, _)| e));
         let outcome = intake::accept_webhook(shared, body).await?;
         report.stored = outcome.new;
     }
     Ok(report)
 }
 
-/// The webhook body that would have brought these events.
-fn body_of<'a>(inbox: &Inbox<'_>, events: impl Iterator<Item = &'a Value>) -> Vec<u8> {
+/// The webhook body (of `object`, `page` or `instagram`) that would have brought
+/// these events of `account`.
+pub(crate) fn body_of<'a>(
+    object: &str,
+    account: &str,
+    events: impl Iterator<Item = &'a Value>,
+) -> Vec<u8> {
     json!({
-        "object": inbox.object,
+        "object": object,
         "entry": [{
-            "id": inbox.account,
+            "id": account,
             "time": crate::time::now_ms(),
             "messaging": events.collect::<Vec<_>>(),
         }]
@@ -267,7 +277,7 @@ fn body_of<'a>(inbox: &Inbox<'_>, events: impl Iterator<Item = &'a Value>) -> Ve
 /// The messaging event of `message` as its webhook carries it: the customer's message,
 /// or the echo of one the account sent. None for what a webhook would not bring either
 /// (no text and no file: a reaction, a share Meta shows no link for).
-fn event_of(account: &str, message: &InboxMessage) -> Option<(Value, Missing)> {
+pub(crate) fn event_of(account: &str, message: &InboxMessage) -> Option<(Value, Missing)> {
     if message.text.is_none() && message.attachments.is_empty() {
         return None;
     }

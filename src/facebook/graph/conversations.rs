@@ -100,27 +100,7 @@ impl GraphClient {
             .get(self.url(&[account, "conversations"]))
             .query(&query)
             .bearer_auth(token.expose());
-        let text = self.call(request).await?;
-        let v = json(&text)?;
-        let entries = data(&v)
-            .filter_map(|c| {
-                let messages = c.get("messages");
-                Some(ConversationRef {
-                    id: id_of(c.get("id")?)?,
-                    updated_ms: time_ms(c.get("updated_time")?)?,
-                    messages: Listing {
-                        entries: messages
-                            .map(|m| data(m).filter_map(inbox_message).collect())
-                            .unwrap_or_default(),
-                        after: messages.and_then(next_cursor),
-                    },
-                })
-            })
-            .collect();
-        Ok(Listing {
-            entries,
-            after: next_cursor(&v),
-        })
+        conversations_page(&self.call(request).await?)
     }
 
     /// `GET /{conversation-id}/messages?fields=…&limit=…`, one page, newest first.
@@ -141,14 +121,43 @@ impl GraphClient {
             .get(self.url(&[conversation, "messages"]))
             .query(&query)
             .bearer_auth(token.expose());
-        let text = self.call(request).await?;
-        let v = json(&text)?;
-        let entries = data(&v).filter_map(inbox_message).collect();
-        Ok(Listing {
-            entries,
-            after: next_cursor(&v),
-        })
+        messages_page(&self.call(request).await?)
     }
+}
+
+/// A page of `GET /{account}/conversations`: what is not a conversation, or not a
+/// message, is left out.
+pub fn conversations_page(text: &str) -> Result<Listing<ConversationRef>, GraphError> {
+    let v = json(text)?;
+    let entries = data(&v)
+        .filter_map(|c| {
+            let messages = c.get("messages");
+            Some(ConversationRef {
+                id: id_of(c.get("id")?)?,
+                updated_ms: time_ms(c.get("updated_time")?)?,
+                messages: Listing {
+                    entries: messages
+                        .map(|m| data(m).filter_map(inbox_message).collect())
+                        .unwrap_or_default(),
+                    after: messages.and_then(next_cursor),
+                },
+            })
+        })
+        .collect();
+    Ok(Listing {
+        entries,
+        after: next_cursor(&v),
+    })
+}
+
+/// A page of `GET /{conversation-id}/messages`.
+pub fn messages_page(text: &str) -> Result<Listing<InboxMessage>, GraphError> {
+    let v = json(text)?;
+    let entries = data(&v).filter_map(inbox_message).collect();
+    Ok(Listing {
+        entries,
+        after: next_cursor(&v),
+    })
 }
 
 fn json(text: &str) -> Result<Value, GraphError> {
