@@ -3,6 +3,8 @@
 mod capture;
 mod demo;
 mod doctor;
+#[cfg(test)]
+mod documented;
 pub mod output;
 mod queue;
 mod reconcile;
