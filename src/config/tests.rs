@@ -551,3 +551,78 @@ fn an_accounts_stand_in_has_the_default_settings() {
     let odd = PageConfig::stand_in("1\"2\n[x]");
     assert_eq!(odd.id.get_ref(), "1\"2\n[x]");
 }
+
+/// The README's configuration reference and the loader name the same keys: a key
+/// renamed, added or dropped on one side only fails here.
+#[test]
+fn the_readme_documents_every_key_the_loader_knows_and_no_other() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("the README");
+    let reference = readme
+        .split("\n## Configuration reference\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("the configuration reference");
+    // (table, key) for every key a row names: `public.tls_cert`, `[[page]] id`, and the
+    // keys after `[[instagram]] receive_url` in the same cell.
+    let mut documented = std::collections::BTreeSet::new();
+    for row in reference.lines().filter(|l| l.starts_with("| `")) {
+        let cell = row.split('|').nth(1).unwrap_or_default();
+        let array = ["page", "instagram"]
+            .into_iter()
+            .find(|t| cell.contains(&format!("[[{t}]]")));
+        for name in cell.split('`').skip(1).step_by(2) {
+            let name = name.rsplit("]] ").next().unwrap_or(name);
+            let (table, key) = match (array, name.split_once('.')) {
+                (None, Some(pair)) => pair,
+                (Some(table), None) => (table, name),
+                _ => panic!("a row of the reference names no key: {row}"),
+            };
+            documented.insert((table.to_owned(), key.to_owned()));
+        }
+    }
+    assert!(
+        documented.len() > 60,
+        "only {} documented keys found",
+        documented.len()
+    );
+    // The loader's keys, table by table: what its "unknown field" error expects.
+    let unknown = "zz_not_a_key";
+    let mut known = std::collections::BTreeSet::new();
+    for table in [
+        "public",
+        "local",
+        "storage",
+        "facebook",
+        "motion",
+        "delivery",
+        "reconcile",
+        "page",
+        "instagram",
+    ] {
+        let text = match table {
+            "page" => minimal("").replacen("[[page]]\n", &format!("[[page]]\n{unknown} = 1\n"), 1),
+            "instagram" => with_instagram(&format!("{IG}page = \"123\"\n{unknown} = 1\n")),
+            _ => with_key(table, unknown, "x"),
+        };
+        let errors = errors(&text);
+        let message = &errors[0].message;
+        let expected = message
+            .split("expected one of ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("[{table}]: {message}"));
+        for key in expected.split('`').skip(1).step_by(2) {
+            known.insert((table.to_owned(), key.to_owned()));
+        }
+    }
+    let undocumented: Vec<_> = known.difference(&documented).collect();
+    let unknown_documented: Vec<_> = documented.difference(&known).collect();
+    assert!(
+        undocumented.is_empty(),
+        "keys the loader takes that the README's reference does not document: {undocumented:?}"
+    );
+    assert!(
+        unknown_documented.is_empty(),
+        "keys the README documents that the loader does not take: {unknown_documented:?}"
+    );
+}
