@@ -552,6 +552,39 @@ fn an_accounts_stand_in_has_the_default_settings() {
     assert_eq!(odd.id.get_ref(), "1\"2\n[x]");
 }
 
+/// The keys the loader takes, table by table: what its "unknown field" error expects.
+fn loader_keys() -> std::collections::BTreeSet<(String, String)> {
+    let unknown = "zz_not_a_key";
+    let mut known = std::collections::BTreeSet::new();
+    for table in [
+        "public",
+        "local",
+        "storage",
+        "facebook",
+        "motion",
+        "delivery",
+        "reconcile",
+        "page",
+        "instagram",
+    ] {
+        let text = match table {
+            "page" => minimal("").replacen("[[page]]\n", &format!("[[page]]\n{unknown} = 1\n"), 1),
+            "instagram" => with_instagram(&format!("{IG}page = \"123\"\n{unknown} = 1\n")),
+            _ => with_key(table, unknown, "x"),
+        };
+        let errors = errors(&text);
+        let message = &errors[0].message;
+        let expected = message
+            .split("expected one of ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("[{table}]: {message}"));
+        for key in expected.split('`').skip(1).step_by(2) {
+            known.insert((table.to_owned(), key.to_owned()));
+        }
+    }
+    known
+}
+
 /// The README's configuration reference and the loader name the same keys: a key
 /// renamed, added or dropped on one side only fails here.
 #[test]
@@ -586,35 +619,7 @@ fn the_readme_documents_every_key_the_loader_knows_and_no_other() {
         "only {} documented keys found",
         documented.len()
     );
-    // The loader's keys, table by table: what its "unknown field" error expects.
-    let unknown = "zz_not_a_key";
-    let mut known = std::collections::BTreeSet::new();
-    for table in [
-        "public",
-        "local",
-        "storage",
-        "facebook",
-        "motion",
-        "delivery",
-        "reconcile",
-        "page",
-        "instagram",
-    ] {
-        let text = match table {
-            "page" => minimal("").replacen("[[page]]\n", &format!("[[page]]\n{unknown} = 1\n"), 1),
-            "instagram" => with_instagram(&format!("{IG}page = \"123\"\n{unknown} = 1\n")),
-            _ => with_key(table, unknown, "x"),
-        };
-        let errors = errors(&text);
-        let message = &errors[0].message;
-        let expected = message
-            .split("expected one of ")
-            .nth(1)
-            .unwrap_or_else(|| panic!("[{table}]: {message}"));
-        for key in expected.split('`').skip(1).step_by(2) {
-            known.insert((table.to_owned(), key.to_owned()));
-        }
-    }
+    let known = loader_keys();
     let undocumented: Vec<_> = known.difference(&documented).collect();
     let unknown_documented: Vec<_> = documented.difference(&known).collect();
     assert!(
@@ -624,5 +629,39 @@ fn the_readme_documents_every_key_the_loader_knows_and_no_other() {
     assert!(
         unknown_documented.is_empty(),
         "keys the README documents that the loader does not take: {unknown_documented:?}"
+    );
+}
+
+/// The example config a package installs shows every key in its table, set or as a
+/// commented default, and no key the loader does not take.
+#[test]
+fn the_example_config_shows_every_key() {
+    let example = include_str!("../../config/config.toml");
+    let mut shown = std::collections::BTreeSet::new();
+    let mut table = "";
+    for line in example.lines() {
+        let line = line.trim_start_matches(['#', ' ']);
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            table = name.trim_start_matches('[');
+            continue;
+        }
+        if let Some((key, _)) = line.split_once('=')
+            && let key = key.trim_end()
+            && !key.is_empty()
+            && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
+            shown.insert((table.to_owned(), key.to_owned()));
+        }
+    }
+    let known = loader_keys();
+    let missing: Vec<_> = known.difference(&shown).collect();
+    let unknown: Vec<_> = shown.difference(&known).collect();
+    assert!(
+        missing.is_empty(),
+        "keys config/config.toml does not show: {missing:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "keys config/config.toml shows that the loader does not take: {unknown:?}"
     );
 }
