@@ -397,3 +397,63 @@ async fn readyz_names_a_page_whose_backlog_is_too_old() {
     .await;
     bench.stop().await;
 }
+
+/// Every family of series `/metrics` serves is named in the README (a name, or a
+/// `prefix_*` written there), so that an operator can look up what a figure means.
+#[tokio::test]
+async fn every_metric_the_daemon_serves_is_named_in_the_readme() {
+    let bench = Bench::start().await;
+    // Families of labelled series show once they have one: some traffic first.
+    bench
+        .deliver(&messenger_text(PAGE_A, PSID, "m.doc", 1, "hello"))
+        .await;
+    bench
+        .sender
+        .send_with_signature(b"{}", Some("sha256=00"))
+        .await
+        .unwrap();
+    bench.motion().wait_for_notifies(1, WAIT).await.unwrap();
+    let text = bench.metrics().await;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("the README");
+    let prefixes: Vec<&str> = readme
+        .match_indices("fb_openchannel_")
+        .filter_map(|(at, _)| {
+            let name = &readme[at..];
+            let end = name
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(name.len());
+            name[end..].starts_with('*').then(|| &name[..end])
+        })
+        .collect();
+    let mut families: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    assert!(families.len() > 20, "{text}");
+    // And those that show only in other settings (ACME, Instagram, a throttle…): every
+    // name the registry is given.
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/metrics.rs"))
+        .expect("the metrics' source");
+    let registered: Vec<String> = source
+        .split("registry.register(")
+        .skip(1)
+        .filter_map(|rest| Some(format!("fb_openchannel_{}", rest.split('"').nth(1)?)))
+        .collect();
+    assert!(
+        registered.len() > 30,
+        "only {} registered",
+        registered.len()
+    );
+    families.extend(registered);
+    let unnamed: Vec<&String> = families
+        .iter()
+        .filter(|f| !readme.contains(f.as_str()) && !prefixes.iter().any(|p| f.starts_with(p)))
+        .collect();
+    assert!(
+        unnamed.is_empty(),
+        "/metrics serves families the README does not name: {unnamed:?}"
+    );
+    bench.stop().await;
+}
