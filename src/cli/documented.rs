@@ -102,3 +102,60 @@ fn every_command_line_the_readme_shows_parses() {
         wrong.join("\n")
     );
 }
+
+/// The README's table of commands names every subcommand the binary has and, in its
+/// row, every flag of it: a flag added without a word for the sysadmin fails here.
+#[test]
+fn the_readme_commands_table_names_every_command_and_flag() {
+    use clap::CommandFactory;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("the README");
+    let table = readme
+        .split("\n## Commands\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("the Commands section");
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| `")).collect();
+    let mut missing = Vec::new();
+    for command in Cli::command()
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+    {
+        let name = command.get_name();
+        let row: String = rows
+            .iter()
+            .filter(|r| {
+                let first = r.split('|').nth(1).unwrap_or_default();
+                first
+                    .trim()
+                    .trim_start_matches('`')
+                    .split([' ', '`'])
+                    .next()
+                    == Some(name)
+            })
+            .copied()
+            .collect();
+        if row.is_empty() {
+            missing.push(format!("the command {name}"));
+            continue;
+        }
+        // Its own flags and those of its subcommands (`queue list --failed`).
+        let mut flags: Vec<String> = Vec::new();
+        for c in std::iter::once(command).chain(command.get_subcommands()) {
+            flags.extend(
+                c.get_arguments()
+                    .filter(|a| !a.is_global_set())
+                    .filter_map(|a| a.get_long().map(|l| format!("--{l}"))),
+            );
+        }
+        for flag in flags {
+            if !row.contains(&flag) && !table.contains(&format!("{name} {flag}")) {
+                missing.push(format!("{name} {flag}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the README's Commands table does not name: {missing:?}"
+    );
+}
