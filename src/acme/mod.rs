@@ -397,9 +397,18 @@ pub async fn run(
             continue;
         }
         info!(domains = %names, directory = %acme.settings.directory, "ACME: ordering a certificate for {names}");
+        // In a task of its own: a panic in the ACME client (instant-acme, on what a CA
+        // sends) is a failed order, tried again on the schedule, not the end of renewals.
+        let mut attempt = tokio::spawn({
+            let acme = acme.clone();
+            async move { acme.renew().await }
+        });
         let result = tokio::select! {
-            r = acme.renew() => r,
+            r = &mut attempt => r.unwrap_or_else(|e| Err(format!(
+                "the ACME client crashed ({e}), a bug worth reporting with the journal's lines before this one"
+            ))),
             _ = shutdown.changed() => {
+                attempt.abort();
                 acme.certs.clear_challenges();
                 return;
             }

@@ -806,10 +806,10 @@ async fn an_acme_directory_answering_without_end_fails_the_order_naming_the_boun
 }
 
 /// A CA that answers the order's poll with a `Retry-After` of 2^64 − 1 seconds:
-/// instant-acme adds it to the clock unchecked, which panicked, and the ACME task with
-/// it (the daemon then stopped, and restarted into the same answer). The order now
-/// fails saying the CA asked to come back later than an order waits, and the daemon
-/// goes on serving.
+/// instant-acme adds it to the clock unchecked, which panicked, and the renewal task
+/// with it: no order was ever tried again, and the certificate would have run out. The
+/// order now fails saying the CA asked to come back later than an order waits, and is
+/// tried again on the schedule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_asking_to_come_back_in_2_pow_64_seconds_fails_the_order_not_the_daemon() {
     use fb_openchannel::sim::http::{Handler, json};
