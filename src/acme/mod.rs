@@ -404,9 +404,13 @@ pub async fn run(
             async move { acme.renew().await }
         });
         let result = tokio::select! {
-            r = &mut attempt => r.unwrap_or_else(|e| Err(format!(
-                "the ACME client crashed ({e}), a bug worth reporting with the journal's lines before this one"
-            ))),
+            r = &mut attempt => r.unwrap_or_else(|e| {
+                // What the crashed order left to show the CA goes with it.
+                acme.certs.clear_challenges();
+                Err(format!(
+                    "the ACME client crashed ({e}), a bug worth reporting with the journal's lines before this one"
+                ))
+            }),
             _ = shutdown.changed() => {
                 attempt.abort();
                 acme.certs.clear_challenges();

@@ -344,10 +344,9 @@ fn describe(error: &instant_acme::Error, settings: &Settings) -> String {
 const ACME_ANSWER: usize = 1024 * 1024;
 
 /// The longest `Retry-After` (seconds) passed on to instant-acme, which adds it to the
-/// clock unchecked: 2^64 − 1 panicked there, and the renewal task with it (no order was
-/// tried again).
-/// Far past the two minutes an order is polled for, so a CA asking for more still fails
-/// the order, which is tried again later.
+/// clock unchecked: 2^64 − 1 panicked there. A day is far past the two minutes an order
+/// is polled for, so a CA asking for more still fails the order, which is tried again
+/// later.
 const LONGEST_RETRY_AFTER_S: u64 = 24 * 3600;
 
 /// Cuts a CA's `Retry-After` in seconds to [`LONGEST_RETRY_AFTER_S`]. (An HTTP date is
