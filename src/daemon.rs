@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigDiff};
-use crate::metrics::ResultLabels;
+use crate::metrics::{ResultLabels, TaskLabels};
 use crate::relay::{Live, Shared, inbound, outbound, retention, subscription};
 use crate::server::tls::CertStore;
 use crate::server::{self, Limits, local, public};
@@ -223,52 +223,91 @@ impl Daemon {
             shutdown_rx.clone(),
         )));
 
-        // Not in `tasks` either: summaries of flooding log lines, the capture, and the
-        // other nodes' pauses and work (which end at once on one host).
-        tokio::spawn(crate::relay::nodes::hear_other_nodes(
-            shared.clone(),
-            shutdown_rx.clone(),
-        ));
-        tokio::spawn(shared.store.clone().wake_other_nodes(shutdown_rx.clone()));
-        tokio::spawn(crate::logging::summarise(shutdown_rx.clone()));
-        tokio::spawn(capture.watch(shutdown_rx.clone()));
-        if let Some(acme) = &acme {
-            // Not in `tasks`: a renewal task that ended is no reason to stop serving.
-            tokio::spawn(crate::acme::run(
-                acme.clone(),
-                shared.clone(),
-                shutdown_rx.clone(),
+        // Not in `tasks` either, each kept running (a crash is logged, counted and the
+        // task started again): the other nodes' pauses and work (which end at once on
+        // one host), summaries of flooding log lines, the capture, the certificate's
+        // renewal or its files' watch.
+        let keep = |task: &'static str, stalls: &'static str| Keeper {
+            task,
+            stalls,
+            restarts: shared
+                .metrics
+                .task_restarts
+                .get_or_create(&TaskLabels { task: task.into() })
+                .clone(),
+            backoff: RESTARTS,
+            shutdown: shutdown_rx.clone(),
+        };
+        if shared.store.shared().is_some() {
+            let (s, rx) = (shared.clone(), shutdown_rx.clone());
+            tokio::spawn(
+                keep(
+                    "hear_other_nodes",
+                    "pauses that other nodes of the shared queue meet are not shared with this one",
+                )
+                .run(move || crate::relay::nodes::hear_other_nodes(s.clone(), rx.clone())),
+            );
+            let (store, rx) = (shared.store.clone(), shutdown_rx.clone());
+            tokio::spawn(keep("wake_other_nodes", "the other nodes of the shared queue find new work at their next look, within a second").run(
+                move || store.clone().wake_other_nodes(rx.clone()),
             ));
+        }
+        let rx = shutdown_rx.clone();
+        tokio::spawn(
+            keep("log_summaries", "flooding log lines are not summarised")
+                .run(move || crate::logging::summarise(rx.clone())),
+        );
+        let rx = shutdown_rx.clone();
+        tokio::spawn(
+            keep("capture", "`capture` starts and ends up to a second late")
+                .run(move || capture.clone().watch(rx.clone())),
+        );
+        if let Some(acme) = &acme {
+            // A renewal task that ended is no reason to stop serving.
+            let (acme, s, rx) = (acme.clone(), shared.clone(), shutdown_rx.clone());
+            tokio::spawn(
+                keep("acme", "the certificate is not renewed")
+                    .run(move || crate::acme::run(acme.clone(), s.clone(), rx.clone())),
+            );
         }
         if let Some(certs) = certs.as_ref().filter(|_| acme.is_none()) {
             let metrics_shared = shared.clone();
-            // Not in `tasks`: it ends with the others but is no reason to exit if it does.
-            tokio::spawn(server::tls::watch(
+            let on_change = move |reloaded: Result<i64, &str>| match reloaded {
+                Ok(not_after) => {
+                    metrics_shared.metrics.cert_expiry.set(not_after as f64);
+                    metrics_shared
+                        .metrics
+                        .cert_reloads
+                        .get_or_create(&ResultLabels {
+                            result: "ok".into(),
+                        })
+                        .inc();
+                }
+                Err(_) => {
+                    metrics_shared
+                        .metrics
+                        .cert_reloads
+                        .get_or_create(&ResultLabels {
+                            result: "error".into(),
+                        })
+                        .inc();
+                }
+            };
+            let (certs, every, rx) = (
                 certs.clone(),
                 public_cfg.tls_watch_interval,
                 shutdown_rx.clone(),
-                move |reloaded: Result<i64, &str>| match reloaded {
-                    Ok(not_after) => {
-                        metrics_shared.metrics.cert_expiry.set(not_after as f64);
-                        metrics_shared
-                            .metrics
-                            .cert_reloads
-                            .get_or_create(&ResultLabels {
-                                result: "ok".into(),
-                            })
-                            .inc();
-                    }
-                    Err(_) => {
-                        metrics_shared
-                            .metrics
-                            .cert_reloads
-                            .get_or_create(&ResultLabels {
-                                result: "error".into(),
-                            })
-                            .inc();
-                    }
-                },
-            ));
+            );
+            // It ends with the others but is no reason to exit if it does.
+            tokio::spawn(
+                keep(
+                    "tls_watch",
+                    "new certificate files are not picked up until a reload (SIGHUP)",
+                )
+                .run(move || {
+                    server::tls::watch(certs.clone(), every, rx.clone(), on_change.clone())
+                }),
+            );
         }
 
         let store_place = match shared.store.shared() {
@@ -396,5 +435,153 @@ impl Daemon {
             ),
         }
         info!("stopped cleanly");
+    }
+}
+
+/// How a background task that crashed is started again: after `first`, then twice as
+/// long at each crash up to `most`; back to `first` once it has run for `most`.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    first: Duration,
+    most: Duration,
+}
+
+const RESTARTS: Backoff = Backoff {
+    first: Duration::from_secs(1),
+    most: Duration::from_secs(300),
+};
+
+/// Keeps a background task running: one whose end is no reason to stop the daemon (so
+/// it is not in `Daemon::tasks`), but whose crash, a bug, must not end it in silence
+/// either, as a panic in the ACME client once ended renewals.
+struct Keeper {
+    /// The task's name, as the journal and `fb_openchannel_task_restarts_total` give it.
+    task: &'static str,
+    /// What does not happen while it is down, for the journal.
+    stalls: &'static str,
+    restarts: prometheus_client::metrics::counter::Counter,
+    backoff: Backoff,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Keeper {
+    /// Runs the task `start` makes; after a crash logs it, counts it and starts a new
+    /// one. Returns when a run ends by itself, or at shutdown.
+    async fn run<F, T>(mut self, mut start: F)
+    where
+        F: FnMut() -> T,
+        T: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut pause = self.backoff.first;
+        loop {
+            let began = tokio::time::Instant::now();
+            let crash = match tokio::spawn(start()).await {
+                Err(e) if e.is_panic() => panic_text(e.into_panic()),
+                _ => return,
+            };
+            if began.elapsed() >= self.backoff.most {
+                pause = self.backoff.first;
+            }
+            self.restarts.inc();
+            error!(
+                task = self.task,
+                "the background task {} crashed ({crash}): {} until it starts again in {}. This is a bug in fb-openchannel: please report it with this line; the daemon goes on serving",
+                self.task,
+                self.stalls,
+                humantime::format_duration(pause)
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.shutdown.wait_for(|stop| *stop) => return,
+            }
+            pause = (pause * 2).min(self.backoff.most);
+        }
+    }
+}
+
+/// What a panic said, when it said it with a message.
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => payload.downcast_ref::<&str>().map_or_else(
+            || "a panic without a message".to_owned(),
+            |t| (*t).to_owned(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use prometheus_client::metrics::counter::Counter;
+    use tokio::sync::watch;
+
+    use super::{Backoff, Keeper};
+
+    fn keeper(restarts: &Counter, shutdown: watch::Receiver<bool>) -> Keeper {
+        Keeper {
+            task: "test",
+            stalls: "nothing happens",
+            restarts: restarts.clone(),
+            backoff: Backoff {
+                first: Duration::from_millis(5),
+                most: Duration::from_millis(20),
+            },
+            shutdown,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_that_crashes_is_started_again_until_it_ends_by_itself() {
+        let restarts = Counter::default();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (_stop, shutdown) = watch::channel(false);
+        let counted = runs.clone();
+        keeper(&restarts, shutdown)
+            .run(move || {
+                let run = counted.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if run < 3 {
+                        panic!("run {run} crashed");
+                    }
+                }
+            })
+            .await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            4,
+            "three crashes, then a run to its end"
+        );
+        assert_eq!(restarts.get(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_task_that_keeps_crashing_ends_at_shutdown() {
+        let restarts = Counter::default();
+        let (stop, shutdown) = watch::channel(false);
+        let watched = restarts.clone();
+        let kept = tokio::spawn(
+            keeper(&restarts, shutdown).run(|| async { panic!("{}", String::from("always")) }),
+        );
+        // Crashes go on, each after a pause, while the daemon runs.
+        while watched.get() < 5 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!kept.is_finished());
+        stop.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(10), kept)
+            .await
+            .expect("the keeper stops at shutdown")
+            .unwrap();
+    }
+
+    #[test]
+    fn a_panic_is_told_by_its_message() {
+        assert_eq!(super::panic_text(Box::new("static text")), "static text");
+        assert_eq!(super::panic_text(Box::new(String::from("made"))), "made");
+        assert_eq!(super::panic_text(Box::new(7)), "a panic without a message");
     }
 }

@@ -154,6 +154,13 @@ pub struct Metrics {
     outcome_write_retries: Gauge,
     /// Parts of the config another node of the shared queue holds otherwise (scrape time).
     config_differences: Gauge,
+    /// Background tasks that crashed (a bug) and were started again, by task.
+    pub task_restarts: Family<TaskLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    pub task: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -380,6 +387,12 @@ impl Metrics {
             "Times this node left an item to another node of the shared queue because the item's account is not in this node's config (its config differs: copy the same file to every node)",
             left_to_other_nodes.clone(),
         );
+        let task_restarts = Family::<TaskLabels, Counter>::default();
+        registry.register(
+            "task_restarts",
+            "Background tasks (certificate watcher and renewal, log summaries, capture, the shared queue's hearing of the other nodes) that crashed and were started again, by task; any is a bug: report it with the journal's line",
+            task_restarts.clone(),
+        );
         let handshakes = Family::<ResultLabels, Counter>::default();
         registry.register(
             "handshakes",
@@ -432,6 +445,7 @@ impl Metrics {
             registry,
             left_to_other_nodes,
             config_differences,
+            task_restarts,
             feature_paused,
             unverified_bytes,
             outcomes_kept,
