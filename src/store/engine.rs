@@ -62,7 +62,17 @@ impl Store {
                 .map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
         }
         private_files(path).map_err(open_err)?;
-        let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        // The writer's WAL writes go out one call per commit (see `walwrites`).
+        let conn = if super::walwrites::register() {
+            Connection::open_with_flags_and_vfs(
+                path,
+                rusqlite::OpenFlags::default(),
+                super::walwrites::NAME,
+            )
+        } else {
+            Connection::open(path)
+        }
+        .map_err(|e| open_err(e.to_string()))?;
         schema::prepare(&conn).map_err(|e| open_err(e.to_string()))?;
         // Every statement of the store stays prepared (rusqlite keeps 16 by default)...
         conn.set_prepared_statement_cache_capacity(64);

@@ -42,6 +42,7 @@ mod stats;
 pub mod tokens;
 pub mod transfer;
 pub mod wakes;
+mod walwrites;
 
 use std::path::PathBuf;
 use std::sync::Arc;
