@@ -428,10 +428,12 @@ unsafe extern "C" fn main_shm_lock(
 /// SQLite's barrier between its two copies of the WAL-index header: the frames the new
 /// header names are written before a reader can see it.
 unsafe extern "C" fn main_shm_barrier(file: *mut ffi::sqlite3_file) {
-    // SAFETY: forwarded as SQLite called it. A failed write here cannot be reported
-    // (the barrier returns nothing): the bytes stay gathered and are written (or the
-    // failure reported) by the WAL's next call, a sync at the latest, before which no
-    // webhook of the commit is answered.
+    // SAFETY: forwarded as SQLite called it. Nothing is gathered here as the store
+    // runs: the commit frame's page was written out (its failure reported, the commit
+    // undone) before SQLite reaches the barrier. Only padding frames written after it,
+    // at `synchronous = FULL` on a device without powersafe overwrite, would be; a failed
+    // write of those cannot be reported (the barrier returns nothing), and the frames
+    // are copies of the commit's last page.
     unsafe {
         let _ = write_out_wal_of(file);
         (methods(file).xShmBarrier.unwrap())(inner(file))
