@@ -9,26 +9,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::facebook::feed::FeedChange;
-use crate::facebook::graph::{Disposition, DownloadError};
+use crate::facebook::graph::DownloadError;
 use crate::facebook::ig_comment::InstagramComment;
 use crate::facebook::webhook::Messaging;
-use crate::logging;
-use crate::model::{ConversationKey, DedupKey, ItemKind, NameSource};
+use crate::model::{DedupKey, ItemKind};
 use crate::motion::{AttachmentId, Notify, Upload};
 use crate::relay::feed::{self, Envelope};
 use crate::relay::instagram;
 use crate::relay::messenger::{self, Context, Step};
+use crate::relay::names::{customer_name, name_for_motion};
 use crate::relay::outcome::{self, Delivered, Failure};
 use crate::relay::{Account, Customer, Live, Shared, dispatch};
-use crate::store::{Direction, Item, Profile, Write, now_ms};
-
-/// How long a name Graph gave us is trusted.
-const PROFILE_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
-/// How long a refused lookup is remembered before asking Graph again.
-const FALLBACK_TTL_MS: i64 = 24 * 3600 * 1000;
+use crate::store::{Direction, Item, Write, now_ms};
 
 /// Runs the inbound worker until `shutdown` turns true (see [`dispatch::run`]).
 pub async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>, drain: Duration) {
@@ -263,29 +258,6 @@ async fn customer_plan(
     Ok((envelope, steps))
 }
 
-/// Most characters of a name passed to Motion (a contact's first or last name).
-const NAME_CHARS: usize = 100;
-
-/// A customer's name as Motion gets it: on one line (control characters, line breaks
-/// included, become spaces), trimmed, at most [`NAME_CHARS`] characters. Names come from
-/// Graph and from webhooks and have no bound of their own (a 200,000-character Instagram
-/// name with a newline reached Motion whole).
-fn name_for_motion(name: &str) -> String {
-    name.trim()
-        .chars()
-        .map(|c| {
-            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
-                ' '
-            } else {
-                c
-            }
-        })
-        .take(NAME_CHARS)
-        .collect::<String>()
-        .trim_end()
-        .to_owned()
-}
-
 /// Downloads a Facebook file and uploads it to Motion: `(attachment id, file name)`.
 async fn move_file(
     shared: &Shared,
@@ -398,205 +370,4 @@ async fn context_for(shared: &Shared, page_id: &str, event: &Messaging) -> Conte
             .filter(|t| !t.trim().is_empty()),
     };
     Context { referenced_text }
-}
-
-/// The customer's name: cached, else asked of Graph, else a stable readable fallback.
-async fn customer_name(
-    shared: &Shared,
-    live: &Live,
-    account: Account<'_>,
-    customer: &Customer,
-) -> Profile {
-    let now = now_ms();
-    let id = match customer {
-        Customer::Facebook(id) => id,
-        Customer::Simulated(_) => {
-            return Profile {
-                first_name: "Simulated".into(),
-                last_name: "Customer".into(),
-                source: NameSource::Simulated,
-                fetched_at: now,
-            };
-        }
-    };
-    let fresh = |p: &Profile| {
-        let ttl = if p.source == NameSource::Graph {
-            PROFILE_TTL_MS
-        } else {
-            FALLBACK_TTL_MS
-        };
-        now - p.fetched_at < ttl
-    };
-    let account_id = account.id();
-    let key = (account_id.to_owned(), id.to_string());
-    if let Some(p) = shared
-        .profiles
-        .lock()
-        .unwrap()
-        .get(&key)
-        .filter(|p| fresh(p))
-    {
-        return p.clone();
-    }
-    if let Ok(Some(cached)) = shared
-        .store
-        .profile(account_id.to_owned(), id.to_string())
-        .await
-        && fresh(&cached)
-    {
-        remember(shared, key, &cached);
-        return cached;
-    }
-    // The names Graph gives, `None` when it gives none; what a refusal probably means.
-    let (lookup, conversation, fallback, refused) = match account {
-        Account::Page(page) => (
-            messenger_names(live, page.access_token.get_ref(), id).await,
-            ConversationKey::customer(id.as_str()),
-            "Facebook",
-            "the Page may lack Advanced Access to pages_messaging / profile",
-        ),
-        Account::Instagram(account) => (
-            match crate::relay::instagram_login::calls(shared, live, account).await {
-                Ok(calls) => calls
-                    .graph
-                    .instagram_profile(&calls.token, id)
-                    .await
-                    .map(instagram_names),
-                Err(e) => Err(crate::facebook::graph::GraphError::network(e.to_string())),
-            },
-            ConversationKey::instagram_customer(id.as_str()),
-            "Instagram",
-            "the linked Page's token may lack instagram_manage_messages, or the customer blocked the account",
-        ),
-    };
-    shared.metrics.graph_call(
-        account_id,
-        "profile",
-        if lookup.is_ok() { "ok" } else { "error" },
-    );
-    let keep = |profile: Profile| async move {
-        let _ = shared
-            .store
-            .put_profile(key.0.clone(), key.1.clone(), profile.clone())
-            .await;
-        remember(shared, key, &profile);
-        profile
-    };
-    match lookup {
-        Ok(Some((first_name, last_name))) => {
-            keep(Profile {
-                first_name,
-                last_name,
-                source: NameSource::Graph,
-                fetched_at: now,
-            })
-            .await
-        }
-        Err(e) if e.disposition == Disposition::Retry || e.disposition == Disposition::SlowDown => {
-            // Passing trouble: use the fallback now, ask again at the customer's next
-            // message (while Graph is down that is every message, so the line is bounded).
-            let profile = fallback_profile(fallback, id.as_str(), now);
-            if logging::NAME_LOOKUP_FAILED.admit() {
-                warn!(page_id = %account_id, conversation = %conversation, "customer name lookup failed ({e}); using {:?} for now", full_name(&profile));
-            }
-            profile
-        }
-        other => {
-            let profile = fallback_profile(fallback, id.as_str(), now);
-            if let Err(e) = other {
-                info!(page_id = %account_id, conversation = %conversation, "{fallback} refused the customer name lookup ({e}); using {:?} ({refused})", full_name(&profile));
-            }
-            keep(profile).await
-        }
-    }
-}
-
-/// An Instagram customer's name for Motion's first and last name: their display name cut
-/// at its first space, else their `@username`.
-/// A Messenger customer's first and last names; when Facebook refuses them (no access to
-/// them for this Page) but gives `name`, that split at its first space.
-async fn messenger_names(
-    live: &Live,
-    token: &crate::config::Secret,
-    id: &crate::ids::UserId,
-) -> Result<Option<(String, String)>, crate::facebook::graph::GraphError> {
-    match live.graph.profile(token, id).await {
-        Ok(p) if p.first_name.is_some() || p.last_name.is_some() => Ok(Some((
-            p.first_name.unwrap_or_default(),
-            p.last_name.unwrap_or_default(),
-        ))),
-        Ok(p) => Ok(p.name.as_deref().and_then(split_name)),
-        Err(e)
-            if matches!(
-                e.disposition,
-                Disposition::MissingPermission | Disposition::Permanent
-            ) =>
-        {
-            match live.graph.profile_name(token, id).await {
-                Ok(p) => match p.name.as_deref().and_then(split_name) {
-                    Some(names) => Ok(Some(names)),
-                    None => Err(e),
-                },
-                Err(_) => Err(e),
-            }
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// `"Ada King Lovelace"` → `("Ada", "King Lovelace")`; a single word is the first name.
-fn split_name(name: &str) -> Option<(String, String)> {
-    let name = name.trim();
-    if name.is_empty() {
-        return None;
-    }
-    Some(match name.split_once(char::is_whitespace) {
-        Some((first, last)) => (first.to_owned(), last.trim().to_owned()),
-        None => (name.to_owned(), String::new()),
-    })
-}
-
-fn instagram_names(p: crate::facebook::graph::GraphProfile) -> Option<(String, String)> {
-    match (p.name.as_deref().and_then(split_name), p.username) {
-        (Some(names), _) => Some(names),
-        (None, Some(username)) if !username.is_empty() => {
-            Some((format!("@{username}"), String::new()))
-        }
-        _ => None,
-    }
-}
-
-/// Most customer names kept in memory; past this the cache starts over (the store keeps
-/// them all, so this only costs a store read per customer).
-const PROFILE_CACHE_MAX: usize = 50_000;
-
-fn remember(shared: &Shared, key: (String, String), profile: &Profile) {
-    let mut cache = shared.profiles.lock().unwrap();
-    if cache.len() >= PROFILE_CACHE_MAX {
-        cache.clear();
-    }
-    cache.insert(key, profile.clone());
-}
-
-/// "Facebook user 1432" (or "Instagram user 1432"): stable for a customer, readable,
-/// and never a real name.
-pub fn fallback_profile(network: &str, psid: &str, now: i64) -> Profile {
-    let tail: String = psid
-        .chars()
-        .rev()
-        .take(4)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    Profile {
-        first_name: network.into(),
-        last_name: format!("user {tail}"),
-        source: NameSource::Fallback,
-        fetched_at: now,
-    }
-}
-
-fn full_name(p: &Profile) -> String {
-    format!("{} {}", p.first_name, p.last_name)
 }

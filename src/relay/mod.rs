@@ -26,6 +26,7 @@ pub mod intake;
 pub mod ledger;
 pub mod messenger;
 pub mod messenger_reply;
+pub mod names;
 pub mod nodes;
 pub mod outbound;
 pub mod outcome;
@@ -206,9 +207,8 @@ pub struct Shared {
         Mutex<HashMap<(String, crate::model::DedupKey), oneshot::Sender<reply::FirstAttempt>>>,
     /// Each page's ability to send: a problem for an admin, Facebook's slow-down.
     pub health: health::Health,
-    /// Customer names in memory, in front of the store's `profiles` table: one store
-    /// round trip less per delivered message. Cleared when it grows past its bound.
-    pub profiles: Mutex<HashMap<(String, String), crate::store::Profile>>,
+    /// Customer names in memory, and each account's refused name lookups.
+    pub names: names::Names,
     /// Delivery outcomes the store could not write yet (a full disk): dispatch waits
     /// until they are written.
     pub ledger: ledger::Ledger,
@@ -293,7 +293,7 @@ impl Shared {
             outbound_wake: outbound,
             reply_waiters: Mutex::new(HashMap::new()),
             health: health::Health::default(),
-            profiles: Mutex::new(HashMap::new()),
+            names: names::Names::default(),
             ledger: ledger::Ledger::default(),
             pauses: pauses::Pauses::default(),
             routing: routing::Routing::default(),

@@ -214,3 +214,61 @@ async fn plain_http_behind_a_proxy_with_tls_false() {
     let notes = peers.motion.wait_for_notifies(1, WAIT).await.unwrap();
     assert_eq!(notes[0].notify.body, "via nginx");
 }
+
+/// A Page whose customers' names Facebook refuses (the app lacks Business Asset User
+/// Profile Access): after ten new customers refused in a row, names are not asked for a
+/// while and one line says why; every customer still reaches Motion, with a stand-in name.
+#[tokio::test]
+async fn names_refused_for_ten_customers_in_a_row_are_not_asked_for_a_while() {
+    let peers = Peers::start().await;
+    let config = peers.dir.path().join("config.toml");
+    std::fs::write(&config, peers.config_toml("")).unwrap();
+    peers.graph.refuse_profiles(true);
+    let daemon = Process::start(&config);
+    let s = sender(&peers, &daemon);
+    let customers: Vec<String> = (0..14).map(|n| format!("5550003{n:02}")).collect();
+    // One at a time, so that each lookup's answer is in before the next customer's.
+    for (n, psid) in customers.iter().enumerate() {
+        let (status, _) = s
+            .send(messenger_text(PAGE_A, psid, &format!("m.{n}"), n as i64 + 1, "hi").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        peers.motion.wait_for_notifies(n + 1, WAIT).await.unwrap();
+    }
+    let notes = peers.motion.wait_for_notifies(14, WAIT).await.unwrap();
+    for (note, psid) in notes.iter().zip(&customers) {
+        assert_eq!(note.notify.from, *psid);
+        assert_eq!(note.notify.first_name.as_deref(), Some("Facebook"));
+        assert_eq!(
+            note.notify.last_name.as_deref(),
+            Some(format!("user {}", &psid[psid.len() - 4..]).as_str())
+        );
+    }
+    let requests = peers.graph.requests();
+    let asked = |psid: &String| {
+        requests
+            .iter()
+            .filter(|r| r.path.ends_with(psid.as_str()))
+            .count()
+    };
+    for psid in &customers[..10] {
+        assert_eq!(asked(psid), 2, "first and last names, then `name`: {psid}");
+    }
+    for psid in &customers[10..] {
+        assert_eq!(asked(psid), 0, "paused: {psid} is not asked");
+    }
+    let log = daemon.log_text();
+    assert_eq!(
+        log.matches("refused the names of 10 new customers in a row")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("Business Asset User Profile Access"), "{log}");
+    assert_eq!(
+        log.matches("refused the customer name lookup").count(),
+        9,
+        "one line per customer until the pause, then none: {log}"
+    );
+}
