@@ -8,6 +8,10 @@
 //!                                           # docs/benchmark.md records for this CPU model
 //!     cargo bench --bench relay -- --intake 64   # only intake at 64 connections, 20 s:
 //!                                                # prints the daemon's pid to profile
+//!     cargo bench --bench relay -- --drain [--after-burst] [--named]
+//!                                    # only the backlog and its drain (after the full
+//!                                    # burst's history; with Graph giving the backlog's
+//!                                    # customers names): prints the daemon's pid to profile
 //!
 //! Phases, each against the daemon with an instant Motion: webhook intake at 1/16/64
 //! keep-alive connections from 1,000 customers, beside the **anchor** (`load::Anchor`, a
@@ -51,6 +55,16 @@ const REPLY_TOKEN: &str = "bench-reply-token";
 const IG: &str = "17841400000000000";
 const IG_REPLY_TOKEN: &str = "bench-ig-reply-token";
 
+/// `--drain`'s options.
+#[derive(Clone, Copy)]
+struct DrainOnly {
+    /// `--after-burst`: on the history of a burst first, as in a full run.
+    after_burst: bool,
+    /// `--named`: Graph gives the backlog's customers names (else it refuses them, as
+    /// for every customer of the run).
+    named: bool,
+}
+
 /// Sizes of one run.
 pub struct Plan {
     short: bool,
@@ -59,6 +73,8 @@ pub struct Plan {
     /// `--burst`: only the burst of new conversations, twice (the second on the first's
     /// history), to compare two binaries' bursts without the rest of the run.
     burst_only: bool,
+    /// `--drain`: only the backlog and its drain.
+    drain_only: Option<DrainOnly>,
     throughput_secs: f64,
     fixed_rate_secs: f64,
     e2e_secs: f64,
@@ -86,11 +102,16 @@ fn main() {
         .position(|a| a == "--intake")
         .map(|i| args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(64));
     let burst_only = args.iter().any(|a| a == "--burst");
+    let drain_only = args.iter().any(|a| a == "--drain").then(|| DrainOnly {
+        after_burst: args.iter().any(|a| a == "--after-burst"),
+        named: args.iter().any(|a| a == "--named"),
+    });
     let plan = if short {
         Plan {
             short,
             intake_only,
             burst_only,
+            drain_only,
             throughput_secs: 2.0,
             fixed_rate_secs: 1.0,
             e2e_secs: 1.0,
@@ -104,6 +125,7 @@ fn main() {
             short,
             intake_only,
             burst_only,
+            drain_only,
             throughput_secs: if intake_only.is_some() { 20.0 } else { 5.0 },
             fixed_rate_secs: 10.0,
             e2e_secs: 10.0,
@@ -187,6 +209,27 @@ async fn run(plan: Plan) -> Option<String> {
             drained(&motion).await;
             burst(&plan, &mut r, &daemon, &tls, "").await;
         }
+        return None;
+    }
+    if let Some(only) = plan.drain_only {
+        if only.after_burst {
+            burst(&plan, &mut r, &daemon, &tls, "").await;
+            drained(&motion).await;
+        }
+        if only.named {
+            // The customers `backlog` takes next.
+            let first = load::new_customers(0);
+            for customer in first..first + plan.backlog {
+                graph.add_profile(
+                    &customer.to_string(),
+                    "Bench",
+                    &format!("Customer {customer}"),
+                );
+            }
+        }
+        // Against 1 event/s: the drain's figure is its rate.
+        let daemon = backlog(&plan, &mut r, &config, daemon, &motion, &tls, ("", 1.0)).await;
+        daemon.stop();
         return None;
     }
     let anchor_process = load::Anchor::start(&certs);
@@ -659,6 +702,13 @@ async fn backlog(
     );
     daemon.stop();
     let daemon = Daemon::start(config);
+    if plan.drain_only.is_some() {
+        println!(
+            "daemon pid {} (e.g. perf record -g -p {} -- sleep 3)",
+            daemon.child.id(),
+            daemon.child.id()
+        );
+    }
     if column.is_empty() {
         r.add(
             &format!("start → ready with {queued} pending"),
