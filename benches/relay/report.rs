@@ -164,7 +164,7 @@ pub fn write_reports(plan: &Plan, r: &Results) {
     let mut md = String::new();
     md.push_str("# Benchmark\n\n");
     md.push_str(&format!(
-        "`cargo bench --bench relay`{} on {} core(s) ({cpu}); the load generator, the anchor and the simulated Facebook and Motion share the machine with the daemon. Real TLS (rustls), real HMAC signatures, real fsync. Every figure is read beside another of the same run: the daemon's intake as a share of the **anchor** (the same TLS and HTTP stack, checking the signature and storing nothing), the burst's last seconds against its first, the drain against the intake — so that a slower machine and a slower daemon are told apart.\n\n",
+        "`cargo bench --bench relay`{} on {} core(s) ({cpu}); the load generator, the anchor and the simulated Facebook and Motion share the machine with the daemon. Real TLS (rustls), real HMAC signatures, real fsync. Every figure is read beside another of the same run: the daemon's intake as a share of the **anchor** (the same TLS and HTTP stack, checking the signature and storing nothing), the burst's last seconds against its first, the drain against the intake — so that a slower machine and a slower daemon are told apart. The simulated Graph refuses the new customers' names, as Graph does for an app without Business Asset User Profile Access: after ten refusals in a row the daemon stops asking for a while (`cargo bench --bench relay -- --drain --named` reads the drain with names given).\n\n",
         if plan.short { " -- --short" } else { "" },
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     ));
