@@ -27,8 +27,11 @@ const FALLBACK_TTL_MS: i64 = 24 * 3600 * 1000;
 /// refusal says little (the customer may have deleted their account); ten in a row with no
 /// name in between is the account.
 const REFUSALS_TO_PAUSE: u32 = 10;
-/// How long an account's lookups pause; one is tried after each pause.
-const PAUSE_MS: i64 = 10 * 60 * 1000;
+/// How long an account's lookups pause; one is tried after each pause. Short: a refusal
+/// may also be a run of customers with no profile to give (guests of the website chat
+/// plugin), and a customer who writes first meanwhile keeps the stand-in name in Motion.
+/// One doomed call a minute costs nothing.
+const PAUSE_MS: i64 = 60 * 1000;
 /// Most customer names kept in memory; past this the cache starts over (the store keeps
 /// them all, so this only costs a store read per customer).
 const PROFILE_CACHE_MAX: usize = 50_000;
@@ -242,7 +245,7 @@ pub async fn customer_name(
                     info!(page_id = %account_id, conversation = %conversation, "{network} refused the customer name lookup ({e}); using {:?} ({refused})", full_name(&profile));
                 }
                 AfterRefusal::Paused => {
-                    warn!(page_id = %account_id, "{network} refused the names of {REFUSALS_TO_PAUSE} new customers in a row (the last: {e}); {refused}. New customers show as {:?} and the like; their names are not asked for the next {} minutes, then one is asked again, every {} minutes until {network} gives one", full_name(&profile), PAUSE_MS / 60_000, PAUSE_MS / 60_000);
+                    warn!(page_id = %account_id, "{network} refused the names of {REFUSALS_TO_PAUSE} new customers in a row (the last: {e}); {refused}. New customers show as {:?} and the like; their names are not asked for {} s at a time, one being asked after each pause until {network} gives one", full_name(&profile), PAUSE_MS / 1000);
                 }
                 AfterRefusal::StillPaused => {}
             }
