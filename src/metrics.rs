@@ -106,6 +106,8 @@ pub struct Metrics {
     pub reconcile_conversations: Family<PageLabels, Gauge>,
     /// Messages the last comparison found missing, per account.
     pub reconcile_missing: Family<PageLabels, Gauge>,
+    /// 1 while an account's customer name lookups pause after refusals, else 0.
+    pub customer_names_paused: Family<PageLabels, Gauge>,
     /// Request latency per listener and route.
     pub request_seconds: HistogramFamily,
     /// notAfter of the public certificate, Unix time.
@@ -387,6 +389,12 @@ impl Metrics {
             "Times this node left an item to another node of the shared queue because the item's account is not in this node's config (its config differs: copy the same file to every node)",
             left_to_other_nodes.clone(),
         );
+        let customer_names_paused = Family::<PageLabels, Gauge>::default();
+        registry.register(
+            "customer_names_paused",
+            "1 while an account's customer name lookups pause because Graph refused ten new customers' names in a row (the app may lack Business Asset User Profile Access): new customers show with stand-in names; 0 once Graph gives names again",
+            customer_names_paused.clone(),
+        );
         let task_restarts = Family::<TaskLabels, Counter>::default();
         registry.register(
             "task_restarts",
@@ -446,6 +454,7 @@ impl Metrics {
             left_to_other_nodes,
             config_differences,
             task_restarts,
+            customer_names_paused,
             feature_paused,
             unverified_bytes,
             outcomes_kept,

@@ -245,6 +245,7 @@ pub async fn customer_name(
                     info!(page_id = %account_id, conversation = %conversation, "{network} refused the customer name lookup ({e}); using {:?} ({refused})", full_name(&profile));
                 }
                 AfterRefusal::Paused => {
+                    names_paused(shared, account_id, true);
                     warn!(page_id = %account_id, "{network} refused the names of {REFUSALS_TO_PAUSE} new customers in a row (the last: {e}); {refused}. New customers show as {:?} and the like; their names are not asked for {} s at a time, one being asked after each pause until {network} gives one", full_name(&profile), PAUSE_MS / 1000);
                 }
                 AfterRefusal::StillPaused => {}
@@ -253,6 +254,7 @@ pub async fn customer_name(
         }
         Ok(names_given) => {
             if names.answered(account_id) {
+                names_paused(shared, account_id, false);
                 info!(page_id = %account_id, "{network} gives customer names again; new customers' names are looked up as before");
             }
             let profile = match names_given {
@@ -267,6 +269,17 @@ pub async fn customer_name(
             keep(profile).await
         }
     }
+}
+
+fn names_paused(shared: &Shared, account_id: &str, paused: bool) {
+    let labels = crate::metrics::PageLabels {
+        page_id: account_id.to_owned(),
+    };
+    shared
+        .metrics
+        .customer_names_paused
+        .get_or_create(&labels)
+        .set(i64::from(paused));
 }
 
 /// A customer's name as Motion gets it: on one line (control characters, line breaks

@@ -313,6 +313,8 @@ impl Bench {
 pub struct Process {
     pub child: Child,
     pub public_port: u16,
+    /// The local listener's (Reply URL, `/metrics`).
+    pub local_port: u16,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -370,15 +372,19 @@ impl Process {
                 );
             }
         };
-        let port = ready
-            .split("://127.0.0.1:")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in ready line: {ready}"));
+        // "… webhooks on https://127.0.0.1:P/webhook, Reply URL on http://127.0.0.1:L/reply/…"
+        let port = |nth: usize| {
+            ready
+                .split("://127.0.0.1:")
+                .nth(nth)
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("no port in ready line: {ready}"))
+        };
         Process {
             child,
-            public_port: port,
+            public_port: port(1),
+            local_port: port(2),
             log,
         }
     }
