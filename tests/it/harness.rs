@@ -283,8 +283,7 @@ impl Bench {
 
     /// The daemon's `/metrics` text, from its local listener.
     pub async fn metrics(&self) -> String {
-        let url = format!("http://{}/metrics", self.daemon().local_addr);
-        reqwest::get(url).await.unwrap().text().await.unwrap()
+        get_text(format!("http://{}/metrics", self.daemon().local_addr)).await
     }
 
     pub async fn items(&self) -> Vec<ItemSummary> {
@@ -307,6 +306,11 @@ impl Bench {
             d.stop().await;
         }
     }
+}
+
+/// The body of a GET that must answer (any status).
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
 /// The daemon as a child process of the test, its stderr collected.

@@ -388,12 +388,7 @@ async fn one_unreadable_item_fails_alone_and_is_counted() {
         metrics.contains("fb_openchannel_webhook_items_unreadable_total 1"),
         "{metrics}"
     );
-    let ready = reqwest::get(format!("http://{}/readyz", bench.daemon().local_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let ready = get_text(format!("http://{}/readyz", bench.daemon().local_addr)).await;
     assert!(
         ready.contains("1 signed webhook item(s) could not be read"),
         "{ready}"

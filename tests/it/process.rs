@@ -271,12 +271,7 @@ async fn names_refused_for_ten_customers_in_a_row_are_not_asked_for_a_while() {
         9,
         "one line per customer until the pause, then none: {log}"
     );
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", daemon.local_port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(format!("http://127.0.0.1:{}/metrics", daemon.local_port)).await;
     assert!(
         metrics.contains(&format!(
             "fb_openchannel_customer_names_paused{{page_id=\"{PAGE_A}\"}} 1"

@@ -213,7 +213,7 @@ async fn a_rate_limit_hint_of_years_pauses_the_page_for_a_day_at_most() {
         let (status, answer) =
             agent(&bench, reply_body(9100 + n, PSID, "After the limit", None)).await;
         assert_eq!(status, 202, "{answer}");
-        let text = reqwest::get(&readyz).await.unwrap().text().await.unwrap();
+        let text = get_text(&readyz).await;
         let next = text
             .lines()
             .find_map(|l| l.split_once("next try in ").map(|(_, d)| d.to_owned()))

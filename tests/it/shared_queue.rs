@@ -448,7 +448,7 @@ async fn a_throttle_or_rate_limit_one_node_met_holds_on_the_other_and_comments_k
     // Node B hears of it and holds its own agent's comment, without calling Graph.
     let readyz = format!("http://{}/readyz", b.local_addr);
     crate::wait_until("node b holds the Page's comments", WAIT, || async {
-        let text = reqwest::get(&readyz).await.unwrap().text().await.unwrap();
+        let text = get_text(&readyz).await;
         text.contains(&format!("page {PAGE_B}: Facebook throttles comments"))
     })
     .await;
@@ -499,7 +499,7 @@ async fn a_throttle_or_rate_limit_one_node_met_holds_on_the_other_and_comments_k
     assert_eq!(status, 202, "{answer}");
     assert_eq!(graph.send_calls(), sends + 1);
     crate::wait_until("node b's calls for the Page wait", WAIT, || async {
-        let text = reqwest::get(&readyz).await.unwrap().text().await.unwrap();
+        let text = get_text(&readyz).await;
         text.contains(&format!(
             "page {PAGE_B}: Facebook rate-limits the page's calls"
         ))
@@ -554,12 +554,7 @@ async fn nodes_that_run_different_configs_say_so_until_the_file_is_copied() {
             .unwrap_or_else(|| panic!("{out}"))
             .to_owned()
     };
-    let metrics = reqwest::get(format!("http://{}/metrics", b.local_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(format!("http://{}/metrics", b.local_addr)).await;
     assert!(
         metrics.contains("fb_openchannel_shared_queue_config_differences 1\n"),
         "{metrics}"
@@ -580,7 +575,7 @@ async fn nodes_that_run_different_configs_say_so_until_the_file_is_copied() {
     for local in [a.daemon().local_addr, b.local_addr] {
         let url = format!("http://{local}/readyz");
         crate::wait_until("the nodes run one config", WAIT, || async {
-            let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            let text = get_text(&url).await;
             !text.contains("runs another config")
         })
         .await;
@@ -617,7 +612,7 @@ async fn a_page_only_one_node_has_is_delivered_by_that_node_whichever_node_took_
         .unwrap();
     let readyz = format!("http://{}/readyz", b.local_addr);
     crate::wait_until("node b knows node a has page b", WAIT, || async {
-        let text = reqwest::get(&readyz).await.unwrap().text().await.unwrap();
+        let text = get_text(&readyz).await;
         text.contains(&format!("page {PAGE_B} is configured only there"))
     })
     .await;
@@ -641,7 +636,7 @@ async fn a_page_only_one_node_has_is_delivered_by_that_node_whichever_node_took_
     assert_eq!(status, 200, "{answer}");
     let metrics = format!("http://{}/metrics", b.local_addr);
     crate::wait_until("node b leaves the message to node a", WAIT, || async {
-        let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        let text = get_text(&metrics).await;
         text.contains("fb_openchannel_items_left_to_other_nodes_total 1")
             || text.contains("fb_openchannel_items_left_to_other_nodes_total 2")
     })

@@ -695,12 +695,7 @@ async fn a_throttled_comment_pauses_comments_only_and_resumes_by_itself() {
     told_comments_are_throttled(status, &answer);
     let told = answer["message"].as_str().unwrap();
     assert!(told.contains("next try at"), "{told}");
-    let ready = reqwest::get(format!("http://{}/readyz", bench.daemon().local_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let ready = get_text(format!("http://{}/readyz", bench.daemon().local_addr)).await;
     assert!(
         ready.contains(&format!("page {PAGE_B}: Facebook throttles comments")),
         "{ready}"
