@@ -152,8 +152,9 @@ impl GraphError {
             Some(b) => (
                 b.code,
                 b.error_subcode,
-                b.message.unwrap_or_else(|| "(no message)".into()),
-                b.fbtrace_id,
+                b.message
+                    .map_or_else(|| "(no message)".into(), |m| one_line(&m, MESSAGE_CHARS)),
+                b.fbtrace_id.map(|t| one_line(&t, TRACE_CHARS)),
             ),
             None => (None, None, http_client::snippet(body), None),
         };
@@ -189,4 +190,55 @@ pub fn regain_access_after(header: &str) -> Option<Duration> {
         .filter_map(|u| u.get("estimated_time_to_regain_access")?.as_u64())
         .max()?;
     (minutes > 0).then(|| Duration::from_secs(minutes.saturating_mul(60)).min(LONGEST_REGAIN))
+}
+
+/// Most characters of Graph's own error message kept: its messages run to a few hundred
+/// (the longest in Meta's error reference about 300), and each reaches log lines and
+/// Motion's error notes.
+const MESSAGE_CHARS: usize = 1000;
+/// Most characters of an `fbtrace_id` kept (Graph's are 11).
+const TRACE_CHARS: usize = 64;
+
+/// A peer's text on one line (control characters, line breaks included, become spaces)
+/// and at most `most` characters, `…` marking a cut.
+fn one_line(text: &str, most: usize) -> String {
+    let mut line: String = text
+        .trim()
+        .chars()
+        .take(most)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.trim().chars().nth(most).is_some() {
+        line.push('…');
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graphs_own_message_and_trace_are_bounded_and_on_one_line() {
+        let body = serde_json::json!({"error": {
+            "message": format!("(#100) bad\nline{}", "x".repeat(100_000)),
+            "code": 100,
+            "fbtrace_id": format!("A\r\n{}", "t".repeat(10_000)),
+        }})
+        .to_string();
+        let e = GraphError::from_response(400, &body, None);
+        assert!(e.message.starts_with("(#100) bad line"), "{}", e.message);
+        assert_eq!(e.message.chars().count(), MESSAGE_CHARS + 1);
+        assert!(e.message.ends_with('…'));
+        let trace = e.fbtrace_id.clone().unwrap();
+        assert_eq!(trace.chars().count(), TRACE_CHARS + 1);
+        assert!(!e.to_string().contains('\n'));
+        let short = GraphError::from_response(
+            400,
+            r#"{"error":{"message":"Invalid OAuth access token.","code":190,"fbtrace_id":"AbC123"}}"#,
+            None,
+        );
+        assert_eq!(short.message, "Invalid OAuth access token.");
+        assert_eq!(short.fbtrace_id.as_deref(), Some("AbC123"));
+    }
 }
